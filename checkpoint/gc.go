@@ -1,0 +1,181 @@
+package checkpoint
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// GCOptions select what GC deletes.
+type GCOptions struct {
+	// Keep, when > 0, keeps only the latest Keep checkpoints of each thread.
+	Keep int
+	// Before, when set, deletes threads last updated before it.
+	Before time.Time
+	// Thread, when set, limits GC to this thread.
+	Thread string
+}
+
+// GCResult reports what GC did.
+type GCResult struct {
+	Threads, Checkpoints    int
+	BytesBefore, BytesAfter int64
+}
+
+// GC deletes old threads and old checkpoints without breaking delta
+// chains, then reclaims space with VACUUM. The oldest kept checkpoint of
+// each branch is rewritten as a full snapshot before its ancestors go.
+func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
+	var res GCResult
+	var err error
+	if res.BytesBefore, err = s.size(ctx); err != nil {
+		return res, err
+	}
+	if !o.Before.IsZero() {
+		q := `SELECT id FROM threads WHERE updated < ?`
+		args := []any{o.Before.UnixNano()}
+		if o.Thread != "" {
+			q += ` AND id = ?`
+			args = append(args, o.Thread)
+		}
+		ids, err := s.strings(ctx, q, args...)
+		if err != nil {
+			return res, err
+		}
+		for _, id := range ids {
+			var n int
+			if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM checkpoints WHERE thread = ?`, id).Scan(&n); err != nil {
+				return res, fmt.Errorf("gc: %w", describeSQLiteErr(err))
+			}
+			if err := s.DeleteThread(ctx, id); err != nil {
+				return res, fmt.Errorf("gc: %w", err)
+			}
+			res.Threads++
+			res.Checkpoints += n
+		}
+	}
+	if o.Keep > 0 {
+		q := `SELECT id FROM threads`
+		var args []any
+		if o.Thread != "" {
+			q += ` WHERE id = ?`
+			args = append(args, o.Thread)
+		}
+		ids, err := s.strings(ctx, q, args...)
+		if err != nil {
+			return res, err
+		}
+		for _, id := range ids {
+			n, err := s.pruneThread(ctx, id, o.Keep)
+			if err != nil {
+				return res, fmt.Errorf("gc thread %q: %w", id, err)
+			}
+			res.Checkpoints += n
+		}
+	}
+	if _, err := s.db.ExecContext(ctx, `VACUUM`); err != nil {
+		return res, fmt.Errorf("gc: vacuum: %w", describeSQLiteErr(err))
+	}
+	if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		return res, fmt.Errorf("gc: checkpoint WAL: %w", describeSQLiteErr(err))
+	}
+	res.BytesAfter, err = s.size(ctx)
+	return res, err
+}
+
+func (s *SQLite) size(ctx context.Context) (int64, error) {
+	var pages, size int64
+	if err := s.db.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
+		return 0, fmt.Errorf("read database size: %w", describeSQLiteErr(err))
+	}
+	if err := s.db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&size); err != nil {
+		return 0, fmt.Errorf("read database size: %w", describeSQLiteErr(err))
+	}
+	return pages * size, nil
+}
+
+func (s *SQLite) strings(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("gc: %w", describeSQLiteErr(err))
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// pruneThread keeps the latest keep checkpoints of a thread (and always its
+// head) and deletes the rest in one transaction.
+func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int, error) {
+	th, err := s.Thread(ctx, thread)
+	if err != nil {
+		return 0, err
+	}
+	all, err := s.List(ctx, thread, 0) // newest first
+	if err != nil {
+		return 0, err
+	}
+	if len(all) <= keep {
+		return 0, nil
+	}
+	kept := map[string]bool{th.Head: true}
+	for _, cp := range all {
+		if len(kept) >= keep && !kept[cp.ID] {
+			break
+		}
+		kept[cp.ID] = true
+	}
+	// Materialise the values of kept checkpoints whose parent goes, while
+	// their chains are still intact.
+	snaps := map[string][]byte{}
+	for _, cp := range all {
+		if kept[cp.ID] && cp.ParentID != "" && !kept[cp.ParentID] {
+			full, err := s.Get(ctx, thread, cp.ID)
+			if err != nil {
+				return 0, err
+			}
+			b, err := marshal(full.Values)
+			if err != nil {
+				return 0, err
+			}
+			snaps[cp.ID] = b
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, describeSQLiteErr(err)
+	}
+	defer tx.Rollback()
+	for id, b := range snaps {
+		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ? WHERE thread = ? AND id = ?`, b, len(b), thread, id); err != nil {
+			return 0, describeSQLiteErr(err)
+		}
+	}
+	n := 0
+	for _, cp := range all {
+		if kept[cp.ID] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM checkpoints WHERE thread = ? AND id = ?`, thread, cp.ID); err != nil {
+			return 0, describeSQLiteErr(err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM writes WHERE thread = ? AND checkpoint = ?`, thread, cp.ID); err != nil {
+			return 0, describeSQLiteErr(err)
+		}
+		n++
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, describeSQLiteErr(err)
+	}
+	s.mu.Lock()
+	delete(s.chains, thread)
+	s.mu.Unlock()
+	return n, nil
+}

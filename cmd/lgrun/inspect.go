@@ -1,0 +1,386 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+func notFound(err error, thread string) error {
+	if errors.Is(err, runtime.ErrNotFound) {
+		return fmt.Errorf("%w (list threads with `lgrun threads`)", err)
+	}
+	return err
+}
+
+func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
+	var thread string
+	var limit int
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "history --thread ID",
+		Short: "List a thread's checkpoints, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if thread == "" {
+				return usagef("history needs --thread")
+			}
+			s, err := g.openSaver(io)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			cps, err := s.List(cmd.Context(), thread, limit)
+			if err != nil {
+				return notFound(err, thread)
+			}
+			if asJSON {
+				type row struct {
+					ID      string              `json:"checkpoint"`
+					Parent  string              `json:"parent,omitempty"`
+					Step    int                 `json:"step"`
+					Time    time.Time           `json:"time"`
+					Source  runtime.Source      `json:"source"`
+					Writes  map[string][]string `json:"writes,omitempty"`
+					Changed []string            `json:"changed"`
+					Next    []string            `json:"next"`
+				}
+				rows := make([]row, 0, len(cps))
+				for _, cp := range cps {
+					rows = append(rows, row{cp.ID, cp.ParentID, cp.Step, cp.Metadata.Time, cp.Metadata.Source, cp.Metadata.Writes, spec.SortedKeys(cp.Delta), orEmpty(cp.Next)})
+				}
+				return writeJSON(io, rows)
+			}
+			tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "CHECKPOINT\tSTEP\tTIME\tSOURCE\tWRITES\tCHANGED\tNEXT")
+			for _, cp := range cps {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", cp.ID, cp.Step, cp.Metadata.Time.Local().Format("2006-01-02 15:04:05.000"),
+					cp.Metadata.Source, dash(sortedWrites(cp.Metadata.Writes)), dash(strings.Join(spec.SortedKeys(cp.Delta), ",")), dash(strings.Join(cp.Next, ",")))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
+	c.Flags().IntVarP(&limit, "limit", "n", 0, "show at most this many checkpoints")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func writeJSON(io *IO, v any) error {
+	enc := json.NewEncoder(io.Out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
+	var thread, cpID, graphPath string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "state --thread ID [--checkpoint C]",
+		Short: "Show a thread's state: values, next nodes, interrupts and metadata",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if thread == "" {
+				return usagef("state needs --thread")
+			}
+			s, err := g.openSaver(io)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			th, err := s.Thread(cmd.Context(), thread)
+			if err != nil {
+				return notFound(err, thread)
+			}
+			cp, err := s.Get(cmd.Context(), thread, cpID)
+			if err != nil {
+				return notFound(err, thread)
+			}
+			var ints []runtime.Interrupt
+			for _, p := range cp.Pending {
+				if p.Kind == runtime.PendingInterrupt && p.Interrupt != nil {
+					ints = append(ints, *p.Interrupt)
+				}
+			}
+			if asJSON {
+				return writeJSON(io, map[string]any{
+					"thread": th.ID, "status": th.Status, "error": th.Error, "checkpoint": cp.ID, "parent": cp.ParentID,
+					"step": cp.Step, "values": cp.Values, "next": orEmpty(cp.Next), "interrupts": ints,
+					"pending": cp.Pending, "metadata": cp.Metadata,
+				})
+			}
+			// The graph, when it still loads, gives field order and transcripts.
+			var gr *spec.Graph
+			if graphPath == "" {
+				graphPath = th.GraphFile
+			}
+			if graphPath != "" {
+				gr, _ = spec.LoadFile(graphPath, nil)
+			}
+			st := style{on: io.Color}
+			w := io.Out
+			fmt.Fprintf(w, "thread      %s (%s)\n", th.ID, th.Status)
+			if th.Error != "" && cpID == "" {
+				fmt.Fprintf(w, "error       %s\n", th.Error)
+			}
+			fmt.Fprintf(w, "checkpoint  %s (step %d, %s, %s)\n", cp.ID, cp.Step, cp.Metadata.Source, cp.Metadata.Time.Local().Format(time.RFC3339))
+			fmt.Fprintf(w, "graph       %s %.12s (lgrun %s)\n", cp.Metadata.Graph, cp.Metadata.GraphHash, cp.Metadata.Version)
+			fmt.Fprintf(w, "next        %s\n", dash(strings.Join(cp.Next, ", ")))
+			for _, in := range ints {
+				fmt.Fprintf(w, "interrupt   %s %s", in.When, in.Node)
+				if in.Payload != nil {
+					fmt.Fprintf(w, " payload=%s", compactJSON(in.Payload))
+				}
+				fmt.Fprintln(w)
+			}
+			for _, p := range cp.Pending {
+				switch p.Kind {
+				case runtime.PendingWrites:
+					fmt.Fprintf(w, "pending     %s finished (its writes are kept and not re-run)\n", p.Node)
+				case runtime.PendingError:
+					fmt.Fprintf(w, "failed      %s: %s\n", p.Node, p.Error)
+				}
+			}
+			if t := cp.Metadata.Totals; t.LLMCalls > 0 {
+				fmt.Fprintf(w, "usage       %d LLM calls, %d in + %d out tokens, $%.4f\n", t.LLMCalls, t.InputTokens, t.OutputTokens, t.CostUSD)
+			}
+			fmt.Fprintln(w, "values")
+			printValues(w, gr, cp.Values, st)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
+	c.Flags().StringVarP(&cpID, "checkpoint", "c", "", "checkpoint id (default: the latest)")
+	c.Flags().StringVar(&graphPath, "graph", "", "graph file for field order and transcripts (default: the thread's)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func newDiffCmd(io *IO, g *globalOpts) *cobra.Command {
+	var thread string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "diff --thread ID C1 C2",
+		Short: "Show field-level differences between two checkpoints",
+		Args:  exactArgs(2, "two checkpoint ids"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if thread == "" {
+				return usagef("diff needs --thread")
+			}
+			s, err := g.openSaver(io)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			a, err := s.Get(cmd.Context(), thread, args[0])
+			if err != nil {
+				return notFound(err, thread)
+			}
+			b, err := s.Get(cmd.Context(), thread, args[1])
+			if err != nil {
+				return notFound(err, thread)
+			}
+			changes := diffValues(a.Values, b.Values)
+			if asJSON {
+				return writeJSON(io, changes)
+			}
+			if len(changes) == 0 {
+				fmt.Fprintln(io.Out, "no differences")
+				return nil
+			}
+			st := style{on: io.Color}
+			for _, ch := range changes {
+				switch ch.Kind {
+				case "added":
+					fmt.Fprintf(io.Out, "%s %s: %s\n", st.green("+"), ch.Field, truncate(compactJSON(ch.New), 200))
+				case "removed":
+					fmt.Fprintf(io.Out, "%s %s: %s\n", st.red("-"), ch.Field, truncate(compactJSON(ch.Old), 200))
+				case "appended":
+					fmt.Fprintf(io.Out, "%s %s: +%d items %s\n", st.yellow("~"), ch.Field, len(ch.Items), truncate(compactJSON(ch.Items), 200))
+				default:
+					fmt.Fprintf(io.Out, "%s %s: %s → %s\n", st.yellow("~"), ch.Field, truncate(compactJSON(ch.Old), 100), truncate(compactJSON(ch.New), 100))
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+// fieldChange is one field's difference between two states.
+type fieldChange struct {
+	Field string `json:"field"`
+	Kind  string `json:"change"` // added, removed, changed, appended
+	Old   any    `json:"old,omitempty"`
+	New   any    `json:"new,omitempty"`
+	Items []any  `json:"items,omitempty"`
+}
+
+func diffValues(a, b map[string]any) []fieldChange {
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	var out []fieldChange
+	for _, k := range spec.SortedKeys(keys) {
+		av, aok := a[k]
+		bv, bok := b[k]
+		switch {
+		case !aok:
+			out = append(out, fieldChange{Field: k, Kind: "added", New: bv})
+		case !bok:
+			out = append(out, fieldChange{Field: k, Kind: "removed", Old: av})
+		case !reflect.DeepEqual(av, bv):
+			al, aIsList := av.([]any)
+			bl, bIsList := bv.([]any)
+			if aIsList && bIsList && len(bl) > len(al) && reflect.DeepEqual(al, bl[:len(al)]) {
+				out = append(out, fieldChange{Field: k, Kind: "appended", Items: bl[len(al):]})
+				continue
+			}
+			out = append(out, fieldChange{Field: k, Kind: "changed", Old: av, New: bv})
+		}
+	}
+	return out
+}
+
+func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "threads",
+		Short: "List threads with their status and last update",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.openSaver(io)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ts, err := s.Threads(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				type row struct {
+					ID      string         `json:"thread"`
+					Status  runtime.Status `json:"status"`
+					Graph   string         `json:"graph"`
+					Head    string         `json:"head"`
+					Updated time.Time      `json:"updated"`
+					Error   string         `json:"error,omitempty"`
+				}
+				rows := make([]row, 0, len(ts))
+				for _, t := range ts {
+					rows = append(rows, row{t.ID, t.Status, t.Graph, t.Head, t.Updated, t.Error})
+				}
+				return writeJSON(io, rows)
+			}
+			tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "THREAD\tSTATUS\tGRAPH\tUPDATED\tHEAD")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Status, t.Graph, t.Updated.Local().Format("2006-01-02 15:04:05"), t.Head)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	del := &cobra.Command{
+		Use:   "delete ID...",
+		Short: "Delete threads and all their checkpoints",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("threads delete needs at least one thread id")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.openSaver(io)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			for _, id := range args {
+				if err := s.DeleteThread(cmd.Context(), id); err != nil {
+					return notFound(err, id)
+				}
+				fmt.Fprintf(io.Out, "deleted thread %s\n", id)
+			}
+			return nil
+		},
+	}
+	del.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	c.AddCommand(del)
+	return c
+}
+
+func newGCCmd(io *IO, g *globalOpts) *cobra.Command {
+	var opts checkpoint.GCOptions
+	var olderThan time.Duration
+	c := &cobra.Command{
+		Use:   "gc",
+		Short: "Delete old threads or old checkpoints and reclaim space",
+		Long: `Delete threads not updated for --older-than, and/or keep only the latest --keep
+checkpoints of each thread (or of --thread). Kept checkpoints stay loadable: the
+oldest kept checkpoint of each branch is rewritten as a full snapshot before its
+ancestors are deleted. Space is reclaimed with VACUUM afterwards.`,
+		Example: `  lgrun gc --older-than 720h
+  lgrun gc --keep 50
+  lgrun gc --thread t1 --keep 10`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Keep < 0 || olderThan < 0 {
+				return usagef("--keep and --older-than must not be negative")
+			}
+			if opts.Keep == 0 && olderThan == 0 {
+				return usagef("gc needs --keep N and/or --older-than DURATION")
+			}
+			if olderThan > 0 {
+				opts.Before = time.Now().Add(-olderThan)
+			}
+			s, err := g.openSaver(io)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			res, err := s.GC(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(io.Out, "deleted %d threads and %d checkpoints; database %d → %d bytes\n", res.Threads, res.Checkpoints, res.BytesBefore, res.BytesAfter)
+			return nil
+		},
+	}
+	c.Flags().IntVar(&opts.Keep, "keep", 0, "keep the latest N checkpoints of each thread")
+	c.Flags().DurationVar(&olderThan, "older-than", 0, "delete threads not updated for this long (e.g. 720h)")
+	c.Flags().StringVarP(&opts.Thread, "thread", "t", "", "only this thread")
+	return c
+}

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+func newThreadID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "t-" + hex.EncodeToString(b)
+}
+
+func absPath(p string) (string, error) { return filepath.Abs(p) }
+
+// style wraps text in ANSI colour when enabled.
+type style struct{ on bool }
+
+func (s style) c(code, text string) string {
+	if !s.on {
+		return text
+	}
+	return "\x1b[" + code + "m" + text + "\x1b[0m"
+}
+func (s style) bold(t string) string  { return s.c("1", t) }
+func (s style) dim(t string) string   { return s.c("2", t) }
+func (s style) red(t string) string   { return s.c("31", t) }
+func (s style) green(t string) string { return s.c("32", t) }
+func (s style) cyan(t string) string  { return s.c("36", t) }
+func (s style) yellow(t string) string {
+	return s.c("33", t)
+}
+
+// progress renders run events for humans (text) or machines (--stream).
+type progress struct {
+	io     *IO
+	o      *execOpts
+	g      *spec.Graph
+	st     style
+	enc    *json.Encoder
+	thread string
+	steps  int
+	start  time.Time
+}
+
+func newProgress(io *IO, o *execOpts, g *spec.Graph) *progress {
+	p := &progress{io: io, o: o, g: g, st: style{on: io.Color}, start: time.Now()}
+	if o.stream != "" {
+		p.enc = json.NewEncoder(io.Out)
+		p.enc.SetEscapeHTML(false)
+	}
+	return p
+}
+
+func (p *progress) event(e runtime.Event) {
+	if e.Thread != "" {
+		p.thread = e.Thread
+	}
+	if e.Kind == runtime.EvWarning {
+		fmt.Fprintf(p.io.Err, "lgrun: warning: %s\n", e.Message)
+		return
+	}
+	if p.enc != nil {
+		p.stream(e)
+		return
+	}
+	if p.o.quiet || p.o.output == "json" {
+		return
+	}
+	w, st := p.io.Out, p.st
+	switch e.Kind {
+	case runtime.EvRunStart:
+		fmt.Fprintf(w, "%s thread %s %s graph %s\n", st.cyan("▶"), st.bold(e.Thread), st.dim("·"), p.g.Name)
+	case runtime.EvNodeEnd:
+		fmt.Fprintf(w, "  %s %-16s %s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), formatWrites(p.g, e.Writes), st.dim(formatDur(e.Duration)))
+	case runtime.EvNodeError:
+		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), st.red("failed: "+e.Error))
+	case runtime.EvCheckpoint:
+		p.steps++
+	case runtime.EvMessage:
+		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), e.Node, st.dim(e.Message))
+	}
+}
+
+func (p *progress) stream(e runtime.Event) {
+	switch p.o.stream {
+	case "values":
+		if e.Kind == runtime.EvCheckpoint || e.Kind == runtime.EvRunStart {
+			_ = p.enc.Encode(map[string]any{"step": e.Step, "checkpoint": e.Checkpoint, "values": e.Values, "next": e.Next})
+		}
+	case "updates":
+		if e.Kind == runtime.EvNodeEnd {
+			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "writes": e.Writes})
+		}
+	case "messages":
+		if e.Kind == runtime.EvToken {
+			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "token": e.Token})
+		}
+	case "debug":
+		_ = p.enc.Encode(e)
+	}
+	switch e.Kind {
+	case runtime.EvInterrupt, runtime.EvDone, runtime.EvError:
+		if p.o.stream != "debug" {
+			_ = p.enc.Encode(e)
+		}
+	}
+}
+
+// finish prints the outcome of a run and returns the error that decides
+// the exit code.
+func (p *progress) finish(res *runtime.Result, err error) error {
+	w, st := p.io.Out, p.st
+	if res == nil {
+		return err
+	}
+	if p.o.output == "json" && p.enc == nil {
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		out := map[string]any{"thread": res.Thread, "status": res.Status, "checkpoint": res.Checkpoint.ID, "step": res.Checkpoint.Step, "values": res.Checkpoint.Values, "next": res.Checkpoint.Next}
+		if len(res.Interrupts) > 0 {
+			out["interrupts"] = res.Interrupts
+		}
+		if err != nil {
+			out["error"] = err.Error()
+		}
+		_ = enc.Encode(out)
+	}
+	text := p.o.output == "text" && p.enc == nil
+	switch res.Status {
+	case runtime.StatusDone:
+		if text {
+			fmt.Fprintf(w, "%s %s in %s %s checkpoint %s\n", st.green("✔"), "done", plural(res.Checkpoint.Step-res.Checkpoint.TurnStep, "step"), st.dim("·"), res.Checkpoint.ID)
+			if !p.o.quiet {
+				printValues(w, p.g, res.Checkpoint.Values, st)
+			}
+		}
+		return err
+	case runtime.StatusInterrupted:
+		if text || p.enc != nil {
+			out := w
+			if p.enc != nil {
+				out = p.io.Err
+			}
+			for _, in := range res.Interrupts {
+				switch in.When {
+				case runtime.InterruptBefore:
+					fmt.Fprintf(out, "%s paused before node %s (step %d)\n", st.yellow("⏸"), st.bold(in.Node), res.Checkpoint.Step)
+				case runtime.InterruptAfter:
+					fmt.Fprintf(out, "%s paused after node %s (step %d)\n", st.yellow("⏸"), st.bold(in.Node), res.Checkpoint.Step)
+				default:
+					fmt.Fprintf(out, "%s paused at interrupt node %s (step %d)\n", st.yellow("⏸"), st.bold(in.Node), res.Checkpoint.Step)
+				}
+				if in.Payload != nil {
+					fmt.Fprintf(out, "  payload: %s\n", compactJSON(in.Payload))
+				}
+			}
+			fmt.Fprintf(out, "  resume with: %s\n", resumeHint(res))
+		}
+		return pausedError{}
+	}
+	if err != nil && text && p.o.quiet {
+		return err
+	}
+	return err
+}
+
+func resumeHint(res *runtime.Result) string {
+	for _, in := range res.Interrupts {
+		if in.When == runtime.InterruptNode {
+			return fmt.Sprintf("lgrun resume --thread %s --value 'JSON'", res.Thread)
+		}
+	}
+	return fmt.Sprintf("lgrun resume --thread %s", res.Thread)
+}
+
+func plural(n int, s string) string {
+	if n == 1 {
+		return "1 " + s
+	}
+	return fmt.Sprintf("%d %ss", n, s)
+}
+
+func formatDur(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000)
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
+
+// formatWrites renders a node's writes compactly: "count=3 log+=[...]".
+func formatWrites(g *spec.Graph, ws []runtime.Write) string {
+	if len(ws) == 0 {
+		return "(no writes)"
+	}
+	parts := make([]string, 0, len(ws))
+	for _, w := range ws {
+		op := "="
+		if f := g.Field(w.Field); f != nil && f.Reducer.Kind != spec.ReduceReplace {
+			op = "+="
+		}
+		parts = append(parts, w.Field+op+truncate(compactJSON(w.Value), 60))
+	}
+	return strings.Join(parts, " ")
+}
+
+func compactJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// printValues prints a state, one field per line, messages as a transcript.
+func printValues(w io.Writer, g *spec.Graph, values map[string]any, st style) {
+	names := make([]string, 0, len(values))
+	if g != nil {
+		for _, f := range g.Fields {
+			names = append(names, f.Name)
+		}
+	} else {
+		names = spec.SortedKeys(values)
+	}
+	for _, name := range names {
+		v, ok := values[name]
+		if !ok {
+			continue
+		}
+		if g != nil {
+			if f := g.Field(name); f != nil && f.Type.Kind == spec.KindMessages {
+				fmt.Fprintf(w, "  %s:\n", st.bold(name))
+				printTranscript(w, v, "    ", st)
+				continue
+			}
+		}
+		fmt.Fprintf(w, "  %s: %s\n", st.bold(name), truncate(compactJSON(v), 200))
+	}
+}
+
+// printTranscript renders a messages list: who said what, tool calls and results.
+func printTranscript(w io.Writer, v any, indent string, st style) {
+	l, _ := v.([]any)
+	if len(l) == 0 {
+		fmt.Fprintf(w, "%s(no messages)\n", indent)
+	}
+	for _, x := range l {
+		m, _ := x.(map[string]any)
+		role, _ := m["role"].(string)
+		content, _ := m["content"].(string)
+		label := role
+		if name, _ := m["name"].(string); name != "" {
+			label += " (" + name + ")"
+		}
+		if role == "tool" {
+			id, _ := m["tool_call_id"].(string)
+			label = "tool result"
+			if id != "" {
+				label += " [" + id + "]"
+			}
+		}
+		lines := strings.Split(strings.TrimRight(content, "\n"), "\n")
+		if content != "" {
+			fmt.Fprintf(w, "%s%s %s\n", indent, st.cyan(label+":"), lines[0])
+			for _, l := range lines[1:] {
+				fmt.Fprintf(w, "%s  %s\n", indent, l)
+			}
+		} else if calls, _ := m["tool_calls"].([]any); len(calls) == 0 {
+			fmt.Fprintf(w, "%s%s %s\n", indent, st.cyan(label+":"), st.dim("(empty)"))
+		}
+		calls, _ := m["tool_calls"].([]any)
+		for _, c := range calls {
+			cm, _ := c.(map[string]any)
+			fmt.Fprintf(w, "%s%s %s(%s) [%s]\n", indent, st.cyan(label+" → tool call:"), cm["name"], cm["arguments"], cm["id"])
+		}
+	}
+}
+
+// printDiagnostics renders spec diagnostics with paths relative to cwd.
+func printDiagnostics(w io.Writer, diags spec.ErrorList, cwd string) {
+	for _, d := range diags {
+		fmt.Fprintln(w, relDiag(d, cwd))
+	}
+}
+
+func relDiag(d *spec.Error, cwd string) string {
+	e := *d
+	e.Pos.File = relPath(e.Pos.File, cwd)
+	return e.Error()
+}
+
+func relPath(p, cwd string) string {
+	if cwd == "" || !filepath.IsAbs(p) {
+		return p
+	}
+	if r, err := filepath.Rel(cwd, p); err == nil && !strings.HasPrefix(r, "..") {
+		return r
+	}
+	return p
+}
+
+// sortedWrites returns "node: f1, f2" lines of a checkpoint's writes.
+func sortedWrites(w map[string][]string) string {
+	var parts []string
+	for _, n := range spec.SortedKeys(w) {
+		fs := append([]string(nil), w[n]...)
+		sort.Strings(fs)
+		parts = append(parts, n+"("+strings.Join(fs, ",")+")")
+	}
+	return strings.Join(parts, " ")
+}
+
+var errNoThread = errors.New("no such thread")

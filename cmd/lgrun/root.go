@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// Version is lgrun's version, recorded in checkpoint metadata.
+var Version = "0.1.0-dev"
+
+// Exit codes, documented in the README. Decided only in exitCode.
+const (
+	exitOK        = 0
+	exitFailed    = 1
+	exitUsage     = 2
+	exitInvalid   = 3
+	exitPaused    = 4
+	exitLimit     = 5
+	exitConflict  = 6
+	exitInterrupt = 130
+)
+
+// IO holds the streams and environment a command uses, so tests can
+// inject them.
+type IO struct {
+	In     io.Reader
+	Out    io.Writer
+	Err    io.Writer
+	Getenv func(string) string
+	Color  bool // colour on Out
+	Cwd    string
+}
+
+// exitError carries an exit code decided by a command (e.g. validate's
+// "errors found") without printing anything more.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// usageError is a wrong flag or argument.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// pausedError reports a run stopped at an interrupt (already printed).
+type pausedError struct{}
+
+func (pausedError) Error() string { return "paused at an interrupt" }
+
+// invalidGraph reports a graph with errors (already printed).
+type invalidGraph struct{ n int }
+
+func (e invalidGraph) Error() string { return fmt.Sprintf("graph has %d errors", e.n) }
+
+// Main runs lgrun with os.Args and returns the exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cwd, _ := os.Getwd()
+	io := &IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv, Cwd: cwd}
+	io.Color = isTerminal(os.Stdout) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	return run(ctx, io, os.Args[1:])
+}
+
+func run(ctx context.Context, io *IO, args []string) int {
+	root := newRootCmd(io)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	code := exitCode(ctx, err)
+	if err != nil && code != exitOK {
+		var ee *exitError
+		if !errors.As(err, &ee) && !errors.As(err, new(pausedError)) && !errors.As(err, new(invalidGraph)) {
+			fmt.Fprintf(io.Err, "lgrun: %v\n", err)
+			if code == exitUsage {
+				fmt.Fprintf(io.Err, "run 'lgrun --help' for usage\n")
+			}
+		}
+	}
+	return code
+}
+
+// exitCode maps an error to the process exit code. It is the only place
+// that decides exit codes.
+func exitCode(ctx context.Context, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	var ue *usageError
+	var sl *runtime.StepLimitError
+	var be *runtime.BudgetError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, new(pausedError)):
+		return exitPaused
+	case errors.As(err, new(invalidGraph)):
+		return exitInvalid
+	case errors.As(err, &ue):
+		return exitUsage
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return exitInterrupt
+	case errors.As(err, &sl), errors.As(err, &be):
+		return exitLimit
+	case errors.Is(err, runtime.ErrConflict):
+		return exitConflict
+	}
+	return exitFailed
+}
+
+// globalOpts are flags every command shares.
+type globalOpts struct {
+	db         string
+	durability string
+}
+
+func newRootCmd(io *IO) *cobra.Command {
+	g := &globalOpts{}
+	root := &cobra.Command{
+		Use:   "lgrun",
+		Short: "Run declarative agent graphs written in YAML",
+		Long: `lgrun runs agent graphs written in YAML: typed state, nodes, edges, interrupts.
+Every superstep is checkpointed to SQLite, so a run can stop at an interrupt,
+a crash or a budget limit and resume exactly where it was.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Version:       Version,
+	}
+	root.SetOut(io.Out)
+	root.SetErr(io.Err)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.db, "db", "", "checkpoint database (default $LGRUN_DB, else .lgrun/lgrun.db)")
+	pf.StringVar(&g.durability, "durability", "", "process (survive crashes, default) or power (fsync every step)")
+	root.AddCommand(
+		newRunCmd(io, g),
+		newResumeCmd(io, g),
+		newReplayCmd(io, g),
+		newForkCmd(io, g),
+		newHistoryCmd(io, g),
+		newStateCmd(io, g),
+		newDiffCmd(io, g),
+		newThreadsCmd(io, g),
+		newGCCmd(io, g),
+		newValidateCmd(io),
+		newSchemaCmd(io),
+		newGraphCmd(io),
+	)
+	for _, c := range root.Commands() {
+		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	}
+	return root
+}
+
+// dbPath resolves the checkpoint database path.
+func (g *globalOpts) dbPath(io *IO) string {
+	if g.db != "" {
+		return g.db
+	}
+	if p := io.Getenv("LGRUN_DB"); p != "" {
+		return p
+	}
+	return filepath.Join(".lgrun", "lgrun.db")
+}
+
+// openSaver opens the SQLite checkpoint database, creating its directory.
+func (g *globalOpts) openSaver(io *IO) (*checkpoint.SQLite, error) {
+	p := g.dbPath(io)
+	if dir := filepath.Dir(p); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create database directory: %w", err)
+		}
+	}
+	d := checkpoint.Durability(g.durability)
+	if g.durability == "" {
+		d = checkpoint.Durability(io.Getenv("LGRUN_DURABILITY"))
+	}
+	if d != "" && d != checkpoint.DurabilityProcess && d != checkpoint.DurabilityPower {
+		return nil, usagef("--durability: want process or power, got %q", d)
+	}
+	return checkpoint.OpenSQLite(p, &checkpoint.Options{Durability: d})
+}
+
+// loadGraph loads and checks a graph file, printing diagnostics. Warnings
+// go to stderr; errors make it return invalidGraph.
+func loadGraph(io *IO, path string) (*spec.Graph, error) {
+	g, diags := spec.LoadFile(path, nil)
+	if len(diags) > 0 {
+		printDiagnostics(io.Err, diags, io.Cwd)
+	}
+	if diags.HasErrors() {
+		return nil, invalidGraph{n: len(diags.Errors())}
+	}
+	return g, nil
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,369 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lgrun/lgrun/builtin"
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// execOpts are the flags shared by commands that execute a graph.
+type execOpts struct {
+	thread   string
+	graph    string
+	maxSteps int
+	before   []string
+	after    []string
+	timeout  time.Duration
+	llmCalls int
+	tokens   int
+	costUSD  float64
+	stream   string
+	output   string
+	quiet    bool
+	strict   bool
+	sets     []string
+	memory   bool
+}
+
+func (o *execOpts) addRunFlags(c *cobra.Command) {
+	f := c.Flags()
+	f.IntVar(&o.maxSteps, "max-steps", 0, "superstep limit per turn (default: the graph's limits.steps, else 25)")
+	f.StringSliceVar(&o.before, "interrupt-before", nil, "pause before these nodes (kept with the thread)")
+	f.StringSliceVar(&o.after, "interrupt-after", nil, "pause after these nodes (kept with the thread)")
+	f.DurationVar(&o.timeout, "timeout", 0, "wall-time limit of the run")
+	f.IntVar(&o.llmCalls, "max-llm-calls", 0, "budget: LLM calls per thread")
+	f.IntVar(&o.tokens, "max-tokens", 0, "budget: tokens per thread")
+	f.Float64Var(&o.costUSD, "max-cost", 0, "budget: USD per thread")
+	f.StringVar(&o.stream, "stream", "", "write events as JSON lines: values, updates, debug or messages")
+	f.StringVarP(&o.output, "output", "o", "text", "final output: text or json (the final state)")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print only the outcome")
+	f.BoolVar(&o.strict, "strict", false, "fail instead of warning when the graph changed since the thread began")
+}
+
+func (o *execOpts) config() runtime.Config {
+	return runtime.Config{
+		StepLimit: o.maxSteps, InterruptBefore: o.before, InterruptAfter: o.after,
+		Timeout: runtime.Duration(o.timeout), LLMCalls: o.llmCalls, Tokens: o.tokens, CostUSD: o.costUSD,
+	}
+}
+
+func (o *execOpts) check() error {
+	switch o.stream {
+	case "", "values", "updates", "debug", "messages":
+	default:
+		return usagef("--stream: want values, updates, debug or messages, got %q", o.stream)
+	}
+	switch o.output {
+	case "text", "json":
+	default:
+		return usagef("--output: want text or json, got %q", o.output)
+	}
+	if o.maxSteps < 0 || o.llmCalls < 0 || o.tokens < 0 || o.costUSD < 0 || o.timeout < 0 {
+		return usagef("limits must not be negative")
+	}
+	return nil
+}
+
+func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
+	o := &execOpts{}
+	var input string
+	c := &cobra.Command{
+		Use:   "run GRAPH.yaml",
+		Short: "Run a graph (a new thread, or a new turn on a finished thread)",
+		Example: `  lgrun run graphs/loop.yaml
+  lgrun run graphs/memory-chat.yaml --thread chat1 --input '{"question": "hi"}'
+  lgrun run graphs/loop.yaml --set target=5 --stream updates`,
+		Args: exactArgs(1, "a graph file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			in, err := parseInput(input, o.sets)
+			if err != nil {
+				return err
+			}
+			gr, err := loadGraph(io, args[0])
+			if err != nil {
+				return err
+			}
+			if o.thread == "" {
+				o.thread = newThreadID()
+			}
+			return withRunner(cmd, io, g, o, gr, args[0], func(r *runtime.Runner) (*runtime.Result, error) {
+				return r.Run(cmd.Context(), runtime.RunOptions{Thread: o.thread, Input: in, Config: o.config()})
+			})
+		},
+	}
+	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (default: a new random id)")
+	c.Flags().StringVarP(&input, "input", "i", "", "input state as a JSON object, or @file.json")
+	c.Flags().StringArrayVar(&o.sets, "set", nil, "input field as field=JSON (repeatable; a value that is not JSON is a string)")
+	c.Flags().BoolVar(&o.memory, "no-db", false, "keep checkpoints in memory only (nothing is saved)")
+	o.addRunFlags(c)
+	return c
+}
+
+func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
+	o := &execOpts{}
+	var value, asNode string
+	c := &cobra.Command{
+		Use:   "resume --thread ID",
+		Short: "Continue a paused, failed, crashed or limited thread from its last checkpoint",
+		Example: `  lgrun resume --thread t1 --value '{"approved": true}'
+  lgrun resume --thread t1 --set draft='"shorter please"'
+  lgrun resume --thread t1 --max-steps 100`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			if o.thread == "" {
+				return usagef("resume needs --thread")
+			}
+			sets, err := parseSets(o.sets)
+			if err != nil {
+				return err
+			}
+			opts := runtime.ResumeOptions{Thread: o.thread, Set: sets, AsNode: asNode, Config: o.config()}
+			if cmd.Flags().Changed("value") {
+				opts.Value, err = parseJSONValue(value)
+				if err != nil {
+					return usagef("--value: %v", err)
+				}
+				opts.HasValue = true
+			}
+			return withThreadRunner(cmd, io, g, o, func(r *runtime.Runner) (*runtime.Result, error) {
+				return r.Resume(cmd.Context(), opts)
+			})
+		},
+	}
+	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
+	c.Flags().StringVar(&value, "value", "", "answer for the interrupt node(s), as JSON (a value that is not JSON is a string)")
+	c.Flags().StringArrayVar(&o.sets, "set", nil, "change a field before continuing, as field=JSON (repeatable)")
+	c.Flags().StringVar(&asNode, "as-node", "", "apply --set as if this node wrote it (its edges decide what runs next)")
+	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
+	o.addRunFlags(c)
+	return c
+}
+
+func newReplayCmd(io *IO, g *globalOpts) *cobra.Command {
+	o := &execOpts{}
+	var cpID string
+	var live bool
+	c := &cobra.Command{
+		Use:   "replay --thread ID --checkpoint C",
+		Short: "Re-execute a thread from a checkpoint as a new branch (the original history stays)",
+		Long: `Re-execute a thread from checkpoint C as a new branch. Model replies and tool
+results recorded by the original run are reused (offline, free, deterministic);
+--live calls the models and tools again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			if o.thread == "" || cpID == "" {
+				return usagef("replay needs --thread and --checkpoint")
+			}
+			return withThreadRunner(cmd, io, g, o, func(r *runtime.Runner) (*runtime.Result, error) {
+				r.ReuseRecords = !live
+				return r.Replay(cmd.Context(), o.thread, cpID, o.config())
+			})
+		},
+	}
+	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
+	c.Flags().StringVarP(&cpID, "checkpoint", "c", "", "checkpoint id to replay from (required; see lgrun history)")
+	c.Flags().BoolVar(&live, "live", false, "call models and tools again instead of reusing recorded results")
+	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
+	o.addRunFlags(c)
+	return c
+}
+
+func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
+	o := &execOpts{}
+	var cpID, asNode string
+	c := &cobra.Command{
+		Use:   "fork --thread ID --checkpoint C --set field=JSON",
+		Short: "Write an edited checkpoint branching from C and continue from it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			if o.thread == "" || cpID == "" {
+				return usagef("fork needs --thread and --checkpoint")
+			}
+			sets, err := parseSets(o.sets)
+			if err != nil {
+				return err
+			}
+			return withThreadRunner(cmd, io, g, o, func(r *runtime.Runner) (*runtime.Result, error) {
+				return r.Fork(cmd.Context(), o.thread, cpID, sets, asNode, o.config())
+			})
+		},
+	}
+	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
+	c.Flags().StringVarP(&cpID, "checkpoint", "c", "", "checkpoint id to fork from (required)")
+	c.Flags().StringArrayVar(&o.sets, "set", nil, "field=JSON to write in the fork (repeatable)")
+	c.Flags().StringVar(&asNode, "as-node", "", "write as if this node wrote it (its edges decide what runs next)")
+	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
+	o.addRunFlags(c)
+	return c
+}
+
+// withThreadRunner loads the thread's graph (or --graph) and runs fn.
+func withThreadRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, fn func(*runtime.Runner) (*runtime.Result, error)) error {
+	saver, err := g.openSaver(io)
+	if err != nil {
+		return err
+	}
+	defer saver.Close()
+	path := o.graph
+	if path == "" {
+		th, err := saver.Thread(cmd.Context(), o.thread)
+		if err != nil {
+			if errors.Is(err, runtime.ErrNotFound) {
+				return fmt.Errorf("thread %q not found in %s (list threads with `lgrun threads`)", o.thread, saver.Path())
+			}
+			return err
+		}
+		if th.GraphFile == "" {
+			return usagef("thread %q does not record its graph file; pass --graph", o.thread)
+		}
+		path = th.GraphFile
+	}
+	gr, err := loadGraph(io, path)
+	if err != nil {
+		return err
+	}
+	return execute(cmd, io, saver, o, gr, path, fn)
+}
+
+// withRunner opens the saver and runs fn on a runner for graph gr.
+func withRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, gr *spec.Graph, path string, fn func(*runtime.Runner) (*runtime.Result, error)) error {
+	var saver runtime.Saver
+	if o.memory {
+		saver = checkpoint.NewMemory()
+	} else {
+		s, err := g.openSaver(io)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		saver = s
+	}
+	return execute(cmd, io, saver, o, gr, path, fn)
+}
+
+func execute(cmd *cobra.Command, io *IO, saver runtime.Saver, o *execOpts, gr *spec.Graph, path string, fn func(*runtime.Runner) (*runtime.Result, error)) error {
+	kinds, err := builtin.Kinds(gr, builtin.Options{Getenv: io.Getenv})
+	if err != nil {
+		return err
+	}
+	abs := path
+	if a, err := absPath(path); err == nil {
+		abs = a
+	}
+	p := newProgress(io, o, gr)
+	r := &runtime.Runner{
+		Graph: gr, Saver: saver, Kinds: kinds, Version: Version, GraphFile: abs,
+		Strict: o.strict, Events: p.event,
+	}
+	res, err := fn(r)
+	return p.finish(res, err)
+}
+
+// parseInput builds the input state from --input and --set.
+func parseInput(input string, sets []string) (map[string]any, error) {
+	in := map[string]any{}
+	if input != "" {
+		data := []byte(input)
+		if strings.HasPrefix(input, "@") {
+			b, err := os.ReadFile(input[1:])
+			if err != nil {
+				return nil, usagef("--input: %v", err)
+			}
+			data = b
+		}
+		v, err := decodeJSON(data)
+		if err != nil {
+			return nil, usagef("--input: not valid JSON: %v", err)
+		}
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, usagef("--input: want a JSON object of field values, got %s", spec.TypeName(v))
+		}
+		in = m
+	}
+	ws, err := parseSets(sets)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range ws {
+		in[w.Field] = w.Value
+	}
+	return in, nil
+}
+
+func parseSets(sets []string) ([]runtime.Write, error) {
+	var out []runtime.Write
+	for _, s := range sets {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return nil, usagef("--set %q: want field=JSON", s)
+		}
+		val, err := parseJSONValue(v)
+		if err != nil {
+			return nil, usagef("--set %s: %v", k, err)
+		}
+		out = append(out, runtime.Write{Field: k, Value: val})
+	}
+	return out, nil
+}
+
+// parseJSONValue parses s as JSON; text that is not JSON is taken as a string.
+func parseJSONValue(s string) (any, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return s, nil
+	}
+	v, err := decodeJSON([]byte(t))
+	if err != nil {
+		switch t[0] {
+		case '{', '[', '"':
+			return nil, fmt.Errorf("not valid JSON: %v", err)
+		}
+		return s, nil
+	}
+	return v, nil
+}
+
+func decodeJSON(b []byte) (any, error) {
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("trailing data after the JSON value")
+	}
+	return spec.Normalize(v), nil
+}
+
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes %s (got %d arguments)", cmd.Name(), what, len(args))
+		}
+		return nil
+	}
+}

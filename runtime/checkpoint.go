@@ -1,0 +1,257 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Checkpoint is the state of a thread after a superstep (or after input, an
+// update or a fork). Checkpoints are immutable once committed.
+type Checkpoint struct {
+	Thread   string
+	ID       string // monotonic along a chain and sortable: 16 hex digits
+	ParentID string // "" for the first checkpoint of a thread
+	Step     int
+	// TurnStep is the step of the input checkpoint that began the current
+	// turn; the step limit counts steps from it.
+	TurnStep int
+	// Values is the full state. Savers may store it as deltas but must
+	// return it whole from Get.
+	Values map[string]any
+	// Delta is the change from the parent's values, per field.
+	Delta Delta
+	// Next lists the nodes the next superstep runs, sorted.
+	Next []string
+	// Waiting records, per join target, the sources that have finished.
+	Waiting  map[string][]string
+	Metadata Metadata
+	// Pending holds the writes, interrupts and errors recorded against this
+	// checkpoint by a step that did not complete. Filled by Saver.Get.
+	Pending []PendingWrite
+}
+
+// Source tells what created a checkpoint.
+type Source string
+
+// Checkpoint sources.
+const (
+	SourceInput  Source = "input"
+	SourceLoop   Source = "loop"
+	SourceUpdate Source = "update"
+	SourceFork   Source = "fork"
+)
+
+// Metadata describes how a checkpoint came to be.
+type Metadata struct {
+	Source    Source              `json:"source"`
+	Writes    map[string][]string `json:"writes,omitempty"` // node → fields it wrote
+	Graph     string              `json:"graph"`
+	GraphHash string              `json:"graph_hash"`
+	Version   string              `json:"lgrun"`
+	Time      time.Time           `json:"time"`
+	// Usage lists the model calls made in this step.
+	Usage []Usage `json:"usage,omitempty"`
+	// Totals is the thread's cumulative usage up to and including this checkpoint.
+	Totals Totals `json:"totals"`
+	// Records holds, per node, the model replies and tool results it
+	// recorded in this step, so a replay can reuse them.
+	Records map[string][]any `json:"records,omitempty"`
+}
+
+// Usage is the accounting of one model call.
+type Usage struct {
+	Node         string  `json:"node"`
+	Model        string  `json:"model"`
+	InputTokens  int     `json:"in"`
+	OutputTokens int     `json:"out"`
+	CostUSD      float64 `json:"cost,omitempty"`
+}
+
+// Totals is cumulative usage.
+type Totals struct {
+	LLMCalls     int     `json:"llm_calls,omitempty"`
+	InputTokens  int     `json:"in,omitempty"`
+	OutputTokens int     `json:"out,omitempty"`
+	CostUSD      float64 `json:"cost,omitempty"`
+}
+
+// Add returns t plus u.
+func (t Totals) Add(us []Usage) Totals {
+	for _, u := range us {
+		t.LLMCalls++
+		t.InputTokens += u.InputTokens
+		t.OutputTokens += u.OutputTokens
+		t.CostUSD += u.CostUSD
+	}
+	return t
+}
+
+// PendingKind tells what a pending write records.
+type PendingKind string
+
+// Pending write kinds.
+const (
+	// PendingWrites holds a node's successful result, to reuse on resume.
+	PendingWrites PendingKind = "writes"
+	// PendingInterrupt holds an interrupt waiting for the human.
+	PendingInterrupt PendingKind = "interrupt"
+	// PendingError holds a node's failure.
+	PendingError PendingKind = "error"
+)
+
+// PendingWrite is something recorded against a checkpoint by an incomplete step.
+type PendingWrite struct {
+	Node string      `json:"node"`
+	Kind PendingKind `json:"kind"`
+	// Result is the node's result (kind writes).
+	Result *NodeResult `json:"result,omitempty"`
+	// Interrupt describes the pause (kind interrupt).
+	Interrupt *Interrupt `json:"interrupt,omitempty"`
+	// Error is the failure message (kind error).
+	Error string `json:"error,omitempty"`
+}
+
+// InterruptWhen tells why a run paused.
+type InterruptWhen string
+
+// Interrupt reasons.
+const (
+	InterruptBefore InterruptWhen = "before" // static breakpoint before the node
+	InterruptAfter  InterruptWhen = "after"  // static breakpoint after the node
+	InterruptNode   InterruptWhen = "node"   // an interrupt node waiting for a value
+)
+
+// Interrupt is a pause waiting for a human.
+type Interrupt struct {
+	Node    string        `json:"node"`
+	When    InterruptWhen `json:"when"`
+	Payload any           `json:"payload,omitempty"`
+}
+
+// Status is a thread's state.
+type Status string
+
+// Thread statuses.
+const (
+	StatusRunning     Status = "running"
+	StatusInterrupted Status = "interrupted"
+	StatusDone        Status = "done"
+	StatusFailed      Status = "failed"
+	StatusBudget      Status = "budget-exceeded"
+)
+
+// Thread is a thread's row: its head checkpoint and status.
+type Thread struct {
+	ID        string
+	Head      string // latest checkpoint id
+	Status    Status
+	Error     string // last failure, when Status is failed or budget-exceeded
+	Graph     string // graph name
+	GraphHash string
+	GraphFile string
+	Config    Config // run-time settings kept for resume
+	Created   time.Time
+	Updated   time.Time
+}
+
+// Config holds the settings given at run time that a resume keeps.
+type Config struct {
+	StepLimit       int      `json:"step_limit,omitempty"`
+	InterruptBefore []string `json:"interrupt_before,omitempty"`
+	InterruptAfter  []string `json:"interrupt_after,omitempty"`
+	Timeout         Duration `json:"timeout,omitempty"`
+	LLMCalls        int      `json:"llm_calls,omitempty"`
+	Tokens          int      `json:"tokens,omitempty"`
+	CostUSD         float64  `json:"cost_usd,omitempty"`
+}
+
+// Duration is a time.Duration that marshals as a string like "1m30s".
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.Quote(time.Duration(d).String())), nil
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	*d = Duration(v)
+	return err
+}
+
+// Commit is one atomic saver operation: store a checkpoint, move the
+// thread's head and record its status, and optionally pending writes
+// against the new checkpoint.
+type Commit struct {
+	Checkpoint *Checkpoint
+	// ExpectHead is the head the thread must still have ("" for a new
+	// thread); otherwise the commit fails with ErrConflict.
+	ExpectHead string
+	Thread     Thread // Head is set from Checkpoint.ID
+	Writes     []PendingWrite
+}
+
+// Mark records a thread status and pending writes against its current head
+// without creating a checkpoint, atomically, if the head is still Head.
+type Mark struct {
+	Thread Thread // ID, Head (expected and unchanged), Status, Error
+	Writes []PendingWrite
+	// ClearWrites drops the head's earlier pending writes first.
+	ClearWrites bool
+}
+
+// Saver stores checkpoints. Implementations must be safe for concurrent use.
+type Saver interface {
+	// Commit applies c atomically. It returns an error wrapping ErrConflict
+	// when the thread's head is not c.ExpectHead.
+	Commit(ctx context.Context, c *Commit) error
+	// Mark applies m atomically, with the same conflict rule on m.Thread.Head.
+	Mark(ctx context.Context, m *Mark) error
+	// Get returns a checkpoint with full Values and its Pending writes.
+	// An empty id means the thread's head. It returns ErrNotFound when the
+	// thread or checkpoint does not exist.
+	Get(ctx context.Context, thread, id string) (*Checkpoint, error)
+	// List returns the thread's checkpoints newest first, without Values
+	// (Delta and Metadata are filled). limit <= 0 means all.
+	List(ctx context.Context, thread string, limit int) ([]*Checkpoint, error)
+	// Thread returns a thread's row, or ErrNotFound.
+	Thread(ctx context.Context, id string) (*Thread, error)
+	// Threads lists all threads, most recently updated first.
+	Threads(ctx context.Context) ([]*Thread, error)
+	// DeleteThread removes a thread and all its checkpoints.
+	DeleteThread(ctx context.Context, id string) error
+}
+
+// Errors a Saver reports.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("thread has moved on")
+)
+
+var idMu sync.Mutex
+var lastID uint64
+
+// NewCheckpointID returns an id greater than parent (and than any id this
+// process made before), based on the clock.
+func NewCheckpointID(now time.Time, parent string) string {
+	idMu.Lock()
+	defer idMu.Unlock()
+	n := uint64(now.UnixNano())
+	if p, err := strconv.ParseUint(parent, 16, 64); err == nil && n <= p {
+		n = p + 1
+	}
+	if n <= lastID {
+		n = lastID + 1
+	}
+	lastID = n
+	return fmt.Sprintf("%016x", n)
+}

@@ -1,0 +1,17 @@
+// Package runtime executes a checked [spec.Graph] in supersteps.
+//
+// A superstep runs every node scheduled by the previous step concurrently,
+// each on the same snapshot of the state. Their writes are merged through
+// the fields' reducers in node-name order (then in each node's own write
+// order), so the result never depends on goroutine scheduling. Edges are
+// evaluated on the merged state to schedule the next step. Every superstep
+// is committed as one [Checkpoint] through a [Saver] in a single atomic
+// operation; a failed or interrupted step leaves the thread at its last good
+// checkpoint, with the writes of the nodes that did finish kept as pending
+// writes so they are not executed again.
+//
+// The package defines the interfaces it consumes: [Saver] (implemented in
+// package checkpoint), and [NodeFunc] for node kinds implemented elsewhere
+// (package builtin registers llm and tools). It runs the deterministic
+// kinds set, noop and interrupt itself.
+package runtime

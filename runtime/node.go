@@ -1,0 +1,98 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lgrun/lgrun/spec"
+)
+
+// NodeResult is what a node produced: writes merged through reducers, an
+// optional route (like LangGraph's Command(goto=...)), model usage, and the
+// recorded model replies and tool results that make a replay reproducible.
+type NodeResult struct {
+	Writes []Write  `json:"writes,omitempty"`
+	Goto   []string `json:"goto,omitempty"`
+	Usage  []Usage  `json:"usage,omitempty"`
+	// Records are opaque recordings a node kind keeps for replay.
+	Records []any `json:"records,omitempty"`
+	// Interrupt, when set, pauses the run at this node; Writes are ignored.
+	Interrupt *Interrupt `json:"-"`
+}
+
+// NodeCall is the input of one node execution.
+type NodeCall struct {
+	Graph *spec.Graph
+	Node  *spec.Node
+	// State is the snapshot of the step. It is shared by the step's nodes
+	// and must not be modified.
+	State  map[string]any
+	Thread string
+	Step   int
+	// Resume holds the human's answer when HasResume is set (interrupt nodes).
+	Resume    any
+	HasResume bool
+	// Replay holds the records of an earlier execution of this node at this
+	// step, when the run replays recorded results (see Runner.ReuseRecords).
+	Replay []any
+	// Emit sends a progress event (tokens, tool calls) to the run's listener.
+	Emit func(Event)
+	// Runner is the runner executing the graph, for kinds that run children.
+	Runner *Runner
+}
+
+// NodeFunc executes one node kind.
+type NodeFunc func(ctx context.Context, call *NodeCall) (*NodeResult, error)
+
+// NodeError is a node failure, pointing at the node in the graph file.
+type NodeError struct {
+	Node string
+	Pos  spec.Pos
+	Step int
+	Err  error
+}
+
+func (e *NodeError) Error() string {
+	return fmt.Sprintf("%s: step %d: node %q: %v", e.Pos, e.Step, e.Node, e.Err)
+}
+
+func (e *NodeError) Unwrap() error { return e.Err }
+
+// stateEnv is the expression environment of a node.
+func stateEnv(state map[string]any) map[string]any {
+	return map[string]any{"state": state}
+}
+
+func runSet(_ context.Context, call *NodeCall) (*NodeResult, error) {
+	env := stateEnv(call.State)
+	res := &NodeResult{}
+	for _, a := range call.Node.Set {
+		v, err := a.Expr.Eval(env)
+		if err != nil {
+			return nil, fmt.Errorf("set %s: %w", a.Field, err)
+		}
+		res.Writes = append(res.Writes, Write{Field: a.Field, Value: v})
+	}
+	return res, nil
+}
+
+func runNoop(context.Context, *NodeCall) (*NodeResult, error) { return &NodeResult{}, nil }
+
+func runInterrupt(_ context.Context, call *NodeCall) (*NodeResult, error) {
+	if !call.HasResume {
+		var payload any
+		if call.Node.Payload != nil {
+			v, err := call.Node.Payload.Eval(stateEnv(call.State))
+			if err != nil {
+				return nil, fmt.Errorf("payload: %w", err)
+			}
+			payload = v
+		}
+		return &NodeResult{Interrupt: &Interrupt{Node: call.Node.Name, When: InterruptNode, Payload: payload}}, nil
+	}
+	res := &NodeResult{}
+	if call.Node.Resume != "" {
+		res.Writes = append(res.Writes, Write{Field: call.Node.Resume, Value: spec.Normalize(call.Resume)})
+	}
+	return res, nil
+}

@@ -1,0 +1,441 @@
+package spec
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// analyze derives the runtime view of the edges (outgoing edges, joins) and
+// applies the graph-level rules: reachability, paths to END, concurrent
+// writers and the LangGraph traps.
+func (c *checker) analyze() {
+	g := c.g
+	plain := map[[2]string]Pos{}
+	for _, e := range g.Edges {
+		if len(e.From) > 1 {
+			var srcs []string
+			seen := map[string]bool{}
+			for _, f := range e.From {
+				if seen[f.Name] {
+					c.errs.Add(f.Pos, "join lists %q twice", f.Name)
+				}
+				seen[f.Name] = true
+				srcs = append(srcs, f.Name)
+			}
+			for _, t := range e.To {
+				g.joins = append(g.joins, &Join{Target: t.Name, Sources: srcs, Edge: e})
+			}
+			continue
+		}
+		src := e.From[0].Name
+		if !e.Conditional() {
+			for _, t := range e.To {
+				k := [2]string{src, t.Name}
+				if p, dup := plain[k]; dup {
+					c.errs.Add(t.Pos, "duplicate edge %s -> %s (first at line %d)", src, t.Name, p.Line)
+				}
+				plain[k] = t.Pos
+			}
+		}
+		g.out[src] = append(g.out[src], e)
+	}
+	if len(g.out[Start]) == 0 {
+		c.errs.Add(Pos{File: c.file, Line: 1, Col: 1}, "no edge from START: add one, e.g. {from: START, to: %s}", firstOr(g.NodeOrder, "NODE"))
+		return
+	}
+
+	succ := c.successors(true)
+	reach := closure([]string{Start}, succ)
+	for _, name := range g.NodeOrder {
+		if !reach[name] {
+			c.errs.Warn(g.Nodes[name].Pos, "node %q is unreachable from START", name)
+		}
+	}
+	// Path to END, walking edges backwards.
+	pred := map[string][]string{}
+	for from, tos := range succ {
+		for _, t := range tos {
+			pred[t] = append(pred[t], from)
+		}
+	}
+	toEnd := closure([]string{End}, pred)
+	loops := c.deadLoops(succ)
+	for _, name := range g.NodeOrder {
+		if reach[name] && !toEnd[name] && !loops[name] {
+			c.errs.Warn(g.Nodes[name].Pos, "node %q has no path to END; the run stops there", name)
+		}
+	}
+	c.checkTraps(succ)
+	c.checkConcurrentWrites()
+}
+
+func firstOr(s []string, d string) string {
+	if len(s) > 0 {
+		return s[0]
+	}
+	return d
+}
+
+// successors maps each node (and START) to every node it may trigger.
+func (c *checker) successors(withJoins bool) map[string][]string {
+	g := c.g
+	succ := map[string][]string{}
+	for src, edges := range g.out {
+		for _, e := range edges {
+			for _, t := range e.Targets() {
+				succ[src] = append(succ[src], t.Name)
+			}
+		}
+	}
+	if withJoins {
+		for _, j := range g.joins {
+			for _, s := range j.Sources {
+				succ[s] = append(succ[s], j.Target)
+			}
+		}
+	}
+	for _, n := range g.Nodes {
+		for _, t := range n.GotoPaths {
+			succ[n.Name] = append(succ[n.Name], t.Name)
+		}
+		if n.Kind == "map" && n.MapNode.Name != "" {
+			// The mapped node runs inside the map node.
+			succ[n.Name] = append(succ[n.Name], n.MapNode.Name)
+		}
+	}
+	return succ
+}
+
+func closure(start []string, next map[string][]string) map[string]bool {
+	seen := map[string]bool{}
+	stack := append([]string{}, start...)
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		stack = append(stack, next[n]...)
+	}
+	return seen
+}
+
+// deadLoops warns about cycles that no edge leaves, and returns their nodes.
+func (c *checker) deadLoops(succ map[string][]string) map[string]bool {
+	g := c.g
+	mapped := map[string]bool{}
+	for _, n := range g.Nodes {
+		if n.Kind == "map" && n.MapNode.Name != "" {
+			mapped[n.MapNode.Name] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, scc := range sccs(g.NodeOrder, succ) {
+		in := map[string]bool{}
+		for _, n := range scc {
+			in[n] = true
+		}
+		cyclic := len(scc) > 1
+		if !cyclic {
+			for _, t := range succ[scc[0]] {
+				if t == scc[0] {
+					cyclic = true
+				}
+			}
+		}
+		if !cyclic || mapped[scc[0]] {
+			continue
+		}
+		exit := false
+		for _, n := range scc {
+			for _, t := range succ[n] {
+				if !in[t] {
+					exit = true
+				}
+			}
+		}
+		if exit {
+			continue
+		}
+		sort.Slice(scc, func(i, j int) bool { return g.Nodes[scc[i]].Pos.Line < g.Nodes[scc[j]].Pos.Line })
+		for _, n := range scc {
+			out[n] = true
+		}
+		c.errs.Warn(g.Nodes[scc[0]].Pos, "loop %s has no exit condition: nothing leads out of it, so it runs until the step limit", strings.Join(append(scc, scc[0]), " -> "))
+	}
+	return out
+}
+
+// sccs returns the strongly connected components of the node graph (Tarjan).
+func sccs(nodes []string, succ map[string][]string) [][]string {
+	index := map[string]int{}
+	low := map[string]int{}
+	on := map[string]bool{}
+	var stack []string
+	var out [][]string
+	i := 0
+	var visit func(v string)
+	visit = func(v string) {
+		index[v], low[v] = i, i
+		i++
+		stack = append(stack, v)
+		on[v] = true
+		for _, w := range succ[v] {
+			if w == End || w == Start {
+				continue
+			}
+			if _, ok := index[w]; !ok {
+				visit(w)
+				low[v] = min(low[v], low[w])
+			} else if on[w] {
+				low[v] = min(low[v], index[w])
+			}
+		}
+		if low[v] == index[v] {
+			var comp []string
+			for {
+				w := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				on[w] = false
+				comp = append(comp, w)
+				if w == v {
+					break
+				}
+			}
+			out = append(out, comp)
+		}
+	}
+	for _, n := range nodes {
+		if _, ok := index[n]; !ok {
+			visit(n)
+		}
+	}
+	return out
+}
+
+// staticSucc maps each node to the nodes it always triggers (plain edges).
+func (c *checker) staticSucc() map[string][]string {
+	succ := map[string][]string{}
+	for src, edges := range c.g.out {
+		for _, e := range edges {
+			if !e.Conditional() {
+				for _, t := range e.To {
+					succ[src] = append(succ[src], t.Name)
+				}
+			}
+		}
+	}
+	return succ
+}
+
+func (c *checker) checkTraps(succ map[string][]string) {
+	g := c.g
+	static := c.staticSucc()
+
+	// Roots of static regions: START and every conditional target. Nodes in
+	// one region's static closure always run when the region's root runs.
+	roots := []string{Start}
+	for _, edges := range g.out {
+		for _, e := range edges {
+			if e.Conditional() {
+				for _, t := range e.Targets() {
+					roots = append(roots, t.Name)
+				}
+			}
+		}
+	}
+	for _, n := range g.Nodes {
+		for _, t := range n.GotoPaths {
+			roots = append(roots, t.Name)
+		}
+	}
+	regions := make([]map[string]bool, 0, len(roots))
+	for _, r := range roots {
+		regions = append(regions, closure([]string{r}, static))
+	}
+	for _, j := range g.joins {
+		together := false
+		for _, reg := range regions {
+			all := true
+			for _, s := range j.Sources {
+				if !reg[s] {
+					all = false
+					break
+				}
+			}
+			if all {
+				together = true
+				break
+			}
+		}
+		if !together {
+			c.errs.Warn(j.Edge.Pos, "join %q waits for %s, but they do not always run together (some are reached only through a condition); when one does not run, %q never runs and the run ends quietly", j.Target, strings.Join(j.Sources, ", "), j.Target)
+		}
+	}
+
+	// A node with a static edge that can also route by itself runs both paths.
+	for _, name := range g.NodeOrder {
+		var staticTo, condTo []string
+		for _, e := range g.out[name] {
+			if e.Conditional() {
+				for _, t := range e.Targets() {
+					condTo = append(condTo, t.Name)
+				}
+			} else {
+				for _, t := range e.To {
+					staticTo = append(staticTo, t.Name)
+				}
+			}
+		}
+		if g.Nodes[name].Goto != nil {
+			for _, t := range g.Nodes[name].GotoPaths {
+				condTo = append(condTo, t.Name)
+			}
+		}
+		if len(staticTo) > 0 && len(condTo) > 0 {
+			c.errs.Warn(g.Nodes[name].Pos, "node %q has a static edge to %s and also routes conditionally (to %s): both paths run; drop the static edge or make it a route", name, strings.Join(staticTo, ", "), strings.Join(dedupe(condTo), ", "))
+		}
+	}
+
+	// Branches of unequal length that meet through separate edges: the
+	// target runs once per branch.
+	inStatic := map[string][]string{}
+	for src, tos := range static {
+		for _, t := range tos {
+			inStatic[t] = append(inStatic[t], src)
+		}
+	}
+	for src, tos := range static {
+		if len(dedupe(tos)) < 2 {
+			continue
+		}
+		dist := bfs(src, static)
+		for _, target := range SortedKeys(inStatic) {
+			preds := inStatic[target]
+			if target == End || len(preds) < 2 {
+				continue
+			}
+			lengths := map[int][]string{}
+			for _, p := range preds {
+				if d, ok := dist[p]; ok && p != src {
+					lengths[d+1] = append(lengths[d+1], p)
+				}
+			}
+			if len(lengths) < 2 {
+				continue
+			}
+			var parts []string
+			for _, l := range sortedInts(lengths) {
+				parts = append(parts, fmt.Sprintf("%s (step %d)", strings.Join(lengths[l], ", "), l))
+			}
+			c.errs.Warn(g.Nodes[target].Pos, "node %q is reached from branches of unequal length after the fan-out at %q: %s; it will run more than once. Use a join: {from: [%s], to: %s}", target, src, strings.Join(parts, " and "), strings.Join(dedupe(preds), ", "), target)
+		}
+	}
+}
+
+func bfs(start string, next map[string][]string) map[string]int {
+	dist := map[string]int{start: 0}
+	q := []string{start}
+	for len(q) > 0 {
+		n := q[0]
+		q = q[1:]
+		for _, t := range next[n] {
+			if _, ok := dist[t]; !ok {
+				dist[t] = dist[n] + 1
+				q = append(q, t)
+			}
+		}
+	}
+	return dist
+}
+
+func sortedInts[V any](m map[int]V) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// checkConcurrentWrites warns when two nodes that can run in the same
+// superstep both write a replace field: the run would fail with a conflict.
+func (c *checker) checkConcurrentWrites() {
+	g := c.g
+	// Nodes triggered together: all targets of one source's edges.
+	type pair struct{ a, b string }
+	together := map[pair]bool{}
+	add := func(a, b string) bool {
+		if a == b || a == End || b == End {
+			return false
+		}
+		if a > b {
+			a, b = b, a
+		}
+		if together[pair{a, b}] {
+			return false
+		}
+		together[pair{a, b}] = true
+		return true
+	}
+	sources := append([]string{Start}, g.NodeOrder...)
+	for _, src := range sources {
+		var targets []string
+		for _, e := range g.out[src] {
+			for _, t := range e.Targets() {
+				targets = append(targets, t.Name)
+			}
+		}
+		targets = dedupe(targets)
+		for i := range targets {
+			for j := i + 1; j < len(targets); j++ {
+				add(targets[i], targets[j])
+			}
+		}
+	}
+	// Propagate along static single successors: if a and b run together and
+	// a→a', b→b' always, then a' and b' run together too. Bounded by the
+	// number of pairs, which only grows.
+	static := c.staticSucc()
+	for changed, rounds := true, 0; changed && rounds < 64; rounds++ {
+		changed = false
+		for p := range together {
+			for _, x := range static[p.a] {
+				for _, y := range static[p.b] {
+					if add(x, y) {
+						changed = true
+					}
+				}
+			}
+		}
+	}
+	var pairs []pair
+	for p := range together {
+		pairs = append(pairs, p)
+	}
+	sort.Slice(pairs, func(i, j int) bool {
+		if pairs[i].a != pairs[j].a {
+			return pairs[i].a < pairs[j].a
+		}
+		return pairs[i].b < pairs[j].b
+	})
+	for _, p := range pairs {
+		na, nb := g.Nodes[p.a], g.Nodes[p.b]
+		if na == nil || nb == nil {
+			continue
+		}
+		for _, f := range na.Writes {
+			fd := g.Field(f)
+			if fd == nil || fd.Reducer.Kind != ReduceReplace || !contains(nb.Writes, f) {
+				continue
+			}
+			first, second := na, nb
+			if second.Pos.Line < first.Pos.Line {
+				first, second = second, first
+			}
+			c.errs.Warn(second.Pos, "nodes %q and %q can run in the same superstep and both write replace field %q; the step would fail with a conflict (give the field a reducer)", first.Name, second.Name, f)
+		}
+	}
+}

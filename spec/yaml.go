@@ -1,0 +1,300 @@
+package spec
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+// maxAliasExpansions bounds alias expansion so a hostile file cannot make
+// the decoder build an exponentially large value.
+const maxAliasExpansions = 10000
+
+// parseYAML parses src into its document node, reporting YAML syntax errors
+// with positions.
+func parseYAML(file string, src []byte, errs *ErrorList) *yaml.Node {
+	if len(bytes.TrimSpace(src)) == 0 {
+		errs.Add(Pos{File: file, Line: 1, Col: 1}, "empty graph file")
+		return nil
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	if err := dec.Decode(&doc); err != nil {
+		if err == io.EOF { // only comments or document markers
+			errs.Add(Pos{File: file, Line: 1, Col: 1}, "empty graph file")
+			return nil
+		}
+		errs.Add(yamlErrorPos(file, src, err), "%s", yamlErrorMsg(err))
+		return nil
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		errs.Add(Pos{File: file, Line: extra.Line, Col: extra.Column}, "more than one YAML document in the file")
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		errs.Add(Pos{File: file, Line: 1, Col: 1}, "empty graph file")
+		return nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		errs.Add(nodePos(file, root), "graph file must be a mapping, got %s", kindName(root))
+		return nil
+	}
+	return root
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
+
+func yamlErrorPos(file string, src []byte, err error) Pos {
+	m := yamlLineRE.FindStringSubmatch(err.Error())
+	line := 1
+	if m != nil && m[1] != "" {
+		line, _ = strconv.Atoi(m[1])
+		if isParserProblem(yamlLineRE.ReplaceAllString(err.Error(), "")) {
+			// yaml.v3 v3.0.1 adds 1 to the 0-based mark of scanner
+			// errors only; a parser error's line is 0-based.
+			line++
+		}
+	}
+	// yaml.v3 does not report columns; point at the first non-blank character,
+	// or at a tab if the line has one (the most common cause).
+	col := 1
+	lines := strings.Split(string(src), "\n")
+	if line > len(lines) {
+		// A problem found at the end of the stream.
+		line = len(lines)
+		return Pos{File: file, Line: line, Col: utf8.RuneCountInString(lines[line-1]) + 1}
+	}
+	if line-1 < len(lines) {
+		l := lines[line-1]
+		if i := strings.IndexByte(l, '\t'); i >= 0 {
+			col = utf8.RuneCountInString(l[:i]) + 1
+		} else {
+			col = len(l) - len(strings.TrimLeft(l, " ")) + 1
+		}
+	}
+	return Pos{File: file, Line: line, Col: col}
+}
+
+// isParserProblem reports whether msg is one of the problems reported by
+// yaml.v3's parser (parserc.go), as opposed to its scanner.
+func isParserProblem(msg string) bool {
+	for _, p := range []string{
+		"did not find expected ',' or ']'",
+		"did not find expected ',' or '}'",
+		"did not find expected '-' indicator",
+		"did not find expected <document start>",
+		"did not find expected <stream-start>",
+		"did not find expected key",
+		"did not find expected node content",
+		"found duplicate %TAG directive",
+		"found duplicate %YAML directive",
+		"found incompatible YAML document",
+		"found undefined tag handle",
+	} {
+		if msg == p {
+			return true
+		}
+	}
+	return false
+}
+
+func yamlErrorMsg(err error) string {
+	msg := yamlLineRE.ReplaceAllString(err.Error(), "")
+	if strings.Contains(msg, "found character that cannot start any token") || strings.Contains(msg, "found a tab") {
+		msg += " (tabs are not allowed for indentation in YAML; use spaces)"
+	}
+	return "invalid YAML: " + msg
+}
+
+func nodePos(file string, n *yaml.Node) Pos {
+	if n == nil {
+		return Pos{File: file}
+	}
+	return Pos{File: file, Line: n.Line, Col: n.Column}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "null"
+		}
+		return "a scalar"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "nothing"
+}
+
+// toValue converts a YAML node to a JSON-like value (nil, bool, int, float64,
+// string, []any, map[string]any), reporting duplicate keys, non-string keys
+// and unsupported YAML features.
+type valueConv struct {
+	file    string
+	errs    *ErrorList
+	aliases int
+}
+
+func (c *valueConv) value(n *yaml.Node) any {
+	switch n.Kind {
+	case yaml.AliasNode:
+		c.aliases++
+		if c.aliases > maxAliasExpansions {
+			if c.aliases == maxAliasExpansions+1 {
+				c.errs.Add(nodePos(c.file, n), "too many alias expansions")
+			}
+			return nil
+		}
+		return c.value(n.Alias)
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, e := range n.Content {
+			out = append(out, c.value(e))
+		}
+		return out
+	case yaml.MappingNode:
+		out := make(map[string]any, len(n.Content)/2)
+		first := map[string]*yaml.Node{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" {
+				if k.Tag == "!!merge" {
+					c.errs.Add(nodePos(c.file, k), "YAML merge keys (<<) are not supported; write the keys out")
+				} else {
+					c.errs.Add(nodePos(c.file, k), "mapping keys must be strings")
+				}
+				continue
+			}
+			if prev, ok := first[k.Value]; ok {
+				c.errs.Add(nodePos(c.file, k), "duplicate key %q (first defined at line %d)", k.Value, prev.Line)
+				continue
+			}
+			first[k.Value] = k
+			out[k.Value] = c.value(v)
+		}
+		return out
+	case yaml.ScalarNode:
+		return c.scalar(n)
+	}
+	return nil
+}
+
+func (c *valueConv) scalar(n *yaml.Node) any {
+	switch n.ShortTag() {
+	case "!!null":
+		return nil
+	case "!!bool":
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			c.errs.Add(nodePos(c.file, n), "invalid bool %q", n.Value)
+		}
+		return b
+	case "!!int":
+		var i int64
+		if err := n.Decode(&i); err != nil {
+			var f float64
+			if err := n.Decode(&f); err == nil {
+				return f
+			}
+			c.errs.Add(nodePos(c.file, n), "invalid integer %q", n.Value)
+			return 0
+		}
+		return int(i)
+	case "!!float":
+		var f float64
+		if err := n.Decode(&f); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			c.errs.Add(nodePos(c.file, n), "invalid number %q", n.Value)
+			return 0.0
+		}
+		return f
+	case "!!str", "!!timestamp", "!!binary":
+		return n.Value
+	}
+	c.errs.Add(nodePos(c.file, n), "unsupported YAML tag %s", n.Tag)
+	return n.Value
+}
+
+// mapping gives keyed access to a YAML mapping node.
+type mapping struct {
+	node *yaml.Node
+	keys []*yaml.Node
+	vals map[string]*yaml.Node
+	kpos map[string]*yaml.Node
+}
+
+func asMapping(n *yaml.Node) *mapping {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	m := &mapping{node: n, vals: map[string]*yaml.Node{}, kpos: map[string]*yaml.Node{}}
+	if n == nil || n.Kind != yaml.MappingNode {
+		return m
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if _, dup := m.vals[k.Value]; dup {
+			continue
+		}
+		for v.Kind == yaml.AliasNode {
+			v = v.Alias
+		}
+		m.keys = append(m.keys, k)
+		m.vals[k.Value] = v
+		m.kpos[k.Value] = k
+	}
+	return m
+}
+
+func (m *mapping) get(key string) *yaml.Node { return m.vals[key] }
+
+// lookupPath finds the YAML node at a JSON-Schema instance location.
+// When key is true and the last element is a mapping key, the key node is returned.
+func lookupPath(root *yaml.Node, path []string, key bool) *yaml.Node {
+	n := root
+	for i, p := range path {
+		for n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			m := asMapping(n)
+			v := m.get(p)
+			if v == nil {
+				return n
+			}
+			if key && i == len(path)-1 {
+				return m.kpos[p]
+			}
+			n = v
+		case yaml.SequenceNode:
+			idx, err := strconv.Atoi(p)
+			if err != nil || idx < 0 || idx >= len(n.Content) {
+				return n
+			}
+			n = n.Content[idx]
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func describeValue(v any) string {
+	s := fmt.Sprint(v)
+	if len(s) > 40 {
+		s = s[:37] + "..."
+	}
+	return s
+}
