@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/lgrun/lgrun/runtime"
@@ -164,6 +165,11 @@ func (m *Memory) DeleteThread(_ context.Context, id string) error {
 		return fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
 	}
 	delete(m.threads, id)
+	for k := range m.threads {
+		if strings.HasPrefix(k, id+"/") {
+			delete(m.threads, k)
+		}
+	}
 	return nil
 }
 

@@ -685,8 +685,14 @@ func (s *SQLite) DeleteThread(ctx context.Context, id string) error {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
 	}
-	for _, q := range []string{`DELETE FROM checkpoints WHERE thread = ?`, `DELETE FROM writes WHERE thread = ?`} {
-		if _, err := tx.ExecContext(ctx, q, id); err != nil {
+	// Child runs (subgraphs, map items) are named "<id>/..." and go too.
+	like := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(id) + "/%"
+	for _, q := range []string{
+		`DELETE FROM checkpoints WHERE thread = ?1 OR thread LIKE ?2 ESCAPE '\'`,
+		`DELETE FROM writes WHERE thread = ?1 OR thread LIKE ?2 ESCAPE '\'`,
+		`DELETE FROM threads WHERE id LIKE ?2 ESCAPE '\'`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, id, like); err != nil {
 			return fmt.Errorf("delete thread: %w", describeSQLiteErr(err))
 		}
 	}

@@ -101,6 +101,9 @@ const (
 	PendingInterrupt PendingKind = "interrupt"
 	// PendingError holds a node's failure.
 	PendingError PendingKind = "error"
+	// PendingPartial holds the records of the finished parts of a failed
+	// node (the items of a map), so a retry redoes only the rest.
+	PendingPartial PendingKind = "partial"
 )
 
 // PendingWrite is something recorded against a checkpoint by an incomplete step.
@@ -130,6 +133,8 @@ type Interrupt struct {
 	Node    string        `json:"node"`
 	When    InterruptWhen `json:"when"`
 	Payload any           `json:"payload,omitempty"`
+	// Path locates an interrupt inside subgraphs, e.g. "team@2-a1b2c3/ask".
+	Path string `json:"path,omitempty"`
 }
 
 // Status is a thread's state.

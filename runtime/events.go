@@ -25,8 +25,11 @@ const (
 
 // Event is one progress report of a run. Listeners must not modify it.
 type Event struct {
-	Kind       EventKind      `json:"event"`
-	Thread     string         `json:"thread"`
+	Kind   EventKind `json:"event"`
+	Thread string    `json:"thread"`
+	// Namespace is the path of the subgraph run that produced the event,
+	// e.g. "research@3" or "team@2/coder@1"; empty for the top graph.
+	Namespace  string         `json:"namespace,omitempty"`
 	Step       int            `json:"step"`
 	Node       string         `json:"node,omitempty"`
 	Checkpoint string         `json:"checkpoint,omitempty"`

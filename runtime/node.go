@@ -35,6 +35,12 @@ type NodeCall struct {
 	// Replay holds the records of an earlier execution of this node at this
 	// step, when the run replays recorded results (see Runner.ReuseRecords).
 	Replay []any
+	// ChildTag distinguishes the child runs (subgraphs, map items) of this
+	// step from those of another branch of the thread.
+	ChildTag string
+	// Partial holds the records a failed earlier attempt of this node at
+	// this step returned with its error (finished map items).
+	Partial []any
 	// Emit sends a progress event (tokens, tool calls) to the run's listener.
 	Emit func(Event)
 	// Runner is the runner executing the graph, for kinds that run children.

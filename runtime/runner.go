@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,9 @@ type Result struct {
 	Status     Status
 	Checkpoint *Checkpoint // the last committed checkpoint
 	Interrupts []Interrupt // when Status is interrupted
+	// Goto holds routes to nodes of the parent graph ("^name" targets)
+	// that ended a subgraph run.
+	Goto []string
 }
 
 // RunOptions start a turn.
@@ -94,9 +98,14 @@ type run struct {
 	// resumeValue answers pending interrupt nodes.
 	resumeNodes map[string]bool
 	resumeValue any
-	// replayOf maps step → node → records, for ReuseRecords.
+	// records maps step → node → records, for ReuseRecords.
 	records map[int]map[string][]any
-	started time.Time
+	// partial maps node → records of the finished parts of its failed
+	// previous attempt at this step.
+	partial map[string][]any
+	// replayTag gives a replay's first step fresh child runs.
+	replayTag string
+	started   time.Time
 }
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
@@ -176,6 +185,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}); err != nil {
 		return nil, err
 	}
+	th.Head = cp.ID
 	r.emit(Event{Kind: EvRunStart, Thread: th.ID, Step: step, Checkpoint: cp.ID, Values: values, Next: next})
 	return rn.loop(ctx, cp, cp.ID)
 }
@@ -277,6 +287,7 @@ func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Re
 		return nil, fmt.Errorf("checkpoint %s has no next nodes: %w", id, ErrNothingToResume)
 	}
 	base.Pending = nil
+	rn.replayTag = "r" + NewCheckpointID(r.now(), "")[10:]
 	return rn.loop(ctx, base, th.Head)
 }
 
@@ -350,7 +361,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 	var keep []PendingWrite
 	if keepFrom != nil && asNode == "" {
 		for _, p := range keepFrom.Pending {
-			if p.Kind == PendingWrites || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode) {
+			if p.Kind == PendingWrites || p.Kind == PendingPartial || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode) {
 				keep = append(keep, p)
 			}
 		}
@@ -590,11 +601,15 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			return rn.cancelled(ctx, cp, err, nil)
 		}
 		pending := map[string]*NodeResult{}
+		rn.partial = map[string][]any{}
 		var keep []PendingWrite
 		for _, p := range cp.Pending {
 			if p.Kind == PendingWrites && p.Result != nil {
 				pending[p.Node] = p.Result
 				keep = append(keep, p)
+			}
+			if p.Kind == PendingPartial && p.Result != nil {
+				rn.partial[p.Node] = p.Result.Records
 			}
 		}
 		// Static breakpoints before nodes.
@@ -620,6 +635,10 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			switch {
 			case o.err != nil:
 				failed = append(failed, o)
+				if o.res != nil && len(o.res.Records) > 0 {
+					// Finished parts of a failed node (map items) are kept.
+					done = append(done, PendingWrite{Node: o.node, Kind: PendingPartial, Result: o.res})
+				}
 			case o.res.Interrupt != nil:
 				paused = append(paused, PendingWrite{Node: o.node, Kind: PendingInterrupt, Interrupt: o.res.Interrupt})
 			default:
@@ -666,15 +685,24 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		}
 		finished := make([]string, 0, len(outs))
 		gotos := map[string][]string{}
+		var parentGoto []string
 		for _, o := range outs {
 			finished = append(finished, o.node)
-			if len(o.res.Goto) > 0 {
-				gotos[o.node] = o.res.Goto
+			for _, t := range o.res.Goto {
+				if p, ok := strings.CutPrefix(t, "^"); ok {
+					parentGoto = append(parentGoto, p)
+				} else {
+					gotos[o.node] = append(gotos[o.node], t)
+				}
 			}
 		}
 		next, waiting, err := r.nextNodes(values, finished, gotos, cp.Waiting)
 		if err != nil {
 			return rn.stop(ctx, cp, StatusFailed, err, nil)
+		}
+		if len(parentGoto) > 0 {
+			// A route to the parent graph ends this (sub)graph's run.
+			next, waiting = nil, nil
 		}
 		ncp := &Checkpoint{
 			Thread: th.ID, ParentID: cp.ID, Step: step, TurnStep: cp.TurnStep,
@@ -693,6 +721,14 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		th.Head, th.Status, th.Error = ncp.ID, StatusRunning, ""
 		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
 		cp, expectHead = ncp, ncp.ID
+		if len(parentGoto) > 0 {
+			res, err := r.finish(ctx, rn, cp)
+			if res != nil {
+				sort.Strings(parentGoto)
+				res.Goto = parentGoto
+			}
+			return res, err
+		}
 
 		// Static breakpoints after nodes.
 		var afters []PendingWrite
@@ -780,7 +816,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	if node == nil {
 		return nil, fmt.Errorf("graph %q has no node %q", r.Graph.Name, name)
 	}
-	fn := builtinKinds[node.Kind]
+	fn := builtinKind(node.Kind)
 	if f, ok := r.Kinds[node.Kind]; ok {
 		fn = f
 	}
@@ -801,6 +837,8 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	if rn.records != nil {
 		call.Replay = rn.records[step][name]
 	}
+	call.Partial = rn.partial[name]
+	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	attempts := max(node.Retry.MaxAttempts, 1)
 	backoff := node.Retry.InitialBackoff
 	if backoff == 0 {
@@ -817,6 +855,9 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 		if err == nil || attempt >= attempts || ctx.Err() != nil {
 			break
 		}
+		if res != nil && len(res.Records) > 0 {
+			call.Partial = res.Records
+		}
 		var be *BudgetError
 		if errors.As(err, &be) {
 			break
@@ -831,7 +872,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	}
 	if err != nil {
 		r.emit(Event{Kind: EvNodeError, Thread: rn.thread.ID, Step: step, Node: name, Error: err.Error(), Duration: r.now().Sub(start)})
-		return nil, err
+		return res, err
 	}
 	if res == nil {
 		res = &NodeResult{}
@@ -893,8 +934,19 @@ func (rn *run) checkGoto(node *spec.Node, res *NodeResult) error {
 	return nil
 }
 
-var builtinKinds = map[string]NodeFunc{
-	"set":       runSet,
-	"noop":      runNoop,
-	"interrupt": runInterrupt,
+// builtinKind returns the runtime's own implementation of a node kind.
+func builtinKind(kind string) NodeFunc {
+	switch kind {
+	case "set":
+		return runSet
+	case "noop":
+		return runNoop
+	case "interrupt":
+		return runInterrupt
+	case "subgraph":
+		return runSubgraph
+	case "map":
+		return runMap
+	}
+	return nil
 }

@@ -41,7 +41,7 @@ func (c *checker) analyze() {
 		g.out[src] = append(g.out[src], e)
 	}
 	if len(g.out[Start]) == 0 {
-		c.errs.Add(Pos{File: c.file, Line: 1, Col: 1}, "no edge from START: add one, e.g. {from: START, to: %s}", firstOr(g.NodeOrder, "NODE"))
+		c.errs.Add(c.pos(c.edgesKey), "no edge from START: add one, e.g. {from: START, to: %s}", firstOr(g.NodeOrder, "NODE"))
 		return
 	}
 
@@ -61,8 +61,22 @@ func (c *checker) analyze() {
 	}
 	toEnd := closure([]string{End}, pred)
 	loops := c.deadLoops(succ)
+	// A node run per item by a map node ends inside the map.
+	mapped := map[string]bool{}
+	for _, n := range g.Nodes {
+		if n.Kind == "map" && n.MapNode.Name != "" {
+			mapped[n.MapNode.Name] = true
+		}
+	}
 	for _, name := range g.NodeOrder {
-		if reach[name] && !toEnd[name] && !loops[name] {
+		if reach[name] && !toEnd[name] && !loops[name] && !mapped[name] {
+			next := len(succ[name])
+			if n := g.Nodes[name]; n.Kind == "map" && n.MapNode.Name != "" {
+				next-- // the mapped node runs inside, the run does not go on there
+			}
+			if next > 0 {
+				continue // the path stops further on, where it is reported
+			}
 			c.errs.Warn(g.Nodes[name].Pos, "node %q has no path to END; the run stops there", name)
 		}
 	}
@@ -97,6 +111,11 @@ func (c *checker) successors(withJoins bool) map[string][]string {
 	}
 	for _, n := range g.Nodes {
 		for _, t := range n.GotoPaths {
+			if strings.HasPrefix(t.Name, "^") {
+				// Leaves this graph for the parent: like END here.
+				succ[n.Name] = append(succ[n.Name], End)
+				continue
+			}
 			succ[n.Name] = append(succ[n.Name], t.Name)
 		}
 		if n.Kind == "map" && n.MapNode.Name != "" {

@@ -24,6 +24,12 @@ type checker struct {
 	ec     *exprCompiler
 	g      *Graph
 	env    types.Map // {state}
+
+	// edgesKey is the "edges" key, where graph-level edge problems point.
+	edgesKey *yaml.Node
+	// nodesBad is set when nodes is not a mapping: node references are
+	// then not checked, as every one would be unknown.
+	nodesBad bool
 }
 
 func (c *checker) pos(n *yaml.Node) Pos { return nodePos(c.file, n) }
@@ -45,6 +51,8 @@ func (c *checker) check(root *yaml.Node) {
 	c.env = stateEnv(g.Fields)
 	c.decodeModels(m.get("models"))
 	c.decodeTools(m.get("tools"))
+	c.edgesKey = m.kpos["edges"]
+	c.nodesBad = m.get("nodes") == nil || m.get("nodes").Kind != yaml.MappingNode
 	c.decodeNodes(m.get("nodes"))
 	c.decodeEdges(m.get("edges"))
 	c.decodeInterrupts(m.get("interrupts"))
@@ -84,7 +92,7 @@ func (c *checker) decodeState(n *yaml.Node) {
 			conv.file, conv.errs = c.file, c.errs
 			v, err := f.Type.Coerce(conv.value(d))
 			if err != nil {
-				c.errs.Add(c.pos(d), "state.%s: default does not match type %s: %v", name, f.Type, err)
+				c.errs.Add(c.pos(badItem(d, f.Type)), "state.%s: default does not match type %s: %v", name, f.Type, err)
 			}
 			f.Default = v
 		} else {
@@ -103,7 +111,7 @@ func (c *checker) decodeState(n *yaml.Node) {
 				f.Enum = append(f.Enum, cv)
 			}
 			if fm.get("default") != nil && !inEnum(f.Enum, f.Default) {
-				c.errs.Add(c.pos(fm.get("default")), "state.%s: default %v is not one of the enum values", name, describeValue(f.Default))
+				c.errs.Add(c.pos(fm.get("default")), "state.%s: default %s is not one of the enum values (%s)", name, jsonValue(f.Default), enumList(f.Enum))
 			}
 			if fm.get("default") == nil && len(f.Enum) > 0 {
 				f.Default = f.Enum[0]
@@ -112,6 +120,29 @@ func (c *checker) decodeState(n *yaml.Node) {
 		c.g.Fields = append(c.g.Fields, f)
 		c.g.fieldIndex[name] = f
 	}
+}
+
+// badItem returns the first item of the list value n that does not match
+// the item type of t, or n itself, for an error position.
+func badItem(n *yaml.Node, t Type) *yaml.Node {
+	if n.Kind != yaml.SequenceNode || (t.Kind != KindList && t.Kind != KindMessages) {
+		return n
+	}
+	var conv valueConv
+	conv.errs = &ErrorList{}
+	for _, it := range n.Content {
+		v := conv.value(it)
+		var err error
+		if t.Kind == KindMessages {
+			_, err = Message(v)
+		} else {
+			_, err = t.Item().Coerce(v)
+		}
+		if err != nil {
+			return it
+		}
+	}
+	return n
 }
 
 // InEnum reports whether v is one of the field's enum values (or the field has none).
@@ -206,14 +237,23 @@ func nameRefs(file string, n *yaml.Node) []NameRef {
 	if n == nil {
 		return nil
 	}
-	if n.Kind == yaml.ScalarNode {
+	switch n.Kind {
+	case yaml.ScalarNode:
 		return []NameRef{{Name: n.Value, Pos: nodePos(file, n)}}
+	case yaml.SequenceNode:
+		var out []NameRef
+		for _, e := range n.Content {
+			for e.Kind == yaml.AliasNode {
+				e = e.Alias
+			}
+			if e.Kind == yaml.ScalarNode {
+				out = append(out, NameRef{Name: e.Value, Pos: nodePos(file, e)})
+			}
+		}
+		return out
 	}
-	var out []NameRef
-	for _, e := range n.Content {
-		out = append(out, NameRef{Name: e.Value, Pos: nodePos(file, e)})
-	}
-	return out
+	// Anything else is a schema error, reported there.
+	return nil
 }
 
 func (c *checker) decodeModels(n *yaml.Node) {
@@ -256,7 +296,7 @@ func (c *checker) decodeModels(n *yaml.Node) {
 			if md.Fixtures == "" {
 				c.errs.Add(md.Pos, "models.%s: provider mock needs fixtures (a file of scripted replies)", k.Value)
 			} else if _, err := c.loader.read(md.Fixtures); err != nil {
-				c.errs.Add(c.pos(mm.get("fixtures")), "models.%s: fixtures: %v", k.Value, unwrapPathErr(err))
+				c.errs.Add(c.pos(mm.get("fixtures")), "models.%s.fixtures: cannot read %q: %v", k.Value, mm.get("fixtures").Value, unwrapPathErr(err))
 			}
 		case "openai":
 			if md.Model == "" {
@@ -623,6 +663,12 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 			node.MapNode = NameRef{Name: v.Value, Pos: c.pos(v)}
 		}
 		node.ItemAs = scalar(nm.get("item_as"))
+		if in := nm.get("item_as"); in != nil && nm.get("node") != nil {
+			// node form: the item is written into this graph's field for each run.
+			c.fieldRef(in, path+".item_as")
+		} else if in == nil && nm.get("node") != nil {
+			c.errs.Add(node.Pos, "%s: kind map with node needs item_as (the state field that holds the current item)", path)
+		}
 		if (nm.get("node") == nil) == (nm.get("graph") == nil) {
 			c.errs.Add(node.Pos, "%s: kind map needs exactly one of node or graph", path)
 		}
@@ -637,9 +683,23 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 		c.loadChild(node, gn, path)
 	}
 	child := c.g.Subgraphs[node.GraphPath]
+	if child != nil && node.Kind == "subgraph" {
+		// Routes from inside the child to this graph's nodes ("^name")
+		// become routes of the subgraph node itself.
+		for _, name := range child.NodeOrder {
+			for _, t := range child.Nodes[name].GotoPaths {
+				if target, ok := strings.CutPrefix(t.Name, "^"); ok && target != "" {
+					node.GotoPaths = append(node.GotoPaths, NameRef{Name: target, Pos: c.pos(gn)})
+				}
+			}
+		}
+	}
 	inEnv := c.env
 	if node.Kind == "map" {
 		inEnv = types.Map{"state": c.env["state"], "item": types.Any, "index": types.Int}
+	}
+	if child != nil && node.Kind == "map" && node.ItemAs != "" && child.Field(node.ItemAs) == nil {
+		c.errs.Add(c.pos(nm.get("item_as")), "%s.item_as: child graph has no field %q", path, node.ItemAs)
 	}
 	im := asMapping(nm.get("input"))
 	for _, k := range im.keys {
@@ -727,14 +787,14 @@ func (c *checker) loadChild(node *Node, gn *yaml.Node, path string) {
 	}
 	src, err := c.loader.read(p)
 	if err != nil {
-		c.errs.Add(c.pos(gn), "%s.graph: %v", path, unwrapPathErr(err))
+		c.errs.Add(c.pos(gn), "%s.graph: cannot read %q: %v", path, gn.Value, unwrapPathErr(err))
 		return
 	}
 	child, errs := c.loader.parse(p, src)
 	c.loader.cache[abs] = child
 	for _, e := range errs {
 		if e.Severity == SevError {
-			c.errs.Add(c.pos(gn), "%s.graph: %s", path, e.Error())
+			c.errs.Add(c.pos(gn), "%s.graph: %s: %s", path, e.Pos, e.Msg)
 		}
 	}
 	if child != nil {
@@ -746,8 +806,8 @@ func (c *checker) loadChild(node *Node, gn *yaml.Node, path string) {
 }
 
 func (c *checker) decodeEdges(n *yaml.Node) {
-	if n == nil {
-		return
+	if n == nil || n.Kind != yaml.SequenceNode {
+		return // a schema error
 	}
 	for i, en := range n.Content {
 		em := asMapping(en)
@@ -760,7 +820,7 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 		e.Paths = nameRefs(c.file, em.get("paths"))
 		e.When = c.ec.compile(em.get("when"), path+".when", c.env, wantBool)
 		e.Route = c.ec.compile(em.get("route"), path+".route", c.env, wantRoute)
-		if rn := em.get("routes"); rn != nil {
+		if rn := em.get("routes"); rn != nil && rn.Kind == yaml.SequenceNode {
 			for j, r := range rn.Content {
 				rm := asMapping(r)
 				e.Routes = append(e.Routes, &Route{
@@ -771,17 +831,19 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 			}
 		}
 		has := func(k string) bool { return em.get(k) != nil }
-		forms := 0
-		for _, k := range []string{"to", "routes", "route"} {
-			if has(k) {
-				forms++
+		var forms []string
+		for _, k := range em.keys {
+			if k.Value == "to" || k.Value == "routes" || k.Value == "route" {
+				forms = append(forms, k.Value)
 			}
 		}
 		switch {
-		case forms == 0:
+		case len(forms) == 0 && !hasUnknownKey(em, edgeKeys) && !has("when"):
+			// With an unknown key (a typo of to?) the schema error says
+			// enough, and "when needs to" is more precise.
 			c.errs.Add(e.Pos, "%s: edge needs to, routes or route", path)
-		case forms > 1:
-			c.errs.Add(e.Pos, "%s: use only one of to, routes and route in one edge", path)
+		case len(forms) > 1:
+			c.errs.Add(c.pos(em.kpos[forms[1]]), "%s: %s and %s in one edge; use only one of to, routes and route", path, forms[0], forms[1])
 		}
 		if has("else") && !has("when") {
 			c.errs.Add(c.pos(em.kpos["else"]), "%s: else needs when", path)
@@ -799,7 +861,14 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 			c.errs.Add(c.pos(em.kpos["route"]), "%s: route needs paths, the list of nodes it may yield", path)
 		}
 		if len(e.From) > 1 && e.Conditional() {
-			c.errs.Add(e.Pos, "%s: a join (from a list) cannot be conditional", path)
+			at := e.Pos
+			for _, k := range em.keys {
+				if k.Value == "when" || k.Value == "routes" || k.Value == "route" {
+					at = c.pos(k)
+					break
+				}
+			}
+			c.errs.Add(at, "%s: a join (from a list) cannot be conditional; join into a node and route from there", path)
 		}
 		for _, f := range e.From {
 			switch {
@@ -822,6 +891,14 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 	}
 	for _, node := range c.g.Nodes {
 		for _, t := range node.GotoPaths {
+			if parent, ok := strings.CutPrefix(t.Name, "^"); ok {
+				// A route to a node of the parent graph; checked by the
+				// parent when it loads this graph as a subgraph.
+				if parent == "" || parent == Start {
+					c.errs.Add(t.Pos, "nodes.%s.goto_paths: %q must name a node of the parent graph after ^", node.Name, t.Name)
+				}
+				continue
+			}
 			if t.Name == Start {
 				c.errs.Add(t.Pos, "nodes.%s.goto_paths: START cannot be a target", node.Name)
 				continue
@@ -838,9 +915,21 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 	}
 }
 
+// edgeKeys are the keys of an edge.
+var edgeKeys = []string{"from", "to", "when", "else", "routes", "default", "route", "paths"}
+
+func hasUnknownKey(m *mapping, known []string) bool {
+	for _, k := range m.keys {
+		if !contains(known, k.Value) {
+			return true
+		}
+	}
+	return false
+}
+
 // nodeRef checks that r names a node, START (sources) or END (targets).
 func (c *checker) nodeRef(r NameRef, source bool) bool {
-	if (source && r.Name == Start) || (!source && r.Name == End) || c.g.Nodes[r.Name] != nil {
+	if (source && r.Name == Start) || (!source && r.Name == End) || c.g.Nodes[r.Name] != nil || c.nodesBad {
 		return true
 	}
 	names := append([]string{}, c.g.NodeOrder...)
@@ -868,7 +957,7 @@ func (c *checker) decodeInterrupts(n *yaml.Node) {
 				c.errs.Add(r.Pos, "interrupts: %q is listed twice", r.Name)
 			}
 			seen[r.Name] = true
-			if c.g.Nodes[r.Name] == nil {
+			if c.g.Nodes[r.Name] == nil && !c.nodesBad {
 				c.unknownRef(r, "node", c.g.NodeOrder)
 			}
 		}
@@ -891,6 +980,24 @@ func (c *checker) decodeLimits(n *yaml.Node) {
 	if v := m.get("cost_usd"); v != nil {
 		_ = v.Decode(&l.CostUSD)
 	}
+}
+
+// jsonValue renders a canonical value as JSON, for messages.
+func jsonValue(v any) string {
+	s, err := jsonString(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return describeValue(s)
+}
+
+// enumList renders enum values for messages, e.g. "happy", "sad".
+func enumList(vals []any) string {
+	s := make([]string, len(vals))
+	for i, v := range vals {
+		s[i] = jsonValue(v)
+	}
+	return strings.Join(s, ", ")
 }
 
 // String renders refs as a comma-separated list of names.

@@ -26,11 +26,11 @@ func notFound(err error, thread string) error {
 func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 	var thread string
 	var limit int
-	var asJSON bool
+	var asJSON, subgraphs bool
 	c := &cobra.Command{
 		Use:   "history --thread ID",
 		Short: "List a thread's checkpoints, newest first",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if thread == "" {
 				return usagef("history needs --thread")
@@ -44,6 +44,12 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return notFound(err, thread)
 			}
+			var kids []*runtime.Thread
+			if subgraphs {
+				if kids, err = runtime.ChildThreads(cmd.Context(), s, thread); err != nil {
+					return err
+				}
+			}
 			if asJSON {
 				type row struct {
 					ID      string              `json:"checkpoint"`
@@ -55,23 +61,54 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 					Changed []string            `json:"changed"`
 					Next    []string            `json:"next"`
 				}
-				rows := make([]row, 0, len(cps))
-				for _, cp := range cps {
-					rows = append(rows, row{cp.ID, cp.ParentID, cp.Step, cp.Metadata.Time, cp.Metadata.Source, cp.Metadata.Writes, spec.SortedKeys(cp.Delta), orEmpty(cp.Next)})
+				toRows := func(cps []*runtime.Checkpoint) []row {
+					rows := make([]row, 0, len(cps))
+					for _, cp := range cps {
+						rows = append(rows, row{cp.ID, cp.ParentID, cp.Step, cp.Metadata.Time, cp.Metadata.Source, cp.Metadata.Writes, spec.SortedKeys(cp.Delta), orEmpty(cp.Next)})
+					}
+					return rows
 				}
-				return writeJSON(io, rows)
+				if !subgraphs {
+					return writeJSON(io, toRows(cps))
+				}
+				out := map[string][]row{thread: toRows(cps)}
+				for _, k := range kids {
+					kcps, err := s.List(cmd.Context(), k.ID, limit)
+					if err != nil {
+						return err
+					}
+					out[k.ID] = toRows(kcps)
+				}
+				return writeJSON(io, out)
 			}
-			tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CHECKPOINT\tSTEP\tTIME\tSOURCE\tWRITES\tCHANGED\tNEXT")
-			for _, cp := range cps {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", cp.ID, cp.Step, cp.Metadata.Time.Local().Format("2006-01-02 15:04:05.000"),
-					cp.Metadata.Source, dash(sortedWrites(cp.Metadata.Writes)), dash(strings.Join(spec.SortedKeys(cp.Delta), ",")), dash(strings.Join(cp.Next, ",")))
+			printHistory := func(cps []*runtime.Checkpoint) error {
+				tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "CHECKPOINT\tSTEP\tTIME\tSOURCE\tWRITES\tCHANGED\tNEXT")
+				for _, cp := range cps {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", cp.ID, cp.Step, cp.Metadata.Time.Local().Format("2006-01-02 15:04:05.000"),
+						cp.Metadata.Source, dash(sortedWrites(cp.Metadata.Writes)), dash(strings.Join(spec.SortedKeys(cp.Delta), ",")), dash(strings.Join(cp.Next, ",")))
+				}
+				return tw.Flush()
 			}
-			return tw.Flush()
+			if err := printHistory(cps); err != nil {
+				return err
+			}
+			for _, k := range kids {
+				kcps, err := s.List(cmd.Context(), k.ID, limit)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(io.Out, "\nsubgraph run %s (graph %s, %s)\n", k.ID, k.Graph, k.Status)
+				if err := printHistory(kcps); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
 	c.Flags().IntVarP(&limit, "limit", "n", 0, "show at most this many checkpoints")
+	c.Flags().BoolVar(&subgraphs, "subgraphs", false, "also list the checkpoints of subgraph and map-item runs")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
@@ -103,7 +140,7 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "state --thread ID [--checkpoint C]",
 		Short: "Show a thread's state: values, next nodes, interrupts and metadata",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if thread == "" {
 				return usagef("state needs --thread")
@@ -164,6 +201,11 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 					fmt.Fprintf(w, "pending     %s finished (its writes are kept and not re-run)\n", p.Node)
 				case runtime.PendingError:
 					fmt.Fprintf(w, "failed      %s: %s\n", p.Node, p.Error)
+				}
+			}
+			if kids, err := runtime.ChildThreads(cmd.Context(), s, thread); err == nil {
+				for _, k := range kids {
+					fmt.Fprintf(w, "subgraph    %s (graph %s, %s, checkpoint %s)\n", k.ID, k.Graph, k.Status, k.Head)
 				}
 			}
 			if t := cp.Metadata.Totals; t.LLMCalls > 0 {
@@ -274,11 +316,11 @@ func diffValues(a, b map[string]any) []fieldChange {
 }
 
 func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
-	var asJSON bool
+	var asJSON, all bool
 	c := &cobra.Command{
 		Use:   "threads",
 		Short: "List threads with their status and last update",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := g.openSaver(io)
 			if err != nil {
@@ -288,6 +330,15 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 			ts, err := s.Threads(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if !all {
+				kept := ts[:0]
+				for _, t := range ts {
+					if !runtime.IsChildThread(t.ID) {
+						kept = append(kept, t)
+					}
+				}
+				ts = kept
 			}
 			if asJSON {
 				type row struct {
@@ -313,6 +364,7 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&all, "all", false, "also list subgraph and map-item runs")
 	del := &cobra.Command{
 		Use:   "delete ID...",
 		Short: "Delete threads and all their checkpoints",
@@ -355,7 +407,7 @@ ancestors are deleted. Space is reclaimed with VACUUM afterwards.`,
 		Example: `  lgrun gc --older-than 720h
   lgrun gc --keep 50
   lgrun gc --thread t1 --keep 10`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.Keep < 0 || olderThan < 0 {
 				return usagef("--keep and --older-than must not be negative")

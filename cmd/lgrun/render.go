@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -79,11 +80,22 @@ func (p *progress) event(e runtime.Event) {
 		return
 	}
 	w, st := p.io.Out, p.st
+	if e.Namespace != "" {
+		// Events of subgraph runs: show the node under its subgraph path.
+		e.Node = e.Namespace + "/" + e.Node
+		if e.Kind == runtime.EvRunStart || e.Kind == runtime.EvCheckpoint {
+			return
+		}
+	}
 	switch e.Kind {
 	case runtime.EvRunStart:
 		fmt.Fprintf(w, "%s thread %s %s graph %s\n", st.cyan("▶"), st.bold(e.Thread), st.dim("·"), p.g.Name)
 	case runtime.EvNodeEnd:
-		fmt.Fprintf(w, "  %s %-16s %s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), formatWrites(p.g, e.Writes), st.dim(formatDur(e.Duration)))
+		writes := formatWrites(p.g, e.Writes)
+		if e.Interrupt != nil {
+			writes = st.yellow("waiting for input")
+		}
+		fmt.Fprintf(w, "  %s %-16s %s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), writes, st.dim(formatDur(e.Duration)))
 	case runtime.EvNodeError:
 		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), st.red("failed: "+e.Error))
 	case runtime.EvCheckpoint:
@@ -149,9 +161,11 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 		}
 		return err
 	case runtime.StatusInterrupted:
-		if text || p.enc != nil {
+		// Always say how to resume: on stdout in text mode, on stderr when
+		// stdout carries JSON.
+		{
 			out := w
-			if p.enc != nil {
+			if !text {
 				out = p.io.Err
 			}
 			for _, in := range res.Interrupts {
@@ -171,11 +185,25 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 		}
 		return pausedError{}
 	}
-	if err != nil && text && p.o.quiet {
-		return err
+	var sl *runtime.StepLimitError
+	switch {
+	case err == nil:
+	case errors.Is(err, context.Canceled):
+		return &hintError{err, fmt.Sprintf("the state is saved at step %d: resume with `lgrun resume --thread %s`", res.Checkpoint.Step, res.Thread)}
+	case errors.As(err, &sl):
+		return &hintError{err, fmt.Sprintf("e.g. `lgrun resume --thread %s --max-steps %d`", res.Thread, 2*sl.Limit)}
 	}
 	return err
 }
+
+// hintError adds what to do next to an error's message.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + "; " + e.hint }
+func (e *hintError) Unwrap() error { return e.err }
 
 func resumeHint(res *runtime.Result) string {
 	for _, in := range res.Interrupts {

@@ -59,6 +59,24 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
+// noArgs is cobra.NoArgs reporting a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return unknownCommand(cmd, args[0])
+	}
+	return nil
+}
+
+// unknownCommand reports an unexpected word after cmd, with cobra's
+// "did you mean" suggestions for commands that have subcommands.
+func unknownCommand(cmd *cobra.Command, arg string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", arg, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(arg); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return &usageError{errors.New(msg)}
+}
+
 // pausedError reports a run stopped at an interrupt (already printed).
 type pausedError struct{}
 
@@ -142,6 +160,15 @@ a crash or a budget limit and resume exactly where it was.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       Version,
+		// Args and RunE make an unknown command a usage error (exit 2):
+		// without them cobra reports it as a plain error.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return unknownCommand(cmd, args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetOut(io.Out)
 	root.SetErr(io.Err)

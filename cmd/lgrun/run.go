@@ -99,6 +99,9 @@ func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
 			if o.thread == "" {
 				o.thread = newThreadID()
 			}
+			if err := checkThreadID(o.thread); err != nil {
+				return err
+			}
 			return withRunner(cmd, io, g, o, gr, args[0], func(r *runtime.Runner) (*runtime.Result, error) {
 				return r.Run(cmd.Context(), runtime.RunOptions{Thread: o.thread, Input: in, Config: o.config()})
 			})
@@ -121,7 +124,7 @@ func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 		Example: `  lgrun resume --thread t1 --value '{"approved": true}'
   lgrun resume --thread t1 --set draft='"shorter please"'
   lgrun resume --thread t1 --max-steps 100`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
 				return err
@@ -165,7 +168,7 @@ func newReplayCmd(io *IO, g *globalOpts) *cobra.Command {
 		Long: `Re-execute a thread from checkpoint C as a new branch. Model replies and tool
 results recorded by the original run are reused (offline, free, deterministic);
 --live calls the models and tools again.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
 				return err
@@ -193,7 +196,7 @@ func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "fork --thread ID --checkpoint C --set field=JSON",
 		Short: "Write an edited checkpoint branching from C and continue from it",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
 				return err
@@ -366,4 +369,12 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// checkThreadID rejects ids that would clash with child-run names.
+func checkThreadID(id string) error {
+	if strings.Contains(id, runtime.ChildSep) || strings.TrimSpace(id) != id || id == "" {
+		return usagef("--thread %q: thread ids must be non-empty, without spaces at the ends and without %q (reserved for subgraph runs)", id, runtime.ChildSep)
+	}
+	return nil
 }

@@ -172,7 +172,7 @@ func newSchemaCmd(io *IO) *cobra.Command {
 	return &cobra.Command{
 		Use:   "schema",
 		Short: "Print the JSON Schema of graph files",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, err := io.Out.Write(schema.Graph)
 			return err
