@@ -17,6 +17,7 @@ type Options struct {
 	// HTTPClient is used for model and http-tool requests; a default
 	// client when nil.
 	HTTPClient *http.Client
+	Script     *Script
 }
 
 // Kinds returns the node kinds this package implements, bound to the

@@ -13,17 +13,31 @@ import (
 // on values. gotos holds routes returned by nodes. waiting is the join
 // bookkeeping of the previous checkpoint; the updated copy is returned.
 func (r *Runner) nextNodes(values map[string]any, finished []string, gotos map[string][]string, waiting map[string][]string) ([]string, map[string][]string, error) {
+	next, w, _, err := r.route(values, finished, gotos, waiting)
+	return next, w, err
+}
+
+// route is nextNodes that also returns the branches taken (see
+// spec.Graph.Branches), for coverage.
+func (r *Runner) route(values map[string]any, finished []string, gotos map[string][]string, waiting map[string][]string) ([]string, map[string][]string, []string, error) {
 	g := r.Graph
 	env := stateEnv(values)
 	set := map[string]bool{}
+	var branches []string
 	for _, n := range finished {
 		for _, t := range gotos[n] {
 			set[t] = true
+			if node := g.Nodes[n]; node != nil {
+				branches = append(branches, node.GotoBranchID(t))
+			}
 		}
 		for _, e := range g.Outgoing(n) {
-			targets, err := evalEdge(e, env)
+			targets, key, err := evalEdge(e, env)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s: edge from %q: %w", e.Pos, n, err)
+				return nil, nil, nil, fmt.Errorf("%s: edge from %q: %w", e.Pos, n, err)
+			}
+			if key != "" {
+				branches = append(branches, e.BranchID(n, key))
 			}
 			for _, t := range targets {
 				set[t] = true
@@ -65,7 +79,7 @@ func (r *Runner) nextNodes(values map[string]any, finished []string, gotos map[s
 		next = append(next, n)
 	}
 	sort.Strings(next)
-	return next, out, nil
+	return next, out, branches, nil
 }
 
 func contains(list []string, s string) bool {
@@ -86,37 +100,38 @@ func coversAll(have, want []string) bool {
 	return true
 }
 
-// evalEdge returns the targets of one edge for the state in env.
-func evalEdge(e *spec.Edge, env map[string]any) ([]string, error) {
+// evalEdge returns the targets of one edge for the state in env, and the
+// key of the branch taken ("" for a plain edge).
+func evalEdge(e *spec.Edge, env map[string]any) ([]string, string, error) {
 	switch {
 	case e.When != nil:
 		ok, err := evalBool(e.When, env)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if ok {
-			return names(e.To), nil
+			return names(e.To), "when", nil
 		}
-		return names(e.Else), nil
+		return names(e.Else), "else", nil
 	case e.Routes != nil:
-		for _, rt := range e.Routes {
+		for i, rt := range e.Routes {
 			ok, err := evalBool(rt.When, env)
 			if err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			if ok {
-				return names(rt.To), nil
+				return names(rt.To), fmt.Sprintf("routes[%d]", i), nil
 			}
 		}
-		return names(e.Default), nil
+		return names(e.Default), "default", nil
 	case e.Route != nil:
 		v, err := e.Route.Eval(env)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		targets, err := routeNames(v)
 		if err != nil {
-			return nil, fmt.Errorf("route %q: %w", e.Route.Src, err)
+			return nil, "", fmt.Errorf("route %q: %w", e.Route.Src, err)
 		}
 		for _, t := range targets {
 			ok := false
@@ -124,12 +139,16 @@ func evalEdge(e *spec.Edge, env map[string]any) ([]string, error) {
 				ok = ok || p.Name == t
 			}
 			if !ok {
-				return nil, fmt.Errorf("route %q yielded %q, which is not one of its paths (%s)", e.Route.Src, t, refList(e.Paths))
+				return nil, "", fmt.Errorf("route %q yielded %q, which is not one of its paths (%s)", e.Route.Src, t, refList(e.Paths))
 			}
 		}
-		return targets, nil
+		key := "route=" + strings.Join(targets, ",")
+		if len(targets) == 0 {
+			key = "route="
+		}
+		return targets, key, nil
 	}
-	return names(e.To), nil
+	return names(e.To), "", nil
 }
 
 func evalBool(x *spec.Expr, env map[string]any) (bool, error) {

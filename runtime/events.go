@@ -19,6 +19,9 @@ const (
 	EvWarning    EventKind = "warning"
 	// EvToken carries streamed model output (Token) for `--stream messages`.
 	EvToken EventKind = "token"
+	// EvRoute reports a conditional branch taken; Message holds its
+	// spec.Branch ID.
+	EvRoute EventKind = "route"
 	// EvMessage carries a progress note from a node kind (a tool call, a retry).
 	EvMessage EventKind = "message"
 )

@@ -165,7 +165,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		}
 	}
 	rn := r.newRun(th)
-	next, waiting, err := r.nextNodes(values, []string{spec.Start}, nil, nil)
+	next, waiting, branches, err := r.route(values, []string{spec.Start}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +187,9 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	}
 	th.Head = cp.ID
 	r.emit(Event{Kind: EvRunStart, Thread: th.ID, Step: step, Checkpoint: cp.ID, Values: values, Next: next})
+	for _, b := range branches {
+		r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
+	}
 	return rn.loop(ctx, cp, cp.ID)
 }
 
@@ -696,9 +699,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 				}
 			}
 		}
-		next, waiting, err := r.nextNodes(values, finished, gotos, cp.Waiting)
+		next, waiting, branches, err := r.route(values, finished, gotos, cp.Waiting)
 		if err != nil {
 			return rn.stop(ctx, cp, StatusFailed, err, nil)
+		}
+		for _, b := range branches {
+			r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
 		}
 		if len(parentGoto) > 0 {
 			// A route to the parent graph ends this (sub)graph's run.

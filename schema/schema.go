@@ -11,3 +11,11 @@ var Graph []byte
 
 // GraphURL is the $id of [Graph].
 const GraphURL = "https://lgrun.dev/schema/graph.schema.json"
+
+// Test is the JSON Schema of graph test files (*.test.yaml).
+//
+//go:embed test.schema.json
+var Test []byte
+
+// TestURL is the $id of [Test].
+const TestURL = "https://lgrun.dev/schema/test.schema.json"

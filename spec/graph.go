@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/expr-lang/expr/vm"
@@ -234,6 +235,9 @@ type Model struct {
 	Retry       Retry
 	Fallbacks   []NameRef
 	Fixtures    string // absolute path for the mock provider
+	// Stream asks the server to stream the reply (tokens reach
+	// `--stream messages` as they arrive); nil means the default, true.
+	Stream *bool
 }
 
 // Tool is a named tool.
@@ -297,4 +301,65 @@ func DeepCopy(v any) any {
 		return out
 	}
 	return v
+}
+
+// Branch is one way a conditional edge can go, for coverage reports.
+type Branch struct {
+	// ID identifies the branch within the graph: "<from>@<line>:<key>",
+	// where key is "when", "else", "routes[i]", "default" or "route=<target>".
+	ID    string
+	From  string
+	Label string
+}
+
+// BranchID names a branch of edge e taken from node from.
+func (e *Edge) BranchID(from, key string) string {
+	return fmt.Sprintf("%s@%d:%s", from, e.Pos.Line, key)
+}
+
+// Branches lists the branches of every conditional edge and goto, in file order.
+func (g *Graph) Branches() []Branch {
+	var out []Branch
+	for _, e := range g.Edges {
+		if !e.Conditional() || len(e.From) != 1 {
+			continue
+		}
+		from := e.From[0].Name
+		add := func(key, label string) {
+			out = append(out, Branch{ID: e.BranchID(from, key), From: from, Label: label})
+		}
+		switch {
+		case e.When != nil:
+			add("when", fmt.Sprintf("%s → %s when %s", from, refNames(e.To), e.When.Src))
+			add("else", fmt.Sprintf("%s → %s otherwise", from, orEnd(refNames(e.Else))))
+		case e.Routes != nil:
+			for i, r := range e.Routes {
+				add(fmt.Sprintf("routes[%d]", i), fmt.Sprintf("%s → %s when %s", from, refNames(r.To), r.When.Src))
+			}
+			add("default", fmt.Sprintf("%s → %s by default", from, orEnd(refNames(e.Default))))
+		case e.Route != nil:
+			for _, p := range e.Paths {
+				add("route="+p.Name, fmt.Sprintf("%s → %s (route %s)", from, p.Name, e.Route.Src))
+			}
+		}
+	}
+	for _, name := range g.NodeOrder {
+		n := g.Nodes[name]
+		for _, p := range n.GotoPaths {
+			out = append(out, Branch{ID: fmt.Sprintf("%s@%d:goto=%s", name, n.Pos.Line, p.Name), From: name, Label: fmt.Sprintf("%s → %s (goto)", name, p.Name)})
+		}
+	}
+	return out
+}
+
+// GotoBranchID names the goto branch of node n to target.
+func (n *Node) GotoBranchID(target string) string {
+	return fmt.Sprintf("%s@%d:goto=%s", n.Name, n.Pos.Line, target)
+}
+
+func orEnd(s string) string {
+	if s == "" {
+		return "nowhere (the branch ends)"
+	}
+	return s
 }

@@ -46,7 +46,12 @@ func graphSchema() (*jsonschema.Schema, error) {
 // validateSchema checks the decoded value of a graph file against the JSON
 // Schema and reports each violation at the YAML position it refers to.
 func validateSchema(file string, root *yaml.Node, v any, errs *ErrorList) {
-	sch, err := graphSchema()
+	validateWith(graphSchema, file, root, v, errs)
+}
+
+// validateWith checks v against the schema returned by load.
+func validateWith(load func() (*jsonschema.Schema, error), file string, root *yaml.Node, v any, errs *ErrorList) {
+	sch, err := load()
 	if err != nil {
 		errs.Add(Pos{File: file}, "%v", err)
 		return
@@ -170,6 +175,14 @@ func reportSchemaError(file string, root *yaml.Node, e *jsonschema.ValidationErr
 			errs.Add(nodePos(file, n), "%smissing required key %q", prefix, m)
 		}
 	case *kind.PropertyNames:
+		// jsonschema v6.0.3 aliases the validator's location slice into
+		// this error (validator.go: verr.InstanceLocation = vd.vloc), so
+		// by now it may name another key. Our propertyNames are all on
+		// top-level properties: take the key from the schema location.
+		if _, frag, _ := strings.Cut(e.SchemaURL, "#"); strings.HasPrefix(frag, "/properties/") && strings.HasSuffix(frag, "/propertyNames") {
+			loc = []string{strings.TrimSuffix(strings.TrimPrefix(frag, "/properties/"), "/propertyNames")}
+			prefix = formatPath(loc) + ": "
+		}
 		n := lookupPath(root, append(append([]string{}, loc...), k.Property), true)
 		rule := "use letters, digits and _, not starting with a digit"
 		if len(e.Causes) == 1 {
@@ -313,6 +326,9 @@ func dedupe(s []string) []string {
 func schemaProperties(url string) []string {
 	_, frag, _ := strings.Cut(url, "#")
 	var cur any = schemaDoc
+	if strings.HasPrefix(url, schema.TestURL) {
+		cur = testSchemaDoc
+	}
 	for _, tok := range strings.Split(strings.TrimPrefix(frag, "/"), "/") {
 		if tok == "" {
 			continue

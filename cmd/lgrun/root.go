@@ -189,6 +189,7 @@ a crash or a budget limit and resume exactly where it was.`,
 		newValidateCmd(io),
 		newSchemaCmd(io),
 		newGraphCmd(io),
+		newTestCmd(io),
 	)
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
@@ -228,6 +229,10 @@ func (g *globalOpts) openSaver(io *IO) (*checkpoint.SQLite, error) {
 // loadGraph loads and checks a graph file, printing diagnostics. Warnings
 // go to stderr; errors make it return invalidGraph.
 func loadGraph(io *IO, path string) (*spec.Graph, error) {
+	if _, err := os.Stat(path); err != nil {
+		// A graph argument that names no file is a usage error, as in validate.
+		return nil, usagef("graph file %s: %v", path, unwrapPath(err))
+	}
 	g, diags := spec.LoadFile(path, nil)
 	if len(diags) > 0 {
 		printDiagnostics(io.Err, diags, io.Cwd)
@@ -240,5 +245,10 @@ func loadGraph(io *IO, path string) (*spec.Graph, error) {
 
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	// /dev/null is a character device too, but not a terminal.
+	null, err := os.Stat(os.DevNull)
+	return err != nil || !os.SameFile(fi, null)
 }

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	goruntime "runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lgrun/lgrun/graphtest"
+	"github.com/lgrun/lgrun/spec"
+)
+
+func newTestCmd(io *IO) *cobra.Command {
+	var format, run string
+	var update, coverage bool
+	var parallel int
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "test [FILE|DIR]...",
+		Short: "Run graph test files (x.test.yaml beside x.yaml) offline",
+		Long: `Run the cases of graph test files: each case gives an input, scripted model
+replies and tool results, resume values for interrupts, and expectations
+(final state, assertions, path, interrupts, LLM calls, tokens, cost, error).
+No network and no API key are needed. Directories are searched for
+*.test.yaml files. Exit status: 0 all passed, 1 a case failed or a file is
+invalid, 2 usage error.`,
+		Example: `  lgrun test graphs/
+  lgrun test graphs/support-ticket.test.yaml --run billing
+  lgrun test graphs/ --format junit > report.xml
+  lgrun test graphs/ --coverage`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch format {
+			case "text", "junit", "json":
+			default:
+				return usagef("--format: want text, junit or json, got %q", format)
+			}
+			if parallel < 1 {
+				return usagef("--parallel must be at least 1")
+			}
+			opts := graphtest.Options{Update: update, Parallel: parallel, Timeout: timeout}
+			if run != "" {
+				re, err := regexp.Compile(run)
+				if err != nil {
+					return usagef("--run: %v", err)
+				}
+				opts.Run = re
+			}
+			if len(args) == 0 {
+				args = []string{"."}
+			}
+			files, err := findTestFiles(args)
+			if err != nil {
+				return err
+			}
+			var results []*graphtest.FileResult
+			for _, f := range files {
+				results = append(results, graphtest.RunFile(cmd.Context(), f, opts))
+			}
+			switch format {
+			case "junit":
+				err = writeJUnit(io, results)
+			case "json":
+				err = writeTestJSON(io, results, coverage)
+			default:
+				writeTestText(io, results, coverage)
+			}
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				if r.Failed() {
+					return &exitError{code: 1}
+				}
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&format, "format", "f", "text", "report: text, junit (JUnit XML) or json")
+	f.StringVar(&run, "run", "", "run only cases whose name (or file/name) matches this regular expression")
+	f.BoolVar(&update, "update", false, "rewrite each case's expected final state with the actual one")
+	f.BoolVar(&coverage, "coverage", false, "report the nodes and route branches the cases exercised")
+	f.IntVar(&parallel, "parallel", goruntime.GOMAXPROCS(0), "cases run at once")
+	f.DurationVar(&timeout, "timeout", time.Minute, "time limit per case")
+	return c
+}
+
+// findTestFiles expands files and directories into *.test.yaml files.
+func findTestFiles(args []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range args {
+		fi, err := os.Stat(a)
+		if err != nil {
+			return nil, usagef("%s: %v", a, unwrapPath(err))
+		}
+		if !fi.IsDir() {
+			if !spec.IsTestFile(a) {
+				return nil, usagef("%s is not a test file (name it x.test.yaml for graph x.yaml)", a)
+			}
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+			continue
+		}
+		n := 0
+		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && spec.IsTestFile(p) && !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, usagef("no test files (*.test.yaml) under %s", a)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func writeTestText(io *IO, results []*graphtest.FileResult, coverage bool) {
+	st := style{on: io.Color}
+	w := io.Out
+	passed, failed, skipped := 0, 0, 0
+	for _, r := range results {
+		fmt.Fprintln(w, st.bold(relPath(r.File, io.Cwd)))
+		for _, d := range r.Diags {
+			fmt.Fprintf(w, "  %s\n", relDiag(d, io.Cwd))
+		}
+		if r.Diags.HasErrors() {
+			failed++
+			continue
+		}
+		for _, c := range r.Cases {
+			switch {
+			case c.Skipped:
+				skipped++
+			case c.Passed():
+				passed++
+				fmt.Fprintf(w, "  %s %s %s\n", st.green("✔"), c.Name, st.dim(formatDur(c.Duration)))
+			default:
+				failed++
+				fmt.Fprintf(w, "  %s %s %s\n", st.red("✘"), c.Name, st.dim(fmt.Sprintf("(%s:%d) %s", relPath(c.Pos.File, io.Cwd), c.Pos.Line, formatDur(c.Duration))))
+				for _, f := range c.Failures {
+					fmt.Fprintf(w, "      %s\n", strings.ReplaceAll(f, "\n", "\n      "))
+				}
+			}
+		}
+		if r.Updated {
+			fmt.Fprintf(w, "  %s\n", st.yellow("updated expected states"))
+		}
+		if coverage && r.Graph != nil {
+			writeCoverage(io, r, st)
+		}
+	}
+	line := fmt.Sprintf("%d passed, %d failed", passed, failed)
+	if skipped > 0 {
+		line += fmt.Sprintf(", %d skipped", skipped)
+	}
+	fmt.Fprintln(w, line)
+}
+
+func writeCoverage(io *IO, r *graphtest.FileResult, st style) {
+	w := io.Out
+	nodesHit, branchesHit := 0, 0
+	for _, hit := range r.Nodes {
+		if hit {
+			nodesHit++
+		}
+	}
+	for _, hit := range r.Branches {
+		if hit {
+			branchesHit++
+		}
+	}
+	fmt.Fprintf(w, "  coverage of %s: nodes %d/%d, branches %d/%d\n", r.Graph.Name, nodesHit, len(r.Nodes), branchesHit, len(r.Branches))
+	for _, n := range r.Graph.NodeOrder {
+		if !r.Nodes[n] {
+			fmt.Fprintf(w, "    %s node %s never ran\n", st.yellow("!"), n)
+		}
+	}
+	for _, b := range r.Graph.Branches() {
+		if !r.Branches[b.ID] {
+			fmt.Fprintf(w, "    %s branch never taken: %s\n", st.yellow("!"), b.Label)
+		}
+	}
+}
+
+type junitSuites struct {
+	XMLName xml.Name     `xml:"testsuites"`
+	Tests   int          `xml:"tests,attr"`
+	Fails   int          `xml:"failures,attr"`
+	Errors  int          `xml:"errors,attr"`
+	Suites  []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name    string      `xml:"name,attr"`
+	Tests   int         `xml:"tests,attr"`
+	Fails   int         `xml:"failures,attr"`
+	Errors  int         `xml:"errors,attr"`
+	Skipped int         `xml:"skipped,attr"`
+	Time    string      `xml:"time,attr"`
+	Cases   []junitCase `xml:"testcase"`
+	Error   *junitFail  `xml:"error,omitempty"`
+}
+
+type junitCase struct {
+	Name      string     `xml:"name,attr"`
+	Classname string     `xml:"classname,attr"`
+	File      string     `xml:"file,attr,omitempty"`
+	Line      int        `xml:"line,attr,omitempty"`
+	Time      string     `xml:"time,attr"`
+	Failure   *junitFail `xml:"failure,omitempty"`
+	Skipped   *struct{}  `xml:"skipped,omitempty"`
+}
+
+type junitFail struct {
+	Message string `xml:"message,attr"`
+	Text    string `xml:",chardata"`
+}
+
+func writeJUnit(io *IO, results []*graphtest.FileResult) error {
+	var all junitSuites
+	for _, r := range results {
+		file := relPath(r.File, io.Cwd)
+		s := junitSuite{Name: file}
+		var total time.Duration
+		if r.Diags.HasErrors() {
+			var msgs []string
+			for _, d := range r.Diags.Errors() {
+				msgs = append(msgs, relDiag(d, io.Cwd))
+			}
+			s.Errors = 1
+			s.Error = &junitFail{Message: "invalid test file", Text: strings.Join(msgs, "\n")}
+		}
+		for _, c := range r.Cases {
+			total += c.Duration
+			jc := junitCase{Name: c.Name, Classname: strings.TrimSuffix(file, ".yaml"), File: file, Line: c.Pos.Line, Time: fmt.Sprintf("%.3f", c.Duration.Seconds())}
+			switch {
+			case c.Skipped:
+				jc.Skipped = &struct{}{}
+				s.Skipped++
+			case !c.Passed():
+				jc.Failure = &junitFail{Message: firstLine(c.Failures[0]), Text: strings.Join(c.Failures, "\n")}
+				s.Fails++
+			}
+			s.Cases = append(s.Cases, jc)
+			s.Tests++
+		}
+		s.Time = fmt.Sprintf("%.3f", total.Seconds())
+		all.Tests += s.Tests
+		all.Fails += s.Fails
+		all.Errors += s.Errors
+		all.Suites = append(all.Suites, s)
+	}
+	if _, err := io.Out.Write([]byte(xml.Header)); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(io.Out)
+	enc.Indent("", "  ")
+	if err := enc.Encode(all); err != nil {
+		return err
+	}
+	_, err := io.Out.Write([]byte("\n"))
+	return err
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+func writeTestJSON(io *IO, results []*graphtest.FileResult, coverage bool) error {
+	type caseOut struct {
+		Name       string         `json:"name"`
+		Line       int            `json:"line"`
+		Result     string         `json:"result"`
+		Failures   []string       `json:"failures,omitempty"`
+		DurationMS float64        `json:"duration_ms"`
+		Status     string         `json:"status,omitempty"`
+		Path       []string       `json:"path,omitempty"`
+		State      map[string]any `json:"state,omitempty"`
+	}
+	type fileOut struct {
+		File        string    `json:"file"`
+		Diagnostics []string  `json:"diagnostics,omitempty"`
+		Cases       []caseOut `json:"cases"`
+		Coverage    any       `json:"coverage,omitempty"`
+	}
+	out := struct {
+		Passed int       `json:"passed"`
+		Failed int       `json:"failed"`
+		Files  []fileOut `json:"files"`
+	}{}
+	for _, r := range results {
+		fo := fileOut{File: relPath(r.File, io.Cwd), Cases: []caseOut{}}
+		for _, d := range r.Diags {
+			fo.Diagnostics = append(fo.Diagnostics, relDiag(d, io.Cwd))
+		}
+		if r.Diags.HasErrors() {
+			out.Failed++
+		}
+		for _, c := range r.Cases {
+			co := caseOut{Name: c.Name, Line: c.Pos.Line, Failures: c.Failures, DurationMS: float64(c.Duration.Microseconds()) / 1000, Status: string(c.Status), Path: c.Path, State: c.Values}
+			switch {
+			case c.Skipped:
+				co.Result = "skipped"
+			case c.Passed():
+				co.Result = "passed"
+				out.Passed++
+			default:
+				co.Result = "failed"
+				out.Failed++
+			}
+			fo.Cases = append(fo.Cases, co)
+		}
+		if coverage && r.Graph != nil {
+			var nodes, branches []string
+			for _, n := range r.Graph.NodeOrder {
+				if !r.Nodes[n] {
+					nodes = append(nodes, n)
+				}
+			}
+			for _, b := range r.Graph.Branches() {
+				if !r.Branches[b.ID] {
+					branches = append(branches, b.Label)
+				}
+			}
+			fo.Coverage = map[string]any{"nodes": len(r.Nodes), "branches": len(r.Branches), "nodes_never_run": nodes, "branches_never_taken": branches}
+		}
+		out.Files = append(out.Files, fo)
+	}
+	enc := json.NewEncoder(io.Out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}

@@ -1,0 +1,399 @@
+// Package graphtest runs graph test files (x.test.yaml beside x.yaml): each
+// case runs the graph offline, with scripted model replies and tool
+// results, answers its interrupts, and checks the outcome. It also
+// measures which nodes and conditional branches the cases exercised.
+package graphtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lgrun/lgrun/builtin"
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// Options configure a test run.
+type Options struct {
+	// Run selects cases whose "file/case" name matches.
+	Run *regexp.Regexp
+	// Update rewrites the expected final states with the actual ones.
+	Update bool
+	// Parallel is the number of cases run at once (at least 1).
+	Parallel int
+	// Timeout bounds each case.
+	Timeout time.Duration
+}
+
+// FileResult is the outcome of one test file.
+type FileResult struct {
+	File  string
+	Graph *spec.Graph
+	// Diags are the test file's (and graph's) diagnostics; with errors, no case ran.
+	Diags spec.ErrorList
+	Cases []*CaseResult
+	// Nodes and Branches map what the graph has to whether a case exercised it.
+	Nodes    map[string]bool
+	Branches map[string]bool
+	// Updated is set when --update rewrote the file.
+	Updated bool
+}
+
+// CaseResult is the outcome of one case.
+type CaseResult struct {
+	Name     string
+	Pos      spec.Pos
+	Skipped  bool
+	Failures []string
+	Duration time.Duration
+	Status   runtime.Status
+	Values   map[string]any
+	Path     []string
+	Err      error
+}
+
+// Passed reports whether the case ran and met every expectation.
+func (c *CaseResult) Passed() bool { return !c.Skipped && len(c.Failures) == 0 }
+
+// Failed reports whether the file had errors or a failing case.
+func (f *FileResult) Failed() bool {
+	if f.Diags.HasErrors() {
+		return true
+	}
+	for _, c := range f.Cases {
+		if !c.Skipped && !c.Passed() {
+			return true
+		}
+	}
+	return false
+}
+
+// RunFile loads and runs one test file.
+func RunFile(ctx context.Context, path string, opts Options) *FileResult {
+	res := &FileResult{File: path}
+	tf, diags := spec.LoadTestFile(path, nil)
+	res.Diags = diags
+	if tf == nil {
+		return res
+	}
+	res.Graph = tf.Graph
+	res.Nodes = map[string]bool{}
+	for _, n := range tf.Graph.NodeOrder {
+		res.Nodes[n] = false
+	}
+	res.Branches = map[string]bool{}
+	for _, b := range tf.Graph.Branches() {
+		res.Branches[b.ID] = false
+	}
+	res.Cases = make([]*CaseResult, len(tf.Cases))
+	par := max(opts.Parallel, 1)
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i, c := range tf.Cases {
+		cr := &CaseResult{Name: c.Name, Pos: c.Pos}
+		res.Cases[i] = cr
+		if opts.Run != nil && !opts.Run.MatchString(path+"/"+c.Name) && !opts.Run.MatchString(c.Name) {
+			cr.Skipped = true
+			continue
+		}
+		wg.Add(1)
+		go func(c *spec.TestCase, cr *CaseResult) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			nodes, branches := runCase(ctx, tf.Graph, c, cr, opts)
+			mu.Lock()
+			for n := range nodes {
+				res.Nodes[n] = true
+			}
+			for b := range branches {
+				if _, ok := res.Branches[b]; ok {
+					res.Branches[b] = true
+				}
+			}
+			mu.Unlock()
+		}(c, cr)
+	}
+	wg.Wait()
+	if opts.Update {
+		states := map[int]map[string]any{}
+		for i, c := range tf.Cases {
+			cr := res.Cases[i]
+			if cr.Skipped || cr.Values == nil {
+				continue
+			}
+			st := map[string]any{}
+			if len(c.Expect.State) > 0 {
+				for k := range c.Expect.State {
+					st[k] = cr.Values[k]
+				}
+			} else {
+				for k, v := range cr.Values {
+					st[k] = v
+				}
+			}
+			states[i] = jsonable(st)
+		}
+		if len(states) > 0 {
+			out, err := tf.WithStates(states)
+			if err == nil {
+				err = os.WriteFile(path, out, 0o644)
+			}
+			if err != nil {
+				res.Diags.Add(spec.Pos{File: path}, "update: %v", err)
+			} else {
+				res.Updated = true
+			}
+		}
+	}
+	return res
+}
+
+// jsonable round-trips v through JSON so YAML encodes plain values.
+func jsonable(m map[string]any) map[string]any {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return m
+	}
+	var out map[string]any
+	if json.Unmarshal(b, &out) != nil {
+		return m
+	}
+	return spec.Normalize(out).(map[string]any)
+}
+
+// runCase runs one case and records failures in cr. It returns the nodes
+// run and branches taken.
+func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResult, opts Options) (map[string]bool, map[string]bool) {
+	start := time.Now()
+	defer func() { cr.Duration = time.Since(start) }()
+	if opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+		defer cancel()
+	}
+	fail := func(format string, args ...any) { cr.Failures = append(cr.Failures, fmt.Sprintf(format, args...)) }
+
+	nodes := map[string]bool{}
+	branches := map[string]bool{}
+	type visit struct {
+		step int
+		node string
+	}
+	var mu sync.Mutex
+	var visits []visit
+	var ints []runtime.Interrupt
+	caseTurn := false
+	events := func(e runtime.Event) {
+		if e.Namespace != "" {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch e.Kind {
+		case runtime.EvNodeEnd:
+			nodes[e.Node] = true
+			if caseTurn && e.Interrupt == nil {
+				visits = append(visits, visit{e.Step, e.Node})
+			}
+		case runtime.EvRoute:
+			branches[e.Message] = true
+		case runtime.EvInterrupt:
+			if caseTurn && e.Interrupt != nil {
+				ints = append(ints, *e.Interrupt)
+			}
+		}
+	}
+	kinds, err := builtin.Kinds(g, builtin.Options{
+		Getenv: func(string) string { return "" },
+		Script: &builtin.Script{Models: c.Models, Tools: c.Tools},
+	})
+	if err != nil {
+		fail("set up models and tools: %v", err)
+		return nodes, branches
+	}
+	r := &runtime.Runner{Graph: g, Saver: checkpoint.NewMemory(), Kinds: kinds, Events: events, Version: "test"}
+	cfg := runtime.Config{StepLimit: c.Limits.Steps, LLMCalls: c.Limits.LLMCalls, Tokens: c.Limits.Tokens, CostUSD: c.Limits.CostUSD}
+	const thread = "test"
+
+	turn := func(input map[string]any, resume []any) (*runtime.Result, error) {
+		res, err := r.Run(ctx, runtime.RunOptions{Thread: thread, Input: input, Config: cfg})
+		for err == nil && res.Status == runtime.StatusInterrupted && len(resume) > 0 {
+			opts := runtime.ResumeOptions{Thread: thread}
+			for _, in := range res.Interrupts {
+				if in.When == runtime.InterruptNode {
+					opts.Value, opts.HasValue = resume[0], true
+				}
+			}
+			resume = resume[1:]
+			res, err = r.Resume(ctx, opts)
+		}
+		return res, err
+	}
+	for i, t := range c.Turns {
+		res, err := turn(t.Input, t.Resume)
+		if err != nil {
+			fail("earlier turn %d failed: %v", i+1, err)
+			return nodes, branches
+		}
+		if res.Status != runtime.StatusDone {
+			fail("earlier turn %d ended %s, want done (give it resume values)", i+1, res.Status)
+			return nodes, branches
+		}
+	}
+	mu.Lock()
+	caseTurn = true
+	mu.Unlock()
+	res, err := turn(c.Input, c.Resume)
+	cr.Err = err
+	if res != nil {
+		cr.Status = res.Status
+		cr.Values = res.Checkpoint.Values
+	} else {
+		cr.Status = runtime.StatusFailed
+	}
+	mu.Lock()
+	sort.SliceStable(visits, func(i, j int) bool {
+		if visits[i].step != visits[j].step {
+			return visits[i].step < visits[j].step
+		}
+		return visits[i].node < visits[j].node
+	})
+	for _, v := range visits {
+		cr.Path = append(cr.Path, v.node)
+	}
+	gotInts := append([]runtime.Interrupt(nil), ints...)
+	mu.Unlock()
+
+	e := c.Expect
+	switch {
+	case e.Error != nil:
+		if err == nil {
+			fail("want an error matching %q, the run ended %s", e.Error, cr.Status)
+		} else if !e.Error.MatchString(err.Error()) {
+			fail("error %q does not match %q", err, e.Error)
+		}
+	case err != nil && e.Status != string(cr.Status):
+		fail("run failed: %v", err)
+	}
+	wantStatus := e.Status
+	if wantStatus == "" && e.Error == nil {
+		wantStatus = string(runtime.StatusDone)
+	}
+	if wantStatus != "" && string(cr.Status) != wantStatus {
+		fail("status %s, want %s", cr.Status, wantStatus)
+	}
+	if cr.Values != nil {
+		for _, k := range spec.SortedKeys(e.State) {
+			want, got := e.State[k], cr.Values[k]
+			if !reflect.DeepEqual(want, got) {
+				fail("state.%s (line %d):\n%s", k, e.StatePos[k].Line, diff(want, got))
+			}
+		}
+		env := map[string]any{"state": cr.Values}
+		for _, a := range e.Asserts {
+			v, err := a.Eval(env)
+			if err != nil {
+				fail("assert %s (line %d): %v", a.Src, a.Pos.Line, err)
+			} else if v != true {
+				fail("assert %s (line %d) does not hold", a.Src, a.Pos.Line)
+			}
+		}
+	}
+	if e.HasPath && !reflect.DeepEqual(orEmpty(e.Path), orEmpty(cr.Path)) {
+		fail("path:\n  want %s\n  got  %s", strings.Join(e.Path, " → "), strings.Join(cr.Path, " → "))
+	}
+	if e.HasInts {
+		if len(gotInts) != len(e.Interrupts) {
+			fail("interrupts: want %d, got %d (%s)", len(e.Interrupts), len(gotInts), describeInts(gotInts))
+		} else {
+			for i, w := range e.Interrupts {
+				g := gotInts[i]
+				if w.Node != g.Node || (w.When != "" && w.When != string(g.When)) {
+					fail("interrupt %d: want %s %s, got %s %s", i+1, w.When, w.Node, g.When, g.Node)
+				}
+				if w.HasPayload && !reflect.DeepEqual(w.Payload, spec.Normalize(g.Payload)) {
+					fail("interrupt %d payload:\n%s", i+1, diff(w.Payload, g.Payload))
+				}
+			}
+		}
+	}
+	if res != nil {
+		t := res.Checkpoint.Metadata.Totals
+		if e.LLMCalls != nil && *e.LLMCalls != t.LLMCalls {
+			fail("llm_calls: want %d, got %d", *e.LLMCalls, t.LLMCalls)
+		}
+		if e.Tokens != nil && *e.Tokens != t.InputTokens+t.OutputTokens {
+			fail("tokens: want %d, got %d", *e.Tokens, t.InputTokens+t.OutputTokens)
+		}
+		if e.CostUSD != nil && fmt.Sprintf("%.6f", *e.CostUSD) != fmt.Sprintf("%.6f", t.CostUSD) {
+			fail("cost_usd: want %.6f, got %.6f", *e.CostUSD, t.CostUSD)
+		}
+	}
+	return nodes, branches
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func describeInts(ints []runtime.Interrupt) string {
+	var parts []string
+	for _, in := range ints {
+		parts = append(parts, string(in.When)+" "+in.Node)
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// diff renders expected and actual values, marking the lines that differ.
+func diff(want, got any) string {
+	w := pretty(want)
+	g := pretty(got)
+	wl, gl := strings.Split(w, "\n"), strings.Split(g, "\n")
+	var b strings.Builder
+	n := max(len(wl), len(gl))
+	for i := range n {
+		var a, c string
+		if i < len(wl) {
+			a = wl[i]
+		}
+		if i < len(gl) {
+			c = gl[i]
+		}
+		if a == c {
+			fmt.Fprintf(&b, "      %s\n", a)
+			continue
+		}
+		if i < len(wl) {
+			fmt.Fprintf(&b, "    - %s\n", a)
+		}
+		if i < len(gl) {
+			fmt.Fprintf(&b, "    + %s\n", c)
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+func pretty(v any) string {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
