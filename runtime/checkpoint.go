@@ -17,7 +17,8 @@ type Checkpoint struct {
 	ParentID string // "" for the first checkpoint of a thread
 	Step     int
 	// TurnStep is the step of the input checkpoint that began the current
-	// turn; the step limit counts steps from it.
+	// turn, moved forward by one for each update or fork in the turn; the
+	// step limit counts the supersteps after it.
 	TurnStep int
 	// Values is the full state. Savers may store it as deltas but must
 	// return it whole from Get.

@@ -1,7 +1,10 @@
 package runtime
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/lgrun/lgrun/spec"
@@ -35,20 +38,23 @@ type Op struct {
 // Delta is the change a checkpoint makes to its parent's values, by field.
 type Delta map[string]Op
 
-// ApplyDelta applies d to values in place. values must be owned by the caller.
+// ApplyDelta applies d to values in place. values must be owned by the
+// caller. Delta values are copied and normalized (see spec.Normalize), so a
+// delta decoded from JSON with json.Number applies like the original.
 func ApplyDelta(values map[string]any, d Delta) error {
 	for _, f := range sortedFields(d) {
 		op := d[f]
+		op.Value = spec.Normalize(op.Value)
 		switch op.Kind {
 		case OpSet:
-			values[f] = spec.DeepCopy(op.Value)
+			values[f] = op.Value
 		case OpAppend:
 			items, ok := op.Value.([]any)
 			if !ok {
 				return fmt.Errorf("field %q: append delta is %s, want list", f, spec.TypeName(op.Value))
 			}
 			cur, _ := values[f].([]any)
-			values[f] = append(append(make([]any, 0, len(cur)+len(items)), cur...), spec.DeepCopy(items).([]any)...)
+			values[f] = append(append(make([]any, 0, len(cur)+len(items)), cur...), items...)
 		case OpMerge:
 			patch, ok := op.Value.(map[string]any)
 			if !ok {
@@ -60,7 +66,7 @@ func ApplyDelta(values map[string]any, d Delta) error {
 				out[k] = v
 			}
 			for k, v := range patch {
-				out[k] = spec.DeepCopy(v)
+				out[k] = v
 			}
 			values[f] = out
 		case OpMessages:
@@ -212,6 +218,11 @@ func (m *merger) apply(node string, w Write) error {
 		return &WriteError{Node: node, Field: w.Field, Err: fmt.Errorf("no such state field")}
 	}
 	fail := func(err error) error { return &WriteError{Node: node, Field: w.Field, Err: err} }
+	pv, err := plainJSON(w.Value)
+	if err != nil {
+		return fail(err)
+	}
+	w.Value = pv
 	cur := m.values[w.Field]
 	switch f.Reducer.Kind {
 	case spec.ReduceReplace:
@@ -430,4 +441,48 @@ func add(t spec.Type, cur, v any) (any, error) {
 		return nil, fmt.Errorf("cannot add %s to %s", spec.TypeName(v), spec.TypeName(cur))
 	}
 	return nil, fmt.Errorf("add does not work with type %s", t)
+}
+
+// plainJSON returns v made of canonical JSON values only; Go values of
+// other types (structs, typed maps and slices) go through encoding/json.
+func plainJSON(v any) (any, error) {
+	v = spec.Normalize(v)
+	if isPlain(v) {
+		return v, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("value is not JSON: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var out any
+	if err := dec.Decode(&out); err != nil {
+		return nil, fmt.Errorf("value is not JSON: %w", err)
+	}
+	return spec.Normalize(out), nil
+}
+
+func isPlain(v any) bool {
+	switch x := v.(type) {
+	case nil, bool, int, string:
+		return true
+	case float64:
+		return !math.IsNaN(x) && !math.IsInf(x, 0)
+	case []any:
+		for _, e := range x {
+			if !isPlain(e) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		for _, e := range x {
+			if !isPlain(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }

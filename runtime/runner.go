@@ -212,29 +212,20 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 	}
 	th.Config = mergeConfig(th.Config, opts.Config)
 	rn := r.newRun(th)
-	cp := head
-	if len(opts.Set) > 0 || opts.AsNode != "" {
-		cp, err = r.update(ctx, th, head, head, opts.Set, opts.AsNode, SourceUpdate)
-		if err != nil {
-			return nil, err
-		}
-	}
-	if len(cp.Next) == 0 {
-		if len(opts.Set) > 0 {
-			return r.finish(ctx, rn, cp)
-		}
-		return nil, fmt.Errorf("thread %q is done: %w; start a new turn with `lgrun run GRAPH --thread %s --input ...`", th.ID, ErrNothingToResume, th.ID)
-	}
+	// Check the answer against the head before writing anything: a refused
+	// resume changes nothing. An update as a node replaces the pending step.
 	needValue := []string{}
-	for _, p := range cp.Pending {
-		if p.Kind != PendingInterrupt {
-			continue
-		}
-		switch p.Interrupt.When {
-		case InterruptBefore:
-			rn.resumeBefore[p.Node] = true
-		case InterruptNode:
-			needValue = append(needValue, p.Node)
+	if opts.AsNode == "" {
+		for _, p := range head.Pending {
+			if p.Kind != PendingInterrupt {
+				continue
+			}
+			switch p.Interrupt.When {
+			case InterruptBefore:
+				rn.resumeBefore[p.Node] = true
+			case InterruptNode:
+				needValue = append(needValue, p.Node)
+			}
 		}
 	}
 	if len(needValue) > 0 {
@@ -247,6 +238,19 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		rn.resumeValue = opts.Value
 	} else if opts.HasValue {
 		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; --value has nothing to answer (use --set field=JSON to change the state)", th.ID)
+	}
+	cp := head
+	if len(opts.Set) > 0 || opts.AsNode != "" {
+		cp, err = r.update(ctx, th, head, head, opts.Set, opts.AsNode, SourceUpdate)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(cp.Next) == 0 {
+		if len(opts.Set) > 0 {
+			return r.finish(ctx, rn, cp)
+		}
+		return nil, fmt.Errorf("thread %q is done: %w; start a new turn with `lgrun run GRAPH --thread %s --input ...`", th.ID, ErrNothingToResume, th.ID)
 	}
 	return rn.loop(ctx, cp, cp.ID)
 }
@@ -356,7 +360,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 		}
 	}
 	cp := &Checkpoint{
-		Thread: th.ID, ParentID: base.ID, Step: base.Step + 1, TurnStep: base.TurnStep,
+		Thread: th.ID, ParentID: base.ID, Step: base.Step + 1, TurnStep: base.TurnStep + 1,
 		Values: values, Delta: delta, Next: next, Waiting: waiting,
 		Metadata: r.meta(src, who, nil, base.Metadata.Totals),
 	}
@@ -722,7 +726,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		t := *th
 		t.Status, t.Error = StatusRunning, ""
 		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}); err != nil {
-			return nil, err
+			if errors.Is(err, ErrConflict) {
+				return nil, err
+			}
+			// The step is lost but the thread stays at its last good
+			// checkpoint, marked failed with the reason.
+			return rn.stop(ctx, cp, StatusFailed, fmt.Errorf("step %d: %w", step, err), nil)
 		}
 		th.Head, th.Status, th.Error = ncp.ID, StatusRunning, ""
 		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})

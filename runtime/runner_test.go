@@ -7,23 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
-	"github.com/lgrun/lgrun/spec"
 )
-
-func mustGraph(t testing.TB, src string) *spec.Graph {
-	t.Helper()
-	g, errs := spec.Parse("test.yaml", []byte(src), nil)
-	if errs.HasErrors() {
-		t.Fatalf("graph does not check:\n%v", errs)
-	}
-	return g
-}
-
-func newRunner(t testing.TB, src string) *runtime.Runner {
-	return &runtime.Runner{Graph: mustGraph(t, src), Saver: checkpoint.NewMemory(), Version: "test"}
-}
 
 const loopGraph = `
 version: 1
