@@ -253,26 +253,45 @@ func (c *checker) checkTraps(succ map[string][]string) {
 	g := c.g
 	static := c.staticSucc()
 
-	// Roots of static regions: START and every conditional target. Nodes in
-	// one region's static closure always run when the region's root runs.
-	roots := []string{Start}
+	// Roots of static regions: START and every set of nodes one
+	// conditional branch triggers together (the to of when, else, the to of
+	// each route, default). Nodes in one region's static closure always run
+	// when the region's roots run. The names a route or goto expression may
+	// yield are roots one by one: which of them run together is not known.
+	roots := [][]string{{Start}}
+	names := func(refs []NameRef) []string {
+		out := make([]string, len(refs))
+		for i, r := range refs {
+			out[i] = r.Name
+		}
+		return out
+	}
 	for _, edges := range g.out {
 		for _, e := range edges {
-			if e.Conditional() {
-				for _, t := range e.Targets() {
-					roots = append(roots, t.Name)
+			if !e.Conditional() {
+				continue
+			}
+			for _, set := range [][]NameRef{e.To, e.Else, e.Default} {
+				if len(set) > 0 {
+					roots = append(roots, names(set))
 				}
+			}
+			for _, r := range e.Routes {
+				roots = append(roots, names(r.To))
+			}
+			for _, t := range e.Paths {
+				roots = append(roots, []string{t.Name})
 			}
 		}
 	}
 	for _, n := range g.Nodes {
 		for _, t := range n.GotoPaths {
-			roots = append(roots, t.Name)
+			roots = append(roots, []string{t.Name})
 		}
 	}
 	regions := make([]map[string]bool, 0, len(roots))
 	for _, r := range roots {
-		regions = append(regions, closure([]string{r}, static))
+		regions = append(regions, closure(r, static))
 	}
 	for _, j := range g.joins {
 		together := false
@@ -321,12 +340,14 @@ func (c *checker) checkTraps(succ map[string][]string) {
 	// Branches of unequal length that meet through separate edges: the
 	// target runs once per branch.
 	inStatic := map[string][]string{}
-	for src, tos := range static {
+	for _, src := range append([]string{Start}, g.NodeOrder...) { // file order: preds appear in messages
+		tos := static[src]
 		for _, t := range tos {
 			inStatic[t] = append(inStatic[t], src)
 		}
 	}
-	for src, tos := range static {
+	for _, src := range SortedKeys(static) {
+		tos := static[src]
 		if len(dedupe(tos)) < 2 {
 			continue
 		}

@@ -286,6 +286,11 @@ func (c *checker) decodeModels(n *yaml.Node) {
 		if v := mm.get("rpm"); v != nil {
 			_ = v.Decode(&md.RPM)
 		}
+		if v := mm.get("stream"); v != nil {
+			var b bool
+			_ = v.Decode(&b)
+			md.Stream = &b
+		}
 		md.Retry = c.retry(mm.get("retry"), "models."+k.Value+".retry")
 		md.Fallbacks = nameRefs(c.file, mm.get("fallbacks"))
 		if v := mm.get("fixtures"); v != nil {

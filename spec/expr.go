@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
 	"gopkg.in/yaml.v3"
@@ -118,7 +121,7 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
-			c.errs.errAt(c.exprPos(n, fe.Line, fe.Column), fmt.Sprintf("%s: %s", path, exprMessage(fe.Message)), err)
+			c.errs.errAt(c.exprPos(n, fe.Line, fe.Column), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
 		} else {
 			c.errs.Add(pos, "%s: %v", path, err)
 		}
@@ -137,6 +140,71 @@ func (l *ErrorList) errAt(pos Pos, msg string, err error) {
 	*l = append(*l, &Error{Pos: pos, Severity: SevError, Msg: msg, Err: err})
 }
 
+var (
+	unknownFieldRE = regexp.MustCompile(`^unknown field (\w+)$`)
+	unknownNameRE  = regexp.MustCompile(`^unknown name (\w+)$`)
+)
+
+// exprMessage rewords an expr compile error: Go type names become the
+// language's, and an unknown field of state names the declared fields.
+func (c *exprCompiler) exprMessage(fe *file.Error, src string, env types.Map) string {
+	if m := unknownFieldRE.FindStringSubmatch(fe.Message); m != nil {
+		st, _ := env["state"].(types.Map)
+		lines := strings.Split(src, "\n")
+		if st != nil && fe.Line >= 1 && fe.Line <= len(lines) {
+			line := []rune(lines[fe.Line-1])
+			if col := fe.Column; col >= 0 && col <= len(line) && strings.HasSuffix(string(line[:col]), "state.") {
+				msg := fmt.Sprintf("undeclared state field %q", m[1])
+				if s := suggest(m[1], SortedKeys(st)); s != "" {
+					msg += fmt.Sprintf("; did you mean %q?", s)
+				}
+				return msg
+			}
+		}
+	}
+	if m := unknownNameRE.FindStringSubmatch(fe.Message); m != nil {
+		msg := fmt.Sprintf("unknown name %q", m[1])
+		if st, _ := env["state"].(types.Map); st != nil && st[m[1]] != nil {
+			return msg + fmt.Sprintf("; did you mean \"state.%s\"?", m[1])
+		}
+		names := SortedKeys(env)
+		if s := suggest(m[1], names); s != "" {
+			return msg + fmt.Sprintf("; did you mean %q?", s)
+		}
+		return msg + fmt.Sprintf(" (the expression can use %s)", strings.Join(names, ", "))
+	}
+	msg := exprMessage(fe.Message)
+	if st, _ := env["state"].(types.Map); st != nil {
+		if name := bareField(src, st); name != "" {
+			msg += fmt.Sprintf(" (state fields are read as state.%s, not %s)", name, name)
+		}
+	}
+	return msg
+}
+
+// bareField returns the first identifier of src that names a state field
+// without the state. prefix, or "".
+func bareField(src string, st types.Map) string {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return ""
+	}
+	v := &identFinder{fields: st}
+	ast.Walk(&tree.Node, v)
+	return v.found
+}
+
+type identFinder struct {
+	fields types.Map
+	found  string
+}
+
+func (v *identFinder) Visit(n *ast.Node) {
+	if id, ok := (*n).(*ast.IdentifierNode); ok && v.found == "" && v.fields[id.Value] != nil {
+		v.found = id.Value
+	}
+}
+
 func exprMessage(m string) string {
 	m = strings.ReplaceAll(m, "map[string]interface {}", "object")
 	m = strings.ReplaceAll(m, "[]interface {}", "list")
@@ -144,30 +212,85 @@ func exprMessage(m string) string {
 	return m
 }
 
-// exprPos maps an expr error location (1-based line, 0-based column) onto
-// the YAML file.
+// exprPos maps an expr error location (1-based line, 0-based rune column
+// in the scalar's value) onto the YAML file. It walks the scalar's source
+// alongside its value, so quotes, escapes, folded line breaks and block
+// indentation all land on the right character.
 func (c *exprCompiler) exprPos(n *yaml.Node, line, col int) Pos {
-	if line < 1 {
-		line = 1
-	}
+	val := []rune(n.Value)
+	off := valueOffset(val, line, col)
+	// Where the value starts in the source (0-based line and rune column).
+	l, sc := n.Line-1, n.Column-1
 	switch n.Style {
 	case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
-		if line == 1 {
-			return Pos{File: c.file, Line: n.Line, Col: n.Column + 1 + col}
-		}
-		return Pos{File: c.file, Line: n.Line + line - 1, Col: col + 1}
+		sc++ // the opening quote
 	case yaml.LiteralStyle, yaml.FoldedStyle:
-		indent := 0
-		if l := n.Line; l < len(c.src) {
-			content := c.src[l] // the line after the indicator
-			indent = len(content) - len(strings.TrimLeft(content, " "))
+		l, sc = n.Line, 0 // content starts on the line after the indicator
+	}
+	var cur []rune
+	if l >= 0 && l < len(c.src) {
+		cur = []rune(c.src[l])
+	}
+	next := func() {
+		l, sc = l+1, 0
+		cur = nil
+		if l < len(c.src) {
+			cur = []rune(c.src[l])
 		}
-		return Pos{File: c.file, Line: n.Line + line, Col: indent + col + 1}
 	}
-	if line == 1 {
-		return Pos{File: c.file, Line: n.Line, Col: n.Column + col}
+	isFold := func(r rune) bool { return r == ' ' || r == '\n' }
+	for i := 0; l < len(c.src) && (i < off || (i < len(val) && !isFold(val[i]))); {
+		if sc >= len(cur) {
+			// A line break of the source: in the value it is a newline or,
+			// folded, a space; after blank lines or an escaped break, nothing.
+			if i < off && isFold(val[i]) {
+				i++
+			}
+			next()
+			continue
+		}
+		s := cur[sc]
+		switch {
+		case i < len(val) && s == val[i]:
+			if i == off {
+				return Pos{File: c.file, Line: l + 1, Col: sc + 1}
+			}
+			i++
+			sc++
+		case s == '\\' && n.Style == yaml.DoubleQuotedStyle:
+			if sc+1 >= len(cur) { // escaped line break
+				next()
+				continue
+			}
+			if i == off {
+				return Pos{File: c.file, Line: l + 1, Col: sc + 1}
+			}
+			sc += 2 + map[rune]int{'x': 2, 'u': 4, 'U': 8}[cur[sc+1]]
+			i++
+		case s == '\'' && n.Style == yaml.SingleQuotedStyle:
+			sc++ // the first quote of ''
+		default: // indentation, trailing blanks, a carriage return
+			sc++
+		}
 	}
-	return Pos{File: c.file, Line: n.Line + line - 1, Col: col + 1}
+	if l >= len(c.src) {
+		l = len(c.src) - 1
+		return Pos{File: c.file, Line: l + 1, Col: len([]rune(c.src[l])) + 1}
+	}
+	return Pos{File: c.file, Line: l + 1, Col: sc + 1}
+}
+
+// valueOffset converts a 1-based line and 0-based column in val to a rune
+// offset, clamped to len(val).
+func valueOffset(val []rune, line, col int) int {
+	off := 0
+	for line > 1 && off < len(val) {
+		if val[off] == '\n' {
+			line--
+		}
+		off++
+	}
+	return min(off+max(col, 0), len(val))
 }
 
 // kindOfType maps the static result type of an expression to a field kind;

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // Options configure loading.
@@ -88,7 +87,7 @@ func (l *loader) parse(file string, src []byte) (*Graph, ErrorList) {
 		file:   file,
 		dir:    filepath.Dir(file),
 		errs:   &errs,
-		ec:     &exprCompiler{file: file, src: strings.Split(string(src), "\n"), errs: &errs},
+		ec:     &exprCompiler{file: file, src: splitLines(src), errs: &errs},
 		g: &Graph{
 			File:       file,
 			Hash:       hex.EncodeToString(sum[:]),

@@ -160,7 +160,7 @@ func LoadTestFile(path string, opts *Options) (*TestFile, ErrorList) {
 		return nil, errs
 	}
 	tf := &TestFile{File: path, Graph: g, src: src, root: root}
-	tc := &testChecker{file: path, g: g, errs: &errs, ec: &exprCompiler{file: path, src: strings.Split(string(src), "\n"), errs: &errs}}
+	tc := &testChecker{file: path, g: g, errs: &errs, ec: &exprCompiler{file: path, src: splitLines(src), errs: &errs}}
 	names := map[string]Pos{}
 	for i, cn := range m.get("cases").Content {
 		c := tc.testCase(cn, fmt.Sprintf("cases[%d]", i))

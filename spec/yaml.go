@@ -13,9 +13,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// maxAliasExpansions bounds alias expansion so a hostile file cannot make
-// the decoder build an exponentially large value.
-const maxAliasExpansions = 10000
+// maxAliasNodes bounds the values alias expansion may add, so a hostile
+// file cannot make the decoder build a huge value, exponentially (aliases of
+// aliases) or quadratically (one long list aliased many times).
+const maxAliasNodes = 100_000
 
 // parseYAML parses src into its document node, reporting YAML syntax errors
 // with positions.
@@ -66,7 +67,7 @@ func yamlErrorPos(file string, src []byte, err error) Pos {
 	// yaml.v3 does not report columns; point at the first non-blank character,
 	// or at a tab if the line has one (the most common cause).
 	col := 1
-	lines := strings.Split(string(src), "\n")
+	lines := splitLines(src)
 	if line > len(lines) {
 		// A problem found at the end of the stream.
 		line = len(lines)
@@ -81,6 +82,35 @@ func yamlErrorPos(file string, src []byte, err error) Pos {
 		}
 	}
 	return Pos{File: file, Line: line, Col: col}
+}
+
+// splitLines splits src into lines as YAML counts them, so that a yaml.Node's
+// Line indexes the result: a line ends at \r\n, \r, \n, NEL (U+0085), LS
+// (U+2028) or PS (U+2029). A final line break starts an empty last line.
+func splitLines(src []byte) []string {
+	var lines []string
+	start := 0
+	for i := 0; i < len(src); {
+		n := 0 // length of the line break at i
+		switch {
+		case src[i] == '\r' && i+1 < len(src) && src[i+1] == '\n':
+			n = 2
+		case src[i] == '\r' || src[i] == '\n':
+			n = 1
+		case src[i] == 0xC2 && i+1 < len(src) && src[i+1] == 0x85:
+			n = 2
+		case src[i] == 0xE2 && i+2 < len(src) && src[i+1] == 0x80 && (src[i+2] == 0xA8 || src[i+2] == 0xA9):
+			n = 3
+		}
+		if n == 0 {
+			i++
+			continue
+		}
+		lines = append(lines, string(src[start:i]))
+		i += n
+		start = i
+	}
+	return append(lines, string(src[start:]))
 }
 
 // isParserProblem reports whether msg is one of the problems reported by
@@ -142,22 +172,33 @@ func kindName(n *yaml.Node) string {
 // string, []any, map[string]any), reporting duplicate keys, non-string keys
 // and unsupported YAML features.
 type valueConv struct {
-	file    string
-	errs    *ErrorList
-	aliases int
+	file string
+	errs *ErrorList
+	// expanded counts the nodes visited inside alias expansions; alias is
+	// the outermost alias being expanded.
+	expanded int
+	alias    *yaml.Node
 }
 
 func (c *valueConv) value(n *yaml.Node) any {
-	switch n.Kind {
-	case yaml.AliasNode:
-		c.aliases++
-		if c.aliases > maxAliasExpansions {
-			if c.aliases == maxAliasExpansions+1 {
-				c.errs.Add(nodePos(c.file, n), "too many alias expansions")
+	if c.alias != nil {
+		c.expanded++
+		if c.expanded > maxAliasNodes {
+			if c.expanded == maxAliasNodes+1 {
+				c.errs.Add(nodePos(c.file, c.alias), "aliases expand to more than %d values; write the values out", maxAliasNodes)
 			}
 			return nil
 		}
-		return c.value(n.Alias)
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		if c.alias != nil {
+			return c.value(n.Alias)
+		}
+		c.alias = n
+		v := c.value(n.Alias)
+		c.alias = nil
+		return v
 	case yaml.SequenceNode:
 		out := make([]any, 0, len(n.Content))
 		for _, e := range n.Content {
