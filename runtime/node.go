@@ -45,6 +45,40 @@ type NodeCall struct {
 	Emit func(Event)
 	// Runner is the runner executing the graph, for kinds that run children.
 	Runner *Runner
+	// Budget is what remained of the thread's limits when the step began,
+	// and Used what the thread had spent by then. Node kinds that spend
+	// (llm) check Budget before each call, so a call that would pass a
+	// limit fails with a [BudgetError] instead of being made. Budget is nil
+	// when the runner does not track limits.
+	Budget *Budget
+	Used   Totals
+}
+
+// remaining returns what is left of the run's effective limits after t,
+// for [NodeCall.Budget]; -1 means unlimited.
+func (rn *run) remaining(t Totals) *Budget {
+	l := rn.r.Graph.Limits
+	calls, tokens, cost := l.LLMCalls, l.Tokens, l.CostUSD
+	if rn.cfg.LLMCalls > 0 {
+		calls = rn.cfg.LLMCalls
+	}
+	if rn.cfg.Tokens > 0 {
+		tokens = rn.cfg.Tokens
+	}
+	if rn.cfg.CostUSD > 0 {
+		cost = rn.cfg.CostUSD
+	}
+	b := &Budget{LLMCalls: -1, Tokens: -1, CostUSD: -1}
+	if calls > 0 {
+		b.LLMCalls = max(calls-t.LLMCalls, 0)
+	}
+	if tokens > 0 {
+		b.Tokens = max(tokens-t.InputTokens-t.OutputTokens, 0)
+	}
+	if cost > 0 {
+		b.CostUSD = max(cost-t.CostUSD, 0)
+	}
+	return b
 }
 
 // NodeFunc executes one node kind.
@@ -59,7 +93,12 @@ type NodeError struct {
 }
 
 func (e *NodeError) Error() string {
-	return fmt.Sprintf("%s: step %d: node %q: %v", e.Pos, e.Step, e.Node, e.Err)
+	err := e.Err
+	if we, ok := err.(*WriteError); ok && we.Node == e.Node {
+		// Name the node once.
+		return fmt.Sprintf("%s: step %d: node %q: write to %q: %v", e.Pos, e.Step, e.Node, we.Field, we.Err)
+	}
+	return fmt.Sprintf("%s: step %d: node %q: %v", e.Pos, e.Step, e.Node, err)
 }
 
 func (e *NodeError) Unwrap() error { return e.Err }

@@ -247,7 +247,9 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		}
 	}
 	if len(cp.Next) == 0 {
-		if len(opts.Set) > 0 {
+		// A process that died between its last commit and marking the
+		// thread done left it "running": finishing it is the resume.
+		if len(opts.Set) > 0 || th.Status != StatusDone {
 			return r.finish(ctx, rn, cp)
 		}
 		return nil, fmt.Errorf("thread %q is done: %w; start a new turn with `lgrun run GRAPH --thread %s --input ...`", th.ID, ErrNothingToResume, th.ID)
@@ -406,20 +408,29 @@ func (r *Runner) newRun(th *Thread) *run {
 	return rn
 }
 
-// checkGraph compares the thread's graph with the runner's.
+// checkGraph compares the graph that made checkpoint cp (the thread's, for
+// checkpoints that do not record it) with the runner's graph. A changed
+// graph is a warning, or an error in strict mode; next nodes that no longer
+// exist are an error. Checkpoints made from now on record the new graph,
+// so continuing them does not warn again.
 func (r *Runner) checkGraph(th *Thread, cp *Checkpoint) error {
-	if th.GraphHash == "" || th.GraphHash == r.Graph.Hash {
+	hash, name := cp.Metadata.GraphHash, cp.Metadata.Graph
+	if hash == "" {
+		hash, name = th.GraphHash, th.Graph
+	}
+	if hash == "" || hash == r.Graph.Hash {
 		return nil
 	}
 	for _, n := range cp.Next {
 		if r.Graph.Nodes[n] == nil {
-			return fmt.Errorf("thread %q was created by another version of graph %q and its next node %q no longer exists: %w", th.ID, th.Graph, n, ErrGraphChanged)
+			return fmt.Errorf("thread %q was made by another version of graph %q and its next node %q no longer exists: %w", th.ID, name, n, ErrGraphChanged)
 		}
 	}
 	if r.Strict {
-		return fmt.Errorf("thread %q was created by another version of graph %q (hash %.12s, now %.12s): %w", th.ID, th.Graph, th.GraphHash, r.Graph.Hash, ErrGraphChanged)
+		return fmt.Errorf("checkpoint %s of thread %q was made by another version of graph %q (hash %.12s, now %.12s): %w", cp.ID, th.ID, name, hash, r.Graph.Hash, ErrGraphChanged)
 	}
-	r.emit(Event{Kind: EvWarning, Thread: th.ID, Message: fmt.Sprintf("graph %q changed since thread %q was created (hash %.12s, now %.12s); continuing with the current graph", th.Graph, th.ID, th.GraphHash, r.Graph.Hash)})
+	r.emit(Event{Kind: EvWarning, Thread: th.ID, Message: fmt.Sprintf("graph %q changed since thread %q was created (hash %.12s, now %.12s); continuing with the current graph", name, th.ID, hash, r.Graph.Hash)})
+	th.Graph, th.GraphHash = r.Graph.Name, r.Graph.Hash
 	return nil
 }
 
@@ -452,17 +463,27 @@ func (r *Runner) upgradeValues(old map[string]any) map[string]any {
 	return out
 }
 
+// ClearList, as the only entry of a breakpoint list given at run time,
+// removes the breakpoints stored with the thread.
+const ClearList = "none"
+
+func mergeList(stored, given []string) []string {
+	switch {
+	case len(given) == 1 && given[0] == ClearList:
+		return nil
+	case len(given) > 0:
+		return given
+	}
+	return stored
+}
+
 func mergeConfig(stored, given Config) Config {
 	out := stored
 	if given.StepLimit > 0 {
 		out.StepLimit = given.StepLimit
 	}
-	if len(given.InterruptBefore) > 0 {
-		out.InterruptBefore = given.InterruptBefore
-	}
-	if len(given.InterruptAfter) > 0 {
-		out.InterruptAfter = given.InterruptAfter
-	}
+	out.InterruptBefore = mergeList(stored.InterruptBefore, given.InterruptBefore)
+	out.InterruptAfter = mergeList(stored.InterruptAfter, given.InterruptAfter)
 	if given.Timeout > 0 {
 		out.Timeout = given.Timeout
 	}
@@ -490,7 +511,7 @@ func (r *Runner) commit(ctx context.Context, c *Commit) error {
 	c.Thread.Updated = r.now()
 	if err := r.Saver.Commit(context.WithoutCancel(ctx), c); err != nil {
 		if errors.Is(err, ErrConflict) {
-			return fmt.Errorf("thread %q: %w: another process committed a newer checkpoint (or is running it now); inspect it with `lgrun history --thread %s`", c.Thread.ID, err, c.Thread.ID)
+			return fmt.Errorf("%w: another process committed a newer checkpoint (or is running it now); inspect it with `lgrun history --thread %s`", err, c.Thread.ID)
 		}
 		return fmt.Errorf("save checkpoint: %w", err)
 	}
@@ -503,7 +524,7 @@ func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string
 	err := r.Saver.Mark(context.WithoutCancel(ctx), &Mark{Thread: t, Writes: writes, ClearWrites: true})
 	if err != nil {
 		if errors.Is(err, ErrConflict) {
-			return fmt.Errorf("thread %q: %w: another process committed a newer checkpoint", th.ID, err)
+			return fmt.Errorf("%w: another process committed a newer checkpoint", err)
 		}
 		return fmt.Errorf("save thread status: %w", err)
 	}

@@ -35,7 +35,7 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 			if thread == "" {
 				return usagef("history needs --thread")
 			}
-			s, err := g.openSaver(io)
+			s, err := g.openExisting(io, thread)
 			if err != nil {
 				return err
 			}
@@ -145,7 +145,7 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 			if thread == "" {
 				return usagef("state needs --thread")
 			}
-			s, err := g.openSaver(io)
+			s, err := g.openExisting(io, thread)
 			if err != nil {
 				return err
 			}
@@ -158,7 +158,7 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return notFound(err, thread)
 			}
-			var ints []runtime.Interrupt
+			ints := []runtime.Interrupt{}
 			for _, p := range cp.Pending {
 				if p.Kind == runtime.PendingInterrupt && p.Interrupt != nil {
 					ints = append(ints, *p.Interrupt)
@@ -234,7 +234,7 @@ func newDiffCmd(io *IO, g *globalOpts) *cobra.Command {
 			if thread == "" {
 				return usagef("diff needs --thread")
 			}
-			s, err := g.openSaver(io)
+			s, err := g.openExisting(io, thread)
 			if err != nil {
 				return err
 			}
@@ -322,14 +322,18 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 		Short: "List threads with their status and last update",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := g.openSaver(io)
-			if err != nil {
+			var ts []*runtime.Thread
+			s, err := g.openExisting(io, "")
+			switch {
+			case errors.Is(err, errNoDatabase):
+				// No database yet: no threads (and nothing is created).
+			case err != nil:
 				return err
-			}
-			defer s.Close()
-			ts, err := s.Threads(cmd.Context())
-			if err != nil {
-				return err
+			default:
+				defer s.Close()
+				if ts, err = s.Threads(cmd.Context()); err != nil {
+					return err
+				}
 			}
 			if !all {
 				kept := ts[:0]
@@ -375,7 +379,7 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.openSaver(io)
+			s, err := g.openExisting(io, args[0])
 			if err != nil {
 				return err
 			}
@@ -418,7 +422,11 @@ ancestors are deleted. Space is reclaimed with VACUUM afterwards.`,
 			if olderThan > 0 {
 				opts.Before = time.Now().Add(-olderThan)
 			}
-			s, err := g.openSaver(io)
+			s, err := g.openExisting(io, "")
+			if errors.Is(err, errNoDatabase) {
+				fmt.Fprintf(io.Out, "nothing to collect: %v\n", err)
+				return nil
+			}
 			if err != nil {
 				return err
 			}

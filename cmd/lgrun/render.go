@@ -164,9 +164,9 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 		// Always say how to resume: on stdout in text mode, on stderr when
 		// stdout carries JSON.
 		{
-			out := w
+			out, st := w, st
 			if !text {
-				out = p.io.Err
+				out, st = p.io.Err, style{} // colour is decided for stdout only
 			}
 			for _, in := range res.Interrupts {
 				switch in.When {

@@ -106,7 +106,7 @@ func run(ctx context.Context, io *IO, args []string) int {
 		var ee *exitError
 		if !errors.As(err, &ee) && !errors.As(err, new(pausedError)) && !errors.As(err, new(invalidGraph)) {
 			fmt.Fprintf(io.Err, "lgrun: %v\n", err)
-			if code == exitUsage {
+			if ue := (*usageError)(nil); errors.As(err, &ue) {
 				fmt.Fprintf(io.Err, "run 'lgrun --help' for usage\n")
 			}
 		}
@@ -132,6 +132,9 @@ func exitCode(ctx context.Context, err error) int {
 	case errors.As(err, new(invalidGraph)):
 		return exitInvalid
 	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, runtime.ErrNeedValue):
+		// resume at an interrupt node without --value: a missing flag.
 		return exitUsage
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return exitInterrupt
@@ -208,22 +211,51 @@ func (g *globalOpts) dbPath(io *IO) string {
 	return filepath.Join(".lgrun", "lgrun.db")
 }
 
+// errNoDatabase reports that the checkpoint database does not exist.
+var errNoDatabase = errors.New("no checkpoint database")
+
+// openExisting opens the checkpoint database for commands that only read
+// or continue threads: a missing database is not created; the error wraps
+// errNoDatabase. thread, when set, is named in the error.
+func (g *globalOpts) openExisting(io *IO, thread string) (*checkpoint.SQLite, error) {
+	if _, err := g.durabilityOpt(io); err != nil {
+		return nil, err
+	}
+	p := g.dbPath(io)
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		if thread != "" {
+			return nil, fmt.Errorf("thread %q not found: %w at %s (nothing has run here yet; pass --db or set LGRUN_DB)", thread, errNoDatabase, p)
+		}
+		return nil, fmt.Errorf("%w at %s (nothing has run here yet; pass --db or set LGRUN_DB)", errNoDatabase, p)
+	}
+	return g.openSaver(io)
+}
+
 // openSaver opens the SQLite checkpoint database, creating its directory.
 func (g *globalOpts) openSaver(io *IO) (*checkpoint.SQLite, error) {
+	d, err := g.durabilityOpt(io)
+	if err != nil {
+		return nil, err
+	}
 	p := g.dbPath(io)
 	if dir := filepath.Dir(p); dir != "." {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create database directory: %w", err)
 		}
 	}
+	return checkpoint.OpenSQLite(p, &checkpoint.Options{Durability: d})
+}
+
+// durabilityOpt resolves --durability (or LGRUN_DURABILITY).
+func (g *globalOpts) durabilityOpt(io *IO) (checkpoint.Durability, error) {
 	d := checkpoint.Durability(g.durability)
 	if g.durability == "" {
 		d = checkpoint.Durability(io.Getenv("LGRUN_DURABILITY"))
 	}
 	if d != "" && d != checkpoint.DurabilityProcess && d != checkpoint.DurabilityPower {
-		return nil, usagef("--durability: want process or power, got %q", d)
+		return "", usagef("--durability: want process or power, got %q", d)
 	}
-	return checkpoint.OpenSQLite(p, &checkpoint.Options{Durability: d})
+	return d, nil
 }
 
 // loadGraph loads and checks a graph file, printing diagnostics. Warnings

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,8 +40,8 @@ type execOpts struct {
 func (o *execOpts) addRunFlags(c *cobra.Command) {
 	f := c.Flags()
 	f.IntVar(&o.maxSteps, "max-steps", 0, "superstep limit per turn (default: the graph's limits.steps, else 25)")
-	f.StringSliceVar(&o.before, "interrupt-before", nil, "pause before these nodes (kept with the thread)")
-	f.StringSliceVar(&o.after, "interrupt-after", nil, "pause after these nodes (kept with the thread)")
+	f.StringSliceVar(&o.before, "interrupt-before", nil, "pause before these nodes (kept with the thread; none clears)")
+	f.StringSliceVar(&o.after, "interrupt-after", nil, "pause after these nodes (kept with the thread; none clears)")
 	f.DurationVar(&o.timeout, "timeout", 0, "wall-time limit of the run")
 	f.IntVar(&o.llmCalls, "max-llm-calls", 0, "budget: LLM calls per thread")
 	f.IntVar(&o.tokens, "max-tokens", 0, "budget: tokens per thread")
@@ -224,7 +226,7 @@ func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 
 // withThreadRunner loads the thread's graph (or --graph) and runs fn.
 func withThreadRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, fn func(*runtime.Runner) (*runtime.Result, error)) error {
-	saver, err := g.openSaver(io)
+	saver, err := g.openExisting(io, o.thread)
 	if err != nil {
 		return err
 	}
@@ -242,6 +244,9 @@ func withThreadRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, fn
 			return usagef("thread %q does not record its graph file; pass --graph", o.thread)
 		}
 		path = th.GraphFile
+		if _, err := os.Stat(path); err != nil {
+			return usagef("thread %q was started with graph %s, which cannot be read now (%v); pass --graph FILE", o.thread, path, unwrapPath(err))
+		}
 	}
 	gr, err := loadGraph(io, path)
 	if err != nil {
@@ -340,6 +345,9 @@ func parseJSONValue(s string) (any, error) {
 	}
 	v, err := decodeJSON([]byte(t))
 	if err != nil {
+		if re := (*numberRangeError)(nil); errors.As(err, &re) {
+			return nil, err
+		}
 		switch t[0] {
 		case '{', '[', '"':
 			return nil, fmt.Errorf("not valid JSON: %v", err)
@@ -356,10 +364,45 @@ func decodeJSON(b []byte) (any, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	if dec.More() {
+	if err := dec.Decode(new(any)); err != io.EOF {
 		return nil, fmt.Errorf("trailing data after the JSON value")
 	}
+	if err := checkNumbers(v); err != nil {
+		return nil, err
+	}
 	return spec.Normalize(v), nil
+}
+
+// numberRangeError is a JSON number too large for float64.
+type numberRangeError struct{ num string }
+
+func (e *numberRangeError) Error() string { return "number " + e.num + " is out of range" }
+
+// checkNumbers rejects numbers no float64 holds (1e400): they would become
+// ±Inf, which no checkpoint can store.
+func checkNumbers(v any) error {
+	switch x := v.(type) {
+	case json.Number:
+		if _, err := x.Int64(); err == nil {
+			return nil
+		}
+		if _, err := strconv.ParseFloat(string(x), 64); err != nil {
+			return &numberRangeError{string(x)}
+		}
+	case []any:
+		for _, e := range x {
+			if err := checkNumbers(e); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for _, e := range x {
+			if err := checkNumbers(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func exactArgs(n int, what string) cobra.PositionalArgs {

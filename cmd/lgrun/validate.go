@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -271,14 +270,24 @@ func mermaidID(n string) string {
 		return "__start__"
 	case spec.End:
 		return "__end__"
+	case "end":
+		return "end_node" // a lower-case "end" id breaks Mermaid flowcharts
 	}
 	return strings.NewReplacer("-", "_", ".", "_").Replace(n)
 }
 
+// mermaidLabel makes s safe inside a quoted Mermaid label: truncated
+// first (so no entity is cut), then quotes and HTML-special characters as
+// Mermaid entity codes, which expressions like `a < b && c` need.
 func mermaidLabel(s string) string {
-	s = strings.ReplaceAll(s, `"`, "#quot;")
-	s = strings.ReplaceAll(s, "\n", " ")
-	return truncate(s, 60)
+	s = truncate(strings.ReplaceAll(s, "\n", " "), 60)
+	return strings.NewReplacer("#", "#35;", `"`, "#quot;", "<", "#lt;", ">", "#gt;", "&", "#amp;").Replace(s)
+}
+
+// dotQuote quotes s as a DOT string. (json.Marshal would write < > & as
+// \u003c..., which Graphviz prints literally.)
+func dotQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
 }
 
 func drawMermaid(g *spec.Graph) string {
@@ -308,7 +317,7 @@ func drawMermaid(g *spec.Graph) string {
 }
 
 func drawDot(g *spec.Graph) string {
-	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	q := dotQuote
 	var b strings.Builder
 	fmt.Fprintf(&b, "digraph %s {\n  rankdir=TB;\n  node [shape=box, style=rounded];\n", q(g.Name))
 	fmt.Fprintf(&b, "  %s [shape=oval];\n  %s [shape=oval];\n", q(spec.Start), q(spec.End))
