@@ -361,33 +361,42 @@ func describeInts(ints []runtime.Interrupt) string {
 	return strings.Join(parts, ", ")
 }
 
-// diff renders expected and actual values, marking the lines that differ.
+// diff renders expected and actual values as a line diff of their JSON:
+// "-" lines only in the expected value, "+" lines only in the actual one.
 func diff(want, got any) string {
-	w := pretty(want)
-	g := pretty(got)
-	wl, gl := strings.Split(w, "\n"), strings.Split(g, "\n")
-	var b strings.Builder
-	n := max(len(wl), len(gl))
-	for i := range n {
-		var a, c string
-		if i < len(wl) {
-			a = wl[i]
-		}
-		if i < len(gl) {
-			c = gl[i]
-		}
-		if a == c {
-			fmt.Fprintf(&b, "      %s\n", a)
-			continue
-		}
-		if i < len(wl) {
-			fmt.Fprintf(&b, "    - %s\n", a)
-		}
-		if i < len(gl) {
-			fmt.Fprintf(&b, "    + %s\n", c)
+	a := strings.Split(pretty(want), "\n")
+	b := strings.Split(pretty(got), "\n")
+	// Longest common subsequence table, from the ends.
+	lcs := make([][]int, len(a)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(b)+1)
+	}
+	for i := len(a) - 1; i >= 0; i-- {
+		for j := len(b) - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
 		}
 	}
-	return strings.TrimRight(b.String(), "\n")
+	var out strings.Builder
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case i < len(a) && j < len(b) && a[i] == b[j]:
+			fmt.Fprintf(&out, "      %s\n", a[i])
+			i++
+			j++
+		case i < len(a) && (j == len(b) || lcs[i+1][j] >= lcs[i][j+1]):
+			fmt.Fprintf(&out, "    - %s\n", a[i])
+			i++
+		default:
+			fmt.Fprintf(&out, "    + %s\n", b[j])
+			j++
+		}
+	}
+	return strings.TrimRight(out.String(), "\n")
 }
 
 func pretty(v any) string {

@@ -102,6 +102,9 @@ const (
 	PendingInterrupt PendingKind = "interrupt"
 	// PendingError holds a node's failure.
 	PendingError PendingKind = "error"
+	// PendingUsage holds the model usage of failed attempts at this step,
+	// which counts against budgets and is recorded by the next commit.
+	PendingUsage PendingKind = "usage"
 	// PendingPartial holds the records of the finished parts of a failed
 	// node (the items of a map), so a retry redoes only the rest.
 	PendingPartial PendingKind = "partial"

@@ -103,6 +103,9 @@ type run struct {
 	// partial maps node → records of the finished parts of its failed
 	// previous attempt at this step.
 	partial map[string][]any
+	// used is the thread's usage when the current step began, including
+	// failed attempts not yet committed.
+	used Totals
 	// replayTag gives a replay's first step fresh child runs.
 	replayTag string
 	started   time.Time
@@ -622,8 +625,20 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			err := &StepLimitError{Limit: rn.stepLimit(), Step: cp.Step, Nodes: cp.Next}
 			return rn.stop(ctx, cp, StatusBudget, err, nil)
 		}
-		if be := rn.budget(cp.Metadata.Totals); be != nil {
-			return rn.stop(ctx, cp, StatusBudget, be, nil)
+		// Usage of failed attempts at this step counts like committed usage.
+		var spent []Usage
+		for _, p := range cp.Pending {
+			if p.Kind == PendingUsage && p.Result != nil {
+				spent = append(spent, p.Result.Usage...)
+			}
+		}
+		rn.used = cp.Metadata.Totals.Add(spent)
+		if be := rn.budget(rn.used); be != nil {
+			var keep []PendingWrite
+			if len(spent) > 0 {
+				keep = []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: spent}}}
+			}
+			return rn.stop(ctx, cp, StatusBudget, be, keep)
 		}
 		if err := context.Cause(ctx); err != nil {
 			return rn.cancelled(ctx, cp, err, nil)
@@ -678,8 +693,15 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		rn.resumeNodes = map[string]bool{}
 		if len(failed) > 0 {
 			writes := append(keep, done...)
+			lost := append([]Usage(nil), spent...)
 			for _, f := range failed {
 				writes = append(writes, PendingWrite{Node: f.node, Kind: PendingError, Error: f.err.Error()})
+				if f.res != nil {
+					lost = append(lost, f.res.Usage...)
+				}
+			}
+			if len(lost) > 0 {
+				writes = append(writes, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: lost}})
 			}
 			if cause := context.Cause(ctx); cause != nil {
 				return rn.cancelled(ctx, cp, cause, writes)
@@ -693,12 +715,16 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			return rn.stop(ctx, cp, StatusFailed, nerr, writes)
 		}
 		if len(paused) > 0 {
-			return rn.pause(ctx, cp, append(append(keep, done...), paused...))
+			writes := append(append(keep, done...), paused...)
+			if len(spent) > 0 {
+				writes = append(writes, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: spent}})
+			}
+			return rn.pause(ctx, cp, writes)
 		}
 
 		// Merge in node-name order.
 		var nws []NodeWrites
-		var usage []Usage
+		usage := spent
 		records := map[string][]any{}
 		for _, o := range outs {
 			nws = append(nws, NodeWrites{Node: o.node, Writes: o.res.Writes})
@@ -874,6 +900,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 		call.Replay = rn.records[step][name]
 	}
 	call.Partial = rn.partial[name]
+	call.Budget, call.Used = rn.remaining(rn.used), rn.used
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	attempts := max(node.Retry.MaxAttempts, 1)
 	backoff := node.Retry.InitialBackoff
@@ -886,8 +913,21 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	}
 	r.emit(Event{Kind: EvNodeStart, Thread: rn.thread.ID, Step: step, Node: name})
 	start := r.now()
+	var attemptUsage []Usage
+	defer func() {
+		if len(attemptUsage) > 0 {
+			if res == nil {
+				res = &NodeResult{}
+			}
+			res.Usage = attemptUsage
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		res, err = rn.callOnce(ctx, fn, call, node)
+		if res != nil && len(res.Usage) > 0 {
+			// Every attempt's model usage counts, not only the last one's.
+			attemptUsage = append(attemptUsage, res.Usage...)
+		}
 		if err == nil || attempt >= attempts || ctx.Err() != nil {
 			break
 		}

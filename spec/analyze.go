@@ -422,16 +422,34 @@ func (c *checker) checkConcurrentWrites() {
 	}
 	sources := append([]string{Start}, g.NodeOrder...)
 	for _, src := range sources {
-		var targets []string
-		for _, e := range g.out[src] {
-			for _, t := range e.Targets() {
-				targets = append(targets, t.Name)
+		edges := g.out[src]
+		for i, e := range edges {
+			// One branch's targets run together; the branches of one
+			// conditional edge exclude each other.
+			for _, br := range e.branchTargets() {
+				for a := range br {
+					for b := a + 1; b < len(br); b++ {
+						add(br[a], br[b])
+					}
+				}
+			}
+			// Different edges of one source all fire.
+			for _, f := range edges[i+1:] {
+				for _, x := range e.Targets() {
+					for _, y := range f.Targets() {
+						add(x.Name, y.Name)
+					}
+				}
 			}
 		}
-		targets = dedupe(targets)
-		for i := range targets {
-			for j := i + 1; j < len(targets); j++ {
-				add(targets[i], targets[j])
+		if n := g.Nodes[src]; n != nil && len(n.GotoPaths) > 0 {
+			// A goto fires with the node's edges.
+			for _, e := range edges {
+				for _, x := range e.Targets() {
+					for _, y := range n.GotoPaths {
+						add(x.Name, y.Name)
+					}
+				}
 			}
 		}
 	}
@@ -478,4 +496,33 @@ func (c *checker) checkConcurrentWrites() {
 			c.errs.Warn(second.Pos, "nodes %q and %q can run in the same superstep and both write replace field %q; the step would fail with a conflict (give the field a reducer)", first.Name, second.Name, f)
 		}
 	}
+}
+
+// branchTargets lists the target sets of an edge's mutually exclusive
+// branches (one set for a plain edge).
+func (e *Edge) branchTargets() [][]string {
+	var out [][]string
+	add := func(refs []NameRef) {
+		var names []string
+		for _, r := range refs {
+			names = append(names, r.Name)
+		}
+		out = append(out, dedupe(names))
+	}
+	switch {
+	case e.When != nil:
+		add(e.To)
+		add(e.Else)
+	case e.Routes != nil:
+		for _, r := range e.Routes {
+			add(r.To)
+		}
+		add(e.Default)
+	case e.Route != nil:
+		// A route expression may yield a list: any paths may run together.
+		add(e.Paths)
+	default:
+		add(e.To)
+	}
+	return out
 }

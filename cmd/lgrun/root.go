@@ -193,6 +193,7 @@ a crash or a budget limit and resume exactly where it was.`,
 		newSchemaCmd(io),
 		newGraphCmd(io),
 		newTestCmd(io),
+		newUsageCmd(io, g),
 	)
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })

@@ -1,0 +1,250 @@
+package builtin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// runLLM executes an llm node: it builds the request from the node's
+// messages field (missing tool results filled in, trimmed), the prompt
+// template as a new user message (unless the node is answering tool
+// results, continuing its exchange) and the system prompt, binds the node's
+// tools, calls the model (or reuses recorded replies on replay), validates
+// structured output, and writes the reply to the messages field, store and
+// output fields.
+func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
+	node, g := call.Node, call.Graph
+	md := g.Models[node.Model.Name]
+	if md == nil {
+		return nil, fmt.Errorf("model %q is not declared", node.Model.Name)
+	}
+	env := map[string]any{"state": call.State}
+	res := &runtime.NodeResult{}
+	nid := 0
+	newID := func() string {
+		id := fmt.Sprintf("%d.%s.%d", call.Step, node.Name, nid)
+		nid++
+		return id
+	}
+
+	cur := history(call.State, node.Messages)
+	turn := 0
+	for _, m := range cur {
+		if str(m, "role") == "assistant" && str(m, "name") == node.Name {
+			turn++
+		}
+	}
+	msgs, filled := fillMissing(cur, newID)
+	if filled > 0 {
+		emitter(call)(runtime.Event{Kind: runtime.EvMessage, Message: fmt.Sprintf("filled %d missing tool result(s) with errors so the conversation stays valid", filled)})
+	}
+	// The prompt starts an exchange; after tool results the node continues
+	// the exchange instead of asking again.
+	if node.Prompt != nil && (len(msgs) == 0 || str(msgs[len(msgs)-1], "role") != "tool") {
+		v, err := node.Prompt.Eval(env)
+		if err != nil {
+			return nil, fmt.Errorf("prompt: %w", err)
+		}
+		msgs = append(msgs, map[string]any{"id": newID(), "role": "user", "content": text(v)})
+	}
+	msgs = trimMessages(msgs, node.TrimKeepLast, node.TrimSystem)
+
+	req := &chatRequest{Node: node.Name, Step: call.Step, Turn: turn, Schema: node.OutputSchema, Strict: node.OutputStrict}
+	if node.System != nil {
+		v, err := node.System.Eval(env)
+		if err != nil {
+			return nil, fmt.Errorf("system: %w", err)
+		}
+		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": text(v)})
+	}
+	req.Messages = append(req.Messages, msgs...)
+	for _, ref := range node.Tools {
+		if t := g.Tools[ref.Name]; t != nil {
+			req.Tools = append(req.Tools, t)
+		}
+	}
+
+	sp, err := newSpender(e, call, md, res)
+	if err != nil {
+		return nil, err
+	}
+	var reply *chatReply
+	var structured any
+	tries := max(node.OutputTries, 1)
+	for attempt := 0; ; attempt++ {
+		req.Turn = turn + attempt
+		reply, err = sp.complete(ctx, req)
+		if err != nil {
+			// Calls already made still count against the thread's budgets.
+			return spent(res), err
+		}
+		if node.OutputSchema == nil || len(reply.ToolCalls) > 0 {
+			break
+		}
+		v, verr := e.checkStructured(node, reply.Content)
+		if verr == nil {
+			structured = v
+			break
+		}
+		if attempt+1 >= tries {
+			return spent(res), fmt.Errorf("structured output: reply %d of %d does not match output.schema: %v", attempt+1, tries, verr)
+		}
+		emitter(call)(runtime.Event{Kind: runtime.EvMessage, Message: fmt.Sprintf("reply does not match output.schema (%v); asking again (%d of %d)", verr, attempt+2, tries)})
+		req.Messages = append(req.Messages,
+			assistantMessage("", node.Name, reply),
+			map[string]any{"role": "user", "content": "Your reply does not match the required JSON Schema: " + verr.Error() + "\nReply again with only the corrected JSON value."},
+		)
+	}
+
+	if node.Messages != "" {
+		want := append(msgs, assistantMessage(newID(), node.Name, reply))
+		if ws := messageWrites(cur, want); len(ws) > 0 {
+			res.Writes = append(res.Writes, runtime.Write{Field: node.Messages, Value: ws})
+		}
+	}
+	if node.Store != "" {
+		res.Writes = append(res.Writes, runtime.Write{Field: node.Store, Value: reply.Content})
+	}
+	if node.OutputSchema != nil && len(reply.ToolCalls) == 0 {
+		fenv := map[string]any{"state": call.State, "reply": structured}
+		for _, a := range node.OutputFields {
+			v, err := a.Expr.Eval(fenv)
+			if err != nil {
+				return spent(res), fmt.Errorf("output.fields.%s: %w", a.Field, err)
+			}
+			res.Writes = append(res.Writes, runtime.Write{Field: a.Field, Value: v})
+		}
+	}
+	return res, nil
+}
+
+// checkStructured parses a reply as JSON and validates it against the
+// node's output schema.
+func (e *engine) checkStructured(node *spec.Node, content string) (any, error) {
+	sc, err := e.schema(node, node.OutputSchema)
+	if err != nil {
+		return nil, fmt.Errorf("output.schema: %w", err)
+	}
+	v, err := parseJSON(stripFence(content))
+	if err != nil {
+		return nil, fmt.Errorf("the reply is not JSON: %v", err)
+	}
+	if err := sc.Validate(v); err != nil {
+		return nil, errors.New(validationText(err))
+	}
+	return v, nil
+}
+
+// text renders a prompt value: strings as they are, anything else as JSON.
+func text(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	s, err := jsonText(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return s
+}
+
+// spender makes a node's model calls: it reuses recorded replies on
+// replay, checks the thread's budget before each real call, and reports
+// usage and records into the node's result.
+type spender struct {
+	e      *engine
+	call   *runtime.NodeCall
+	model  *spec.Model
+	res    *runtime.NodeResult
+	replay []record
+	reuse  bool
+	calls  int
+	tokens int
+	cost   float64
+}
+
+func newSpender(e *engine, call *runtime.NodeCall, md *spec.Model, res *runtime.NodeResult) (*spender, error) {
+	sp := &spender{e: e, call: call, model: md, res: res}
+	if len(call.Replay) > 0 {
+		recs, err := decodeRecords(call.Replay)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if r.Kind == recordModel && r.Reply != nil {
+				sp.replay = append(sp.replay, r)
+			}
+		}
+		sp.reuse = true
+	}
+	return sp, nil
+}
+
+func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, error) {
+	emit := emitter(sp.call)
+	if sp.reuse {
+		if len(sp.replay) == 0 {
+			return nil, fmt.Errorf("replay: node %q made more model calls than the original run recorded; replay with --live to call the model", req.Node)
+		}
+		r := sp.replay[0]
+		sp.replay = sp.replay[1:]
+		sp.res.Records = append(sp.res.Records, r)
+		emit(runtime.Event{Kind: runtime.EvMessage, Message: fmt.Sprintf("reusing the recorded reply of model %q", r.Model)})
+		if r.Reply.Content != "" {
+			emit(runtime.Event{Kind: runtime.EvToken, Token: r.Reply.Content})
+		}
+		return r.Reply, nil
+	}
+	if err := sp.checkBudget(); err != nil {
+		return nil, err
+	}
+	reply, m, err := sp.e.complete(ctx, sp.call.Graph, sp.model, req, emit)
+	if err != nil {
+		return nil, err
+	}
+	for i := range reply.ToolCalls {
+		if reply.ToolCalls[i].ID == "" {
+			// Some local servers leave ids out; the tools node needs them.
+			reply.ToolCalls[i].ID = fmt.Sprintf("call_%d_%s_%d_%d", req.Step, req.Node, req.Turn, i)
+		}
+	}
+	cost := costUSD(m, reply.In, reply.Out)
+	sp.calls++
+	sp.tokens += reply.In + reply.Out
+	sp.cost += cost
+	sp.res.Usage = append(sp.res.Usage, runtime.Usage{Node: req.Node, Model: m.Name, InputTokens: reply.In, OutputTokens: reply.Out, CostUSD: cost})
+	sp.res.Records = append(sp.res.Records, record{Kind: recordModel, Model: m.Name, Reply: reply})
+	return reply, nil
+}
+
+// checkBudget refuses a call that would pass the thread's llm_calls limit,
+// or any call once this node has used up the tokens or cost left.
+func (sp *spender) checkBudget() error {
+	b, used := sp.call.Budget, sp.call.Used
+	if b == nil {
+		return nil
+	}
+	switch {
+	case b.LLMCalls >= 0 && sp.calls >= b.LLMCalls:
+		return &runtime.BudgetError{What: "llm_calls", Limit: strconv.Itoa(used.LLMCalls + b.LLMCalls), Used: strconv.Itoa(used.LLMCalls + sp.calls)}
+	case b.Tokens >= 0 && sp.tokens >= b.Tokens && (sp.calls > 0 || b.Tokens == 0):
+		t := used.InputTokens + used.OutputTokens
+		return &runtime.BudgetError{What: "tokens", Limit: strconv.Itoa(t + b.Tokens), Used: strconv.Itoa(t + sp.tokens)}
+	case b.CostUSD >= 0 && sp.cost >= b.CostUSD && (sp.calls > 0 || b.CostUSD == 0):
+		return &runtime.BudgetError{What: "cost_usd", Limit: fmt.Sprintf("$%.4f", used.CostUSD+b.CostUSD), Used: fmt.Sprintf("$%.4f", used.CostUSD+sp.cost)}
+	}
+	return nil
+}
+
+// spent returns the usage of a failed node's calls, to return with its
+// error: the runner counts it against the thread's budgets.
+func spent(res *runtime.NodeResult) *runtime.NodeResult {
+	if len(res.Usage) == 0 {
+		return nil
+	}
+	return &runtime.NodeResult{Usage: res.Usage}
+}

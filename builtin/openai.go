@@ -1,0 +1,347 @@
+package builtin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/lgrun/lgrun/spec"
+)
+
+// Environment variables the openai provider reads (through Options.Getenv).
+const (
+	EnvBaseURL = "OPENAI_BASE_URL"
+	EnvAPIKey  = "OPENAI_API_KEY"
+)
+
+const officialBaseURL = "https://api.openai.com/v1"
+
+// baseURL is the model's base_url, else $OPENAI_BASE_URL, else OpenAI's.
+func baseURL(m *spec.Model, getenv func(string) string) string {
+	if m.BaseURL != "" {
+		return strings.TrimRight(m.BaseURL, "/")
+	}
+	if u := getenv(EnvBaseURL); u != "" {
+		return strings.TrimRight(u, "/")
+	}
+	return officialBaseURL
+}
+
+// openaiClient talks to an OpenAI-compatible server with go-openai.
+type openaiClient struct {
+	model    *spec.Model
+	client   *openai.Client
+	key      string // only to redact it from errors and replies
+	stream   bool
+	official bool
+	caps     *serverCaps
+}
+
+// serverCaps remembers, process-wide, what a server turned out not to
+// support, so later calls do not ask again.
+type serverCaps struct {
+	mu               sync.Mutex
+	noResponseFormat bool
+}
+
+var capsRegistry = struct {
+	sync.Mutex
+	m map[string]*serverCaps
+}{m: map[string]*serverCaps{}}
+
+func capsFor(key string) *serverCaps {
+	capsRegistry.Lock()
+	defer capsRegistry.Unlock()
+	c := capsRegistry.m[key]
+	if c == nil {
+		c = &serverCaps{}
+		capsRegistry.m[key] = c
+	}
+	return c
+}
+
+func (c *serverCaps) responseFormat() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.noResponseFormat
+}
+
+func newOpenAIClient(m *spec.Model, opts Options) (*openaiClient, error) {
+	if m.Model == "" {
+		return nil, fmt.Errorf("no model id; set models.%s.model to use it with provider openai", m.Name)
+	}
+	base := baseURL(m, opts.Getenv)
+	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("base URL %q is not an http(s) URL", base)
+	}
+	env := m.APIKeyEnv
+	if env == "" {
+		env = EnvAPIKey
+	}
+	key := opts.Getenv(env)
+	official := base == officialBaseURL
+	if key == "" && official {
+		return nil, fmt.Errorf("no API key: environment variable %s is empty (or point %s or models.%s.base_url at another server)", env, EnvBaseURL, m.Name)
+	}
+	hc := *opts.HTTPClient
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	hc.Transport = &hintTransport{base: rt}
+	cfg := openai.DefaultConfig(key)
+	cfg.BaseURL = base
+	cfg.HTTPClient = &hc
+	return &openaiClient{
+		model:    m,
+		client:   openai.NewClientWithConfig(cfg),
+		key:      key,
+		stream:   m.Stream == nil || *m.Stream,
+		official: official,
+		caps:     capsFor(base + "|" + m.Model),
+	}, nil
+}
+
+func (c *openaiClient) chat(ctx context.Context, req *chatRequest, onToken func(string)) (*chatReply, error) {
+	useFormat := req.Schema != nil && c.caps.responseFormat()
+	reply, err := c.send(ctx, c.request(req, useFormat), onToken)
+	if err != nil && useFormat && rejectsResponseFormat(err) {
+		// The server does not do structured output: ask in the prompt
+		// instead (the node validates the reply either way).
+		c.caps.mu.Lock()
+		c.caps.noResponseFormat = true
+		c.caps.mu.Unlock()
+		reply, err = c.send(ctx, c.request(req, false), onToken)
+	}
+	if err != nil {
+		return nil, c.classify(ctx, err)
+	}
+	reply.Content = redact(reply.Content, c.key)
+	for i := range reply.ToolCalls {
+		reply.ToolCalls[i].Arguments = redact(reply.ToolCalls[i].Arguments, c.key)
+	}
+	if reply.In == 0 && reply.Out == 0 {
+		reply.In, reply.Out = estimateTokens(requestText(req)), estimateTokens(replyText(reply))
+	}
+	return reply, nil
+}
+
+// request builds the go-openai request.
+func (c *openaiClient) request(req *chatRequest, useFormat bool) openai.ChatCompletionRequest {
+	m := c.model
+	msgs := make([]openai.ChatCompletionMessage, 0, len(req.Messages)+1)
+	for _, x := range req.Messages {
+		msgs = append(msgs, toOpenAI(x))
+	}
+	if req.Schema != nil && !useFormat {
+		b, _ := json.Marshal(req.Schema)
+		note := "Reply with only a JSON value (no prose, no code fence) that matches this JSON Schema:\n" + string(b)
+		if len(msgs) > 0 && msgs[0].Role == openai.ChatMessageRoleSystem {
+			msgs[0].Content += "\n\n" + note
+		} else {
+			msgs = append([]openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleSystem, Content: note}}, msgs...)
+		}
+	}
+	r := openai.ChatCompletionRequest{Model: m.Model, Messages: msgs}
+	if m.Temperature != nil {
+		t := float32(*m.Temperature)
+		if t == 0 {
+			// go-openai omits a zero temperature; the smallest positive
+			// float32 is zero for every server.
+			t = math.SmallestNonzeroFloat32
+		}
+		r.Temperature = t
+	}
+	if m.MaxTokens > 0 {
+		if c.official {
+			r.MaxCompletionTokens = m.MaxTokens
+		} else {
+			r.MaxTokens = m.MaxTokens
+		}
+	}
+	for _, t := range req.Tools {
+		r.Tools = append(r.Tools, openai.Tool{Type: openai.ToolTypeFunction, Function: &openai.FunctionDefinition{
+			Name: t.Name, Description: t.Description, Parameters: t.Parameters,
+		}})
+	}
+	if req.Schema != nil && useFormat {
+		b, _ := json.Marshal(req.Schema)
+		r.ResponseFormat = &openai.ChatCompletionResponseFormat{
+			Type: openai.ChatCompletionResponseFormatTypeJSONSchema,
+			JSONSchema: &openai.ChatCompletionResponseFormatJSONSchema{
+				Name: "reply", Schema: json.RawMessage(b), Strict: req.Strict,
+			},
+		}
+	}
+	return r
+}
+
+// toOpenAI converts a canonical message.
+func toOpenAI(m map[string]any) openai.ChatCompletionMessage {
+	s := func(k string) string { v, _ := m[k].(string); return v }
+	out := openai.ChatCompletionMessage{Role: s("role"), Content: s("content")}
+	switch out.Role {
+	case "tool":
+		out.ToolCallID = s("tool_call_id")
+	case "assistant":
+		calls, _ := m["tool_calls"].([]any)
+		for _, x := range calls {
+			cm, _ := x.(map[string]any)
+			id, _ := cm["id"].(string)
+			name, _ := cm["name"].(string)
+			args, _ := cm["arguments"].(string)
+			out.ToolCalls = append(out.ToolCalls, openai.ToolCall{ID: id, Type: openai.ToolTypeFunction, Function: openai.FunctionCall{Name: name, Arguments: args}})
+		}
+	default:
+		out.Name = s("name")
+	}
+	return out
+}
+
+func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest, onToken func(string)) (*chatReply, error) {
+	if !c.stream {
+		resp, err := c.client.CreateChatCompletion(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Choices) == 0 {
+			return nil, errors.New("the server answered with no choices")
+		}
+		msg := resp.Choices[0].Message
+		reply := &chatReply{Content: msg.Content, In: resp.Usage.PromptTokens, Out: resp.Usage.CompletionTokens}
+		if reply.Content == "" {
+			reply.Content = msg.Refusal
+		}
+		for _, tc := range msg.ToolCalls {
+			reply.ToolCalls = append(reply.ToolCalls, toolCall{ID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+		}
+		return reply, nil
+	}
+	r.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
+	st, err := c.client.CreateChatCompletionStream(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	reply := &chatReply{}
+	var content, refusal strings.Builder
+	var calls []*toolCall
+	byIndex := map[int]*toolCall{}
+	for {
+		chunk, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if chunk.Usage != nil {
+			reply.In, reply.Out = chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens
+		}
+		if len(chunk.Choices) == 0 {
+			continue
+		}
+		d := chunk.Choices[0].Delta
+		if d.Content != "" {
+			content.WriteString(d.Content)
+			if onToken != nil {
+				onToken(redact(d.Content, c.key))
+			}
+		}
+		refusal.WriteString(d.Refusal)
+		for _, tc := range d.ToolCalls {
+			var cur *toolCall
+			switch {
+			case tc.Index != nil:
+				cur = byIndex[*tc.Index]
+				if cur == nil {
+					cur = &toolCall{}
+					byIndex[*tc.Index] = cur
+					calls = append(calls, cur)
+				}
+			case len(calls) > 0 && (tc.ID == "" || tc.ID == calls[len(calls)-1].ID):
+				cur = calls[len(calls)-1]
+			default:
+				cur = &toolCall{}
+				calls = append(calls, cur)
+			}
+			if tc.ID != "" {
+				cur.ID = tc.ID
+			}
+			if tc.Function.Name != "" {
+				cur.Name = tc.Function.Name
+			}
+			cur.Arguments += tc.Function.Arguments
+		}
+	}
+	reply.Content = content.String()
+	if reply.Content == "" {
+		reply.Content = refusal.String()
+	}
+	for _, tc := range calls {
+		reply.ToolCalls = append(reply.ToolCalls, *tc)
+	}
+	return reply, nil
+}
+
+// classify wraps err as a *callError, deciding whether it is worth a retry,
+// with the API key removed from its text.
+func (c *openaiClient) classify(ctx context.Context, err error) error {
+	retry := false
+	status := 0
+	var ae *openai.APIError
+	var re *openai.RequestError
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		retry = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	case errors.As(err, &ae):
+		status = ae.HTTPStatusCode
+	case errors.As(err, &re):
+		status = re.HTTPStatusCode
+	case errors.As(err, &ne), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED):
+		retry = true
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500 {
+		retry = true
+	}
+	return &callError{Err: errors.New(redact(err.Error(), c.key)), Retry: retry}
+}
+
+// rejectsResponseFormat reports whether err is a server refusing
+// response_format (servers without structured output).
+func rejectsResponseFormat(err error) bool {
+	var ae *openai.APIError
+	var re *openai.RequestError
+	msg, status := "", 0
+	switch {
+	case errors.As(err, &ae):
+		msg, status = ae.Message, ae.HTTPStatusCode
+	case errors.As(err, &re):
+		msg, status = string(re.Body), re.HTTPStatusCode
+	default:
+		return false
+	}
+	msg = strings.ToLower(msg)
+	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) &&
+		(strings.Contains(msg, "response_format") || strings.Contains(msg, "json_schema"))
+}
+
+// redact removes secret from s.
+func redact(s, secret string) string {
+	if len(secret) < 4 {
+		return s
+	}
+	return strings.ReplaceAll(s, secret, "[REDACTED]")
+}

@@ -1,0 +1,143 @@
+package builtin
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lgrun/lgrun/spec"
+)
+
+// limiter spaces requests to one model evenly, rpm a minute. Callers wait
+// for their slot (backpressure) instead of being answered 429 by the server.
+type limiter struct {
+	mu       sync.Mutex
+	interval time.Duration
+	next     time.Time // the earliest free slot
+}
+
+// limiters is the process-wide registry: every run, graph and node of the
+// process that uses the same model on the same server shares one limiter.
+var limiters = struct {
+	sync.Mutex
+	m map[string]*limiter
+}{m: map[string]*limiter{}}
+
+// limiterKey identifies a model on a server.
+func limiterKey(provider string, m *spec.Model, getenv func(string) string) string {
+	if provider == "mock" {
+		return "mock|" + m.Fixtures + "|" + m.Name
+	}
+	return baseURL(m, getenv) + "|" + m.Model
+}
+
+// limiterFor returns the shared limiter for key, or nil when rpm is not
+// set. When two declarations of one model differ, the stricter rpm wins.
+func limiterFor(key string, rpm int) *limiter {
+	if rpm <= 0 {
+		return nil
+	}
+	iv := time.Minute / time.Duration(rpm)
+	limiters.Lock()
+	defer limiters.Unlock()
+	l := limiters.m[key]
+	if l == nil {
+		l = &limiter{interval: iv}
+		limiters.m[key] = l
+	}
+	l.mu.Lock()
+	l.interval = max(l.interval, iv)
+	l.mu.Unlock()
+	return l
+}
+
+// wait blocks until the caller's slot, or ctx ends. A nil limiter never waits.
+func (l *limiter) wait(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	now := time.Now()
+	slot := l.next
+	if slot.Before(now) {
+		slot = now
+	}
+	l.next = slot.Add(l.interval)
+	l.mu.Unlock()
+	d := time.Until(slot)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// hint carries what the server said about retrying (Retry-After) from the
+// HTTP transport back to the retry loop of one attempt.
+type hint struct {
+	mu    sync.Mutex
+	after time.Duration
+}
+
+func (h *hint) retryAfter() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.after
+}
+
+type hintKey struct{}
+
+func withHint(ctx context.Context, h *hint) context.Context {
+	return context.WithValue(ctx, hintKey{}, h)
+}
+
+// hintTransport records the Retry-After of failed responses into the
+// request context's hint.
+type hintTransport struct{ base http.RoundTripper }
+
+func (t *hintTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if resp != nil && resp.StatusCode >= 400 {
+		if h, _ := req.Context().Value(hintKey{}).(*hint); h != nil {
+			if d := parseRetryAfter(resp.Header, time.Now()); d > 0 {
+				h.mu.Lock()
+				h.after = d
+				h.mu.Unlock()
+			}
+		}
+	}
+	return resp, err
+}
+
+// parseRetryAfter reads retry-after-ms (OpenAI) or Retry-After (seconds or
+// an HTTP date).
+func parseRetryAfter(h http.Header, now time.Time) time.Duration {
+	if v := strings.TrimSpace(h.Get("Retry-After-Ms")); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		return time.Duration(s * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}

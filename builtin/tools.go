@@ -1,0 +1,235 @@
+package builtin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// Defaults of the tool settings.
+const (
+	defaultToolTimeout = 30 * time.Second
+	defaultMaxOutput   = 64 << 10
+)
+
+// toolOutcome is what one tool call gave the model.
+type toolOutcome struct {
+	content string
+	isErr   bool
+}
+
+// runTools executes a tools node: it runs the tool calls of the last
+// assistant message that have no result yet (in parallel unless parallel:
+// false) and appends one tool message per call. Whatever goes wrong with a
+// call (unknown tool, invalid arguments, timeout, tool failure) becomes an
+// error result the model can react to; only a cancelled run fails the node.
+func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
+	node := call.Node
+	emit := emitter(call)
+	msgs := history(call.State, node.Messages)
+	last := -1
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if str(msgs[i], "role") == "assistant" {
+			last = i
+			break
+		}
+	}
+	if last < 0 || len(calls(msgs[last])) == 0 {
+		emit(runtime.Event{Kind: runtime.EvMessage, Message: "no tool calls to run: the last assistant message has none"})
+		return &runtime.NodeResult{}, nil
+	}
+	done := map[string]bool{}
+	for _, m := range msgs[last+1:] {
+		if str(m, "role") == "tool" {
+			done[str(m, "tool_call_id")] = true
+		}
+	}
+	var todo []map[string]any
+	for _, c := range calls(msgs[last]) {
+		if !done[str(c, "id")] {
+			todo = append(todo, c)
+		}
+	}
+	bound := map[string]*spec.Tool{}
+	for _, ref := range node.Tools {
+		if t := call.Graph.Tools[ref.Name]; t != nil {
+			bound[ref.Name] = t
+		}
+	}
+	var recorded map[string]record
+	if len(call.Replay) > 0 {
+		recs, err := decodeRecords(call.Replay)
+		if err != nil {
+			return nil, err
+		}
+		recorded = map[string]record{}
+		for _, r := range recs {
+			if r.Kind == recordTool {
+				recorded[r.CallID] = r
+			}
+		}
+	}
+
+	outs := make([]toolOutcome, len(todo))
+	errs := make([]error, len(todo))
+	one := func(i int) {
+		outs[i], errs[i] = e.runTool(ctx, call, bound, todo[i], recorded)
+	}
+	if node.Parallel && len(todo) > 1 {
+		var wg sync.WaitGroup
+		for i := range todo {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				one(i)
+			}()
+		}
+		wg.Wait()
+	} else {
+		for i := range todo {
+			one(i)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	res := &runtime.NodeResult{}
+	tms := make([]any, len(todo))
+	for i, c := range todo {
+		id, name := str(c, "id"), str(c, "name")
+		tms[i] = map[string]any{
+			"id": fmt.Sprintf("%d.%s.%d", call.Step, node.Name, i), "role": "tool",
+			"tool_call_id": id, "name": name, "content": outs[i].content,
+		}
+		res.Records = append(res.Records, record{Kind: recordTool, CallID: id, Tool: name, Content: outs[i].content, Error: outs[i].isErr})
+	}
+	res.Writes = []runtime.Write{{Field: node.Messages, Value: tms}}
+	return res, nil
+}
+
+// runTool runs one call. Its error is only for what fails the whole node: a
+// cancelled run, or a replay that has no recorded result for the call.
+func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[string]*spec.Tool, c map[string]any, recorded map[string]record) (out toolOutcome, err error) {
+	id, name, args := str(c, "id"), str(c, "name"), str(c, "arguments")
+	emit := emitter(call)
+	defer func() {
+		if err == nil {
+			note := "→"
+			if out.isErr {
+				note = "→ error:"
+			}
+			emit(runtime.Event{Kind: runtime.EvMessage, Message: fmt.Sprintf("tool %s(%s) %s %s", name, clip(args, 80), note, clip(out.content, 120))})
+		}
+	}()
+	if recorded != nil {
+		r, ok := recorded[id]
+		if !ok {
+			return out, fmt.Errorf("replay: no recorded result for tool call %q (%s); replay with --live to run the tool", id, name)
+		}
+		return toolOutcome{content: r.Content, isErr: r.Error}, nil
+	}
+	fail := func(format string, a ...any) (toolOutcome, error) {
+		return toolOutcome{content: errorContent(fmt.Sprintf(format, a...)), isErr: true}, nil
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = fail("tool %q crashed: %v", name, p)
+		}
+	}()
+	t := bound[name]
+	if t == nil {
+		names := spec.SortedKeys(bound)
+		if len(names) == 0 {
+			return fail("unknown tool %q: this node has no tools", name)
+		}
+		return fail("unknown tool %q; available tools: %s", name, strings.Join(names, ", "))
+	}
+	if strings.TrimSpace(args) == "" {
+		args = "{}"
+	}
+	v, perr := parseJSON(args)
+	if perr != nil {
+		return fail("arguments of %q are not valid JSON: %v", name, perr)
+	}
+	argv, ok := v.(map[string]any)
+	if !ok {
+		return fail("arguments of %q must be a JSON object, got %s", name, spec.TypeName(v))
+	}
+	sc, serr := e.schema(t, t.Parameters)
+	if serr != nil {
+		return fail("tool %q has an invalid parameters schema: %v", name, serr)
+	}
+	if verr := sc.Validate(argv); verr != nil {
+		return fail("arguments of %q do not match its parameters: %s", name, validationText(verr))
+	}
+	if e.script != nil {
+		content, ok, err := e.script.tool(t)
+		if err != nil {
+			return out, err
+		}
+		if ok {
+			return toolOutcome{content: content}, nil
+		}
+	}
+	timeout := durOr(t.Timeout, defaultToolTimeout)
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	content, terr := e.callTool(tctx, call.Graph, t, argv, args)
+	if ctx.Err() != nil {
+		return out, context.Cause(ctx)
+	}
+	if errors.Is(tctx.Err(), context.DeadlineExceeded) {
+		return fail("tool %q timed out after %s", name, timeout)
+	}
+	if terr != nil {
+		return fail("tool %q failed: %v", name, terr)
+	}
+	return toolOutcome{content: content}, nil
+}
+
+// callTool runs tool t by kind.
+func (e *engine) callTool(ctx context.Context, g *spec.Graph, t *spec.Tool, args map[string]any, raw string) (string, error) {
+	switch t.Kind {
+	case "expr":
+		v, err := t.Expr.Eval(map[string]any{"args": args})
+		if err != nil {
+			return "", err
+		}
+		return text(v), nil
+	case "http":
+		return e.httpTool(ctx, t, args)
+	case "exec":
+		return e.execTool(ctx, g, t, raw)
+	}
+	return "", fmt.Errorf("unknown tool kind %q", t.Kind)
+}
+
+// jsonText encodes v as compact JSON without HTML escaping.
+func jsonText(v any) (string, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+// clip shortens s for progress messages.
+func clip(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

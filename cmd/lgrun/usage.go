@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lgrun/lgrun/runtime"
+)
+
+// usageRow is the LLM usage of one node with one model.
+type usageRow struct {
+	Node         string  `json:"node"`
+	Model        string  `json:"model"`
+	Calls        int     `json:"calls"`
+	InputTokens  int     `json:"in"`
+	OutputTokens int     `json:"out"`
+	CostUSD      float64 `json:"cost_usd"`
+}
+
+// usageReport is what `lgrun usage` prints.
+type usageReport struct {
+	Thread string     `json:"thread"`
+	Rows   []usageRow `json:"rows"`
+	Total  usageRow   `json:"total"`
+}
+
+func newUsageCmd(io *IO, g *globalOpts) *cobra.Command {
+	var thread string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "usage --thread ID",
+		Short: "Show a thread's LLM calls, tokens and cost by node and model",
+		Long: `Show the LLM calls, input and output tokens and cost of a thread, broken down
+by node and model. It adds up the usage recorded in every checkpoint of the
+thread (every branch: replays and forks spent money too) and of its subgraph
+and map-item runs, whose nodes show as parent/child. Calls of a step that
+failed are not recorded.`,
+		Example: `  lgrun usage --thread t1
+  lgrun usage --thread t1 --json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if thread == "" {
+				return usagef("usage needs --thread")
+			}
+			s, err := g.openSaver(io)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			rep, err := threadUsage(cmd.Context(), s, thread)
+			if err != nil {
+				return notFound(err, thread)
+			}
+			if asJSON {
+				return writeJSON(io, rep)
+			}
+			if len(rep.Rows) == 0 {
+				fmt.Fprintf(io.Out, "thread %s made no LLM calls\n", thread)
+				return nil
+			}
+			tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tMODEL\tCALLS\tIN\tOUT\tCOST")
+			for _, r := range append(rep.Rows, rep.Total) {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t$%.6f\n", r.Node, r.Model, r.Calls, r.InputTokens, r.OutputTokens, r.CostUSD)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+// threadUsage adds up the usage in the checkpoints of thread and its child runs.
+func threadUsage(ctx context.Context, s runtime.Saver, thread string) (*usageReport, error) {
+	if _, err := s.Thread(ctx, thread); err != nil {
+		return nil, err
+	}
+	ids := []string{thread}
+	kids, err := runtime.ChildThreads(ctx, s, thread)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range kids {
+		ids = append(ids, k.ID)
+	}
+	type key struct{ node, model string }
+	acc := map[key]*usageRow{}
+	for _, id := range ids {
+		cps, err := s.List(ctx, id, 0)
+		if err != nil {
+			return nil, err
+		}
+		prefix := childPath(thread, id)
+		for _, cp := range cps {
+			for _, u := range cp.Metadata.Usage {
+				k := key{prefix + u.Node, u.Model}
+				r := acc[k]
+				if r == nil {
+					r = &usageRow{Node: k.node, Model: k.model}
+					acc[k] = r
+				}
+				r.Calls++
+				r.InputTokens += u.InputTokens
+				r.OutputTokens += u.OutputTokens
+				r.CostUSD += u.CostUSD
+			}
+		}
+	}
+	rep := &usageReport{Thread: thread, Rows: []usageRow{}, Total: usageRow{Node: "total"}}
+	for _, r := range acc {
+		rep.Rows = append(rep.Rows, *r)
+		rep.Total.Calls += r.Calls
+		rep.Total.InputTokens += r.InputTokens
+		rep.Total.OutputTokens += r.OutputTokens
+		rep.Total.CostUSD += r.CostUSD
+	}
+	sort.Slice(rep.Rows, func(i, j int) bool {
+		a, b := rep.Rows[i], rep.Rows[j]
+		if a.Node != b.Node {
+			return a.Node < b.Node
+		}
+		return a.Model < b.Model
+	})
+	return rep, nil
+}
+
+// childPath turns a child run's id ("t1/team@3-a1b2c3/item@1-…") into the
+// node path prefix "team/item/" (empty for the thread itself).
+func childPath(thread, id string) string {
+	rest := strings.TrimPrefix(id, thread)
+	if rest == "" {
+		return ""
+	}
+	var out strings.Builder
+	for _, seg := range strings.Split(strings.Trim(rest, runtime.ChildSep), runtime.ChildSep) {
+		name, _, _ := strings.Cut(seg, "@")
+		out.WriteString(name + "/")
+	}
+	return out.String()
+}
