@@ -52,7 +52,46 @@ type childOutcome struct {
 	values    map[string]any
 	goto_     []string
 	interrupt *Interrupt
-	usage     Totals
+	// usage is every model call of a finished child run, its node names
+	// prefixed with the parent node's ("research/researcher"), so the
+	// parent's totals and budgets count them.
+	usage []Usage
+}
+
+// childLimits gives a child run what remains of the parent's budgets.
+// (Children of one step each get the whole remainder; the parent checks
+// its totals again before its next step.)
+func childLimits(b *Budget) Config {
+	var c Config
+	if b == nil {
+		return c
+	}
+	if b.LLMCalls > 0 {
+		c.LLMCalls = b.LLMCalls
+	}
+	if b.Tokens > 0 {
+		c.Tokens = b.Tokens
+	}
+	if b.CostUSD > 0 {
+		c.CostUSD = b.CostUSD
+	}
+	return c
+}
+
+// childUsage collects the model usage recorded in a child run's checkpoints.
+func childUsage(ctx context.Context, s Saver, id, node string) ([]Usage, error) {
+	cps, err := s.List(ctx, id, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read usage of child run %s: %w", id, err)
+	}
+	var out []Usage
+	for i := len(cps) - 1; i >= 0; i-- {
+		for _, u := range cps[i].Metadata.Usage {
+			u.Node = node + ChildSep + u.Node
+			out = append(out, u)
+		}
+	}
+	return out, nil
 }
 
 // runChild runs, resumes or reuses the child thread id.
@@ -61,10 +100,11 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, id string, inp
 	ns := strings.TrimPrefix(id, call.Thread+ChildSep)
 	cr := parent.childRunner(g, ns)
 	th, err := parent.Saver.Thread(ctx, id)
+	cfg := childLimits(call.Budget)
 	var res *Result
 	switch {
 	case errors.Is(err, ErrNotFound):
-		res, err = cr.Run(ctx, RunOptions{Thread: id, Input: input})
+		res, err = cr.Run(ctx, RunOptions{Thread: id, Input: input, Config: cfg})
 	case err != nil:
 		return nil, fmt.Errorf("load child run %q: %w", id, err)
 	case th.Status == StatusDone:
@@ -74,12 +114,17 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, id string, inp
 		}
 		res = &Result{Thread: id, Status: StatusDone, Checkpoint: cp}
 	default:
-		res, err = cr.Resume(ctx, ResumeOptions{Thread: id, Value: call.Resume, HasValue: call.HasResume && th.Status == StatusInterrupted && waitsForValue(ctx, parent.Saver, id)})
+		res, err = cr.Resume(ctx, ResumeOptions{Thread: id, Value: call.Resume, HasValue: call.HasResume && th.Status == StatusInterrupted && waitsForValue(ctx, parent.Saver, id), Config: cfg})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("subgraph %s (run %s): %w", g.Name, id, err)
 	}
-	out := &childOutcome{values: res.Checkpoint.Values, goto_: res.Goto, usage: res.Checkpoint.Metadata.Totals}
+	out := &childOutcome{values: res.Checkpoint.Values, goto_: res.Goto}
+	if res.Status == StatusDone {
+		if out.usage, err = childUsage(ctx, parent.Saver, id, call.Node.Name); err != nil {
+			return nil, err
+		}
+	}
 	if res.Status == StatusInterrupted && len(res.Interrupts) > 0 {
 		in := res.Interrupts[0]
 		for _, x := range res.Interrupts {
@@ -191,7 +236,7 @@ func runSubgraph(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 	if out.interrupt != nil {
 		return &NodeResult{Interrupt: out.interrupt}, nil
 	}
-	return &NodeResult{Writes: childOutput(node, call.Graph, child, input, out.values), Goto: out.goto_}, nil
+	return &NodeResult{Writes: childOutput(node, call.Graph, child, input, out.values), Goto: out.goto_, Usage: out.usage}, nil
 }
 
 // mapItem is the record of one finished map item, kept so a failed map
@@ -344,7 +389,7 @@ func mapOne(ctx context.Context, call *NodeCall, i int, item any) (*mapItem, *In
 		if out.interrupt != nil {
 			return nil, out.interrupt, nil
 		}
-		return &mapItem{Index: i, Writes: childOutput(node, call.Graph, child, input, out.values)}, nil, nil
+		return &mapItem{Index: i, Writes: childOutput(node, call.Graph, child, input, out.values), Usage: out.usage}, nil, nil
 	}
 	target := call.Graph.Nodes[node.MapNode.Name]
 	if target == nil {

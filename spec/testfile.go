@@ -248,11 +248,19 @@ func (tc *testChecker) testCase(n *yaml.Node, path string) *TestCase {
 		c.Models = map[string][]any{}
 		mm := asMapping(mn)
 		for _, k := range mm.keys {
-			node := tc.g.Nodes[k.Value]
+			// llm nodes of subgraphs are scripted by name too.
+			var node *Node
+			var names []string
+			for _, g := range append([]*Graph{tc.g}, subgraphList(tc.g)...) {
+				names = append(names, g.NodeOrder...)
+				if n := g.Nodes[k.Value]; n != nil && (node == nil || n.Kind == "llm") {
+					node = n
+				}
+			}
 			switch {
 			case node == nil:
-				msg := fmt.Sprintf("%s.models: graph %s has no node %q", path, tc.g.Name, k.Value)
-				if s := suggest(k.Value, tc.g.NodeOrder); s != "" {
+				msg := fmt.Sprintf("%s.models: graph %s (and its subgraphs) has no node %q", path, tc.g.Name, k.Value)
+				if s := suggest(k.Value, names); s != "" {
 					msg += fmt.Sprintf("; did you mean %q?", s)
 				}
 				tc.errs.Add(nodePos(tc.file, k), "%s", msg)
@@ -268,7 +276,11 @@ func (tc *testChecker) testCase(n *yaml.Node, path string) *TestCase {
 		c.Tools = map[string][]any{}
 		tm := asMapping(tn)
 		for _, k := range tm.keys {
-			if tc.g.Tools[k.Value] == nil {
+			found := false
+			for _, g := range append([]*Graph{tc.g}, subgraphList(tc.g)...) {
+				found = found || g.Tools[k.Value] != nil
+			}
+			if !found {
 				msg := fmt.Sprintf("%s.tools: graph %s has no tool %q", path, tc.g.Name, k.Value)
 				if s := suggest(k.Value, SortedKeys(tc.g.Tools)); s != "" {
 					msg += fmt.Sprintf("; did you mean %q?", s)
@@ -419,4 +431,13 @@ func setKey(m *yaml.Node, key string, val *yaml.Node) *yaml.Node {
 	}
 	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key, Tag: "!!str"}, val)
 	return val
+}
+
+// subgraphList returns the graphs g uses as subgraphs, in path order.
+func subgraphList(g *Graph) []*Graph {
+	var out []*Graph
+	for _, p := range SortedKeys(g.Subgraphs) {
+		out = append(out, g.Subgraphs[p])
+	}
+	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -76,30 +75,23 @@ failed are not recorded.`,
 	return c
 }
 
-// threadUsage adds up the usage in the checkpoints of thread and its child runs.
+// threadUsage adds up the usage in the checkpoints of thread. Usage of
+// subgraph and map-item runs is recorded by the parent step that ran them,
+// under node paths like "research/researcher", so it is included once.
 func threadUsage(ctx context.Context, s runtime.Saver, thread string) (*usageReport, error) {
 	if _, err := s.Thread(ctx, thread); err != nil {
 		return nil, err
 	}
-	ids := []string{thread}
-	kids, err := runtime.ChildThreads(ctx, s, thread)
-	if err != nil {
-		return nil, err
-	}
-	for _, k := range kids {
-		ids = append(ids, k.ID)
-	}
 	type key struct{ node, model string }
 	acc := map[key]*usageRow{}
-	for _, id := range ids {
+	for _, id := range []string{thread} {
 		cps, err := s.List(ctx, id, 0)
 		if err != nil {
 			return nil, err
 		}
-		prefix := childPath(thread, id)
 		for _, cp := range cps {
 			for _, u := range cp.Metadata.Usage {
-				k := key{prefix + u.Node, u.Model}
+				k := key{u.Node, u.Model}
 				r := acc[k]
 				if r == nil {
 					r = &usageRow{Node: k.node, Model: k.model}
@@ -128,19 +120,4 @@ func threadUsage(ctx context.Context, s runtime.Saver, thread string) (*usageRep
 		return a.Model < b.Model
 	})
 	return rep, nil
-}
-
-// childPath turns a child run's id ("t1/team@3-a1b2c3/item@1-…") into the
-// node path prefix "team/item/" (empty for the thread itself).
-func childPath(thread, id string) string {
-	rest := strings.TrimPrefix(id, thread)
-	if rest == "" {
-		return ""
-	}
-	var out strings.Builder
-	for _, seg := range strings.Split(strings.Trim(rest, runtime.ChildSep), runtime.ChildSep) {
-		name, _, _ := strings.Cut(seg, "@")
-		out.WriteString(name + "/")
-	}
-	return out.String()
 }
