@@ -1,4 +1,48 @@
 // Package checkpoint implements [runtime.Saver]: [SQLite], the durable
 // default, and [Memory], for tests and throw-away runs. Package
 // checkpointtest holds the conformance suite both pass.
+//
+// # Storage
+//
+// [SQLite] stores each checkpoint as a row holding its delta (the change
+// from its parent, per field: set, append, merge or messages upserts), so
+// a step that adds one message stores that message, not the whole list.
+// Some rows also hold a snapshot of the whole state, at sizes that grow
+// geometrically (see [MinSnapshotBytes]): a thread's storage stays linear
+// in its work, and rebuilding any checkpoint reads one snapshot and the
+// deltas after it, whose volume is at most about twice the state's. Those
+// deltas are folded per field before they are applied, so a long run of
+// messages deltas costs one pass over the list, not one per delta. Forks
+// are children of older checkpoints and share their chain.
+//
+// # Concurrency
+//
+// Every commit is one BEGIN IMMEDIATE transaction that checks the thread's
+// head (compare-and-swap), inserts the checkpoint and moves the head:
+// several processes may resume one thread, exactly one proceeds and the
+// others get [runtime.ErrConflict]. Different threads share only SQLite's
+// write lock, held for the length of one commit; readers never wait (WAL).
+// A writer waits up to [Options.BusyTimeout] for another process's lock,
+// then fails with an error saying the database is locked.
+//
+// # Durability
+//
+// See [Durability]. Whatever the setting, a commit that returned is never
+// lost to a crash of the process, and the database is never corrupted by
+// one. The WAL is copied into the database file every
+// [WALCheckpointPages] pages and when the last connection closes.
+//
+// # Retention
+//
+// [SQLite.GC] deletes old threads and old checkpoints (keeping the latest N
+// of each thread) without breaking chains: the oldest kept checkpoint of
+// each branch is rewritten as a snapshot first. It then reclaims the space.
+//
+// # Layout versions
+//
+// The database records its layout version ([SchemaVersion]); a database
+// written by a newer lgrun is refused with [ErrSchemaVersion], and a file
+// that is not an lgrun database (another SQLite database, or not SQLite)
+// is refused without being changed. testdata keeps a database of every
+// layout version, which the tests load.
 package checkpoint

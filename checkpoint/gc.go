@@ -2,8 +2,11 @@ package checkpoint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/lgrun/lgrun/runtime"
 )
 
 // GCOptions select what GC deletes.
@@ -43,15 +46,15 @@ func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
 			return res, err
 		}
 		for _, id := range ids {
-			var n int
-			if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM checkpoints WHERE thread = ?`, id).Scan(&n); err != nil {
-				return res, fmt.Errorf("gc: %w", describeSQLiteErr(err))
+			threads, cps, err := s.deleteThread(ctx, id)
+			if errors.Is(err, runtime.ErrNotFound) {
+				continue // a child run, deleted with its parent
 			}
-			if err := s.DeleteThread(ctx, id); err != nil {
+			if err != nil {
 				return res, fmt.Errorf("gc: %w", err)
 			}
-			res.Threads++
-			res.Checkpoints += n
+			res.Threads += threads
+			res.Checkpoints += cps
 		}
 	}
 	if o.Keep > 0 {
@@ -74,10 +77,10 @@ func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
 		}
 	}
 	if _, err := s.db.ExecContext(ctx, `VACUUM`); err != nil {
-		return res, fmt.Errorf("gc: vacuum: %w", describeSQLiteErr(err))
+		return res, fmt.Errorf("gc: vacuum: %w", s.describe(err))
 	}
 	if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-		return res, fmt.Errorf("gc: checkpoint WAL: %w", describeSQLiteErr(err))
+		return res, fmt.Errorf("gc: checkpoint WAL: %w", s.describe(err))
 	}
 	res.BytesAfter, err = s.size(ctx)
 	return res, err
@@ -86,10 +89,10 @@ func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
 func (s *SQLite) size(ctx context.Context) (int64, error) {
 	var pages, size int64
 	if err := s.db.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
-		return 0, fmt.Errorf("read database size: %w", describeSQLiteErr(err))
+		return 0, fmt.Errorf("read database size: %w", s.describe(err))
 	}
 	if err := s.db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&size); err != nil {
-		return 0, fmt.Errorf("read database size: %w", describeSQLiteErr(err))
+		return 0, fmt.Errorf("read database size: %w", s.describe(err))
 	}
 	return pages * size, nil
 }
@@ -97,7 +100,7 @@ func (s *SQLite) size(ctx context.Context) (int64, error) {
 func (s *SQLite) strings(ctx context.Context, q string, args ...any) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("gc: %w", describeSQLiteErr(err))
+		return nil, fmt.Errorf("gc: %w", s.describe(err))
 	}
 	defer rows.Close()
 	var out []string
@@ -112,8 +115,16 @@ func (s *SQLite) strings(ctx context.Context, q string, args ...any) ([]string, 
 }
 
 // pruneThread keeps the latest keep checkpoints of a thread (and always its
-// head) and deletes the rest in one transaction.
+// head) and deletes the rest in one transaction. The transaction takes the
+// write lock first, so no commit (a fork of a checkpoint about to go, say)
+// can slip in between choosing what to delete and deleting it; the reads in
+// between go through other connections, which WAL allows.
 func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int, error) {
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return 0, s.describe(err)
+	}
+	defer s.end(tx)
 	th, err := s.Thread(ctx, thread)
 	if err != nil {
 		return 0, err
@@ -134,28 +145,20 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 	}
 	// Materialise the values of kept checkpoints whose parent goes, while
 	// their chains are still intact.
-	snaps := map[string][]byte{}
 	for _, cp := range all {
-		if kept[cp.ID] && cp.ParentID != "" && !kept[cp.ParentID] {
-			full, err := s.Get(ctx, thread, cp.ID)
-			if err != nil {
-				return 0, err
-			}
-			b, err := marshal(full.Values)
-			if err != nil {
-				return 0, err
-			}
-			snaps[cp.ID] = b
+		if !kept[cp.ID] || cp.ParentID == "" || kept[cp.ParentID] {
+			continue
 		}
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, describeSQLiteErr(err)
-	}
-	defer tx.Rollback()
-	for id, b := range snaps {
-		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ? WHERE thread = ? AND id = ?`, b, len(b), thread, id); err != nil {
-			return 0, describeSQLiteErr(err)
+		values, _, err := s.values(ctx, thread, cp.ID)
+		if err != nil {
+			return 0, err
+		}
+		b, err := marshal(values)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ? WHERE thread = ? AND id = ?`, b, len(b), thread, cp.ID); err != nil {
+			return 0, s.describe(err)
 		}
 	}
 	n := 0
@@ -164,15 +167,15 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM checkpoints WHERE thread = ? AND id = ?`, thread, cp.ID); err != nil {
-			return 0, describeSQLiteErr(err)
+			return 0, s.describe(err)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM writes WHERE thread = ? AND checkpoint = ?`, thread, cp.ID); err != nil {
-			return 0, describeSQLiteErr(err)
+			return 0, s.describe(err)
 		}
 		n++
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, describeSQLiteErr(err)
+		return 0, s.describe(err)
 	}
 	s.mu.Lock()
 	delete(s.chains, thread)

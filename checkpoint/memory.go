@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -43,6 +44,12 @@ func (m *Memory) Commit(_ context.Context, c *runtime.Commit) error {
 	if head != c.ExpectHead {
 		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", id, runtime.ErrConflict, head, c.ExpectHead)
 	}
+	if p := c.Checkpoint.ParentID; p != "" && (t == nil || t.cps[p] == nil) {
+		return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", id, p, runtime.ErrNotFound)
+	}
+	if t != nil && t.cps[c.Checkpoint.ID] != nil {
+		return fmt.Errorf("commit to thread %q: checkpoint %s already exists", id, c.Checkpoint.ID)
+	}
 	if t == nil {
 		t = &memThread{cps: map[string]*runtime.Checkpoint{}, writes: map[string][]runtime.PendingWrite{}}
 		m.threads[id] = t
@@ -51,14 +58,17 @@ func (m *Memory) Commit(_ context.Context, c *runtime.Commit) error {
 	cp.Pending = nil
 	t.cps[cp.ID] = cp
 	t.order = append(t.order, cp.ID)
-	row := c.Thread
+	row := *cloneThread(c.Thread)
 	row.Head = cp.ID
 	if row.Created.IsZero() {
 		row.Created = t.row.Created
 	}
+	if row.Created.IsZero() {
+		row.Created = row.Updated
+	}
 	t.row = row
 	if len(c.Writes) > 0 {
-		t.writes[cp.ID] = append([]runtime.PendingWrite(nil), c.Writes...)
+		t.writes[cp.ID] = clonePending(c.Writes)
 	}
 	return nil
 }
@@ -78,11 +88,11 @@ func (m *Memory) Mark(_ context.Context, mk *runtime.Mark) error {
 		delete(t.writes, t.row.Head)
 	}
 	if len(mk.Writes) > 0 {
-		t.writes[t.row.Head] = append(t.writes[t.row.Head], mk.Writes...)
+		t.writes[t.row.Head] = append(t.writes[t.row.Head], clonePending(mk.Writes)...)
 	}
-	created := t.row.Created
-	t.row = mk.Thread
-	t.row.Created = created
+	// Like SQLite, Mark changes only the status, error, config and time.
+	row := cloneThread(mk.Thread)
+	t.row.Status, t.row.Error, t.row.Config, t.row.Updated = row.Status, row.Error, row.Config, row.Updated
 	return nil
 }
 
@@ -102,7 +112,7 @@ func (m *Memory) Get(_ context.Context, thread, id string) (*runtime.Checkpoint,
 		return nil, fmt.Errorf("checkpoint %q: %w", id, runtime.ErrNotFound)
 	}
 	out := cloneCheckpoint(cp)
-	out.Pending = append([]runtime.PendingWrite(nil), t.writes[id]...)
+	out.Pending = clonePending(t.writes[id])
 	return out, nil
 }
 
@@ -121,8 +131,7 @@ func (m *Memory) List(_ context.Context, thread string, limit int) ([]*runtime.C
 		}
 		cp := *t.cps[t.order[i]]
 		cp.Values = nil
-		cp.Pending = nil
-		out = append(out, &cp)
+		out = append(out, cloneCheckpoint(&cp))
 	}
 	return out, nil
 }
@@ -135,8 +144,7 @@ func (m *Memory) Thread(_ context.Context, id string) (*runtime.Thread, error) {
 	if t == nil {
 		return nil, fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
 	}
-	row := t.row
-	return &row, nil
+	return cloneThread(t.row), nil
 }
 
 // Threads implements runtime.Saver.
@@ -145,8 +153,7 @@ func (m *Memory) Threads(context.Context) ([]*runtime.Thread, error) {
 	defer m.mu.Unlock()
 	out := make([]*runtime.Thread, 0, len(m.threads))
 	for _, t := range m.threads {
-		row := t.row
-		out = append(out, &row)
+		out = append(out, cloneThread(t.row))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Updated.Equal(out[j].Updated) {
@@ -173,11 +180,81 @@ func (m *Memory) DeleteThread(_ context.Context, id string) error {
 	return nil
 }
 
+// cloneCheckpoint deep-copies everything a caller could modify, so the
+// saver never shares memory with its callers.
 func cloneCheckpoint(c *runtime.Checkpoint) *runtime.Checkpoint {
 	out := *c
 	if c.Values != nil {
 		out.Values = spec.DeepCopy(c.Values).(map[string]any)
 	}
-	out.Next = append([]string(nil), c.Next...)
+	if c.Delta != nil {
+		out.Delta = make(runtime.Delta, len(c.Delta))
+		for k, op := range c.Delta {
+			out.Delta[k] = runtime.Op{Kind: op.Kind, Value: spec.DeepCopy(op.Value)}
+		}
+	}
+	out.Next = slices.Clone(c.Next)
+	out.Waiting = cloneLists(c.Waiting)
+	m := &out.Metadata
+	m.Writes = cloneLists(c.Metadata.Writes)
+	m.Usage = slices.Clone(c.Metadata.Usage)
+	if c.Metadata.Records != nil {
+		m.Records = make(map[string][]any, len(c.Metadata.Records))
+		for k, v := range c.Metadata.Records {
+			m.Records[k] = spec.DeepCopy(v).([]any)
+		}
+	}
+	out.Pending = clonePending(c.Pending)
 	return &out
+}
+
+func cloneLists(m map[string][]string) map[string][]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+func clonePending(ws []runtime.PendingWrite) []runtime.PendingWrite {
+	if ws == nil {
+		return nil
+	}
+	out := make([]runtime.PendingWrite, len(ws))
+	for i, w := range ws {
+		if w.Result != nil {
+			r := *w.Result
+			r.Writes = slices.Clone(r.Writes)
+			for j := range r.Writes {
+				r.Writes[j].Value = spec.DeepCopy(r.Writes[j].Value)
+			}
+			r.Goto = slices.Clone(r.Goto)
+			r.Usage = slices.Clone(r.Usage)
+			if r.Records != nil {
+				r.Records = spec.DeepCopy(r.Records).([]any)
+			}
+			if r.Interrupt != nil {
+				in := *r.Interrupt
+				in.Payload = spec.DeepCopy(in.Payload)
+				r.Interrupt = &in
+			}
+			w.Result = &r
+		}
+		if w.Interrupt != nil {
+			in := *w.Interrupt
+			in.Payload = spec.DeepCopy(in.Payload)
+			w.Interrupt = &in
+		}
+		out[i] = w
+	}
+	return out
+}
+
+func cloneThread(t runtime.Thread) *runtime.Thread {
+	t.Config.InterruptBefore = slices.Clone(t.Config.InterruptBefore)
+	t.Config.InterruptAfter = slices.Clone(t.Config.InterruptAfter)
+	return &t
 }

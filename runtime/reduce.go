@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 
 	"github.com/lgrun/lgrun/spec"
 )
@@ -75,7 +76,7 @@ func ApplyDelta(values map[string]any, d Delta) error {
 				return fmt.Errorf("field %q: messages delta is %s, want list", f, spec.TypeName(op.Value))
 			}
 			cur, _ := values[f].([]any)
-			next, err := upsertMessages(cur, items)
+			next, err := upsertMessages(cur, items, "")
 			if err != nil {
 				return fmt.Errorf("field %q: %w", f, err)
 			}
@@ -98,16 +99,35 @@ func sortedFields(d Delta) []string {
 
 // upsertMessages applies messages (with ids) to cur: a message whose id
 // exists replaces it, {id, remove: true} deletes it, others append.
-func upsertMessages(cur, items []any) ([]any, error) {
+//
+// fresh, when not empty, is the id prefix of messages made in the current
+// step ("<step>."): such ids cannot be in cur already, so only when another
+// id comes along is cur indexed — a step that appends new messages costs
+// O(new), not O(len(cur)).
+func upsertMessages(cur, items []any, fresh string) ([]any, error) {
 	out := make([]any, len(cur), len(cur)+len(items))
 	copy(out, cur)
-	index := make(map[string]int, len(out))
-	for i, m := range out {
-		if mm, ok := m.(map[string]any); ok {
-			if id, _ := mm["id"].(string); id != "" {
-				index[id] = i
+	var index map[string]int // ids of out; built on first need
+	added := map[string]int{}
+	lookup := func(id string) (int, bool) {
+		if i, ok := added[id]; ok {
+			return i, true
+		}
+		if fresh != "" && strings.HasPrefix(id, fresh) {
+			return 0, false
+		}
+		if index == nil {
+			index = make(map[string]int, len(cur))
+			for i, m := range cur {
+				if mm, ok := m.(map[string]any); ok {
+					if id, _ := mm["id"].(string); id != "" {
+						index[id] = i
+					}
+				}
 			}
 		}
+		i, ok := index[id]
+		return i, ok && out[i] != nil
 	}
 	removed := false
 	for _, it := range items {
@@ -117,20 +137,22 @@ func upsertMessages(cur, items []any) ([]any, error) {
 		}
 		id, _ := m["id"].(string)
 		if rm, _ := m["remove"].(bool); rm {
-			i, ok := index[id]
-			if !ok {
+			i, ok := lookup(id)
+			if !ok || out[i] == nil {
 				return nil, fmt.Errorf("cannot remove message %q: no message has that id", id)
 			}
 			out[i] = nil
-			delete(index, id)
+			delete(added, id)
 			removed = true
 			continue
 		}
-		if i, ok := index[id]; ok && id != "" {
-			out[i] = spec.DeepCopy(m)
-			continue
+		if id != "" {
+			if i, ok := lookup(id); ok && out[i] != nil {
+				out[i] = spec.DeepCopy(m)
+				continue
+			}
+			added[id] = len(out)
 		}
-		index[id] = len(out)
 		out = append(out, spec.DeepCopy(m))
 	}
 	if removed {
@@ -298,7 +320,7 @@ func (m *merger) apply(node string, w Write) error {
 			return fail(err)
 		}
 		curList, _ := cur.([]any)
-		next, err := upsertMessages(curList, items)
+		next, err := upsertMessages(curList, items, fmt.Sprintf("%d.", m.step))
 		if err != nil {
 			return fail(err)
 		}

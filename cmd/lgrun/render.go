@@ -169,6 +169,10 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 				out, st = p.io.Err, style{} // colour is decided for stdout only
 			}
 			for _, in := range res.Interrupts {
+				if in.Path != "" {
+					// Inside subgraphs: name the innermost node and the path.
+					in.Node = in.Path
+				}
 				switch in.When {
 				case runtime.InterruptBefore:
 					fmt.Fprintf(out, "%s paused before node %s (step %d)\n", st.yellow("⏸"), st.bold(in.Node), res.Checkpoint.Step)

@@ -1,0 +1,75 @@
+package checkpoint
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// nullJSON marshals v, or returns nil for empty values.
+func nullJSON(v any, empty bool) (any, error) {
+	if empty {
+		return nil, nil
+	}
+	b, err := marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+func decodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+func decodeMap(b []byte) (map[string]any, error) {
+	var m map[string]any
+	if err := decodeJSON(b, &m); err != nil {
+		return nil, err
+	}
+	normalize(m)
+	return m, nil
+}
+
+// normalize turns the json.Numbers of a freshly decoded value into int or
+// float64 (as [spec.Normalize] does) in place, without copying it: the
+// value is owned by the caller. It returns the converted value.
+func normalize(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		return spec.Normalize(x)
+	case []any:
+		for i, e := range x {
+			x[i] = normalize(e)
+		}
+	case map[string]any:
+		for k, e := range x {
+			switch e.(type) {
+			case json.Number, []any, map[string]any:
+				x[k] = normalize(e)
+			}
+		}
+	}
+	return v
+}
+
+func normalizeDelta(d runtime.Delta) {
+	for f, op := range d {
+		op.Value = normalize(op.Value)
+		d[f] = op
+	}
+}

@@ -1,0 +1,247 @@
+package checkpoint
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/lgrun/lgrun/runtime"
+)
+
+// graphID returns the id of the graphs row of m's graph, inserting it if
+// needed. The caller caches it under key once the transaction commits: a
+// row inserted by a transaction that rolls back does not exist.
+func (s *SQLite) graphID(ctx context.Context, tx *wtx, m runtime.Metadata) (id int64, key string, err error) {
+	key = m.Graph + "\x00" + m.GraphHash + "\x00" + m.Version
+	s.mu.Lock()
+	id, ok := s.graphs[key]
+	s.mu.Unlock()
+	if ok {
+		return id, "", nil
+	}
+	if err := tx.StmtContext(ctx, s.stmtGraph).QueryRowContext(ctx, m.Graph, m.GraphHash, m.Version).Scan(&id); err != nil {
+		return 0, "", err
+	}
+	return id, key, nil
+}
+
+// Commit implements runtime.Saver: one immediate transaction that checks
+// the head, inserts the checkpoint, moves the head and stores writes.
+func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
+	cp := c.Checkpoint
+	delta, err := marshal(cp.Delta)
+	if err != nil {
+		return fmt.Errorf("encode delta: %w", err)
+	}
+	next, err := marshal(cp.Next)
+	if err != nil {
+		return err
+	}
+	m := cp.Metadata
+	waiting, err1 := nullJSON(cp.Waiting, len(cp.Waiting) == 0)
+	writes, err2 := nullJSON(m.Writes, len(m.Writes) == 0)
+	usage, err3 := nullJSON(m.Usage, len(m.Usage) == 0)
+	totals, err4 := nullJSON(m.Totals, m.Totals == runtime.Totals{})
+	records, err5 := nullJSON(m.Records, len(m.Records) == 0)
+	config, err6 := marshal(c.Thread.Config)
+	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", s.describe(err))
+	}
+	defer s.end(tx)
+	var head string
+	err = tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, c.Thread.ID).Scan(&head)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read thread head: %w", s.describe(err))
+	}
+	if head != c.ExpectHead {
+		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
+	}
+
+	// Snapshot policy.
+	chain, baseBytes := 0, 0
+	if cp.ParentID != "" {
+		s.mu.Lock()
+		ci, ok := s.chains[c.Thread.ID]
+		s.mu.Unlock()
+		if ok && ci.id == cp.ParentID {
+			chain, baseBytes = ci.chainBytes, ci.baseBytes
+		} else if err := tx.StmtContext(ctx, s.stmtParent).QueryRowContext(ctx, c.Thread.ID, cp.ParentID).Scan(&chain, &baseBytes); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
+			}
+			return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
+		}
+	}
+	chain += len(delta)
+	var snapshot any
+	if cp.ParentID == "" || chain >= max(2*baseBytes, MinSnapshotBytes) {
+		snap, err := marshal(cp.Values)
+		if err != nil {
+			return fmt.Errorf("encode snapshot: %w", err)
+		}
+		snapshot = snap
+		chain, baseBytes = 0, len(snap)
+	}
+	gid, newGraph, err := s.graphID(ctx, tx, m)
+	if err != nil {
+		return fmt.Errorf("record graph: %w", s.describe(err))
+	}
+	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
+		c.Thread.ID, cp.ID, cp.ParentID, cp.Step, cp.TurnStep, string(next), waiting,
+		string(m.Source), writes, gid, m.Time.UnixNano(), usage, totals, records,
+		delta, snapshot, chain, baseBytes); err != nil {
+		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
+	}
+	th := c.Thread
+	created := th.Created
+	if created.IsZero() {
+		created = th.Updated
+	}
+	if _, err := tx.StmtContext(ctx, s.stmtUpsert).ExecContext(ctx,
+		th.ID, cp.ID, string(th.Status), th.Error, th.Graph, th.GraphHash, th.GraphFile, string(config),
+		created.UnixNano(), th.Updated.UnixNano()); err != nil {
+		return fmt.Errorf("update thread: %w", s.describe(err))
+	}
+	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", s.describe(err))
+	}
+	s.mu.Lock()
+	s.chains[c.Thread.ID] = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
+	if newGraph != "" {
+		s.graphs[newGraph] = gid
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func (s *SQLite) insertWrites(ctx context.Context, tx *wtx, thread, cpID string, seq int, ws []runtime.PendingWrite) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	st := tx.StmtContext(ctx, s.stmtWrite)
+	for i, w := range ws {
+		data, err := marshal(w)
+		if err != nil {
+			return fmt.Errorf("encode pending write of %q: %w", w.Node, err)
+		}
+		if _, err := st.ExecContext(ctx, thread, cpID, seq+i, w.Node, string(w.Kind), data); err != nil {
+			return fmt.Errorf("insert pending write: %w", s.describe(err))
+		}
+	}
+	return nil
+}
+
+// Mark implements runtime.Saver.
+func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
+	th := mk.Thread
+	config, err := marshal(th.Config)
+	if err != nil {
+		return err
+	}
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", s.describe(err))
+	}
+	defer s.end(tx)
+	var head string
+	if err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("mark thread %q: %w", th.ID, runtime.ErrNotFound)
+		}
+		return fmt.Errorf("read thread head: %w", s.describe(err))
+	}
+	if head != th.Head {
+		return fmt.Errorf("mark thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, head, th.Head)
+	}
+	seq := 0
+	if mk.ClearWrites {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM writes WHERE thread = ? AND checkpoint = ?`, th.ID, head); err != nil {
+			return fmt.Errorf("clear pending writes: %w", s.describe(err))
+		}
+	} else if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq) + 1, 0) FROM writes WHERE thread = ? AND checkpoint = ?`, th.ID, head).Scan(&seq); err != nil {
+		return fmt.Errorf("read pending writes: %w", s.describe(err))
+	}
+	if err := s.insertWrites(ctx, tx, th.ID, head, seq, mk.Writes); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ? WHERE id = ?`,
+		string(th.Status), th.Error, string(config), th.Updated.UnixNano(), th.ID); err != nil {
+		return fmt.Errorf("update thread: %w", s.describe(err))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", s.describe(err))
+	}
+	return nil
+}
+
+// DeleteThread implements runtime.Saver. The thread's child runs
+// (subgraphs, map items: "<id>/...") go with it.
+func (s *SQLite) DeleteThread(ctx context.Context, id string) error {
+	_, _, err := s.deleteThread(ctx, id)
+	return err
+}
+
+// deleteThread deletes a thread and its children, and counts the threads
+// and checkpoints it deleted.
+func (s *SQLite) deleteThread(ctx context.Context, id string) (threads, checkpoints int, err error) {
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("begin: %w", s.describe(err))
+	}
+	defer s.end(tx)
+	var head string
+	if err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, id).Scan(&head); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, 0, fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
+		}
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	lo, hi := childRange(id)
+	res, err := tx.ExecContext(ctx, `DELETE FROM threads WHERE id = ?1 OR (id >= ?2 AND id < ?3)`, id, lo, hi)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	n, _ := res.RowsAffected()
+	res, err = tx.ExecContext(ctx, `DELETE FROM checkpoints WHERE thread = ?1 OR (thread >= ?2 AND thread < ?3)`, id, lo, hi)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	c, _ := res.RowsAffected()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM writes WHERE thread = ?1 OR (thread >= ?2 AND thread < ?3)`, id, lo, hi); err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, 0, fmt.Errorf("commit: %w", s.describe(err))
+	}
+	s.mu.Lock()
+	for t := range s.chains {
+		if t == id || (t >= lo && t < hi) {
+			delete(s.chains, t)
+		}
+	}
+	s.mu.Unlock()
+	return int(n), int(c), nil
+}
+
+// childRange returns the bounds of the ids of id's child threads
+// ("<id>/..."): lo <= child < hi, compared bytewise as SQLite compares
+// TEXT (LIKE would ignore case).
+func childRange(id string) (lo, hi string) {
+	return id + runtime.ChildSep, id + string(runtime.ChildSep[0]+1)
+}

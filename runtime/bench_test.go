@@ -1,0 +1,236 @@
+package runtime_test
+
+// Runtime benchmarks; results and how to run them are in BENCHMARKS.md.
+//
+//	go test ./runtime -run XXX -bench . -benchtime 3x
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// benchNopSaver discards everything: the runner's own cost per step.
+type benchNopSaver struct{}
+
+func (benchNopSaver) Commit(context.Context, *runtime.Commit) error { return nil }
+func (benchNopSaver) Mark(context.Context, *runtime.Mark) error     { return nil }
+func (benchNopSaver) Get(context.Context, string, string) (*runtime.Checkpoint, error) {
+	return nil, runtime.ErrNotFound
+}
+func (benchNopSaver) List(context.Context, string, int) ([]*runtime.Checkpoint, error) {
+	return nil, runtime.ErrNotFound
+}
+func (benchNopSaver) Thread(context.Context, string) (*runtime.Thread, error) {
+	return nil, runtime.ErrNotFound
+}
+func (benchNopSaver) Threads(context.Context) ([]*runtime.Thread, error) { return nil, nil }
+func (benchNopSaver) DeleteThread(context.Context, string) error         { return runtime.ErrNotFound }
+
+var _ runtime.Saver = benchNopSaver{}
+
+const benchCounterGraph = `
+version: 1
+name: counter
+state:
+  count: {type: int}
+  target: {type: int, default: 1000}
+limits: {steps: 1000000}
+nodes:
+  inc:
+    kind: set
+    set:
+      count: state.count + 1
+edges:
+  - {from: START, to: inc}
+  - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+
+func benchFanoutGraph(n int) string {
+	var b strings.Builder
+	b.WriteString("version: 1\nname: fanout\nstate:\n  results: {type: list, items: string, reducer: append}\n  total: {type: int}\nnodes:\n")
+	var names []string
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("w%d", i)
+		names = append(names, name)
+		fmt.Fprintf(&b, "  %s:\n    kind: set\n    set:\n      results: '\"%s\"'\n", name, name)
+	}
+	b.WriteString("  join:\n    kind: set\n    set:\n      total: len(state.results)\n")
+	fmt.Fprintf(&b, "edges:\n  - {from: START, to: [%s]}\n  - {from: [%s], to: join}\n  - {from: join, to: END}\n",
+		strings.Join(names, ", "), strings.Join(names, ", "))
+	return b.String()
+}
+
+type benchSaver struct {
+	name string
+	new  func(b *testing.B) runtime.Saver
+}
+
+var benchSavers = []benchSaver{
+	{"nop", func(*testing.B) runtime.Saver { return benchNopSaver{} }},
+	{"memory", func(*testing.B) runtime.Saver { return checkpoint.NewMemory() }},
+	{"sqlite", func(b *testing.B) runtime.Saver {
+		s, err := checkpoint.OpenSQLite(filepath.Join(benchDir(b), "bench.db"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		return s
+	}},
+}
+
+// benchDir is a temporary directory for databases: in $LGRUN_BENCH_DIR when
+// set (e.g. /dev/shm, to leave the disk's fsync latency out), else in the
+// test's temporary directory.
+func benchDir(b *testing.B) string {
+	root := os.Getenv("LGRUN_BENCH_DIR")
+	if root == "" {
+		return b.TempDir()
+	}
+	dir, err := os.MkdirTemp(root, "lgrun-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func benchGraph(b *testing.B, src string) *spec.Graph {
+	b.Helper()
+	g, errs := spec.Parse("bench.yaml", []byte(src), nil)
+	if errs.HasErrors() {
+		b.Fatalf("graph does not check:\n%v", errs)
+	}
+	return g
+}
+
+var benchThreadSeq atomic.Int64
+
+func benchThreadID() string { return fmt.Sprintf("bench-%d", benchThreadSeq.Add(1)) }
+
+// BenchmarkLoop1000 runs a 1,000-superstep counter loop per iteration and
+// reports µs per superstep.
+func BenchmarkLoop1000(b *testing.B) {
+	g := benchGraph(b, benchCounterGraph)
+	for _, sk := range benchSavers {
+		b.Run(sk.name, func(b *testing.B) {
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench"}
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Checkpoint.Values["count"] != 1000 || res.Checkpoint.Step != 1000 {
+					b.Fatalf("count %v at step %d", res.Checkpoint.Values["count"], res.Checkpoint.Step)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*1000), "µs/step")
+		})
+	}
+}
+
+// BenchmarkFanout8 runs an 8-way fan-out and join (3 checkpoints and a
+// status mark per run) and reports runs/s, one run at a time.
+func BenchmarkFanout8(b *testing.B) {
+	g := benchGraph(b, benchFanoutGraph(8))
+	for _, sk := range benchSavers {
+		b.Run(sk.name, func(b *testing.B) {
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench"}
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Checkpoint.Values["total"] != 8 {
+					b.Fatalf("total %v", res.Checkpoint.Values["total"])
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+		})
+	}
+}
+
+// BenchmarkFanout8Parallel is BenchmarkFanout8 with runs of different
+// threads in parallel (GOMAXPROCS goroutines sharing one saver).
+func BenchmarkFanout8Parallel(b *testing.B) {
+	g := benchGraph(b, benchFanoutGraph(8))
+	for _, sk := range benchSavers[1:] {
+		b.Run(sk.name, func(b *testing.B) {
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench"}
+			ctx := context.Background()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+		})
+	}
+}
+
+// BenchmarkProcessStart builds the lgrun binary and measures a whole
+// process: start, load and check a 1-node graph, run it, exit. Variants:
+// --no-db (memory saver) and a SQLite database (created on the first run,
+// reused after, each run a new thread).
+func BenchmarkProcessStart(b *testing.B) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		b.Skip("go tool not found")
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "lgrun")
+	build := exec.Command(goTool, "build", "-o", bin, "github.com/lgrun/lgrun/cmd/lgrun")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Skipf("cannot build lgrun: %v\n%s", err, out)
+	}
+	graph := filepath.Join(dir, "x.yaml")
+	src := "version: 1\nname: x\nstate:\n  out: {type: string}\nnodes:\n  only:\n    kind: set\n    set:\n      out: '\"done\"'\nedges:\n  - {from: START, to: only}\n  - {from: only, to: END}\n"
+	if err := os.WriteFile(graph, []byte(src), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	db := filepath.Join(dir, "lgrun.db")
+	for _, v := range []struct {
+		name string
+		args []string
+	}{
+		{"no-db", []string{"run", graph, "--no-db", "-q"}},
+		{"sqlite", []string{"--db", db, "run", graph, "-q"}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			var stderr bytes.Buffer
+			run := func() {
+				cmd := exec.Command(bin, v.args...)
+				cmd.Dir = dir
+				cmd.Env = append(os.Environ(), "NO_COLOR=1")
+				cmd.Stderr = &stderr
+				if out, err := cmd.Output(); err != nil {
+					b.Fatalf("lgrun %s: %v\n%s%s", strings.Join(v.args, " "), err, out, stderr.Bytes())
+				}
+			}
+			run() // warm the page cache; create the database
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				run()
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/run")
+		})
+	}
+}
