@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -17,6 +18,7 @@ import (
 type Memory struct {
 	mu      sync.Mutex
 	threads map[string]*memThread
+	leases  map[string]time.Time // threads being run, since when
 }
 
 type memThread struct {

@@ -264,3 +264,29 @@ func NewCheckpointID(now time.Time, parent string) string {
 	lastID = n
 	return fmt.Sprintf("%016x", n)
 }
+
+// Locker is implemented by savers that can keep two processes from running
+// one thread at the same time. Runs take the thread's lease before their
+// first step, so a second run fails at once with a [BusyError] instead of
+// doing the step's work (and spending model calls) only to lose the commit.
+// A lease whose owner died or stopped renewing it is taken over. The
+// compare-and-swap on the thread head remains the last line of defence.
+type Locker interface {
+	// Lock takes thread's lease for this process until unlock is called.
+	Lock(ctx context.Context, thread string) (unlock func(), err error)
+}
+
+// BusyError is returned when another live process holds a thread's lease.
+// It wraps ErrConflict.
+type BusyError struct {
+	Thread string
+	Owner  string // host and pid of the holder
+	Since  time.Time
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("thread %q is busy: another process (%s) has been running it since %s; wait for it to finish or pause (a holder that dies is taken over)", e.Thread, e.Owner, e.Since.Local().Format(time.RFC3339))
+}
+
+// Unwrap makes a BusyError an ErrConflict.
+func (e *BusyError) Unwrap() error { return ErrConflict }

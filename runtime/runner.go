@@ -70,6 +70,23 @@ type ResumeOptions struct {
 	Config Config
 }
 
+// lock takes the thread's lease when the saver supports it.
+func (r *Runner) lock(ctx context.Context, thread string) (func(), error) {
+	l, ok := r.Saver.(Locker)
+	if !ok {
+		return func() {}, nil
+	}
+	unlock, err := l.Lock(ctx, thread)
+	if err != nil {
+		var be *BusyError
+		if errors.As(err, &be) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("lock thread %q: %w", thread, err)
+	}
+	return unlock, nil
+}
+
 func (r *Runner) now() time.Time {
 	if r.Now != nil {
 		return r.Now()
@@ -118,6 +135,11 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	if opts.Thread == "" {
 		return nil, fmt.Errorf("run: no thread id")
 	}
+	unlock, err := r.lock(ctx, opts.Thread)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	th, err := r.Saver.Thread(ctx, opts.Thread)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("load thread %q: %w", opts.Thread, err)
@@ -199,6 +221,11 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 // Resume continues a thread from its head: after an interrupt, a failure,
 // a crash or a limit.
 func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error) {
+	unlock, err := r.lock(ctx, opts.Thread)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	th, err := r.Saver.Thread(ctx, opts.Thread)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -264,6 +291,11 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 // writes (as if node asNode had written them) and continues from it. The
 // original history stays.
 func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNode string, cfg Config) (*Result, error) {
+	unlock, err := r.lock(ctx, thread)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	th, base, err := r.loadAt(ctx, thread, id)
 	if err != nil {
 		return nil, err
@@ -284,6 +316,11 @@ func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNod
 // original history stays. With ReuseRecords, recorded model replies and tool
 // results of the original branch are reused.
 func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Result, error) {
+	unlock, err := r.lock(ctx, thread)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	th, base, err := r.loadAt(ctx, thread, id)
 	if err != nil {
 		return nil, err

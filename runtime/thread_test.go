@@ -253,8 +253,10 @@ func TestConcurrentResumeOneWins(t *testing.T) {
 			var arrived sync.WaitGroup
 			arrived.Add(2)
 			for range 2 {
-				p := newHarness(t, src, reopen())
-				// Both processes run b before either commits its step.
+				// Without the saver's lease (a holder whose lease expired,
+				// say), both processes run b before either commits its
+				// step: the head's compare-and-swap lets one win.
+				p := newHarness(t, src, noLease{reopen()})
 				p.fk.on("b", func(context.Context, *runtime.NodeCall) (*runtime.NodeResult, error) {
 					arrived.Done()
 					arrived.Wait()
@@ -320,5 +322,55 @@ interrupts: {before: [two]}
 	cp := mustDone(t)(hb.Resume(bg, runtime.ResumeOptions{Thread: "t"}))
 	if want := map[string]any{"keep": 2, "added": 42, "retyped": 7}; !reflect.DeepEqual(cp.Values, want) {
 		t.Fatalf("values %v, want %v", cp.Values, want)
+	}
+}
+
+// noLease hides a saver's Locker, leaving only the compare-and-swap.
+type noLease struct{ runtime.Saver }
+
+// A second process finds the thread's lease held and fails at once,
+// before running anything, while the first goes on.
+func TestConcurrentResumeLeaseBusy(t *testing.T) {
+	for _, sk := range saverKinds {
+		t.Run(sk.name, func(t *testing.T) {
+			saver, reopen := sk.open(t)
+			src := strings.Replace(abcGraph("interrupts: {before: [b]}"), `b: {kind: set, set: {log: '"b" + string(state.x)'}}`, "b: {kind: noop}", 1)
+			h := newHarness(t, src, saver)
+			res, err := h.Run(bg, runtime.RunOptions{Thread: "t"})
+			wantPaused(t, res, err, runtime.Interrupt{Node: "b", When: runtime.InterruptBefore})
+
+			first := newHarness(t, src, reopen())
+			inB, release := make(chan struct{}), make(chan struct{})
+			first.fk.on("b", func(context.Context, *runtime.NodeCall) (*runtime.NodeResult, error) {
+				close(inB)
+				<-release
+				return &runtime.NodeResult{Writes: []runtime.Write{w("log", "b")}}, nil
+			})
+			done := make(chan error, 1)
+			go func() {
+				_, err := first.Resume(bg, runtime.ResumeOptions{Thread: "t"})
+				done <- err
+			}()
+			<-inB
+			second := newHarness(t, src, reopen())
+			ran := false
+			second.fk.on("b", func(context.Context, *runtime.NodeCall) (*runtime.NodeResult, error) {
+				ran = true
+				return &runtime.NodeResult{}, nil
+			})
+			_, err = second.Resume(bg, runtime.ResumeOptions{Thread: "t"})
+			var be *runtime.BusyError
+			if !errors.As(err, &be) || !errors.Is(err, runtime.ErrConflict) || ran {
+				t.Fatalf("second resume: %v (ran b: %v), want a BusyError before running anything", err, ran)
+			}
+			close(release)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			th, cp := head(t, saver, "t")
+			if th.Status != runtime.StatusDone || !reflect.DeepEqual(cp.Values["log"], []any{"a", "b", "c"}) {
+				t.Fatalf("thread %s, log %v", th.Status, cp.Values["log"])
+			}
+		})
 	}
 }

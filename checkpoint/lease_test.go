@@ -1,0 +1,132 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+)
+
+// Two handles on one database file stand for two processes.
+func TestLeaseIsExclusive(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	a := MustOpenPath(t, path, nil)
+	b := MustOpenPath(t, path, nil)
+	unlock, err := a.Lock(ctx, "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Lock(ctx, "t1")
+	var be *runtime.BusyError
+	if !errors.As(err, &be) || !errors.Is(err, runtime.ErrConflict) || be.Thread != "t1" {
+		t.Fatalf("second lock: %v, want a BusyError that is an ErrConflict", err)
+	}
+	// Another thread is not affected.
+	u2, err := b.Lock(ctx, "t2")
+	if err != nil {
+		t.Fatalf("lock of another thread: %v", err)
+	}
+	u2()
+	unlock()
+	unlock() // idempotent
+	u3, err := b.Lock(ctx, "t1")
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	u3()
+}
+
+func setLease(t *testing.T, s *checkpoint.SQLite, thread, host string, pid int, expires time.Time) {
+	t.Helper()
+	u, err := s.Lock(context.Background(), "create-the-table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u()
+	if _, err := s.DB().Exec(`INSERT OR REPLACE INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, 'x', ?, ?, ?, ?)`,
+		thread, host, pid, time.Now().Add(-time.Minute).UnixNano(), expires.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A lease whose owner died on this host, or that expired, is taken over.
+func TestLeaseTakeover(t *testing.T) {
+	ctx := context.Background()
+	s := MustOpen(t, nil)
+	host, _ := os.Hostname()
+
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no true command:", err)
+	}
+	dead := cmd.Process.Pid
+	setLease(t, s, "dead", host, dead, time.Now().Add(time.Hour))
+	if u, err := s.Lock(ctx, "dead"); err != nil {
+		t.Fatalf("lease of a dead process: %v", err)
+	} else {
+		u()
+	}
+
+	setLease(t, s, "expired", "elsewhere", 1, time.Now().Add(-time.Second))
+	if u, err := s.Lock(ctx, "expired"); err != nil {
+		t.Fatalf("expired lease: %v", err)
+	} else {
+		u()
+	}
+
+	setLease(t, s, "held", "elsewhere", 1, time.Now().Add(time.Hour))
+	_, err := s.Lock(ctx, "held")
+	var be *runtime.BusyError
+	if !errors.As(err, &be) || be.Owner != "pid 1 on elsewhere" {
+		t.Fatalf("live lease on another host: %v", err)
+	}
+}
+
+// A held lease is renewed, so a long step does not lose it.
+func TestLeaseRenewal(t *testing.T) {
+	old := checkpoint.LeaseTTL
+	checkpoint.LeaseTTL = 150 * time.Millisecond
+	defer func() { checkpoint.LeaseTTL = old }()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	a := MustOpenPath(t, path, nil)
+	b := MustOpenPath(t, path, nil)
+	unlock, err := a.Lock(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	time.Sleep(400 * time.Millisecond) // more than twice the TTL
+	var expires int64
+	if err := b.DB().QueryRow(`SELECT expires FROM leases WHERE thread = 't'`).Scan(&expires); err != nil {
+		t.Fatal(err)
+	}
+	if time.Unix(0, expires).Before(time.Now()) {
+		t.Fatal("the lease was not renewed")
+	}
+}
+
+func TestMemoryLease(t *testing.T) {
+	ctx := context.Background()
+	m := checkpoint.NewMemory()
+	u, err := m.Lock(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Lock(ctx, "t"); !errors.Is(err, runtime.ErrConflict) {
+		t.Fatalf("second lock: %v", err)
+	}
+	u()
+	if u, err := m.Lock(ctx, "t"); err != nil {
+		t.Fatal(err)
+	} else {
+		u()
+	}
+}
