@@ -7,10 +7,12 @@ package graphtest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
 	"regexp"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -111,6 +113,12 @@ func RunFile(ctx context.Context, path string, opts Options) *FileResult {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
+			defer func() {
+				// A panic fails its case, not the whole test run.
+				if p := recover(); p != nil {
+					cr.Failures = append(cr.Failures, fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
+				}
+			}()
 			nodes, branches := runCase(ctx, tf.Graph, c, cr, opts)
 			mu.Lock()
 			for n := range nodes {
@@ -126,37 +134,43 @@ func RunFile(ctx context.Context, path string, opts Options) *FileResult {
 	}
 	wg.Wait()
 	if opts.Update {
-		states := map[int]map[string]any{}
-		for i, c := range tf.Cases {
-			cr := res.Cases[i]
-			if cr.Skipped || cr.Values == nil {
-				continue
-			}
-			st := map[string]any{}
-			if len(c.Expect.State) > 0 {
-				for k := range c.Expect.State {
-					st[k] = cr.Values[k]
-				}
-			} else {
-				for k, v := range cr.Values {
-					st[k] = v
-				}
-			}
-			states[i] = jsonable(st)
-		}
-		if len(states) > 0 {
-			out, err := tf.WithStates(states)
-			if err == nil {
-				err = os.WriteFile(path, out, 0o644)
-			}
-			if err != nil {
-				res.Diags.Add(spec.Pos{File: path}, "update: %v", err)
-			} else {
-				res.Updated = true
-			}
-		}
+		updateStates(res, tf)
 	}
 	return res
+}
+
+// updateStates rewrites the expected states of the cases that list one and ran:
+// the fields whose values differ, or every field when the list is empty
+// (`state: {}`). Other cases and the rest of the file are left as written.
+func updateStates(res *FileResult, tf *spec.TestFile) {
+	states := map[int]map[string]any{}
+	for i, c := range tf.Cases {
+		cr := res.Cases[i]
+		if cr.Skipped || cr.Values == nil || !c.Expect.HasState {
+			continue
+		}
+		st := map[string]any{}
+		for k, v := range cr.Values {
+			if want, listed := c.Expect.State[k]; len(c.Expect.State) == 0 || listed && !reflect.DeepEqual(want, v) {
+				st[k] = v
+			}
+		}
+		if len(st) > 0 {
+			states[i] = jsonable(st)
+		}
+	}
+	if len(states) == 0 {
+		return
+	}
+	out, err := tf.WithStates(states)
+	if err == nil {
+		err = os.WriteFile(res.File, out, 0o644)
+	}
+	if err != nil {
+		res.Diags.Add(spec.Pos{File: res.File}, "update: %v", err)
+		return
+	}
+	res.Updated = true
 }
 
 // jsonable round-trips v through JSON so YAML encodes plain values.
@@ -226,35 +240,44 @@ func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResul
 	cfg := runtime.Config{StepLimit: c.Limits.Steps, LLMCalls: c.Limits.LLMCalls, Tokens: c.Limits.Tokens, CostUSD: c.Limits.CostUSD}
 	const thread = "test"
 
-	turn := func(input map[string]any, resume []any) (*runtime.Result, error) {
+	// turn runs one turn of the thread, answering its interrupts with the
+	// resume values in order; label prefixes the failures it records.
+	turn := func(label string, input map[string]any, resume []any) (*runtime.Result, error) {
 		res, err := r.Run(ctx, runtime.RunOptions{Thread: thread, Input: input, Config: cfg})
-		for err == nil && res.Status == runtime.StatusInterrupted && len(resume) > 0 {
+		used := 0
+		for ; err == nil && res.Status == runtime.StatusInterrupted && used < len(resume); used++ {
 			opts := runtime.ResumeOptions{Thread: thread}
-			for _, in := range res.Interrupts {
-				if in.When == runtime.InterruptNode {
-					opts.Value, opts.HasValue = resume[0], true
-				}
+			if hasNodeInterrupt(res.Interrupts) {
+				opts.Value, opts.HasValue = resume[used], true
+			} else if resume[used] != nil {
+				fail("%sresume[%d]: the run paused at a static breakpoint (%s), which takes no value; give null", label, used, describeInts(res.Interrupts))
 			}
-			resume = resume[1:]
 			res, err = r.Resume(ctx, opts)
+		}
+		if err == nil && used < len(resume) {
+			fail("%sresume: %d of %d values unused; the run ended %s after %d", label, len(resume)-used, len(resume), res.Status, used)
+		}
+		if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("the case timed out after %s: %w", opts.Timeout, err)
 		}
 		return res, err
 	}
 	for i, t := range c.Turns {
-		res, err := turn(t.Input, t.Resume)
+		label := fmt.Sprintf("earlier turn %d: ", i+1)
+		res, err := turn(label, t.Input, t.Resume)
 		if err != nil {
-			fail("earlier turn %d failed: %v", i+1, err)
+			fail("%srun failed: %v", label, err)
 			return nodes, branches
 		}
 		if res.Status != runtime.StatusDone {
-			fail("earlier turn %d ended %s, want done (give it resume values)", i+1, res.Status)
+			fail("%sthe run ended %s, want done (give it resume values)", label, res.Status)
 			return nodes, branches
 		}
 	}
 	mu.Lock()
 	caseTurn = true
 	mu.Unlock()
-	res, err := turn(c.Input, c.Resume)
+	res, err := turn("", c.Input, c.Resume)
 	cr.Err = err
 	if res != nil {
 		cr.Status = res.Status
@@ -304,6 +327,9 @@ func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResul
 		for _, a := range e.Asserts {
 			v, err := a.Eval(env)
 			if err != nil {
+				if u := errors.Unwrap(err); u != nil {
+					err = u // Eval's error repeats the position and source
+				}
 				fail("assert %s (line %d): %v", a.Src, a.Pos.Line, err)
 			} else if v != true {
 				fail("assert %s (line %d) does not hold", a.Src, a.Pos.Line)
@@ -311,7 +337,7 @@ func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResul
 		}
 	}
 	if e.HasPath && !reflect.DeepEqual(orEmpty(e.Path), orEmpty(cr.Path)) {
-		fail("path:\n  want %s\n  got  %s", strings.Join(e.Path, " → "), strings.Join(cr.Path, " → "))
+		fail("path:\n  want %s\n  got  %s", describePath(e.Path), describePath(cr.Path))
 	}
 	if e.HasInts {
 		if len(gotInts) != len(e.Interrupts) {
@@ -343,11 +369,29 @@ func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResul
 	return nodes, branches
 }
 
+func describePath(p []string) string {
+	if len(p) == 0 {
+		return "(no nodes)"
+	}
+	return strings.Join(p, " → ")
+}
+
 func orEmpty(s []string) []string {
 	if s == nil {
 		return []string{}
 	}
 	return s
+}
+
+// hasNodeInterrupt reports whether one of ints is an interrupt node's
+// (which takes a resume value) rather than a static breakpoint.
+func hasNodeInterrupt(ints []runtime.Interrupt) bool {
+	for _, in := range ints {
+		if in.When == runtime.InterruptNode {
+			return true
+		}
+	}
+	return false
 }
 
 func describeInts(ints []runtime.Interrupt) string {
@@ -363,9 +407,12 @@ func describeInts(ints []runtime.Interrupt) string {
 
 // diff renders expected and actual values as a line diff of their JSON:
 // "-" lines only in the expected value, "+" lines only in the actual one.
+// Lines are compared without their trailing commas, so a moved last item
+// of a list or object is one line removed and one added.
 func diff(want, got any) string {
 	a := strings.Split(pretty(want), "\n")
 	b := strings.Split(pretty(got), "\n")
+	same := func(i, j int) bool { return strings.TrimSuffix(a[i], ",") == strings.TrimSuffix(b[j], ",") }
 	// Longest common subsequence table, from the ends.
 	lcs := make([][]int, len(a)+1)
 	for i := range lcs {
@@ -373,7 +420,7 @@ func diff(want, got any) string {
 	}
 	for i := len(a) - 1; i >= 0; i-- {
 		for j := len(b) - 1; j >= 0; j-- {
-			if a[i] == b[j] {
+			if same(i, j) {
 				lcs[i][j] = lcs[i+1][j+1] + 1
 			} else {
 				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
@@ -384,8 +431,8 @@ func diff(want, got any) string {
 	i, j := 0, 0
 	for i < len(a) || j < len(b) {
 		switch {
-		case i < len(a) && j < len(b) && a[i] == b[j]:
-			fmt.Fprintf(&out, "      %s\n", a[i])
+		case i < len(a) && j < len(b) && same(i, j):
+			fmt.Fprintf(&out, "      %s\n", b[j])
 			i++
 			j++
 		case i < len(a) && (j == len(b) || lcs[i+1][j] >= lcs[i][j+1]):

@@ -3,9 +3,11 @@ package spec
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -69,6 +71,8 @@ type Expect struct {
 	CostUSD    *float64
 	Error      *regexp.Regexp
 	Pos        Pos
+	// HasState is set when the case lists expect.state, even empty.
+	HasState bool
 }
 
 // ExpectInterrupt is an expected interrupt.
@@ -110,9 +114,15 @@ func IsTestFile(path string) bool {
 	return strings.HasSuffix(base, ".test.yaml") || strings.HasSuffix(base, ".test.yml")
 }
 
-// GraphOfTest returns the graph file a test file tests by name.
+// GraphOfTest returns the graph file a test file tests by name: x.yaml for
+// x.test.yaml (and x.yml for x.test.yml) in the same directory.
 func GraphOfTest(path string) string {
-	return strings.Replace(path, ".test.", ".", 1)
+	for _, ext := range []string{".yaml", ".yml"} {
+		if strings.HasSuffix(path, ".test"+ext) {
+			return strings.TrimSuffix(path, ".test"+ext) + ext
+		}
+	}
+	return path
 }
 
 // LoadTestFile reads and checks a graph test file and the graph it tests.
@@ -129,6 +139,10 @@ func LoadTestFile(path string, opts *Options) (*TestFile, ErrorList) {
 	var errs ErrorList
 	root := parseYAML(path, src, &errs)
 	if root == nil {
+		// parseYAML words its messages for graph files.
+		for i := range errs {
+			errs[i].Msg = strings.Replace(errs[i].Msg, "graph file", "test file", 1)
+		}
 		errs.Sort()
 		return nil, errs
 	}
@@ -144,14 +158,22 @@ func LoadTestFile(path string, opts *Options) (*TestFile, ErrorList) {
 	m := asMapping(root)
 	gpath := GraphOfTest(path)
 	gpos := Pos{File: path, Line: 1, Col: 1}
-	if gn := m.get("graph"); gn != nil {
-		gpath = filepath.Join(filepath.Dir(path), gn.Value)
-		gpos = nodePos(path, gn)
+	named := m.get("graph")
+	if named != nil {
+		gpath = named.Value
+		if !filepath.IsAbs(gpath) {
+			gpath = filepath.Join(filepath.Dir(path), gpath)
+		}
+		gpos = nodePos(path, named)
 	}
 	g, gerrs := LoadFile(gpath, opts)
 	if g == nil {
 		if len(gerrs) == 1 && gerrs[0].Pos.Line == 0 {
-			errs.Add(gpos, "graph under test: %s", gerrs[0].Msg)
+			msg := fmt.Sprintf("graph under test %s: %s", gpath, strings.TrimPrefix(gerrs[0].Msg, "read graph: "))
+			if named == nil {
+				msg += fmt.Sprintf(" (%s tests %s by its name; set graph: to test another file)", filepath.Base(path), filepath.Base(gpath))
+			}
+			errs.Add(gpos, "%s", msg)
 		} else {
 			errs = append(errs, gerrs.Errors()...)
 			errs.Add(gpos, "graph under test %s has errors", gpath)
@@ -162,12 +184,13 @@ func LoadTestFile(path string, opts *Options) (*TestFile, ErrorList) {
 	tf := &TestFile{File: path, Graph: g, src: src, root: root}
 	tc := &testChecker{file: path, g: g, errs: &errs, ec: &exprCompiler{file: path, src: splitLines(src), errs: &errs}}
 	names := map[string]Pos{}
-	for i, cn := range m.get("cases").Content {
+	for i, cn := range nodeList(m.get("cases")) {
 		c := tc.testCase(cn, fmt.Sprintf("cases[%d]", i))
 		if first, dup := names[c.Name]; dup {
 			errs.Add(c.Pos, "duplicate case name %q (first at line %d)", c.Name, first.Line)
+		} else {
+			names[c.Name] = c.Pos
 		}
-		names[c.Name] = c.Pos
 		tf.Cases = append(tf.Cases, c)
 	}
 	errs.Sort()
@@ -193,7 +216,10 @@ func (tc *testChecker) value(n *yaml.Node) any {
 }
 
 // stateValues checks an object of field values against the graph's state.
-func (tc *testChecker) stateValues(n *yaml.Node, path string) (map[string]any, map[string]Pos) {
+// Input values are writes that go through the fields' reducers (one item
+// for a list with the append reducer, one message for a messages field);
+// expected values (whole) are complete field values.
+func (tc *testChecker) stateValues(n *yaml.Node, path string, whole bool) (map[string]any, map[string]Pos) {
 	if n == nil {
 		return nil, nil
 	}
@@ -215,12 +241,12 @@ func (tc *testChecker) stateValues(n *yaml.Node, path string) (map[string]any, m
 			continue
 		}
 		raw := tc.value(m.get(k.Value))
-		v, err := f.Type.Coerce(raw)
-		if err != nil && f.Reducer.Kind != ReduceReplace && f.Reducer.Kind != ReduceCustom {
-			// Inputs go through reducers: one item of a list is fine too.
-			if _, ierr := f.Type.Item().Coerce(raw); ierr == nil || f.Reducer.Kind == ReduceMessages {
-				v, err = raw, nil
-			}
+		var v any
+		var err error
+		if whole {
+			v, err = wholeValue(f, raw)
+		} else {
+			v, err = writeValue(f, raw)
 		}
 		if err != nil {
 			tc.errs.Add(nodePos(tc.file, m.get(k.Value)), "%s.%s: %v", path, k.Value, err)
@@ -232,17 +258,87 @@ func (tc *testChecker) stateValues(n *yaml.Node, path string) (map[string]any, m
 	return out, pos
 }
 
+// writeValue checks an input value written to field f through its reducer
+// (as the runtime applies it) and returns the value to write.
+func writeValue(f *Field, raw any) (any, error) {
+	list := func(v any) []any {
+		if l, ok := v.([]any); ok {
+			return l
+		}
+		return []any{v}
+	}
+	switch f.Reducer.Kind {
+	case ReduceMessages:
+		// One message or a list of them; {id, remove: true} deletes one.
+		for i, x := range list(raw) {
+			m, ok := x.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("message %d: want object, got %s", i, TypeName(x))
+			}
+			if rm, _ := m["remove"].(bool); rm {
+				if id, _ := m["id"].(string); id == "" {
+					return nil, fmt.Errorf("message %d: remove needs an id", i)
+				}
+				continue
+			}
+			if _, err := Message(m); err != nil {
+				return nil, fmt.Errorf("message %d: %w", i, err)
+			}
+		}
+		return raw, nil
+	case ReduceAppend:
+		// One item or a list of them.
+		for i, x := range list(raw) {
+			if _, err := f.Type.Item().Coerce(x); err != nil {
+				return nil, fmt.Errorf("item %d: %w", i, err)
+			}
+		}
+		return raw, nil
+	case ReduceMerge:
+		if _, ok := raw.(map[string]any); !ok {
+			return nil, fmt.Errorf("merge needs an object, got %s", TypeName(raw))
+		}
+		return raw, nil
+	case ReduceAdd:
+		switch f.Type.Kind {
+		case KindAny:
+			return raw, nil
+		case KindList:
+			if _, ok := raw.([]any); !ok {
+				return nil, fmt.Errorf("add to a list needs a list, got %s", TypeName(raw))
+			}
+		}
+		return f.Type.Coerce(raw)
+	case ReduceCustom:
+		// The custom reducer decides; the runtime checks its result.
+		return raw, nil
+	}
+	return wholeValue(f, raw)
+}
+
+// wholeValue checks a complete value of field f (its type and enum).
+func wholeValue(f *Field, raw any) (any, error) {
+	v, err := f.Type.Coerce(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !f.InEnum(v) {
+		return nil, fmt.Errorf("%s is not one of the enum values (%s)", jsonValue(v), enumList(f.Enum))
+	}
+	return v, nil
+}
+
 func (tc *testChecker) testCase(n *yaml.Node, path string) *TestCase {
 	m := asMapping(n)
 	c := &TestCase{Name: scalar(m.get("name")), Pos: nodePos(tc.file, n), Description: scalar(m.get("description")), node: n}
 	path = fmt.Sprintf("%s (%s)", path, c.Name)
 	for i, tn := range nodeList(m.get("turns")) {
 		tm := asMapping(tn)
-		in, _ := tc.stateValues(tm.get("input"), fmt.Sprintf("%s.turns[%d].input", path, i))
+		in, _ := tc.stateValues(tm.get("input"), fmt.Sprintf("%s.turns[%d].input", path, i), false)
 		res, _ := tc.value(tm.get("resume")).([]any)
 		c.Turns = append(c.Turns, TestTurn{Input: in, Resume: res})
 	}
-	c.Input, _ = tc.stateValues(m.get("input"), path+".input")
+	c.Input, _ = tc.stateValues(m.get("input"), path+".input", false)
 	c.Resume, _ = tc.value(m.get("resume")).([]any)
 	if mn := m.get("models"); mn != nil {
 		c.Models = map[string][]any{}
@@ -269,6 +365,9 @@ func (tc *testChecker) testCase(n *yaml.Node, path string) *TestCase {
 				tc.errs.Add(nodePos(tc.file, k), "%s.models: node %q is kind %s; scripted replies are for llm nodes", path, k.Value, node.Kind)
 				continue
 			}
+			for i, rn := range nodeList(mm.get(k.Value)) {
+				tc.reply(rn, fmt.Sprintf("%s.models.%s[%d]", path, k.Value, i))
+			}
 			c.Models[k.Value], _ = tc.value(mm.get(k.Value)).([]any)
 		}
 	}
@@ -277,12 +376,14 @@ func (tc *testChecker) testCase(n *yaml.Node, path string) *TestCase {
 		tm := asMapping(tn)
 		for _, k := range tm.keys {
 			found := false
+			var names []string
 			for _, g := range append([]*Graph{tc.g}, subgraphList(tc.g)...) {
 				found = found || g.Tools[k.Value] != nil
+				names = append(names, SortedKeys(g.Tools)...)
 			}
 			if !found {
-				msg := fmt.Sprintf("%s.tools: graph %s has no tool %q", path, tc.g.Name, k.Value)
-				if s := suggest(k.Value, SortedKeys(tc.g.Tools)); s != "" {
+				msg := fmt.Sprintf("%s.tools: graph %s (and its subgraphs) has no tool %q", path, tc.g.Name, k.Value)
+				if s := suggest(k.Value, names); s != "" {
 					msg += fmt.Sprintf("; did you mean %q?", s)
 				}
 				tc.errs.Add(nodePos(tc.file, k), "%s", msg)
@@ -304,11 +405,41 @@ func (tc *testChecker) testCase(n *yaml.Node, path string) *TestCase {
 	return c
 }
 
+// nodeList returns the items of a sequence node, aliases resolved.
 func nodeList(n *yaml.Node) []*yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
 	if n == nil || n.Kind != yaml.SequenceNode {
 		return nil
 	}
-	return n.Content
+	out := make([]*yaml.Node, len(n.Content))
+	for i, e := range n.Content {
+		for e.Kind == yaml.AliasNode {
+			e = e.Alias
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// reply checks one scripted model reply beyond the schema: what it must
+// hold and which keys exclude each other (package builtin's rules).
+func (tc *testChecker) reply(n *yaml.Node, path string) {
+	m := asMapping(n)
+	has := func(k string) bool { return m.get(k) != nil }
+	switch {
+	case has("error"):
+		for _, k := range []string{"text", "json", "tool_calls"} {
+			if has(k) {
+				tc.errs.Add(nodePos(tc.file, m.kpos[k]), "%s: a reply with error has nothing else (%s)", path, k)
+			}
+		}
+	case !has("text") && !has("json") && !has("tool_calls"):
+		tc.errs.Add(nodePos(tc.file, n), "%s: a reply needs text, json, tool_calls or error", path)
+	case has("text") && has("json"):
+		tc.errs.Add(nodePos(tc.file, m.kpos["json"]), "%s: a reply has text or json, not both", path)
+	}
 }
 
 func (tc *testChecker) expect(c *TestCase, n *yaml.Node, path string) {
@@ -320,15 +451,9 @@ func (tc *testChecker) expect(c *TestCase, n *yaml.Node, path string) {
 	m := asMapping(n)
 	e.Status = scalar(m.get("status"))
 	if sn := m.get("state"); sn != nil {
-		e.State, e.StatePos = tc.stateValues(sn, path+".state")
 		// Expected values are whole field values, compared exactly.
-		for k, v := range e.State {
-			if f := tc.g.Field(k); f != nil {
-				if cv, err := f.Type.Coerce(v); err == nil {
-					e.State[k] = cv
-				}
-			}
-		}
+		e.State, e.StatePos = tc.stateValues(sn, path+".state", true)
+		e.HasState = true
 	}
 	env := types.Map{"state": stateEnv(tc.g.Fields)["state"]}
 	for i, an := range nodeList(m.get("assert")) {
@@ -338,24 +463,20 @@ func (tc *testChecker) expect(c *TestCase, n *yaml.Node, path string) {
 	}
 	if pn := m.get("path"); pn != nil {
 		e.HasPath = true
-		for _, p := range pn.Content {
+		for _, p := range nodeList(pn) {
 			if tc.g.Nodes[p.Value] == nil {
-				msg := fmt.Sprintf("%s.path: graph %s has no node %q", path, tc.g.Name, p.Value)
-				if s := suggest(p.Value, tc.g.NodeOrder); s != "" {
-					msg += fmt.Sprintf("; did you mean %q?", s)
-				}
-				tc.errs.Add(nodePos(tc.file, p), "%s", msg)
+				tc.errs.Add(nodePos(tc.file, p), "%s", tc.unknownNode(path+".path", p.Value))
 			}
 			e.Path = append(e.Path, p.Value)
 		}
 	}
 	if in := m.get("interrupts"); in != nil {
 		e.HasInts = true
-		for _, x := range in.Content {
+		for _, x := range nodeList(in) {
 			xm := asMapping(x)
 			ei := ExpectInterrupt{Node: scalar(xm.get("node")), When: scalar(xm.get("when"))}
 			if tc.g.Nodes[ei.Node] == nil {
-				tc.errs.Add(nodePos(tc.file, xm.get("node")), "%s.interrupts: graph %s has no node %q", path, tc.g.Name, ei.Node)
+				tc.errs.Add(nodePos(tc.file, xm.get("node")), "%s", tc.unknownNode(path+".interrupts", ei.Node))
 			}
 			if p := xm.get("payload"); p != nil {
 				ei.Payload, ei.HasPayload = Normalize(tc.value(p)), true
@@ -387,26 +508,74 @@ func (tc *testChecker) expect(c *TestCase, n *yaml.Node, path string) {
 	}
 }
 
-// WithStates returns the test file's source with expect.state of each case
-// in states (by case index) replaced by the given values, keeping the rest
-// of the file (comments included) as it was.
+// unknownNode words the error for a node name the graph does not have, in
+// a path or an interrupt: a node of a subgraph is reported as the subgraph
+// node that runs it.
+func (tc *testChecker) unknownNode(path, name string) string {
+	msg := fmt.Sprintf("%s: graph %s has no node %q", path, tc.g.Name, name)
+	for _, n := range tc.g.NodeOrder {
+		if child := tc.g.Subgraphs[tc.g.Nodes[n].GraphPath]; child != nil && hasNodeDeep(child, name) {
+			return msg + fmt.Sprintf("; it runs inside node %q (a %s), which the case names instead", n, tc.g.Nodes[n].Kind)
+		}
+	}
+	if s := suggest(name, tc.g.NodeOrder); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	return msg
+}
+
+// hasNodeDeep reports whether g or one of its subgraphs has a node name.
+func hasNodeDeep(g *Graph, name string) bool {
+	if g.Nodes[name] != nil {
+		return true
+	}
+	for _, c := range g.Subgraphs {
+		if c.Nodes[name] != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// WithStates returns the test file's source with fields of expect.state
+// set, per case index, to the given values: fields the mapping lists keep
+// their place and style, others are added after them; expect and state are
+// created when missing. The rest of the file (comments included) is kept,
+// though yaml.v3 re-indents it by two spaces.
 func (tf *TestFile) WithStates(states map[int]map[string]any) ([]byte, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(tf.src, &doc); err != nil {
 		return nil, err
 	}
-	root := doc.Content[0]
-	cases := asMapping(root).get("cases")
-	for i, st := range states {
-		if cases == nil || i >= len(cases.Content) {
-			continue
+	if len(doc.Content) == 0 {
+		return nil, fmt.Errorf("no YAML document")
+	}
+	cases := nodeList(asMapping(doc.Content[0]).get("cases"))
+	for _, i := range slices.Sorted(maps.Keys(states)) {
+		if i < 0 || i >= len(cases) {
+			return nil, fmt.Errorf("no case %d", i)
 		}
-		cn := cases.Content[i]
-		var stateNode yaml.Node
-		if err := stateNode.Encode(st); err != nil {
-			return nil, fmt.Errorf("encode state of case %d: %w", i, err)
+		exp, err := mappingOf(cases[i], "expect")
+		if err != nil {
+			return nil, fmt.Errorf("case %q: %w", scalar(asMapping(cases[i]).get("name")), err)
 		}
-		setKey(setKey(cn, "expect", &yaml.Node{Kind: yaml.MappingNode}), "state", &stateNode)
+		st, err := mappingOf(exp, "state")
+		if err != nil {
+			return nil, fmt.Errorf("case %q: expect.%w", scalar(asMapping(cases[i]).get("name")), err)
+		}
+		if len(st.Content) == 0 {
+			st.Style = 0 // a filled `state: {}` becomes a block
+		}
+		for _, k := range SortedKeys(states[i]) {
+			var v yaml.Node
+			if err := v.Encode(states[i][k]); err != nil {
+				return nil, fmt.Errorf("encode state.%s of case %d: %w", k, i, err)
+			}
+			if st.Style&yaml.FlowStyle != 0 {
+				v.Style |= yaml.FlowStyle
+			}
+			setKey(st, k, &v)
+		}
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
@@ -417,20 +586,40 @@ func (tf *TestFile) WithStates(states map[int]map[string]any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// setKey sets key in mapping m: replacing the value of an existing key when
-// val is not a mapping placeholder, and returns the key's value node.
-func setKey(m *yaml.Node, key string, val *yaml.Node) *yaml.Node {
+// mappingOf returns the mapping under key in mapping m, adding an empty one
+// when the key is missing. Aliased values are not changed (that would
+// change every place that uses them).
+func mappingOf(m *yaml.Node, key string) (*yaml.Node, error) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			if val.Kind == yaml.MappingNode && len(val.Content) == 0 && m.Content[i+1].Kind == yaml.MappingNode {
-				return m.Content[i+1]
-			}
-			m.Content[i+1] = val
-			return val
+		if m.Content[i].Value != key {
+			continue
+		}
+		switch v := m.Content[i+1]; v.Kind {
+		case yaml.MappingNode:
+			return v, nil
+		case yaml.AliasNode:
+			return nil, fmt.Errorf("%s is an alias; update it by hand", key)
+		default:
+			return nil, fmt.Errorf("%s is not a mapping", key)
 		}
 	}
-	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key, Tag: "!!str"}, val)
-	return val
+	v := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+	return v, nil
+}
+
+// setKey sets key of mapping m to val, in place (keeping the old value's
+// comments) or appended.
+func setKey(m *yaml.Node, key string, val *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			old := m.Content[i+1]
+			val.HeadComment, val.LineComment, val.FootComment = old.HeadComment, old.LineComment, old.FootComment
+			m.Content[i+1] = val
+			return
+		}
+	}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, val)
 }
 
 // subgraphList returns the graphs g uses as subgraphs, in path order.

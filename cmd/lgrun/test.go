@@ -87,7 +87,7 @@ invalid, 2 usage error.`,
 	f := c.Flags()
 	f.StringVarP(&format, "format", "f", "text", "report: text, junit (JUnit XML) or json")
 	f.StringVar(&run, "run", "", "run only cases whose name (or file/name) matches this regular expression")
-	f.BoolVar(&update, "update", false, "rewrite each case's expected final state with the actual one")
+	f.BoolVar(&update, "update", false, "rewrite expect.state with the actual final values (the listed fields that differ; every field for state: {})")
 	f.BoolVar(&coverage, "coverage", false, "report the nodes and route branches the cases exercised")
 	f.IntVar(&parallel, "parallel", goruntime.GOMAXPROCS(0), "cases run at once")
 	f.DurationVar(&timeout, "timeout", time.Minute, "time limit per case")
@@ -118,10 +118,12 @@ func findTestFiles(args []string) ([]string, error) {
 			if err != nil {
 				return err
 			}
-			if !d.IsDir() && spec.IsTestFile(p) && !seen[p] {
-				seen[p] = true
-				out = append(out, p)
+			if !d.IsDir() && spec.IsTestFile(p) {
 				n++
+				if !seen[p] {
+					seen[p] = true
+					out = append(out, p)
+				}
 			}
 			return nil
 		})
@@ -220,7 +222,6 @@ type junitSuite struct {
 	Skipped int         `xml:"skipped,attr"`
 	Time    string      `xml:"time,attr"`
 	Cases   []junitCase `xml:"testcase"`
-	Error   *junitFail  `xml:"error,omitempty"`
 }
 
 type junitCase struct {
@@ -230,6 +231,7 @@ type junitCase struct {
 	Line      int        `xml:"line,attr,omitempty"`
 	Time      string     `xml:"time,attr"`
 	Failure   *junitFail `xml:"failure,omitempty"`
+	Error     *junitFail `xml:"error,omitempty"`
 	Skipped   *struct{}  `xml:"skipped,omitempty"`
 }
 
@@ -245,12 +247,16 @@ func writeJUnit(io *IO, results []*graphtest.FileResult) error {
 		s := junitSuite{Name: file}
 		var total time.Duration
 		if r.Diags.HasErrors() {
+			// JUnit has errors only in test cases: an invalid file (or a
+			// failed --update) is one erroring case named after the file.
 			var msgs []string
 			for _, d := range r.Diags.Errors() {
 				msgs = append(msgs, relDiag(d, io.Cwd))
 			}
-			s.Errors = 1
-			s.Error = &junitFail{Message: "invalid test file", Text: strings.Join(msgs, "\n")}
+			s.Cases = append(s.Cases, junitCase{Name: file, Classname: strings.TrimSuffix(file, ".yaml"), File: file, Time: "0.000",
+				Error: &junitFail{Message: msgs[0], Text: strings.Join(msgs, "\n")}})
+			s.Tests++
+			s.Errors++
 		}
 		for _, c := range r.Cases {
 			total += c.Duration
@@ -307,9 +313,10 @@ func writeTestJSON(io *IO, results []*graphtest.FileResult, coverage bool) error
 		Coverage    any       `json:"coverage,omitempty"`
 	}
 	out := struct {
-		Passed int       `json:"passed"`
-		Failed int       `json:"failed"`
-		Files  []fileOut `json:"files"`
+		Passed  int       `json:"passed"`
+		Failed  int       `json:"failed"`
+		Skipped int       `json:"skipped"`
+		Files   []fileOut `json:"files"`
 	}{}
 	for _, r := range results {
 		fo := fileOut{File: relPath(r.File, io.Cwd), Cases: []caseOut{}}
@@ -324,6 +331,7 @@ func writeTestJSON(io *IO, results []*graphtest.FileResult, coverage bool) error
 			switch {
 			case c.Skipped:
 				co.Result = "skipped"
+				out.Skipped++
 			case c.Passed():
 				co.Result = "passed"
 				out.Passed++
