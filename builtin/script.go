@@ -102,6 +102,9 @@ func (s *scripted) chat(ctx context.Context, req *chatRequest, onToken func(stri
 		s.nextReply[req.Node] = i + 1
 	}
 	s.mu.Unlock()
+	if _, scripted := s.replies[req.Node]; !scripted {
+		return nil, fmt.Errorf("test case does not script node %q, and its model is not a mock (tests make no network calls); add models.%s to the case", req.Node, req.Node)
+	}
 	if i >= len(list) {
 		return nil, fmt.Errorf("test script exhausted: node %q called its model %d times but models.%s has %d replies", req.Node, i+1, req.Node, len(list))
 	}

@@ -187,7 +187,7 @@ func TestExpandGraphArgs(t *testing.T) {
 		{name: "file", args: []string{j("a.yaml")}, want: []string{j("a.yaml")}},
 		{name: "named test file is kept", args: []string{j("x.test.yaml")}, want: []string{j("x.test.yaml")}},
 		{name: "named non-yaml file is kept", args: []string{j("notes.txt")}, want: []string{j("notes.txt")}},
-		{name: "dir walks and skips tests and fixtures", args: []string{dir}, want: []string{j("a.yaml"), j("b.yml"), j("sub", "c.yaml"), j("sub", "deep", "d.yaml")}},
+		{name: "dir walks, keeps test files, skips fixtures", args: []string{dir}, want: []string{j("a.yaml"), j("b.yml"), j("sub", "c.yaml"), j("sub", "deep", "d.yaml"), j("x.test.yaml")}},
 		{name: "glob", args: []string{j("*.y*ml")}, want: []string{j("a.yaml"), j("b.yml"), j("x.fixtures.yaml"), j("x.test.yaml")}},
 		{name: "glob matching a dir", args: []string{j("su?")}, want: []string{j("sub", "c.yaml"), j("sub", "deep", "d.yaml")}},
 		{name: "duplicates once, sorted", args: []string{j("sub", "c.yaml"), j("a.yaml"), j("sub"), j("a.yaml")}, want: []string{j("a.yaml"), j("sub", "c.yaml"), j("sub", "deep", "d.yaml")}},

@@ -23,8 +23,9 @@ func newValidateCmd(io *IO) *cobra.Command {
 		Long: `Check graph files: JSON Schema, references, reachability, reducers and the
 types of every expression. Every problem is printed as file:line:col. Exit
 status: 0 clean (warnings allowed unless --strict), 1 errors, 2 usage error.
-Directories are searched for *.yaml and *.yml files (test files *.test.yaml and
-mock fixtures *.fixtures.yaml are skipped).`,
+Directories are searched for *.yaml and *.yml files; test files (*.test.yaml)
+are checked as test files against the graph they test, and mock fixtures
+(*.fixtures.yaml) are skipped (loading a graph checks its fixtures).`,
 		Example: `  lgrun validate graphs/
   lgrun validate 'graphs/*.yaml' --format github`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -45,7 +46,12 @@ mock fixtures *.fixtures.yaml are skipped).`,
 			}
 			var all spec.ErrorList
 			for _, f := range files {
-				_, diags := spec.LoadFile(f, nil)
+				var diags spec.ErrorList
+				if spec.IsTestFile(f) {
+					_, diags = spec.LoadTestFile(f, nil)
+				} else {
+					_, diags = spec.LoadFile(f, nil)
+				}
 				all = append(all, diags...)
 			}
 			all.Sort()
@@ -97,13 +103,13 @@ func ghEscape(s string, prop bool) string {
 	return s
 }
 
-// isGraphFile reports whether a file found in a directory is a graph.
+// isGraphFile reports whether a file found in a directory is a graph or a
+// graph test file (mock fixtures are not: their provider checks them).
 func isGraphFile(name string) bool {
 	if !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
 		return false
 	}
-	base := filepath.Base(name)
-	return !strings.Contains(base, ".test.") && !strings.Contains(base, ".fixtures.")
+	return !strings.Contains(filepath.Base(name), ".fixtures.")
 }
 
 // expandGraphArgs turns files, directories and globs into a sorted list of files.
