@@ -57,17 +57,7 @@ type NodeCall struct {
 // remaining returns what is left of the run's effective limits after t,
 // for [NodeCall.Budget]; -1 means unlimited.
 func (rn *run) remaining(t Totals) *Budget {
-	l := rn.r.Graph.Limits
-	calls, tokens, cost := l.LLMCalls, l.Tokens, l.CostUSD
-	if rn.cfg.LLMCalls > 0 {
-		calls = rn.cfg.LLMCalls
-	}
-	if rn.cfg.Tokens > 0 {
-		tokens = rn.cfg.Tokens
-	}
-	if rn.cfg.CostUSD > 0 {
-		cost = rn.cfg.CostUSD
-	}
+	calls, tokens, cost := rn.limits()
 	b := &Budget{LLMCalls: -1, Tokens: -1, CostUSD: -1}
 	if calls > 0 {
 		b.LLMCalls = max(calls-t.LLMCalls, 0)

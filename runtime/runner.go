@@ -598,10 +598,11 @@ func (rn *run) stepLimit() int {
 	return rn.r.Graph.StepLimit()
 }
 
-// budget checks the thread's totals against the limits.
-func (rn *run) budget(t Totals) *BudgetError {
+// limits returns the effective budgets: the run's, else the graph's;
+// zero means unlimited.
+func (rn *run) limits() (calls, tokens int, cost float64) {
 	l := rn.r.Graph.Limits
-	calls, tokens, cost := l.LLMCalls, l.Tokens, l.CostUSD
+	calls, tokens, cost = l.LLMCalls, l.Tokens, l.CostUSD
 	if rn.cfg.LLMCalls > 0 {
 		calls = rn.cfg.LLMCalls
 	}
@@ -611,6 +612,12 @@ func (rn *run) budget(t Totals) *BudgetError {
 	if rn.cfg.CostUSD > 0 {
 		cost = rn.cfg.CostUSD
 	}
+	return calls, tokens, cost
+}
+
+// budget checks the thread's totals against the limits.
+func (rn *run) budget(t Totals) *BudgetError {
+	calls, tokens, cost := rn.limits()
 	switch {
 	case calls > 0 && t.LLMCalls >= calls:
 		return &BudgetError{What: "llm_calls", Limit: strconv.Itoa(calls), Used: strconv.Itoa(t.LLMCalls)}
