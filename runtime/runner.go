@@ -483,20 +483,23 @@ func (r *Runner) get(ctx context.Context, thread, id string) (*Checkpoint, error
 		}
 		return nil, fmt.Errorf("load checkpoint %s of thread %q: %w", id, thread, err)
 	}
-	cp.Values = r.upgradeValues(cp.Values)
+	cp.Values = r.upgradeValues(thread, cp.Values)
 	return cp, nil
 }
 
 // upgradeValues fits stored values to the current graph: new fields get
 // their defaults; values of removed fields are dropped.
-func (r *Runner) upgradeValues(old map[string]any) map[string]any {
+func (r *Runner) upgradeValues(thread string, old map[string]any) map[string]any {
 	out := make(map[string]any, len(r.Graph.Fields))
 	for _, f := range r.Graph.Fields {
 		if v, ok := old[f.Name]; ok {
-			if c, err := f.Type.Coerce(v); err == nil {
+			c, err := f.Type.Coerce(v)
+			if err == nil {
 				out[f.Name] = c
 				continue
 			}
+			// The field's type changed since the value was stored.
+			r.emit(Event{Kind: EvWarning, Thread: thread, Message: fmt.Sprintf("stored value of field %q does not fit its type %s any more (%v); using the default (the old value stays in the earlier checkpoints)", f.Name, f.Type, err)})
 		}
 		out[f.Name] = spec.DeepCopy(f.Default)
 	}
