@@ -139,7 +139,7 @@ func (e *engine) client(m *spec.Model) (chatClient, error) {
 			return nil, err
 		}
 		c = &mockClient{model: m, fx: fx}
-	case "openai":
+	case "openai", "azure":
 		oc, err := newOpenAIClient(m, e.opts)
 		if err != nil {
 			return nil, err

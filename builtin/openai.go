@@ -27,6 +27,9 @@ const (
 
 const officialBaseURL = "https://api.openai.com/v1"
 
+// azureAPIVersion is the Azure OpenAI API version used when a model sets none.
+const azureAPIVersion = "2024-06-01"
+
 // baseURL is the model's base_url, else $OPENAI_BASE_URL, else OpenAI's.
 func baseURL(m *spec.Model, getenv func(string) string) string {
 	if m.BaseURL != "" {
@@ -91,7 +94,8 @@ func newOpenAIClient(m *spec.Model, opts Options) (*openaiClient, error) {
 	}
 	key := opts.Getenv(env)
 	official := base == officialBaseURL
-	if key == "" && official {
+	azure := m.Provider == "azure"
+	if key == "" && (official || azure) {
 		return nil, fmt.Errorf("no API key: environment variable %s is empty (or point %s or models.%s.base_url at another server)", env, EnvBaseURL, m.Name)
 	}
 	hc := *opts.HTTPClient
@@ -101,6 +105,16 @@ func newOpenAIClient(m *spec.Model, opts Options) (*openaiClient, error) {
 	}
 	hc.Transport = &hintTransport{base: rt}
 	cfg := openai.DefaultConfig(key)
+	if azure {
+		// Azure OpenAI: the api-key header, deployment paths and an
+		// api-version query; the model id is the deployment name, as given.
+		cfg = openai.DefaultAzureConfig(key, base)
+		cfg.APIVersion = azureAPIVersion
+		if m.APIVersion != "" {
+			cfg.APIVersion = m.APIVersion
+		}
+		cfg.AzureModelMapperFunc = func(model string) string { return model }
+	}
 	cfg.BaseURL = base
 	cfg.HTTPClient = &hc
 	return &openaiClient{

@@ -307,6 +307,19 @@ func (c *checker) decodeModels(n *yaml.Node) {
 			if md.Model == "" {
 				c.errs.Add(md.Pos, "models.%s: missing model id (key model)", k.Value)
 			}
+		case "azure":
+			if md.Model == "" {
+				c.errs.Add(md.Pos, "models.%s: provider azure needs model (the deployment name)", k.Value)
+			}
+			if md.BaseURL == "" {
+				c.errs.Add(md.Pos, "models.%s: provider azure needs base_url (the resource endpoint, e.g. https://NAME.openai.azure.com)", k.Value)
+			}
+		}
+		if v := mm.get("api_version"); v != nil {
+			if md.Provider != "azure" {
+				c.errs.Add(c.pos(mm.kpos["api_version"]), "models.%s: api_version is only for provider azure", k.Value)
+			}
+			md.APIVersion = v.Value
 		}
 		c.g.Models[k.Value] = md
 	}

@@ -222,7 +222,8 @@ type Limits struct {
 type Model struct {
 	Name        string
 	Pos         Pos
-	Provider    string // "openai" or "mock"
+	Provider    string // "openai", "azure" or "mock"
+	APIVersion  string // azure only
 	BaseURL     string
 	Model       string
 	APIKeyEnv   string
