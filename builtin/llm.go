@@ -216,14 +216,20 @@ func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, 
 	sp.calls++
 	sp.tokens += reply.In + reply.Out
 	sp.cost += cost
+	sp.call.Ledger.Spend(reply.In+reply.Out, cost)
 	sp.res.Usage = append(sp.res.Usage, runtime.Usage{Node: req.Node, Model: m.Name, InputTokens: reply.In, OutputTokens: reply.Out, CostUSD: cost})
 	sp.res.Records = append(sp.res.Records, record{Kind: recordModel, Model: m.Name, Reply: reply})
 	return reply, nil
 }
 
 // checkBudget refuses a call that would pass the thread's llm_calls limit,
-// or any call once this node has used up the tokens or cost left.
+// or any call once the step (this node, without a ledger) has used up the
+// tokens or cost left.
 func (sp *spender) checkBudget() error {
+	if sp.call.Ledger != nil {
+		// Shared with the step's other nodes.
+		return sp.call.Ledger.Reserve()
+	}
 	b, used := sp.call.Budget, sp.call.Used
 	if b == nil {
 		return nil

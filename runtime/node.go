@@ -52,6 +52,9 @@ type NodeCall struct {
 	// when the runner does not track limits.
 	Budget *Budget
 	Used   Totals
+	// Ledger is shared by the nodes of the step: reserve each model call
+	// on it before making the call (see [Ledger]).
+	Ledger *Ledger
 }
 
 // remaining returns what is left of the run's effective limits after t,

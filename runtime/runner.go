@@ -123,6 +123,8 @@ type run struct {
 	// used is the thread's usage when the current step began, including
 	// failed attempts not yet committed.
 	used Totals
+	// ledger is the budget the current step's nodes share.
+	ledger *Ledger
 	// replayTag gives a replay's first step fresh child runs.
 	replayTag string
 	started   time.Time
@@ -680,6 +682,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			}
 		}
 		rn.used = cp.Metadata.Totals.Add(spent)
+		rn.ledger = NewLedger(*rn.remaining(rn.used), rn.used)
 		if be := rn.budget(rn.used); be != nil {
 			var keep []PendingWrite
 			if len(spent) > 0 {
@@ -960,7 +963,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 		call.Replay = rn.records[step][name]
 	}
 	call.Partial = rn.partial[name]
-	call.Budget, call.Used = rn.remaining(rn.used), rn.used
+	call.Budget, call.Used, call.Ledger = rn.remaining(rn.used), rn.used, rn.ledger
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	attempts := max(node.Retry.MaxAttempts, 1)
 	backoff := node.Retry.InitialBackoff

@@ -100,7 +100,11 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, id string, inp
 	ns := strings.TrimPrefix(id, call.Thread+ChildSep)
 	cr := parent.childRunner(g, ns)
 	th, err := parent.Saver.Thread(ctx, id)
-	cfg := childLimits(call.Budget)
+	left := call.Ledger.Left()
+	if call.Ledger == nil && call.Budget != nil {
+		left = *call.Budget
+	}
+	cfg := childLimits(&left)
 	var res *Result
 	switch {
 	case errors.Is(err, ErrNotFound):
