@@ -312,6 +312,9 @@ func printTranscript(w io.Writer, v any, indent string, st style) {
 		if role == "tool" {
 			id, _ := m["tool_call_id"].(string)
 			label = "tool result"
+			if name, _ := m["name"].(string); name != "" {
+				label += " " + name
+			}
 			if id != "" {
 				label += " [" + id + "]"
 			}
