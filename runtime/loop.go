@@ -1,0 +1,510 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lgrun/lgrun/spec"
+)
+
+// stepLimit is the effective superstep limit.
+func (rn *run) stepLimit() int {
+	if rn.cfg.StepLimit > 0 {
+		return rn.cfg.StepLimit
+	}
+	return rn.r.Graph.StepLimit()
+}
+
+// limits returns the effective budgets: the run's, else the graph's;
+// zero means unlimited.
+func (rn *run) limits() (calls, tokens int, cost float64) {
+	l := rn.r.Graph.Limits
+	calls, tokens, cost = l.LLMCalls, l.Tokens, l.CostUSD
+	if rn.cfg.LLMCalls > 0 {
+		calls = rn.cfg.LLMCalls
+	}
+	if rn.cfg.Tokens > 0 {
+		tokens = rn.cfg.Tokens
+	}
+	if rn.cfg.CostUSD > 0 {
+		cost = rn.cfg.CostUSD
+	}
+	return calls, tokens, cost
+}
+
+// budget checks the thread's totals against the limits.
+func (rn *run) budget(t Totals) *BudgetError {
+	calls, tokens, cost := rn.limits()
+	switch {
+	case calls > 0 && t.LLMCalls >= calls:
+		return &BudgetError{What: "llm_calls", Limit: strconv.Itoa(calls), Used: strconv.Itoa(t.LLMCalls)}
+	case tokens > 0 && t.InputTokens+t.OutputTokens >= tokens:
+		return &BudgetError{What: "tokens", Limit: strconv.Itoa(tokens), Used: strconv.Itoa(t.InputTokens + t.OutputTokens)}
+	case cost > 0 && t.CostUSD >= cost:
+		return &BudgetError{What: "cost_usd", Limit: fmt.Sprintf("$%.4f", cost), Used: fmt.Sprintf("$%.4f", t.CostUSD)}
+	}
+	return nil
+}
+
+// Budget is what remains of a thread's limits; node kinds that spend
+// (llm) check it before each call.
+type Budget struct {
+	LLMCalls int     // remaining calls, or -1 for unlimited
+	Tokens   int     // remaining tokens, or -1
+	CostUSD  float64 // remaining cost, or -1
+}
+
+func (rn *run) timeout() time.Duration {
+	if rn.cfg.Timeout > 0 {
+		return time.Duration(rn.cfg.Timeout)
+	}
+	return rn.r.Graph.Limits.Timeout
+}
+
+type taskOut struct {
+	node string
+	res  *NodeResult
+	err  error
+	dur  time.Duration
+}
+
+// loop runs supersteps from cp until the graph ends, pauses or fails.
+// expectHead is the thread head the first commit must replace.
+func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Result, error) {
+	r := rn.r
+	th := rn.thread
+	if d := rn.timeout(); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, d, &BudgetError{What: "timeout", Limit: d.String(), Used: d.String()})
+		defer cancel()
+	}
+	for {
+		if len(cp.Next) == 0 {
+			return r.finish(ctx, rn, cp)
+		}
+		if n := cp.Step - cp.TurnStep; n >= rn.stepLimit() {
+			err := &StepLimitError{Limit: rn.stepLimit(), Step: cp.Step, Nodes: cp.Next}
+			return rn.stop(ctx, cp, StatusBudget, err, nil)
+		}
+		// Usage of failed attempts at this step counts like committed usage.
+		var spent []Usage
+		for _, p := range cp.Pending {
+			if p.Kind == PendingUsage && p.Result != nil {
+				spent = append(spent, p.Result.Usage...)
+			}
+		}
+		rn.used = cp.Metadata.Totals.Add(spent)
+		rn.ledger = NewLedger(*rn.remaining(rn.used), rn.used)
+		if be := rn.budget(rn.used); be != nil {
+			var keep []PendingWrite
+			if len(spent) > 0 {
+				keep = []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: spent}}}
+			}
+			return rn.stop(ctx, cp, StatusBudget, be, keep)
+		}
+		if err := context.Cause(ctx); err != nil {
+			return rn.cancelled(ctx, cp, err, nil)
+		}
+		pending := map[string]*NodeResult{}
+		rn.partial = map[string][]any{}
+		var keep []PendingWrite
+		for _, p := range cp.Pending {
+			if p.Kind == PendingWrites && p.Result != nil {
+				pending[p.Node] = p.Result
+				keep = append(keep, p)
+			}
+			if p.Kind == PendingPartial && p.Result != nil {
+				rn.partial[p.Node] = p.Result.Records
+			}
+		}
+		// Static breakpoints before nodes.
+		var stops []PendingWrite
+		for _, n := range cp.Next {
+			if rn.before[n] && !rn.resumeBefore[n] && pending[n] == nil {
+				stops = append(stops, PendingWrite{Node: n, Kind: PendingInterrupt, Interrupt: &Interrupt{Node: n, When: InterruptBefore}})
+			}
+		}
+		if len(stops) > 0 {
+			return rn.pause(ctx, cp, append(keep, stops...))
+		}
+		rn.resumeBefore = map[string]bool{}
+
+		step := cp.Step + 1
+		r.emit(Event{Kind: EvStepStart, Thread: th.ID, Step: step, Next: cp.Next})
+		outs := rn.execute(ctx, cp, step, pending)
+
+		var failed []taskOut
+		var paused []PendingWrite
+		var done []PendingWrite
+		for _, o := range outs {
+			switch {
+			case o.err != nil:
+				failed = append(failed, o)
+				if o.res != nil && len(o.res.Records) > 0 {
+					// Finished parts of a failed node (map items) are kept.
+					done = append(done, PendingWrite{Node: o.node, Kind: PendingPartial, Result: o.res})
+				}
+			case o.res.Interrupt != nil:
+				paused = append(paused, PendingWrite{Node: o.node, Kind: PendingInterrupt, Interrupt: o.res.Interrupt})
+			default:
+				if pending[o.node] == nil {
+					done = append(done, PendingWrite{Node: o.node, Kind: PendingWrites, Result: o.res})
+				}
+			}
+		}
+		rn.resumeNodes = map[string]bool{}
+		if len(failed) > 0 {
+			writes := append(keep, done...)
+			lost := append([]Usage(nil), spent...)
+			for _, f := range failed {
+				writes = append(writes, PendingWrite{Node: f.node, Kind: PendingError, Error: f.err.Error()})
+				if f.res != nil {
+					lost = append(lost, f.res.Usage...)
+				}
+			}
+			if len(lost) > 0 {
+				writes = append(writes, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: lost}})
+			}
+			if cause := context.Cause(ctx); cause != nil {
+				return rn.cancelled(ctx, cp, cause, writes)
+			}
+			f := failed[0]
+			nerr := &NodeError{Node: f.node, Pos: r.Graph.Nodes[f.node].Pos, Step: step, Err: f.err}
+			var be *BudgetError
+			if errors.As(f.err, &be) {
+				return rn.stop(ctx, cp, StatusBudget, nerr, writes)
+			}
+			return rn.stop(ctx, cp, StatusFailed, nerr, writes)
+		}
+		if len(paused) > 0 {
+			writes := append(append(keep, done...), paused...)
+			if len(spent) > 0 {
+				writes = append(writes, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: spent}})
+			}
+			return rn.pause(ctx, cp, writes)
+		}
+
+		// Merge in node-name order.
+		var nws []NodeWrites
+		usage := spent
+		records := map[string][]any{}
+		for _, o := range outs {
+			nws = append(nws, NodeWrites{Node: o.node, Writes: o.res.Writes})
+			usage = append(usage, o.res.Usage...)
+			if len(o.res.Records) > 0 {
+				records[o.node] = o.res.Records
+			}
+		}
+		values, delta, who, err := Merge(r.Graph, step, cp.Values, nws)
+		if err != nil {
+			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), nil)
+		}
+		finished := make([]string, 0, len(outs))
+		gotos := map[string][]string{}
+		var parentGoto []string
+		for _, o := range outs {
+			finished = append(finished, o.node)
+			for _, t := range o.res.Goto {
+				if p, ok := strings.CutPrefix(t, "^"); ok {
+					parentGoto = append(parentGoto, p)
+				} else {
+					gotos[o.node] = append(gotos[o.node], t)
+				}
+			}
+		}
+		next, waiting, branches, err := r.route(values, finished, gotos, cp.Waiting)
+		if err != nil {
+			return rn.stop(ctx, cp, StatusFailed, err, nil)
+		}
+		for _, b := range branches {
+			r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
+		}
+		if len(parentGoto) > 0 {
+			// A route to the parent graph ends this (sub)graph's run.
+			next, waiting = nil, nil
+		}
+		ncp := &Checkpoint{
+			Thread: th.ID, ParentID: cp.ID, Step: step, TurnStep: cp.TurnStep,
+			Values: values, Delta: delta, Next: next, Waiting: waiting,
+			Metadata: r.meta(SourceLoop, who, usage, cp.Metadata.Totals),
+		}
+		if len(records) > 0 {
+			ncp.Metadata.Records = records
+		}
+		ncp.ID = NewCheckpointID(r.now(), expectHead)
+		t := *th
+		t.Status, t.Error = StatusRunning, ""
+		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}); err != nil {
+			if errors.Is(err, ErrConflict) {
+				return nil, err
+			}
+			// The step is lost but the thread stays at its last good
+			// checkpoint, marked failed with the reason.
+			return rn.stop(ctx, cp, StatusFailed, fmt.Errorf("step %d: %w", step, err), nil)
+		}
+		th.Head, th.Status, th.Error = ncp.ID, StatusRunning, ""
+		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
+		cp, expectHead = ncp, ncp.ID
+		if len(parentGoto) > 0 {
+			res, err := r.finish(ctx, rn, cp)
+			if res != nil {
+				sort.Strings(parentGoto)
+				res.Goto = parentGoto
+			}
+			return res, err
+		}
+
+		// Static breakpoints after nodes.
+		var afters []PendingWrite
+		for _, n := range finished {
+			if rn.after[n] && len(cp.Next) > 0 {
+				afters = append(afters, PendingWrite{Node: n, Kind: PendingInterrupt, Interrupt: &Interrupt{Node: n, When: InterruptAfter}})
+			}
+		}
+		if len(afters) > 0 {
+			return rn.pause(ctx, cp, afters)
+		}
+	}
+}
+
+func (rn *run) mergeError(step int, err error) error {
+	var we *WriteError
+	if errors.As(err, &we) && we.Node != "" {
+		if n := rn.r.Graph.Nodes[we.Node]; n != nil {
+			return &NodeError{Node: we.Node, Pos: n.Pos, Step: step, Err: err}
+		}
+	}
+	return fmt.Errorf("step %d: %w", step, err)
+}
+
+// pause marks the thread interrupted at cp with the given pending writes.
+func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite) (*Result, error) {
+	r := rn.r
+	if err := r.mark(ctx, rn.thread, StatusInterrupted, "", writes); err != nil {
+		return nil, err
+	}
+	cp.Pending = writes
+	ints := interruptsOf(writes)
+	for i := range ints {
+		r.emit(Event{Kind: EvInterrupt, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Node: ints[i].Node, Interrupt: &ints[i]})
+	}
+	return &Result{Thread: rn.thread.ID, Status: StatusInterrupted, Checkpoint: cp, Interrupts: ints}, nil
+}
+
+// stop marks the thread failed (or budget-exceeded) at cp and returns err.
+func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err error, writes []PendingWrite) (*Result, error) {
+	r := rn.r
+	if merr := r.mark(ctx, rn.thread, status, err.Error(), writes); merr != nil {
+		return nil, errors.Join(err, merr)
+	}
+	r.emit(Event{Kind: EvError, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Error: err.Error()})
+	return &Result{Thread: rn.thread.ID, Status: status, Checkpoint: cp}, err
+}
+
+func (rn *run) cancelled(ctx context.Context, cp *Checkpoint, cause error, writes []PendingWrite) (*Result, error) {
+	var be *BudgetError
+	if errors.As(cause, &be) {
+		return rn.stop(ctx, cp, StatusBudget, be, writes)
+	}
+	return rn.stop(ctx, cp, StatusFailed, fmt.Errorf("run cancelled: %w", cause), writes)
+}
+
+// execute runs the step's nodes concurrently on the snapshot cp.Values and
+// returns their outcomes sorted by node name. Nodes with a pending result
+// are not executed again.
+func (rn *run) execute(ctx context.Context, cp *Checkpoint, step int, pending map[string]*NodeResult) []taskOut {
+	outs := make([]taskOut, len(cp.Next))
+	todo := 0
+	for _, name := range cp.Next {
+		if pending[name] == nil {
+			todo++
+		}
+	}
+	var wg sync.WaitGroup
+	for i, name := range cp.Next {
+		if res := pending[name]; res == nil && todo == 1 {
+			// A lone node runs on this goroutine: no scheduling hand-off.
+			start := rn.r.now()
+			res, err := rn.runNode(ctx, cp, step, name)
+			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
+			continue
+		}
+		if res := pending[name]; res != nil {
+			outs[i] = taskOut{node: name, res: res}
+			continue
+		}
+		wg.Add(1)
+		go func(i int, name string) {
+			defer wg.Done()
+			start := rn.r.now()
+			res, err := rn.runNode(ctx, cp, step, name)
+			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
+		}(i, name)
+	}
+	wg.Wait()
+	sort.Slice(outs, func(i, j int) bool { return outs[i].node < outs[j].node })
+	return outs
+}
+
+// runNode runs one node with its timeout and retry policy.
+func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name string) (res *NodeResult, err error) {
+	r := rn.r
+	node := r.Graph.Nodes[name]
+	if node == nil {
+		return nil, fmt.Errorf("graph %q has no node %q", r.Graph.Name, name)
+	}
+	fn := builtinKind(node.Kind)
+	if f, ok := r.Kinds[node.Kind]; ok {
+		fn = f
+	}
+	if fn == nil {
+		return nil, fmt.Errorf("node kind %q is not available in this runner", node.Kind)
+	}
+	call := &NodeCall{
+		Graph: r.Graph, Node: node, State: cp.Values, Thread: rn.thread.ID, Step: step,
+		Runner: r,
+		Emit: func(e Event) {
+			e.Thread, e.Step, e.Node = rn.thread.ID, step, name
+			r.emit(e)
+		},
+	}
+	if rn.resumeNodes[name] {
+		call.Resume, call.HasResume = rn.resumeValue, true
+	}
+	if rn.records != nil {
+		call.Replay = rn.records[step][name]
+	}
+	call.Partial = rn.partial[name]
+	call.Budget, call.Used, call.Ledger = rn.remaining(rn.used), rn.used, rn.ledger
+	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
+	attempts := max(node.Retry.MaxAttempts, 1)
+	backoff := node.Retry.InitialBackoff
+	if backoff == 0 {
+		backoff = 200 * time.Millisecond
+	}
+	maxBackoff := node.Retry.MaxBackoff
+	if maxBackoff == 0 {
+		maxBackoff = 10 * time.Second
+	}
+	r.emit(Event{Kind: EvNodeStart, Thread: rn.thread.ID, Step: step, Node: name})
+	start := r.now()
+	var attemptUsage []Usage
+	defer func() {
+		if len(attemptUsage) > 0 {
+			if res == nil {
+				res = &NodeResult{}
+			}
+			res.Usage = attemptUsage
+		}
+	}()
+	for attempt := 1; ; attempt++ {
+		res, err = rn.callOnce(ctx, fn, call, node)
+		if res != nil && len(res.Usage) > 0 {
+			// Every attempt's model usage counts, not only the last one's.
+			attemptUsage = append(attemptUsage, res.Usage...)
+		}
+		if err == nil || attempt >= attempts || ctx.Err() != nil {
+			break
+		}
+		if res != nil && len(res.Records) > 0 {
+			call.Partial = res.Records
+		}
+		var be *BudgetError
+		if errors.As(err, &be) {
+			break
+		}
+		r.emit(Event{Kind: EvMessage, Thread: rn.thread.ID, Step: step, Node: name, Message: fmt.Sprintf("attempt %d of %d failed: %v; retrying", attempt, attempts, err)})
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+	if err != nil {
+		r.emit(Event{Kind: EvNodeError, Thread: rn.thread.ID, Step: step, Node: name, Error: err.Error(), Duration: r.now().Sub(start)})
+		return res, err
+	}
+	if res == nil {
+		res = &NodeResult{}
+	}
+	if err := rn.checkGoto(node, res); err != nil {
+		return nil, err
+	}
+	r.emit(Event{Kind: EvNodeEnd, Thread: rn.thread.ID, Step: step, Node: name, Writes: res.Writes, Duration: r.now().Sub(start), Interrupt: res.Interrupt})
+	return res, nil
+}
+
+func (rn *run) callOnce(ctx context.Context, fn NodeFunc, call *NodeCall, node *spec.Node) (res *NodeResult, err error) {
+	if node.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, node.Timeout, fmt.Errorf("node %q timed out after %s", node.Name, node.Timeout))
+		defer cancel()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("node kind %s panicked: %v", node.Kind, p)
+		}
+	}()
+	res, err = fn(ctx, call)
+	if err != nil && ctx.Err() != nil && context.Cause(ctx) != nil && !errors.Is(err, context.Cause(ctx)) {
+		err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+	}
+	if err == nil && node.Goto != nil && res != nil && res.Interrupt == nil && len(res.Goto) == 0 {
+		res.Goto, err = rn.evalGoto(call, node, res)
+	}
+	return res, err
+}
+
+// evalGoto evaluates a node's goto expression on the state as it would be
+// after the node's own writes.
+func (rn *run) evalGoto(call *NodeCall, node *spec.Node, res *NodeResult) ([]string, error) {
+	after, _, _, err := Merge(call.Graph, call.Step, call.State, []NodeWrites{{Node: node.Name, Writes: res.Writes}})
+	if err != nil {
+		return nil, err
+	}
+	v, err := node.Goto.Eval(stateEnv(after))
+	if err != nil {
+		return nil, fmt.Errorf("goto: %w", err)
+	}
+	return routeNames(v)
+}
+
+func (rn *run) checkGoto(node *spec.Node, res *NodeResult) error {
+	for _, g := range res.Goto {
+		ok := false
+		for _, p := range node.GotoPaths {
+			if p.Name == g {
+				ok = true
+			}
+		}
+		if !ok {
+			return fmt.Errorf("goto %q is not one of goto_paths (%s)", g, refList(node.GotoPaths))
+		}
+	}
+	return nil
+}
+
+// builtinKind returns the runtime's own implementation of a node kind.
+func builtinKind(kind string) NodeFunc {
+	switch kind {
+	case "set":
+		return runSet
+	case "noop":
+		return runNoop
+	case "interrupt":
+		return runInterrupt
+	case "subgraph":
+		return runSubgraph
+	case "map":
+		return runMap
+	}
+	return nil
+}

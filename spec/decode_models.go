@@ -1,0 +1,196 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+
+	"github.com/expr-lang/expr/types"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"gopkg.in/yaml.v3"
+)
+
+func (c *checker) decodeModels(n *yaml.Node) {
+	m := asMapping(n)
+	for _, k := range m.keys {
+		mm := asMapping(m.get(k.Value))
+		md := &Model{Name: k.Value, Pos: c.pos(k), Provider: "openai"}
+		if v := mm.get("provider"); v != nil {
+			md.Provider = v.Value
+		}
+		md.BaseURL = scalar(mm.get("base_url"))
+		md.Model = scalar(mm.get("model"))
+		md.APIKeyEnv = scalar(mm.get("api_key_env"))
+		if v := mm.get("temperature"); v != nil {
+			var t float64
+			_ = v.Decode(&t)
+			md.Temperature = &t
+		}
+		if v := mm.get("max_tokens"); v != nil {
+			_ = v.Decode(&md.MaxTokens)
+		}
+		md.Timeout = c.duration(mm.get("timeout"), "models."+k.Value+".timeout")
+		pm := asMapping(mm.get("price"))
+		if v := pm.get("input_per_million"); v != nil {
+			_ = v.Decode(&md.PriceIn)
+		}
+		if v := pm.get("output_per_million"); v != nil {
+			_ = v.Decode(&md.PriceOut)
+		}
+		if v := mm.get("rpm"); v != nil {
+			_ = v.Decode(&md.RPM)
+		}
+		if v := mm.get("stream"); v != nil {
+			var b bool
+			_ = v.Decode(&b)
+			md.Stream = &b
+		}
+		md.Retry = c.retry(mm.get("retry"), "models."+k.Value+".retry")
+		md.Fallbacks = nameRefs(c.file, mm.get("fallbacks"))
+		if v := mm.get("fixtures"); v != nil {
+			md.Fixtures = c.resolve(v.Value)
+		}
+		switch md.Provider {
+		case "mock":
+			if md.Fixtures == "" {
+				c.errs.Add(md.Pos, "models.%s: provider mock needs fixtures (a file of scripted replies)", k.Value)
+			} else if _, err := c.loader.read(md.Fixtures); err != nil {
+				c.errs.Add(c.pos(mm.get("fixtures")), "models.%s.fixtures: cannot read %q: %v", k.Value, mm.get("fixtures").Value, unwrapPathErr(err))
+			}
+		case "openai":
+			if md.Model == "" {
+				c.errs.Add(md.Pos, "models.%s: missing model id (key model)", k.Value)
+			}
+		case "azure":
+			if md.Model == "" {
+				c.errs.Add(md.Pos, "models.%s: provider azure needs model (the deployment name)", k.Value)
+			}
+			if md.BaseURL == "" {
+				c.errs.Add(md.Pos, "models.%s: provider azure needs base_url (the resource endpoint, e.g. https://NAME.openai.azure.com)", k.Value)
+			}
+		}
+		if v := mm.get("api_version"); v != nil {
+			if md.Provider != "azure" {
+				c.errs.Add(c.pos(mm.kpos["api_version"]), "models.%s: api_version is only for provider azure", k.Value)
+			}
+			md.APIVersion = v.Value
+		}
+		c.g.Models[k.Value] = md
+	}
+	for _, md := range c.g.Models {
+		for _, f := range md.Fallbacks {
+			if f.Name == md.Name {
+				c.errs.Add(f.Pos, "models.%s: a model cannot be its own fallback", md.Name)
+			} else if c.g.Models[f.Name] == nil {
+				c.unknownRef(f, "model", SortedKeys(c.g.Models))
+			}
+		}
+	}
+}
+
+// resolve makes a path in the graph file relative to the file's directory.
+func (c *checker) resolve(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+func (c *checker) decodeTools(n *yaml.Node) {
+	m := asMapping(n)
+	for _, k := range m.keys {
+		tm := asMapping(m.get(k.Value))
+		path := "tools." + k.Value
+		t := &Tool{Name: k.Value, Pos: c.pos(k), Kind: scalar(tm.get("kind")), Description: scalar(tm.get("description"))}
+		if pn := tm.get("parameters"); pn != nil {
+			var conv valueConv
+			conv.file, conv.errs = c.file, c.errs
+			t.Parameters, _ = conv.value(pn).(map[string]any)
+			if err := CheckJSONSchema(t.Parameters); err != nil {
+				c.errs.Add(c.pos(pn), "%s.parameters: not a valid JSON Schema: %v", path, err)
+			}
+		} else {
+			t.Parameters = map[string]any{"type": "object", "properties": map[string]any{}}
+		}
+		argsEnv := types.Map{"args": types.TypeOf(map[string]any{})}
+		need := func(key string) {
+			if tm.get(key) == nil {
+				c.errs.Add(t.Pos, "%s: kind %s needs %s", path, t.Kind, key)
+			}
+		}
+		allowed := map[string][]string{
+			"expr": {"expr"},
+			"http": {"method", "url", "body", "headers_env", "allow_hosts", "max_output_bytes"},
+			"exec": {"command", "max_output_bytes"},
+		}[t.Kind]
+		for _, key := range tm.keys {
+			switch key.Value {
+			case "kind", "description", "parameters", "timeout":
+				continue
+			}
+			if !contains(allowed, key.Value) {
+				c.errs.Add(c.pos(key), "%s: key %q is not used by tool kind %s", path, key.Value, t.Kind)
+			}
+		}
+		switch t.Kind {
+		case "expr":
+			need("expr")
+			t.Expr = c.ec.compile(tm.get("expr"), path+".expr", argsEnv, nil)
+		case "http":
+			need("url")
+			t.Method = "GET"
+			if v := tm.get("method"); v != nil {
+				t.Method = v.Value
+			}
+			t.URL = c.ec.compile(tm.get("url"), path+".url", argsEnv, wantString)
+			t.Body = c.ec.compile(tm.get("body"), path+".body", argsEnv, nil)
+			if hn := tm.get("headers_env"); hn != nil {
+				t.HeadersEnv = map[string]string{}
+				_ = hn.Decode(&t.HeadersEnv)
+			}
+			for _, h := range nameRefs(c.file, tm.get("allow_hosts")) {
+				t.AllowHosts = append(t.AllowHosts, h.Name)
+			}
+			if len(t.AllowHosts) == 0 {
+				c.errs.Add(t.Pos, "%s: http tools need allow_hosts (the hosts the tool may call)", path)
+			}
+		case "exec":
+			need("command")
+			if cn := tm.get("command"); cn != nil {
+				_ = cn.Decode(&t.Command)
+			}
+		}
+		t.Timeout = c.duration(tm.get("timeout"), path+".timeout")
+		if v := tm.get("max_output_bytes"); v != nil {
+			_ = v.Decode(&t.MaxOutputBytes)
+		}
+		c.g.Tools[k.Value] = t
+	}
+}
+
+// CheckJSONSchema reports whether s compiles as a JSON Schema.
+func CheckJSONSchema(s map[string]any) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	jc := jsonschema.NewCompiler()
+	if err := jc.AddResource("mem:///schema.json", doc); err != nil {
+		return err
+	}
+	_, err = jc.Compile("mem:///schema.json")
+	return err
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,394 @@
+package spec
+
+import (
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/expr-lang/expr/types"
+	"gopkg.in/yaml.v3"
+)
+
+// kindKeys lists the settings each node kind uses, besides the common ones.
+var kindKeys = map[string][]string{
+	"set":       {"set"},
+	"noop":      {},
+	"interrupt": {"payload", "resume"},
+	"llm":       {"model", "system", "prompt", "messages", "tools", "output", "store", "trim"},
+	"tools":     {"messages", "tools", "parallel"},
+	"subgraph":  {"graph", "input", "output_map"},
+	"map":       {"over", "node", "graph", "concurrency", "item_as", "input", "output_map"},
+}
+
+var commonNodeKeys = []string{"kind", "description", "timeout", "retry", "goto", "goto_paths"}
+
+func (c *checker) decodeNodes(n *yaml.Node) {
+	m := asMapping(n)
+	for _, k := range m.keys {
+		name := k.Value
+		nm := asMapping(m.get(name))
+		path := "nodes." + name
+		if name == Start || name == End {
+			c.errs.Add(c.pos(k), "%s: %s is reserved and cannot be a node name", path, name)
+			continue
+		}
+		node := &Node{Name: name, Pos: c.pos(k), Kind: scalar(nm.get("kind")), Description: scalar(nm.get("description"))}
+		for _, key := range nm.keys {
+			if contains(commonNodeKeys, key.Value) || contains(kindKeys[node.Kind], key.Value) {
+				continue
+			}
+			msg := fmt.Sprintf("%s: key %q is not used by kind %s", path, key.Value, node.Kind)
+			if s := suggest(key.Value, append(append([]string{}, commonNodeKeys...), kindKeys[node.Kind]...)); s != "" {
+				msg += fmt.Sprintf("; did you mean %q?", s)
+			}
+			c.errs.Add(c.pos(key), "%s", msg)
+		}
+		node.Timeout = c.duration(nm.get("timeout"), path+".timeout")
+		node.Retry = c.retry(nm.get("retry"), path+".retry")
+		node.Goto = c.ec.compile(nm.get("goto"), path+".goto", c.env, wantRoute)
+		node.GotoPaths = nameRefs(c.file, nm.get("goto_paths"))
+		if node.Goto != nil && len(node.GotoPaths) == 0 {
+			c.errs.Add(c.pos(nm.kpos["goto"]), "%s: goto needs goto_paths, the list of nodes it may go to", path)
+		}
+		if node.Goto == nil && nm.get("goto_paths") != nil && nm.get("goto") == nil {
+			c.errs.Add(c.pos(nm.kpos["goto_paths"]), "%s: goto_paths without goto", path)
+		}
+		switch node.Kind {
+		case "set":
+			c.decodeSet(node, nm, path)
+		case "interrupt":
+			node.Payload = c.ec.compile(nm.get("payload"), path+".payload", c.env, nil)
+			if r := nm.get("resume"); r != nil {
+				node.Resume = r.Value
+				if c.fieldRef(r, path+".resume") != nil {
+					node.Writes = append(node.Writes, r.Value)
+				}
+			}
+		case "llm", "tools":
+			c.decodeLLM(node, nm, path)
+		case "subgraph", "map":
+			c.decodeComposite(node, nm, path)
+		}
+		c.g.Nodes[name] = node
+		c.g.NodeOrder = append(c.g.NodeOrder, name)
+	}
+}
+
+// fieldRef resolves a field name written in the file, reporting unknown ones.
+func (c *checker) fieldRef(n *yaml.Node, path string) *Field {
+	f := c.g.Field(n.Value)
+	if f == nil {
+		c.unknownField(c.pos(n), path, n.Value)
+	}
+	return f
+}
+
+func (c *checker) unknownField(pos Pos, path, name string) {
+	names := make([]string, 0, len(c.g.Fields))
+	for _, f := range c.g.Fields {
+		names = append(names, f.Name)
+	}
+	msg := fmt.Sprintf("%s: undeclared state field %q", path, name)
+	if s := suggest(name, names); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	} else {
+		msg += " (declare it under state:)"
+	}
+	c.errs.Add(pos, "%s", msg)
+}
+
+func (c *checker) decodeSet(node *Node, nm *mapping, path string) {
+	sn := nm.get("set")
+	if sn == nil {
+		c.errs.Add(node.Pos, "%s: kind set needs set (field: expression)", path)
+		return
+	}
+	sm := asMapping(sn)
+	if len(sm.keys) == 0 {
+		c.errs.Add(c.pos(sn), "%s.set: no fields to set", path)
+	}
+	for _, k := range sm.keys {
+		f := c.g.Field(k.Value)
+		if f == nil {
+			c.unknownField(c.pos(k), path+".set", k.Value)
+			continue
+		}
+		e := c.ec.compile(sm.get(k.Value), path+".set."+k.Value, c.env, wantWrite(f))
+		node.Set = append(node.Set, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
+		node.Writes = append(node.Writes, k.Value)
+	}
+}
+
+func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
+	// messages field: explicit, or "messages" when declared.
+	if mn := nm.get("messages"); mn != nil {
+		if f := c.fieldRef(mn, path+".messages"); f != nil && f.Type.Kind != KindMessages {
+			c.errs.Add(c.pos(mn), "%s.messages: field %q is %s, want messages", path, f.Name, f.Type)
+		}
+		node.Messages = mn.Value
+	} else if f := c.g.Field("messages"); f != nil && f.Type.Kind == KindMessages {
+		node.Messages = "messages"
+	}
+	for _, t := range nameRefs(c.file, nm.get("tools")) {
+		if c.g.Tools[t.Name] == nil {
+			c.unknownRef(t, "tool", SortedKeys(c.g.Tools))
+			continue
+		}
+		node.Tools = append(node.Tools, t)
+	}
+	if node.Kind == "tools" {
+		if node.Messages == "" {
+			c.errs.Add(node.Pos, "%s: kind tools needs a messages field (declare messages: {type: messages} or set messages:)", path)
+		}
+		if nm.get("tools") == nil {
+			for _, name := range SortedKeys(c.g.Tools) {
+				node.Tools = append(node.Tools, NameRef{Name: name, Pos: node.Pos})
+			}
+		}
+		node.Parallel = true
+		if v := nm.get("parallel"); v != nil {
+			_ = v.Decode(&node.Parallel)
+		}
+		if node.Messages != "" {
+			node.Writes = append(node.Writes, node.Messages)
+		}
+		return
+	}
+	mn := nm.get("model")
+	if mn == nil {
+		c.errs.Add(node.Pos, "%s: kind llm needs model", path)
+	} else {
+		node.Model = NameRef{Name: mn.Value, Pos: c.pos(mn)}
+		if c.g.Models[mn.Value] == nil {
+			c.unknownRef(node.Model, "model", SortedKeys(c.g.Models))
+		}
+	}
+	node.System = c.ec.compile(nm.get("system"), path+".system", c.env, wantString)
+	node.Prompt = c.ec.compile(nm.get("prompt"), path+".prompt", c.env, wantString)
+	if node.Messages == "" && node.Prompt == nil {
+		c.errs.Add(node.Pos, "%s: kind llm needs a prompt or a messages field", path)
+	}
+	if sn := nm.get("store"); sn != nil {
+		if f := c.fieldRef(sn, path+".store"); f != nil {
+			if f.Type.Kind != KindString && f.Type.Kind != KindAny {
+				c.errs.Add(c.pos(sn), "%s.store: field %q is %s, want string", path, f.Name, f.Type)
+			}
+			node.Store = sn.Value
+			node.Writes = append(node.Writes, sn.Value)
+		}
+	}
+	if tn := nm.get("trim"); tn != nil {
+		tm := asMapping(tn)
+		if v := tm.get("keep_last"); v != nil {
+			_ = v.Decode(&node.TrimKeepLast)
+		}
+		node.TrimSystem = true
+		if v := tm.get("keep_system"); v != nil {
+			_ = v.Decode(&node.TrimSystem)
+		}
+	}
+	if on := nm.get("output"); on != nil {
+		om := asMapping(on)
+		if sn := om.get("schema"); sn != nil {
+			var conv valueConv
+			conv.file, conv.errs = c.file, c.errs
+			node.OutputSchema, _ = conv.value(sn).(map[string]any)
+			if err := CheckJSONSchema(node.OutputSchema); err != nil {
+				c.errs.Add(c.pos(sn), "%s.output.schema: not a valid JSON Schema: %v", path, err)
+			}
+		}
+		if v := om.get("strict"); v != nil {
+			_ = v.Decode(&node.OutputStrict)
+		}
+		node.OutputTries = 2
+		if v := om.get("max_attempts"); v != nil {
+			_ = v.Decode(&node.OutputTries)
+		}
+		env := types.Map{"state": c.env["state"], "reply": types.Any}
+		fm := asMapping(om.get("fields"))
+		for _, k := range fm.keys {
+			f := c.g.Field(k.Value)
+			if f == nil {
+				c.unknownField(c.pos(k), path+".output.fields", k.Value)
+				continue
+			}
+			e := c.ec.compile(fm.get(k.Value), path+".output.fields."+k.Value, env, wantWrite(f))
+			node.OutputFields = append(node.OutputFields, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
+			node.Writes = append(node.Writes, k.Value)
+		}
+		if node.OutputSchema == nil && len(node.OutputFields) > 0 {
+			c.errs.Add(c.pos(on), "%s.output: fields need a schema for the reply", path)
+		}
+	}
+	if node.Messages != "" {
+		node.Writes = append(node.Writes, node.Messages)
+	}
+}
+
+func (c *checker) unknownRef(r NameRef, what string, names []string) {
+	msg := fmt.Sprintf("unknown %s %q", what, r.Name)
+	if s := suggest(r.Name, names); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	} else if len(names) == 0 {
+		msg += fmt.Sprintf(" (no %ss are declared)", what)
+	}
+	c.errs.Add(r.Pos, "%s", msg)
+}
+
+func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
+	if node.Kind == "map" {
+		node.Over = c.ec.compile(nm.get("over"), path+".over", c.env, wantList)
+		if nm.get("over") == nil {
+			c.errs.Add(node.Pos, "%s: kind map needs over (a list expression)", path)
+		}
+		node.MapLimit = 8
+		if v := nm.get("concurrency"); v != nil {
+			_ = v.Decode(&node.MapLimit)
+		}
+		if v := nm.get("node"); v != nil {
+			node.MapNode = NameRef{Name: v.Value, Pos: c.pos(v)}
+		}
+		node.ItemAs = scalar(nm.get("item_as"))
+		if in := nm.get("item_as"); in != nil && nm.get("node") != nil {
+			// node form: the item is written into this graph's field for each run.
+			c.fieldRef(in, path+".item_as")
+		} else if in == nil && nm.get("node") != nil {
+			c.errs.Add(node.Pos, "%s: kind map with node needs item_as (the state field that holds the current item)", path)
+		}
+		if (nm.get("node") == nil) == (nm.get("graph") == nil) {
+			c.errs.Add(node.Pos, "%s: kind map needs exactly one of node or graph", path)
+		}
+	}
+	gn := nm.get("graph")
+	if gn == nil {
+		if node.Kind == "subgraph" {
+			c.errs.Add(node.Pos, "%s: kind subgraph needs graph (a graph file)", path)
+		}
+	} else {
+		node.GraphPath = c.resolve(gn.Value)
+		c.loadChild(node, gn, path)
+	}
+	child := c.g.Subgraphs[node.GraphPath]
+	if child != nil && node.Kind == "subgraph" {
+		// Routes from inside the child to this graph's nodes ("^name")
+		// become routes of the subgraph node itself.
+		for _, name := range child.NodeOrder {
+			for _, t := range child.Nodes[name].GotoPaths {
+				if target, ok := strings.CutPrefix(t.Name, "^"); ok && target != "" {
+					node.GotoPaths = append(node.GotoPaths, NameRef{Name: target, Pos: c.pos(gn)})
+				}
+			}
+		}
+	}
+	inEnv := c.env
+	if node.Kind == "map" {
+		inEnv = types.Map{"state": c.env["state"], "item": types.Any, "index": types.Int}
+	}
+	if child != nil && node.Kind == "map" && node.ItemAs != "" && child.Field(node.ItemAs) == nil {
+		c.errs.Add(c.pos(nm.get("item_as")), "%s.item_as: child graph has no field %q", path, node.ItemAs)
+	}
+	im := asMapping(nm.get("input"))
+	for _, k := range im.keys {
+		var want func(reflect.Type) string
+		if child != nil {
+			cf := child.Field(k.Value)
+			if cf == nil {
+				c.errs.Add(c.pos(k), "%s.input: child graph %s has no field %q", path, gn.Value, k.Value)
+				continue
+			}
+			want = wantAssign(cf)
+		}
+		e := c.ec.compile(im.get(k.Value), path+".input."+k.Value, inEnv, want)
+		node.Input = append(node.Input, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
+	}
+	if on := nm.get("output_map"); on != nil {
+		node.OutputMap = map[string]string{}
+		om := asMapping(on)
+		for _, k := range om.keys {
+			pf := c.g.Field(k.Value)
+			if pf == nil {
+				c.unknownField(c.pos(k), path+".output_map", k.Value)
+				continue
+			}
+			v := om.get(k.Value)
+			if child != nil {
+				cf := child.Field(v.Value)
+				if cf == nil {
+					c.errs.Add(c.pos(v), "%s.output_map.%s: child graph has no field %q", path, k.Value, v.Value)
+					continue
+				}
+				if node.Kind == "subgraph" && !typesAgree(cf.Type, pf.Type) {
+					c.errs.Add(c.pos(v), "%s.output_map.%s: child field %q is %s, parent field %q is %s", path, k.Value, v.Value, cf.Type, pf.Name, pf.Type)
+				}
+			}
+			node.OutputMap[k.Value] = v.Value
+			node.Writes = append(node.Writes, k.Value)
+		}
+	} else if child != nil {
+		// Shared field names pass through.
+		for _, cf := range child.Fields {
+			if pf := c.g.Field(cf.Name); pf != nil {
+				if !typesAgree(cf.Type, pf.Type) {
+					c.errs.Add(node.Pos, "%s: shared field %q is %s in the child graph but %s here; map it explicitly with input/output_map", path, cf.Name, cf.Type, pf.Type)
+					continue
+				}
+				node.Writes = append(node.Writes, cf.Name)
+			}
+		}
+	}
+	sort.Strings(node.Writes)
+}
+
+func wantAssign(f *Field) func(reflect.Type) string {
+	return func(t reflect.Type) string {
+		if k := kindOfType(t); k != "" && !compatible(k, f.Type) {
+			return fmt.Sprintf("expression yields %s, but child field %q is %s", k, f.Name, f.Type)
+		}
+		return ""
+	}
+}
+
+func typesAgree(a, b Type) bool {
+	if a.Kind == KindAny || b.Kind == KindAny {
+		return true
+	}
+	if a.Kind != b.Kind {
+		return false
+	}
+	return a.Kind != KindList || a.Items == b.Items || a.Items == "" || b.Items == "" || a.Items == KindAny || b.Items == KindAny
+}
+
+func (c *checker) loadChild(node *Node, gn *yaml.Node, path string) {
+	p := node.GraphPath
+	abs, _ := filepath.Abs(p)
+	if c.loader.stack[abs] {
+		c.errs.Add(c.pos(gn), "%s.graph: %s includes itself (subgraph cycle)", path, gn.Value)
+		return
+	}
+	if g, ok := c.loader.cache[abs]; ok {
+		if g != nil {
+			c.g.Subgraphs[p] = g
+		}
+		return
+	}
+	src, err := c.loader.read(p)
+	if err != nil {
+		c.errs.Add(c.pos(gn), "%s.graph: cannot read %q: %v", path, gn.Value, unwrapPathErr(err))
+		return
+	}
+	child, errs := c.loader.parse(p, src)
+	c.loader.cache[abs] = child
+	for _, e := range errs {
+		if e.Severity == SevError {
+			c.errs.Add(c.pos(gn), "%s.graph: %s: %s", path, e.Pos, e.Msg)
+		}
+	}
+	if child != nil {
+		c.g.Subgraphs[p] = child
+		for k, v := range child.Subgraphs {
+			c.g.Subgraphs[k] = v
+		}
+	}
+}
