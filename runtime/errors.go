@@ -14,7 +14,7 @@ type StepLimitError struct {
 }
 
 func (e *StepLimitError) Error() string {
-	return fmt.Sprintf("step limit of %d reached at step %d (nodes still scheduled: %s); the state is saved: resume with a higher limit (--max-steps)", e.Limit, e.Step, strings.Join(e.Nodes, ", "))
+	return fmt.Sprintf("step limit of %d reached at step %d (nodes still scheduled: %s); the state is saved: resume with a higher step limit", e.Limit, e.Step, strings.Join(e.Nodes, ", "))
 }
 
 // BudgetError stops a run that reached a budget (LLM calls, tokens, cost, time).
