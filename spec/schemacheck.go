@@ -17,30 +17,40 @@ import (
 	"github.com/lgrun/lgrun/schema"
 )
 
+var printer = message.NewPrinter(language.English)
+
+// embeddedSchema is a JSON Schema embedded in package schema, compiled on
+// first use. doc is the parsed document, for "allowed keys" hints.
+type embeddedSchema struct {
+	url, what string
+	src       []byte
+	once      sync.Once
+	val       *jsonschema.Schema
+	doc       any
+	err       error
+}
+
 var (
-	schemaOnce sync.Once
-	schemaVal  *jsonschema.Schema
-	schemaDoc  any
-	schemaErr  error
-	printer    = message.NewPrinter(language.English)
+	graphSchema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: schema.Graph}
+	testSchema  = &embeddedSchema{url: schema.TestURL, what: "test file", src: schema.Test}
 )
 
-func graphSchema() (*jsonschema.Schema, error) {
-	schemaOnce.Do(func() {
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema.Graph))
+func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
+	es.once.Do(func() {
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(es.src))
 		if err != nil {
-			schemaErr = fmt.Errorf("parse embedded schema: %w", err)
+			es.err = fmt.Errorf("parse embedded %s schema: %w", es.what, err)
 			return
 		}
-		schemaDoc = doc
+		es.doc = doc
 		c := jsonschema.NewCompiler()
-		if err := c.AddResource(schema.GraphURL, doc); err != nil {
-			schemaErr = fmt.Errorf("load embedded schema: %w", err)
+		if err := c.AddResource(es.url, doc); err != nil {
+			es.err = fmt.Errorf("load embedded %s schema: %w", es.what, err)
 			return
 		}
-		schemaVal, schemaErr = c.Compile(schema.GraphURL)
+		es.val, es.err = c.Compile(es.url)
 	})
-	return schemaVal, schemaErr
+	return es.val, es.err
 }
 
 // validateSchema checks the decoded value of a graph file against the JSON
@@ -49,9 +59,9 @@ func validateSchema(file string, root *yaml.Node, v any, errs *ErrorList) {
 	validateWith(graphSchema, file, root, v, errs)
 }
 
-// validateWith checks v against the schema returned by load.
-func validateWith(load func() (*jsonschema.Schema, error), file string, root *yaml.Node, v any, errs *ErrorList) {
-	sch, err := load()
+// validateWith checks v against the embedded schema es.
+func validateWith(es *embeddedSchema, file string, root *yaml.Node, v any, errs *ErrorList) {
+	sch, err := es.load()
 	if err != nil {
 		errs.Add(Pos{File: file}, "%v", err)
 		return
@@ -66,7 +76,7 @@ func validateWith(load func() (*jsonschema.Schema, error), file string, root *ya
 		return
 	}
 	for _, leaf := range schemaLeaves(ve) {
-		reportSchemaError(file, root, leaf, errs)
+		reportSchemaError(es.doc, file, root, leaf, errs)
 	}
 }
 
@@ -146,7 +156,7 @@ func typeWants(e *jsonschema.ValidationError) []string {
 	return out
 }
 
-func reportSchemaError(file string, root *yaml.Node, e *jsonschema.ValidationError, errs *ErrorList) {
+func reportSchemaError(doc any, file string, root *yaml.Node, e *jsonschema.ValidationError, errs *ErrorList) {
 	loc := e.InstanceLocation
 	where := formatPath(loc)
 	prefix := ""
@@ -155,7 +165,7 @@ func reportSchemaError(file string, root *yaml.Node, e *jsonschema.ValidationErr
 	}
 	switch k := e.ErrorKind.(type) {
 	case *kind.AdditionalProperties:
-		allowed := schemaProperties(e.SchemaURL)
+		allowed := schemaProperties(doc, e.SchemaURL)
 		for _, p := range k.Properties {
 			n := lookupPath(root, append(append([]string{}, loc...), p), true)
 			msg := fmt.Sprintf("unknown key %q", p)
@@ -321,14 +331,11 @@ func dedupe(s []string) []string {
 	return out
 }
 
-// schemaProperties returns the property names allowed by the schema object
-// at url (an absolute schema location with a JSON-pointer fragment).
-func schemaProperties(url string) []string {
+// schemaProperties returns the property names allowed by the object at
+// url (an absolute schema location with a JSON-pointer fragment) in doc.
+func schemaProperties(doc any, url string) []string {
 	_, frag, _ := strings.Cut(url, "#")
-	var cur any = schemaDoc
-	if strings.HasPrefix(url, schema.TestURL) {
-		cur = testSchemaDoc
-	}
+	cur := doc
 	for _, tok := range strings.Split(strings.TrimPrefix(frag, "/"), "/") {
 		if tok == "" {
 			continue

@@ -9,13 +9,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/expr-lang/expr/types"
-	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
-
-	"github.com/lgrun/lgrun/schema"
 )
 
 // TestFile is a checked graph test file: cases that run a graph with
@@ -81,31 +77,6 @@ type ExpectInterrupt struct {
 	When       string
 	Payload    any
 	HasPayload bool
-}
-
-var (
-	testSchemaOnce sync.Once
-	testSchemaVal  *jsonschema.Schema
-	testSchemaDoc  any
-	testSchemaErr  error
-)
-
-func testSchema() (*jsonschema.Schema, error) {
-	testSchemaOnce.Do(func() {
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema.Test))
-		if err != nil {
-			testSchemaErr = fmt.Errorf("parse embedded test schema: %w", err)
-			return
-		}
-		testSchemaDoc = doc
-		c := jsonschema.NewCompiler()
-		if err := c.AddResource(schema.TestURL, doc); err != nil {
-			testSchemaErr = err
-			return
-		}
-		testSchemaVal, testSchemaErr = c.Compile(schema.TestURL)
-	})
-	return testSchemaVal, testSchemaErr
 }
 
 // IsTestFile reports whether path is named like a graph test file.
