@@ -4,12 +4,8 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
 	goruntime "runtime"
-	"sort"
 	"strings"
 	"time"
 
@@ -94,48 +90,18 @@ invalid, 2 usage error.`,
 	return c
 }
 
-// findTestFiles expands files and directories into *.test.yaml files.
+// findTestFiles expands files, directories and globs into *.test.yaml files.
 func findTestFiles(args []string) ([]string, error) {
-	var out []string
-	seen := map[string]bool{}
-	for _, a := range args {
-		fi, err := os.Stat(a)
-		if err != nil {
-			return nil, usagef("%s: %v", a, unwrapPath(err))
-		}
-		if !fi.IsDir() {
-			if !spec.IsTestFile(a) {
-				return nil, usagef("%s is not a test file (name it x.test.yaml for graph x.yaml)", a)
-			}
-			if !seen[a] {
-				seen[a] = true
-				out = append(out, a)
-			}
-			continue
-		}
-		n := 0
-		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if !d.IsDir() && spec.IsTestFile(p) {
-				n++
-				if !seen[p] {
-					seen[p] = true
-					out = append(out, p)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, usagef("no test files (*.test.yaml) under %s", a)
+	files, err := expandFiles(args, spec.IsTestFile, "no test files (*.test.yaml) under %s")
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		if !spec.IsTestFile(f) {
+			return nil, usagef("%s is not a test file (name it x.test.yaml for graph x.yaml)", f)
 		}
 	}
-	sort.Strings(out)
-	return out, nil
+	return files, nil
 }
 
 func writeTestText(io *IO, results []*graphtest.FileResult, coverage bool) {

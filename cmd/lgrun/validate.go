@@ -112,8 +112,17 @@ func isGraphFile(name string) bool {
 	return !strings.Contains(filepath.Base(name), ".fixtures.")
 }
 
-// expandGraphArgs turns files, directories and globs into a sorted list of files.
+// expandGraphArgs turns files, directories and globs into a sorted list of
+// graph and test files.
 func expandGraphArgs(args []string) ([]string, error) {
+	return expandFiles(args, isGraphFile, "directory %s holds no graph files (*.yaml)")
+}
+
+// expandFiles turns files, directories and globs into a sorted list of
+// files without duplicates. Named files and glob matches are kept as they
+// are; directories are walked for the files keep accepts, and one that has
+// none is a usage error worded by noneFormat (with the directory for %s).
+func expandFiles(args []string, keep func(string) bool, noneFormat string) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	add := func(p string) {
@@ -148,7 +157,7 @@ func expandGraphArgs(args []string) ([]string, error) {
 				if err != nil {
 					return err
 				}
-				if !d.IsDir() && isGraphFile(p) {
+				if !d.IsDir() && keep(p) {
 					add(p)
 					n++
 				}
@@ -158,7 +167,7 @@ func expandGraphArgs(args []string) ([]string, error) {
 				return nil, err
 			}
 			if n == 0 {
-				return nil, usagef("directory %s holds no graph files (*.yaml)", m)
+				return nil, usagef(noneFormat, m)
 			}
 		}
 	}
