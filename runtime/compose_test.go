@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/lgrun/lgrun/checkpoint"
@@ -263,5 +264,37 @@ edges:
 	}
 	if want := []any{"decide", "writer"}; !reflect.DeepEqual(res.Checkpoint.Values["log"], want) {
 		t.Fatalf("log %v, want %v", res.Checkpoint.Values["log"], want)
+	}
+}
+
+// countingLocker counts the leases runs take.
+type countingLocker struct {
+	*checkpoint.Memory
+	mu    sync.Mutex
+	locks []string
+}
+
+func (c *countingLocker) Lock(ctx context.Context, thread string) (func(), error) {
+	c.mu.Lock()
+	c.locks = append(c.locks, thread)
+	c.mu.Unlock()
+	return c.Memory.Lock(ctx, thread)
+}
+
+// Child runs (subgraphs, map items) run under the parent's lease: a
+// nested run takes exactly one lease, the parent thread's.
+func TestChildRunsTakeNoLease(t *testing.T) {
+	ctx := context.Background()
+	g := writeGraphs(t, nested)
+	saver := &countingLocker{Memory: checkpoint.NewMemory()}
+	r := &runtime.Runner{Graph: g, Saver: saver}
+	if _, err := r.Run(ctx, runtime.RunOptions{Thread: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Resume(ctx, runtime.ResumeOptions{Thread: "n", Value: "ok", HasValue: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(saver.locks, []string{"n", "n"}) {
+		t.Fatalf("leases taken: %q, want only the parent's (run, resume)", saver.locks)
 	}
 }

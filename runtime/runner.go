@@ -32,6 +32,9 @@ type Runner struct {
 	ReuseRecords bool
 
 	emitMu sync.Mutex
+	// child marks a runner of subgraph and map-item runs: they run under
+	// the parent thread's lease and take none of their own.
+	child bool
 }
 
 // Result is the outcome of a run that stopped without an error, or with a
@@ -69,7 +72,7 @@ type ResumeOptions struct {
 // lock takes the thread's lease when the saver supports it.
 func (r *Runner) lock(ctx context.Context, thread string) (func(), error) {
 	l, ok := r.Saver.(Locker)
-	if !ok {
+	if !ok || r.child {
 		return func() {}, nil
 	}
 	unlock, err := l.Lock(ctx, thread)

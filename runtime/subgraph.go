@@ -35,7 +35,7 @@ func childThreadID(call *NodeCall, suffix string) string {
 func (r *Runner) childRunner(g *spec.Graph, ns string) *Runner {
 	return &Runner{
 		Graph: g, Saver: r.Saver, Kinds: r.Kinds, Now: r.Now, Version: r.Version,
-		GraphFile: g.File, Strict: r.Strict, ReuseRecords: r.ReuseRecords,
+		GraphFile: g.File, Strict: r.Strict, ReuseRecords: r.ReuseRecords, child: true,
 		Events: func(e Event) {
 			if e.Namespace == "" {
 				e.Namespace = ns
