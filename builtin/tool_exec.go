@@ -22,11 +22,11 @@ var execEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ"}
 // kills the program (and, on Unix, its process group); output past
 // max_output_bytes kills it too and is cut off.
 func (e *engine) execTool(ctx context.Context, g *spec.Graph, t *spec.Tool, args string) (string, error) {
-	dir := filepath.Dir(g.File)
-	prog := t.Command[0]
-	if !filepath.IsAbs(prog) && strings.ContainsRune(prog, filepath.Separator) {
-		prog = filepath.Join(dir, prog)
+	dir, err := filepath.Abs(filepath.Dir(g.File))
+	if err != nil {
+		return "", fmt.Errorf("graph directory: %v", err)
 	}
+	prog := commandPath(dir, t.Command[0])
 	limit := t.MaxOutputBytes
 	if limit <= 0 {
 		limit = defaultMaxOutput
@@ -49,7 +49,7 @@ func (e *engine) execTool(ctx context.Context, g *spec.Graph, t *spec.Tool, args
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.WaitDelay = time.Second
 	killGroup(cmd)
-	err := cmd.Run()
+	err = cmd.Run()
 	if stdout.over() {
 		return capped(stdout.bytes(), limit), nil
 	}
@@ -64,6 +64,17 @@ func (e *engine) execTool(ctx context.Context, g *spec.Graph, t *spec.Tool, args
 		return "", fmt.Errorf("%s: %v: %s", t.Command[0], err, clip(msg, 500))
 	}
 	return strings.TrimRight(string(stdout.bytes()), "\n"), nil
+}
+
+// commandPath resolves an exec tool's program. A name with a slash
+// ("./tool.sh", "tools/wc.sh") is a file relative to the graph's directory
+// dir (never looked up in PATH); an absolute path is taken as it is; a bare
+// name ("python3") is looked up in PATH, as the graph's author chose.
+func commandPath(dir, prog string) string {
+	if filepath.IsAbs(prog) || !strings.ContainsAny(prog, "/"+string(filepath.Separator)) {
+		return prog
+	}
+	return filepath.Join(dir, prog)
 }
 
 // capWriter keeps the first limit bytes (plus one, to tell that there was
