@@ -223,13 +223,23 @@ func toOpenAI(m map[string]any) openai.ChatCompletionMessage {
 	return out
 }
 
+// send makes one request. A reply counts only when it arrived whole: a
+// stream must end with a finish_reason or [DONE] (a connection lost after
+// the finish_reason loses at most the usage report); a cut stream, a
+// plain JSON answer to a streaming request, and an error object in a 200
+// answer or inside the stream are errors, with the server's message.
 func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest, onToken func(string)) (*chatReply, error) {
+	tap := &bodyTap{}
+	ctx = withTap(ctx, tap)
 	if !c.stream {
 		resp, err := c.client.CreateChatCompletion(ctx, r)
 		if err != nil {
-			return nil, err
+			return nil, fromHTTPError(err)
 		}
 		if len(resp.Choices) == 0 {
+			if err := tap.bodyError(); err != nil {
+				return nil, err
+			}
 			return nil, errors.New("the server answered with no choices")
 		}
 		msg := resp.Choices[0].Message
@@ -245,19 +255,29 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 	r.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
 	st, err := c.client.CreateChatCompletionStream(ctx, r)
 	if err != nil {
-		return nil, err
+		return nil, fromHTTPError(err)
 	}
 	defer st.Close()
 	reply := &chatReply{}
 	var content, refusal strings.Builder
 	var calls []*toolCall
 	byIndex := map[int]*toolCall{}
+	finished := false // a finish_reason arrived
 	for {
 		chunk, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
 		if err != nil {
+			if serr := tap.streamError(); serr != nil {
+				return nil, serr
+			}
+			if finished && (errors.Is(err, io.EOF) || transportError(err)) {
+				break
+			}
+			if errors.Is(err, io.EOF) {
+				if tap.done() {
+					break
+				}
+				return nil, errIncomplete
+			}
 			return nil, err
 		}
 		if chunk.Usage != nil {
@@ -265,6 +285,9 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 		}
 		if len(chunk.Choices) == 0 {
 			continue
+		}
+		if chunk.Choices[0].FinishReason != "" {
+			finished = true
 		}
 		d := chunk.Choices[0].Delta
 		if d.Content != "" {
@@ -313,41 +336,37 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 // with the API key removed from its text.
 func (c *openaiClient) classify(ctx context.Context, err error) error {
 	retry := false
-	status := 0
+	var se *serverError
 	var ae *openai.APIError
-	var re *openai.RequestError
-	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
 		retry = errors.Is(ctx.Err(), context.DeadlineExceeded)
+	case errors.As(err, &se):
+		retry = se.Retry
 	case errors.As(err, &ae):
-		status = ae.HTTPStatusCode
-	case errors.As(err, &re):
-		status = re.HTTPStatusCode
-	case errors.As(err, &ne), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED):
-		retry = true
-	}
-	if status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500 {
+		// An HTTP status was turned into a serverError by send: an
+		// APIError left is one go-openai read from inside a stream.
+		retry = ae.HTTPStatusCode == 0 || retryStatus(ae.HTTPStatusCode)
+	case errors.Is(err, errIncomplete), errors.Is(err, errPlainJSON), transportError(err):
 		retry = true
 	}
 	return &callError{Err: errors.New(redact(err.Error(), c.key)), Retry: retry}
 }
 
+// transportError reports whether err is the connection failing.
+func transportError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // rejectsResponseFormat reports whether err is a server refusing
 // response_format (servers without structured output).
 func rejectsResponseFormat(err error) bool {
-	var ae *openai.APIError
-	var re *openai.RequestError
-	msg, status := "", 0
-	switch {
-	case errors.As(err, &ae):
-		msg, status = ae.Message, ae.HTTPStatusCode
-	case errors.As(err, &re):
-		msg, status = string(re.Body), re.HTTPStatusCode
-	default:
+	var se *serverError
+	if !errors.As(err, &se) {
 		return false
 	}
-	msg = strings.ToLower(msg)
+	msg, status := strings.ToLower(se.Msg), se.Code
 	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) &&
 		(strings.Contains(msg, "response_format") || strings.Contains(msg, "json_schema"))
 }

@@ -101,11 +101,14 @@ func withHint(ctx context.Context, h *hint) context.Context {
 }
 
 // hintTransport records the Retry-After of failed responses into the
-// request context's hint.
+// request context's hint, and puts the request's [bodyTap] on its body.
 type hintTransport struct{ base http.RoundTripper }
 
 func (t *hintTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
+	if resp != nil {
+		tapResponse(req, resp)
+	}
 	if resp != nil && resp.StatusCode >= 400 {
 		if h, _ := req.Context().Value(hintKey{}).(*hint); h != nil {
 			if d := parseRetryAfter(resp.Header, time.Now()); d > 0 {
