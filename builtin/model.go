@@ -106,7 +106,9 @@ func (e *engine) complete(ctx context.Context, g *spec.Graph, m *spec.Model, req
 
 // withRetries calls model m with its rate limit, per-call timeout and
 // retry policy: exponential backoff with jitter on 429, 5xx, timeouts and
-// connection errors, waiting what a Retry-After header asks instead.
+// connection errors, waiting what a Retry-After header asks instead. An
+// attempt that streamed tokens and then failed is followed by an
+// [runtime.EvTokenReset] event.
 func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatRequest, emit func(runtime.Event)) (*chatReply, error) {
 	cl, err := e.client(m)
 	if err != nil {
@@ -120,18 +122,27 @@ func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatReques
 	maxBackoff := durOr(m.Retry.MaxBackoff, defaultMaxBackoff)
 	timeout := durOr(m.Timeout, defaultCallTimeout)
 	lim := limiterFor(limiterKey(e.provider(m), m, e.opts.Getenv), m.RPM)
-	onToken := func(s string) { emit(runtime.Event{Kind: runtime.EvToken, Token: s}) }
 	for attempt := 1; ; attempt++ {
 		if err := lim.wait(ctx); err != nil {
 			return nil, err
 		}
 		h := &hint{}
 		actx, cancel := context.WithTimeout(withHint(ctx, h), timeout)
+		streamed := false
+		onToken := func(s string) {
+			streamed = true
+			emit(runtime.Event{Kind: runtime.EvToken, Token: s})
+		}
 		reply, err := cl.chat(actx, req, onToken)
 		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
 		if err == nil {
 			return reply, nil
+		}
+		if streamed {
+			// The tokens of this attempt belong to no reply: consumers
+			// drop them before a retry or fallback streams again.
+			emit(runtime.Event{Kind: runtime.EvTokenReset, Message: fmt.Sprintf("model %q: attempt %d failed; discard its streamed tokens", m.Name, attempt)})
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (%v)", context.Cause(ctx), err)

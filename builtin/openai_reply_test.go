@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/lgrun/lgrun/runtime"
 )
 
 // rawServer answers every chat request with handle (n counts requests
@@ -201,5 +203,62 @@ func TestServerErrorsWithAStringAreRetried(t *testing.T) {
 	_, _, err := callNode(t, chatGraph(t, modelAt(url)), Options{Getenv: keyEnv()}, "chat", nil)
 	if err == nil || !strings.Contains(err.Error(), "400 Bad Request: unknown model test-model") || count() != 1 {
 		t.Fatalf("error %v after %d requests", err, count())
+	}
+}
+
+// tokenLog renders a node's token events, a reset as "⟲".
+func tokenLog(ev *events) string {
+	var b strings.Builder
+	for _, e := range ev.list() {
+		switch e.Kind {
+		case runtime.EvToken:
+			b.WriteString(e.Token)
+		case runtime.EvTokenReset:
+			b.WriteString("⟲")
+		}
+	}
+	return b.String()
+}
+
+// TestRetriedStreamEmitsTokenReset: the tokens of a failed attempt are
+// voided by a reset event before the retry (or the fallback) streams again.
+func TestRetriedStreamEmitsTokenReset(t *testing.T) {
+	url, _ := rawServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if n == 1 {
+			sse(w, chunkHel)
+			cut(w)
+			return
+		}
+		sse(w, chunkHel, chunkLo, chunkStop, "[DONE]")
+	})
+	g := chatGraph(t, modelAt(url))
+	res, ev, err := callNode(t, g, Options{Getenv: keyEnv()}, "chat", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenLog(ev); got != "Hel⟲Hello" || res.Writes[1].Value != "Hello" {
+		t.Fatalf("tokens %q, reply %v; want Hel⟲Hello", got, res.Writes[1].Value)
+	}
+
+	// A model that fails after streaming hands over to its fallback.
+	primary, _ := rawServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { sse(w, chunkHel) })
+	backup, _ := rawServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		sse(w, chunkHel, chunkLo, chunkStop, "[DONE]")
+	})
+	g = chatGraph(t,
+		strings.Replace(modelAt(primary, "fallbacks: [backup]"), "max_attempts: 3", "max_attempts: 2", 1),
+		"  backup:\n"+modelAt(backup))
+	_, ev, err = callNode(t, g, Options{Getenv: keyEnv()}, "chat", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenLog(ev); got != "Hel⟲Hel⟲Hello" {
+		t.Fatalf("tokens %q, want Hel⟲Hel⟲Hello", got)
+	}
+	// A whole reply streams without a reset.
+	srv := newFakeServer(t, fakeReply{Content: "one two"})
+	_, ev, err = callNode(t, chatGraph(t, modelAt(srv.URL())), Options{Getenv: keyEnv()}, "chat", nil)
+	if err != nil || tokenLog(ev) != "one two" {
+		t.Fatalf("tokens %q, error %v", tokenLog(ev), err)
 	}
 }

@@ -19,6 +19,10 @@ const (
 	EvWarning    EventKind = "warning"
 	// EvToken carries streamed model output (Token) for `--stream messages`.
 	EvToken EventKind = "token"
+	// EvTokenReset voids the tokens Node streamed so far in this step: the
+	// model call they came from failed, and a retry or fallback streams its
+	// reply anew (or the node fails). Message says why.
+	EvTokenReset EventKind = "token_reset"
 	// EvRoute reports a conditional branch taken; Message holds its
 	// spec.Branch ID.
 	EvRoute EventKind = "route"

@@ -116,8 +116,13 @@ func (p *progress) stream(e runtime.Event) {
 			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "writes": e.Writes})
 		}
 	case "messages":
-		if e.Kind == runtime.EvToken {
+		switch e.Kind {
+		case runtime.EvToken:
 			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "token": e.Token})
+		case runtime.EvTokenReset:
+			// The node's tokens so far are void: a line of its own, so
+			// readers drop them instead of gluing attempts together.
+			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "reset": true, "message": e.Message})
 		}
 	case "debug":
 		_ = p.enc.Encode(e)
