@@ -45,7 +45,7 @@ func baseURL(m *spec.Model, getenv func(string) string) string {
 type openaiClient struct {
 	model    *spec.Model
 	client   *openai.Client
-	key      string // only to redact it from errors and replies
+	red      *redactor // the API key, out of every reply, token and error
 	stream   bool
 	official bool
 	caps     *serverCaps
@@ -120,31 +120,33 @@ func newOpenAIClient(m *spec.Model, opts Options) (*openaiClient, error) {
 	return &openaiClient{
 		model:    m,
 		client:   openai.NewClientWithConfig(cfg),
-		key:      key,
+		red:      newRedactor(key),
 		stream:   m.Stream == nil || *m.Stream,
 		official: official,
 		caps:     capsFor(base + "|" + m.Model),
 	}, nil
 }
 
+// chat is the reply boundary of the client: what it returns or streams
+// has the API key redacted (see [redactor]).
 func (c *openaiClient) chat(ctx context.Context, req *chatRequest, onToken func(string)) (*chatReply, error) {
 	useFormat := req.Schema != nil && c.caps.responseFormat()
-	reply, err := c.send(ctx, c.request(req, useFormat), onToken)
+	toks := c.red.tokens(onToken)
+	reply, err := c.send(ctx, c.request(req, useFormat), toks.write)
 	if err != nil && useFormat && rejectsResponseFormat(err) {
 		// The server does not do structured output: ask in the prompt
 		// instead (the node validates the reply either way).
 		c.caps.mu.Lock()
 		c.caps.noResponseFormat = true
 		c.caps.mu.Unlock()
-		reply, err = c.send(ctx, c.request(req, false), onToken)
+		toks = c.red.tokens(onToken)
+		reply, err = c.send(ctx, c.request(req, false), toks.write)
 	}
 	if err != nil {
 		return nil, c.classify(ctx, err)
 	}
-	reply.Content = redact(reply.Content, c.key)
-	for i := range reply.ToolCalls {
-		reply.ToolCalls[i].Arguments = redact(reply.ToolCalls[i].Arguments, c.key)
-	}
+	toks.flush()
+	c.red.reply(reply)
 	if reply.In == 0 && reply.Out == 0 {
 		reply.In, reply.Out = estimateTokens(requestText(req)), estimateTokens(replyText(reply))
 	}
@@ -292,9 +294,7 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 		d := chunk.Choices[0].Delta
 		if d.Content != "" {
 			content.WriteString(d.Content)
-			if onToken != nil {
-				onToken(redact(d.Content, c.key))
-			}
+			onToken(d.Content)
 		}
 		refusal.WriteString(d.Refusal)
 		for _, tc := range d.ToolCalls {
@@ -350,7 +350,7 @@ func (c *openaiClient) classify(ctx context.Context, err error) error {
 	case errors.Is(err, errIncomplete), errors.Is(err, errPlainJSON), transportError(err):
 		retry = true
 	}
-	return &callError{Err: errors.New(redact(err.Error(), c.key)), Retry: retry}
+	return &callError{Err: errors.New(c.red.String(err.Error())), Retry: retry}
 }
 
 // transportError reports whether err is the connection failing.
@@ -369,12 +369,4 @@ func rejectsResponseFormat(err error) bool {
 	msg, status := strings.ToLower(se.Msg), se.Code
 	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) &&
 		(strings.Contains(msg, "response_format") || strings.Contains(msg, "json_schema"))
-}
-
-// redact removes secret from s.
-func redact(s, secret string) string {
-	if len(secret) < 4 {
-		return s
-	}
-	return strings.ReplaceAll(s, secret, "[REDACTED]")
 }

@@ -196,8 +196,34 @@ func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[
 	return toolOutcome{content: content}, nil
 }
 
-// callTool runs tool t by kind.
+// callTool runs tool t by kind; its result and error have the secrets the
+// tool was given redacted.
 func (e *engine) callTool(ctx context.Context, g *spec.Graph, t *spec.Tool, args map[string]any, raw string) (string, error) {
+	red := newRedactor(e.toolSecrets(t)...)
+	out, err := e.runKind(ctx, g, t, args, raw)
+	return red.String(out), red.Error(err)
+}
+
+// toolSecrets lists what tool t is given that must not come back: the
+// values of an http tool's headers_env (and the token of a
+// "Bearer <token>"-style value). An exec tool gets only the allowlisted
+// environment ([execEnv]) and an expr tool nothing.
+func (e *engine) toolSecrets(t *spec.Tool) []string {
+	var out []string
+	if t.Kind == "http" {
+		for _, name := range t.HeadersEnv {
+			v := e.opts.Getenv(name)
+			out = append(out, v)
+			if _, tok, ok := strings.Cut(v, " "); ok {
+				out = append(out, strings.TrimSpace(tok))
+			}
+		}
+	}
+	return out
+}
+
+// runKind runs tool t by kind.
+func (e *engine) runKind(ctx context.Context, g *spec.Graph, t *spec.Tool, args map[string]any, raw string) (string, error) {
 	switch t.Kind {
 	case "expr":
 		v, err := t.Expr.Eval(map[string]any{"args": args})
