@@ -116,13 +116,20 @@ func (p *progress) stream(e runtime.Event) {
 			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "writes": e.Writes})
 		}
 	case "messages":
+		line := map[string]any{"step": e.Step, "node": e.Node}
+		if e.Namespace != "" {
+			// Which subgraph run or map item: a reset voids only its tokens.
+			line["namespace"] = e.Namespace
+		}
 		switch e.Kind {
 		case runtime.EvToken:
-			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "token": e.Token})
+			line["token"] = e.Token
+			_ = p.enc.Encode(line)
 		case runtime.EvTokenReset:
 			// The node's tokens so far are void: a line of its own, so
 			// readers drop them instead of gluing attempts together.
-			_ = p.enc.Encode(map[string]any{"step": e.Step, "node": e.Node, "reset": true, "message": e.Message})
+			line["reset"], line["message"] = true, e.Message
+			_ = p.enc.Encode(line)
 		}
 	case "debug":
 		_ = p.enc.Encode(e)

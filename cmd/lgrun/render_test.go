@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/lgrun/lgrun/runtime"
 )
 
 // TestStreamMessagesMarksRetries: with --stream messages, the tokens of a
@@ -77,5 +81,22 @@ edges:
 	}
 	if want := "chat:Hel chat:RESET chat:Hel chat:lo"; strings.Join(got, " ") != want {
 		t.Fatalf("--stream messages gave %q, want %q\n%s", strings.Join(got, " "), want, out)
+	}
+}
+
+// TestStreamMessagesNamespace: token and reset lines of a subgraph run or
+// map item say which one, so a reset voids only that run's tokens.
+func TestStreamMessagesNamespace(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgress(&IO{Out: &out, Err: io.Discard}, &execOpts{stream: "messages"}, nil)
+	p.event(runtime.Event{Kind: runtime.EvToken, Step: 2, Node: "w", Namespace: "fan@1-0", Token: "a"})
+	p.event(runtime.Event{Kind: runtime.EvTokenReset, Step: 2, Node: "w", Namespace: "fan@1-0", Message: "m"})
+	p.event(runtime.Event{Kind: runtime.EvToken, Step: 2, Node: "w", Token: "b"})
+	want := `{"namespace":"fan@1-0","node":"w","step":2,"token":"a"}
+{"message":"m","namespace":"fan@1-0","node":"w","reset":true,"step":2}
+{"node":"w","step":2,"token":"b"}
+`
+	if out.String() != want {
+		t.Fatalf("got\n%swant\n%s", out.String(), want)
 	}
 }
