@@ -146,7 +146,7 @@ func (c *openaiClient) chat(ctx context.Context, req *chatRequest, onToken func(
 		reply.ToolCalls[i].Arguments = redact(reply.ToolCalls[i].Arguments, c.key)
 	}
 	if reply.In == 0 && reply.Out == 0 {
-		reply.In, reply.Out = estimateTokens(requestText(req)), estimateTokens(replyText(reply))
+		reply.In, reply.Out, reply.Estimated = estimateTokens(requestText(req)), estimateTokens(replyText(reply)), true
 	}
 	return reply, nil
 }
