@@ -15,12 +15,13 @@ import (
 )
 
 // The budget property: for generated graphs (parallel llm nodes,
-// subgraphs nested up to two deep, maps over graphs and over nodes,
-// failures: server 500s, merge conflicts, failing nodes) run and resumed
+// subgraphs nested up to two deep, tool-calling agents whose tool fails,
+// maps over graphs and over nodes, failures: server 500s, merge conflicts,
+// failing nodes) run and resumed
 // through the CLI against a local OpenAI-compatible server (the real
 // go-openai client through the real llm node), the calls the server bills
 // never pass the thread's llm_calls limit, also when a resume raises it,
-// and `lgrun usage` counts exactly the billed calls.
+// and `lgrun usage` counts exactly the billed calls and their tokens.
 //
 // CI runs a small fixed set of seeds. Run more by hand with
 // LGRUN_BUDGET_CASES=N (and LGRUN_BUDGET_SEED=S for another first seed):
@@ -76,9 +77,17 @@ func (s *billServer) handle(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": "bill server: failing on purpose", "type": "server_error"}})
 		return
 	}
+	msg := map[string]any{"role": "assistant", "content": "ok"}
+	if msgs, _ := body["messages"].([]any); body["tools"] != nil && len(msgs) > 0 {
+		// An agent calls its tool first, then answers the tool's result.
+		if last, _ := msgs[len(msgs)-1].(map[string]any); last["role"] != "tool" {
+			msg = map[string]any{"role": "assistant", "content": "", "tool_calls": []any{map[string]any{
+				"id": "call_1", "type": "function", "function": map[string]any{"name": "broken", "arguments": "{}"}}}}
+		}
+	}
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"id": "chatcmpl-bill", "object": "chat.completion", "model": body["model"],
-		"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": "ok"}, "finish_reason": "stop"}},
+		"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": "stop"}},
 		"usage":   map[string]any{"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
 	})
 }
@@ -106,6 +115,24 @@ func (g *graphGen) header(name string) string {
 func (g *graphGen) sub(depth int) string {
 	g.subs++
 	name := fmt.Sprintf("sub%d.yaml", g.subs)
+	if g.rng.IntN(4) == 0 {
+		// A tool-calling agent whose tool always fails: the model sees the
+		// error and answers.
+		g.files[name] = g.header(strings.TrimSuffix(name, ".yaml")) + `tools:
+  broken: {kind: expr, description: Always fails., parameters: {type: object}, expr: 'args.x[9]'}
+state:
+  messages: {type: messages, default: [{role: user, content: go}]}
+  item: {type: int}
+nodes:
+  agent: {kind: llm, model: m, tools: [broken]}
+  tools: {kind: tools, tools: [broken]}
+edges:
+  - {from: START, to: agent}
+  - {from: agent, when: has_tool_calls(state.messages), to: tools, else: END}
+  - {from: tools, to: agent}
+`
+		return name
+	}
 	var nodes, edges []string
 	n := 1 + g.rng.IntN(3)
 	for i := 0; i < n; i++ {
@@ -235,7 +262,7 @@ func budgetCase(t *testing.T, seed uint64) {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("usage --json: %v\n%s", err, out)
 		}
-		if rep.Total.Calls != billed {
+		if rep.Total.Calls != billed || rep.Total.InputTokens+rep.Total.OutputTokens != 5*billed || rep.Total.Estimated != 0 {
 			t.Fatalf("round %d: lgrun usage counts %d calls, the server billed %d (exit %d: %s)\n%s\ngraph:\n%s", round, rep.Total.Calls, billed, code, stderr, out, dump(g.files))
 		}
 		t.Logf("round %d: exit %d, billed %d of %d", round, code, billed, limit)
