@@ -25,6 +25,10 @@ type countServer struct {
 	answer func(n int) (content string, status int)
 }
 
+// hang, as the content of an answer, makes the server wait for the client
+// to give up, billing nothing.
+const hang = "\x00hang"
+
 func newCountServer(t *testing.T, answer func(n int) (string, int)) *countServer {
 	t.Helper()
 	s := &countServer{answer: answer}
@@ -45,10 +49,14 @@ func (s *countServer) handle(w http.ResponseWriter, r *http.Request) {
 	if s.answer != nil {
 		content, status = s.answer(s.n)
 	}
-	if status == 0 {
+	if status == 0 && content != hang {
 		s.billed++
 	}
 	s.mu.Unlock()
+	if content == hang {
+		<-r.Context().Done()
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if status != 0 {
 		w.WriteHeader(status)
@@ -259,5 +267,53 @@ edges:
 	}
 	if got, want := pendingCalls(t, r2.Saver, "t"), srv2.billedCalls(); got != want || want != 4 {
 		t.Fatalf("%d calls kept with the failed step, the server billed %d (want 4)", got, want)
+	}
+}
+
+// A run that times out while a subgraph waits for its second call keeps
+// the subgraph's first call with the stop, so the resume counts it.
+func TestTimeoutKeepsChildCalls(t *testing.T) {
+	srv := newCountServer(t, func(n int) (string, int) {
+		if n == 2 {
+			return hang, 0
+		}
+		return "ok", 0
+	})
+	sub := "version: 1\nname: duo\nstate:\n  out: {type: string}\nmodels:\n" + countModel(srv.URL) + `
+nodes:
+  a: {kind: llm, model: m, prompt: '"a"', store: out}
+  b: {kind: llm, model: m, prompt: '"b"', store: out}
+edges:
+  - {from: START, to: a}
+  - {from: a, to: b}
+  - {from: b, to: END}
+`
+	src := "version: 1\nname: wait\nstate:\n  out: {type: string}\nmodels:\n" + countModel(srv.URL) + `
+nodes:
+  team: {kind: subgraph, graph: sub.yaml}
+limits: {timeout: 300ms, llm_calls: 2}
+edges:
+  - {from: START, to: team}
+  - {from: team, to: END}
+`
+	g := mustGraph(t, src, map[string]string{"sub.yaml": sub})
+	r, _ := newRunner(t, g, Options{Getenv: keyEnv()})
+	ctx := context.Background()
+	res, err := r.Run(ctx, runtime.RunOptions{Thread: "t"})
+	var be *runtime.BudgetError
+	if !errors.As(err, &be) || be.What != "timeout" || res.Status != runtime.StatusBudget {
+		t.Fatalf("want a timeout, got %v", err)
+	}
+	if n := pendingCalls(t, r.Saver, "t"); n != 1 {
+		t.Fatalf("%d calls kept with the timed-out step, want 1", n)
+	}
+	// The resume finishes the child with its one call left; the thread's
+	// totals count both calls once.
+	res, err = r.Resume(ctx, runtime.ResumeOptions{Thread: "t"})
+	if err != nil || res.Status != runtime.StatusDone {
+		t.Fatalf("resume: %v", err)
+	}
+	if got, billed := res.Checkpoint.Metadata.Totals.LLMCalls, srv.billedCalls(); got != 2 || billed != 2 {
+		t.Fatalf("totals %d calls, billed %d; want 2 and 2", got, billed)
 	}
 }
