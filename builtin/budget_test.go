@@ -317,3 +317,21 @@ edges:
 		t.Fatalf("totals %d calls, billed %d; want 2 and 2", got, billed)
 	}
 }
+
+// A server that sends no usage gets its tokens estimated, and the usage
+// says so; one that sends usage does not.
+func TestEstimatedUsageIsMarked(t *testing.T) {
+	for _, stream := range []string{"stream: false", "stream: true"} {
+		srv := newFakeServer(t, fakeReply{Content: "Hello there."}, fakeReply{Content: "Hi.", In: 4, Out: 2})
+		g := chatGraph(t, modelAt(srv.URL(), stream))
+		for i, want := range []bool{true, false} {
+			res, _, err := callNode(t, g, Options{Getenv: keyEnv()}, "chat", map[string]any{"messages": []any{userMsg("hi")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Usage) != 1 || res.Usage[0].Estimated != want || res.Usage[0].InputTokens == 0 {
+				t.Fatalf("%s, call %d: usage %+v, want estimated=%v", stream, i+1, res.Usage, want)
+			}
+		}
+	}
+}
