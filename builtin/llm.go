@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -153,8 +152,9 @@ func text(v any) string {
 }
 
 // spender makes a node's model calls: it reuses recorded replies on
-// replay, checks the thread's budget before each real call, and reports
-// usage and records into the node's result.
+// replay, reserves each real call on the step's ledger (and so on every
+// parent run's) before sending it, and reports usage and records into the
+// node's result.
 type spender struct {
 	e      *engine
 	call   *runtime.NodeCall
@@ -162,9 +162,6 @@ type spender struct {
 	res    *runtime.NodeResult
 	replay []record
 	reuse  bool
-	calls  int
-	tokens int
-	cost   float64
 }
 
 func newSpender(e *engine, call *runtime.NodeCall, md *spec.Model, res *runtime.NodeResult) (*spender, error) {
@@ -199,11 +196,14 @@ func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, 
 		}
 		return r.Reply, nil
 	}
-	if err := sp.checkBudget(); err != nil {
+	rsv, err := sp.call.Ledger.Reserve()
+	if err != nil {
 		return nil, err
 	}
 	reply, m, err := sp.e.complete(ctx, sp.call.Graph, sp.model, req, emit)
 	if err != nil {
+		// No reply: the call (and its retries) was not billed.
+		rsv.Release()
 		return nil, err
 	}
 	for i := range reply.ToolCalls {
@@ -212,38 +212,10 @@ func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, 
 			reply.ToolCalls[i].ID = fmt.Sprintf("call_%d_%s_%d_%d", req.Step, req.Node, req.Turn, i)
 		}
 	}
-	cost := costUSD(m, reply.In, reply.Out)
-	sp.calls++
-	sp.tokens += reply.In + reply.Out
-	sp.cost += cost
-	sp.call.Ledger.Spend(reply.In+reply.Out, cost)
-	sp.res.Usage = append(sp.res.Usage, runtime.Usage{Node: req.Node, Model: m.Name, InputTokens: reply.In, OutputTokens: reply.Out, CostUSD: cost})
+	u := rsv.Settle(runtime.Usage{Node: req.Node, Model: m.Name, InputTokens: reply.In, OutputTokens: reply.Out, CostUSD: costUSD(m, reply.In, reply.Out), Estimated: reply.Estimated})
+	sp.res.Usage = append(sp.res.Usage, u)
 	sp.res.Records = append(sp.res.Records, record{Kind: recordModel, Model: m.Name, Reply: reply})
 	return reply, nil
-}
-
-// checkBudget refuses a call that would pass the thread's llm_calls limit,
-// or any call once the step (this node, without a ledger) has used up the
-// tokens or cost left.
-func (sp *spender) checkBudget() error {
-	if sp.call.Ledger != nil {
-		// Shared with the step's other nodes.
-		return sp.call.Ledger.Reserve()
-	}
-	b, used := sp.call.Budget, sp.call.Used
-	if b == nil {
-		return nil
-	}
-	switch {
-	case b.LLMCalls >= 0 && sp.calls >= b.LLMCalls:
-		return &runtime.BudgetError{What: "llm_calls", Limit: strconv.Itoa(used.LLMCalls + b.LLMCalls), Used: strconv.Itoa(used.LLMCalls + sp.calls)}
-	case b.Tokens >= 0 && sp.tokens >= b.Tokens && (sp.calls > 0 || b.Tokens == 0):
-		t := used.InputTokens + used.OutputTokens
-		return &runtime.BudgetError{What: "tokens", Limit: strconv.Itoa(t + b.Tokens), Used: strconv.Itoa(t + sp.tokens)}
-	case b.CostUSD >= 0 && sp.cost >= b.CostUSD && (sp.calls > 0 || b.CostUSD == 0):
-		return &runtime.BudgetError{What: "cost_usd", Limit: fmt.Sprintf("$%.4f", used.CostUSD+b.CostUSD), Used: fmt.Sprintf("$%.4f", used.CostUSD+sp.cost)}
-	}
-	return nil
 }
 
 // spent returns the usage of a failed node's calls, to return with its

@@ -114,8 +114,7 @@ func TestBudgetRefusesCallsBeyondLLMCalls(t *testing.T) {
 	// second one, so it is refused before it is made.
 	call := &runtime.NodeCall{
 		Graph: g, Node: g.Nodes["classify"], State: g.Defaults(), Step: 4,
-		Budget: &runtime.Budget{LLMCalls: 1, Tokens: -1, CostUSD: -1},
-		Used:   runtime.Totals{LLMCalls: 4},
+		Ledger: runtime.NewLedger(nil, "", runtime.Limits{LLMCalls: 5, Tokens: -1, CostUSD: -1}, runtime.Totals{LLMCalls: 4}),
 	}
 	_, err = kinds["llm"](context.Background(), call)
 	var be *runtime.BudgetError
@@ -126,7 +125,7 @@ func TestBudgetRefusesCallsBeyondLLMCalls(t *testing.T) {
 		t.Fatalf("%d requests; the refused call must not be made", n)
 	}
 	// Nothing left: no call at all.
-	call.Budget = &runtime.Budget{LLMCalls: 0, Tokens: -1, CostUSD: -1}
+	call.Ledger = runtime.NewLedger(nil, "", runtime.Limits{LLMCalls: 4, Tokens: -1, CostUSD: -1}, runtime.Totals{LLMCalls: 4})
 	if _, err = kinds["llm"](context.Background(), call); !errors.As(err, &be) {
 		t.Fatalf("error %v", err)
 	}
@@ -134,7 +133,7 @@ func TestBudgetRefusesCallsBeyondLLMCalls(t *testing.T) {
 		t.Fatalf("%d requests after an empty budget", n)
 	}
 	// Spent tokens stop the next call too.
-	call.Budget = &runtime.Budget{LLMCalls: -1, Tokens: 10, CostUSD: -1}
+	call.Ledger = runtime.NewLedger(nil, "", runtime.Limits{LLMCalls: -1, Tokens: 10, CostUSD: -1}, runtime.Totals{})
 	srv2 := newFakeServer(t, fakeReply{Content: `{"category": "nope", "urgent": true}`, In: 8, Out: 4}, fakeReply{Content: "{}"})
 	g2 := classifyGraph(t, modelAt(srv2.URL()), 3)
 	kinds2, _ := Kinds(g2, Options{Getenv: keyEnv()})

@@ -302,7 +302,7 @@ func (r *mockReply) reply(req *chatRequest, onToken func(string), where string) 
 	if r.Usage != nil {
 		reply.In, reply.Out = r.Usage.In, r.Usage.Out
 	} else {
-		reply.In, reply.Out = estimateTokens(requestText(req)), estimateTokens(replyText(reply))
+		reply.In, reply.Out, reply.Estimated = estimateTokens(requestText(req)), estimateTokens(replyText(reply)), true
 	}
 	return reply, nil
 }

@@ -41,6 +41,9 @@ type chatReply struct {
 	ToolCalls []toolCall `json:"tool_calls,omitempty"`
 	In        int        `json:"in,omitempty"`
 	Out       int        `json:"out,omitempty"`
+	// Estimated is set when the server sent no usage and In and Out were
+	// estimated from the text.
+	Estimated bool `json:"estimated,omitempty"`
 }
 
 // toolCall is one tool call of a reply; Arguments is JSON text as the

@@ -148,7 +148,7 @@ func (c *openaiClient) chat(ctx context.Context, req *chatRequest, onToken func(
 	toks.flush()
 	c.red.reply(reply)
 	if reply.In == 0 && reply.Out == 0 {
-		reply.In, reply.Out = estimateTokens(requestText(req)), estimateTokens(replyText(reply))
+		reply.In, reply.Out, reply.Estimated = estimateTokens(requestText(req)), estimateTokens(replyText(reply)), true
 	}
 	return reply, nil
 }

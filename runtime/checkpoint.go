@@ -70,6 +70,12 @@ type Usage struct {
 	InputTokens  int     `json:"in"`
 	OutputTokens int     `json:"out"`
 	CostUSD      float64 `json:"cost,omitempty"`
+	// Estimated is set when the server reported no usage and the token
+	// counts were estimated from the text.
+	Estimated bool `json:"estimated,omitempty"`
+	// ID identifies the call (see [Reservation.Settle]), so a call recorded
+	// both by a failed step and by the child run that made it counts once.
+	ID string `json:"id,omitempty"`
 }
 
 // Totals is cumulative usage.
@@ -102,7 +108,8 @@ const (
 	PendingInterrupt PendingKind = "interrupt"
 	// PendingError holds a node's failure.
 	PendingError PendingKind = "error"
-	// PendingUsage holds the model usage of failed attempts at this step,
+	// PendingUsage holds the model usage of the attempts at this step that
+	// did not commit (failed, stopped or paused, with their child runs'),
 	// which counts against budgets and is recorded by the next commit.
 	PendingUsage PendingKind = "usage"
 	// PendingPartial holds the records of the finished parts of a failed

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,26 +38,21 @@ func (rn *run) limits() (calls, tokens int, cost float64) {
 	return calls, tokens, cost
 }
 
-// budget checks the thread's totals against the limits.
-func (rn *run) budget(t Totals) *BudgetError {
+// runLimits returns the effective budgets as [Limits]: a limit that is
+// set neither for the run nor by the graph is no limit.
+func (rn *run) runLimits() Limits {
 	calls, tokens, cost := rn.limits()
-	switch {
-	case calls > 0 && t.LLMCalls >= calls:
-		return &BudgetError{What: "llm_calls", Limit: strconv.Itoa(calls), Used: strconv.Itoa(t.LLMCalls)}
-	case tokens > 0 && t.InputTokens+t.OutputTokens >= tokens:
-		return &BudgetError{What: "tokens", Limit: strconv.Itoa(tokens), Used: strconv.Itoa(t.InputTokens + t.OutputTokens)}
-	case cost > 0 && t.CostUSD >= cost:
-		return &BudgetError{What: "cost_usd", Limit: fmt.Sprintf("$%.4f", cost), Used: fmt.Sprintf("$%.4f", t.CostUSD)}
+	l := NoLimits
+	if calls > 0 {
+		l.LLMCalls = calls
 	}
-	return nil
-}
-
-// Budget is what remains of a thread's limits; node kinds that spend
-// (llm) check it before each call.
-type Budget struct {
-	LLMCalls int     // remaining calls, or -1 for unlimited
-	Tokens   int     // remaining tokens, or -1
-	CostUSD  float64 // remaining cost, or -1
+	if tokens > 0 {
+		l.Tokens = tokens
+	}
+	if cost > 0 {
+		l.CostUSD = cost
+	}
+	return l
 }
 
 func (rn *run) timeout() time.Duration {
@@ -85,29 +79,34 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		ctx, cancel = context.WithTimeoutCause(ctx, d, &BudgetError{What: "timeout", Limit: d.String(), Used: d.String()})
 		defer cancel()
 	}
+	// A child run (subgraph, map item) reserves its calls on the ledger of
+	// the parent step that runs it too.
+	parentLedger, prefix := parentLedgerOf(ctx)
 	for {
+		// Usage of attempts at this step that did not commit counts like
+		// committed usage.
+		rn.spent = nil
+		for _, p := range cp.Pending {
+			if p.Kind == PendingUsage && p.Result != nil {
+				rn.spent = append(rn.spent, p.Result.Usage...)
+			}
+		}
+		rn.used = cp.Metadata.Totals.Add(rn.spent)
+		rn.ledger = NewLedger(parentLedger, prefix, rn.runLimits(), rn.used)
 		if len(cp.Next) == 0 {
+			// A last step that passed a budget (tokens or cost of the calls
+			// in flight) ends budget-exceeded, not done.
+			if be := rn.ledger.Passed(); be != nil {
+				return rn.stop(ctx, cp, StatusBudget, be, nil)
+			}
 			return r.finish(ctx, rn, cp)
 		}
 		if n := cp.Step - cp.TurnStep; n >= rn.stepLimit() {
 			err := &StepLimitError{Limit: rn.stepLimit(), Step: cp.Step, Nodes: cp.Next}
 			return rn.stop(ctx, cp, StatusBudget, err, nil)
 		}
-		// Usage of failed attempts at this step counts like committed usage.
-		var spent []Usage
-		for _, p := range cp.Pending {
-			if p.Kind == PendingUsage && p.Result != nil {
-				spent = append(spent, p.Result.Usage...)
-			}
-		}
-		rn.used = cp.Metadata.Totals.Add(spent)
-		rn.ledger = NewLedger(*rn.remaining(rn.used), rn.used)
-		if be := rn.budget(rn.used); be != nil {
-			var keep []PendingWrite
-			if len(spent) > 0 {
-				keep = []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: spent}}}
-			}
-			return rn.stop(ctx, cp, StatusBudget, be, keep)
+		if be := rn.ledger.Exhausted(); be != nil {
+			return rn.stop(ctx, cp, StatusBudget, be, nil)
 		}
 		if err := context.Cause(ctx); err != nil {
 			return rn.cancelled(ctx, cp, err, nil)
@@ -162,16 +161,14 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		rn.resumeNodes = map[string]bool{}
 		if len(failed) > 0 {
 			writes := append(keep, done...)
-			lost := append([]Usage(nil), spent...)
+			var lost []Usage
 			for _, f := range failed {
 				writes = append(writes, PendingWrite{Node: f.node, Kind: PendingError, Error: f.err.Error()})
 				if f.res != nil {
 					lost = append(lost, f.res.Usage...)
 				}
 			}
-			if len(lost) > 0 {
-				writes = append(writes, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: lost}})
-			}
+			writes = append(writes, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: lost}})
 			if cause := context.Cause(ctx); cause != nil {
 				return rn.cancelled(ctx, cp, cause, writes)
 			}
@@ -184,27 +181,30 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			return rn.stop(ctx, cp, StatusFailed, nerr, writes)
 		}
 		if len(paused) > 0 {
-			writes := append(append(keep, done...), paused...)
-			if len(spent) > 0 {
-				writes = append(writes, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: spent}})
-			}
-			return rn.pause(ctx, cp, writes)
+			return rn.pause(ctx, cp, append(append(keep, done...), paused...))
 		}
 
 		// Merge in node-name order.
 		var nws []NodeWrites
-		usage := spent
+		var stepUsage []Usage
 		records := map[string][]any{}
 		for _, o := range outs {
 			nws = append(nws, NodeWrites{Node: o.node, Writes: o.res.Writes})
-			usage = append(usage, o.res.Usage...)
+			stepUsage = append(stepUsage, o.res.Usage...)
 			if len(o.res.Records) > 0 {
 				records[o.node] = o.res.Records
 			}
 		}
+		// Every call made in the step counts, also those of failed
+		// attempts inside a node that then succeeded (map items).
+		stepUsage = mergeUsage(stepUsage, rn.ledger.Usage())
+		usage := mergeUsage(rn.spent, stepUsage)
+		// A step that fails now keeps no node results, so the usage of all
+		// of them is kept with the failure.
+		lostAll := []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: stepUsage}}}
 		values, delta, who, err := Merge(r.Graph, step, cp.Values, nws)
 		if err != nil {
-			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), nil)
+			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), lostAll)
 		}
 		finished := make([]string, 0, len(outs))
 		gotos := map[string][]string{}
@@ -221,7 +221,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		}
 		next, waiting, branches, err := r.route(values, finished, gotos, cp.Waiting)
 		if err != nil {
-			return rn.stop(ctx, cp, StatusFailed, err, nil)
+			return rn.stop(ctx, cp, StatusFailed, err, lostAll)
 		}
 		for _, b := range branches {
 			r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
@@ -247,8 +247,10 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			}
 			// The step is lost but the thread stays at its last good
 			// checkpoint, marked failed with the reason.
-			return rn.stop(ctx, cp, StatusFailed, fmt.Errorf("step %d: %w", step, err), nil)
+			return rn.stop(ctx, cp, StatusFailed, fmt.Errorf("step %d: %w", step, err), lostAll)
 		}
+		// The step's usage is committed: nothing is pending any more.
+		rn.spent, rn.ledger = nil, nil
 		th.Head, th.Status, th.Error = ncp.ID, StatusRunning, ""
 		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
 		cp, expectHead = ncp, ncp.ID
@@ -284,9 +286,34 @@ func (rn *run) mergeError(step int, err error) error {
 	return fmt.Errorf("step %d: %w", step, err)
 }
 
-// pause marks the thread interrupted at cp with the given pending writes.
+// withUsage returns writes with one PendingUsage entry that holds every
+// call of the step not committed: the usage entries of writes, the
+// earlier attempts' (rn.spent) and the calls settled on the step's ledger,
+// each call once.
+func (rn *run) withUsage(writes []PendingWrite) []PendingWrite {
+	lists := [][]Usage{rn.spent}
+	out := make([]PendingWrite, 0, len(writes)+1)
+	for _, w := range writes {
+		if w.Kind == PendingUsage {
+			if w.Result != nil {
+				lists = append(lists, w.Result.Usage)
+			}
+			continue
+		}
+		out = append(out, w)
+	}
+	lists = append(lists, rn.ledger.Usage())
+	if u := mergeUsage(lists...); len(u) > 0 {
+		out = append(out, PendingWrite{Kind: PendingUsage, Result: &NodeResult{Usage: u}})
+	}
+	return out
+}
+
+// pause marks the thread interrupted at cp with the given pending writes
+// (and the step's usage).
 func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	writes = rn.withUsage(writes)
 	if err := r.mark(ctx, rn.thread, StatusInterrupted, "", writes); err != nil {
 		return nil, err
 	}
@@ -299,8 +326,10 @@ func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite)
 }
 
 // stop marks the thread failed (or budget-exceeded) at cp and returns err.
+// The usage of the step's calls is kept with the mark (see withUsage).
 func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err error, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	writes = rn.withUsage(writes)
 	if merr := r.mark(ctx, rn.thread, status, err.Error(), writes); merr != nil {
 		return nil, errors.Join(err, merr)
 	}
@@ -382,7 +411,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 		call.Replay = rn.records[step][name]
 	}
 	call.Partial = rn.partial[name]
-	call.Budget, call.Used, call.Ledger = rn.remaining(rn.used), rn.used, rn.ledger
+	call.Ledger = rn.ledger
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	attempts := max(node.Retry.MaxAttempts, 1)
 	backoff := node.Retry.InitialBackoff

@@ -45,33 +45,11 @@ type NodeCall struct {
 	Emit func(Event)
 	// Runner is the runner executing the graph, for kinds that run children.
 	Runner *Runner
-	// Budget is what remained of the thread's limits when the step began,
-	// and Used what the thread had spent by then. Node kinds that spend
-	// (llm) check Budget before each call, so a call that would pass a
-	// limit fails with a [BudgetError] instead of being made. Budget is nil
-	// when the runner does not track limits.
-	Budget *Budget
-	Used   Totals
-	// Ledger is shared by the nodes of the step: reserve each model call
-	// on it before making the call (see [Ledger]).
+	// Ledger is the budget of the step, shared by its nodes and chained to
+	// the ledgers of the parent runs: reserve each model call on it before
+	// making the call and settle it after (see [Ledger]). A call that
+	// would pass a limit fails with a [BudgetError] instead of being made.
 	Ledger *Ledger
-}
-
-// remaining returns what is left of the run's effective limits after t,
-// for [NodeCall.Budget]; -1 means unlimited.
-func (rn *run) remaining(t Totals) *Budget {
-	calls, tokens, cost := rn.limits()
-	b := &Budget{LLMCalls: -1, Tokens: -1, CostUSD: -1}
-	if calls > 0 {
-		b.LLMCalls = max(calls-t.LLMCalls, 0)
-	}
-	if tokens > 0 {
-		b.Tokens = max(tokens-t.InputTokens-t.OutputTokens, 0)
-	}
-	if cost > 0 {
-		b.CostUSD = max(cost-t.CostUSD, 0)
-	}
-	return b
 }
 
 // NodeFunc executes one node kind.

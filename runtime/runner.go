@@ -120,9 +120,11 @@ type run struct {
 	// previous attempt at this step.
 	partial map[string][]any
 	// used is the thread's usage when the current step began, including
-	// failed attempts not yet committed.
-	used Totals
-	// ledger is the budget the current step's nodes share.
+	// failed attempts not yet committed (spent).
+	used  Totals
+	spent []Usage
+	// ledger is the budget the current step's nodes share, nil between
+	// steps.
 	ledger *Ledger
 	// replayTag gives a replay's first step fresh child runs.
 	replayTag string
@@ -281,7 +283,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		// A process that died between its last commit and marking the
 		// thread done left it "running": finishing it is the resume.
 		if len(opts.Set) > 0 || th.Status != StatusDone {
-			return r.finish(ctx, rn, cp)
+			return rn.loop(ctx, cp, cp.ID)
 		}
 		return nil, fmt.Errorf("thread %q is done: %w; start a new turn with `lgrun run GRAPH --thread %s --input ...`", th.ID, ErrNothingToResume, th.ID)
 	}
@@ -306,11 +308,7 @@ func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNod
 	if err != nil {
 		return nil, err
 	}
-	rn := r.newRun(th)
-	if len(cp.Next) == 0 {
-		return r.finish(ctx, rn, cp)
-	}
-	return rn.loop(ctx, cp, cp.ID)
+	return r.newRun(th).loop(ctx, cp, cp.ID)
 }
 
 // Replay re-executes the thread from checkpoint id as a new branch; the
@@ -409,9 +407,11 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 	}
 	cp.ID = NewCheckpointID(r.now(), th.Head)
 	var keep []PendingWrite
-	if keepFrom != nil && asNode == "" {
+	if keepFrom != nil {
 		for _, p := range keepFrom.Pending {
-			if p.Kind == PendingWrites || p.Kind == PendingPartial || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode) {
+			// The usage of uncommitted attempts stays pending, also when an
+			// update as a node replaces the step: it was spent.
+			if p.Kind == PendingUsage || asNode == "" && (p.Kind == PendingWrites || p.Kind == PendingPartial || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode)) {
 				keep = append(keep, p)
 			}
 		}
@@ -577,7 +577,7 @@ func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string
 }
 
 func (r *Runner) finish(ctx context.Context, rn *run, cp *Checkpoint) (*Result, error) {
-	if err := r.mark(ctx, rn.thread, StatusDone, "", nil); err != nil {
+	if err := r.mark(ctx, rn.thread, StatusDone, "", rn.withUsage(nil)); err != nil {
 		return nil, err
 	}
 	r.emit(Event{Kind: EvDone, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Values: cp.Values})

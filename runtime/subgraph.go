@@ -58,26 +58,6 @@ type childOutcome struct {
 	usage []Usage
 }
 
-// childLimits gives a child run what remains of the parent's budgets.
-// (Children of one step each get the whole remainder; the parent checks
-// its totals again before its next step.)
-func childLimits(b *Budget) Config {
-	var c Config
-	if b == nil {
-		return c
-	}
-	if b.LLMCalls > 0 {
-		c.LLMCalls = b.LLMCalls
-	}
-	if b.Tokens > 0 {
-		c.Tokens = b.Tokens
-	}
-	if b.CostUSD > 0 {
-		c.CostUSD = b.CostUSD
-	}
-	return c
-}
-
 // childUsage collects the model usage recorded in a child run's checkpoints.
 func childUsage(ctx context.Context, s Saver, id, node string) ([]Usage, error) {
 	cps, err := s.List(ctx, id, 0)
@@ -100,11 +80,11 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, id string, inp
 	ns := strings.TrimPrefix(id, call.Thread+ChildSep)
 	cr := parent.childRunner(g, ns)
 	th, err := parent.Saver.Thread(ctx, id)
-	left := call.Ledger.Left()
-	if call.Ledger == nil && call.Budget != nil {
-		left = *call.Budget
-	}
-	cfg := childLimits(&left)
+	// The child reserves each call on the parent step's ledger too (and so
+	// on up the chain): it gets no copy of what is left as limits of its
+	// own, which concurrent children would each spend in full.
+	ctx = withParentLedger(ctx, call.Ledger, call.Node.Name)
+	var cfg Config
 	var res *Result
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -357,6 +337,8 @@ func decodeMapItem(v any) (mapItem, bool) {
 			var usage Usage
 			usage.Node, _ = um["node"].(string)
 			usage.Model, _ = um["model"].(string)
+			usage.ID, _ = um["id"].(string)
+			usage.Estimated, _ = um["estimated"].(bool)
 			usage.InputTokens, _ = um["in"].(int)
 			usage.OutputTokens, _ = um["out"].(int)
 			if c, ok := um["cost"].(float64); ok {

@@ -31,9 +31,9 @@ edges:
 		t.Fatal(errs)
 	}
 	fail := true
-	var budgets []runtime.Budget
+	var budgets []runtime.Limits
 	kind := func(_ context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
-		budgets = append(budgets, *call.Budget)
+		budgets = append(budgets, call.Ledger.Remaining())
 		u := []runtime.Usage{{Node: "ask", Model: "m", InputTokens: 10, OutputTokens: 5}}
 		if fail {
 			return &runtime.NodeResult{Usage: u}, errors.New("model reply was unusable")
