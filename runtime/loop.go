@@ -124,14 +124,18 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 				rn.partial[p.Node] = p.Result.Records
 			}
 		}
-		// Static breakpoints before nodes.
+		// Static breakpoints before nodes. A pause lists every breakpoint
+		// of the step, including those this resume already answered, so
+		// the resume after it runs the step without pausing again.
 		var stops []PendingWrite
+		stop := false
 		for _, n := range cp.Next {
-			if rn.before[n] && !rn.resumeBefore[n] && pending[n] == nil {
+			if rn.before[n] && pending[n] == nil {
 				stops = append(stops, PendingWrite{Node: n, Kind: PendingInterrupt, Interrupt: &Interrupt{Node: n, When: InterruptBefore}})
+				stop = stop || !rn.resumeBefore[n]
 			}
 		}
-		if len(stops) > 0 {
+		if stop {
 			return rn.pause(ctx, cp, append(keep, stops...))
 		}
 		rn.resumeBefore = map[string]bool{}

@@ -244,19 +244,20 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 	th.Config = mergeConfig(th.Config, opts.Config)
 	rn := r.newRun(th)
 	// Check the answer against the head before writing anything: a refused
-	// resume changes nothing. An update as a node replaces the pending step.
+	// resume changes nothing. Resuming honours the before-breakpoints the
+	// thread paused at, however the state is updated first: the next step
+	// runs those nodes without pausing again. An update as a node replaces
+	// the pending step, so interrupt nodes then need no value.
 	needValue := []string{}
-	if opts.AsNode == "" {
-		for _, p := range head.Pending {
-			if p.Kind != PendingInterrupt {
-				continue
-			}
-			switch p.Interrupt.When {
-			case InterruptBefore:
-				rn.resumeBefore[p.Node] = true
-			case InterruptNode:
-				needValue = append(needValue, p.Node)
-			}
+	for _, p := range head.Pending {
+		if p.Kind != PendingInterrupt || p.Interrupt == nil {
+			continue
+		}
+		switch {
+		case p.Interrupt.When == InterruptBefore:
+			rn.resumeBefore[p.Node] = true
+		case p.Interrupt.When == InterruptNode && opts.AsNode == "":
+			needValue = append(needValue, p.Node)
 		}
 	}
 	if len(needValue) > 0 {
