@@ -245,9 +245,18 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		ncp.ID = NewCheckpointID(r.now(), expectHead)
 		t := *th
 		t.Status, t.Error = StatusRunning, ""
-		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}); err != nil {
+		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {
 			if errors.Is(err, ErrConflict) {
 				return nil, err
+			}
+			var se *StateSizeError
+			if errors.As(err, &se) {
+				// The step's model usage still counts.
+				var keep []PendingWrite
+				if len(usage) > 0 {
+					keep = []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: usage}}}
+				}
+				return rn.stop(ctx, cp, StatusBudget, err, keep)
 			}
 			// The step is lost but the thread stays at its last good
 			// checkpoint, marked failed with the reason.

@@ -208,7 +208,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	cp.ID = NewCheckpointID(r.now(), cp.ParentID)
 	th.Status = StatusRunning
 	th.Error = ""
-	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}); err != nil {
+	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
 		return nil, err
 	}
 	th.Head = cp.ID
@@ -420,7 +420,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 	}
 	t := *th
 	t.Status = StatusRunning
-	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: th.Head, Thread: t, Writes: keep}); err != nil {
+	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: th.Head, Thread: t, Writes: keep}, base); err != nil {
 		return nil, err
 	}
 	th.Head = cp.ID
@@ -541,6 +541,9 @@ func mergeConfig(stored, given Config) Config {
 	if given.CostUSD > 0 {
 		out.CostUSD = given.CostUSD
 	}
+	if given.StateSize > 0 {
+		out.StateSize = given.StateSize
+	}
 	return out
 }
 
@@ -551,7 +554,12 @@ func (r *Runner) meta(src Source, who map[string][]string, usage []Usage, prev T
 	}
 }
 
-func (r *Runner) commit(ctx context.Context, c *Commit) error {
+// commit checks the new checkpoint's state size (measured from parent's,
+// the checkpoint it follows, when not nil) and commits c.
+func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) error {
+	if err := checkStateSize(parent, c.Checkpoint, r.stateSizeLimit(c.Thread.Config)); err != nil {
+		return err
+	}
 	c.Thread.Head = c.Checkpoint.ID
 	c.Thread.Updated = r.now()
 	if err := r.Saver.Commit(context.WithoutCancel(ctx), c); err != nil {
