@@ -300,6 +300,10 @@ func (rn *run) mergeError(step int, err error) error {
 // pause marks the thread interrupted at cp with the given pending writes.
 func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	cp, err := rn.branchAt(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	if err := r.mark(ctx, rn.thread, StatusInterrupted, "", writes); err != nil {
 		return nil, err
 	}
@@ -314,6 +318,10 @@ func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite)
 // stop marks the thread failed (or budget-exceeded) at cp and returns err.
 func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err error, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	cp, berr := rn.branchAt(ctx, cp)
+	if berr != nil {
+		return nil, errors.Join(err, berr)
+	}
 	if merr := r.mark(ctx, rn.thread, status, err.Error(), writes); merr != nil {
 		return nil, errors.Join(err, merr)
 	}

@@ -342,6 +342,18 @@ func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Re
 	return rn.loop(ctx, base, th.Head)
 }
 
+// branchAt returns cp when it is the thread's head. Otherwise cp is the
+// checkpoint a replay started from, and the replay stops before its first
+// step commits: branchAt commits a copy of cp (source fork) as the head of
+// the new branch, so the stop is recorded where a resume finds it and the
+// original branch's head is left as it was.
+func (rn *run) branchAt(ctx context.Context, cp *Checkpoint) (*Checkpoint, error) {
+	if cp.ID == rn.thread.Head {
+		return cp, nil
+	}
+	return rn.r.update(ctx, rn.thread, cp, nil, nil, "", SourceFork)
+}
+
 // branchRecords collects the node records of the checkpoints after base on
 // the thread's current branch, by step and node.
 func (r *Runner) branchRecords(ctx context.Context, th *Thread, base *Checkpoint) (map[int]map[string][]any, error) {
@@ -486,6 +498,7 @@ func (r *Runner) get(ctx context.Context, thread, id string) (*Checkpoint, error
 		return nil, fmt.Errorf("load checkpoint %s of thread %q: %w", id, thread, err)
 	}
 	cp.Values = r.upgradeValues(thread, cp.Values)
+	cp.size = nil // measured again: the values may have been fitted
 	return cp, nil
 }
 

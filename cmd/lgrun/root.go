@@ -144,6 +144,8 @@ func exitCode(ctx context.Context, err error) int {
 	case errors.Is(err, runtime.ErrConflict):
 		return exitConflict
 	}
+	// Also a command the thread's state refuses: PausedError,
+	// ErrUnfinished, ErrNothingToResume.
 	return exitFailed
 }
 
