@@ -182,7 +182,8 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			f := failed[0]
 			nerr := &NodeError{Node: f.node, Pos: r.Graph.Nodes[f.node].Pos, Step: step, Err: f.err}
 			var be *BudgetError
-			if errors.As(f.err, &be) {
+			var se *StateSizeError
+			if errors.As(f.err, &be) || errors.As(f.err, &se) {
 				return rn.stop(ctx, cp, StatusBudget, nerr, writes)
 			}
 			return rn.stop(ctx, cp, StatusFailed, nerr, writes)
@@ -404,6 +405,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	}
 	call.Partial = rn.partial[name]
 	call.Budget, call.Used, call.Ledger = rn.remaining(rn.used), rn.used, rn.ledger
+	call.StateSize = r.stateSizeLimit(rn.cfg)
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	attempts := max(node.Retry.MaxAttempts, 1)
 	backoff := node.Retry.InitialBackoff

@@ -55,6 +55,8 @@ type NodeCall struct {
 	// Ledger is shared by the nodes of the step: reserve each model call
 	// on it before making the call (see [Ledger]).
 	Ledger *Ledger
+	// StateSize is the run's state size limit, which child runs inherit.
+	StateSize int64
 }
 
 // remaining returns what is left of the run's effective limits after t,

@@ -201,3 +201,57 @@ func TestStateSizeStopKeepsUsage(t *testing.T) {
 		t.Fatalf("head at step %d with %d calls, want step 16 with 17", cp.Step, cp.Metadata.Totals.LLMCalls)
 	}
 }
+
+// Child runs (subgraphs, map items) run under the parent's state size
+// limit, whatever their own graph says: a child whose state outgrows it
+// stops the parent like a limit (budget-exceeded), and a resume with a
+// higher limit resumes the child.
+func TestStateSizeLimitCoversChildRuns(t *testing.T) {
+	g := writeGraphs(t, map[string]string{
+		"main.yaml": `
+version: 1
+name: parent
+state:
+  done: {type: bool}
+nodes:
+  grow: {kind: subgraph, graph: child.yaml}
+edges:
+  - {from: START, to: grow}
+  - {from: grow, to: END}
+limits: {state_size: 64KiB}
+`,
+		"child.yaml": `
+version: 1
+name: child
+state:
+  t: {type: string, default: "12345678"}
+  done: {type: bool}
+nodes:
+  double: {kind: set, set: {t: state.t + state.t}}
+  finish: {kind: set, set: {done: "true"}}
+edges:
+  - {from: START, to: double}
+  - {from: double, when: len(state.t) < 131072, to: double, else: finish}
+  - {from: finish, to: END}
+`,
+	})
+	for _, sk := range saverKinds {
+		t.Run(sk.name, func(t *testing.T) {
+			saver, _ := sk.open(t)
+			r := &runtime.Runner{Graph: g, Saver: saver}
+			res, err := r.Run(bg, runtime.RunOptions{Thread: "t"})
+			se := wantErrAs[*runtime.StateSizeError](t, err)
+			mustStatus(t, res, runtime.StatusBudget)
+			if se.Limit != 64<<10 {
+				t.Fatalf("child stopped at limit %d, want the parent's 64 KiB", se.Limit)
+			}
+			if th, cp := head(t, saver, "t"); th.Status != runtime.StatusBudget || cp.Step != 0 {
+				t.Fatalf("parent %s at step %d", th.Status, cp.Step)
+			}
+			cp := mustDone(t)(r.Resume(bg, runtime.ResumeOptions{Thread: "t", Config: runtime.Config{StateSize: 1 << 20}}))
+			if cp.Values["done"] != true {
+				t.Fatalf("child did not finish: %v", cp.Values)
+			}
+		})
+	}
+}

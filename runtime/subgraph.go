@@ -105,6 +105,7 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, id string, inp
 		left = *call.Budget
 	}
 	cfg := childLimits(&left)
+	cfg.StateSize = call.StateSize
 	var res *Result
 	switch {
 	case errors.Is(err, ErrNotFound):
