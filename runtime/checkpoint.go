@@ -33,6 +33,9 @@ type Checkpoint struct {
 	// Pending holds the writes, interrupts and errors recorded against this
 	// checkpoint by a step that did not complete. Filled by Saver.Get.
 	Pending []PendingWrite
+
+	// size is the state's measured size, once this process committed it.
+	size *stateSize
 }
 
 // Source tells what created a checkpoint.
@@ -183,6 +186,8 @@ type Config struct {
 	LLMCalls        int      `json:"llm_calls,omitempty"`
 	Tokens          int      `json:"tokens,omitempty"`
 	CostUSD         float64  `json:"cost_usd,omitempty"`
+	// StateSize bounds the state of each checkpoint, in bytes of JSON.
+	StateSize int64 `json:"state_size,omitempty"`
 }
 
 // Duration is a time.Duration that marshals as a string like "1m30s".

@@ -261,6 +261,78 @@ func TestSetAtBeforeBreakpointRunsNode(t *testing.T) {
 	}
 }
 
+// Updating the state as a node at a before-breakpoint (Resume with Set and
+// AsNode) continues past the breakpoint exactly once: the node runs on the
+// updated state, and the breakpoint pauses again when the run comes back to
+// it. A breakpoint the update reaches for the first time still pauses, and
+// the breakpoints of that pause are all honoured by the next resume.
+func TestUpdateAsNodeAtBeforeBreakpoint(t *testing.T) {
+	const src = `
+version: 1
+name: bp
+state:
+  x:   {type: int}
+  n:   {type: int}
+  log: {type: list, items: string, reducer: append}
+nodes:
+  a: {kind: set, set: {log: '"a"'}}
+  b: {kind: set, set: {log: '"b" + string(state.x)', n: state.n + 1}}
+  c: {kind: set, set: {log: '"c"'}}
+  d: {kind: set, set: {log: '"d"'}}
+  z: {kind: set, set: {log: '"z"'}}
+edges:
+  - {from: START, to: a}
+  - {from: a, when: state.x > 100, to: z, else: b}
+  - {from: z, to: [b, d]}
+  - {from: b, to: c}
+  - {from: d, to: END}
+  - {from: c, when: state.n < 2 && state.x < 100, to: b, else: END}
+interrupts: {before: [b, d]}
+`
+	before := func(n string) runtime.Interrupt { return runtime.Interrupt{Node: n, When: runtime.InterruptBefore} }
+	for _, sk := range saverKinds {
+		t.Run(sk.name+"/past the breakpoint once", func(t *testing.T) {
+			saver, reopen := sk.open(t)
+			h := newHarness(t, src, saver)
+			res, err := h.Run(bg, runtime.RunOptions{Thread: "t"})
+			wantPaused(t, res, err, before("b"))
+			h = newHarness(t, src, reopen())
+			res, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t", Set: []runtime.Write{w("x", 7)}, AsNode: "a"})
+			// b ran on the update; the loop brought the run back to b.
+			wantPaused(t, res, err, before("b"))
+			if want := []any{"a", "b7", "c"}; !reflect.DeepEqual(res.Checkpoint.Values["log"], want) {
+				t.Fatalf("log %v, want %v", res.Checkpoint.Values["log"], want)
+			}
+			if n := h.rec.started()["b"]; n != 1 {
+				t.Fatalf("b ran %d times in the resume, want 1", n)
+			}
+			cp := mustDone(t)(h.Resume(bg, runtime.ResumeOptions{Thread: "t"}))
+			if want := []any{"a", "b7", "c", "b7", "c"}; !reflect.DeepEqual(cp.Values["log"], want) {
+				t.Fatalf("log %v, want %v", cp.Values["log"], want)
+			}
+		})
+		t.Run(sk.name+"/a new breakpoint pauses", func(t *testing.T) {
+			saver, reopen := sk.open(t)
+			h := newHarness(t, src, saver)
+			res, err := h.Run(bg, runtime.RunOptions{Thread: "t"})
+			wantPaused(t, res, err, before("b"))
+			// As z, the update schedules b (whose pause is answered) and d
+			// (never paused at): the step pauses for d, listing both.
+			h.rec.reset()
+			res, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t", Set: []runtime.Write{w("x", 200)}, AsNode: "z"})
+			wantPaused(t, res, err, before("b"), before("d"))
+			if n := len(h.rec.started()); n != 0 {
+				t.Fatalf("nodes ran before the pause: %v", h.rec.started())
+			}
+			h = newHarness(t, src, reopen())
+			cp := mustDone(t)(h.Resume(bg, runtime.ResumeOptions{Thread: "t"}))
+			if want := []any{"a", "b200", "d", "c"}; !reflect.DeepEqual(cp.Values["log"], want) {
+				t.Fatalf("log %v, want %v", cp.Values["log"], want)
+			}
+		})
+	}
+}
+
 // A resume refused for want of a value changes nothing: no update
 // checkpoint is committed and the thread still reports interrupted.
 func TestRefusedResumeChangesNothing(t *testing.T) {

@@ -123,14 +123,18 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 				rn.partial[p.Node] = p.Result.Records
 			}
 		}
-		// Static breakpoints before nodes.
+		// Static breakpoints before nodes. A pause lists every breakpoint
+		// of the step, including those this resume already answered, so
+		// the resume after it runs the step without pausing again.
 		var stops []PendingWrite
+		stop := false
 		for _, n := range cp.Next {
-			if rn.before[n] && !rn.resumeBefore[n] && pending[n] == nil {
+			if rn.before[n] && pending[n] == nil {
 				stops = append(stops, PendingWrite{Node: n, Kind: PendingInterrupt, Interrupt: &Interrupt{Node: n, When: InterruptBefore}})
+				stop = stop || !rn.resumeBefore[n]
 			}
 		}
-		if len(stops) > 0 {
+		if stop {
 			return rn.pause(ctx, cp, append(keep, stops...))
 		}
 		rn.resumeBefore = map[string]bool{}
@@ -175,7 +179,8 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			f := failed[0]
 			nerr := &NodeError{Node: f.node, Pos: r.Graph.Nodes[f.node].Pos, Step: step, Err: f.err}
 			var be *BudgetError
-			if errors.As(f.err, &be) {
+			var se *StateSizeError
+			if errors.As(f.err, &be) || errors.As(f.err, &se) {
 				return rn.stop(ctx, cp, StatusBudget, nerr, writes)
 			}
 			return rn.stop(ctx, cp, StatusFailed, nerr, writes)
@@ -241,9 +246,18 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		ncp.ID = NewCheckpointID(r.now(), expectHead)
 		t := *th
 		t.Status, t.Error = StatusRunning, ""
-		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}); err != nil {
+		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {
 			if errors.Is(err, ErrConflict) {
 				return nil, err
+			}
+			var se *StateSizeError
+			if errors.As(err, &se) {
+				// The step's model usage still counts.
+				var keep []PendingWrite
+				if len(usage) > 0 {
+					keep = []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: usage}}}
+				}
+				return rn.stop(ctx, cp, StatusBudget, err, keep)
 			}
 			// The step is lost but the thread stays at its last good
 			// checkpoint, marked failed with the reason.
@@ -314,6 +328,10 @@ func (rn *run) withUsage(writes []PendingWrite) []PendingWrite {
 func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite) (*Result, error) {
 	r := rn.r
 	writes = rn.withUsage(writes)
+	cp, err := rn.branchAt(ctx, cp)
+	if err != nil {
+		return nil, err
+	}
 	if err := r.mark(ctx, rn.thread, StatusInterrupted, "", writes); err != nil {
 		return nil, err
 	}
@@ -330,6 +348,10 @@ func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite)
 func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err error, writes []PendingWrite) (*Result, error) {
 	r := rn.r
 	writes = rn.withUsage(writes)
+	cp, berr := rn.branchAt(ctx, cp)
+	if berr != nil {
+		return nil, errors.Join(err, berr)
+	}
 	if merr := r.mark(ctx, rn.thread, status, err.Error(), writes); merr != nil {
 		return nil, errors.Join(err, merr)
 	}
@@ -412,6 +434,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	}
 	call.Partial = rn.partial[name]
 	call.Ledger = rn.ledger
+	call.StateSize = r.stateSizeLimit(rn.cfg)
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	attempts := max(node.Retry.MaxAttempts, 1)
 	backoff := node.Retry.InitialBackoff

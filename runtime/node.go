@@ -50,6 +50,8 @@ type NodeCall struct {
 	// making the call and settle it after (see [Ledger]). A call that
 	// would pass a limit fails with a [BudgetError] instead of being made.
 	Ledger *Ledger
+	// StateSize is the run's state size limit, which child runs inherit.
+	StateSize int64
 }
 
 // NodeFunc executes one node kind.

@@ -210,7 +210,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	cp.ID = NewCheckpointID(r.now(), cp.ParentID)
 	th.Status = StatusRunning
 	th.Error = ""
-	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}); err != nil {
+	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
 		return nil, err
 	}
 	th.Head = cp.ID
@@ -246,19 +246,20 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 	th.Config = mergeConfig(th.Config, opts.Config)
 	rn := r.newRun(th)
 	// Check the answer against the head before writing anything: a refused
-	// resume changes nothing. An update as a node replaces the pending step.
+	// resume changes nothing. Resuming honours the before-breakpoints the
+	// thread paused at, however the state is updated first: the next step
+	// runs those nodes without pausing again. An update as a node replaces
+	// the pending step, so interrupt nodes then need no value.
 	needValue := []string{}
-	if opts.AsNode == "" {
-		for _, p := range head.Pending {
-			if p.Kind != PendingInterrupt {
-				continue
-			}
-			switch p.Interrupt.When {
-			case InterruptBefore:
-				rn.resumeBefore[p.Node] = true
-			case InterruptNode:
-				needValue = append(needValue, p.Node)
-			}
+	for _, p := range head.Pending {
+		if p.Kind != PendingInterrupt || p.Interrupt == nil {
+			continue
+		}
+		switch {
+		case p.Interrupt.When == InterruptBefore:
+			rn.resumeBefore[p.Node] = true
+		case p.Interrupt.When == InterruptNode && opts.AsNode == "":
+			needValue = append(needValue, p.Node)
 		}
 	}
 	if len(needValue) > 0 {
@@ -337,6 +338,18 @@ func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Re
 	base.Pending = nil
 	rn.replayTag = "r" + NewCheckpointID(r.now(), "")[10:]
 	return rn.loop(ctx, base, th.Head)
+}
+
+// branchAt returns cp when it is the thread's head. Otherwise cp is the
+// checkpoint a replay started from, and the replay stops before its first
+// step commits: branchAt commits a copy of cp (source fork) as the head of
+// the new branch, so the stop is recorded where a resume finds it and the
+// original branch's head is left as it was.
+func (rn *run) branchAt(ctx context.Context, cp *Checkpoint) (*Checkpoint, error) {
+	if cp.ID == rn.thread.Head {
+		return cp, nil
+	}
+	return rn.r.update(ctx, rn.thread, cp, nil, nil, "", SourceFork)
 }
 
 // branchRecords collects the node records of the checkpoints after base on
@@ -419,7 +432,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 	}
 	t := *th
 	t.Status = StatusRunning
-	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: th.Head, Thread: t, Writes: keep}); err != nil {
+	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: th.Head, Thread: t, Writes: keep}, base); err != nil {
 		return nil, err
 	}
 	th.Head = cp.ID
@@ -485,6 +498,7 @@ func (r *Runner) get(ctx context.Context, thread, id string) (*Checkpoint, error
 		return nil, fmt.Errorf("load checkpoint %s of thread %q: %w", id, thread, err)
 	}
 	cp.Values = r.upgradeValues(thread, cp.Values)
+	cp.size = nil // measured again: the values may have been fitted
 	return cp, nil
 }
 
@@ -540,6 +554,9 @@ func mergeConfig(stored, given Config) Config {
 	if given.CostUSD > 0 {
 		out.CostUSD = given.CostUSD
 	}
+	if given.StateSize > 0 {
+		out.StateSize = given.StateSize
+	}
 	return out
 }
 
@@ -550,7 +567,12 @@ func (r *Runner) meta(src Source, who map[string][]string, usage []Usage, prev T
 	}
 }
 
-func (r *Runner) commit(ctx context.Context, c *Commit) error {
+// commit checks the new checkpoint's state size (measured from parent's,
+// the checkpoint it follows, when not nil) and commits c.
+func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) error {
+	if err := checkStateSize(parent, c.Checkpoint, r.stateSizeLimit(c.Thread.Config)); err != nil {
+		return err
+	}
 	c.Thread.Head = c.Checkpoint.ID
 	c.Thread.Updated = r.now()
 	if err := r.Saver.Commit(context.WithoutCancel(ctx), c); err != nil {

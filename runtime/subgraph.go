@@ -84,7 +84,7 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, id string, inp
 	// on up the chain): it gets no copy of what is left as limits of its
 	// own, which concurrent children would each spend in full.
 	ctx = withParentLedger(ctx, call.Ledger, call.Node.Name)
-	var cfg Config
+	cfg := Config{StateSize: call.StateSize}
 	var res *Result
 	switch {
 	case errors.Is(err, ErrNotFound):

@@ -162,7 +162,9 @@ func TestReplay(t *testing.T) {
 			if len(all) != 8 {
 				t.Fatalf("%d checkpoints after replay, want 8", len(all))
 			}
-			if all[5].ParentID != list[1].ID || all[5].Step != 2 {
+			// No copy of the replayed checkpoint: the branch begins with
+			// the first re-executed step.
+			if all[5].ParentID != list[1].ID || all[5].Step != 2 || all[5].Metadata.Source != runtime.SourceLoop {
 				t.Fatalf("replay branch starts at %+v", all[5])
 			}
 			// A checkpoint with nothing to run cannot be replayed.

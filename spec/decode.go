@@ -428,6 +428,7 @@ func (c *checker) decodeLimits(n *yaml.Node) {
 	if v := m.get("cost_usd"); v != nil {
 		_ = v.Decode(&l.CostUSD)
 	}
+	l.StateSize = c.size(m.get("state_size"), "limits.state_size")
 }
 
 // jsonValue renders a canonical value as JSON, for messages.

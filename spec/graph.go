@@ -209,13 +209,16 @@ type Interrupts struct {
 	After  []NameRef
 }
 
-// Limits bound a run. Zero means unlimited, except Steps (see [DefaultStepLimit]).
+// Limits bound a run. Zero means unlimited, except Steps (see
+// [DefaultStepLimit]) and StateSize (zero means the runtime's default).
 type Limits struct {
 	Steps    int
 	Timeout  time.Duration
 	LLMCalls int
 	Tokens   int
 	CostUSD  float64
+	// StateSize bounds the state of each checkpoint, in bytes of JSON.
+	StateSize int64
 }
 
 // Model is a named model.

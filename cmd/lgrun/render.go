@@ -10,6 +10,7 @@ import (
 	"io"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -202,14 +203,31 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 		return pausedError{}
 	}
 	var sl *runtime.StepLimitError
+	var se *runtime.StateSizeError
 	switch {
 	case err == nil:
 	case errors.Is(err, context.Canceled):
 		return &hintError{err, fmt.Sprintf("the state is saved at step %d: resume with `lgrun resume --thread %s`", res.Checkpoint.Step, res.Thread)}
 	case errors.As(err, &sl):
 		return &hintError{err, fmt.Sprintf("e.g. `lgrun resume --thread %s --max-steps %d`", res.Thread, 2*sl.Limit)}
+	case errors.As(err, &se):
+		return &hintError{err, fmt.Sprintf("e.g. `lgrun resume --thread %s --max-state-size %s`", res.Thread, sizeFlag(2*se.Limit))}
 	}
 	return err
+}
+
+// sizeFlag renders n bytes as a --max-state-size value, in the largest
+// unit that holds it whole.
+func sizeFlag(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.n == 0 {
+			return fmt.Sprintf("%d%s", n/u.n, u.suffix)
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // hintError adds what to do next to an error's message.

@@ -124,6 +124,7 @@ func exitCode(ctx context.Context, err error) int {
 	var ue *usageError
 	var sl *runtime.StepLimitError
 	var be *runtime.BudgetError
+	var se *runtime.StateSizeError
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
@@ -138,11 +139,13 @@ func exitCode(ctx context.Context, err error) int {
 		return exitUsage
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return exitInterrupt
-	case errors.As(err, &sl), errors.As(err, &be):
+	case errors.As(err, &sl), errors.As(err, &be), errors.As(err, &se):
 		return exitLimit
 	case errors.Is(err, runtime.ErrConflict):
 		return exitConflict
 	}
+	// Also a command the thread's state refuses: PausedError,
+	// ErrUnfinished, ErrNothingToResume.
 	return exitFailed
 }
 

@@ -35,6 +35,10 @@ type execOpts struct {
 	strict   bool
 	sets     []string
 	memory   bool
+
+	// stateSize is --max-state-size as given; check parses it.
+	stateSize      string
+	stateSizeBytes int64
 }
 
 func (o *execOpts) addRunFlags(c *cobra.Command) {
@@ -46,6 +50,7 @@ func (o *execOpts) addRunFlags(c *cobra.Command) {
 	f.IntVar(&o.llmCalls, "max-llm-calls", 0, "budget: LLM calls per thread")
 	f.IntVar(&o.tokens, "max-tokens", 0, "budget: tokens per thread")
 	f.Float64Var(&o.costUSD, "max-cost", 0, "budget: USD per thread")
+	f.StringVar(&o.stateSize, "max-state-size", "", "largest state a checkpoint may hold, as JSON, e.g. 64KiB or 32MiB (default: the graph's limits.state_size, else 16MiB)")
 	f.StringVar(&o.stream, "stream", "", "write events as JSON lines: values, updates, debug or messages")
 	f.StringVarP(&o.output, "output", "o", "text", "final output: text or json (the final state)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print only the outcome")
@@ -56,6 +61,7 @@ func (o *execOpts) config() runtime.Config {
 	return runtime.Config{
 		StepLimit: o.maxSteps, InterruptBefore: o.before, InterruptAfter: o.after,
 		Timeout: runtime.Duration(o.timeout), LLMCalls: o.llmCalls, Tokens: o.tokens, CostUSD: o.costUSD,
+		StateSize: o.stateSizeBytes,
 	}
 }
 
@@ -72,6 +78,13 @@ func (o *execOpts) check() error {
 	}
 	if o.maxSteps < 0 || o.llmCalls < 0 || o.tokens < 0 || o.costUSD < 0 || o.timeout < 0 {
 		return usagef("limits must not be negative")
+	}
+	if o.stateSize != "" {
+		n, err := spec.ParseSize(o.stateSize)
+		if err != nil {
+			return usagef("--max-state-size: %v", err)
+		}
+		o.stateSizeBytes = n
 	}
 	return nil
 }
