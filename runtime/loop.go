@@ -202,7 +202,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 				records[o.node] = o.res.Records
 			}
 		}
-		values, delta, who, err := Merge(r.Graph, step, cp.Values, nws)
+		values, delta, who, err := merge(r.Graph, r.msgRun, step, cp.Values, nws, rn.indexes)
 		if err != nil {
 			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), nil)
 		}
@@ -466,7 +466,7 @@ func (rn *run) callOnce(ctx context.Context, fn NodeFunc, call *NodeCall, node *
 // evalGoto evaluates a node's goto expression on the state as it would be
 // after the node's own writes.
 func (rn *run) evalGoto(call *NodeCall, node *spec.Node, res *NodeResult) ([]string, error) {
-	after, _, _, err := Merge(call.Graph, call.Step, call.State, []NodeWrites{{Node: node.Name, Writes: res.Writes}})
+	after, _, _, err := merge(call.Graph, call.Runner.msgRun, call.Step, call.State, []NodeWrites{{Node: node.Name, Writes: res.Writes}}, nil)
 	if err != nil {
 		return nil, err
 	}
