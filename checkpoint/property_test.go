@@ -128,7 +128,7 @@ func (g *graphGen) writes(name string, parallel bool) string {
 	if !parallel {
 		menu["last"] = []string{q(name)}
 		menu["messages"] = append(menu["messages"],
-			`[{id: "__remove_all__", remove: true}, {role: "system", content: "summary ` + name + `"}]`,
+			`[{id: "__remove_all__", remove: true}, {role: "system", content: "summary `+name+`"}]`,
 			`[{id: "__remove_all__", remove: true}]`,
 			`len(state.messages) > 0 ? [{id: state.messages[0].id, remove: true}] : []`,
 			`len(state.messages) > 0 ? [{id: state.messages[0].id, remove: true}, {id: state.messages[0].id, role: "user", content: "again"}] : []`,
