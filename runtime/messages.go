@@ -13,16 +13,6 @@ import (
 // messages after it in the same write become the new list.
 const RemoveAllMessages = "__remove_all__"
 
-// Message ids.
-//
-// The runtime owns the ids of new messages: node kinds write messages
-// without an id and the merge names them "<run><step>.<node>.<n>", where n
-// counts the node's new messages in the step and <run> is "" for a thread
-// and "<node>@<step>[#<item>]/" per level of child run (subgraph, map item)
-// under it, e.g. "research@3/1.agent.0". A name already taken in the field
-// is skipped, so a minted id never names an existing message. Ids depend
-// only on the graph and the state, never on scheduling or the clock.
-
 // messageList is a messages value being changed: a copy of the list with
 // an index of its ids. Removed messages leave holes (nil) until done, so
 // positions in the index stay valid.
@@ -188,7 +178,8 @@ func messageWrite(ml *messageList, items []any) ([]any, error) {
 	return out, nil
 }
 
-// minter names the new messages of one merge.
+// minter names the new messages of one merge (see "Message ids" in the
+// package documentation).
 type minter struct {
 	run  string // "" or the child run's prefix, ending in "/"
 	step int

@@ -162,8 +162,8 @@ type merger struct {
 // Merge applies the writes of one step to base through the reducers, in
 // the order given (callers sort by node name). It returns the new values
 // (base is not modified), the delta and which node wrote which fields.
-// New messages get ids of a thread's own run (see [RemoveAllMessages] for
-// the id scheme).
+// New messages get ids of a thread's own run (see "Message ids" in the
+// package documentation).
 func Merge(g *spec.Graph, step int, base map[string]any, writes []NodeWrites) (map[string]any, Delta, map[string][]string, error) {
 	return merge(g, "", step, base, writes, nil)
 }

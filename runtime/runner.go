@@ -36,7 +36,7 @@ type Runner struct {
 	// the parent thread's lease and take none of their own.
 	child bool
 	// msgRun is the message-id prefix of a child run ("" for a thread):
-	// see [RemoveAllMessages].
+	// see "Message ids" in the package documentation.
 	msgRun string
 }
 
