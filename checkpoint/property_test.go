@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/lgrun/lgrun/builtin"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -66,13 +67,16 @@ func TestProperty(t *testing.T) {
 					}
 				}
 			}()
+			if strings.Contains(files["main.yaml"], "when:") {
+				covered["loop"]++
+			}
 			checkProperty(t, seed, files, covered)
 		})
 	}
 	t.Logf("covered: %v", covered)
 	if len(seeds) >= 40 {
 		// The generator must keep reaching every path.
-		for _, k := range []string{"interrupted", "failed", "done", "subgraph", "map item"} {
+		for _, k := range []string{"interrupted", "failed", "done", "budget-exceeded", "subgraph", "map item", "tool result", "loop"} {
 			if covered[k] == 0 {
 				t.Errorf("no run of %d seeds went through %q", len(seeds), k)
 			}
@@ -86,10 +90,12 @@ type graphGen struct {
 	nodes []string // node definitions, in order
 	edges []string
 	n     int
+	// counts holds the nodes that add to state.count, which loops test.
+	counts map[string]bool
 }
 
 func newGraphGen(seed uint64) *graphGen {
-	return &graphGen{rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	return &graphGen{rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), counts: map[string]bool{}}
 }
 
 const propState = `state:
@@ -160,6 +166,7 @@ func (g *graphGen) node(parallel bool) string {
 	switch r := g.rnd.IntN(20); {
 	case r < 11:
 		def = "    kind: set\n    set:\n" + g.writes(name, parallel)
+		g.counts[name] = true
 	case r < 13:
 		// Fails while state.broken is true.
 		def = "    kind: set\n    set:\n      log: 'state.broken ? state.items[99] : \"" + name + " ok\"'\n"
@@ -180,19 +187,37 @@ func (g *graphGen) node(parallel bool) string {
 // two or three, joined or not, sometimes looping back.
 func (g *graphGen) main() string {
 	type stage struct {
-		nodes []string
+		nodes []string // run first
+		tail  []string // run last: nodes, or the agent's tools node
 		join  bool
 	}
 	var stages []stage
 	for range 2 + g.rnd.IntN(4) {
-		if g.rnd.IntN(10) < 6 {
-			stages = append(stages, stage{nodes: []string{g.node(false)}})
+		if r := g.rnd.IntN(20); r < 3 {
+			// An agent: an llm node asking for a tool call or not, then
+			// (mostly) a tools node; a call left unanswered is filled in
+			// by the next llm node.
+			llm := g.llm()
+			s := stage{nodes: []string{llm}, tail: []string{llm}}
+			if r < 2 {
+				g.n++
+				tools := fmt.Sprintf("n%d", g.n)
+				g.nodes = append(g.nodes, "  "+tools+":\n    kind: tools\n    tools: [echo]\n")
+				g.edges = append(g.edges, fmt.Sprintf("  - {from: %s, to: %s}", llm, tools))
+				s.tail = []string{tools}
+			}
+			stages = append(stages, s)
+			continue
+		} else if r < 12 {
+			n := g.node(false)
+			stages = append(stages, stage{nodes: []string{n}, tail: []string{n}})
 			continue
 		}
 		var s stage
 		for range 2 + g.rnd.IntN(2) {
 			s.nodes = append(s.nodes, g.node(true))
 		}
+		s.tail = s.nodes
 		s.join = g.rnd.IntN(2) == 0
 		stages = append(stages, s)
 	}
@@ -202,7 +227,7 @@ func (g *graphGen) main() string {
 		}
 		return "[" + strings.Join(nodes, ", ") + "]"
 	}
-	prev := stage{nodes: []string{"START"}}
+	prev := stage{tail: []string{"START"}}
 	for i := 0; i <= len(stages); i++ {
 		next := []string{"END"}
 		if i < len(stages) {
@@ -210,17 +235,17 @@ func (g *graphGen) main() string {
 		}
 		switch {
 		case prev.join && len(next) == 1:
-			g.edges = append(g.edges, fmt.Sprintf("  - {from: %s, to: %s}", target(prev.nodes), next[0]))
-		case len(prev.nodes) == 1 && len(next) == 1 && i > 1 && g.rnd.IntN(4) == 0:
+			g.edges = append(g.edges, fmt.Sprintf("  - {from: %s, to: %s}", target(prev.tail), next[0]))
+		case len(prev.tail) == 1 && g.counts[prev.tail[0]] && len(next) == 1 && i > 1 && g.rnd.IntN(3) == 0:
 			// A loop back to the first stage while the count is low.
 			first := stages[0].nodes
 			if len(first) == 1 {
-				g.edges = append(g.edges, fmt.Sprintf("  - {from: %s, when: state.count < 8, to: %s, else: %s}", prev.nodes[0], first[0], next[0]))
+				g.edges = append(g.edges, fmt.Sprintf("  - {from: %s, when: state.count < 8, to: %s, else: %s}", prev.tail[0], first[0], next[0]))
 				break
 			}
 			fallthrough
 		default:
-			for _, p := range prev.nodes {
+			for _, p := range prev.tail {
 				g.edges = append(g.edges, fmt.Sprintf("  - {from: %s, to: %s}", p, target(next)))
 			}
 		}
@@ -229,8 +254,43 @@ func (g *graphGen) main() string {
 		}
 	}
 	work := "  work:\n    kind: set\n    set:\n      log: '\"w \" + state.item'\n      messages: '{role: \"user\", content: state.item}'\n      count: '1'\n"
-	return "version: 1\nname: prop\nlimits: {steps: 40}\n" + propState +
+	return "version: 1\nname: prop\nlimits: {steps: 40}\n" + propState + propModels +
 		"nodes:\n" + strings.Join(g.nodes, "") + work + "edges:\n" + strings.Join(g.edges, "\n") + "\n"
+}
+
+// propModels is a mock model that calls the echo tool when the prompt
+// says "call", and the tool.
+const propModels = `models:
+  m: {provider: mock, fixtures: mock.yaml, model: x}
+tools:
+  echo:
+    kind: expr
+    description: Echo.
+    parameters: {type: object, properties: {x: {type: string}}}
+    expr: '"echo " + string(args.x)'
+`
+
+const propFixtures = `match:
+  - contains: call
+    reply:
+      tool_calls: [{name: echo, arguments: {x: hi}}]
+  - reply: {text: ok}
+`
+
+// llm adds an llm node and returns its name.
+func (g *graphGen) llm() string {
+	g.n++
+	name := fmt.Sprintf("n%d", g.n)
+	prompt := "p " + name
+	if g.rnd.IntN(2) == 0 {
+		prompt += " call"
+	}
+	def := "    kind: llm\n    model: m\n    tools: [echo]\n    prompt: '" + strconv.Quote(prompt) + "'\n"
+	if g.rnd.IntN(3) == 0 {
+		def += "    trim: {keep_last: " + strconv.Itoa(2+g.rnd.IntN(4)) + "}\n"
+	}
+	g.nodes = append(g.nodes, "  "+name+":\n"+def)
+	return name
 }
 
 // child generates the subgraph: nodes named like the parent's.
@@ -249,6 +309,7 @@ func (g *graphGen) files() map[string]string {
 	main := g.main()
 	return map[string]string{
 		"main.yaml":  main,
+		"mock.yaml":  propFixtures,
 		"child.yaml": g.child(),
 		"item.yaml": `version: 1
 name: item
@@ -320,8 +381,12 @@ func checkProperty(t *testing.T, seed uint64, files map[string]string, covered m
 		{name: "sqlite", saver: MustOpenPath(t, filepath.Join(dir, "lgrun.db"), nil)},
 	}
 	for _, pr := range runs {
+		kinds, err := builtin.Kinds(g, builtin.Options{Getenv: func(string) string { return "" }})
+		if err != nil {
+			t.Fatal(err)
+		}
 		pr.seen = &seen{cps: map[string][]reported{}}
-		pr.r = &runtime.Runner{Graph: g, Saver: pr.saver, Version: "test", Events: pr.seen.add}
+		pr.r = &runtime.Runner{Graph: g, Saver: pr.saver, Kinds: kinds, Version: "test", Events: pr.seen.add}
 	}
 	ctx := context.Background()
 	rnd := rand.New(rand.NewPCG(seed, 7))
@@ -362,8 +427,12 @@ func checkProperty(t *testing.T, seed uint64, files map[string]string, covered m
 		return in
 	}
 	in := input() // drawn once: both savers get the same operations
+	var cfg runtime.Config
+	if rnd.IntN(4) == 0 {
+		cfg.StepLimit = 2 + rnd.IntN(3) // stops at the limit; resumed with more
+	}
 	st := step("run", func(r *runtime.Runner) (*runtime.Result, error) {
-		return r.Run(ctx, runtime.RunOptions{Thread: "t", Input: in})
+		return r.Run(ctx, runtime.RunOptions{Thread: "t", Input: in, Config: cfg})
 	})
 	failures, turns := 0, 1
 	for i := 0; i < 12; i++ {
@@ -457,7 +526,12 @@ func checkProperty(t *testing.T, seed uint64, files map[string]string, covered m
 	}
 	// Both savers went through the same states.
 	mem, sql := runs[0].seen.cps, runs[1].seen.cps
-	for th := range mem {
+	for th, cps := range mem {
+		for _, m := range cps[len(cps)-1].values["messages"].([]any) {
+			if m.(map[string]any)["role"] == "tool" {
+				covered["tool result"]++
+			}
+		}
 		switch {
 		case strings.Contains(th, "#"):
 			covered["map item"]++
