@@ -184,3 +184,34 @@ func TestMintedIDSkipsTakenIDs(t *testing.T) {
 		t.Fatalf("f = %#v, want %#v", cp.Values["f"], want)
 	}
 }
+
+// The delta of a merge, applied to the base, gives the merged values, also
+// for a field that holds nothing yet and writes that change nothing.
+func TestMergeEqualsApplyDelta(t *testing.T) {
+	for _, decl := range []string{
+		`{type: list, items: string, reducer: append}`,
+		`{type: list, items: string, reducer: add}`,
+		`{type: messages}`,
+		`{type: object, reducer: merge}`,
+	} {
+		g := mustGraph(t, reducerGraph(decl))
+		for _, v := range []any{[]any{}, map[string]any{}, []any{map[string]any{"id": runtime.RemoveAllMessages, "remove": true}}} {
+			for _, base := range []map[string]any{{}, {"f": nil}} {
+				got, delta, _, err := runtime.Merge(g, 1, base, []runtime.NodeWrites{{Node: "a", Writes: []runtime.Write{w("f", v), w("f", v)}}})
+				if err != nil {
+					continue // a write that does not fit the field
+				}
+				replayed := map[string]any{}
+				for k, x := range base {
+					replayed[k] = x
+				}
+				if err := runtime.ApplyDelta(replayed, delta); err != nil {
+					t.Fatalf("%s: write %v: apply delta %v: %v", decl, v, delta, err)
+				}
+				if !reflect.DeepEqual(got, replayed) {
+					t.Fatalf("%s: write %v to %v: merged %#v, delta %v replays as %#v", decl, v, base, got, delta, replayed)
+				}
+			}
+		}
+	}
+}

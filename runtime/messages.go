@@ -17,15 +17,17 @@ const RemoveAllMessages = "__remove_all__"
 // an index of its ids. Removed messages leave holes (nil) until done, so
 // positions in the index stay valid.
 type messageList struct {
-	items []any
-	index map[string]int // id → position in items
-	holes bool
+	orig    []any // the list it started from, returned when unchanged
+	items   []any
+	index   map[string]int // id → position in items
+	holes   bool
+	changed bool
 }
 
 // newMessageList returns a list to change, a copy of cur. index, when not
 // nil, is the index of cur (see [listIndexes]); the list takes it over.
 func newMessageList(cur []any, index map[string]int) *messageList {
-	ml := &messageList{items: make([]any, len(cur), len(cur)+4), index: index}
+	ml := &messageList{orig: cur, items: make([]any, len(cur), len(cur)+4), index: index}
 	copy(ml.items, cur)
 	if index != nil {
 		return ml
@@ -58,6 +60,7 @@ func (ml *messageList) apply(items []any) error {
 		if !ok {
 			return fmt.Errorf("message is %s, want object", spec.TypeName(it))
 		}
+		ml.changed = true
 		id, _ := m["id"].(string)
 		if rm, _ := m["remove"].(bool); rm {
 			if id == RemoveAllMessages {
@@ -85,8 +88,12 @@ func (ml *messageList) apply(items []any) error {
 	return nil
 }
 
-// done returns the list, without holes. The list must not be used after.
+// done returns the list, without holes: the list it started from when
+// nothing was applied. The list must not be used after.
 func (ml *messageList) done() []any {
+	if !ml.changed {
+		return ml.orig
+	}
 	if !ml.holes {
 		return ml.items
 	}

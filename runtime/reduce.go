@@ -172,7 +172,7 @@ func Merge(g *spec.Graph, step int, base map[string]any, writes []NodeWrites) (m
 // id indexes of messages lists in indexes when it is not nil.
 func merge(g *spec.Graph, run string, step int, base map[string]any, writes []NodeWrites, indexes listIndexes) (map[string]any, Delta, map[string][]string, error) {
 	m := &merger{g: g, step: step, values: make(map[string]any, len(base)), delta: Delta{},
-		writer: map[string]string{}, lists: map[string]*messageList{}, ids: minter{run: run, step: step}, indexes: indexes}
+		writer: map[string]string{}, ids: minter{run: run, step: step}, indexes: indexes}
 	for k, v := range base {
 		m.values[k] = v
 	}
@@ -191,7 +191,9 @@ func merge(g *spec.Graph, run string, step int, base map[string]any, writes []No
 	}
 	for f, ml := range m.lists {
 		list := ml.done()
-		m.values[f] = list
+		if ml.changed {
+			m.values[f] = list
+		}
 		if indexes != nil {
 			indexes.put(f, list, ml.index)
 		}
@@ -277,6 +279,10 @@ func (m *merger) apply(node string, w Write) error {
 		if ml == nil {
 			curList, _ := cur.([]any)
 			ml = newMessageList(curList, m.indexes.take(w.Field, curList))
+			if m.lists == nil {
+				m.lists = map[string]*messageList{}
+			}
+			m.lists[w.Field] = ml
 		}
 		items, err := m.messageItems(node, ml, w.Value)
 		if err != nil {
@@ -294,7 +300,6 @@ func (m *merger) apply(node string, w Write) error {
 		if err := ml.apply(spec.DeepCopy(items).([]any)); err != nil {
 			return fail(err)
 		}
-		m.lists[w.Field] = ml
 		op := m.delta[w.Field]
 		acc, _ := op.Value.([]any)
 		m.delta[w.Field] = Op{Kind: OpMessages, Value: append(acc, items...)}
