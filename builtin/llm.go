@@ -24,13 +24,6 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 	}
 	env := map[string]any{"state": call.State}
 	res := &runtime.NodeResult{}
-	nid := 0
-	newID := func() string {
-		id := fmt.Sprintf("%d.%s.%d", call.Step, node.Name, nid)
-		nid++
-		return id
-	}
-
 	cur := history(call.State, node.Messages)
 	turn := 0
 	for _, m := range cur {
@@ -38,7 +31,7 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 			turn++
 		}
 	}
-	msgs, filled := fillMissing(cur, newID)
+	msgs, filled := fillMissing(cur)
 	if filled > 0 {
 		emitter(call)(runtime.Event{Kind: runtime.EvMessage, Message: fmt.Sprintf("filled %d missing tool result(s) with errors so the conversation stays valid", filled)})
 	}
@@ -49,7 +42,7 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 		if err != nil {
 			return nil, fmt.Errorf("prompt: %w", err)
 		}
-		msgs = append(msgs, map[string]any{"id": newID(), "role": "user", "content": text(v)})
+		msgs = append(msgs, map[string]any{"role": "user", "content": text(v)})
 	}
 	msgs = trimMessages(msgs, node.TrimKeepLast, node.TrimSystem)
 
@@ -95,14 +88,14 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 		}
 		emitter(call)(runtime.Event{Kind: runtime.EvMessage, Message: fmt.Sprintf("reply does not match output.schema (%v); asking again (%d of %d)", verr, attempt+2, tries)})
 		req.Messages = append(req.Messages,
-			assistantMessage("", node.Name, reply),
+			assistantMessage(node.Name, reply),
 			map[string]any{"role": "user", "content": "Your reply does not match the required JSON Schema: " + verr.Error() + "\nReply again with only the corrected JSON value."},
 		)
 	}
 
 	if node.Messages != "" {
-		want := append(msgs, assistantMessage(newID(), node.Name, reply))
-		if ws := messageWrites(cur, want); len(ws) > 0 {
+		want := append(msgs, assistantMessage(node.Name, reply))
+		for _, ws := range messageWrites(cur, want) {
 			res.Writes = append(res.Writes, runtime.Write{Field: node.Messages, Value: ws})
 		}
 	}

@@ -281,12 +281,20 @@ func TestMessageWritesMinimal(t *testing.T) {
 	b := map[string]any{"id": "b", "role": "assistant"}
 	n := map[string]any{"id": "n", "role": "assistant"}
 	got := messageWrites([]map[string]any{a, b}, []map[string]any{a, b, n})
-	if jsonOf(t, got) != `[{"id":"n","role":"assistant"}]` {
+	if jsonOf(t, got) != `[[{"id":"n","role":"assistant"}]]` {
 		t.Fatalf("append only: %s", jsonOf(t, got))
 	}
 	got = messageWrites([]map[string]any{a, b}, []map[string]any{b, n})
-	if jsonOf(t, got) != `[{"id":"a","remove":true},{"id":"n","role":"assistant"}]` {
+	if jsonOf(t, got) != `[[{"id":"a","remove":true},{"id":"n","role":"assistant"}]]` {
 		t.Fatalf("trim: %s", jsonOf(t, got))
+	}
+	// A message inserted before b: b is removed, then appended again.
+	got = messageWrites([]map[string]any{a, b}, []map[string]any{a, n, b})
+	if jsonOf(t, got) != `[[{"id":"b","remove":true}],[{"id":"n","role":"assistant"},{"id":"b","role":"assistant"}]]` {
+		t.Fatalf("move: %s", jsonOf(t, got))
+	}
+	if got := messageWrites([]map[string]any{a, b}, []map[string]any{a, b}); got != nil {
+		t.Fatalf("no change: %s", jsonOf(t, got))
 	}
 }
 

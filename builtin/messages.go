@@ -52,9 +52,9 @@ const missingResult = "no result: the run stopped before this tool call finished
 
 // fillMissing returns msgs with an error tool result inserted after each
 // assistant tool call that has none (a run cancelled or failed between the
-// call and its result), so providers accept the conversation. newID names
-// each inserted message.
-func fillMissing(msgs []map[string]any, newID func() string) ([]map[string]any, int) {
+// call and its result), so providers accept the conversation. The inserted
+// messages have no id: the runtime names them when they are merged.
+func fillMissing(msgs []map[string]any) ([]map[string]any, int) {
 	out := make([]map[string]any, 0, len(msgs))
 	n := 0
 	for i := 0; i < len(msgs); i++ {
@@ -73,7 +73,7 @@ func fillMissing(msgs []map[string]any, newID func() string) ([]map[string]any, 
 		for _, c := range cs {
 			if !have[str(c, "id")] {
 				out = append(out, map[string]any{
-					"id": newID(), "role": "tool", "tool_call_id": str(c, "id"),
+					"role": "tool", "tool_call_id": str(c, "id"),
 					"name": str(c, "name"), "content": errorContent(missingResult),
 				})
 				n++
@@ -116,13 +116,16 @@ func trimMessages(msgs []map[string]any, keepLast int, keepSystem bool) []map[st
 	return out
 }
 
-// messageWrites returns the messages-reducer update that turns cur into
+// messageWrites returns the messages-reducer writes that turn cur into
 // want: removals of dropped messages, and new messages appended. When a
 // new message belongs before existing ones (a filled-in tool result), those
-// are removed and appended again after it, keeping their ids. Messages are
-// identified by identity (want holds cur's own maps for kept messages); a
-// message without an id cannot be removed or moved and stays where it is.
-func messageWrites(cur, want []map[string]any) []any {
+// are removed and appended again after it, keeping their ids: a first write
+// removes them and a second appends them, since within one write a message
+// removed and added again keeps its place. Messages are identified by
+// identity (want holds cur's own maps for kept messages); a message without
+// an id cannot be removed or moved and stays where it is. New messages
+// have no id: the runtime names them when they are merged.
+func messageWrites(cur, want []map[string]any) [][]any {
 	same := func(m map[string]any) uintptr { return reflect.ValueOf(m).Pointer() }
 	inCur := map[uintptr]bool{}
 	for _, m := range cur {
@@ -146,26 +149,31 @@ func messageWrites(cur, want []map[string]any) []any {
 		}
 	}
 	if first < 0 {
-		return out
+		if len(out) == 0 {
+			return nil
+		}
+		return [][]any{out}
 	}
-	var moved []map[string]any
+	var added []any
+	moves := false
 	for _, m := range want[first:] {
 		if !inCur[same(m)] {
-			moved = append(moved, m)
+			added = append(added, spec.DeepCopy(m))
 		} else if id := str(m, "id"); id != "" {
 			out = append(out, map[string]any{"id": id, "remove": true})
-			moved = append(moved, m)
+			added = append(added, spec.DeepCopy(m))
+			moves = true
 		}
 	}
-	for _, m := range moved {
-		out = append(out, spec.DeepCopy(m))
+	if !moves {
+		return [][]any{append(out, added...)}
 	}
-	return out
+	return [][]any{out, added}
 }
 
 // assistantMessage is the canonical message of a reply.
-func assistantMessage(id, node string, r *chatReply) map[string]any {
-	m := map[string]any{"id": id, "role": "assistant", "name": node, "content": r.Content}
+func assistantMessage(node string, r *chatReply) map[string]any {
+	m := map[string]any{"role": "assistant", "name": node, "content": r.Content}
 	if len(r.ToolCalls) > 0 {
 		l := make([]any, len(r.ToolCalls))
 		for i, c := range r.ToolCalls {

@@ -106,10 +106,7 @@ func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime
 	tms := make([]any, len(todo))
 	for i, c := range todo {
 		id, name := str(c, "id"), str(c, "name")
-		tms[i] = map[string]any{
-			"id": fmt.Sprintf("%d.%s.%d", call.Step, node.Name, i), "role": "tool",
-			"tool_call_id": id, "name": name, "content": outs[i].content,
-		}
+		tms[i] = map[string]any{"role": "tool", "tool_call_id": id, "name": name, "content": outs[i].content}
 		res.Records = append(res.Records, record{Kind: recordTool, CallID: id, Tool: name, Content: outs[i].content, Error: outs[i].isErr})
 	}
 	res.Writes = []runtime.Write{{Field: node.Messages, Value: tms}}

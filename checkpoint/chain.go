@@ -10,9 +10,10 @@ import (
 // N times.
 //
 // Consecutive append deltas of a field concatenate their items, messages
-// deltas concatenate their upserts (applying a list of upserts in one call
-// is the same as applying it in pieces: each item sees the result of the
-// ones before it), merge deltas union their patches (later keys win), and
+// deltas concatenate their items (applying a list of them in one call is
+// the same as applying it in pieces: each upsert, removal or remove-all
+// sees the result of the ones before it), merge deltas union their patches
+// (later keys win), and
 // a set replaces whatever came before. When a field's op changes kind, the
 // accumulated op is applied first. For well-formed deltas the values are
 // exactly those of calling [runtime.ApplyDelta] for each delta in order; a

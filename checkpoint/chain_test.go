@@ -33,6 +33,13 @@ func randomDelta(r *rand.Rand, live map[string]bool, step int) runtime.Delta {
 			var items []any
 			for i := 0; i < 1+r.IntN(3); i++ {
 				id := fmt.Sprintf("m%d", r.IntN(6))
+				if r.IntN(12) == 0 {
+					items = append(items, map[string]any{"id": runtime.RemoveAllMessages, "remove": true})
+					for i := range 6 {
+						live[f+fmt.Sprintf("m%d", i)] = false
+					}
+					continue
+				}
 				if live[f+id] && r.IntN(3) == 0 {
 					items = append(items, map[string]any{"id": id, "remove": true})
 					live[f+id] = false

@@ -67,9 +67,15 @@ func normalize(v any) any {
 	return v
 }
 
+// normalizeDelta normalizes a freshly decoded delta in place. An append or
+// messages op of null, which older versions stored for an empty write,
+// becomes an empty list: it changes nothing.
 func normalizeDelta(d runtime.Delta) {
 	for f, op := range d {
 		op.Value = normalize(op.Value)
+		if op.Value == nil && (op.Kind == runtime.OpAppend || op.Kind == runtime.OpMessages) {
+			op.Value = []any{}
+		}
 		d[f] = op
 	}
 }

@@ -14,4 +14,15 @@
 // package checkpoint), and [NodeFunc] for node kinds implemented elsewhere
 // (package builtin registers llm and tools). It runs the deterministic
 // kinds set, noop and interrupt itself.
+//
+// # Message ids
+//
+// The runtime owns the ids of new messages: node kinds write messages
+// without an id, and the merge names them "<run><step>.<node>.<n>", where n
+// counts the node's new messages in the step and <run> is "" for a thread
+// and "<node>@<step>[#<item>]/" per level of child run (subgraph, map item)
+// under it, e.g. "research@3/1.agent.0". A name already taken in the field
+// is skipped, so a minted id never names an existing message. Ids depend
+// only on the graph and the state, never on scheduling or the clock, and are
+// unique in a state across parent, child and map-item runs.
 package runtime

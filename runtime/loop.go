@@ -207,7 +207,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		// A step that fails now keeps no node results, so the usage of all
 		// of them is kept with the failure.
 		lostAll := []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: stepUsage}}}
-		values, delta, who, err := Merge(r.Graph, step, cp.Values, nws)
+		values, delta, who, err := merge(r.Graph, r.msgRun, step, cp.Values, nws, rn.indexes)
 		if err != nil {
 			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), lostAll)
 		}
@@ -518,7 +518,7 @@ func (rn *run) callOnce(ctx context.Context, fn NodeFunc, call *NodeCall, node *
 // evalGoto evaluates a node's goto expression on the state as it would be
 // after the node's own writes.
 func (rn *run) evalGoto(call *NodeCall, node *spec.Node, res *NodeResult) ([]string, error) {
-	after, _, _, err := Merge(call.Graph, call.Step, call.State, []NodeWrites{{Node: node.Name, Writes: res.Writes}})
+	after, _, _, err := merge(call.Graph, call.Runner.msgRun, call.Step, call.State, []NodeWrites{{Node: node.Name, Writes: res.Writes}}, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strings"
 
 	"github.com/lgrun/lgrun/spec"
 )
@@ -41,7 +40,13 @@ type Delta map[string]Op
 
 // ApplyDelta applies d to values in place. values must be owned by the
 // caller. Delta values are copied and normalized (see spec.Normalize), so a
-// delta decoded from JSON with json.Number applies like the original.
+// delta decoded from JSON with json.Number applies like the original. An
+// append or messages op whose value is null (as older versions stored an
+// empty write) changes nothing.
+//
+// The merge of a step computes its values with the same code from the
+// delta it makes, so applying a checkpoint's delta to its parent's values
+// gives the checkpoint's values.
 func ApplyDelta(values map[string]any, d Delta) error {
 	for _, f := range sortedFields(d) {
 		op := d[f]
@@ -51,41 +56,51 @@ func ApplyDelta(values map[string]any, d Delta) error {
 			values[f] = op.Value
 		case OpAppend:
 			items, ok := op.Value.([]any)
-			if !ok {
+			if !ok && op.Value != nil {
 				return fmt.Errorf("field %q: append delta is %s, want list", f, spec.TypeName(op.Value))
 			}
 			cur, _ := values[f].([]any)
-			values[f] = append(append(make([]any, 0, len(cur)+len(items)), cur...), items...)
+			values[f] = appendList(cur, items)
 		case OpMerge:
 			patch, ok := op.Value.(map[string]any)
 			if !ok {
 				return fmt.Errorf("field %q: merge delta is %s, want object", f, spec.TypeName(op.Value))
 			}
 			cur, _ := values[f].(map[string]any)
-			out := make(map[string]any, len(cur)+len(patch))
-			for k, v := range cur {
-				out[k] = v
-			}
-			for k, v := range patch {
-				out[k] = v
-			}
-			values[f] = out
+			values[f] = mergeObject(cur, patch)
 		case OpMessages:
 			items, ok := op.Value.([]any)
-			if !ok {
+			if !ok && op.Value != nil {
 				return fmt.Errorf("field %q: messages delta is %s, want list", f, spec.TypeName(op.Value))
 			}
 			cur, _ := values[f].([]any)
-			next, err := upsertMessages(cur, items, "")
-			if err != nil {
+			ml := newMessageList(cur, nil)
+			if err := ml.apply(items); err != nil {
 				return fmt.Errorf("field %q: %w", f, err)
 			}
-			values[f] = next
+			values[f] = ml.done()
 		default:
 			return fmt.Errorf("field %q: unknown delta op %q", f, op.Kind)
 		}
 	}
 	return nil
+}
+
+// appendList returns a new list of cur's items followed by items.
+func appendList(cur, items []any) []any {
+	return append(append(make([]any, 0, len(cur)+len(items)), cur...), items...)
+}
+
+// mergeObject returns a new object of cur's keys replaced by patch's.
+func mergeObject(cur, patch map[string]any) map[string]any {
+	out := make(map[string]any, len(cur)+len(patch))
+	for k, v := range cur {
+		out[k] = v
+	}
+	for k, v := range patch {
+		out[k] = v
+	}
+	return out
 }
 
 func sortedFields(d Delta) []string {
@@ -95,76 +110,6 @@ func sortedFields(d Delta) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// upsertMessages applies messages (with ids) to cur: a message whose id
-// exists replaces it, {id, remove: true} deletes it, others append.
-//
-// fresh, when not empty, is the id prefix of messages made in the current
-// step ("<step>."): such ids cannot be in cur already, so only when another
-// id comes along is cur indexed — a step that appends new messages costs
-// O(new), not O(len(cur)).
-func upsertMessages(cur, items []any, fresh string) ([]any, error) {
-	out := make([]any, len(cur), len(cur)+len(items))
-	copy(out, cur)
-	var index map[string]int // ids of out; built on first need
-	added := map[string]int{}
-	lookup := func(id string) (int, bool) {
-		if i, ok := added[id]; ok {
-			return i, true
-		}
-		if fresh != "" && strings.HasPrefix(id, fresh) {
-			return 0, false
-		}
-		if index == nil {
-			index = make(map[string]int, len(cur))
-			for i, m := range cur {
-				if mm, ok := m.(map[string]any); ok {
-					if id, _ := mm["id"].(string); id != "" {
-						index[id] = i
-					}
-				}
-			}
-		}
-		i, ok := index[id]
-		return i, ok && out[i] != nil
-	}
-	removed := false
-	for _, it := range items {
-		m, ok := it.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("message is %s, want object", spec.TypeName(it))
-		}
-		id, _ := m["id"].(string)
-		if rm, _ := m["remove"].(bool); rm {
-			i, ok := lookup(id)
-			if !ok || out[i] == nil {
-				return nil, fmt.Errorf("cannot remove message %q: no message has that id", id)
-			}
-			out[i] = nil
-			delete(added, id)
-			removed = true
-			continue
-		}
-		if id != "" {
-			if i, ok := lookup(id); ok && out[i] != nil {
-				out[i] = spec.DeepCopy(m)
-				continue
-			}
-			added[id] = len(out)
-		}
-		out = append(out, spec.DeepCopy(m))
-	}
-	if removed {
-		kept := out[:0]
-		for _, m := range out {
-			if m != nil {
-				kept = append(kept, m)
-			}
-		}
-		out = kept
-	}
-	return out, nil
 }
 
 // WriteError is a write that could not be merged into the state.
@@ -206,15 +151,28 @@ type merger struct {
 	step   int
 	values map[string]any // copy-on-write: fields replaced, never mutated
 	delta  Delta
-	writer map[string]string // replace field → node that wrote it
-	nmsg   int
+	writer map[string]string       // replace field → node that wrote it
+	lists  map[string]*messageList // messages fields changed so far
+	ids    minter
+	// indexes, when not nil, holds the id indexes of base's messages
+	// lists and gets those of the lists made.
+	indexes listIndexes
 }
 
 // Merge applies the writes of one step to base through the reducers, in
 // the order given (callers sort by node name). It returns the new values
 // (base is not modified), the delta and which node wrote which fields.
+// New messages get ids of a thread's own run (see "Message ids" in the
+// package documentation).
 func Merge(g *spec.Graph, step int, base map[string]any, writes []NodeWrites) (map[string]any, Delta, map[string][]string, error) {
-	m := &merger{g: g, step: step, values: make(map[string]any, len(base)), delta: Delta{}, writer: map[string]string{}}
+	return merge(g, "", step, base, writes, nil)
+}
+
+// merge is Merge in the run whose message ids start with run, keeping the
+// id indexes of messages lists in indexes when it is not nil.
+func merge(g *spec.Graph, run string, step int, base map[string]any, writes []NodeWrites, indexes listIndexes) (map[string]any, Delta, map[string][]string, error) {
+	m := &merger{g: g, step: step, values: make(map[string]any, len(base)), delta: Delta{},
+		writer: map[string]string{}, ids: minter{run: run, step: step}, indexes: indexes}
 	for k, v := range base {
 		m.values[k] = v
 	}
@@ -229,6 +187,15 @@ func Merge(g *spec.Graph, step int, base map[string]any, writes []NodeWrites) (m
 				seen[w.Field] = true
 				who[nw.Node] = append(who[nw.Node], w.Field)
 			}
+		}
+	}
+	for f, ml := range m.lists {
+		list := ml.done()
+		if ml.changed {
+			m.values[f] = list
+		}
+		if indexes != nil {
+			indexes.put(f, list, ml.index)
 		}
 	}
 	return m.values, m.delta, who, nil
@@ -297,14 +264,7 @@ func (m *merger) apply(node string, w Write) error {
 		}
 		patch = spec.Normalize(patch).(map[string]any)
 		curMap, _ := cur.(map[string]any)
-		out := make(map[string]any, len(curMap)+len(patch))
-		for k, v := range curMap {
-			out[k] = v
-		}
-		for k, v := range patch {
-			out[k] = v
-		}
-		m.values[w.Field] = out
+		m.values[w.Field] = mergeObject(curMap, patch)
 		op := m.delta[w.Field]
 		acc, _ := op.Value.(map[string]any)
 		if op.Kind != OpMerge {
@@ -315,16 +275,31 @@ func (m *merger) apply(node string, w Write) error {
 		}
 		m.delta[w.Field] = Op{Kind: OpMerge, Value: acc}
 	case spec.ReduceMessages:
-		items, err := m.messageItems(node, w.Value)
+		ml := m.lists[w.Field]
+		if ml == nil {
+			curList, _ := cur.([]any)
+			ml = newMessageList(curList, m.indexes.take(w.Field, curList))
+			if m.lists == nil {
+				m.lists = map[string]*messageList{}
+			}
+			m.lists[w.Field] = ml
+		}
+		items, err := m.messageItems(node, ml, w.Value)
 		if err != nil {
 			return fail(err)
 		}
-		curList, _ := cur.([]any)
-		next, err := upsertMessages(curList, items, fmt.Sprintf("%d.", m.step))
+		items, err = messageWrite(ml, items)
 		if err != nil {
 			return fail(err)
 		}
-		m.values[w.Field] = next
+		if len(items) == 0 {
+			return nil
+		}
+		// The state gets what the delta says, through the code that
+		// applies deltas on load.
+		if err := ml.apply(spec.DeepCopy(items).([]any)); err != nil {
+			return fail(err)
+		}
 		op := m.delta[w.Field]
 		acc, _ := op.Value.([]any)
 		m.delta[w.Field] = Op{Kind: OpMessages, Value: append(acc, items...)}
@@ -366,9 +341,13 @@ func appendItems(f *spec.Field, v any) ([]any, error) {
 }
 
 func (m *merger) appendItems(field string, cur any, items []any) {
-	curList, _ := cur.([]any)
-	m.values[field] = append(append(make([]any, 0, len(curList)+len(items)), curList...), items...)
 	op := m.delta[field]
+	if len(items) == 0 {
+		// Nothing to append: no delta, unless an earlier write made one.
+		return
+	}
+	curList, _ := cur.([]any)
+	m.values[field] = appendList(curList, items)
 	if op.Kind == OpSet {
 		// Field was replaced earlier in this step: keep a whole value.
 		m.delta[field] = Op{Kind: OpSet, Value: m.values[field]}
@@ -378,9 +357,10 @@ func (m *merger) appendItems(field string, cur any, items []any) {
 	m.delta[field] = Op{Kind: OpAppend, Value: append(acc, items...)}
 }
 
-// messageItems canonicalises a messages update (one message or a list),
-// assigning deterministic ids to messages without one.
-func (m *merger) messageItems(node string, v any) ([]any, error) {
+// messageItems canonicalises a messages update (one message or a list) and
+// names the new messages without an id (see [minter]): a name is free when
+// no message of ml has it and the update does not use it.
+func (m *merger) messageItems(node string, ml *messageList, v any) ([]any, error) {
 	var in []any
 	if l, ok := v.([]any); ok {
 		in = l
@@ -388,6 +368,8 @@ func (m *merger) messageItems(node string, v any) ([]any, error) {
 		in = []any{v}
 	}
 	out := make([]any, 0, len(in))
+	used := map[string]bool{}
+	unnamed := []map[string]any(nil)
 	for i, x := range in {
 		raw, ok := x.(map[string]any)
 		if !ok {
@@ -405,11 +387,17 @@ func (m *merger) messageItems(node string, v any) ([]any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("message %d: %w", i, err)
 		}
-		if msg["id"] == "" {
-			msg["id"] = fmt.Sprintf("%d.%s.%d", m.step, node, m.nmsg)
-			m.nmsg++
+		if id, _ := msg["id"].(string); id != "" {
+			used[id] = true
+		} else {
+			unnamed = append(unnamed, msg)
 		}
 		out = append(out, msg)
+	}
+	for _, msg := range unnamed {
+		id := m.ids.id(node, func(id string) bool { return used[id] || ml.has(id) })
+		used[id] = true
+		msg["id"] = id
 	}
 	return out, nil
 }

@@ -63,6 +63,8 @@ func TestReducers(t *testing.T) {
 			writes: []runtime.Write{w("f", []any{[]any{1, 2}})}, want: []any{[]any{1, 2}}},
 		{name: "append item type error", decl: `{type: list, items: int, reducer: append}`,
 			writes: []runtime.Write{w("f", []any{1, "x"})}, errMsg: "item 1: want int, got string"},
+		{name: "append empty list", decl: `{type: list, items: string, reducer: append, default: [a]}`,
+			writes: []runtime.Write{w("f", []any{}), w("f", []any{})}, want: []any{"a"}},
 		{name: "append after input", decl: `{type: list, items: int, reducer: append}`, input: []any{1},
 			writes: []runtime.Write{w("f", 2)}, want: []any{1, 2}},
 
@@ -78,6 +80,8 @@ func TestReducers(t *testing.T) {
 			writes: []runtime.Write{w("f", 1)}, errMsg: "add to a string needs a string, got int"},
 		{name: "add list", decl: `{type: list, items: int, reducer: add, default: [1]}`,
 			writes: []runtime.Write{w("f", []any{2, 3})}, want: []any{1, 2, 3}},
+		{name: "add empty list", decl: `{type: list, items: int, reducer: add, default: [1]}`,
+			writes: []runtime.Write{w("f", []any{})}, want: []any{1}},
 		{name: "add list needs a list", decl: `{type: list, items: int, reducer: add}`,
 			writes: []runtime.Write{w("f", 2)}, errMsg: "add to a list needs a list, got int"},
 
@@ -107,6 +111,39 @@ func TestReducers(t *testing.T) {
 			input:  []any{msg("m1", "user", "hi")},
 			writes: []runtime.Write{w("f", []any{map[string]any{"id": "m1", "remove": true}, msg("m1", "user", "again")})},
 			want:   []any{msg("m1", "user", "again")}},
+		{name: "messages remove and re-add in one write keeps the place", decl: `{type: messages}`,
+			input:  []any{msg("m1", "user", "hi"), msg("m2", "assistant", "old")},
+			writes: []runtime.Write{w("f", []any{map[string]any{"id": "m1", "remove": true}, msg("m1", "user", "again")})},
+			want:   []any{msg("m1", "user", "again"), msg("m2", "assistant", "old")}},
+		{name: "messages remove, then re-add in another write appends", decl: `{type: messages}`,
+			input:  []any{msg("m1", "user", "hi"), msg("m2", "assistant", "old")},
+			writes: []runtime.Write{w("f", map[string]any{"id": "m1", "remove": true}), w("f", msg("m1", "user", "again"))},
+			want:   []any{msg("m2", "assistant", "old"), msg("m1", "user", "again")}},
+		{name: "messages replace, then remove in one write removes", decl: `{type: messages}`,
+			input:  []any{msg("m1", "user", "hi"), msg("m2", "assistant", "old")},
+			writes: []runtime.Write{w("f", []any{msg("m2", "assistant", "new"), map[string]any{"id": "m2", "remove": true}})},
+			want:   []any{msg("m1", "user", "hi")}},
+		{name: "messages add and remove a new id in one write", decl: `{type: messages}`,
+			input:  []any{msg("m1", "user", "hi")},
+			writes: []runtime.Write{w("f", []any{msg("m3", "user", "x"), msg("m4", "user", "y"), map[string]any{"id": "m3", "remove": true}})},
+			want:   []any{msg("m1", "user", "hi"), msg("m4", "user", "y")}},
+		{name: "messages remove all", decl: `{type: messages}`,
+			input:  []any{msg("m1", "user", "hi"), msg("m2", "assistant", "old")},
+			writes: []runtime.Write{w("f", map[string]any{"id": runtime.RemoveAllMessages, "remove": true})},
+			want:   []any{}},
+		{name: "messages remove all, then the new list", decl: `{type: messages}`,
+			input: []any{msg("m1", "user", "hi"), msg("m2", "assistant", "old")},
+			writes: []runtime.Write{w("f", []any{msg("m0", "user", "dropped"), map[string]any{"id": "__remove_all__", "remove": true},
+				map[string]any{"role": "system", "content": "summary"}, msg("m2", "assistant", "kept")})},
+			want: []any{msg("1.a.0", "system", "summary"), msg("m2", "assistant", "kept")}},
+		{name: "messages remove after remove all", decl: `{type: messages}`,
+			input:  []any{msg("m1", "user", "hi")},
+			writes: []runtime.Write{w("f", []any{map[string]any{"id": "__remove_all__", "remove": true}, map[string]any{"id": "m1", "remove": true}})},
+			errMsg: `cannot remove message "m1": no message has that id`},
+		{name: "messages empty write", decl: `{type: messages}`,
+			input:  []any{msg("m1", "user", "hi")},
+			writes: []runtime.Write{w("f", []any{})},
+			want:   []any{msg("m1", "user", "hi")}},
 		{name: "messages remove unknown id", decl: `{type: messages}`,
 			input:  []any{msg("m1", "user", "hi")},
 			writes: []runtime.Write{w("f", map[string]any{"id": "nope", "remove": true})},
@@ -296,8 +333,8 @@ edges:
 	}
 }
 
-// Messages without an id get "<step>.<node>.<n>", n counting the new
-// messages of the step in merge order, so ids never depend on scheduling.
+// Messages without an id get "<step>.<node>.<n>", n counting the node's
+// new messages in the step, so ids never depend on scheduling.
 func TestMessageIDsAcrossNodes(t *testing.T) {
 	const src = `
 version: 1
@@ -314,7 +351,7 @@ edges:
 	for i := range 10 {
 		r := newRunner(t, src)
 		cp := mustDone(t)(r.Run(bg, runtime.RunOptions{Thread: "t"}))
-		want := []any{msg("1.a.0", "user", "a"), msg("1.b.1", "user", "b1"), msg("1.b.2", "user", "b2")}
+		want := []any{msg("1.a.0", "user", "a"), msg("1.b.0", "user", "b1"), msg("1.b.1", "user", "b2")}
 		if !reflect.DeepEqual(cp.Values["messages"], want) {
 			t.Fatalf("run %d: messages %v", i, cp.Values["messages"])
 		}

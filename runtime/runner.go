@@ -35,6 +35,9 @@ type Runner struct {
 	// child marks a runner of subgraph and map-item runs: they run under
 	// the parent thread's lease and take none of their own.
 	child bool
+	// msgRun is the message-id prefix of a child run ("" for a thread):
+	// see "Message ids" in the package documentation.
+	msgRun string
 }
 
 // Result is the outcome of a run that stopped without an error, or with a
@@ -129,6 +132,9 @@ type run struct {
 	// replayTag gives a replay's first step fresh child runs.
 	replayTag string
 	started   time.Time
+	// indexes keeps the id indexes of the messages lists of the last
+	// step's merge for the next.
+	indexes listIndexes
 }
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
@@ -181,7 +187,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		}
 		writes = append(writes, Write{Field: k, Value: spec.Normalize(opts.Input[k])})
 	}
-	values, delta, who, err := Merge(r.Graph, step, base, []NodeWrites{{Node: "__input__", Writes: writes}})
+	values, delta, who, err := merge(r.Graph, r.msgRun, step, base, []NodeWrites{{Node: "__input__", Writes: writes}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
 	}
@@ -402,7 +408,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 	} else if r.Graph.Nodes[asNode] == nil {
 		return nil, fmt.Errorf("--as-node: graph %q has no node %q", r.Graph.Name, asNode)
 	}
-	values, delta, who, err := Merge(r.Graph, base.Step+1, base.Values, []NodeWrites{{Node: node, Writes: set}})
+	values, delta, who, err := merge(r.Graph, r.msgRun, base.Step+1, base.Values, []NodeWrites{{Node: node, Writes: set}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
@@ -445,7 +451,7 @@ func (r *Runner) newRun(th *Thread) *run {
 		r: r, thread: th, cfg: th.Config,
 		before: map[string]bool{}, after: map[string]bool{},
 		resumeBefore: map[string]bool{}, resumeNodes: map[string]bool{},
-		started: r.now(),
+		started: r.now(), indexes: listIndexes{},
 	}
 	for _, n := range r.Graph.Interrupts.Before {
 		rn.before[n.Name] = true

@@ -32,10 +32,11 @@ func childThreadID(call *NodeCall, suffix string) string {
 
 // childRunner returns a runner for a child graph that shares this runner's
 // saver, kinds and event stream (events carry the child's namespace).
-func (r *Runner) childRunner(g *spec.Graph, ns string) *Runner {
+// msgRun is the child's message-id prefix.
+func (r *Runner) childRunner(g *spec.Graph, ns, msgRun string) *Runner {
 	return &Runner{
 		Graph: g, Saver: r.Saver, Kinds: r.Kinds, Now: r.Now, Version: r.Version,
-		GraphFile: g.File, Strict: r.Strict, ReuseRecords: r.ReuseRecords, child: true,
+		GraphFile: g.File, Strict: r.Strict, ReuseRecords: r.ReuseRecords, child: true, msgRun: msgRun,
 		Events: func(e Event) {
 			if e.Namespace == "" {
 				e.Namespace = ns
@@ -74,11 +75,13 @@ func childUsage(ctx context.Context, s Saver, id, node string) ([]Usage, error) 
 	return out, nil
 }
 
-// runChild runs, resumes or reuses the child thread id.
-func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, id string, input map[string]any) (*childOutcome, error) {
+// runChild runs, resumes or reuses the child thread of call named by
+// suffix ("" for a subgraph, "#<item>" for a map item).
+func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, suffix string, input map[string]any) (*childOutcome, error) {
 	parent := call.Runner
+	id := childThreadID(call, suffix)
 	ns := strings.TrimPrefix(id, call.Thread+ChildSep)
-	cr := parent.childRunner(g, ns)
+	cr := parent.childRunner(g, ns, childRun(parent.msgRun, call.Node.Name, call.Step, suffix))
 	th, err := parent.Saver.Thread(ctx, id)
 	// The child reserves each call on the parent step's ledger too (and so
 	// on up the chain): it gets no copy of what is left as limits of its
@@ -213,7 +216,7 @@ func runSubgraph(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := runChild(ctx, call, child, childThreadID(call, ""), input)
+	out, err := runChild(ctx, call, child, "", input)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +371,7 @@ func mapOne(ctx context.Context, call *NodeCall, i int, item any) (*mapItem, *In
 		if node.ItemAs != "" {
 			input[node.ItemAs] = item
 		}
-		out, err := runChild(ctx, call, child, childThreadID(call, fmt.Sprintf("#%d", i)), input)
+		out, err := runChild(ctx, call, child, fmt.Sprintf("#%d", i), input)
 		if err != nil {
 			return nil, nil, err
 		}

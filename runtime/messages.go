@@ -1,0 +1,216 @@
+package runtime
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/lgrun/lgrun/spec"
+)
+
+// RemoveAllMessages is the id of the removal that deletes every message of
+// a messages field: a write of {id: "__remove_all__", remove: true} (the
+// spelling of LangGraph's REMOVE_ALL_MESSAGES) empties the list, and the
+// messages after it in the same write become the new list.
+const RemoveAllMessages = "__remove_all__"
+
+// messageList is a messages value being changed: a copy of the list with
+// an index of its ids. Removed messages leave holes (nil) until done, so
+// positions in the index stay valid.
+type messageList struct {
+	orig    []any // the list it started from, returned when unchanged
+	items   []any
+	index   map[string]int // id → position in items
+	holes   bool
+	changed bool
+}
+
+// newMessageList returns a list to change, a copy of cur. index, when not
+// nil, is the index of cur (see [listIndexes]); the list takes it over.
+func newMessageList(cur []any, index map[string]int) *messageList {
+	ml := &messageList{orig: cur, items: make([]any, len(cur), len(cur)+4), index: index}
+	copy(ml.items, cur)
+	if index != nil {
+		return ml
+	}
+	ml.index = make(map[string]int, len(cur))
+	for i, m := range cur {
+		if mm, ok := m.(map[string]any); ok {
+			if id, _ := mm["id"].(string); id != "" {
+				ml.index[id] = i
+			}
+		}
+	}
+	return ml
+}
+
+// has reports whether a message of the list has id.
+func (ml *messageList) has(id string) bool {
+	_, ok := ml.index[id]
+	return ok
+}
+
+// apply applies items in order: {id, remove: true} deletes the message with
+// that id ({id: RemoveAllMessages, remove: true} deletes all), a message
+// whose id exists replaces it in place, any other is appended. This is the
+// meaning of a messages delta; each item sees the result of the ones before
+// it, so applying a list in one call equals applying it in pieces.
+func (ml *messageList) apply(items []any) error {
+	for _, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			return fmt.Errorf("message is %s, want object", spec.TypeName(it))
+		}
+		ml.changed = true
+		id, _ := m["id"].(string)
+		if rm, _ := m["remove"].(bool); rm {
+			if id == RemoveAllMessages {
+				ml.items, ml.index, ml.holes = ml.items[:0:0], map[string]int{}, false
+				continue
+			}
+			i, ok := ml.index[id]
+			if !ok {
+				return fmt.Errorf("cannot remove message %q: no message has that id", id)
+			}
+			ml.items[i] = nil
+			delete(ml.index, id)
+			ml.holes = true
+			continue
+		}
+		if i, ok := ml.index[id]; ok && id != "" {
+			ml.items[i] = m
+			continue
+		}
+		if id != "" {
+			ml.index[id] = len(ml.items)
+		}
+		ml.items = append(ml.items, m)
+	}
+	return nil
+}
+
+// done returns the list, without holes: the list it started from when
+// nothing was applied. The list must not be used after.
+func (ml *messageList) done() []any {
+	if !ml.changed {
+		return ml.orig
+	}
+	if !ml.holes {
+		return ml.items
+	}
+	kept := make([]any, 0, len(ml.items))
+	for _, m := range ml.items {
+		if m != nil {
+			kept = append(kept, m)
+		}
+	}
+	ml.items, ml.holes = kept, false
+	ml.index = nil // positions moved
+	return kept
+}
+
+// listIndexes keeps, per messages field, the id index of the list the
+// last merge of a run made, so the next step's merge, whose base it is,
+// does not index the whole list again: a step appending to a long list
+// costs a copy of it, not one map entry per message. An index is handed
+// over to the list made from it (take removes it) and is only used for the
+// very list it indexes (same backing array and length; state lists are
+// never modified in place).
+type listIndexes map[string]indexedList
+
+type indexedList struct {
+	list  []any
+	index map[string]int
+}
+
+// take returns the index of list for field, or nil.
+func (c listIndexes) take(field string, list []any) map[string]int {
+	e, ok := c[field]
+	if !ok {
+		return nil
+	}
+	delete(c, field)
+	if len(e.list) != len(list) || len(list) > 0 && &e.list[0] != &list[0] {
+		return nil
+	}
+	return e.index
+}
+
+// put records the index of list for field.
+func (c listIndexes) put(field string, list []any, index map[string]int) {
+	if index != nil {
+		c[field] = indexedList{list: list, index: index}
+	}
+}
+
+// messageWrite turns one write to a messages field into delta items: the
+// write's own meaning, as in LangGraph, is that every message whose id
+// exists (in the list, or earlier in the write) replaces it in place, new
+// messages are appended in the order they first appear, and removals take
+// effect at the end of the write; so removing an id and adding it again in
+// one write keeps the message in place. A RemoveAllMessages removal drops
+// the list and what came before it in the write. The items returned have
+// the same effect applied one by one (see [messageList.apply]): at most one
+// per id, a removal only of an id that exists.
+func messageWrite(ml *messageList, items []any) ([]any, error) {
+	var out []any
+	cleared := false
+	for k := len(items) - 1; k >= 0; k-- {
+		if m := items[k].(map[string]any); m["remove"] == true && m["id"] == RemoveAllMessages {
+			out, items, cleared = append(out, m), items[k+1:], true
+			break
+		}
+	}
+	exists := func(id string) bool { return !cleared && ml.has(id) }
+	var order []string
+	last := map[string]map[string]any{}
+	for _, it := range items {
+		m := it.(map[string]any)
+		id := m["id"].(string)
+		_, seen := last[id]
+		if !seen {
+			if m["remove"] == true && !exists(id) {
+				return nil, fmt.Errorf("cannot remove message %q: no message has that id", id)
+			}
+			order = append(order, id)
+		}
+		last[id] = m
+	}
+	for _, id := range order {
+		m := last[id]
+		if m["remove"] == true && !exists(id) {
+			continue // added and removed within the write
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// minter names the new messages of one merge (see "Message ids" in the
+// package documentation).
+type minter struct {
+	run  string // "" or the child run's prefix, ending in "/"
+	step int
+	next map[string]int // node → next n
+}
+
+// id returns the next free id for a message of node, not taken by ml or
+// by the write being merged.
+func (mi *minter) id(node string, taken func(string) bool) string {
+	if mi.next == nil {
+		mi.next = map[string]int{}
+	}
+	prefix := mi.run + strconv.Itoa(mi.step) + "." + node + "."
+	for {
+		n := mi.next[node]
+		mi.next[node] = n + 1
+		if id := prefix + strconv.Itoa(n); !taken(id) {
+			return id
+		}
+	}
+}
+
+// childRun returns the message-id prefix of a child run of node at step
+// (suffix "#<item>" for a map item) under a run with prefix parent.
+func childRun(parent, node string, step int, suffix string) string {
+	return parent + node + "@" + strconv.Itoa(step) + suffix + "/"
+}
