@@ -80,9 +80,9 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	}
 	chain += len(delta)
 	var snapshot any
+	var snap []byte
 	if cp.ParentID == "" || chain >= max(2*baseBytes, MinSnapshotBytes) {
-		snap, err := marshal(cp.Values)
-		if err != nil {
+		if snap, err = marshal(cp.Values); err != nil {
 			return fmt.Errorf("encode snapshot: %w", err)
 		}
 		snapshot = snap
@@ -92,10 +92,17 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	if err != nil {
 		return fmt.Errorf("record graph: %w", s.describe(err))
 	}
+	row := cpRow{
+		thread: c.Thread.ID, id: cp.ID, parent: cp.ParentID, step: int64(cp.Step), turnStep: int64(cp.TurnStep),
+		next: string(next), waiting: nullString(waiting), source: string(m.Source), writes: nullString(writes),
+		graph: m.Graph, graphHash: m.GraphHash, version: m.Version, time: m.Time.UnixNano(),
+		usage: nullString(usage), totals: nullString(totals), records: nullString(records),
+		delta: delta, snapSum: snapshotSum(snap),
+	}
 	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
-		c.Thread.ID, cp.ID, cp.ParentID, cp.Step, cp.TurnStep, string(next), waiting,
-		string(m.Source), writes, gid, m.Time.UnixNano(), usage, totals, records,
-		delta, snapshot, chain, baseBytes); err != nil {
+		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
+		row.source, writes, gid, row.time, usage, totals, records,
+		delta, snapshot, chain, baseBytes, row.checksum(), row.snapSum); err != nil {
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
 	th := c.Thread
@@ -140,7 +147,8 @@ func (s *SQLite) insertWrites(ctx context.Context, tx *wtx, thread, cpID string,
 		if err != nil {
 			return fmt.Errorf("encode pending write of %q: %w", w.Node, err)
 		}
-		if _, err := st.ExecContext(ctx, thread, cpID, seq+i, w.Node, string(w.Kind), data); err != nil {
+		sum := writeSum(thread, cpID, int64(seq+i), w.Node, string(w.Kind), data)
+		if _, err := st.ExecContext(ctx, thread, cpID, seq+i, w.Node, string(w.Kind), data, sum); err != nil {
 			return fmt.Errorf("insert pending write: %w", s.describe(err))
 		}
 	}

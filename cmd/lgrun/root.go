@@ -29,6 +29,7 @@ const (
 	exitPaused    = 4
 	exitLimit     = 5
 	exitConflict  = 6
+	exitCorrupt   = 7
 	exitInterrupt = 130
 )
 
@@ -142,6 +143,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitLimit
 	case errors.Is(err, runtime.ErrConflict):
 		return exitConflict
+	case errors.As(err, new(*runtime.CorruptError)):
+		return exitCorrupt
 	}
 	return exitFailed
 }
