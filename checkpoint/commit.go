@@ -110,9 +110,11 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	if created.IsZero() {
 		created = th.Updated
 	}
+	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
+		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano()}
 	if _, err := tx.StmtContext(ctx, s.stmtUpsert).ExecContext(ctx,
-		th.ID, cp.ID, string(th.Status), th.Error, th.Graph, th.GraphHash, th.GraphFile, string(config),
-		created.UnixNano(), th.Updated.UnixNano()); err != nil {
+		tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
+		created.UnixNano(), tr.updated, tr.checksum()); err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
@@ -167,13 +169,19 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer s.end(tx)
-	var head string
-	if err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head); err != nil {
+	// The row is rewritten with a new checksum: check the old one first,
+	// so as not to seal damage in.
+	var tr threadRow
+	if err := tx.QueryRowContext(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, th.ID).Scan(tr.scanArgs()...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("mark thread %q: %w", th.ID, runtime.ErrNotFound)
 		}
 		return fmt.Errorf("read thread head: %w", s.describe(err))
 	}
+	if err := tr.verify(); err != nil {
+		return err
+	}
+	head := tr.head
 	if head != th.Head {
 		return fmt.Errorf("mark thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, head, th.Head)
 	}
@@ -188,8 +196,13 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 	if err := s.insertWrites(ctx, tx, th.ID, head, seq, mk.Writes); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ? WHERE id = ?`,
-		string(th.Status), th.Error, string(config), th.Updated.UnixNano(), th.ID); err != nil {
+	tr.status, tr.error, tr.config, tr.updated = string(th.Status), th.Error, string(config), th.Updated.UnixNano()
+	sum := sql.NullInt64{}
+	if tr.sum.Valid {
+		sum = sql.NullInt64{Int64: tr.checksum(), Valid: true}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ?, sum = ? WHERE id = ?`,
+		tr.status, tr.error, tr.config, tr.updated, sum, th.ID); err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := tx.Commit(); err != nil {

@@ -49,10 +49,11 @@
 //
 // # Integrity
 //
-// Every checkpoint and pending-write row carries a CRC-32C of its columns
-// (rows from before layout version 2 carry none and are read unverified).
-// A row that fails its checksum, is missing from a chain, or cannot be
-// decoded or applied is reported as a [runtime.CorruptError] naming the
-// checkpoint; the thread's other checkpoints stay readable, and List
-// returns them together with the error.
+// Every checkpoint, pending-write and thread row carries a CRC-32C of its
+// columns (rows from before layout version 2 carry none and are read
+// unverified). A row that fails its checksum, is missing from a chain, or
+// cannot be decoded or applied is reported as a [runtime.CorruptError]
+// naming the checkpoint (or the thread, for its own row); the other
+// checkpoints stay readable, and List and Threads return them together
+// with the errors.
 package checkpoint

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/lgrun/lgrun/runtime"
 )
 
 // Row checksums (layout version 2).
 //
-// Every checkpoint row and every pending-write row stores a CRC-32C
+// Every checkpoint, pending-write and thread row stores a CRC-32C
 // (Castagnoli) of its columns, framed (a NULL marker or a length prefix
 // per column, integers as 8 bytes) so that moving bytes between columns
 // changes the sum. A checkpoint's sum covers every column that determines
@@ -154,6 +156,41 @@ func (r *cpRow) verifySnapshot(snap []byte) error {
 	}
 	if snapshotSum(snap) != r.snapSum {
 		return fmt.Errorf("snapshot %w", errChecksum)
+	}
+	return nil
+}
+
+// threadRow is a threads row as stored. Its checksum covers every column
+// but created, which a commit's upsert leaves as first stored (and which
+// is only shown, never acted on).
+type threadRow struct {
+	id, head, status, error, graph, graphHash, graphFile, config string
+	created, updated                                             int64
+	sum                                                          sql.NullInt64 // NULL for rows older than layout version 2
+}
+
+func (r *threadRow) checksum() int64 {
+	var s summer
+	s.str("thread/2")
+	for _, v := range []string{r.id, r.head, r.status, r.error, r.graph, r.graphHash, r.graphFile, r.config} {
+		s.str(v)
+	}
+	s.int(r.updated)
+	return int64(s.crc)
+}
+
+// threadColumns are the columns of a threads row, in the order of
+// threadRow.scanArgs.
+const threadColumns = `id, head, status, error, graph, graph_hash, graph_file, config, created, updated, sum`
+
+func (r *threadRow) scanArgs() []any {
+	return []any{&r.id, &r.head, &r.status, &r.error, &r.graph, &r.graphHash, &r.graphFile, &r.config, &r.created, &r.updated, &r.sum}
+}
+
+// verify checks the row's checksum; rows without one pass.
+func (r *threadRow) verify() error {
+	if r.sum.Valid && r.sum.Int64 != r.checksum() {
+		return &runtime.CorruptError{Thread: r.id, Err: fmt.Errorf("its row (head, status, settings) fails its check: %w", errChecksum)}
 	}
 	return nil
 }

@@ -23,12 +23,13 @@ type flipTarget struct {
 
 // Every column that determines what a read returns, but the ones that
 // only name a row (a checkpoint's thread and id, a write's thread and
-// checkpoint): damage there moves a row out of reach instead of changing
-// it, and is reported (as a missing head or chain link) only where
-// another row refers to it.
+// checkpoint, a thread's id): damage there moves a row out of reach
+// instead of changing it, and is reported (as a missing head or chain
+// link) only where another row refers to it.
 var flipTargets = []flipTarget{
 	{"checkpoints", "seq", []string{"parent", "step", "turn_step", "next", "waiting", "source", "writes", "graph", "time", "usage", "totals", "records", "delta", "snapshot", "sum", "snap_sum"}},
 	{"writes", "thread, checkpoint, seq", []string{"seq", "node", "kind", "data", "sum"}},
+	{"threads", "id", []string{"head", "status", "error", "graph", "graph_hash", "graph_file", "config", "updated", "sum"}},
 	{"graphs", "id", []string{"name", "hash", "version"}},
 }
 
@@ -56,7 +57,7 @@ func TestFlippedBytes(t *testing.T) {
 
 	want := readAll(t, s)
 	rng := rand.New(rand.NewPCG(2026, 11))
-	const trials = 120
+	const trials = 200
 	detected := 0
 	for trial := 0; trial < trials; trial++ {
 		ft := flipTargets[rng.IntN(len(flipTargets))]
@@ -91,6 +92,11 @@ func TestFlippedBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 			key = []any{thread, cpID, seq}
+		case "threads":
+			if err := db.QueryRowContext(bg, q, rng.IntN(n)).Scan(&thread, &typ, &orig); err != nil {
+				t.Fatal(err)
+			}
+			key = []any{thread}
 		case "graphs":
 			var id int64
 			if err := db.QueryRowContext(bg, q, rng.IntN(n)).Scan(&id, &typ, &orig); err != nil {
@@ -121,7 +127,7 @@ func TestFlippedBytes(t *testing.T) {
 			key[2] = damaged // the restore finds the row by its new key
 		}
 		what := fmt.Sprintf("trial %d: byte flipped in %s.%s of %v (%s %.60q → %.60q)", trial, ft.table, col, key, typ, fmt.Sprint(orig), fmt.Sprint(damaged))
-		if checkReads(t, s, want, what, thread, cpID) {
+		if checkReads(t, s, want, what, ft.table, thread, cpID) {
 			detected++
 		}
 		set(orig)
@@ -180,6 +186,7 @@ func readAll(t *testing.T, s *checkpoint.SQLite) map[string][]byte {
 		t.Fatal(err)
 	}
 	for _, th := range ths {
+		out[th.ID+"/thread"] = mustJSON(t, th)
 		cps, err := s.List(bg, th.ID, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -202,9 +209,10 @@ func readAll(t *testing.T, s *checkpoint.SQLite) map[string][]byte {
 }
 
 // checkReads reads everything of want again after damage to a row of
-// thread (checkpoint cpID, "" for a graphs row) and reports whether the
-// damage was detected. Any read that returns changed state fails the test.
-func checkReads(t *testing.T, s *checkpoint.SQLite, want map[string][]byte, what, thread, cpID string) bool {
+// table (of thread and checkpoint cpID, for the tables that have them)
+// and reports whether the damage was detected. Any read that returns
+// changed state fails the test.
+func checkReads(t *testing.T, s *checkpoint.SQLite, want map[string][]byte, what, table, thread, cpID string) bool {
 	t.Helper()
 	detected := false
 	corrupt := func(key string, err error) {
@@ -213,8 +221,8 @@ func checkReads(t *testing.T, s *checkpoint.SQLite, want map[string][]byte, what
 		if !errors.As(err, &ce) {
 			t.Fatalf("%s: %s: %v, want the original or a *runtime.CorruptError", what, key, err)
 		}
-		if cpID != "" && (ce.Thread != thread || ce.Checkpoint != cpID) {
-			t.Fatalf("%s: %s: the error names checkpoint %s of thread %q, want %s of %q: %v", what, key, ce.Checkpoint, ce.Thread, cpID, thread, err)
+		if table != "graphs" && (ce.Thread != thread || ce.Checkpoint != cpID) {
+			t.Fatalf("%s: %s: the error names checkpoint %q of thread %q, want %q of %q: %v", what, key, ce.Checkpoint, ce.Thread, cpID, thread, err)
 		}
 		detected = true
 	}
@@ -226,48 +234,63 @@ func checkReads(t *testing.T, s *checkpoint.SQLite, want map[string][]byte, what
 	}
 	ths, err := s.Threads(bg)
 	if err != nil {
-		t.Fatal(err)
+		corrupt("threads", err)
 	}
+	listed := map[string]bool{}
 	for _, th := range ths {
-		if cpID != "" && th.ID != thread {
+		listed[th.ID] = true
+		same(th.ID+"/thread", th)
+	}
+	var ids []string
+	for k := range want {
+		if id, ok := strings.CutSuffix(k, "/thread"); ok {
+			ids = append(ids, id)
+			if !listed[id] && (table != "threads" || id != thread) {
+				t.Fatalf("%s: Threads left out thread %q (%v)", what, id, err)
+			}
+		}
+	}
+	for _, id := range ids {
+		if table != "graphs" && id != thread {
 			continue // damage to a thread's rows reaches no other thread
 		}
-		cps, err := s.List(bg, th.ID, 0)
+		if th, err := s.Thread(bg, id); err != nil {
+			corrupt(id+"/thread", err)
+		} else {
+			same(id+"/thread", th)
+		}
+		cps, err := s.List(bg, id, 0)
 		if err != nil {
-			corrupt(th.ID+"/list", err)
+			corrupt(id+"/list", err)
 		}
 		listed := map[string]bool{}
 		for _, cp := range cps {
 			listed[cp.ID] = true
-			same(th.ID+"/list/"+cp.ID, cp)
+			same(id+"/list/"+cp.ID, cp)
 		}
 		// List leaves out only what it reports: with one damaged
 		// checkpoint row, every other one is still listed.
-		n := 0
 		for k := range want {
-			if id, ok := strings.CutPrefix(k, th.ID+"/list/"); ok {
-				n++
-				if !listed[id] && (err == nil || cpID != "" && id != cpID) {
-					t.Fatalf("%s: List of %q left out checkpoint %s (%v)", what, th.ID, id, err)
-				}
+			if cp, ok := strings.CutPrefix(k, id+"/list/"); ok && !listed[cp] && (table != "checkpoints" && table != "graphs" || table == "checkpoints" && cp != cpID) {
+				t.Fatalf("%s: List of %q left out checkpoint %s (%v)", what, id, cp, err)
 			}
 		}
 		for k := range want {
-			id, ok := strings.CutPrefix(k, th.ID+"/get/")
+			cp, ok := strings.CutPrefix(k, id+"/get/")
 			if !ok {
 				continue
 			}
-			full, err := s.Get(bg, th.ID, id)
+			full, err := s.Get(bg, id, cp)
 			if err != nil {
 				corrupt(k, err)
 				continue
 			}
 			same(k, full)
 		}
-		if head, err := s.Get(bg, th.ID, ""); err != nil {
-			corrupt(th.ID+"/head", err)
+		if head, err := s.Get(bg, id, ""); err != nil {
+			corrupt(id+"/head", err)
 		} else {
-			same(th.ID+"/head", head)
+			same(id+"/head", head)
 		}
 	}
 	return detected

@@ -18,12 +18,11 @@ import (
 func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
 	head := id == ""
 	if head {
-		if err := s.db.QueryRowContext(ctx, `SELECT head FROM threads WHERE id = ?`, thread).Scan(&id); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil, fmt.Errorf("thread %q: %w", thread, runtime.ErrNotFound)
-			}
-			return nil, fmt.Errorf("read thread: %w", s.describe(err))
+		th, err := s.Thread(ctx, thread) // verified: the head it names is the stored one
+		if err != nil {
+			return nil, err
 		}
+		id = th.Head
 	}
 	values, _, err := s.values(ctx, thread, id)
 	if err != nil {
@@ -243,14 +242,7 @@ func (s *SQLite) List(ctx context.Context, thread string, limit int) ([]*runtime
 			return nil, err
 		}
 	}
-	if len(bad) > 0 {
-		errs := make([]error, len(bad))
-		for i, e := range bad {
-			errs[i] = e
-		}
-		return cps, errors.Join(errs...)
-	}
-	return cps, nil
+	return cps, joinCorrupt(bad)
 }
 
 // query reads checkpoints (without values) and verifies them; the rows
@@ -321,9 +313,12 @@ func (r *cpRow) decode() (*runtime.Checkpoint, error) {
 
 // Thread implements runtime.Saver.
 func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error) {
-	ts, err := s.threads(ctx, `WHERE id = ?`, id)
+	ts, bad, err := s.threads(ctx, `WHERE id = ?`, id)
 	if err != nil {
 		return nil, err
+	}
+	if len(bad) > 0 {
+		return nil, bad[0]
 	}
 	if len(ts) == 0 {
 		return nil, fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
@@ -331,31 +326,56 @@ func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error)
 	return ts[0], nil
 }
 
-// Threads implements runtime.Saver.
+// Threads implements runtime.Saver. Rows that fail their checks are left
+// out and reported in the error, one *runtime.CorruptError each (joined).
 func (s *SQLite) Threads(ctx context.Context) ([]*runtime.Thread, error) {
-	return s.threads(ctx, `ORDER BY updated DESC, id`)
+	ts, bad, err := s.threads(ctx, `ORDER BY updated DESC, id`)
+	if err != nil {
+		return nil, err
+	}
+	return ts, joinCorrupt(bad)
 }
 
-func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*runtime.Thread, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, head, status, error, graph, graph_hash, graph_file, config, created, updated FROM threads `+where, args...)
+// joinCorrupt joins errs, nil when there are none.
+func joinCorrupt(errs []*runtime.CorruptError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	all := make([]error, len(errs))
+	for i, e := range errs {
+		all[i] = e
+	}
+	return errors.Join(all...)
+}
+
+func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*runtime.Thread, []*runtime.CorruptError, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+threadColumns+` FROM threads `+where, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read threads: %w", s.describe(err))
+		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 	}
 	defer rows.Close()
 	var out []*runtime.Thread
+	var bad []*runtime.CorruptError
 	for rows.Next() {
-		var t runtime.Thread
-		var status, config string
-		var created, updated int64
-		if err := rows.Scan(&t.ID, &t.Head, &status, &t.Error, &t.Graph, &t.GraphHash, &t.GraphFile, &config, &created, &updated); err != nil {
-			return nil, fmt.Errorf("read threads: %w", s.describe(err))
+		var r threadRow
+		if err := rows.Scan(r.scanArgs()...); err != nil {
+			return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 		}
-		t.Status = runtime.Status(status)
-		t.Created, t.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
-		if err := json.Unmarshal([]byte(config), &t.Config); err != nil {
-			return nil, fmt.Errorf("thread %q: corrupt config: %w", t.ID, err)
+		if err := r.verify(); err != nil {
+			bad = append(bad, err.(*runtime.CorruptError))
+			continue
+		}
+		t := runtime.Thread{ID: r.id, Head: r.head, Status: runtime.Status(r.status), Error: r.error,
+			Graph: r.graph, GraphHash: r.graphHash, GraphFile: r.graphFile,
+			Created: time.Unix(0, r.created).UTC(), Updated: time.Unix(0, r.updated).UTC()}
+		if err := json.Unmarshal([]byte(r.config), &t.Config); err != nil {
+			bad = append(bad, &runtime.CorruptError{Thread: r.id, Err: fmt.Errorf("corrupt config: %w", err)})
+			continue
 		}
 		out = append(out, &t)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
+	}
+	return out, bad, nil
 }

@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS threads (
 	graph_file TEXT NOT NULL DEFAULT '',
 	config TEXT NOT NULL DEFAULT '{}',
 	created INTEGER NOT NULL,
-	updated INTEGER NOT NULL
+	updated INTEGER NOT NULL,
+	sum INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
 	seq INTEGER PRIMARY KEY,
@@ -241,8 +242,8 @@ func (s *SQLite) init() error {
 	err = errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
 		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated`),
+		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated, sum = excluded.sum`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
@@ -350,7 +351,8 @@ var migrations = map[int]string{
 	// unverified; every row written from now on carries one.
 	1: `ALTER TABLE checkpoints ADD COLUMN sum INTEGER;
 		ALTER TABLE checkpoints ADD COLUMN snap_sum INTEGER;
-		ALTER TABLE writes ADD COLUMN sum INTEGER;`,
+		ALTER TABLE writes ADD COLUMN sum INTEGER;
+		ALTER TABLE threads ADD COLUMN sum INTEGER;`,
 }
 
 // migrate checks a database's layout version and upgrades an older one to

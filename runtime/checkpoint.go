@@ -237,7 +237,9 @@ type Saver interface {
 	List(ctx context.Context, thread string, limit int) ([]*Checkpoint, error)
 	// Thread returns a thread's row, or ErrNotFound.
 	Thread(ctx context.Context, id string) (*Thread, error)
-	// Threads lists all threads, most recently updated first.
+	// Threads lists all threads, most recently updated first. Like List,
+	// it returns the readable ones together with a [CorruptError] for
+	// each that is not.
 	Threads(ctx context.Context) ([]*Thread, error)
 	// DeleteThread removes a thread and all its checkpoints.
 	DeleteThread(ctx context.Context, id string) error
@@ -255,9 +257,11 @@ var (
 // the checkpoint itself or the one of its chain that is bad) and from List
 // (see [Saver]); the other checkpoints of the thread stay readable.
 type CorruptError struct {
-	Thread     string
-	Checkpoint string // the bad checkpoint, not necessarily the one asked for
-	Err        error  // what is wrong with it
+	Thread string
+	// Checkpoint is the bad checkpoint, not necessarily the one asked
+	// for; "" when the thread's own row is bad.
+	Checkpoint string
+	Err        error // what is wrong with it
 	// LastGood, when set, is the newest checkpoint of the thread older than
 	// Checkpoint that loads: a fork from it continues the thread. Filled by
 	// [FindLastGood].
@@ -265,6 +269,9 @@ type CorruptError struct {
 }
 
 func (e *CorruptError) Error() string {
+	if e.Checkpoint == "" {
+		return fmt.Sprintf("thread %q cannot be read: %v", e.Thread, e.Err)
+	}
 	msg := fmt.Sprintf("checkpoint %s of thread %q cannot be read: %v", e.Checkpoint, e.Thread, e.Err)
 	if e.LastGood != "" {
 		msg += fmt.Sprintf("; the last good checkpoint is %s: lgrun fork --thread %s --checkpoint %s", e.LastGood, e.Thread, e.LastGood)
@@ -279,7 +286,7 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 // that s loads (at most a few dozen are tried), and returns err.
 func FindLastGood(ctx context.Context, s Saver, err error) error {
 	var ce *CorruptError
-	if !errors.As(err, &ce) || ce.LastGood != "" {
+	if !errors.As(err, &ce) || ce.LastGood != "" || ce.Checkpoint == "" {
 		return err
 	}
 	// List reports corrupt rows besides the good ones; the good ones are

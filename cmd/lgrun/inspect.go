@@ -404,6 +404,9 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ts []*runtime.Thread
+			// Threads whose row cannot be read are listed as CORRUPT;
+			// the command then fails with what is wrong (exit 7).
+			var corrupt error
 			s, err := g.openExisting(io, "")
 			switch {
 			case errors.Is(err, errNoDatabase):
@@ -412,8 +415,13 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 				return err
 			default:
 				defer s.Close()
-				if ts, err = s.Threads(cmd.Context()); err != nil {
-					return err
+				ts, corrupt = s.Threads(cmd.Context())
+				bad, ok := corruptErrors(corrupt)
+				if !ok {
+					return corrupt
+				}
+				for _, b := range bad {
+					ts = append(ts, &runtime.Thread{ID: b.Thread, Status: "CORRUPT"})
 				}
 			}
 			if !all {
@@ -438,14 +446,24 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 				for _, t := range ts {
 					rows = append(rows, row{t.ID, t.Status, t.Graph, t.Head, t.Updated, t.Error})
 				}
-				return writeJSON(io, rows)
+				if err := writeJSON(io, rows); err != nil {
+					return err
+				}
+				return corrupt
 			}
 			tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "THREAD\tSTATUS\tGRAPH\tUPDATED\tHEAD")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Status, t.Graph, t.Updated.Local().Format("2006-01-02 15:04:05"), t.Head)
+				updated := t.Updated.Local().Format("2006-01-02 15:04:05")
+				if t.Updated.IsZero() {
+					updated = "?"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Status, t.Graph, updated, t.Head)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return corrupt
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
