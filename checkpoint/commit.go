@@ -111,10 +111,11 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 		created = th.Updated
 	}
 	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
-		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano()}
+		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano(),
+		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
 	if _, err := tx.StmtContext(ctx, s.stmtUpsert).ExecContext(ctx,
 		tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-		created.UnixNano(), tr.updated, tr.checksum()); err != nil {
+		created.UnixNano(), tr.updated, tr.pending, tr.checksum()); err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
@@ -197,12 +198,18 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 		return err
 	}
 	tr.status, tr.error, tr.config, tr.updated = string(th.Status), th.Error, string(config), th.Updated.UnixNano()
+	switch {
+	case mk.ClearWrites:
+		tr.pending = sql.NullInt64{Int64: int64(len(mk.Writes)), Valid: true}
+	case tr.pending.Valid:
+		tr.pending.Int64 += int64(len(mk.Writes))
+	}
 	sum := sql.NullInt64{}
 	if tr.sum.Valid {
 		sum = sql.NullInt64{Int64: tr.checksum(), Valid: true}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ?, sum = ? WHERE id = ?`,
-		tr.status, tr.error, tr.config, tr.updated, sum, th.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ?`,
+		tr.status, tr.error, tr.config, tr.updated, tr.pending, sum, th.ID); err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := tx.Commit(); err != nil {

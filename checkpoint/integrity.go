@@ -162,10 +162,14 @@ func (r *cpRow) verifySnapshot(snap []byte) error {
 
 // threadRow is a threads row as stored. Its checksum covers every column
 // but created, which a commit's upsert leaves as first stored (and which
-// is only shown, never acted on).
+// is only shown, never acted on). pending counts the head's pending-write
+// rows, so that a write row that damage moved away (to another checkpoint
+// or thread) is missed, not silently dropped; the writes of older
+// checkpoints are verified row by row only.
 type threadRow struct {
 	id, head, status, error, graph, graphHash, graphFile, config string
 	created, updated                                             int64
+	pending                                                      sql.NullInt64
 	sum                                                          sql.NullInt64 // NULL for rows older than layout version 2
 }
 
@@ -176,15 +180,16 @@ func (r *threadRow) checksum() int64 {
 		s.str(v)
 	}
 	s.int(r.updated)
+	s.nullInt(r.pending)
 	return int64(s.crc)
 }
 
 // threadColumns are the columns of a threads row, in the order of
 // threadRow.scanArgs.
-const threadColumns = `id, head, status, error, graph, graph_hash, graph_file, config, created, updated, sum`
+const threadColumns = `id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum`
 
 func (r *threadRow) scanArgs() []any {
-	return []any{&r.id, &r.head, &r.status, &r.error, &r.graph, &r.graphHash, &r.graphFile, &r.config, &r.created, &r.updated, &r.sum}
+	return []any{&r.id, &r.head, &r.status, &r.error, &r.graph, &r.graphHash, &r.graphFile, &r.config, &r.created, &r.updated, &r.pending, &r.sum}
 }
 
 // verify checks the row's checksum; rows without one pass.

@@ -16,13 +16,26 @@ import (
 // read is verified (see integrity.go); a bad one is reported as a
 // *runtime.CorruptError naming it.
 func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
-	head := id == ""
-	if head {
-		th, err := s.Thread(ctx, thread) // verified: the head it names is the stored one
-		if err != nil {
+	// The thread's row (verified) names the head and counts its pending
+	// writes.
+	var tr threadRow
+	err := s.db.QueryRowContext(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, thread).Scan(tr.scanArgs()...)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		tr = threadRow{}
+		if id == "" {
+			return nil, fmt.Errorf("thread %q: %w", thread, runtime.ErrNotFound)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("read thread: %w", s.describe(err))
+	default:
+		if err := tr.verify(); err != nil {
 			return nil, err
 		}
-		id = th.Head
+	}
+	head := id == ""
+	if head {
+		id = tr.head
 	}
 	values, _, err := s.values(ctx, thread, id)
 	if err != nil {
@@ -45,6 +58,9 @@ func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 	cp.Values = values
 	if cp.Pending, err = s.pending(ctx, thread, id); err != nil {
 		return nil, err
+	}
+	if id == tr.head && tr.pending.Valid && int64(len(cp.Pending)) != tr.pending.Int64 {
+		return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("it has %d pending writes, where the thread's row records %d (database %s damaged)", len(cp.Pending), tr.pending.Int64, s.path)}
 	}
 	return cp, nil
 }

@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS threads (
 	config TEXT NOT NULL DEFAULT '{}',
 	created INTEGER NOT NULL,
 	updated INTEGER NOT NULL,
+	pending INTEGER,
 	sum INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -242,8 +243,8 @@ func (s *SQLite) init() error {
 	err = errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
 		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated, sum = excluded.sum`),
+		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated, pending = excluded.pending, sum = excluded.sum`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
@@ -352,6 +353,7 @@ var migrations = map[int]string{
 	1: `ALTER TABLE checkpoints ADD COLUMN sum INTEGER;
 		ALTER TABLE checkpoints ADD COLUMN snap_sum INTEGER;
 		ALTER TABLE writes ADD COLUMN sum INTEGER;
+		ALTER TABLE threads ADD COLUMN pending INTEGER;
 		ALTER TABLE threads ADD COLUMN sum INTEGER;`,
 }
 
