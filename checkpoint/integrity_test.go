@@ -337,3 +337,34 @@ func TestUnappliableDelta(t *testing.T) {
 		t.Errorf("List: %d checkpoints, %v; want all 10 (the row itself decodes)", len(got), err)
 	}
 }
+
+// TestDamagedThreadRow damages one thread's row: Thread refuses it,
+// Threads and ChildThreads return the others with a CorruptError for it,
+// and the rows of other threads are not its concern.
+func TestDamagedThreadRow(t *testing.T) {
+	s := MustOpen(t, nil)
+	for _, id := range []string{"p", "p/a", "p/b", "q"} {
+		newChain(t, s, id).step(2)
+	}
+	if _, err := s.DB().Exec(`UPDATE threads SET status = 'done' WHERE id = 'p/a'`); err != nil {
+		t.Fatal(err)
+	}
+	var ce *runtime.CorruptError
+	if _, err := s.Thread(bg, "p/a"); !errors.As(err, &ce) || ce.Thread != "p/a" || ce.Checkpoint != "" {
+		t.Fatalf("Thread of the damaged row: %v", err)
+	}
+	if _, err := s.Get(bg, "p/a", ""); !errors.As(err, &ce) || ce.Thread != "p/a" {
+		t.Fatalf("Get of its head: %v", err)
+	}
+	ts, err := s.Threads(bg)
+	if bad, ok := runtime.CorruptErrors(err); !ok || len(bad) != 1 || bad[0].Thread != "p/a" || len(ts) != 3 {
+		t.Fatalf("Threads: %d rows, %v", len(ts), err)
+	}
+	kids, err := runtime.ChildThreads(bg, s, "p")
+	if bad, ok := runtime.CorruptErrors(err); !ok || len(bad) != 1 || len(kids) != 1 || kids[0].ID != "p/b" {
+		t.Fatalf("ChildThreads of p: %v, %v", kids, err)
+	}
+	if kids, err := runtime.ChildThreads(bg, s, "q"); err != nil || len(kids) != 0 {
+		t.Fatalf("ChildThreads of q: %v, %v", kids, err)
+	}
+}

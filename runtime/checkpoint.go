@@ -281,6 +281,31 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
+// CorruptErrors returns the [CorruptError] values err is made of (one, or
+// several joined, as List and Threads return them), and false if err holds
+// anything else. A nil err gives none and true.
+func CorruptErrors(err error) ([]*CorruptError, bool) {
+	if err == nil {
+		return nil, true
+	}
+	if ce, ok := err.(*CorruptError); ok {
+		return []*CorruptError{ce}, true
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return nil, false
+	}
+	var out []*CorruptError
+	for _, e := range j.Unwrap() {
+		sub, ok := CorruptErrors(e)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, sub...)
+	}
+	return out, true
+}
+
 // FindLastGood fills in the LastGood of the [CorruptError] in err, if there
 // is one, with the newest checkpoint of its thread older than the bad one
 // that s loads (at most a few dozen are tried), and returns err.

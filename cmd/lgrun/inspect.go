@@ -46,7 +46,7 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 			var corrupt []error
 			list := func(thread string) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
 				cps, err := s.List(cmd.Context(), thread, limit)
-				bad, ok := corruptErrors(err)
+				bad, ok := runtime.CorruptErrors(err)
 				if !ok {
 					return nil, nil, notFound(err, thread)
 				}
@@ -61,8 +61,12 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 			}
 			var kids []*runtime.Thread
 			if subgraphs {
-				if kids, err = runtime.ChildThreads(cmd.Context(), s, thread); err != nil {
+				kids, err = runtime.ChildThreads(cmd.Context(), s, thread)
+				if _, ok := runtime.CorruptErrors(err); !ok {
 					return err
+				}
+				if err != nil {
+					corrupt = append(corrupt, err)
 				}
 			}
 			if asJSON {
@@ -141,31 +145,6 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 	c.Flags().BoolVar(&subgraphs, "subgraphs", false, "also list the checkpoints of subgraph and map-item runs")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
-}
-
-// corruptErrors returns the *runtime.CorruptError values err is made of
-// (one, or several joined), and false if err holds anything else.
-func corruptErrors(err error) ([]*runtime.CorruptError, bool) {
-	if err == nil {
-		return nil, true
-	}
-	var ce *runtime.CorruptError
-	if errors.As(err, &ce) && ce == err {
-		return []*runtime.CorruptError{ce}, true
-	}
-	j, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return nil, false
-	}
-	var out []*runtime.CorruptError
-	for _, e := range j.Unwrap() {
-		sub, ok := corruptErrors(e)
-		if !ok {
-			return nil, false
-		}
-		out = append(out, sub...)
-	}
-	return out, true
 }
 
 // histEntry is a listed checkpoint or one that cannot be read.
@@ -416,7 +395,7 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 			default:
 				defer s.Close()
 				ts, corrupt = s.Threads(cmd.Context())
-				bad, ok := corruptErrors(corrupt)
+				bad, ok := runtime.CorruptErrors(corrupt)
 				if !ok {
 					return corrupt
 				}
