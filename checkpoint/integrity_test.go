@@ -59,7 +59,7 @@ func TestFlippedBytes(t *testing.T) {
 
 	want := readAll(t, s)
 	rng := rand.New(rand.NewPCG(2026, 11))
-	const trials = 200
+	const trials = flipTrials
 	detected := 0
 	for trial := 0; trial < trials; trial++ {
 		ft := flipTargets[rng.IntN(len(flipTargets))]
