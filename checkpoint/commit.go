@@ -80,9 +80,9 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	}
 	chain += len(delta)
 	var snapshot any
+	var snap []byte
 	if cp.ParentID == "" || chain >= max(2*baseBytes, MinSnapshotBytes) {
-		snap, err := marshal(cp.Values)
-		if err != nil {
+		if snap, err = marshal(cp.Values); err != nil {
 			return fmt.Errorf("encode snapshot: %w", err)
 		}
 		snapshot = snap
@@ -92,10 +92,17 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	if err != nil {
 		return fmt.Errorf("record graph: %w", s.describe(err))
 	}
+	row := cpRow{
+		thread: c.Thread.ID, id: cp.ID, parent: cp.ParentID, step: int64(cp.Step), turnStep: int64(cp.TurnStep),
+		next: string(next), waiting: nullString(waiting), source: string(m.Source), writes: nullString(writes),
+		graph: m.Graph, graphHash: m.GraphHash, version: m.Version, time: m.Time.UnixNano(),
+		usage: nullString(usage), totals: nullString(totals), records: nullString(records),
+		delta: delta, snapSum: snapshotSum(snap),
+	}
 	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
-		c.Thread.ID, cp.ID, cp.ParentID, cp.Step, cp.TurnStep, string(next), waiting,
-		string(m.Source), writes, gid, m.Time.UnixNano(), usage, totals, records,
-		delta, snapshot, chain, baseBytes); err != nil {
+		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
+		row.source, writes, gid, row.time, usage, totals, records,
+		delta, snapshot, chain, baseBytes, row.checksum(), row.snapSum); err != nil {
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
 	th := c.Thread
@@ -103,9 +110,12 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	if created.IsZero() {
 		created = th.Updated
 	}
+	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
+		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano(),
+		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
 	if _, err := tx.StmtContext(ctx, s.stmtUpsert).ExecContext(ctx,
-		th.ID, cp.ID, string(th.Status), th.Error, th.Graph, th.GraphHash, th.GraphFile, string(config),
-		created.UnixNano(), th.Updated.UnixNano()); err != nil {
+		tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
+		created.UnixNano(), tr.updated, tr.pending, tr.checksum()); err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
@@ -140,7 +150,8 @@ func (s *SQLite) insertWrites(ctx context.Context, tx *wtx, thread, cpID string,
 		if err != nil {
 			return fmt.Errorf("encode pending write of %q: %w", w.Node, err)
 		}
-		if _, err := st.ExecContext(ctx, thread, cpID, seq+i, w.Node, string(w.Kind), data); err != nil {
+		sum := writeSum(thread, cpID, int64(seq+i), w.Node, string(w.Kind), data)
+		if _, err := st.ExecContext(ctx, thread, cpID, seq+i, w.Node, string(w.Kind), data, sum); err != nil {
 			return fmt.Errorf("insert pending write: %w", s.describe(err))
 		}
 	}
@@ -159,13 +170,19 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer s.end(tx)
-	var head string
-	if err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head); err != nil {
+	// The row is rewritten with a new checksum: check the old one first,
+	// so as not to seal damage in.
+	var tr threadRow
+	if err := tx.QueryRowContext(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, th.ID).Scan(tr.scanArgs()...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("mark thread %q: %w", th.ID, runtime.ErrNotFound)
 		}
 		return fmt.Errorf("read thread head: %w", s.describe(err))
 	}
+	if err := tr.verify(); err != nil {
+		return err
+	}
+	head := tr.head
 	if head != th.Head {
 		return fmt.Errorf("mark thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, head, th.Head)
 	}
@@ -180,8 +197,19 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 	if err := s.insertWrites(ctx, tx, th.ID, head, seq, mk.Writes); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ? WHERE id = ?`,
-		string(th.Status), th.Error, string(config), th.Updated.UnixNano(), th.ID); err != nil {
+	tr.status, tr.error, tr.config, tr.updated = string(th.Status), th.Error, string(config), th.Updated.UnixNano()
+	switch {
+	case mk.ClearWrites:
+		tr.pending = sql.NullInt64{Int64: int64(len(mk.Writes)), Valid: true}
+	case tr.pending.Valid:
+		tr.pending.Int64 += int64(len(mk.Writes))
+	}
+	sum := sql.NullInt64{}
+	if tr.sum.Valid {
+		sum = sql.NullInt64{Int64: tr.checksum(), Valid: true}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ?`,
+		tr.status, tr.error, tr.config, tr.updated, tr.pending, sum, th.ID); err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := tx.Commit(); err != nil {

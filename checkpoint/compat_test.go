@@ -67,6 +67,19 @@ func TestCompat(t *testing.T) {
 			}
 			c.head, c.at, c.values = head.ID, head.Step, head.Values
 			c.step(3)
+			// Rows written now carry checksums; the fixture's own rows
+			// carry them only if its layout had them.
+			var old, unsummed int
+			if err := s.DB().QueryRow(`SELECT count(*) FILTER (WHERE id <= ?), count(*) FILTER (WHERE sum IS NULL OR (snapshot IS NULL) != (snap_sum IS NULL)) FROM checkpoints WHERE thread = 'chat'`, head.ID).Scan(&old, &unsummed); err != nil {
+				t.Fatal(err)
+			}
+			if want := fixtureUnsummed(f, old); unsummed != want {
+				t.Errorf("%d checkpoint rows without a (complete) checksum, want %d (of the %d rows of the fixture)", unsummed, want, old)
+			}
+			var n, new int
+			if err := s.DB().QueryRow(`SELECT count(*), count(sum) FROM checkpoints WHERE thread = 'chat' AND id > ?`, head.ID).Scan(&n, &new); err != nil || n != 3 || new != 3 {
+				t.Errorf("the 3 new checkpoint rows: %d of %d have a checksum (%v)", new, n, err)
+			}
 			if _, err := s.GC(bg, checkpoint.GCOptions{Keep: 2}); err != nil {
 				t.Fatal(err)
 			}
@@ -78,6 +91,15 @@ func TestCompat(t *testing.T) {
 	if !found {
 		t.Errorf("no fixture for the current layout version %d (%s); run with -update", checkpoint.SchemaVersion, current)
 	}
+}
+
+// fixtureUnsummed is how many of the rows of fixture f have no checksum:
+// all of them in layout version 1, none after.
+func fixtureUnsummed(f string, rows int) int {
+	if filepath.Base(f) == "v1.db" {
+		return rows
+	}
+	return 0
 }
 
 func copyFile(t *testing.T, from, to string) {

@@ -40,9 +40,20 @@
 //
 // # Layout versions
 //
-// The database records its layout version ([SchemaVersion]); a database
+// The database records its layout version ([SchemaVersion]); an older
+// layout is upgraded in place when the database is opened, a database
 // written by a newer lgrun is refused with [ErrSchemaVersion], and a file
 // that is not an lgrun database (another SQLite database, or not SQLite)
 // is refused without being changed. testdata keeps a database of every
 // layout version, which the tests load.
+//
+// # Integrity
+//
+// Every checkpoint, pending-write and thread row carries a CRC-32C of its
+// columns (rows from before layout version 2 carry none and are read
+// unverified). A row that fails its checksum, is missing from a chain, or
+// cannot be decoded or applied is reported as a [runtime.CorruptError]
+// naming the checkpoint (or the thread, for its own row); the other
+// checkpoints stay readable, and List and Threads return them together
+// with the errors.
 package checkpoint

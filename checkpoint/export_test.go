@@ -11,3 +11,17 @@ func ChainStatsOf(s *SQLite, thread, id string) (ChainStats, error) {
 	_, st, err := s.values(context.Background(), thread, id)
 	return st, err
 }
+
+// Reseal recomputes the checksums of checkpoint id of thread from its row
+// as it now is, as if it had been written that way.
+func Reseal(s *SQLite, thread, id string) error {
+	ctx := context.Background()
+	var r cpRow
+	var snap []byte
+	if err := s.db.QueryRowContext(ctx, `SELECT `+cpColumns+`, c.snapshot FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = ? AND c.id = ?`, thread, id).Scan(append(r.scanArgs(), &snap)...); err != nil {
+		return err
+	}
+	r.snapSum = snapshotSum(snap)
+	_, err := s.db.ExecContext(ctx, `UPDATE checkpoints SET sum = ?, snap_sum = ? WHERE thread = ? AND id = ?`, r.checksum(), r.snapSum, thread, id)
+	return err
+}

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -157,7 +158,18 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 		if err != nil {
 			return 0, err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ? WHERE thread = ? AND id = ?`, b, len(b), thread, cp.ID); err != nil {
+		// The row's checksum covers the snapshot's: renew both (a row
+		// from before checksums keeps none).
+		var r cpRow
+		if err := tx.QueryRowContext(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = ? AND c.id = ?`, thread, cp.ID).Scan(r.scanArgs()...); err != nil {
+			return 0, s.describe(err)
+		}
+		sum, snapSum := sql.NullInt64{}, sql.NullInt64{}
+		if r.sum.Valid {
+			r.snapSum = snapshotSum(b)
+			sum, snapSum = sql.NullInt64{Int64: r.checksum(), Valid: true}, r.snapSum
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ?, sum = ?, snap_sum = ? WHERE thread = ? AND id = ?`, b, len(b), sum, snapSum, thread, cp.ID); err != nil {
 			return 0, s.describe(err)
 		}
 	}

@@ -12,23 +12,44 @@ import (
 )
 
 // Get implements runtime.Saver. It reads the checkpoint's chain back to the
-// nearest snapshot in one query and applies the deltas forward.
+// nearest snapshot in one query and applies the deltas forward. Every row
+// read is verified (see integrity.go); a bad one is reported as a
+// *runtime.CorruptError naming it.
 func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
-	if id == "" {
-		if err := s.db.QueryRowContext(ctx, `SELECT head FROM threads WHERE id = ?`, thread).Scan(&id); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil, fmt.Errorf("thread %q: %w", thread, runtime.ErrNotFound)
-			}
-			return nil, fmt.Errorf("read thread: %w", s.describe(err))
+	// The thread's row (verified) names the head and counts its pending
+	// writes.
+	var tr threadRow
+	err := s.db.QueryRowContext(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, thread).Scan(tr.scanArgs()...)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		tr = threadRow{}
+		if id == "" {
+			return nil, fmt.Errorf("thread %q: %w", thread, runtime.ErrNotFound)
 		}
+	case err != nil:
+		return nil, fmt.Errorf("read thread: %w", s.describe(err))
+	default:
+		if err := tr.verify(); err != nil {
+			return nil, err
+		}
+	}
+	head := id == ""
+	if head {
+		id = tr.head
 	}
 	values, _, err := s.values(ctx, thread, id)
 	if err != nil {
+		if head && errors.Is(err, runtime.ErrNotFound) {
+			return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: errors.New("the thread's head checkpoint is missing from the database")}
+		}
 		return nil, err
 	}
-	cps, err := s.query(ctx, `WHERE thread = ? AND id = ?`, thread, id)
+	cps, bad, err := s.query(ctx, `WHERE c.thread = ? AND c.id = ?`, thread, id)
 	if err != nil {
 		return nil, err
+	}
+	if len(bad) > 0 {
+		return nil, bad[0]
 	}
 	if len(cps) == 0 {
 		return nil, fmt.Errorf("checkpoint %q of thread %q: %w", id, thread, runtime.ErrNotFound)
@@ -37,6 +58,9 @@ func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 	cp.Values = values
 	if cp.Pending, err = s.pending(ctx, thread, id); err != nil {
 		return nil, err
+	}
+	if id == tr.head && tr.pending.Valid && int64(len(cp.Pending)) != tr.pending.Int64 {
+		return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("it has %d pending writes, where the thread's row records %d (database %s damaged)", len(cp.Pending), tr.pending.Int64, s.path)}
 	}
 	return cp, nil
 }
@@ -48,52 +72,96 @@ type chainStats struct {
 	Bytes     int // snapshot and delta bytes
 }
 
+// cpColumns are the columns of a checkpoints row c that its checksum
+// covers, with its graph g by value, in the order cpRow.scan expects.
+const cpColumns = `c.thread, c.id, c.parent, c.step, c.turn_step, c.next, c.waiting, c.source, c.writes,
+	COALESCE(g.name, ''), COALESCE(g.hash, ''), COALESCE(g.version, ''), c.time, c.usage, c.totals, c.records,
+	c.delta, c.sum, c.snap_sum`
+
+// scanArgs returns the destinations of cpColumns.
+func (r *cpRow) scanArgs() []any {
+	return []any{&r.thread, &r.id, &r.parent, &r.step, &r.turnStep, &r.next, &r.waiting, &r.source, &r.writes,
+		&r.graph, &r.graphHash, &r.version, &r.time, &r.usage, &r.totals, &r.records,
+		&r.delta, &r.sum, &r.snapSum}
+}
+
+// link is a row of a chain as stored, kept to find the bad one when the
+// chain does not apply.
+type link struct {
+	id          string
+	delta, snap []byte
+}
+
 // values rebuilds a checkpoint's values: it reads the chain back to the
-// nearest snapshot in one query and applies the deltas forward, composed
-// (see [composer]).
+// nearest snapshot in one query, verifies every row and applies the
+// deltas forward, composed (see [composer]). A chain that is broken, or a
+// row that is damaged or does not apply, is a *runtime.CorruptError
+// naming that row.
 func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any, chainStats, error) {
+	// parent < id: ids grow along a chain, which also keeps a damaged
+	// parent column from sending the query round in a cycle.
 	rows, err := s.db.QueryContext(ctx, `
 		WITH RECURSIVE chain (id, parent, snapshot, depth) AS (
 			SELECT id, parent, snapshot IS NOT NULL, 0 FROM checkpoints WHERE thread = ?1 AND id = ?2
 			UNION ALL
 			SELECT c.id, c.parent, c.snapshot IS NOT NULL, chain.depth + 1
 			FROM checkpoints c JOIN chain ON c.thread = ?1 AND c.id = chain.parent
-			WHERE NOT chain.snapshot
+			WHERE NOT chain.snapshot AND chain.parent < chain.id
 		)
-		SELECT c.delta, c.snapshot FROM chain JOIN checkpoints c ON c.thread = ?1 AND c.id = chain.id
+		SELECT `+cpColumns+`, c.snapshot
+		FROM chain JOIN checkpoints c ON c.thread = ?1 AND c.id = chain.id LEFT JOIN graphs g ON g.id = c.graph
 		ORDER BY chain.depth DESC`, thread, id)
 	var st chainStats
 	if err != nil {
 		return nil, st, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
 	}
 	defer rows.Close()
+	corrupt := func(cp string, err error) error {
+		return &runtime.CorruptError{Thread: thread, Checkpoint: cp, Err: err}
+	}
 	var comp *composer
+	var chain []link
 	for rows.Next() {
-		var delta, snap []byte
-		if err := rows.Scan(&delta, &snap); err != nil {
+		var r cpRow
+		var snap []byte
+		if err := rows.Scan(append(r.scanArgs(), &snap)...); err != nil {
 			return nil, st, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
 		}
 		st.Rows++
-		st.Bytes += len(delta) + len(snap)
+		st.Bytes += len(r.delta) + len(snap)
+		if err := r.verify(); err != nil {
+			return nil, st, corrupt(r.id, err)
+		}
+		if err := r.verifySnapshot(snap); err != nil {
+			return nil, st, corrupt(r.id, err)
+		}
+		chain = append(chain, link{r.id, r.delta, snap})
 		if snap != nil {
 			st.Snapshots++
 			values, err := decodeMap(snap)
 			if err != nil {
-				return nil, st, fmt.Errorf("checkpoint %s of thread %q: corrupt snapshot: %w", id, thread, err)
+				return nil, st, corrupt(r.id, fmt.Errorf("corrupt snapshot: %w", err))
 			}
 			comp = newComposer(values)
 			continue
 		}
 		if comp == nil {
-			return nil, st, fmt.Errorf("checkpoint %s of thread %q: delta chain has no snapshot (database %s damaged)", id, thread, s.path)
+			// The oldest row read has no snapshot: its parent is missing.
+			switch {
+			case r.parent == "":
+				return nil, st, corrupt(r.id, fmt.Errorf("the thread's first checkpoint has no snapshot (database %s damaged)", s.path))
+			case r.parent >= r.id:
+				return nil, st, corrupt(r.id, fmt.Errorf("its parent %s is not older than it (database %s damaged)", r.parent, s.path))
+			}
+			return nil, st, corrupt(r.parent, fmt.Errorf("missing from the database, which checkpoint %s is built on (database %s damaged)", r.id, s.path))
 		}
 		var d runtime.Delta
-		if err := decodeJSON(delta, &d); err != nil {
-			return nil, st, fmt.Errorf("checkpoint %s of thread %q: corrupt delta: %w", id, thread, err)
+		if err := decodeJSON(r.delta, &d); err != nil {
+			return nil, st, corrupt(r.id, fmt.Errorf("corrupt delta: %w", err))
 		}
 		normalizeDelta(d)
 		if err := comp.add(d); err != nil {
-			return nil, st, fmt.Errorf("checkpoint %s of thread %q: %w", id, thread, err)
+			return nil, st, s.locate(thread, id, chain, err)
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -104,26 +172,57 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 	}
 	values, err := comp.result()
 	if err != nil {
-		return nil, st, fmt.Errorf("checkpoint %s of thread %q: %w", id, thread, err)
+		return nil, st, s.locate(thread, id, chain, err)
 	}
 	return values, st, nil
 }
 
+// locate finds the row of chain whose delta does not apply, by applying
+// the chain again one delta at a time (the composed pass that failed folds
+// deltas together and cannot tell). It returns a *runtime.CorruptError
+// for it, or for id with err if every delta applies on its own.
+func (s *SQLite) locate(thread, id string, chain []link, err error) error {
+	var values map[string]any
+	for _, l := range chain {
+		if l.snap != nil {
+			if values, err = decodeMap(l.snap); err != nil {
+				return &runtime.CorruptError{Thread: thread, Checkpoint: l.id, Err: fmt.Errorf("corrupt snapshot: %w", err)}
+			}
+			continue
+		}
+		var d runtime.Delta
+		if derr := decodeJSON(l.delta, &d); derr != nil {
+			return &runtime.CorruptError{Thread: thread, Checkpoint: l.id, Err: fmt.Errorf("corrupt delta: %w", derr)}
+		}
+		normalizeDelta(d)
+		if aerr := runtime.ApplyDelta(values, d); aerr != nil {
+			return &runtime.CorruptError{Thread: thread, Checkpoint: l.id, Err: fmt.Errorf("its delta does not apply: %w", aerr)}
+		}
+	}
+	return &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: err}
+}
+
 func (s *SQLite) pending(ctx context.Context, thread, id string) ([]runtime.PendingWrite, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT data FROM writes WHERE thread = ? AND checkpoint = ? ORDER BY seq`, thread, id)
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, node, kind, data, sum FROM writes WHERE thread = ? AND checkpoint = ? ORDER BY seq`, thread, id)
 	if err != nil {
 		return nil, fmt.Errorf("read pending writes: %w", s.describe(err))
 	}
 	defer rows.Close()
 	var out []runtime.PendingWrite
 	for rows.Next() {
+		var seq int64
+		var node, kind string
 		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			return nil, err
+		var sum sql.NullInt64
+		if err := rows.Scan(&seq, &node, &kind, &data, &sum); err != nil {
+			return nil, fmt.Errorf("read pending writes: %w", s.describe(err))
+		}
+		if sum.Valid && sum.Int64 != writeSum(thread, id, seq, node, kind, data) {
+			return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("pending write %d (of node %q): %w", seq, node, errChecksum)}
 		}
 		var w runtime.PendingWrite
 		if err := decodeJSON(data, &w); err != nil {
-			return nil, fmt.Errorf("corrupt pending write: %w", err)
+			return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("corrupt pending write %d: %w", seq, err)}
 		}
 		if w.Result != nil {
 			for i := range w.Result.Writes {
@@ -141,99 +240,101 @@ func (s *SQLite) pending(ctx context.Context, thread, id string) ([]runtime.Pend
 	return out, rows.Err()
 }
 
-// List implements runtime.Saver.
+// List implements runtime.Saver. Rows that fail their checks are left out
+// and reported in the error, one *runtime.CorruptError each (joined).
 func (s *SQLite) List(ctx context.Context, thread string, limit int) ([]*runtime.Checkpoint, error) {
-	q := `WHERE thread = ? ORDER BY id DESC`
+	q := `WHERE c.thread = ? ORDER BY c.id DESC`
 	args := []any{thread}
 	if limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, limit)
 	}
-	cps, err := s.query(ctx, q, args...)
+	cps, bad, err := s.query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
-	if len(cps) == 0 {
+	if len(cps) == 0 && len(bad) == 0 {
 		if _, err := s.Thread(ctx, thread); err != nil {
 			return nil, err
 		}
 	}
-	return cps, nil
+	return cps, joinCorrupt(bad)
 }
 
-func (s *SQLite) query(ctx context.Context, where string, args ...any) ([]*runtime.Checkpoint, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta FROM checkpoints `+where, args...)
+// query reads checkpoints (without values) and verifies them; the rows
+// that fail are returned apart, as errors.
+func (s *SQLite) query(ctx context.Context, where string, args ...any) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph `+where, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
+		return nil, nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
 	}
 	defer rows.Close()
 	var out []*runtime.Checkpoint
-	var gids []int64
-	graphs := map[int64][3]string{}
+	var bad []*runtime.CorruptError
 	for rows.Next() {
-		var cp runtime.Checkpoint
-		var next, src string
-		var waiting, writes, usage, totals, records sql.NullString
-		var gid, t int64
-		var delta []byte
-		if err := rows.Scan(&cp.Thread, &cp.ID, &cp.ParentID, &cp.Step, &cp.TurnStep, &next, &waiting, &src, &writes, &gid, &t, &usage, &totals, &records, &delta); err != nil {
-			return nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
+		var r cpRow
+		if err := rows.Scan(r.scanArgs()...); err != nil {
+			return nil, nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
 		}
-		m := &cp.Metadata
-		m.Source = runtime.Source(src)
-		m.Time = time.Unix(0, t).UTC()
-		errs := []error{decodeJSON([]byte(next), &cp.Next), decodeJSON(delta, &cp.Delta)}
-		if waiting.Valid {
-			errs = append(errs, decodeJSON([]byte(waiting.String), &cp.Waiting))
+		cp, err := r.decode()
+		if err != nil {
+			bad = append(bad, &runtime.CorruptError{Thread: r.thread, Checkpoint: r.id, Err: err})
+			continue
 		}
-		if writes.Valid {
-			errs = append(errs, decodeJSON([]byte(writes.String), &m.Writes))
-		}
-		if usage.Valid {
-			errs = append(errs, decodeJSON([]byte(usage.String), &m.Usage))
-		}
-		if totals.Valid {
-			errs = append(errs, decodeJSON([]byte(totals.String), &m.Totals))
-		}
-		if records.Valid {
-			errs = append(errs, decodeJSON([]byte(records.String), &m.Records))
-		}
-		if err := errors.Join(errs...); err != nil {
-			return nil, fmt.Errorf("checkpoint %s of thread %q is corrupt: %w", cp.ID, cp.Thread, err)
-		}
-		normalizeDelta(cp.Delta)
-		for _, recs := range m.Records {
-			for i := range recs {
-				recs[i] = normalize(recs[i])
-			}
-		}
-		out = append(out, &cp)
-		gids = append(gids, gid)
-		graphs[gid] = [3]string{}
+		out = append(out, cp)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
+		return nil, nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
 	}
-	rows.Close()
-	for gid := range graphs {
-		var g [3]string
-		if err := s.stmtGraphGet.QueryRowContext(ctx, gid).Scan(&g[0], &g[1], &g[2]); err != nil {
-			return nil, fmt.Errorf("read graph record: %w", s.describe(err))
+	return out, bad, nil
+}
+
+// decode verifies a row and decodes it into a checkpoint without values.
+func (r *cpRow) decode() (*runtime.Checkpoint, error) {
+	if err := r.verify(); err != nil {
+		return nil, err
+	}
+	cp := &runtime.Checkpoint{Thread: r.thread, ID: r.id, ParentID: r.parent, Step: int(r.step), TurnStep: int(r.turnStep)}
+	m := &cp.Metadata
+	m.Source = runtime.Source(r.source)
+	m.Time = time.Unix(0, r.time).UTC()
+	m.Graph, m.GraphHash, m.Version = r.graph, r.graphHash, r.version
+	errs := []error{decodeJSON([]byte(r.next), &cp.Next), decodeJSON(r.delta, &cp.Delta)}
+	if r.waiting.Valid {
+		errs = append(errs, decodeJSON([]byte(r.waiting.String), &cp.Waiting))
+	}
+	if r.writes.Valid {
+		errs = append(errs, decodeJSON([]byte(r.writes.String), &m.Writes))
+	}
+	if r.usage.Valid {
+		errs = append(errs, decodeJSON([]byte(r.usage.String), &m.Usage))
+	}
+	if r.totals.Valid {
+		errs = append(errs, decodeJSON([]byte(r.totals.String), &m.Totals))
+	}
+	if r.records.Valid {
+		errs = append(errs, decodeJSON([]byte(r.records.String), &m.Records))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("corrupt row: %w", err)
+	}
+	normalizeDelta(cp.Delta)
+	for _, recs := range m.Records {
+		for i := range recs {
+			recs[i] = normalize(recs[i])
 		}
-		graphs[gid] = g
 	}
-	for i, cp := range out {
-		g := graphs[gids[i]]
-		cp.Metadata.Graph, cp.Metadata.GraphHash, cp.Metadata.Version = g[0], g[1], g[2]
-	}
-	return out, nil
+	return cp, nil
 }
 
 // Thread implements runtime.Saver.
 func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error) {
-	ts, err := s.threads(ctx, `WHERE id = ?`, id)
+	ts, bad, err := s.threads(ctx, `WHERE id = ?`, id)
 	if err != nil {
 		return nil, err
+	}
+	if len(bad) > 0 {
+		return nil, bad[0]
 	}
 	if len(ts) == 0 {
 		return nil, fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
@@ -241,31 +342,56 @@ func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error)
 	return ts[0], nil
 }
 
-// Threads implements runtime.Saver.
+// Threads implements runtime.Saver. Rows that fail their checks are left
+// out and reported in the error, one *runtime.CorruptError each (joined).
 func (s *SQLite) Threads(ctx context.Context) ([]*runtime.Thread, error) {
-	return s.threads(ctx, `ORDER BY updated DESC, id`)
+	ts, bad, err := s.threads(ctx, `ORDER BY updated DESC, id`)
+	if err != nil {
+		return nil, err
+	}
+	return ts, joinCorrupt(bad)
 }
 
-func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*runtime.Thread, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, head, status, error, graph, graph_hash, graph_file, config, created, updated FROM threads `+where, args...)
+// joinCorrupt joins errs, nil when there are none.
+func joinCorrupt(errs []*runtime.CorruptError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	all := make([]error, len(errs))
+	for i, e := range errs {
+		all[i] = e
+	}
+	return errors.Join(all...)
+}
+
+func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*runtime.Thread, []*runtime.CorruptError, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+threadColumns+` FROM threads `+where, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read threads: %w", s.describe(err))
+		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 	}
 	defer rows.Close()
 	var out []*runtime.Thread
+	var bad []*runtime.CorruptError
 	for rows.Next() {
-		var t runtime.Thread
-		var status, config string
-		var created, updated int64
-		if err := rows.Scan(&t.ID, &t.Head, &status, &t.Error, &t.Graph, &t.GraphHash, &t.GraphFile, &config, &created, &updated); err != nil {
-			return nil, fmt.Errorf("read threads: %w", s.describe(err))
+		var r threadRow
+		if err := rows.Scan(r.scanArgs()...); err != nil {
+			return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 		}
-		t.Status = runtime.Status(status)
-		t.Created, t.Updated = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
-		if err := json.Unmarshal([]byte(config), &t.Config); err != nil {
-			return nil, fmt.Errorf("thread %q: corrupt config: %w", t.ID, err)
+		if err := r.verify(); err != nil {
+			bad = append(bad, err.(*runtime.CorruptError))
+			continue
+		}
+		t := runtime.Thread{ID: r.id, Head: r.head, Status: runtime.Status(r.status), Error: r.error,
+			Graph: r.graph, GraphHash: r.graphHash, GraphFile: r.graphFile,
+			Created: time.Unix(0, r.created).UTC(), Updated: time.Unix(0, r.updated).UTC()}
+		if err := json.Unmarshal([]byte(r.config), &t.Config); err != nil {
+			bad = append(bad, &runtime.CorruptError{Thread: r.id, Err: fmt.Errorf("corrupt config: %w", err)})
+			continue
 		}
 		out = append(out, &t)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
+	}
+	return out, bad, nil
 }

@@ -18,7 +18,9 @@ import (
 )
 
 // SchemaVersion is the version of the database layout this package writes.
-const SchemaVersion = 1
+// Version 2 added row checksums (see integrity.go); a version 1 database
+// is upgraded when it is opened (see [migrate]).
+const SchemaVersion = 2
 
 // MinSnapshotBytes is the least delta volume between two full snapshots.
 // A checkpoint stores a snapshot of the whole state when the deltas since
@@ -66,10 +68,9 @@ type SQLite struct {
 	wlock chan struct{}
 
 	// wconn is the connection all writes go through, one at a time (see
-	// begin); the stmt* statements but stmtGraphGet are prepared on it.
+	// begin); the stmt* statements are prepared on it.
 	wconn                                                              *sql.Conn
 	stmtHead, stmtInsert, stmtUpsert, stmtParent, stmtWrite, stmtGraph *sql.Stmt
-	stmtGraphGet                                                       *sql.Stmt
 
 	mu     sync.Mutex
 	chains map[string]chainInfo // thread → last committed checkpoint's chain state
@@ -101,7 +102,9 @@ CREATE TABLE IF NOT EXISTS threads (
 	graph_file TEXT NOT NULL DEFAULT '',
 	config TEXT NOT NULL DEFAULT '{}',
 	created INTEGER NOT NULL,
-	updated INTEGER NOT NULL
+	updated INTEGER NOT NULL,
+	pending INTEGER,
+	sum INTEGER
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
 	seq INTEGER PRIMARY KEY,
@@ -119,6 +122,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	usage TEXT,
 	totals TEXT,
 	records TEXT,
+	sum INTEGER,
+	snap_sum INTEGER,
 	delta BLOB NOT NULL,
 	snapshot BLOB,
 	chain_bytes INTEGER NOT NULL,
@@ -132,6 +137,7 @@ CREATE TABLE IF NOT EXISTS writes (
 	node TEXT NOT NULL,
 	kind TEXT NOT NULL,
 	data BLOB NOT NULL,
+	sum INTEGER,
 	PRIMARY KEY (thread, checkpoint, seq)
 ) WITHOUT ROWID;
 `
@@ -220,8 +226,14 @@ func (s *SQLite) init() error {
 		if err := s.create(ctx); err != nil {
 			return err
 		}
-	} else if err := checkVersion(version); err != nil {
-		return fmt.Errorf("%s: %w", s.path, err)
+		// Another process may have created the tables first, in an
+		// older layout.
+		if version, err = s.schemaVersion(ctx, s.db); err != nil {
+			return err
+		}
+	}
+	if err := s.migrate(ctx, version); err != nil {
+		return err
 	}
 	prep := func(dst **sql.Stmt, q string) error {
 		st, err := s.wconn.PrepareContext(ctx, q)
@@ -230,17 +242,13 @@ func (s *SQLite) init() error {
 	}
 	err = errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
-		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated`),
+		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated, pending = excluded.pending, sum = excluded.sum`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
-		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data) VALUES (?, ?, ?, ?, ?, ?)`),
+		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
 	)
-	if err != nil {
-		return err
-	}
-	s.stmtGraphGet, err = s.db.PrepareContext(ctx, `SELECT name, hash, version FROM graphs WHERE id = ?`)
 	return err
 }
 
@@ -331,8 +339,59 @@ func checkVersion(version string) error {
 		return fmt.Errorf("%w %q: not an lgrun checkpoint database, or a damaged one", ErrSchemaVersion, version)
 	case v > SchemaVersion:
 		return fmt.Errorf("%w: the database was written by a newer lgrun (layout version %d; this lgrun reads version %d): upgrade lgrun, or use another database (--db)", ErrSchemaVersion, v, SchemaVersion)
-	case v < SchemaVersion:
-		return fmt.Errorf("%w: layout version %d is older than this lgrun's (%d) and cannot be upgraded", ErrSchemaVersion, v, SchemaVersion)
+	case v < 1:
+		return fmt.Errorf("%w %d: not an lgrun checkpoint database, or a damaged one", ErrSchemaVersion, v)
+	}
+	return nil
+}
+
+// migrations[v] upgrades a database from layout version v to v+1, inside
+// the transaction that then records the new version.
+var migrations = map[int]string{
+	// 1 → 2: row checksums. Old rows keep NULL sums and are read
+	// unverified; every row written from now on carries one.
+	1: `ALTER TABLE checkpoints ADD COLUMN sum INTEGER;
+		ALTER TABLE checkpoints ADD COLUMN snap_sum INTEGER;
+		ALTER TABLE writes ADD COLUMN sum INTEGER;
+		ALTER TABLE threads ADD COLUMN pending INTEGER;
+		ALTER TABLE threads ADD COLUMN sum INTEGER;`,
+}
+
+// migrate checks a database's layout version and upgrades an older one to
+// [SchemaVersion], in one write transaction (another process may be doing
+// the same: the version is read again under the lock).
+func (s *SQLite) migrate(ctx context.Context, version string) error {
+	if err := checkVersion(version); err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	if version == fmt.Sprint(SchemaVersion) {
+		return nil
+	}
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("upgrade the database layout: %w", s.describe(err))
+	}
+	defer s.end(tx)
+	if version, err = s.schemaVersion(ctx, tx); err != nil {
+		return err
+	}
+	if err := checkVersion(version); err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	v, _ := strconv.Atoi(version)
+	if v == SchemaVersion {
+		return nil
+	}
+	for ; v < SchemaVersion; v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("upgrade the database layout from version %d to %d: %w", v, v+1, s.describe(err))
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = 'schema_version'`, fmt.Sprint(SchemaVersion)); err != nil {
+		return fmt.Errorf("upgrade the database layout: %w", s.describe(err))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("upgrade the database layout: %w", s.describe(err))
 	}
 	return nil
 }
@@ -351,10 +410,7 @@ func (s *SQLite) create(ctx context.Context) error {
 		return err
 	}
 	if version != "" {
-		if err := checkVersion(version); err != nil {
-			return fmt.Errorf("%s: %w", s.path, err)
-		}
-		return nil
+		return nil // init checks it
 	}
 	var tables int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table'`).Scan(&tables); err != nil {

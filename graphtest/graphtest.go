@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"runtime/debug"
@@ -34,6 +35,44 @@ type Options struct {
 	Parallel int
 	// Timeout bounds each case.
 	Timeout time.Duration
+	// Saver is where the cases keep their checkpoints: SaverMemory (the
+	// default) or SaverSQLite.
+	Saver Saver
+	// TempDir holds the cases' SQLite databases (os.TempDir() when empty).
+	TempDir string
+}
+
+// Saver names a checkpoint saver the cases can run on.
+type Saver string
+
+// Savers.
+const (
+	// SaverMemory keeps each case's checkpoints in memory.
+	SaverMemory Saver = "memory"
+	// SaverSQLite gives each case a fresh SQLite database file in a
+	// temporary directory of its own, removed when the case ends. Every
+	// resume then reads the state back from the file.
+	SaverSQLite Saver = "sqlite"
+)
+
+// newSaver opens a fresh saver of kind k; release closes and removes it.
+func newSaver(k Saver, tempDir string) (s runtime.Saver, release func(), err error) {
+	switch k {
+	case "", SaverMemory:
+		return checkpoint.NewMemory(), func() {}, nil
+	case SaverSQLite:
+		dir, err := os.MkdirTemp(tempDir, "lgrun-test-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("create the case's database directory: %w", err)
+		}
+		db, err := checkpoint.OpenSQLite(filepath.Join(dir, "lgrun.db"), nil)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+		return db, func() { db.Close(); os.RemoveAll(dir) }, nil
+	}
+	return nil, nil, fmt.Errorf("unknown saver %q (want memory or sqlite)", k)
 }
 
 // FileResult is the outcome of one test file.
@@ -236,7 +275,13 @@ func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResul
 		fail("set up models and tools: %v", err)
 		return nodes, branches
 	}
-	r := &runtime.Runner{Graph: g, Saver: checkpoint.NewMemory(), Kinds: kinds, Events: events, Version: "test"}
+	saver, release, err := newSaver(opts.Saver, opts.TempDir)
+	if err != nil {
+		fail("set up the %s saver: %v", opts.Saver, err)
+		return nodes, branches
+	}
+	defer release()
+	r := &runtime.Runner{Graph: g, Saver: saver, Kinds: kinds, Events: events, Version: "test"}
 	cfg := runtime.Config{StepLimit: c.Limits.Steps, LLMCalls: c.Limits.LLMCalls, Tokens: c.Limits.Tokens, CostUSD: c.Limits.CostUSD}
 	const thread = "test"
 
@@ -282,6 +327,12 @@ func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResul
 	if res != nil {
 		cr.Status = res.Status
 		cr.Values = res.Checkpoint.Values
+		// The state the next resume would start from is the saved one.
+		if saved, gerr := saver.Get(ctx, thread, res.Checkpoint.ID); gerr != nil {
+			fail("read back the final checkpoint: %v", gerr)
+		} else if !reflect.DeepEqual(saved.Values, res.Checkpoint.Values) {
+			fail("the saver reads back a different final state:\n%s", diff(res.Checkpoint.Values, saved.Values))
+		}
 	} else {
 		cr.Status = runtime.StatusFailed
 	}

@@ -542,3 +542,43 @@ func TestDiff(t *testing.T) {
 		}
 	}
 }
+
+// TestSavers runs every case of every example graph on both savers: all
+// pass, and on SQLite each case opens a database of its own in TempDir,
+// which is empty again afterwards.
+func TestSavers(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "graphs", "*.test.yaml"))
+	if err != nil || len(files) < 5 {
+		t.Fatalf("example test files: %v %v", files, err)
+	}
+	for _, saver := range []Saver{SaverMemory, SaverSQLite} {
+		t.Run(string(saver), func(t *testing.T) {
+			tmp := t.TempDir()
+			for _, file := range files {
+				res := runFile(t, file, Options{Saver: saver, TempDir: tmp})
+				if len(res.Diags) > 0 || len(res.Cases) == 0 {
+					t.Fatalf("%s: %d cases, diagnostics:\n%v", file, len(res.Cases), res.Diags)
+				}
+				for _, c := range res.Cases {
+					if !c.Passed() {
+						t.Errorf("%s: case %q failed on %s:\n%s", file, c.Name, saver, strings.Join(c.Failures, "\n"))
+					}
+				}
+			}
+			if left, _ := os.ReadDir(tmp); len(left) > 0 {
+				t.Errorf("the cases left %d entries in their temporary directory", len(left))
+			}
+		})
+	}
+	// Where no database can be made, every SQLite case fails saying so:
+	// the cases really run on a database file.
+	res := runFile(t, files[0], Options{Saver: SaverSQLite, TempDir: filepath.Join(t.TempDir(), "missing")})
+	for _, c := range res.Cases {
+		if c.Passed() || !strings.Contains(strings.Join(c.Failures, "\n"), "set up the sqlite saver: create the case's database directory") {
+			t.Errorf("case %q without a database directory: %q", c.Name, c.Failures)
+		}
+	}
+	if res := runFile(t, files[0], Options{Saver: "disk"}); !res.Failed() || !strings.Contains(res.Cases[0].Failures[0], `unknown saver "disk"`) {
+		t.Errorf("an unknown saver: %v", res.Cases[0].Failures)
+	}
+}

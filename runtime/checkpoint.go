@@ -239,14 +239,19 @@ type Saver interface {
 	Mark(ctx context.Context, m *Mark) error
 	// Get returns a checkpoint with full Values and its Pending writes.
 	// An empty id means the thread's head. It returns ErrNotFound when the
-	// thread or checkpoint does not exist.
+	// thread or checkpoint does not exist, and a *[CorruptError] when the
+	// checkpoint, or one it is rebuilt from, cannot be read.
 	Get(ctx context.Context, thread, id string) (*Checkpoint, error)
 	// List returns the thread's checkpoints newest first, without Values
-	// (Delta and Metadata are filled). limit <= 0 means all.
+	// (Delta and Metadata are filled). limit <= 0 means all. When some
+	// stored checkpoints cannot be read, List returns the others together
+	// with an error joining a [CorruptError] for each bad one.
 	List(ctx context.Context, thread string, limit int) ([]*Checkpoint, error)
 	// Thread returns a thread's row, or ErrNotFound.
 	Thread(ctx context.Context, id string) (*Thread, error)
-	// Threads lists all threads, most recently updated first.
+	// Threads lists all threads, most recently updated first. Like List,
+	// it returns the readable ones together with a [CorruptError] for
+	// each that is not.
 	Threads(ctx context.Context) ([]*Thread, error)
 	// DeleteThread removes a thread and all its checkpoints.
 	DeleteThread(ctx context.Context, id string) error
@@ -257,6 +262,88 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("thread has moved on")
 )
+
+// CorruptError reports a stored checkpoint that cannot be read back as it
+// was written: its row fails its integrity check, is missing from its
+// chain, or cannot be decoded or applied. Savers return it from Get (for
+// the checkpoint itself or the one of its chain that is bad) and from List
+// (see [Saver]); the other checkpoints of the thread stay readable.
+type CorruptError struct {
+	Thread string
+	// Checkpoint is the bad checkpoint, not necessarily the one asked
+	// for; "" when the thread's own row is bad.
+	Checkpoint string
+	Err        error // what is wrong with it
+	// LastGood, when set, is the newest checkpoint of the thread older than
+	// Checkpoint that loads: a fork from it continues the thread. Filled by
+	// [FindLastGood].
+	LastGood string
+}
+
+func (e *CorruptError) Error() string {
+	if e.Checkpoint == "" {
+		return fmt.Sprintf("thread %q cannot be read: %v", e.Thread, e.Err)
+	}
+	msg := fmt.Sprintf("checkpoint %s of thread %q cannot be read: %v", e.Checkpoint, e.Thread, e.Err)
+	if e.LastGood != "" {
+		msg += fmt.Sprintf("; the last good checkpoint is %s: lgrun fork --thread %s --checkpoint %s", e.LastGood, e.Thread, e.LastGood)
+	}
+	return msg
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// CorruptErrors returns the [CorruptError] values err is made of (one, or
+// several joined, as List and Threads return them), and false if err holds
+// anything else. A nil err gives none and true.
+func CorruptErrors(err error) ([]*CorruptError, bool) {
+	if err == nil {
+		return nil, true
+	}
+	if ce, ok := err.(*CorruptError); ok {
+		return []*CorruptError{ce}, true
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return nil, false
+	}
+	var out []*CorruptError
+	for _, e := range j.Unwrap() {
+		sub, ok := CorruptErrors(e)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, sub...)
+	}
+	return out, true
+}
+
+// FindLastGood fills in the LastGood of the [CorruptError] in err, if there
+// is one, with the newest checkpoint of its thread older than the bad one
+// that s loads (at most a few dozen are tried), and returns err.
+func FindLastGood(ctx context.Context, s Saver, err error) error {
+	var ce *CorruptError
+	if !errors.As(err, &ce) || ce.LastGood != "" || ce.Checkpoint == "" {
+		return err
+	}
+	// List reports corrupt rows besides the good ones; the good ones are
+	// what is wanted here.
+	cps, _ := s.List(ctx, ce.Thread, 0)
+	tries := 0
+	for _, cp := range cps { // newest first
+		if cp.ID >= ce.Checkpoint {
+			continue
+		}
+		if tries++; tries > 50 {
+			break
+		}
+		if _, gerr := s.Get(ctx, ce.Thread, cp.ID); gerr == nil {
+			ce.LastGood = cp.ID
+			break
+		}
+	}
+	return err
+}
 
 var idMu sync.Mutex
 var lastID uint64

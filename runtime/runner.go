@@ -498,6 +498,7 @@ func (r *Runner) checkGraph(th *Thread, cp *Checkpoint) error {
 func (r *Runner) get(ctx context.Context, thread, id string) (*Checkpoint, error) {
 	cp, err := r.Saver.Get(ctx, thread, id)
 	if err != nil {
+		err = FindLastGood(ctx, r.Saver, err)
 		if id == "" {
 			return nil, fmt.Errorf("load thread %q: %w", thread, err)
 		}

@@ -438,9 +438,12 @@ func callWithTimeout(ctx context.Context, fn NodeFunc, call *NodeCall, node *spe
 }
 
 // ChildThreads lists the child runs of a thread (at every depth), sorted.
+// Like [Saver.Threads], it returns the readable ones together with a
+// [CorruptError] for each damaged row of a child.
 func ChildThreads(ctx context.Context, s Saver, thread string) ([]*Thread, error) {
 	all, err := s.Threads(ctx)
-	if err != nil {
+	bad, ok := CorruptErrors(err)
+	if !ok {
 		return nil, err
 	}
 	var out []*Thread
@@ -450,5 +453,12 @@ func ChildThreads(ctx context.Context, s Saver, thread string) ([]*Thread, error
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	// Only the damaged rows of this thread's children concern the caller.
+	var errs []error
+	for _, b := range bad {
+		if strings.HasPrefix(b.Thread, thread+ChildSep) {
+			errs = append(errs, b)
+		}
+	}
+	return out, errors.Join(errs...)
 }

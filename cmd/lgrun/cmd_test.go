@@ -255,6 +255,8 @@ func TestExitCode(t *testing.T) {
 		{"graph changed (strict)", background, fmt.Errorf("x: %w", runtime.ErrGraphChanged), exitFailed},
 		{"nothing to resume", background, fmt.Errorf("x: %w", runtime.ErrNothingToResume), exitFailed},
 		{"not found", background, fmt.Errorf("x: %w", runtime.ErrNotFound), exitFailed},
+		{"corrupt checkpoint", background, fmt.Errorf("load thread: %w", &runtime.CorruptError{Thread: "t", Checkpoint: "c", Err: errors.New("checksum mismatch")}), exitCorrupt},
+		{"corrupt checkpoints listed", background, errors.Join(&runtime.CorruptError{Thread: "t", Checkpoint: "a"}, &runtime.CorruptError{Thread: "t", Checkpoint: "b"}), exitCorrupt},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,70 +41,103 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			cps, err := s.List(cmd.Context(), thread, limit)
+			// A checkpoint that cannot be read is listed, marked, among the
+			// others; the command then fails with what is wrong (exit 7).
+			var corrupt []error
+			list := func(thread string) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
+				cps, err := s.List(cmd.Context(), thread, limit)
+				bad, ok := runtime.CorruptErrors(err)
+				if !ok {
+					return nil, nil, notFound(err, thread)
+				}
+				for _, b := range bad {
+					corrupt = append(corrupt, runtime.FindLastGood(cmd.Context(), s, b))
+				}
+				return cps, bad, nil
+			}
+			cps, bad, err := list(thread)
 			if err != nil {
-				return notFound(err, thread)
+				return err
 			}
 			var kids []*runtime.Thread
 			if subgraphs {
-				if kids, err = runtime.ChildThreads(cmd.Context(), s, thread); err != nil {
+				kids, err = runtime.ChildThreads(cmd.Context(), s, thread)
+				if _, ok := runtime.CorruptErrors(err); !ok {
 					return err
+				}
+				if err != nil {
+					corrupt = append(corrupt, err)
 				}
 			}
 			if asJSON {
 				type row struct {
 					ID      string              `json:"checkpoint"`
+					Corrupt string              `json:"corrupt,omitempty"` // what is wrong with it; nothing else is set
 					Parent  string              `json:"parent,omitempty"`
 					Step    int                 `json:"step"`
 					Time    time.Time           `json:"time"`
-					Source  runtime.Source      `json:"source"`
+					Source  runtime.Source      `json:"source,omitempty"`
 					Writes  map[string][]string `json:"writes,omitempty"`
 					Changed []string            `json:"changed"`
 					Next    []string            `json:"next"`
 				}
-				toRows := func(cps []*runtime.Checkpoint) []row {
-					rows := make([]row, 0, len(cps))
-					for _, cp := range cps {
-						rows = append(rows, row{cp.ID, cp.ParentID, cp.Step, cp.Metadata.Time, cp.Metadata.Source, cp.Metadata.Writes, spec.SortedKeys(cp.Delta), orEmpty(cp.Next)})
+				toRows := func(cps []*runtime.Checkpoint, bad []*runtime.CorruptError) []row {
+					rows := make([]row, 0, len(cps)+len(bad))
+					for _, h := range mergeHistory(cps, bad) {
+						if h.bad != nil {
+							rows = append(rows, row{ID: h.bad.Checkpoint, Corrupt: h.bad.Err.Error(), Changed: []string{}, Next: []string{}})
+							continue
+						}
+						cp := h.cp
+						rows = append(rows, row{cp.ID, "", cp.ParentID, cp.Step, cp.Metadata.Time, cp.Metadata.Source, cp.Metadata.Writes, spec.SortedKeys(cp.Delta), orEmpty(cp.Next)})
 					}
 					return rows
 				}
-				if !subgraphs {
-					return writeJSON(io, toRows(cps))
-				}
-				out := map[string][]row{thread: toRows(cps)}
-				for _, k := range kids {
-					kcps, err := s.List(cmd.Context(), k.ID, limit)
-					if err != nil {
-						return err
+				var v any = toRows(cps, bad)
+				if subgraphs {
+					out := map[string][]row{thread: toRows(cps, bad)}
+					for _, k := range kids {
+						kcps, kbad, err := list(k.ID)
+						if err != nil {
+							return err
+						}
+						out[k.ID] = toRows(kcps, kbad)
 					}
-					out[k.ID] = toRows(kcps)
+					v = out
 				}
-				return writeJSON(io, out)
+				if err := writeJSON(io, v); err != nil {
+					return err
+				}
+				return errors.Join(corrupt...)
 			}
-			printHistory := func(cps []*runtime.Checkpoint) error {
+			printHistory := func(cps []*runtime.Checkpoint, bad []*runtime.CorruptError) error {
 				tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "CHECKPOINT\tSTEP\tTIME\tSOURCE\tWRITES\tCHANGED\tNEXT")
-				for _, cp := range cps {
+				for _, h := range mergeHistory(cps, bad) {
+					if h.bad != nil {
+						fmt.Fprintf(tw, "%s\t?\t?\tCORRUPT\t-\t-\t-\n", h.bad.Checkpoint)
+						continue
+					}
+					cp := h.cp
 					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", cp.ID, cp.Step, cp.Metadata.Time.Local().Format("2006-01-02 15:04:05.000"),
 						cp.Metadata.Source, dash(sortedWrites(cp.Metadata.Writes)), dash(strings.Join(spec.SortedKeys(cp.Delta), ",")), dash(strings.Join(cp.Next, ",")))
 				}
 				return tw.Flush()
 			}
-			if err := printHistory(cps); err != nil {
+			if err := printHistory(cps, bad); err != nil {
 				return err
 			}
 			for _, k := range kids {
-				kcps, err := s.List(cmd.Context(), k.ID, limit)
+				kcps, kbad, err := list(k.ID)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(io.Out, "\nsubgraph run %s (graph %s, %s)\n", k.ID, k.Graph, k.Status)
-				if err := printHistory(kcps); err != nil {
+				if err := printHistory(kcps, kbad); err != nil {
 					return err
 				}
 			}
-			return nil
+			return errors.Join(corrupt...)
 		},
 	}
 	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
@@ -111,6 +145,32 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 	c.Flags().BoolVar(&subgraphs, "subgraphs", false, "also list the checkpoints of subgraph and map-item runs")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// histEntry is a listed checkpoint or one that cannot be read.
+type histEntry struct {
+	cp  *runtime.Checkpoint
+	bad *runtime.CorruptError
+}
+
+// mergeHistory merges the readable and the corrupt checkpoints of a
+// thread, newest (greatest id) first.
+func mergeHistory(cps []*runtime.Checkpoint, bad []*runtime.CorruptError) []histEntry {
+	out := make([]histEntry, 0, len(cps)+len(bad))
+	for _, cp := range cps {
+		out = append(out, histEntry{cp: cp})
+	}
+	for _, b := range bad {
+		out = append(out, histEntry{bad: b})
+	}
+	id := func(h histEntry) string {
+		if h.bad != nil {
+			return h.bad.Checkpoint
+		}
+		return h.cp.ID
+	}
+	sort.SliceStable(out, func(i, j int) bool { return id(out[i]) > id(out[j]) })
+	return out
 }
 
 func orEmpty(s []string) []string {
@@ -156,7 +216,7 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 			}
 			cp, err := s.Get(cmd.Context(), thread, cpID)
 			if err != nil {
-				return notFound(err, thread)
+				return notFound(runtime.FindLastGood(cmd.Context(), s, err), thread)
 			}
 			ints := []runtime.Interrupt{}
 			for _, p := range cp.Pending {
@@ -241,11 +301,11 @@ func newDiffCmd(io *IO, g *globalOpts) *cobra.Command {
 			defer s.Close()
 			a, err := s.Get(cmd.Context(), thread, args[0])
 			if err != nil {
-				return notFound(err, thread)
+				return notFound(runtime.FindLastGood(cmd.Context(), s, err), thread)
 			}
 			b, err := s.Get(cmd.Context(), thread, args[1])
 			if err != nil {
-				return notFound(err, thread)
+				return notFound(runtime.FindLastGood(cmd.Context(), s, err), thread)
 			}
 			changes := diffValues(a.Values, b.Values)
 			if asJSON {
@@ -323,6 +383,9 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ts []*runtime.Thread
+			// Threads whose row cannot be read are listed as CORRUPT;
+			// the command then fails with what is wrong (exit 7).
+			var corrupt error
 			s, err := g.openExisting(io, "")
 			switch {
 			case errors.Is(err, errNoDatabase):
@@ -331,8 +394,13 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 				return err
 			default:
 				defer s.Close()
-				if ts, err = s.Threads(cmd.Context()); err != nil {
-					return err
+				ts, corrupt = s.Threads(cmd.Context())
+				bad, ok := runtime.CorruptErrors(corrupt)
+				if !ok {
+					return corrupt
+				}
+				for _, b := range bad {
+					ts = append(ts, &runtime.Thread{ID: b.Thread, Status: "CORRUPT"})
 				}
 			}
 			if !all {
@@ -357,14 +425,24 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 				for _, t := range ts {
 					rows = append(rows, row{t.ID, t.Status, t.Graph, t.Head, t.Updated, t.Error})
 				}
-				return writeJSON(io, rows)
+				if err := writeJSON(io, rows); err != nil {
+					return err
+				}
+				return corrupt
 			}
 			tw := tabwriter.NewWriter(io.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "THREAD\tSTATUS\tGRAPH\tUPDATED\tHEAD")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Status, t.Graph, t.Updated.Local().Format("2006-01-02 15:04:05"), t.Head)
+				updated := t.Updated.Local().Format("2006-01-02 15:04:05")
+				if t.Updated.IsZero() {
+					updated = "?"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Status, t.Graph, updated, t.Head)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return corrupt
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

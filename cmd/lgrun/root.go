@@ -29,6 +29,7 @@ const (
 	exitPaused    = 4
 	exitLimit     = 5
 	exitConflict  = 6
+	exitCorrupt   = 7
 	exitInterrupt = 130
 )
 
@@ -143,6 +144,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitLimit
 	case errors.Is(err, runtime.ErrConflict):
 		return exitConflict
+	case errors.As(err, new(*runtime.CorruptError)):
+		return exitCorrupt
 	}
 	// Also a command the thread's state refuses: PausedError,
 	// ErrUnfinished, ErrNothingToResume.

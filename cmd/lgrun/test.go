@@ -16,7 +16,7 @@ import (
 )
 
 func newTestCmd(io *IO) *cobra.Command {
-	var format, run string
+	var format, run, saver string
 	var update, coverage bool
 	var parallel int
 	var timeout time.Duration
@@ -27,12 +27,16 @@ func newTestCmd(io *IO) *cobra.Command {
 replies and tool results, resume values for interrupts, and expectations
 (final state, assertions, path, interrupts, LLM calls, tokens, cost, error).
 No network and no API key are needed. Directories are searched for
-*.test.yaml files. Exit status: 0 all passed, 1 a case failed or a file is
-invalid, 2 usage error.`,
+*.test.yaml files. Cases keep their checkpoints in memory, or with
+--saver sqlite each in a fresh SQLite database in a temporary directory
+(removed afterwards), so every resume reads the state back from disk.
+Exit status: 0 all passed, 1 a case failed or a file is invalid, 2 usage
+error.`,
 		Example: `  lgrun test graphs/
   lgrun test graphs/support-ticket.test.yaml --run billing
   lgrun test graphs/ --format junit > report.xml
-  lgrun test graphs/ --coverage`,
+  lgrun test graphs/ --coverage
+  lgrun test graphs/ --saver sqlite`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format {
 			case "text", "junit", "json":
@@ -42,7 +46,12 @@ invalid, 2 usage error.`,
 			if parallel < 1 {
 				return usagef("--parallel must be at least 1")
 			}
-			opts := graphtest.Options{Update: update, Parallel: parallel, Timeout: timeout}
+			switch graphtest.Saver(saver) {
+			case graphtest.SaverMemory, graphtest.SaverSQLite:
+			default:
+				return usagef("--saver: want memory or sqlite, got %q", saver)
+			}
+			opts := graphtest.Options{Update: update, Parallel: parallel, Timeout: timeout, Saver: graphtest.Saver(saver)}
 			if run != "" {
 				re, err := regexp.Compile(run)
 				if err != nil {
@@ -87,6 +96,7 @@ invalid, 2 usage error.`,
 	f.BoolVar(&coverage, "coverage", false, "report the nodes and route branches the cases exercised")
 	f.IntVar(&parallel, "parallel", goruntime.GOMAXPROCS(0), "cases run at once")
 	f.DurationVar(&timeout, "timeout", time.Minute, "time limit per case")
+	f.StringVar(&saver, "saver", string(graphtest.SaverMemory), "where cases keep checkpoints: memory, or sqlite (a fresh database file per case)")
 	return c
 }
 
