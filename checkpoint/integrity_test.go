@@ -301,7 +301,7 @@ func checkReads(t *testing.T, s *checkpoint.SQLite, want map[string][]byte, what
 }
 
 // TestUnappliableDelta plants a row that passes its checksum but whose
-// delta does not apply (a messages delta of null, as an old bug wrote):
+// delta does not apply (a messages delta that is not a list):
 // reading any checkpoint built on it names that row, the ones before it
 // still load, and FindLastGood points at its parent.
 func TestUnappliableDelta(t *testing.T) {
@@ -310,7 +310,7 @@ func TestUnappliableDelta(t *testing.T) {
 	c.step(10)
 	cps := mustList(t, s, "t") // newest first: cps[9-i] is step i
 	bad, good := cps[9-5], cps[9-4]
-	if _, err := s.DB().Exec(`UPDATE checkpoints SET delta = '{"messages":{"op":"messages","v":null},"n":{"op":"set","v":5}}' WHERE thread = 't' AND id = ?`, bad.ID); err != nil {
+	if _, err := s.DB().Exec(`UPDATE checkpoints SET delta = '{"messages":{"op":"messages","v":"x"},"n":{"op":"set","v":5}}' WHERE thread = 't' AND id = ?`, bad.ID); err != nil {
 		t.Fatal(err)
 	}
 	if err := checkpoint.Reseal(s, "t", bad.ID); err != nil {
@@ -319,11 +319,11 @@ func TestUnappliableDelta(t *testing.T) {
 	for _, id := range []string{"", cps[0].ID, cps[9-7].ID, bad.ID} {
 		_, err := s.Get(bg, "t", id)
 		var ce *runtime.CorruptError
-		if !errors.As(err, &ce) || ce.Thread != "t" || ce.Checkpoint != bad.ID || !strings.Contains(err.Error(), "messages delta is null, want list") {
+		if !errors.As(err, &ce) || ce.Thread != "t" || ce.Checkpoint != bad.ID || !strings.Contains(err.Error(), "messages delta is string, want list") {
 			t.Fatalf("Get %q: %v, want a *runtime.CorruptError naming checkpoint %s and the delta", id, err, bad.ID)
 		}
 		err = runtime.FindLastGood(bg, s, err)
-		want := fmt.Sprintf("checkpoint %s of thread \"t\" cannot be read: its delta does not apply: field \"messages\": messages delta is null, want list; the last good checkpoint is %s: lgrun fork --thread t --checkpoint %s", bad.ID, good.ID, good.ID)
+		want := fmt.Sprintf("checkpoint %s of thread \"t\" cannot be read: its delta does not apply: field \"messages\": messages delta is string, want list; the last good checkpoint is %s: lgrun fork --thread t --checkpoint %s", bad.ID, good.ID, good.ID)
 		if err.Error() != want {
 			t.Fatalf("Get %q with the last good checkpoint:\n got  %v\n want %s", id, err, want)
 		}
