@@ -232,3 +232,18 @@ func TestFailedNodeKeepsItsBilledAttempts(t *testing.T) {
 		t.Fatalf("resume: want budget-exceeded with no new request, got %v after %d requests", err, len(srv.requests()))
 	}
 }
+
+// A run that times out while the server streams a reply it answered with
+// 200 keeps that attempt: the server worked, so it is billed.
+func TestRunTimeoutKeepsTheAnsweredAttempt(t *testing.T) {
+	srv := newFakeServer(t, fakeReply{Content: "Hello", Stall: true})
+	r, _ := newRunner(t, billGraph(t, "{timeout: 300ms}", modelAt(srv.URL(), "stream: true")), Options{Getenv: keyEnv()})
+	res, err := r.Run(context.Background(), runtime.RunOptions{Thread: "t"})
+	var be *runtime.BudgetError
+	if !errors.As(err, &be) || be.What != "timeout" || res.Status != runtime.StatusBudget {
+		t.Fatalf("want a timeout, got %v (%+v)", err, res)
+	}
+	if u := pendingUsage(t, r, "t"); len(u) != 1 || !u[0].Estimated || len(srv.requests()) != 1 {
+		t.Fatalf("usage kept with the stop %+v after %d requests, want the 1 answered attempt, estimated", u, len(srv.requests()))
+	}
+}
