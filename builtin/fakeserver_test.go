@@ -28,6 +28,17 @@ type fakeReply struct {
 	EchoAuth bool
 	// RejectFormat answers 400 when the request asks for response_format.
 	RejectFormat bool
+
+	// A 200 answer that fails after its content (the server bills it):
+	// Cut ends it there (a stream with no finish_reason, usage or [DONE];
+	// a JSON body cut in half), StreamErr sends an error event with this
+	// message instead (streaming only), and Stall waits until the client
+	// gives up.
+	Cut       bool
+	StreamErr string
+	Stall     bool
+	// Reset drops the connection before any answer (nothing billed).
+	Reset bool
 }
 
 type fakeCall struct{ ID, Name, Args string }
@@ -93,6 +104,10 @@ func (f *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if rep.Reset {
+		cut(w)
+		return
+	}
 	if rep.RejectFormat && body["response_format"] != nil {
 		rep = fakeReply{Status: 400, ErrMsg: "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model."}
 	}
@@ -119,7 +134,7 @@ func (f *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	model, _ := body["model"].(string)
 	if stream, _ := body["stream"].(bool); stream {
-		f.stream(w, body, model, content, rep)
+		f.stream(w, r, body, model, content, rep)
 		return
 	}
 	msg := map[string]any{"role": "assistant", "content": content}
@@ -138,12 +153,21 @@ func (f *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 		resp["usage"] = map[string]any{"prompt_tokens": rep.In, "completion_tokens": rep.Out, "total_tokens": rep.In + rep.Out}
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if rep.Cut || rep.Stall {
+		b, _ := json.Marshal(resp)
+		_, _ = w.Write(b[:len(b)/2])
+		if rep.Stall {
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}
+		return
+	}
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
 // stream answers as server-sent events: the content in small pieces, each
 // tool call's arguments in two pieces, then usage when asked for.
-func (f *fakeServer) stream(w http.ResponseWriter, body map[string]any, model, content string, rep fakeReply) {
+func (f *fakeServer) stream(w http.ResponseWriter, r *http.Request, body map[string]any, model, content string, rep fakeReply) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	fl, _ := w.(http.Flusher)
 	send := func(v any) {
@@ -167,6 +191,16 @@ func (f *fakeServer) stream(w http.ResponseWriter, body map[string]any, model, c
 		half := len(c.Args) / 2
 		send(chunk(map[string]any{"tool_calls": []any{map[string]any{"index": i, "id": c.ID, "type": "function", "function": map[string]any{"name": c.Name, "arguments": c.Args[:half]}}}}, nil))
 		send(chunk(map[string]any{"tool_calls": []any{map[string]any{"index": i, "function": map[string]any{"arguments": c.Args[half:]}}}}, nil))
+	}
+	switch {
+	case rep.Cut:
+		return
+	case rep.StreamErr != "":
+		send(map[string]any{"error": map[string]any{"message": rep.StreamErr, "type": "server_error"}})
+		return
+	case rep.Stall:
+		<-r.Context().Done()
+		return
 	}
 	send(chunk(map[string]any{}, "stop"))
 	if so, _ := body["stream_options"].(map[string]any); so["include_usage"] == true && rep.In+rep.Out > 0 {

@@ -145,9 +145,9 @@ func text(v any) string {
 }
 
 // spender makes a node's model calls: it reuses recorded replies on
-// replay, reserves each real call on the step's ledger (and so on every
-// parent run's) before sending it, and reports usage and records into the
-// node's result.
+// replay, reserves each attempt of a real call on the step's ledger (and
+// so on every parent run's) before sending it (see [meter]), and reports
+// usage and records into the node's result.
 type spender struct {
 	e      *engine
 	call   *runtime.NodeCall
@@ -189,14 +189,12 @@ func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, 
 		}
 		return r.Reply, nil
 	}
-	rsv, err := sp.call.Ledger.Reserve()
+	// Each attempt (retries and fallbacks included) is reserved and
+	// billed on its own; the billed ones count even when the call fails.
+	mt := &meter{ledger: sp.call.Ledger, node: req.Node}
+	reply, m, err := sp.e.complete(ctx, sp.call.Graph, sp.model, req, mt, emit)
+	sp.res.Usage = append(sp.res.Usage, mt.usage...)
 	if err != nil {
-		return nil, err
-	}
-	reply, m, err := sp.e.complete(ctx, sp.call.Graph, sp.model, req, emit)
-	if err != nil {
-		// No reply: the call (and its retries) was not billed.
-		rsv.Release()
 		return nil, err
 	}
 	for i := range reply.ToolCalls {
@@ -205,8 +203,6 @@ func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, 
 			reply.ToolCalls[i].ID = fmt.Sprintf("call_%d_%s_%d_%d", req.Step, req.Node, req.Turn, i)
 		}
 	}
-	u := rsv.Settle(runtime.Usage{Node: req.Node, Model: m.Name, InputTokens: reply.In, OutputTokens: reply.Out, CostUSD: costUSD(m, reply.In, reply.Out), Estimated: reply.Estimated})
-	sp.res.Usage = append(sp.res.Usage, u)
 	sp.res.Records = append(sp.res.Records, record{Kind: recordModel, Model: m.Name, Reply: reply})
 	return reply, nil
 }

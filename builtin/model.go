@@ -58,6 +58,11 @@ type toolCall struct {
 type callError struct {
 	Err   error
 	Retry bool // 429, 5xx, timeout or connection error
+	// Billed is the usage (In, Out, Estimated) of a request the server
+	// answered with a 2xx status before it failed (a cut stream, an error
+	// event, a timeout while the body was read): the server billed it.
+	// Nil when it did not answer (an HTTP error status, no answer).
+	Billed *chatReply
 }
 
 func (e *callError) Error() string { return e.Err.Error() }
@@ -71,13 +76,64 @@ const (
 	defaultCallTimeout = 2 * time.Minute
 )
 
+// meter bills the attempts of one node's model calls on the step's ledger
+// (see [runtime.Ledger]). Every attempt, retries and fallbacks included,
+// reserves one call before its request is sent. An attempt the server
+// answered with a 2xx status is a billed call, whatever happened after
+// (a whole reply, a cut stream, an error event, a timeout while the body
+// was read): it is settled with the server's usage, or estimated tokens
+// marked Estimated. An attempt answered with an HTTP error status, or not
+// answered at all, is released: it costs nothing and counts nothing.
+type meter struct {
+	ledger *runtime.Ledger
+	node   string
+	usage  []runtime.Usage // the billed attempts, in order
+}
+
+// reserve takes one call from the budget for the next attempt; a
+// *runtime.BudgetError when the budget refuses it.
+func (mt *meter) reserve() (*runtime.Reservation, error) {
+	return mt.ledger.Reserve()
+}
+
+// settle ends the reservation of an attempt of model m that returned
+// reply and err: settled with its usage when the server billed it (a
+// reply, or a *callError with Billed), else released. It reports whether
+// the attempt was billed.
+func (mt *meter) settle(rsv *runtime.Reservation, m *spec.Model, reply *chatReply, err error) bool {
+	spent := reply
+	if err != nil {
+		spent = nil
+		var ce *callError
+		if errors.As(err, &ce) {
+			spent = ce.Billed
+		}
+	}
+	if spent == nil {
+		rsv.Release()
+		return false
+	}
+	mt.usage = append(mt.usage, rsv.Settle(runtime.Usage{
+		Node: mt.node, Model: m.Name, InputTokens: spent.In, OutputTokens: spent.Out,
+		CostUSD: costUSD(m, spent.In, spent.Out), Estimated: spent.Estimated,
+	}))
+	return true
+}
+
 // complete asks model m, then its fallbacks in order, each with its own
-// retries, and returns the reply and the model that gave it.
-func (e *engine) complete(ctx context.Context, g *spec.Graph, m *spec.Model, req *chatRequest, emit func(runtime.Event)) (*chatReply, *spec.Model, error) {
+// retries, and returns the reply and the model that gave it. Each attempt
+// is billed on mt. When the budget refuses an attempt, complete stops
+// with the *runtime.BudgetError (no further retry or fallback).
+func (e *engine) complete(ctx context.Context, g *spec.Graph, m *spec.Model, req *chatRequest, mt *meter, emit func(runtime.Event)) (*chatReply, *spec.Model, error) {
 	// A test script answers its nodes; a node it does not script answers
 	// from its mock model's fixtures, as in a normal offline run.
 	if e.script != nil && (e.script.scripts(req.Node) || e.provider(m) != "mock") {
+		rsv, err := mt.reserve()
+		if err != nil {
+			return nil, nil, err
+		}
 		reply, err := e.script.chat(ctx, req, func(s string) { emit(runtime.Event{Kind: runtime.EvToken, Token: s}) })
+		mt.settle(rsv, m, reply, err)
 		return reply, m, err
 	}
 	chain := []*spec.Model{m}
@@ -91,16 +147,23 @@ func (e *engine) complete(ctx context.Context, g *spec.Graph, m *spec.Model, req
 		if i > 0 {
 			emit(runtime.Event{Kind: runtime.EvMessage, Message: fmt.Sprintf("model %q failed; falling back to %q", chain[i-1].Name, cm.Name)})
 		}
-		reply, err := e.withRetries(ctx, cm, req, emit)
+		reply, err := e.withRetries(ctx, cm, req, mt, emit)
 		if err == nil {
 			return reply, cm, nil
-		}
-		if ctx.Err() != nil {
-			return nil, nil, err
 		}
 		what := "model"
 		if i > 0 {
 			what = "fallback"
+		}
+		var be *runtime.BudgetError
+		if errors.As(err, &be) {
+			if len(fails) == 0 {
+				return nil, nil, err
+			}
+			return nil, nil, fmt.Errorf("%s; %s %q: %w", strings.Join(fails, "; "), what, cm.Name, err)
+		}
+		if ctx.Err() != nil {
+			return nil, nil, err
 		}
 		fails = append(fails, fmt.Sprintf("%s %q: %v", what, cm.Name, err))
 	}
@@ -109,10 +172,12 @@ func (e *engine) complete(ctx context.Context, g *spec.Graph, m *spec.Model, req
 
 // withRetries calls model m with its rate limit, per-call timeout and
 // retry policy: exponential backoff with jitter on 429, 5xx, timeouts and
-// connection errors, waiting what a Retry-After header asks instead. An
-// attempt that streamed tokens and then failed is followed by an
-// [runtime.EvTokenReset] event.
-func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatRequest, emit func(runtime.Event)) (*chatReply, error) {
+// connection errors, waiting what a Retry-After header asks instead. Each
+// attempt is reserved on mt before it is sent and settled or released
+// after (see [meter]); a refused retry ends the call with the
+// *runtime.BudgetError. An attempt that streamed tokens and then failed is
+// followed by an [runtime.EvTokenReset] event.
+func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatRequest, mt *meter, emit func(runtime.Event)) (*chatReply, error) {
 	cl, err := e.client(m)
 	if err != nil {
 		return nil, err
@@ -125,8 +190,16 @@ func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatReques
 	maxBackoff := durOr(m.Retry.MaxBackoff, defaultMaxBackoff)
 	timeout := durOr(m.Timeout, defaultCallTimeout)
 	lim := limiterFor(limiterKey(e.provider(m), m, e.opts.Getenv), m.RPM)
+	var last error // the previous attempt's failure
 	for attempt := 1; ; attempt++ {
 		if err := lim.wait(ctx); err != nil {
+			return nil, err
+		}
+		rsv, err := mt.reserve()
+		if err != nil {
+			if last != nil {
+				return nil, fmt.Errorf("model %q: attempt %d failed (%v) and the budget refuses a retry: %w", m.Name, attempt-1, last, err)
+			}
 			return nil, err
 		}
 		h := &hint{}
@@ -139,6 +212,7 @@ func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatReques
 		reply, err := cl.chat(actx, req, onToken)
 		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
+		billed := mt.settle(rsv, m, reply, err)
 		if err == nil {
 			return reply, nil
 		}
@@ -154,6 +228,9 @@ func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatReques
 		retry := errors.As(err, &ce) && ce.Retry
 		if timedOut {
 			retry, err = true, fmt.Errorf("no reply within %s (the model's timeout)", timeout)
+			if billed {
+				err = fmt.Errorf("the reply did not complete within %s (the model's timeout)", timeout)
+			}
 		}
 		if !retry || attempt >= attempts {
 			if attempt > 1 {
@@ -161,6 +238,7 @@ func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatReques
 			}
 			return nil, err
 		}
+		last = err
 		wait := backoff/2 + rand.N(backoff/2+1)
 		if ra := h.retryAfter(); ra > 0 {
 			if ra > maxBackoff {
@@ -190,6 +268,15 @@ func durOr(d, def time.Duration) time.Duration {
 // costUSD prices a call with the model's prices per million tokens.
 func costUSD(m *spec.Model, in, out int) float64 {
 	return (float64(in)*m.PriceIn + float64(out)*m.PriceOut) / 1e6
+}
+
+// estimateUsage estimates the tokens of a reply whose server reported no
+// usage: the input from the request's text, the output from the reply's
+// (or what arrived of it), marked Estimated.
+func estimateUsage(req *chatRequest, r *chatReply) {
+	if r.In == 0 && r.Out == 0 {
+		r.In, r.Out, r.Estimated = estimateTokens(requestText(req)), estimateTokens(replyText(r)), true
+	}
 }
 
 // estimateTokens approximates a token count (four characters a token) for

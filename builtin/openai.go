@@ -143,13 +143,18 @@ func (c *openaiClient) chat(ctx context.Context, req *chatRequest, onToken func(
 		reply, err = c.send(ctx, c.request(req, false), toks.write)
 	}
 	if err != nil {
-		return nil, c.classify(ctx, err)
+		ce := c.classify(ctx, err)
+		if reply != nil {
+			// The server answered 2xx and then failed: it billed the
+			// attempt, for what it sent before the failure.
+			estimateUsage(req, reply)
+			ce.Billed = &chatReply{In: reply.In, Out: reply.Out, Estimated: reply.Estimated}
+		}
+		return nil, ce
 	}
 	toks.flush()
 	c.red.reply(reply)
-	if reply.In == 0 && reply.Out == 0 {
-		reply.In, reply.Out, reply.Estimated = estimateTokens(requestText(req)), estimateTokens(replyText(reply)), true
-	}
+	estimateUsage(req, reply)
 	return reply, nil
 }
 
@@ -225,24 +230,42 @@ func toOpenAI(m map[string]any) openai.ChatCompletionMessage {
 	return out
 }
 
-// send makes one request. A reply counts only when it arrived whole: a
+// send makes one request. A reply is a success only when it arrived whole: a
 // stream must end with a finish_reason or [DONE] (a connection lost after
 // the finish_reason loses at most the usage report); a cut stream, a
 // plain JSON answer to a streaming request, and an error object in a 200
 // answer or inside the stream are errors, with the server's message.
+//
+// With an error, send returns what arrived of the reply (the content and
+// tool calls streamed so far, and usage if the server sent it) when the
+// server answered with a 2xx status, which bills the request whatever
+// happened after it (a cut stream, an error event, a timeout while the
+// body was read); nil when it did not (an HTTP error status, or no answer
+// at all).
 func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest, onToken func(string)) (*chatReply, error) {
 	tap := &bodyTap{}
 	ctx = withTap(ctx, tap)
+	// billed is what a failed request that the server answered cost.
+	billed := func(part *chatReply) *chatReply {
+		if !tap.answered() {
+			return nil
+		}
+		if part == nil {
+			part = &chatReply{}
+		}
+		return part
+	}
 	if !c.stream {
 		resp, err := c.client.CreateChatCompletion(ctx, r)
 		if err != nil {
-			return nil, fromHTTPError(err)
+			return billed(nil), fromHTTPError(err)
 		}
 		if len(resp.Choices) == 0 {
+			part := billed(&chatReply{In: resp.Usage.PromptTokens, Out: resp.Usage.CompletionTokens})
 			if err := tap.bodyError(); err != nil {
-				return nil, err
+				return part, err
 			}
-			return nil, errors.New("the server answered with no choices")
+			return part, errors.New("the server answered with no choices")
 		}
 		msg := resp.Choices[0].Message
 		reply := &chatReply{Content: msg.Content, In: resp.Usage.PromptTokens, Out: resp.Usage.CompletionTokens}
@@ -257,19 +280,31 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 	r.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
 	st, err := c.client.CreateChatCompletionStream(ctx, r)
 	if err != nil {
-		return nil, fromHTTPError(err)
+		return billed(nil), fromHTTPError(err)
 	}
 	defer st.Close()
 	reply := &chatReply{}
 	var content, refusal strings.Builder
 	var calls []*toolCall
 	byIndex := map[int]*toolCall{}
+	// assemble puts what arrived into reply.
+	assemble := func() *chatReply {
+		reply.Content = content.String()
+		if reply.Content == "" {
+			reply.Content = refusal.String()
+		}
+		reply.ToolCalls = nil
+		for _, tc := range calls {
+			reply.ToolCalls = append(reply.ToolCalls, *tc)
+		}
+		return reply
+	}
 	finished := false // a finish_reason arrived
 	for {
 		chunk, err := st.Recv()
 		if err != nil {
 			if serr := tap.streamError(); serr != nil {
-				return nil, serr
+				return billed(assemble()), serr
 			}
 			if finished && (errors.Is(err, io.EOF) || transportError(err)) {
 				break
@@ -278,9 +313,9 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 				if tap.done() {
 					break
 				}
-				return nil, errIncomplete
+				return billed(assemble()), errIncomplete
 			}
-			return nil, err
+			return billed(assemble()), err
 		}
 		if chunk.Usage != nil {
 			reply.In, reply.Out = chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens
@@ -322,19 +357,12 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 			cur.Arguments += tc.Function.Arguments
 		}
 	}
-	reply.Content = content.String()
-	if reply.Content == "" {
-		reply.Content = refusal.String()
-	}
-	for _, tc := range calls {
-		reply.ToolCalls = append(reply.ToolCalls, *tc)
-	}
-	return reply, nil
+	return assemble(), nil
 }
 
 // classify wraps err as a *callError, deciding whether it is worth a retry,
 // with the API key removed from its text.
-func (c *openaiClient) classify(ctx context.Context, err error) error {
+func (c *openaiClient) classify(ctx context.Context, err error) *callError {
 	retry := false
 	var se *serverError
 	var ae *openai.APIError

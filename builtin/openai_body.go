@@ -152,6 +152,7 @@ const maxTapped = 64 << 10
 // request) and, for a stream, whether [DONE] or an error event arrived.
 type bodyTap struct {
 	mu      sync.Mutex
+	status  int // the 2xx status of the response
 	head    []byte
 	line    []byte // the current line, cut at maxTapped
 	sawData bool   // a "data:" event arrived
@@ -166,11 +167,23 @@ func withTap(ctx context.Context, tap *bodyTap) context.Context {
 	return context.WithValue(ctx, tapKey{}, tap)
 }
 
-// tapResponse puts the request's tap, if any, on a successful response.
+// tapResponse puts the request's tap, if any, on a successful (2xx)
+// response.
 func tapResponse(req *http.Request, resp *http.Response) {
-	if tap, _ := req.Context().Value(tapKey{}).(*bodyTap); tap != nil && resp.StatusCode < 300 {
+	if tap, _ := req.Context().Value(tapKey{}).(*bodyTap); tap != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		tap.mu.Lock()
+		tap.status = resp.StatusCode
+		tap.mu.Unlock()
 		resp.Body = &tappedBody{ReadCloser: resp.Body, tap: tap}
 	}
+}
+
+// answered reports whether the server answered the request with a 2xx
+// status: it billed the request, whatever its body then held.
+func (t *bodyTap) answered() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.status != 0
 }
 
 type tappedBody struct {

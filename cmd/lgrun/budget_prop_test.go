@@ -16,12 +16,15 @@ import (
 
 // The budget property: for generated graphs (parallel llm nodes,
 // subgraphs nested up to two deep, tool-calling agents whose tool fails,
-// maps over graphs and over nodes, failures: server 500s, merge conflicts,
-// failing nodes) run and resumed
+// maps over graphs and over nodes, failures: server 500s, streams cut
+// after some tokens, error events in the stream, JSON bodies cut in half,
+// merge conflicts, failing nodes) run and resumed
 // through the CLI against a local OpenAI-compatible server (the real
 // go-openai client through the real llm node), the calls the server bills
-// never pass the thread's llm_calls limit, also when a resume raises it,
-// and `lgrun usage` counts exactly the billed calls and their tokens.
+// (every 2xx answer, also one that failed after it) never pass the
+// thread's llm_calls limit, also when a resume raises it, and `lgrun
+// usage` counts exactly the billed calls and their tokens (estimated and
+// marked for the answers that failed before their usage).
 //
 // CI runs a small fixed set of seeds. Run more by hand with
 // LGRUN_BUDGET_CASES=N (and LGRUN_BUDGET_SEED=S for another first seed):
@@ -49,15 +52,28 @@ func TestBudgetProperty(t *testing.T) {
 	}
 }
 
-// billServer answers chat completions, failing a share of them with 500,
-// and counts the replies it bills.
+// billServer answers chat completions, as JSON or as a stream, failing a
+// share of them: with 500 (not billed), or with a 200 answer that then
+// fails (billed, like a real provider does): a stream cut after some
+// tokens (no finish_reason, no [DONE]) or a JSON body cut in half, or an
+// error event in the stream (an error body in a JSON answer). It counts
+// every 2xx answer it bills, and those that sent no usage.
 type billServer struct {
 	*httptest.Server
 	mu     sync.Mutex
 	rng    *rand.Rand
 	fail   float64
 	billed int
+	cut    int // billed answers that failed before their usage
 }
+
+// How a request is answered.
+const (
+	answerWhole = iota
+	answer500
+	answerCut
+	answerErrEvent
+)
 
 func (s *billServer) handle(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
@@ -66,18 +82,25 @@ func (s *billServer) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	failed := s.rng.Float64() < s.fail
-	if !failed {
+	how := answerWhole
+	if s.rng.Float64() < s.fail {
+		how = answer500 + s.rng.IntN(3)
+	}
+	if how != answer500 {
 		s.billed++
 	}
+	if how == answerCut || how == answerErrEvent {
+		s.cut++
+	}
 	s.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	if failed {
+	if how == answer500 {
+		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)
 		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": "bill server: failing on purpose", "type": "server_error"}})
 		return
 	}
-	msg := map[string]any{"role": "assistant", "content": "ok"}
+	errEvent := map[string]any{"error": map[string]any{"message": "bill server: failing after the answer", "type": "server_error"}}
+	msg := map[string]any{"role": "assistant", "content": "ok then"}
 	if msgs, _ := body["messages"].([]any); body["tools"] != nil && len(msgs) > 0 {
 		// An agent calls its tool first, then answers the tool's result.
 		if last, _ := msgs[len(msgs)-1].(map[string]any); last["role"] != "tool" {
@@ -85,17 +108,60 @@ func (s *billServer) handle(w http.ResponseWriter, r *http.Request) {
 				"id": "call_1", "type": "function", "function": map[string]any{"name": "broken", "arguments": "{}"}}}}
 		}
 	}
-	_ = json.NewEncoder(w).Encode(map[string]any{
+	usage := map[string]any{"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+	if stream, _ := body["stream"].(bool); stream {
+		w.Header().Set("Content-Type", "text/event-stream")
+		send := func(v any) {
+			b, _ := json.Marshal(v)
+			fmt.Fprintf(w, "data: %s\n\n", b)
+			w.(http.Flusher).Flush()
+		}
+		chunk := func(delta map[string]any, finish any) map[string]any {
+			return map[string]any{"id": "chatcmpl-bill", "object": "chat.completion.chunk", "model": body["model"],
+				"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}}
+		}
+		if calls, ok := msg["tool_calls"].([]any); ok {
+			c := calls[0].(map[string]any)
+			send(chunk(map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"index": 0, "id": c["id"], "type": "function", "function": c["function"]}}}, nil))
+		} else {
+			send(chunk(map[string]any{"role": "assistant", "content": "ok "}, nil))
+			if how == answerWhole {
+				send(chunk(map[string]any{"content": "then"}, nil))
+			}
+		}
+		switch how {
+		case answerCut:
+			return
+		case answerErrEvent:
+			send(errEvent)
+			return
+		}
+		send(chunk(map[string]any{}, "stop"))
+		send(map[string]any{"id": "chatcmpl-bill", "object": "chat.completion.chunk", "model": body["model"], "choices": []any{}, "usage": usage})
+		fmt.Fprint(w, "data: [DONE]\n\n")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	reply, _ := json.Marshal(map[string]any{
 		"id": "chatcmpl-bill", "object": "chat.completion", "model": body["model"],
 		"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": "stop"}},
-		"usage":   map[string]any{"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+		"usage":   usage,
 	})
+	switch how {
+	case answerCut:
+		_, _ = w.Write(reply[:len(reply)/2])
+	case answerErrEvent:
+		_ = json.NewEncoder(w).Encode(errEvent)
+	default:
+		_, _ = w.Write(reply)
+	}
 }
 
-func (s *billServer) count() int {
+// count returns the answers billed, and those of them without usage.
+func (s *billServer) count() (billed, cut int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.billed
+	return s.billed, s.cut
 }
 
 // graphGen writes the YAML of a generated graph and its subgraphs.
@@ -228,11 +294,12 @@ func (g *graphGen) main() {
 func budgetCase(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x1bad5eed))
 	srv := &billServer{rng: rand.New(rand.NewPCG(seed, 7)), fail: []float64{0, 0.15, 0.4}[rng.IntN(3)]}
+	stream := rng.IntN(2) == 0
 	srv.Server = httptest.NewServer(http.HandlerFunc(srv.handle))
 	defer srv.Close()
 	g := &graphGen{
 		rng:   rng,
-		model: fmt.Sprintf("    base_url: %s/v1\n    model: test-model\n    api_key_env: TEST_KEY\n    stream: false\n    retry: {max_attempts: 2, initial_backoff: 1ms, max_backoff: 2ms}\n", srv.URL),
+		model: fmt.Sprintf("    base_url: %s/v1\n    model: test-model\n    api_key_env: TEST_KEY\n    stream: %v\n    retry: {max_attempts: 2, initial_backoff: 1ms, max_backoff: 2ms}\n", srv.URL, stream),
 		files: map[string]string{},
 	}
 	g.main()
@@ -250,7 +317,7 @@ func budgetCase(t *testing.T, seed uint64) {
 		if code != exitOK && code != 1 && code != 5 {
 			t.Fatalf("round %d: exit %d: %s\ngraph:\n%s", round, code, stderr, g.files["graph.yaml"])
 		}
-		billed := srv.count()
+		billed, cut := srv.count()
 		if billed > limit {
 			t.Fatalf("round %d: the server billed %d calls under llm_calls: %d (%s)\ngraph:\n%s", round, billed, limit, stderr, dump(g.files))
 		}
@@ -262,10 +329,15 @@ func budgetCase(t *testing.T, seed uint64) {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("usage --json: %v\n%s", err, out)
 		}
-		if rep.Total.Calls != billed || rep.Total.InputTokens+rep.Total.OutputTokens != 5*billed || rep.Total.Estimated != 0 {
-			t.Fatalf("round %d: lgrun usage counts %d calls, the server billed %d (exit %d: %s)\n%s\ngraph:\n%s", round, rep.Total.Calls, billed, code, stderr, out, dump(g.files))
+		// Every billed answer is one call; a whole one has the server's 3+2
+		// tokens, one that failed before its usage has estimated tokens
+		// (at least one: the prompt), marked.
+		tokens := rep.Total.InputTokens + rep.Total.OutputTokens
+		if rep.Total.Calls != billed || rep.Total.Estimated != cut || tokens < 5*(billed-cut)+cut || (cut == 0 && tokens != 5*billed) {
+			t.Fatalf("round %d: lgrun usage counts %d calls (%d estimated, %d tokens), the server billed %d (%d without usage) (exit %d: %s)\n%s\ngraph:\n%s",
+				round, rep.Total.Calls, rep.Total.Estimated, tokens, billed, cut, code, stderr, out, dump(g.files))
 		}
-		t.Logf("round %d: exit %d, billed %d of %d", round, code, billed, limit)
+		t.Logf("round %d: exit %d, billed %d (%d cut) of %d", round, code, billed, cut, limit)
 		if code == exitOK || round == 4 {
 			return
 		}
