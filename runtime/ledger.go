@@ -167,7 +167,8 @@ func (r *Reservation) Settle(u Usage) Usage {
 	return u
 }
 
-// Release gives back a reserved call that was not made (or failed).
+// Release gives back a reserved call that was not made, or that the
+// server did not answer with a 2xx status (so it was not billed).
 func (r *Reservation) Release() {
 	if r == nil || r.done || r.l == nil {
 		return
