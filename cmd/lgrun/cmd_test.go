@@ -143,7 +143,7 @@ func TestParseInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseInput(tt.input, tt.sets)
+			got, err := parseInput(&IO{}, tt.input, tt.sets)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("parseInput error = %v, want %q", err, tt.wantErr)
@@ -251,9 +251,12 @@ func TestExitCode(t *testing.T) {
 		{"canceled without a signal", background, context.Canceled, exitFailed},
 		{"other error after a signal", cancelled, errors.New("boom"), exitFailed},
 		{"usage wins over a signal", cancelled, usagef("bad"), exitUsage},
-		{"paused refusal is a failure", background, &runtime.PausedError{Thread: "t"}, exitFailed},
+		{"new input to a paused thread", background, &runtime.PausedError{Thread: "t"}, exitState},
+		{"new input to an unfinished thread", background, fmt.Errorf("x: %w", runtime.ErrUnfinished), exitState},
 		{"graph changed (strict)", background, fmt.Errorf("x: %w", runtime.ErrGraphChanged), exitFailed},
-		{"nothing to resume", background, fmt.Errorf("x: %w", runtime.ErrNothingToResume), exitFailed},
+		{"nothing to resume", background, fmt.Errorf("x: %w", runtime.ErrNothingToResume), exitState},
+		{"--value not needed", background, fmt.Errorf("x: %w", runtime.ErrValueNotNeeded), exitState},
+		{"reworded --no-db limit", background, &rewordedError{stepLimit, "nothing saved"}, exitLimit},
 		{"not found", background, fmt.Errorf("x: %w", runtime.ErrNotFound), exitFailed},
 	}
 	for _, tt := range tests {

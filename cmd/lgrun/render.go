@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lgrun/lgrun/runtime"
@@ -43,20 +44,41 @@ func (s style) yellow(t string) string {
 	return s.c("33", t)
 }
 
-// progress renders run events for humans (text) or machines (--stream).
+// progress renders run events: for humans as progress lines on stderr
+// (the final state goes to stdout in finish), or as JSON lines on stdout
+// with --stream.
 type progress struct {
 	io     *IO
 	o      *execOpts
 	g      *spec.Graph
-	st     style
+	st     style // for stdout
+	est    style // for stderr
 	enc    *json.Encoder
 	thread string
 	steps  int
 	start  time.Time
+
+	// The nodes running now, for the "running" line of slow nodes.
+	mu      sync.Mutex
+	running map[string]*runningNode
+	status  bool // a live status line is on the terminal
+	stop    chan struct{}
 }
 
+// runningNode is a node that started and has not ended.
+type runningNode struct {
+	step  int
+	name  string
+	since time.Time
+	shown bool // its "running" line was printed (not a terminal)
+}
+
+// slowNode is how long a node runs before progress says it is running.
+const slowNode = time.Second
+
 func newProgress(io *IO, o *execOpts, g *spec.Graph) *progress {
-	p := &progress{io: io, o: o, g: g, st: style{on: io.Color}, start: time.Now()}
+	p := &progress{io: io, o: o, g: g, st: style{on: io.Color}, est: style{on: io.ErrColor}, running: map[string]*runningNode{}}
+	p.start = p.now()
 	if o.stream != "" {
 		p.enc = json.NewEncoder(io.Out)
 		p.enc.SetEscapeHTML(false)
@@ -64,11 +86,105 @@ func newProgress(io *IO, o *execOpts, g *spec.Graph) *progress {
 	return p
 }
 
+func (p *progress) now() time.Time {
+	if p.io.Now != nil {
+		return p.io.Now()
+	}
+	return time.Now()
+}
+
+// text reports whether progress lines are printed.
+func (p *progress) text() bool {
+	return p.enc == nil && !p.o.quiet && p.o.output == outText
+}
+
+// startTicker refreshes the "running" line until finish: every 100ms on a
+// terminal (the elapsed time ticks), every 250ms otherwise.
+func (p *progress) startTicker() {
+	if !p.text() {
+		return
+	}
+	every := 250 * time.Millisecond
+	if p.io.ErrTTY {
+		every = 100 * time.Millisecond
+	}
+	p.stop = make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				p.refresh()
+			case <-p.stop:
+				return
+			}
+		}
+	}()
+}
+
+// stopTicker ends the ticker and clears the status line.
+func (p *progress) stopTicker() {
+	if p.stop != nil {
+		close(p.stop)
+		p.stop = nil
+	}
+	p.mu.Lock()
+	p.clearStatus()
+	p.mu.Unlock()
+}
+
+// refresh shows the nodes running for longer than slowNode: on a terminal
+// as one status line with their elapsed times, rewritten in place;
+// otherwise as one plain "running" line per node, once.
+func (p *progress) refresh() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	var slow []*runningNode
+	for _, k := range spec.SortedKeys(p.running) {
+		if rn := p.running[k]; now.Sub(rn.since) >= slowNode {
+			slow = append(slow, rn)
+		}
+	}
+	if !p.io.ErrTTY {
+		for _, rn := range slow {
+			if !rn.shown {
+				rn.shown = true
+				fmt.Fprintf(p.io.Err, "  %s %-16s %s\n", p.est.dim(fmt.Sprintf("step %-3d", rn.step)), p.est.bold(rn.name), p.est.dim("running…"))
+			}
+		}
+		return
+	}
+	if len(slow) == 0 {
+		p.clearStatus()
+		return
+	}
+	parts := make([]string, 0, len(slow))
+	for _, rn := range slow {
+		parts = append(parts, fmt.Sprintf("%s %s", rn.name, now.Sub(rn.since).Truncate(100*time.Millisecond)))
+	}
+	line := fitWidth("  running "+strings.Join(parts, ", "), p.io.Width)
+	fmt.Fprint(p.io.Err, "\r\x1b[K"+p.est.dim(line))
+	p.status = true
+}
+
+// clearStatus erases the live status line (p.mu held).
+func (p *progress) clearStatus() {
+	if p.status {
+		fmt.Fprint(p.io.Err, "\r\x1b[K")
+		p.status = false
+	}
+}
+
 func (p *progress) event(e runtime.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if e.Thread != "" {
 		p.thread = e.Thread
 	}
 	if e.Kind == runtime.EvWarning {
+		p.clearStatus()
 		fmt.Fprintf(p.io.Err, "lgrun: warning: %s\n", e.Message)
 		return
 	}
@@ -76,10 +192,10 @@ func (p *progress) event(e runtime.Event) {
 		p.stream(e)
 		return
 	}
-	if p.o.quiet || p.o.output == "json" {
+	if !p.text() {
 		return
 	}
-	w, st := p.io.Out, p.st
+	w, st := p.io.Err, p.est
 	if e.Namespace != "" {
 		// Events of subgraph runs: show the node under its subgraph path.
 		e.Node = e.Namespace + "/" + e.Node
@@ -87,23 +203,52 @@ func (p *progress) event(e runtime.Event) {
 			return
 		}
 	}
+	key := fmt.Sprint(e.Step, "\x00", e.Node)
+	switch e.Kind {
+	case runtime.EvNodeStart:
+		p.running[key] = &runningNode{step: e.Step, name: e.Node, since: p.now()}
+		return
+	case runtime.EvNodeEnd, runtime.EvNodeError:
+		delete(p.running, key)
+	case runtime.EvCheckpoint:
+		p.steps++
+		return
+	}
+	p.clearStatus()
+	// A progress line: "  step N   node             what happened  time".
+	head := fmt.Sprintf("  %s %-16s ", fmt.Sprintf("step %-3d", e.Step), e.Node)
+	room := func(tail string) int {
+		if p.io.Width <= 0 {
+			return 0
+		}
+		return max(p.io.Width-runeLen(head)-runeLen(tail)-1, 10)
+	}
 	switch e.Kind {
 	case runtime.EvRunStart:
 		fmt.Fprintf(w, "%s thread %s %s graph %s\n", st.cyan("▶"), st.bold(e.Thread), st.dim("·"), p.g.Name)
 	case runtime.EvNodeEnd:
-		writes := formatWrites(p.g, e.Writes)
-		if e.Interrupt != nil {
-			writes = st.yellow("waiting for input")
+		dur := formatDur(e.Duration)
+		writes := st.yellow("waiting for input")
+		if e.Interrupt == nil {
+			writes = fitWidth(formatWrites(p.g, e.Writes), room(dur))
 		}
-		fmt.Fprintf(w, "  %s %-16s %s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), writes, st.dim(formatDur(e.Duration)))
+		fmt.Fprintf(w, "  %s %-16s %s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), writes, st.dim(dur))
 	case runtime.EvNodeError:
-		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), st.red("failed: "+e.Error))
-	case runtime.EvCheckpoint:
-		p.steps++
+		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), st.red(fitWidth("failed: "+e.Error, room(""))))
 	case runtime.EvMessage:
-		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), e.Node, st.dim(e.Message))
+		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), e.Node, st.dim(fitWidth(e.Message, room(""))))
 	}
 }
+
+// fitWidth cuts s to width runes with an ellipsis; width 0 is no limit.
+func fitWidth(s string, width int) string {
+	if width <= 0 {
+		return s
+	}
+	return truncate(s, width)
+}
+
+func runeLen(s string) int { return len([]rune(s)) }
 
 func (p *progress) stream(e runtime.Event) {
 	switch p.o.stream {
@@ -142,43 +287,43 @@ func (p *progress) stream(e runtime.Event) {
 	}
 }
 
-// finish prints the outcome of a run and returns the error that decides
-// the exit code.
+// finish prints the outcome of a run on stdout and returns the error that
+// decides the exit code.
 func (p *progress) finish(res *runtime.Result, err error) error {
+	p.stopTicker()
 	w, st := p.io.Out, p.st
 	if res == nil {
 		return err
 	}
-	if p.o.output == "json" && p.enc == nil {
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		out := map[string]any{"thread": res.Thread, "status": res.Status, "checkpoint": res.Checkpoint.ID, "step": res.Checkpoint.Step, "values": res.Checkpoint.Values, "next": res.Checkpoint.Next}
-		if len(res.Interrupts) > 0 {
-			out["interrupts"] = res.Interrupts
+	if p.o.output == outJSON && p.enc == nil {
+		ints := res.Interrupts
+		if ints == nil {
+			ints = []runtime.Interrupt{}
 		}
+		out := map[string]any{"thread": res.Thread, "status": res.Status, "checkpoint": res.Checkpoint.ID, "step": res.Checkpoint.Step,
+			"values": res.Checkpoint.Values, "next": orEmpty(res.Checkpoint.Next), "interrupts": ints, "saved": !p.o.memory}
 		if err != nil {
-			out["error"] = err.Error()
+			out["error"] = p.noDB(err).Error()
 		}
-		_ = enc.Encode(out)
+		_ = writeJSON(p.io, out)
 	}
-	text := p.o.output == "text" && p.enc == nil
+	text := p.o.output == outText && p.enc == nil
 	switch res.Status {
 	case runtime.StatusDone:
 		if text {
 			fmt.Fprintf(w, "%s %s in %s %s checkpoint %s\n", st.green("✔"), "done", plural(res.Checkpoint.Step-res.Checkpoint.TurnStep, "step"), st.dim("·"), res.Checkpoint.ID)
 			if !p.o.quiet {
-				printValues(w, p.g, res.Checkpoint.Values, st)
+				printValues(w, p.g, res.Checkpoint.Values, st, p.io.OutWidth)
 			}
 		}
-		return err
+		return p.noDB(err)
 	case runtime.StatusInterrupted:
 		// Always say how to resume: on stdout in text mode, on stderr when
 		// stdout carries JSON.
 		{
 			out, st := w, st
 			if !text {
-				out, st = p.io.Err, style{} // colour is decided for stdout only
+				out, st = p.io.Err, p.est
 			}
 			for _, in := range res.Interrupts {
 				if in.Path != "" {
@@ -197,9 +342,16 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 					fmt.Fprintf(out, "  payload: %s\n", compactJSON(in.Payload))
 				}
 			}
-			fmt.Fprintf(out, "  resume with: %s\n", resumeHint(res))
+			if p.o.memory {
+				fmt.Fprintf(out, "  nothing was saved (--no-db): run without --no-db to pause and resume\n")
+			} else {
+				fmt.Fprintf(out, "  resume with: %s\n", resumeHint(res))
+			}
 		}
 		return pausedError{}
+	}
+	if p.o.memory {
+		return p.noDB(err)
 	}
 	var sl *runtime.StepLimitError
 	switch {
@@ -211,6 +363,33 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 	}
 	return err
 }
+
+// noDB rewords the limit errors of a --no-db run, whose messages would say
+// that the state is saved and can be resumed: nothing was saved.
+func (p *progress) noDB(err error) error {
+	if !p.o.memory || err == nil {
+		return err
+	}
+	var sl *runtime.StepLimitError
+	var be *runtime.BudgetError
+	switch {
+	case errors.As(err, &sl):
+		return &rewordedError{err, fmt.Sprintf("step limit of %d reached at step %d (nodes still scheduled: %s); nothing was saved (--no-db)", sl.Limit, sl.Step, strings.Join(sl.Nodes, ", "))}
+	case errors.As(err, &be):
+		return &rewordedError{err, fmt.Sprintf("budget %s reached (limit %s, used %s); nothing was saved (--no-db)", be.What, be.Limit, be.Used)}
+	}
+	return err
+}
+
+// rewordedError shows msg instead of err's message; errors.Is and As still
+// see err (so the exit code is err's).
+type rewordedError struct {
+	err error
+	msg string
+}
+
+func (e *rewordedError) Error() string { return e.msg }
+func (e *rewordedError) Unwrap() error { return e.err }
 
 // hintError adds what to do next to an error's message.
 type hintError struct {
@@ -281,8 +460,9 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// printValues prints a state, one field per line, messages as a transcript.
-func printValues(w io.Writer, g *spec.Graph, values map[string]any, st style) {
+// printValues prints a state, one field per line, messages as a
+// transcript. A field's line is cut at 200 runes, or to fit width when set.
+func printValues(w io.Writer, g *spec.Graph, values map[string]any, st style, width int) {
 	names := make([]string, 0, len(values))
 	if g != nil {
 		for _, f := range g.Fields {
@@ -303,7 +483,11 @@ func printValues(w io.Writer, g *spec.Graph, values map[string]any, st style) {
 				continue
 			}
 		}
-		fmt.Fprintf(w, "  %s: %s\n", st.bold(name), truncate(compactJSON(v), 200))
+		n := 200
+		if width > 0 {
+			n = max(min(n, width-runeLen(name)-4), 10)
+		}
+		fmt.Fprintf(w, "  %s: %s\n", st.bold(name), truncate(compactJSON(v), n))
 	}
 }
 

@@ -35,7 +35,13 @@ type execOpts struct {
 	strict   bool
 	sets     []string
 	memory   bool
+	// fields are the state fields the flags write, each with the flag
+	// that names it, checked against the graph before anything runs.
+	fields []flagField
 }
+
+// flagField is a state field named by a flag (--input or --set).
+type flagField struct{ flag, field string }
 
 func (o *execOpts) addRunFlags(c *cobra.Command) {
 	f := c.Flags()
@@ -47,7 +53,8 @@ func (o *execOpts) addRunFlags(c *cobra.Command) {
 	f.IntVar(&o.tokens, "max-tokens", 0, "budget: tokens per thread")
 	f.Float64Var(&o.costUSD, "max-cost", 0, "budget: USD per thread")
 	f.StringVar(&o.stream, "stream", "", "write events as JSON lines: values, updates, debug or messages")
-	f.StringVarP(&o.output, "output", "o", "text", "final output: text or json (the final state)")
+	_ = c.RegisterFlagCompletionFunc("stream", fixedValues("values", "updates", "debug", "messages"))
+	addOutputFlag(c, &o.output)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print only the outcome")
 	f.BoolVar(&o.strict, "strict", false, "fail instead of warning when the graph changed since the thread began")
 }
@@ -65,10 +72,8 @@ func (o *execOpts) check() error {
 	default:
 		return usagef("--stream: want values, updates, debug or messages, got %q", o.stream)
 	}
-	switch o.output {
-	case "text", "json":
-	default:
-		return usagef("--output: want text or json, got %q", o.output)
+	if err := checkOutput(o.output); err != nil {
+		return err
 	}
 	if o.maxSteps < 0 || o.llmCalls < 0 || o.tokens < 0 || o.costUSD < 0 || o.timeout < 0 {
 		return usagef("limits must not be negative")
@@ -90,12 +95,16 @@ func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err := o.check(); err != nil {
 				return err
 			}
-			in, err := parseInput(input, o.sets)
+			in, err := parseInput(io, input, o.sets)
 			if err != nil {
 				return err
 			}
+			o.fields = inputFields(in, o.sets)
 			gr, err := loadGraph(io, args[0])
 			if err != nil {
+				return err
+			}
+			if err := checkFields(gr, o.fields); err != nil {
 				return err
 			}
 			if o.thread == "" {
@@ -110,7 +119,7 @@ func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (default: a new random id)")
-	c.Flags().StringVarP(&input, "input", "i", "", "input state as a JSON object, or @file.json")
+	c.Flags().StringVarP(&input, "input", "i", "", "input state as a JSON object, @file.json, or - for stdin")
 	c.Flags().StringArrayVar(&o.sets, "set", nil, "input field as field=JSON (repeatable; a value that is not JSON is a string)")
 	c.Flags().BoolVar(&o.memory, "no-db", false, "keep checkpoints in memory only (nothing is saved)")
 	o.addRunFlags(c)
@@ -138,11 +147,12 @@ func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			o.fields = setFields(sets)
 			opts := runtime.ResumeOptions{Thread: o.thread, Set: sets, AsNode: asNode, Config: o.config()}
 			if cmd.Flags().Changed("value") {
-				opts.Value, err = parseJSONValue(value)
+				opts.Value, err = parseValue(io, value)
 				if err != nil {
-					return usagef("--value: %v", err)
+					return err
 				}
 				opts.HasValue = true
 			}
@@ -152,7 +162,7 @@ func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
-	c.Flags().StringVar(&value, "value", "", "answer for the interrupt node(s), as JSON (a value that is not JSON is a string)")
+	c.Flags().StringVar(&value, "value", "", "answer for the interrupt node(s): JSON, @file.json, or - for stdin (a string is '\"text\"')")
 	c.Flags().StringArrayVar(&o.sets, "set", nil, "change a field before continuing, as field=JSON (repeatable)")
 	c.Flags().StringVar(&asNode, "as-node", "", "apply --set as if this node wrote it (its edges decide what runs next)")
 	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
@@ -210,6 +220,7 @@ func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			o.fields = setFields(sets)
 			return withThreadRunner(cmd, io, g, o, func(r *runtime.Runner) (*runtime.Result, error) {
 				return r.Fork(cmd.Context(), o.thread, cpID, sets, asNode, o.config())
 			})
@@ -252,6 +263,9 @@ func withThreadRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, fn
 	if err != nil {
 		return err
 	}
+	if err := checkFields(gr, o.fields); err != nil {
+		return err
+	}
 	return execute(cmd, io, saver, o, gr, path, fn)
 }
 
@@ -285,21 +299,19 @@ func execute(cmd *cobra.Command, io *IO, saver runtime.Saver, o *execOpts, gr *s
 		Graph: gr, Saver: saver, Kinds: kinds, Version: Version, GraphFile: abs,
 		Strict: o.strict, Events: p.event,
 	}
+	p.startTicker()
 	res, err := fn(r)
 	return p.finish(res, err)
 }
 
-// parseInput builds the input state from --input and --set.
-func parseInput(input string, sets []string) (map[string]any, error) {
+// parseInput builds the input state from --input (JSON, @file or - for
+// stdin) and --set.
+func parseInput(io *IO, input string, sets []string) (map[string]any, error) {
 	in := map[string]any{}
 	if input != "" {
-		data := []byte(input)
-		if strings.HasPrefix(input, "@") {
-			b, err := os.ReadFile(input[1:])
-			if err != nil {
-				return nil, usagef("--input: %v", err)
-			}
-			data = b
+		data, err := readArg(io, "--input", input)
+		if err != nil {
+			return nil, err
 		}
 		v, err := decodeJSON(data)
 		if err != nil {
@@ -319,6 +331,66 @@ func parseInput(input string, sets []string) (map[string]any, error) {
 		in[w.Field] = w.Value
 	}
 	return in, nil
+}
+
+// parseValue parses --value: JSON, @file or - for stdin. Text that is not
+// JSON is an error (a string is written "text"), unlike --set.
+func parseValue(io *IO, value string) (any, error) {
+	data, err := readArg(io, "--value", value)
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(string(data)) == "" {
+		return nil, usagef("--value: empty; want JSON (a string is written '\"text\"')")
+	}
+	v, err := decodeJSON(data)
+	if err != nil {
+		if re := (*numberRangeError)(nil); errors.As(err, &re) {
+			return nil, usagef("--value: %v", err)
+		}
+		return nil, usagef("--value: not valid JSON (a string is written '\"text\"'): %v", err)
+	}
+	return v, nil
+}
+
+// inputFields lists the fields --input and --set name (--set wins).
+func inputFields(in map[string]any, sets []string) []flagField {
+	fromSet := map[string]bool{}
+	var out []flagField
+	for _, s := range sets {
+		k, _, _ := strings.Cut(s, "=")
+		fromSet[k] = true
+		out = append(out, flagField{"--set", k})
+	}
+	for _, k := range spec.SortedKeys(in) {
+		if !fromSet[k] {
+			out = append(out, flagField{"--input", k})
+		}
+	}
+	return out
+}
+
+func setFields(ws []runtime.Write) []flagField {
+	var out []flagField
+	for _, w := range ws {
+		out = append(out, flagField{"--set", w.Field})
+	}
+	return out
+}
+
+// checkFields reports a flag that names a field the graph does not
+// declare: a usage error, found before anything runs or is saved.
+func checkFields(g *spec.Graph, fs []flagField) error {
+	for _, f := range fs {
+		if g.Field(f.field) == nil {
+			names := make([]string, 0, len(g.Fields))
+			for _, gf := range g.Fields {
+				names = append(names, gf.Name)
+			}
+			return usagef("%s %s: graph %q has no state field %q (fields: %s)", f.flag, f.field, g.Name, f.field, strings.Join(names, ", "))
+		}
+	}
+	return nil
 }
 
 func parseSets(sets []string) ([]runtime.Write, error) {

@@ -29,8 +29,7 @@ type usageReport struct {
 }
 
 func newUsageCmd(io *IO, g *globalOpts) *cobra.Command {
-	var thread string
-	var asJSON bool
+	var thread, output string
 	c := &cobra.Command{
 		Use:   "usage --thread ID",
 		Short: "Show a thread's LLM calls, tokens and cost by node and model",
@@ -40,9 +39,12 @@ thread (every branch: replays and forks spent money too) and of its subgraph
 and map-item runs, whose nodes show as parent/child. Calls of a step that
 failed are not recorded.`,
 		Example: `  lgrun usage --thread t1
-  lgrun usage --thread t1 --json`,
+  lgrun usage --thread t1 -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if thread == "" {
 				return usagef("usage needs --thread")
 			}
@@ -55,7 +57,7 @@ failed are not recorded.`,
 			if err != nil {
 				return notFound(err, thread)
 			}
-			if asJSON {
+			if output == outJSON {
 				return writeJSON(io, rep)
 			}
 			if len(rep.Rows) == 0 {
@@ -71,7 +73,8 @@ failed are not recorded.`,
 		},
 	}
 	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addOutputFlag(c, &output)
+	addLegacyJSONFlag(c, io, &output)
 	return c
 }
 
