@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"github.com/lgrun/lgrun/runtime"
 )
 
@@ -335,4 +337,24 @@ func TestIsTerminal(t *testing.T) {
 	if isTerminal(f) {
 		t.Error("isTerminal(regular file) = true")
 	}
+}
+
+// TestEveryCommandHasAnExample walks the command tree: every command of
+// lgrun's own (not cobra's help and completion) shows an example in its help.
+func TestEveryCommandHasAnExample(t *testing.T) {
+	root := newRootCmd(&IO{Out: &bytes.Buffer{}, Err: &bytes.Buffer{}, Getenv: func(string) string { return "" }})
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		switch c.Name() {
+		case "help", "completion":
+			return
+		}
+		if c.Example == "" {
+			t.Errorf("%q has no example", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 }

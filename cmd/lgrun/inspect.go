@@ -144,7 +144,7 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 		Use:   "state --thread ID [--checkpoint C]",
 		Short: "Show a thread's state: values, next nodes, interrupts and metadata",
 		Example: `  lgrun state --thread t1
-  lgrun state --thread t1 --checkpoint 1f0c2a9e -o json`,
+  lgrun state --thread t1 --checkpoint 1f0c2a9e4b7d3c10 -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -166,7 +166,10 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return notFound(err, thread)
 			}
-			ints := []runtime.Interrupt{}
+			ints, pending := []runtime.Interrupt{}, cp.Pending
+			if pending == nil {
+				pending = []runtime.PendingWrite{}
+			}
 			for _, p := range cp.Pending {
 				if p.Kind == runtime.PendingInterrupt && p.Interrupt != nil {
 					ints = append(ints, *p.Interrupt)
@@ -176,7 +179,7 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 				return writeJSON(io, map[string]any{
 					"thread": th.ID, "status": th.Status, "error": th.Error, "checkpoint": cp.ID, "parent": cp.ParentID,
 					"step": cp.Step, "values": cp.Values, "next": orEmpty(cp.Next), "interrupts": ints,
-					"pending": cp.Pending, "metadata": cp.Metadata,
+					"pending": pending, "metadata": cp.Metadata,
 				})
 			}
 			// The graph, when it still loads, gives field order and transcripts.
@@ -237,7 +240,7 @@ func newDiffCmd(io *IO, g *globalOpts) *cobra.Command {
 	c := &cobra.Command{
 		Use:     "diff --thread ID C1 C2",
 		Short:   "Show field-level differences between two checkpoints",
-		Example: `  lgrun diff --thread t1 1f0c2a9e 7b3d41c0`,
+		Example: `  lgrun diff --thread t1 1f0c2a9e4b7d3c10 18ed37b8d7b8a0d0`,
 		Args:    exactArgs(2, "two checkpoint ids"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {

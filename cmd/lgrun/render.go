@@ -61,8 +61,9 @@ type progress struct {
 	// The nodes running now, for the "running" line of slow nodes.
 	mu      sync.Mutex
 	running map[string]*runningNode
-	status  bool // a live status line is on the terminal
-	stop    chan struct{}
+	status  bool          // a live status line is on the terminal
+	stop    chan struct{} // closed to end the ticker
+	done    chan struct{} // closed when the ticker ended
 }
 
 // runningNode is a node that started and has not ended.
@@ -108,26 +109,30 @@ func (p *progress) startTicker() {
 	if p.io.ErrTTY {
 		every = 100 * time.Millisecond
 	}
-	p.stop = make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
+	p.stop, p.done = stop, done
 	go func() {
+		defer close(done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
 				p.refresh()
-			case <-p.stop:
+			case <-stop:
 				return
 			}
 		}
 	}()
 }
 
-// stopTicker ends the ticker and clears the status line.
+// stopTicker ends the ticker (waiting for its last refresh) and clears
+// the status line.
 func (p *progress) stopTicker() {
 	if p.stop != nil {
 		close(p.stop)
-		p.stop = nil
+		<-p.done
+		p.stop, p.done = nil, nil
 	}
 	p.mu.Lock()
 	p.clearStatus()

@@ -180,6 +180,8 @@ func newReplayCmd(io *IO, g *globalOpts) *cobra.Command {
 		Long: `Re-execute a thread from checkpoint C as a new branch. Model replies and tool
 results recorded by the original run are reused (offline, free, deterministic);
 --live calls the models and tools again.`,
+		Example: `  lgrun replay --thread t1 --checkpoint 1f0c2a9e4b7d3c10
+  lgrun replay --thread t1 --checkpoint 1f0c2a9e4b7d3c10 --live --stream updates`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
@@ -208,7 +210,9 @@ func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "fork --thread ID --checkpoint C --set field=JSON",
 		Short: "Write an edited checkpoint branching from C and continue from it",
-		Args:  noArgs,
+		Example: `  lgrun fork --thread t1 --checkpoint 1f0c2a9e4b7d3c10 --set target=5
+  lgrun fork --thread t1 --checkpoint 1f0c2a9e4b7d3c10 --set draft='"shorter"' --as-node write`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
 				return err

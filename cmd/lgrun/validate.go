@@ -201,9 +201,10 @@ func unwrapPath(err error) error {
 
 func newSchemaCmd(io *IO) *cobra.Command {
 	return &cobra.Command{
-		Use:   "schema",
-		Short: "Print the JSON Schema of graph files",
-		Args:  noArgs,
+		Use:     "schema",
+		Short:   "Print the JSON Schema of graph files",
+		Example: `  lgrun schema > graph.schema.json`,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, err := io.Out.Write(schema.Graph)
 			return err
