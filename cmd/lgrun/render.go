@@ -167,7 +167,7 @@ func (p *progress) refresh() {
 	}
 	parts := make([]string, 0, len(slow))
 	for _, rn := range slow {
-		parts = append(parts, fmt.Sprintf("%s %s", rn.name, now.Sub(rn.since).Truncate(100*time.Millisecond)))
+		parts = append(parts, fmt.Sprintf("%s %.1fs", rn.name, now.Sub(rn.since).Truncate(100*time.Millisecond).Seconds()))
 	}
 	line := fitWidth("  running "+strings.Join(parts, ", "), p.io.Width)
 	fmt.Fprint(p.io.Err, "\r\x1b[K"+p.est.dim(line))

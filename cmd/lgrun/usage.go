@@ -48,7 +48,7 @@ failed are not recorded.`,
 			if thread == "" {
 				return usagef("usage needs --thread")
 			}
-			s, err := g.openSaver(io)
+			s, err := g.openExisting(io, thread)
 			if err != nil {
 				return err
 			}
