@@ -42,8 +42,8 @@ Exit codes:
   0    done
   1    failed: a node or tool failed (the last good checkpoint is kept: fix and
        resume), a test case failed, a thread or checkpoint was not found
-  2    usage error: a wrong flag or argument (an unknown --set field, --value
-       that is not JSON)
+  2    usage error: a wrong flag or argument (a --set field the graph does not
+       declare or a value it does not take, --value that is not JSON)
   3    invalid graph (run and friends, validate, a test file that does not load)
   4    paused at an interrupt (the output shows the payload and the resume command)
   5    a step limit or budget was reached (resume with a higher limit)

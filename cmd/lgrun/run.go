@@ -36,12 +36,17 @@ type execOpts struct {
 	sets     []string
 	memory   bool
 	// fields are the state fields the flags write, each with the flag
-	// that names it, checked against the graph before anything runs.
+	// that names it, and asNode the node of --as-node: checked against
+	// the graph before anything runs.
 	fields []flagField
+	asNode string
 }
 
-// flagField is a state field named by a flag (--input or --set).
-type flagField struct{ flag, field string }
+// flagField is a state field written by a flag (--input or --set).
+type flagField struct {
+	flag, field string
+	value       any
+}
 
 func (o *execOpts) addRunFlags(c *cobra.Command) {
 	f := c.Flags()
@@ -128,7 +133,7 @@ func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
 
 func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 	o := &execOpts{}
-	var value, asNode string
+	var value string
 	c := &cobra.Command{
 		Use:   "resume --thread ID",
 		Short: "Continue a paused, failed, crashed or limited thread from its last checkpoint",
@@ -148,7 +153,7 @@ func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 				return err
 			}
 			o.fields = setFields(sets)
-			opts := runtime.ResumeOptions{Thread: o.thread, Set: sets, AsNode: asNode, Config: o.config()}
+			opts := runtime.ResumeOptions{Thread: o.thread, Set: sets, AsNode: o.asNode, Config: o.config()}
 			if cmd.Flags().Changed("value") {
 				opts.Value, err = parseValue(io, value)
 				if err != nil {
@@ -164,7 +169,7 @@ func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
 	c.Flags().StringVar(&value, "value", "", "answer for the interrupt node(s): JSON, @file.json, or - for stdin (a string is '\"text\"')")
 	c.Flags().StringArrayVar(&o.sets, "set", nil, "change a field before continuing, as field=JSON (repeatable)")
-	c.Flags().StringVar(&asNode, "as-node", "", "apply --set as if this node wrote it (its edges decide what runs next)")
+	c.Flags().StringVar(&o.asNode, "as-node", "", "apply --set as if this node wrote it (its edges decide what runs next)")
 	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
 	o.addRunFlags(c)
 	return c
@@ -206,7 +211,7 @@ results recorded by the original run are reused (offline, free, deterministic);
 
 func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 	o := &execOpts{}
-	var cpID, asNode string
+	var cpID string
 	c := &cobra.Command{
 		Use:   "fork --thread ID --checkpoint C --set field=JSON",
 		Short: "Write an edited checkpoint branching from C and continue from it",
@@ -226,14 +231,14 @@ func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 			}
 			o.fields = setFields(sets)
 			return withThreadRunner(cmd, io, g, o, func(r *runtime.Runner) (*runtime.Result, error) {
-				return r.Fork(cmd.Context(), o.thread, cpID, sets, asNode, o.config())
+				return r.Fork(cmd.Context(), o.thread, cpID, sets, o.asNode, o.config())
 			})
 		},
 	}
 	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
 	c.Flags().StringVarP(&cpID, "checkpoint", "c", "", "checkpoint id to fork from (required)")
 	c.Flags().StringArrayVar(&o.sets, "set", nil, "field=JSON to write in the fork (repeatable)")
-	c.Flags().StringVar(&asNode, "as-node", "", "write as if this node wrote it (its edges decide what runs next)")
+	c.Flags().StringVar(&o.asNode, "as-node", "", "write as if this node wrote it (its edges decide what runs next)")
 	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
 	o.addRunFlags(c)
 	return c
@@ -269,6 +274,9 @@ func withThreadRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, fn
 	}
 	if err := checkFields(gr, o.fields); err != nil {
 		return err
+	}
+	if o.asNode != "" && gr.Nodes[o.asNode] == nil {
+		return usagef("--as-node %s: graph %q has no node %q (nodes: %s)", o.asNode, gr.Name, o.asNode, strings.Join(gr.NodeOrder, ", "))
 	}
 	return execute(cmd, io, saver, o, gr, path, fn)
 }
@@ -364,11 +372,11 @@ func inputFields(in map[string]any, sets []string) []flagField {
 	for _, s := range sets {
 		k, _, _ := strings.Cut(s, "=")
 		fromSet[k] = true
-		out = append(out, flagField{"--set", k})
+		out = append(out, flagField{"--set", k, in[k]})
 	}
 	for _, k := range spec.SortedKeys(in) {
 		if !fromSet[k] {
-			out = append(out, flagField{"--input", k})
+			out = append(out, flagField{"--input", k, in[k]})
 		}
 	}
 	return out
@@ -377,13 +385,15 @@ func inputFields(in map[string]any, sets []string) []flagField {
 func setFields(ws []runtime.Write) []flagField {
 	var out []flagField
 	for _, w := range ws {
-		out = append(out, flagField{"--set", w.Field})
+		out = append(out, flagField{"--set", w.Field, w.Value})
 	}
 	return out
 }
 
 // checkFields reports a flag that names a field the graph does not
-// declare: a usage error, found before anything runs or is saved.
+// declare, or gives a value the field does not take (checked by the
+// runtime's own merge, so the reducer's rules apply): a usage error, found
+// before anything runs or is saved.
 func checkFields(g *spec.Graph, fs []flagField) error {
 	for _, f := range fs {
 		if g.Field(f.field) == nil {
@@ -392,6 +402,13 @@ func checkFields(g *spec.Graph, fs []flagField) error {
 				names = append(names, gf.Name)
 			}
 			return usagef("%s %s: graph %q has no state field %q (fields: %s)", f.flag, f.field, g.Name, f.field, strings.Join(names, ", "))
+		}
+		w := []runtime.NodeWrites{{Node: f.flag, Writes: []runtime.Write{{Field: f.field, Value: f.value}}}}
+		if _, _, _, err := runtime.Merge(g, 0, nil, w); err != nil {
+			if we := (*runtime.WriteError)(nil); errors.As(err, &we) {
+				err = we.Err
+			}
+			return usagef("%s %s: %v", f.flag, f.field, err)
 		}
 	}
 	return nil
