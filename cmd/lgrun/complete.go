@@ -7,13 +7,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
 )
 
 // compFunc is a cobra completion function.
 type compFunc = func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective)
 
 // registerCompletions makes shell completion (`lgrun completion bash` and
-// friends) complete thread ids, checkpoint ids and enum flag values. Ids
+// friends) complete thread ids, checkpoint ids, node names and enum flag
+// values. Ids
 // come from the database the command would use (--db, $LGRUN_DB, the
 // default); a missing database completes nothing and is not created.
 func registerCompletions(root *cobra.Command, io *IO, g *globalOpts) {
@@ -31,6 +33,11 @@ func registerCompletions(root *cobra.Command, io *IO, g *globalOpts) {
 		}
 		if c.Flags().Lookup("graph") != nil {
 			_ = c.RegisterFlagCompletionFunc("graph", yamlFiles)
+		}
+		for _, f := range []string{"as-node", "interrupt-before", "interrupt-after"} {
+			if c.Flags().Lookup(f) != nil {
+				_ = c.RegisterFlagCompletionFunc(f, nodeCompletion(io, g))
+			}
 		}
 		for _, sub := range c.Commands() {
 			walk(sub)
@@ -91,6 +98,51 @@ func threadCompletion(io *IO, g *globalOpts) compFunc {
 				continue
 			}
 			out = append(out, t.ID+"\t"+string(t.Status)+" · "+t.Graph)
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// nodeCompletion completes the node names of the graph the command runs:
+// run's argument, else --graph, else the graph file --thread was started
+// with. In a comma-separated list (--interrupt-before a,b) it completes the
+// last name.
+func nodeCompletion(io *IO, g *globalOpts) compFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		fail := cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		path, _ := cmd.Flags().GetString("graph")
+		if cmd.Name() == "run" && len(args) > 0 {
+			path = args[0]
+		}
+		if path == "" {
+			thread, _ := cmd.Flags().GetString("thread")
+			if thread == "" {
+				return nil, fail
+			}
+			s, err := g.openExisting(io, thread)
+			if err != nil {
+				return nil, fail
+			}
+			defer s.Close()
+			th, err := s.Thread(cmd.Context(), thread)
+			if err != nil {
+				return nil, fail
+			}
+			path = th.GraphFile
+		}
+		gr, _ := spec.LoadFile(path, nil)
+		if gr == nil {
+			return nil, fail
+		}
+		done, last := "", toComplete
+		if i := strings.LastIndex(toComplete, ","); i >= 0 {
+			done, last = toComplete[:i+1], toComplete[i+1:]
+		}
+		var out []string
+		for _, n := range gr.NodeOrder {
+			if strings.HasPrefix(n, last) {
+				out = append(out, done+n+"\t"+gr.Nodes[n].Kind)
+			}
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
 	}
