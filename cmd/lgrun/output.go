@@ -92,13 +92,13 @@ func fixedValues(vals ...string) func(*cobra.Command, []string, string) ([]strin
 
 // readArg reads a flag value given as @file (the file's contents), - (all
 // of stdin) or literal text. name is the flag, for errors.
-func readArg(io *IO, name, v string) ([]byte, error) {
+func readArg(ios *IO, name, v string) ([]byte, error) {
 	switch {
 	case v == "-":
-		if io.In == nil {
+		if ios.In == nil {
 			return nil, usagef("%s -: no standard input", name)
 		}
-		b, err := readAll(io.In)
+		b, err := io.ReadAll(ios.In)
 		if err != nil {
 			return nil, usagef("%s -: read standard input: %v", name, err)
 		}
@@ -112,5 +112,3 @@ func readArg(io *IO, name, v string) ([]byte, error) {
 	}
 	return []byte(v), nil
 }
-
-func readAll(r io.Reader) ([]byte, error) { return io.ReadAll(r) }
