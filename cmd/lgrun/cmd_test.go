@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -357,4 +358,32 @@ func TestEveryCommandHasAnExample(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// TestExitCodesMatchTheREADME: the README's exit-code table, the root
+// help's list and the codes exitCode decides are the same set.
+func TestExitCodesMatchTheREADME(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(b), "### Exit codes\n")
+	if !ok {
+		t.Fatal("README.md has no exit-code table")
+	}
+	table, _, _ = strings.Cut(table, "\n\n#")
+	var readme, help []string
+	for _, m := range regexp.MustCompile(`(?m)^\| (\d+) \|`).FindAllStringSubmatch(table, -1) {
+		readme = append(readme, m[1])
+	}
+	for _, m := range regexp.MustCompile(`(?m)^  (\d+) +\S`).FindAllStringSubmatch(helpFooter, -1) {
+		help = append(help, m[1])
+	}
+	var consts []string
+	for _, c := range []int{exitOK, exitFailed, exitUsage, exitInvalid, exitPaused, exitLimit, exitConflict, exitState, exitInterrupt} {
+		consts = append(consts, fmt.Sprint(c))
+	}
+	if !reflect.DeepEqual(readme, consts) || !reflect.DeepEqual(help, consts) {
+		t.Errorf("exit codes: README %v, help %v, code %v", readme, help, consts)
+	}
 }

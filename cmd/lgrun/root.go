@@ -251,7 +251,8 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	}
-	root.SetUsageTemplate(root.UsageTemplate() + helpFooter)
+	// The footer is the root's only: subcommands inherit the template.
+	root.SetUsageTemplate(root.UsageTemplate() + "{{if not .HasParent}}" + helpFooter + "{{end}}")
 	registerCompletions(root, io, g)
 	return root
 }
