@@ -277,7 +277,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		}
 		rn.resumeValue = opts.Value
 	} else if opts.HasValue {
-		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; --value has nothing to answer (use --set field=JSON to change the state)", th.ID)
+		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; %w (use --set field=JSON to change the state)", th.ID, ErrValueNotNeeded)
 	}
 	cp := head
 	if len(opts.Set) > 0 || opts.AsNode != "" {
