@@ -23,6 +23,11 @@ const ExprMemoryBudget = 2_000_000
 // exprMaxNodes bounds the size of one expression.
 const exprMaxNodes = 5000
 
+// ExprMaxDepth bounds how deeply brackets, parentheses and braces may nest
+// in one expression. expr's parser is recursive, so a deeper expression is
+// rejected before it is parsed rather than exhausting the stack.
+const ExprMaxDepth = 100
+
 // Eval runs e against env (a map of the variables the expression was
 // compiled with) under the memory budget. Its result is normalized
 // (see [Normalize]).
@@ -116,6 +121,10 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		c.errs.Add(pos, "%s: empty expression", path)
 		return nil
 	}
+	if line, col, ok := nestingTooDeep(src, ExprMaxDepth); ok {
+		c.errs.Add(c.exprPos(n, line, col), "%s: brackets nest more than %d deep", path, ExprMaxDepth)
+		return nil
+	}
 	opts := append([]expr.Option{expr.Env(env), expr.MaxNodes(exprMaxNodes)}, exprFuncs...)
 	prog, err := expr.Compile(src, opts...)
 	if err != nil {
@@ -134,6 +143,45 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		}
 	}
 	return &Expr{Src: src, Pos: pos, Program: prog}
+}
+
+// nestingTooDeep scans src for brackets, parentheses and braces outside
+// string literals and reports where (1-based line, 0-based rune column, as
+// expr counts) the first one opening past depth max is. It is linear and
+// keeps no stack, so it is safe on any input.
+func nestingTooDeep(src string, max int) (line, col int, found bool) {
+	depth := 0
+	line, col = 1, 0
+	var quote rune // the open string literal's quote, or 0
+	escaped := false
+	for _, r := range src {
+		switch {
+		case quote != 0:
+			switch {
+			case escaped:
+				escaped = false
+			case r == '\\' && quote != '`':
+				escaped = true
+			case r == quote:
+				quote = 0
+			}
+		case r == '"' || r == '\'' || r == '`':
+			quote = r
+		case r == '(' || r == '[' || r == '{':
+			depth++
+			if depth > max {
+				return line, col, true
+			}
+		case r == ')' || r == ']' || r == '}':
+			depth--
+		}
+		if r == '\n' {
+			line, col = line+1, 0
+		} else {
+			col++
+		}
+	}
+	return 0, 0, false
 }
 
 func (l *ErrorList) errAt(pos Pos, msg string, err error) {
