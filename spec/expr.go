@@ -6,10 +6,15 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"unsafe"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	exprchecker "github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/compiler"
+	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/optimizer"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
@@ -94,6 +99,42 @@ type exprCompiler struct {
 	file string
 	src  []string // the file's lines, for block scalar indentation
 	errs *ErrorList
+	// configs caches expr's configuration per env (by map identity).
+	configs map[unsafe.Pointer]*conf.Config
+}
+
+// compileSrc compiles src against env as expr.Compile does, but builds
+// expr's configuration (its builtins, our functions, the typed env) once
+// per env instead of once per expression, which was half of the time a
+// large graph took to validate. An env map must not change once used.
+func (c *exprCompiler) compileSrc(src string, env types.Map) (*vm.Program, error) {
+	key := reflect.ValueOf(env).UnsafePointer()
+	cfg := c.configs[key]
+	if cfg == nil {
+		cfg = conf.CreateNew()
+		for _, op := range append([]expr.Option{expr.Env(env), expr.MaxNodes(exprMaxNodes)}, exprFuncs...) {
+			op(cfg)
+		}
+		cfg.Check()
+		if c.configs == nil {
+			c.configs = map[unsafe.Pointer]*conf.Config{}
+		}
+		c.configs[key] = cfg
+	}
+	tree, err := exprchecker.ParseCheck(src, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Optimize {
+		if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
+			var fe *file.Error
+			if errors.As(err, &fe) {
+				return nil, fe.Bind(tree.Source)
+			}
+			return nil, err
+		}
+	}
+	return compiler.Compile(tree, cfg)
 }
 
 // stateEnv is the environment type of expressions over the state.
@@ -125,8 +166,7 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		c.errs.Add(c.exprPos(n, line, col), "%s: brackets nest more than %d deep", path, ExprMaxDepth)
 		return nil
 	}
-	opts := append([]expr.Option{expr.Env(env), expr.MaxNodes(exprMaxNodes)}, exprFuncs...)
-	prog, err := expr.Compile(src, opts...)
+	prog, err := c.compileSrc(src, env)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
