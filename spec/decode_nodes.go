@@ -259,6 +259,14 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 		}
 		if (nm.get("node") == nil) == (nm.get("graph") == nil) {
 			c.errs.Add(node.Pos, "%s: kind map needs exactly one of node or graph", path)
+		} else if nm.get("node") != nil {
+			// A mapped node runs on this graph's state: nothing to map in or out.
+			if k := nm.kpos["input"]; k != nil {
+				c.errs.Add(c.pos(k), "%s.input: input is only for a map over a graph; a mapped node reads this graph's state, with the item in item_as", path)
+			}
+			if k := nm.kpos["output_map"]; k != nil {
+				c.errs.Add(c.pos(k), "%s.output_map: output_map is only for a map over a graph; a mapped node writes this graph's state through its reducers", path)
+			}
 		}
 	}
 	gn := nm.get("graph")
@@ -343,7 +351,7 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 
 func wantAssign(f *Field) func(reflect.Type) string {
 	return func(t reflect.Type) string {
-		if k := kindOfType(t); k != "" && !compatible(k, f.Type) {
+		if k := kindOfType(t); k != "" && !compatible(k, f.Type) && !(k == kindNull && f.Optional) {
 			return fmt.Sprintf("expression yields %s, but child field %q is %s", k, f.Name, f.Type)
 		}
 		return ""

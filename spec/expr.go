@@ -177,7 +177,11 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		return nil
 	}
 	if want != nil {
-		if msg := want(prog.Node().Type()); msg != "" {
+		t := prog.Node().Type()
+		if _, null := prog.Node().(*ast.NilNode); null {
+			t = nullType
+		}
+		if msg := want(t); msg != "" {
 			c.errs.Add(pos, "%s: %s", path, msg)
 			return nil
 		}
@@ -381,11 +385,22 @@ func valueOffset(val []rune, line, col int) int {
 	return min(off+max(col, 0), len(val))
 }
 
+// kindNull is the kind of the literal nil, which only optional (and any)
+// fields can hold.
+const kindNull Kind = "null"
+
+// nullType stands for the type of an expression that is the literal nil
+// (expr types it as any).
+var nullType = reflect.TypeOf(struct{ null bool }{})
+
 // kindOfType maps the static result type of an expression to a field kind;
 // "" means the type is not known until run time.
 func kindOfType(t reflect.Type) Kind {
 	if t == nil {
 		return ""
+	}
+	if t == nullType {
+		return kindNull
 	}
 	switch t.Kind() {
 	case reflect.Interface:
@@ -429,7 +444,7 @@ func wantList(t reflect.Type) string {
 }
 
 func wantRoute(t reflect.Type) string {
-	if k := kindOfType(t); k != "" && k != KindString && k != KindList {
+	if k := kindOfType(t); k != "" && k != KindString && k != KindList && k != kindNull {
 		return fmt.Sprintf("route must yield a node name or a list of node names, got %s", k)
 	}
 	return ""
@@ -441,6 +456,12 @@ func wantWrite(f *Field) func(reflect.Type) string {
 		k := kindOfType(t)
 		if k == "" {
 			return ""
+		}
+		if k == kindNull {
+			if f.Optional || f.Type.Kind == KindAny {
+				return ""
+			}
+			return fmt.Sprintf("writes null, but field %q is not optional (declare it optional: true to allow null)", f.Name)
 		}
 		ok := false
 		switch f.Reducer.Kind {
