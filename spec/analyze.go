@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/expr-lang/expr/ast"
 )
 
 // analyze derives the runtime view of the edges (outgoing edges, joins) and
@@ -82,7 +84,40 @@ func (c *checker) analyze() {
 		}
 	}
 	c.checkTraps(succ)
+	c.checkRoutesDefault()
 	c.checkConcurrentWrites()
+}
+
+// checkRoutesDefault warns about routes without a default on a node that
+// has no other way on: when no route matches, nothing is scheduled and the
+// run ends there (LangGraph raises an error in that case).
+func (c *checker) checkRoutesDefault() {
+	g := c.g
+	for _, src := range append([]string{Start}, g.NodeOrder...) {
+		edges := g.out[src]
+		if n := g.Nodes[src]; len(edges) != 1 || (n != nil && n.Goto != nil) {
+			continue
+		}
+		e := edges[0]
+		if e.Routes == nil || e.Default != nil || len(e.Routes) == 0 || alwaysTrue(e.Routes[len(e.Routes)-1].When) {
+			continue
+		}
+		c.errs.Warn(e.routesPos, "routes from %q have no default: when no route matches, nothing runs next and the run ends after %q; add default: END (or a node) to make that explicit", src, src)
+	}
+}
+
+// alwaysTrue reports whether x is the constant true.
+func alwaysTrue(x *Expr) bool {
+	if x == nil || x.Program == nil {
+		return false
+	}
+	switch n := x.Program.Node().(type) {
+	case *ast.BoolNode:
+		return n.Value
+	case *ast.ConstantNode:
+		return n.Value == true
+	}
+	return false
 }
 
 func firstOr(s []string, d string) string {
@@ -290,6 +325,10 @@ func (c *checker) checkTraps(succ map[string][]string) {
 			roots = append(roots, []string{t.Name})
 		}
 	}
+	// A join's target runs on its own, when the join fires.
+	for _, j := range g.joins {
+		roots = append(roots, []string{j.Target})
+	}
 	// Which regions each node is in, so a join looks only at the regions
 	// of its first source instead of at every region.
 	var regions []map[string]bool
@@ -301,22 +340,26 @@ func (c *checker) checkTraps(succ map[string][]string) {
 		}
 		regions = append(regions, reg)
 	}
+	// A join is safe when its sources run together: some region holds
+	// them all, and no region holds only some of them (then those would
+	// run without the others, which the join would wait for in vain).
 	for _, j := range g.joins {
-		together := false
-		for _, i := range regionsOf[j.Sources[0]] {
-			all := true
-			for _, s := range j.Sources[1:] {
-				if !regions[i][s] {
-					all = false
-					break
-				}
-			}
-			if all {
-				together = true
-				break
+		srcs := dedupe(j.Sources)
+		held := map[int]int{} // region -> how many of the sources it holds
+		for _, s := range srcs {
+			for _, i := range regionsOf[s] {
+				held[i]++
 			}
 		}
-		if !together {
+		together, partial := false, false
+		for _, n := range held {
+			if n == len(srcs) {
+				together = true
+			} else {
+				partial = true
+			}
+		}
+		if !together || partial {
 			c.errs.Warn(j.Edge.Pos, "join %q waits for %s, but they do not always run together (some are reached only through a condition); when one does not run, %q never runs and the run ends quietly", j.Target, strings.Join(j.Sources, ", "), j.Target)
 		}
 	}

@@ -277,7 +277,9 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 		e.Paths = nameRefs(c.file, em.get("paths"))
 		e.When = c.ec.compile(em.get("when"), path+".when", c.env, wantBool)
 		e.Route = c.ec.compile(em.get("route"), path+".route", c.env, wantRoute)
+		c.checkRouteValues(e.Route, e.Paths, path+".route")
 		if rn := em.get("routes"); rn != nil && rn.Kind == yaml.SequenceNode {
+			e.routesPos = c.pos(em.kpos["routes"])
 			for j, r := range rn.Content {
 				rm := asMapping(r)
 				e.Routes = append(e.Routes, &Route{

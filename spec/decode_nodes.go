@@ -49,6 +49,7 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 		node.Retry = c.retry(nm.get("retry"), path+".retry")
 		node.Goto = c.ec.compile(nm.get("goto"), path+".goto", c.env, wantRoute)
 		node.GotoPaths = nameRefs(c.file, nm.get("goto_paths"))
+		c.checkRouteValues(node.Goto, node.GotoPaths, path+".goto")
 		if node.Goto != nil && len(node.GotoPaths) == 0 {
 			c.errs.Add(c.pos(nm.kpos["goto"]), "%s: goto needs goto_paths, the list of nodes it may go to", path)
 		}

@@ -176,6 +176,8 @@ type Edge struct {
 	Default []NameRef
 	Route   *Expr
 	Paths   []NameRef
+
+	routesPos Pos // of the routes key
 }
 
 // Route is one conditional branch of an edge.
