@@ -330,7 +330,7 @@ func (c *checker) checkTraps(succ map[string][]string) {
 		roots = append(roots, []string{j.Target})
 	}
 	// Which regions each node is in, so a join looks only at the regions
-	// of its first source instead of at every region.
+	// its sources are in instead of at every region.
 	var regions []map[string]bool
 	regionsOf := map[string][]int{}
 	for _, r := range roots {

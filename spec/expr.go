@@ -115,6 +115,9 @@ func (c *exprCompiler) compileSrc(src string, env types.Map) (*vm.Program, error
 		for _, op := range append([]expr.Option{expr.Env(env), expr.MaxNodes(exprMaxNodes)}, exprFuncs...) {
 			op(cfg)
 		}
+		for name := range cfg.Disabled {
+			delete(cfg.Builtins, name)
+		}
 		cfg.Check()
 		if c.configs == nil {
 			c.configs = map[unsafe.Pointer]*conf.Config{}
