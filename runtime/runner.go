@@ -515,7 +515,7 @@ func (r *Runner) upgradeValues(thread string, old map[string]any) map[string]any
 	out := make(map[string]any, len(r.Graph.Fields))
 	for _, f := range r.Graph.Fields {
 		if v, ok := old[f.Name]; ok {
-			c, err := f.Type.Coerce(v)
+			c, err := f.Coerce(v)
 			if err == nil {
 				out[f.Name] = c
 				continue

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lgrun/lgrun/builtin"
 	"github.com/lgrun/lgrun/schema"
 	"github.com/lgrun/lgrun/spec"
 )
@@ -60,12 +61,13 @@ are checked as test files against the graph they test, and mock fixtures
 				return err
 			}
 			var all spec.ErrorList
+			opts := validateOptions()
 			for _, f := range files {
 				var diags spec.ErrorList
 				if spec.IsTestFile(f) {
-					_, diags = spec.LoadTestFile(f, nil)
+					_, diags = spec.LoadTestFile(f, opts)
 				} else {
-					_, diags = spec.LoadFile(f, nil)
+					_, diags = spec.LoadFile(f, opts)
 				}
 				all = append(all, diags...)
 			}
@@ -110,6 +112,24 @@ are checked as test files against the graph they test, and mock fixtures
 	addOutputFlag(c, &output)
 	c.Flags().BoolVar(&strict, "strict", false, "treat warnings as errors")
 	return c
+}
+
+// validateOptions are the loader options of validate: mock fixtures are
+// checked by the mock provider's own checker, once per file however many
+// graphs use them.
+func validateOptions() *spec.Options {
+	checked := map[string]bool{}
+	return &spec.Options{CheckFixtures: func(path string, src []byte) spec.ErrorList {
+		key := path
+		if abs, err := filepath.Abs(path); err == nil {
+			key = abs
+		}
+		if checked[key] {
+			return nil
+		}
+		checked[key] = true
+		return builtin.CheckFixtures(path, src)
+	}}
 }
 
 func ghEscape(s string, prop bool) string {
