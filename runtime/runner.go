@@ -622,3 +622,38 @@ func interruptsOf(ps []PendingWrite) []Interrupt {
 	}
 	return out
 }
+
+// Update writes set to the thread as if node asNode had written it ("" for
+// a human update) and commits the result as a new checkpoint without
+// running anything: the next run or resume continues from it. At the head
+// (id ""), pending interrupt answers and node results of the paused step
+// are kept unless asNode replaces the step; at an older checkpoint id the
+// update forks a new branch from it. The thread is left done when nothing
+// is scheduled next, else interrupted (waiting to be resumed).
+func (r *Runner) Update(ctx context.Context, thread, id string, set []Write, asNode string) (*Checkpoint, error) {
+	unlock, err := r.lock(ctx, thread)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	th, base, err := r.loadAt(ctx, thread, id)
+	if err != nil {
+		return nil, err
+	}
+	var keepFrom *Checkpoint
+	if base.ID == th.Head {
+		keepFrom = base
+	}
+	cp, err := r.update(ctx, th, base, keepFrom, set, asNode, SourceUpdate)
+	if err != nil {
+		return nil, err
+	}
+	status := StatusInterrupted
+	if len(cp.Next) == 0 && len(interruptsOf(cp.Pending)) == 0 {
+		status = StatusDone
+	}
+	if err := r.mark(ctx, th, status, "", cp.Pending); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
