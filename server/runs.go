@@ -709,6 +709,16 @@ func (s *Server) call(ctx context.Context, e *execution, head *runtime.Checkpoin
 	case p.input == nil && head != nil:
 		return resume(runtime.ResumeOptions{Thread: tid, Config: p.cfg})
 	}
+	if head != nil && p.input != nil && (len(head.Next) > 0 || len(interruptsOf(head)) > 0) {
+		// New input on a thread that stopped mid-run (a cancel, an
+		// interrupt strategy, a breakpoint): it is applied as an update at
+		// the head and the stopped steps continue from there.
+		set, err := writesOf(e.a.Graph, "input", p.input)
+		if err != nil {
+			return nil, err
+		}
+		return r.Fork(ctx, tid, head.ID, set, "", p.cfg)
+	}
 	in := p.input
 	if in == nil {
 		in = map[string]any{}

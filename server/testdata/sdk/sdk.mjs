@@ -1,0 +1,188 @@
+// Drives `lgrun serve` with the unmodified LangGraph JS SDK. Run by
+// server/sdk_test.go with LGRUN_URL set to a server of the graphs in
+// ../sdk-graphs. Prints "ok <name>" per check; exits 1 at the first failure.
+import { Client } from "@langchain/langgraph-sdk";
+import assert from "node:assert/strict";
+
+const client = new Client({ apiUrl: process.env.LGRUN_URL, apiKey: process.env.LGRUN_KEY });
+const ok = (name) => console.log("ok " + name);
+async function collect(gen) {
+  const out = [];
+  for await (const part of gen) out.push(part);
+  return out;
+}
+const SLOW = { input: { target: 3000 }, config: { recursion_limit: 10000 } };
+
+// assistants
+const assistants = await client.assistants.search({ graphId: "approval" });
+assert.equal(assistants.length, 1);
+assert.equal(assistants[0].graph_id, "approval");
+const schemas = await client.assistants.getSchemas(assistants[0].assistant_id);
+assert.equal(schemas.state_schema.properties.revision.type, "integer");
+const graph = await client.assistants.getGraph("approval");
+assert.ok(graph.nodes.some((n) => n.id === "ask"));
+ok("assistants");
+
+// threads: create with if_exists, get, search, count, update metadata, copy, delete
+const t = await client.threads.create({ metadata: { user: "ann" } });
+const again = await client.threads.create({ threadId: t.thread_id, ifExists: "do_nothing" });
+assert.equal(again.thread_id, t.thread_id);
+await assert.rejects(client.threads.create({ threadId: t.thread_id }), /409/);
+await client.threads.update(t.thread_id, { metadata: { team: "x" } });
+const got = await client.threads.get(t.thread_id);
+assert.deepEqual(got.metadata, { user: "ann", team: "x" });
+assert.equal(got.status, "idle");
+const found = await client.threads.search({ metadata: { user: "ann" } });
+assert.ok(found.some((x) => x.thread_id === t.thread_id));
+assert.ok((await client.threads.count({ metadata: { team: "x" } })) >= 1);
+ok("threads");
+
+// stream with several modes, then wait
+const parts = await collect(client.runs.stream(t.thread_id, "loop", { input: { target: 2 }, streamMode: ["values", "updates", "debug"] }));
+assert.equal(parts[0].event, "metadata");
+const events = new Set(parts.map((p) => p.event));
+for (const e of ["values", "updates", "debug"]) assert.ok(events.has(e), "no " + e + " event");
+const updates = parts.filter((p) => p.event === "updates").map((p) => Object.keys(p.data)[0]);
+assert.deepEqual(updates, ["increment", "increment", "finish"]);
+const lastValues = parts.filter((p) => p.event === "values").at(-1).data;
+assert.equal(lastValues.count, 2);
+const waited = await client.runs.wait(t.thread_id, "loop", { input: { target: 4 } });
+assert.equal(waited.count, 4);
+const runs = await client.runs.list(t.thread_id);
+assert.equal(runs.length, 2);
+assert.ok(runs.every((r) => r.status === "success"));
+ok("stream modes and wait");
+
+// thread-less runs
+const stateless = await client.runs.wait(null, "loop", { input: { target: 1 } });
+assert.equal(stateless.count, 1);
+const sparts = await collect(client.runs.stream(null, "loop", { input: { target: 1 } }));
+assert.equal(sparts[0].event, "metadata");
+ok("thread-less runs");
+
+// interrupt node and resume with a Command (resume + update)
+const h = await client.threads.create();
+const paused = await client.runs.wait(h.thread_id, "approval", { input: { topic: "sdk" } });
+assert.equal(paused.__interrupt__.length, 1);
+assert.equal(paused.__interrupt__[0].value.question, "Approve this draft?");
+assert.equal((await client.threads.get(h.thread_id)).status, "interrupted");
+const done = await client.runs.wait(h.thread_id, "approval", { command: { resume: { approved: true }, update: { topic: "sdk2" } } });
+assert.equal(done.published, true);
+assert.equal(done.topic, "sdk2");
+assert.equal((await client.threads.get(h.thread_id)).status, "idle");
+ok("interrupt and resume with command");
+
+// interrupt before a node, continue with null input
+const b = await client.threads.create();
+const before = await client.runs.wait(b.thread_id, "loop", { input: { target: 2 }, interruptBefore: ["finish"] });
+assert.equal(before.count, 2);
+let st = await client.threads.getState(b.thread_id);
+assert.deepEqual(st.next, ["finish"]);
+const cont = await client.runs.wait(b.thread_id, "loop", { input: null });
+assert.ok(cont.log.includes("done at 2"));
+ok("interrupt_before and continue");
+
+// update state as a node; history newest first; fork from an old checkpoint
+const u = await client.threads.create();
+await client.runs.wait(u.thread_id, "loop", { input: { target: 3 } });
+const upd = await client.threads.updateState(u.thread_id, { values: { target: 5 }, asNode: "increment" });
+assert.ok(upd.checkpoint.checkpoint_id);
+st = await client.threads.getState(u.thread_id);
+assert.equal(st.values.target, 5);
+assert.deepEqual(st.next, ["increment"]);
+assert.equal(st.metadata.source, "update");
+const resumed = await client.runs.wait(u.thread_id, "loop", { input: null });
+assert.equal(resumed.count, 5);
+const hist = await client.threads.getHistory(u.thread_id, { limit: 100 });
+for (let i = 1; i < hist.length; i++) assert.ok(hist[i - 1].checkpoint.checkpoint_id > hist[i].checkpoint.checkpoint_id);
+const two = await client.threads.getHistory(u.thread_id, { limit: 2 });
+assert.equal(two.length, 2);
+const older = await client.threads.getHistory(u.thread_id, { limit: 1, before: { configurable: { checkpoint_id: two[1].checkpoint.checkpoint_id } } });
+assert.equal(older[0].checkpoint.checkpoint_id, hist[2].checkpoint.checkpoint_id);
+const inputs = await client.threads.getHistory(u.thread_id, { limit: 100, metadata: { source: "input" } });
+assert.equal(inputs.length, 1);
+const first = inputs[0]; // count 0, before the first increment
+const atOld = await client.threads.getState(u.thread_id, first.checkpoint.checkpoint_id);
+assert.equal(atOld.values.count, 0);
+const fork = await client.runs.wait(u.thread_id, "loop", { input: null, checkpointId: first.checkpoint.checkpoint_id });
+assert.equal(fork.count, 3);
+ok("update state, history, fork");
+
+// multitask strategies
+const m = await client.threads.create();
+const r1 = await client.runs.create(m.thread_id, "loop", SLOW);
+await assert.rejects(client.runs.create(m.thread_id, "loop", { input: { target: 1 }, multitaskStrategy: "reject" }), /409/);
+const r2 = await client.runs.create(m.thread_id, "loop", { input: { target: 1 }, multitaskStrategy: "enqueue" });
+await client.runs.join(m.thread_id, r2.run_id);
+const e1 = await client.runs.get(m.thread_id, r1.run_id);
+const e2 = await client.runs.get(m.thread_id, r2.run_id);
+assert.equal(e1.status, "success");
+assert.equal(e2.status, "success");
+ok("multitask reject and enqueue");
+
+const mi = await client.threads.create();
+const i1 = await client.runs.create(mi.thread_id, "loop", SLOW);
+await new Promise((r) => setTimeout(r, 200));
+const i2 = await client.runs.create(mi.thread_id, "loop", { input: { target: 1 }, multitaskStrategy: "interrupt", config: { recursion_limit: 10000 } });
+await client.runs.join(mi.thread_id, i2.run_id);
+assert.equal((await client.runs.get(mi.thread_id, i1.run_id)).status, "interrupted");
+assert.equal((await client.runs.get(mi.thread_id, i2.run_id)).status, "success");
+ok("multitask interrupt");
+
+const mr = await client.threads.create();
+const k1 = await client.runs.create(mr.thread_id, "loop", SLOW);
+await new Promise((r) => setTimeout(r, 200));
+const k2 = await client.runs.create(mr.thread_id, "loop", { input: { target: 2 }, multitaskStrategy: "rollback" });
+const kv = await client.runs.join(mr.thread_id, k2.run_id);
+assert.equal(kv.count, 2);
+assert.deepEqual(kv.log, ["count=1", "count=2", "done at 2"]);
+await assert.rejects(client.runs.get(mr.thread_id, k1.run_id), /404/);
+ok("multitask rollback");
+
+// cancel
+const c = await client.threads.create();
+const c1 = await client.runs.create(c.thread_id, "loop", SLOW);
+await new Promise((r) => setTimeout(r, 200));
+await client.runs.cancel(c.thread_id, c1.run_id, true);
+assert.equal((await client.runs.get(c.thread_id, c1.run_id)).status, "interrupted");
+await client.runs.delete(c.thread_id, c1.run_id);
+await assert.rejects(client.runs.get(c.thread_id, c1.run_id), /404/);
+ok("cancel and delete");
+
+// a resumable stream rejoined mid-run loses no event
+const rs = await client.threads.create();
+const full = [];
+let runId;
+for await (const part of client.runs.stream(rs.thread_id, "loop", {
+  input: { target: 300 }, config: { recursion_limit: 1000 }, streamMode: ["updates"], streamResumable: true, onDisconnect: "continue",
+  onRunCreated: (m) => { runId = m.run_id; },
+})) {
+  full.push(part);
+  if (full.length === 20) break; // drop the connection mid-run
+}
+assert.ok(runId);
+const lastId = String(full.length - 1);
+const rest = await collect(client.runs.joinStream(rs.thread_id, runId, { lastEventId: lastId }));
+const all = [...full, ...rest].filter((p) => p.event === "updates");
+assert.equal(all.length, 301);
+const replay = await collect(client.runs.joinStream(rs.thread_id, runId, { lastEventId: "-1" }));
+assert.equal(replay.filter((p) => p.event === "updates").length, 301);
+ok("resumable stream reconnect");
+
+// many threads at once
+const many = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
+  const th = await client.threads.create();
+  return client.runs.wait(th.thread_id, "loop", { input: { target: i + 1 }, config: { recursion_limit: 100 } });
+}));
+many.forEach((v, i) => assert.equal(v.count, i + 1));
+ok("concurrent threads");
+
+// errors reach the SDK
+await assert.rejects(client.runs.wait(t.thread_id, "nope", { input: {} }), /404/);
+await assert.rejects(client.threads.get("no-such-thread"), /404/);
+const failed = await client.runs.wait((await client.threads.create()).thread_id, "loop", { input: { target: 50 } }).catch((e) => e);
+assert.match(String(failed), /GraphRecursionError|step limit/);
+await client.threads.delete(t.thread_id);
+await assert.rejects(client.threads.get(t.thread_id), /404/);
+ok("errors");
+process.exit(0);
