@@ -1,0 +1,197 @@
+package server_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lgrun/lgrun/builtin"
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/server"
+	"github.com/lgrun/lgrun/spec"
+)
+
+func newTestServer(t *testing.T, keys ...string) *httptest.Server {
+	t.Helper()
+	dir := t.TempDir()
+	saver, err := checkpoint.OpenSQLite(filepath.Join(dir, "lgrun.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { saver.Close() })
+	store, err := server.OpenSQLite(filepath.Join(dir, "lgrun-server.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	var graphs []*spec.Graph
+	for _, f := range []string{"../graphs/loop.yaml", "../graphs/approval.yaml"} {
+		g, diags := spec.LoadFile(f, nil)
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		graphs = append(graphs, g)
+	}
+	srv, err := server.New(server.Options{
+		Graphs: graphs, Saver: saver, Store: store, APIKeys: keys, MaxBody: 1024,
+		Kinds: func(g *spec.Graph) (map[string]runtime.NodeFunc, error) {
+			return builtin.Kinds(g, builtin.Options{Getenv: func(string) string { return "" }})
+		},
+		Logf: t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		hs.Close()
+		srv.Shutdown(t.Context())
+	})
+	return hs
+}
+
+// do sends a request and returns the status and the decoded JSON body.
+func do(t *testing.T, hs *httptest.Server, method, path, body string, header ...string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, hs.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("%s %s: content type %q, body %s", method, path, ct, b)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s %s: body is not a JSON object: %s", method, path, b)
+	}
+	return resp.StatusCode, m
+}
+
+func TestErrorPaths(t *testing.T) {
+	hs := newTestServer(t)
+	_, th := do(t, hs, "POST", "/threads", `{}`)
+	tid := th["thread_id"].(string)
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		msg                      string
+	}{
+		{"bad JSON", "POST", "/threads", `{"metadata": `, 400, "not valid JSON"},
+		{"wrong type", "POST", "/threads", `{"metadata": 3}`, 422, "metadata"},
+		{"unknown assistant", "POST", "/threads/" + tid + "/runs/wait", `{"assistant_id": "nope"}`, 404, `assistant "nope" not found`},
+		{"unknown assistant get", "GET", "/assistants/nope", ``, 404, "graphs served: loop, approval"},
+		{"unknown thread", "GET", "/threads/nope", ``, 404, `thread "nope" not found`},
+		{"unknown thread run", "POST", "/threads/nope/runs", `{"assistant_id": "loop"}`, 404, "if_not_exists"},
+		{"unknown thread state", "GET", "/threads/nope/state", ``, 404, `thread "nope" not found`},
+		{"unknown run", "GET", "/threads/" + tid + "/runs/nope", ``, 404, `run "nope"`},
+		{"unknown field in input", "POST", "/threads/" + tid + "/runs", `{"assistant_id": "loop", "input": {"nope": 1}}`, 422, `no state field "nope"`},
+		{"wrong value type", "POST", "/threads/" + tid + "/runs", `{"assistant_id": "loop", "input": {"target": "x"}}`, 422, `field "target"`},
+		{"unknown interrupt node", "POST", "/threads/" + tid + "/runs", `{"assistant_id": "loop", "interrupt_before": ["nope"]}`, 422, `no node "nope"`},
+		{"unsupported stream mode", "POST", "/threads/" + tid + "/runs/stream", `{"assistant_id": "loop", "stream_mode": "events"}`, 422, "not supported"},
+		{"goto", "POST", "/threads/" + tid + "/runs", `{"assistant_id": "loop", "command": {"goto": "finish"}}`, 422, "goto is not supported"},
+		{"oversized body", "POST", "/threads", `{"metadata": {"x": "` + strings.Repeat("a", 2000) + `"}}`, 413, "larger than 1024 bytes"},
+		{"crons", "POST", "/runs/crons", `{}`, 501, "crons are not supported"},
+		{"store", "PUT", "/store/items", `{}`, 501, "store endpoints are not supported"},
+		{"no endpoint", "GET", "/nope", ``, 404, "no endpoint GET /nope"},
+		{"update state of a graphless thread", "POST", "/threads/" + tid + "/state", `{"values": {"target": 1}}`, 400, "has no graph yet"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, body := do(t, hs, c.method, c.path, c.body)
+			if status != c.status {
+				t.Errorf("status %d, want %d (body %v)", status, c.status, body)
+			}
+			msg, _ := body["message"].(string)
+			if !strings.Contains(msg, c.msg) {
+				t.Errorf("message %q does not contain %q", msg, c.msg)
+			}
+			if strings.Contains(msg, "goroutine") || strings.Contains(msg, ".go:") {
+				t.Errorf("message holds a stack trace: %q", msg)
+			}
+		})
+	}
+}
+
+func TestUnknownFieldsIgnored(t *testing.T) {
+	hs := newTestServer(t)
+	status, th := do(t, hs, "POST", "/threads", `{"future_field": {"a": 1}, "metadata": {"k": "v"}}`)
+	if status != 200 {
+		t.Fatalf("status %d: %v", status, th)
+	}
+	tid := th["thread_id"].(string)
+	status, out := do(t, hs, "POST", "/threads/"+tid+"/runs/wait", `{"assistant_id": "loop", "input": {"target": 2}, "durability": "sync", "checkpoint_during": true, "strict_resume": false}`)
+	if status != 200 || out["count"] != float64(2) {
+		t.Fatalf("status %d, body %v", status, out)
+	}
+}
+
+func TestAPIKey(t *testing.T) {
+	hs := newTestServer(t, "right-key")
+	if status, body := do(t, hs, "GET", "/threads/x", ``); status != 401 || !strings.Contains(body["message"].(string), "x-api-key") {
+		t.Errorf("no key: status %d, body %v", status, body)
+	}
+	if status, body := do(t, hs, "GET", "/info", ``, "x-api-key", "wrong-key"); status != 401 {
+		t.Errorf("wrong key: status %d, body %v", status, body)
+	}
+	if status, body := do(t, hs, "POST", "/threads", `{}`, "x-api-key", "right-key"); status != 200 {
+		t.Errorf("right key: status %d, body %v", status, body)
+	}
+	if status, _ := do(t, hs, "GET", "/ok", ``); status != 200 {
+		t.Errorf("/ok needs no key: status %d", status)
+	}
+}
+
+func TestBusyThreadRejects(t *testing.T) {
+	hs := newTestServer(t)
+	_, th := do(t, hs, "POST", "/threads", `{}`)
+	tid := th["thread_id"].(string)
+	status, run := do(t, hs, "POST", "/threads/"+tid+"/runs", `{"assistant_id": "loop", "input": {"target": 100000}, "config": {"recursion_limit": 200000}}`)
+	if status != 200 || run["status"] != "pending" {
+		t.Fatalf("create: %d %v", status, run)
+	}
+	if status, body := do(t, hs, "POST", "/threads/"+tid+"/runs", `{"assistant_id": "loop", "multitask_strategy": "reject"}`); status != 409 {
+		t.Errorf("reject: status %d, body %v", status, body)
+	}
+	if status, body := do(t, hs, "POST", "/threads/"+tid+"/state", `{"values": {"target": 1}}`); status != 409 {
+		t.Errorf("update state of a busy thread: status %d, body %v", status, body)
+	}
+	if status, body := do(t, hs, "DELETE", "/threads/"+tid+"/runs/"+run["run_id"].(string), ``); status != 409 {
+		t.Errorf("delete a running run: status %d, body %v", status, body)
+	}
+	req, _ := http.NewRequest("POST", hs.URL+"/threads/"+tid+"/runs/"+run["run_id"].(string)+"/cancel?wait=1", nil)
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("cancel: status %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, got := do(t, hs, "GET", "/threads/"+tid+"/runs/"+run["run_id"].(string), ``)
+		if got["status"] == "interrupted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run status %v after cancel", got["status"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
