@@ -1,0 +1,56 @@
+package runtime_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/lgrun/lgrun/runtime"
+)
+
+// Update commits a checkpoint without running anything; as a node, that
+// node's edges decide what runs next; at an old checkpoint it forks.
+func TestUpdateCommitsWithoutRunning(t *testing.T) {
+	const src = `
+version: 1
+name: up
+state:
+  count: {type: int, default: 0}
+  target: {type: int, default: 2}
+nodes:
+  inc: {kind: set, set: {count: state.count + 1}}
+edges:
+  - {from: START, to: inc}
+  - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+	ctx := context.Background()
+	r := newRunner(t, src)
+	res, err := r.Run(ctx, runtime.RunOptions{Thread: "t", Input: map[string]any{}})
+	mustDone(t)(res, err)
+	cp, err := r.Update(ctx, "t", "", []runtime.Write{w("target", 4)}, "inc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Metadata.Source != runtime.SourceUpdate || len(cp.Next) != 1 || cp.Next[0] != "inc" {
+		t.Fatalf("update as inc: source %s, next %v", cp.Metadata.Source, cp.Next)
+	}
+	th, _ := r.Saver.Thread(ctx, "t")
+	if th.Status != runtime.StatusInterrupted || th.Head != cp.ID {
+		t.Fatalf("thread after update: status %s head %s", th.Status, th.Head)
+	}
+	if cp.Values["count"] != 2 {
+		t.Fatalf("update ran a node: count %v", cp.Values["count"])
+	}
+	res, err = r.Resume(ctx, runtime.ResumeOptions{Thread: "t"})
+	done := mustDone(t)(res, err)
+	wantValues(t, done.Values, map[string]any{"count": 4, "target": 4})
+	// A human update at an old checkpoint forks from it; nothing runs.
+	list, _ := r.Saver.List(ctx, "t", 0)
+	oldest := list[len(list)-1]
+	fork, err := r.Update(ctx, "t", oldest.ID, []runtime.Write{w("target", 1)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fork.ParentID != oldest.ID || fork.Values["count"] != 0 {
+		t.Fatalf("fork: parent %s (want %s), count %v", fork.ParentID, oldest.ID, fork.Values["count"])
+	}
+}
