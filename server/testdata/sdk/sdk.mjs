@@ -106,7 +106,11 @@ const atOld = await client.threads.getState(u.thread_id, first.checkpoint.checkp
 assert.equal(atOld.values.count, 0);
 const fork = await client.runs.wait(u.thread_id, "loop", { input: null, checkpointId: first.checkpoint.checkpoint_id });
 assert.equal(fork.count, 3);
-ok("update state, history, fork");
+const copy = await client.threads.copy(u.thread_id);
+assert.notEqual(copy.thread_id, u.thread_id);
+assert.deepEqual((await client.threads.getState(copy.thread_id)).values, (await client.threads.getState(u.thread_id)).values);
+assert.equal((await client.threads.getHistory(copy.thread_id, { limit: 100 })).length, (await client.threads.getHistory(u.thread_id, { limit: 100 })).length);
+ok("update state, history, fork, copy");
 
 // multitask strategies
 const m = await client.threads.create();
