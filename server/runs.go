@@ -574,7 +574,7 @@ func (s *Server) execute(e *execution) {
 		if ints := interruptList(head); len(ints) > 0 {
 			vals["__interrupt__"] = ints
 		}
-		final = vals
+		final = outValues(e.a.Graph, vals)
 	} else {
 		final = map[string]any{}
 	}
@@ -853,7 +853,7 @@ func (s *Server) execOf(r *http.Request) (*execution, error) {
 	if run.Status == runError {
 		e.final = map[string]any{"__error__": map[string]any{"error": "Error", "message": run.Error}}
 	} else {
-		e.final = vals
+		e.final = outValues(s.graph(run.GraphID), vals)
 	}
 	if evs, err := s.opts.Store.Events(r.Context(), rid, -1); err == nil {
 		e.events = evs

@@ -28,7 +28,7 @@ func TestSDK(t *testing.T) {
 	}
 	db := filepath.Join(t.TempDir(), "lgrun.db")
 	key := "k-" + strings.Repeat("x", 16)
-	_, url := startServe(t, db, []string{"LGRUN_API_KEYS=other," + key}, "../graphs/loop.yaml", "../graphs/approval.yaml")
+	_, url := startServe(t, db, []string{"LGRUN_API_KEYS=other," + key}, "../graphs/loop.yaml", "../graphs/approval.yaml", "../graphs/memory-chat.yaml", "../graphs/team.yaml")
 	cmd := exec.Command(node, "sdk.mjs")
 	cmd.Dir = filepath.Join("testdata", "sdk")
 	cmd.Env = append(os.Environ(), "LGRUN_URL="+url, "LGRUN_KEY="+key)

@@ -112,7 +112,7 @@ func interruptList(cp *runtime.Checkpoint) []any {
 }
 
 // threadState renders a checkpoint as a ThreadState.
-func threadState(cp *runtime.Checkpoint) map[string]any {
+func threadState(g *spec.Graph, cp *runtime.Checkpoint) map[string]any {
 	tasks := []any{}
 	errs := map[string]string{}
 	ints := map[string][]any{}
@@ -148,13 +148,21 @@ func threadState(cp *runtime.Checkpoint) map[string]any {
 		parent = checkpointRef(cp.Thread, cp.ParentID)
 	}
 	return map[string]any{
-		"values": cp.Values, "next": next, "tasks": tasks,
+		"values": outValues(g, cp.Values), "next": next, "tasks": tasks,
 		"checkpoint": checkpointRef(cp.Thread, cp.ID),
 		"metadata": map[string]any{"source": string(cp.Metadata.Source), "step": cp.Step, "writes": writes,
 			"parents": map[string]any{}, "graph_id": cp.Metadata.Graph},
 		"created_at": ts(cp.Metadata.Time), "parent_checkpoint": parent,
 		"interrupts": interruptList(cp),
 	}
+}
+
+// graph returns the served graph of that name, nil if none.
+func (s *Server) graph(name string) *spec.Graph {
+	if a := s.assistants[name]; a != nil {
+		return a.Graph
+	}
+	return nil
 }
 
 // emptyState is the ThreadState of a thread without checkpoints.
@@ -190,7 +198,7 @@ func (s *Server) threadJSON(ctx context.Context, t *Thread) (map[string]any, err
 		out["error"] = t.Error
 	}
 	if cp != nil {
-		out["values"] = cp.Values
+		out["values"] = outValues(s.graph(t.GraphID), cp.Values)
 		ints := map[string]any{}
 		for _, in := range interruptsOf(cp) {
 			id := cp.ID + ":" + in.Node
@@ -203,6 +211,7 @@ func (s *Server) threadJSON(ctx context.Context, t *Thread) (map[string]any, err
 
 // writesOf turns a values object into writes, checked against the graph.
 func writesOf(g *spec.Graph, what string, values map[string]any) ([]runtime.Write, error) {
+	inValues(g, values)
 	var ws []runtime.Write
 	for _, k := range sortedKeys(values) {
 		if g.Field(k) == nil {
@@ -250,7 +259,7 @@ func (s *Server) historyOf(ctx context.Context, thread string, limit int, before
 		if err != nil {
 			return nil, fmt.Errorf("load checkpoint %s: %w", c.ID, err)
 		}
-		out = append(out, threadState(full))
+		out = append(out, threadState(s.graph(full.Metadata.Graph), full))
 		if limit > 0 && len(out) >= limit {
 			break
 		}

@@ -23,7 +23,7 @@ func (s *Server) stateAt(w http.ResponseWriter, r *http.Request, tid, cid string
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, 200, threadState(cp))
+	return writeJSON(w, 200, threadState(s.graph(cp.Metadata.Graph), cp))
 }
 
 func (s *Server) getState(w http.ResponseWriter, r *http.Request) error {

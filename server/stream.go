@@ -10,7 +10,15 @@ import (
 	"time"
 
 	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
 )
+
+func fieldOf(g *spec.Graph, name string) *spec.Field {
+	if g == nil {
+		return nil
+	}
+	return g.Field(name)
+}
 
 // emit appends an event to the run's log (and, for a resumable stream, to
 // the store) and wakes the streams reading it.
@@ -62,11 +70,15 @@ func (e *execution) translateWith(s *Server, ev runtime.Event) {
 	suffix := nsName(ev.Namespace)
 	out := func(mode string, data any) { e.emitWith(s, mode+suffix, data) }
 	thread := e.run.ThreadID
+	var g *spec.Graph // the graph of the event: messages fields get LangChain's shape too
+	if ev.Namespace == "" {
+		g = e.a.Graph
+	}
 	now := func() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 	switch ev.Kind {
 	case runtime.EvRunStart, runtime.EvCheckpoint:
 		if p.modes["values"] {
-			out("values", ev.Values)
+			out("values", outValues(g, ev.Values))
 		}
 		if p.modes["debug"] {
 			next := ev.Next
@@ -92,8 +104,12 @@ func (e *execution) translateWith(s *Server, ev runtime.Event) {
 		writes := map[string]any{}
 		var pairs [][]any
 		for _, w := range ev.Writes {
-			writes[w.Field] = w.Value
-			pairs = append(pairs, []any{w.Field, w.Value})
+			v := w.Value
+			if f := fieldOf(g, w.Field); f != nil && f.Type.Kind == spec.KindMessages {
+				v = outMessages(v)
+			}
+			writes[w.Field] = v
+			pairs = append(pairs, []any{w.Field, v})
 		}
 		if p.modes["updates"] {
 			out("updates", map[string]any{ev.Node: writes})

@@ -181,6 +181,31 @@ const many = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
 many.forEach((v, i) => assert.equal(v.count, i + 1));
 ok("concurrent threads");
 
+// messages-tuple: the token chunks of an llm node; LangChain messages in and out
+const chat = await client.threads.create();
+const mparts = await collect(client.runs.stream(chat.thread_id, "memory-chat", {
+  input: { question: "Remember that my favorite editor is vim." }, streamMode: ["messages-tuple", "values"],
+}));
+const chunks = mparts.filter((p) => p.event === "messages");
+assert.ok(chunks.length > 1, "no token chunks");
+assert.equal(chunks.map((p) => p.data[0].content).join(""), "Got it: your favorite editor is vim.");
+assert.equal(chunks[0].data[1].langgraph_node, "chat");
+const mv = mparts.filter((p) => p.event === "values").at(-1).data;
+assert.equal(mv.messages.at(-1).type, "ai");
+const turn2 = await client.runs.wait(chat.thread_id, "memory-chat", {
+  input: { question: "What editor do I like?", messages: [{ type: "human", content: [{ type: "text", text: "a note" }] }] },
+});
+assert.equal(turn2.answer, "You told me your favorite editor is vim.");
+assert.ok(turn2.messages.some((m) => m.type === "human" && m.content === "a note"));
+ok("messages-tuple and LangChain messages");
+
+// subgraph events only with stream_subgraphs
+const sg = await collect(client.runs.stream(null, "team", { input: {}, streamMode: ["updates"], streamSubgraphs: true }));
+assert.ok(sg.some((p) => p.event.startsWith("updates|")), "no subgraph events");
+const nosg = await collect(client.runs.stream(null, "team", { input: {}, streamMode: ["updates"] }));
+assert.ok(nosg.length > 2 && !nosg.some((p) => p.event.includes("|")));
+ok("stream_subgraphs");
+
 // errors reach the SDK
 await assert.rejects(client.runs.wait(t.thread_id, "nope", { input: {} }), /404/);
 await assert.rejects(client.threads.get("no-such-thread"), /404/);
