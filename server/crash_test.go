@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lgrun/lgrun/server"
 )
 
 func call(t *testing.T, method, url, body string) map[string]any {
@@ -33,6 +36,65 @@ func call(t *testing.T, method, url, body string) map[string]any {
 		t.Fatalf("%s %s: %s", method, url, b)
 	}
 	return m
+}
+
+// TestSIGTERMDrains stops `lgrun serve` with SIGTERM while a long run is in
+// flight: the process exits cleanly after its drain time, and the run
+// continues at the next start to the state an uninterrupted run has.
+func TestSIGTERMDrains(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "lgrun.db")
+	cmd, url := startServe(t, db, []string{"--drain=100ms"}, "../graphs/loop.yaml")
+	const target = 3000
+	th := call(t, "POST", url+"/threads", `{}`)
+	tid := th["thread_id"].(string)
+	run := call(t, "POST", url+"/threads/"+tid+"/runs", fmt.Sprintf(`{"assistant_id": "loop", "input": {"target": %d}, "config": {"recursion_limit": 10000}}`, target))
+	rid := run["run_id"].(string)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := call(t, "GET", url+"/threads/"+tid+"/state", "")
+		v, _ := st["values"].(map[string]any)
+		if c, _ := v["count"].(float64); c >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the run did not progress")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("lgrun serve after SIGTERM: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %s", d)
+	}
+	// The drain stopped the run at a step and left it queued.
+	store, err := server.OpenSQLite(filepath.Join(filepath.Dir(db), "lgrun-server.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, err := store.Run(context.Background(), rid)
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row.Status != "running" {
+		t.Fatalf("run after SIGTERM: %s, want running (to continue at the next start)", row.Status)
+	}
+	_, url = startServe(t, db, nil, "../graphs/loop.yaml")
+	final := call(t, "GET", url+"/threads/"+tid+"/runs/"+rid+"/join", "")
+	log, _ := final["log"].([]any)
+	if final["count"] != float64(target) || len(log) != target+1 {
+		t.Fatalf("after the restart: count %v, %d log entries; want %d and %d", final["count"], len(log), target, target+1)
+	}
+	for i := 0; i < target; i++ {
+		if log[i] != fmt.Sprintf("count=%d", i+1) {
+			t.Fatalf("log[%d] = %v: a step ran twice or was lost", i, log[i])
+		}
+	}
 }
 
 // TestCrashResumesBackgroundRuns kills `lgrun serve` with SIGKILL while

@@ -52,13 +52,24 @@ func freeAddr(t *testing.T) string {
 }
 
 // startServe starts `lgrun serve` as a child process and waits until it
-// listens. The process is killed at the end of the test.
+// listens. env holds VAR=value entries for its environment and --flag=value
+// entries for its command line. The process is killed at the end of the test.
 func startServe(t *testing.T, db string, env []string, graphs ...string) (*exec.Cmd, string) {
 	t.Helper()
 	addr := freeAddr(t)
 	args := append([]string{"serve", "--db", db, "--addr", addr}, graphs...)
+	for _, e := range env {
+		if f, ok := strings.CutPrefix(e, "--"); ok {
+			args = append(args, "--"+f)
+		}
+	}
 	cmd := exec.Command(lgrunBinary(t), args...)
-	cmd.Env = append(os.Environ(), env...)
+	for _, e := range env {
+		if !strings.HasPrefix(e, "--") {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
+	cmd.Env = append(os.Environ(), cmd.Env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

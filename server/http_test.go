@@ -39,7 +39,7 @@ func newTestServer(t *testing.T, keys ...string) *httptest.Server {
 		graphs = append(graphs, g)
 	}
 	srv, err := server.New(server.Options{
-		Graphs: graphs, Saver: saver, Store: store, APIKeys: keys, MaxBody: 1024,
+		Graphs: graphs, Saver: saver, Store: store, APIKeys: keys, MaxBody: 1024, Heartbeat: 50 * time.Millisecond,
 		Kinds: func(g *spec.Graph) (map[string]runtime.NodeFunc, error) {
 			return builtin.Kinds(g, builtin.Options{Getenv: func(string) string { return "" }})
 		},
@@ -191,6 +191,102 @@ func TestBusyThreadRejects(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("run status %v after cancel", got["status"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// runTo creates a background run and polls it until it leaves pending and
+// running, returning its final row.
+func runTo(t *testing.T, hs *httptest.Server, tid, body string) map[string]any {
+	t.Helper()
+	status, run := do(t, hs, "POST", "/threads/"+tid+"/runs", body)
+	if status != 200 {
+		t.Fatalf("create run: %d %v", status, run)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, got := do(t, hs, "GET", "/threads/"+tid+"/runs/"+run["run_id"].(string), ``)
+		if got["status"] != "pending" && got["status"] != "running" {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run still %v after 10s", got["status"])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRunStatuses(t *testing.T) {
+	hs := newTestServer(t)
+	newThread := func() string {
+		_, th := do(t, hs, "POST", "/threads", `{}`)
+		return th["thread_id"].(string)
+	}
+	// A step limit is an error of the run and of the thread.
+	tid := newThread()
+	run := runTo(t, hs, tid, `{"assistant_id": "loop", "input": {"target": 100}, "config": {"recursion_limit": 5}}`)
+	if run["status"] != "error" {
+		t.Errorf("step limit: run %v, want error", run["status"])
+	}
+	_, th := do(t, hs, "GET", "/threads/"+tid, ``)
+	if th["status"] != "error" || !strings.Contains(th["error"].(string), "step limit of 5") {
+		t.Errorf("step limit: thread %v (%v), want error", th["status"], th["error"])
+	}
+	// A timeout from the request's config.
+	tid = newThread()
+	run = runTo(t, hs, tid, `{"assistant_id": "loop", "input": {"target": 10000000}, "config": {"recursion_limit": 100000000, "configurable": {"timeout": "100ms"}}}`)
+	if run["status"] != "timeout" {
+		t.Errorf("timeout: run %v, want timeout", run["status"])
+	}
+	// A breakpoint: the run succeeds, the thread is interrupted.
+	tid = newThread()
+	run = runTo(t, hs, tid, `{"assistant_id": "loop", "input": {"target": 2}, "interrupt_after": ["increment"]}`)
+	_, th = do(t, hs, "GET", "/threads/"+tid, ``)
+	if run["status"] != "success" || th["status"] != "interrupted" {
+		t.Errorf("breakpoint: run %v, thread %v; want success, interrupted", run["status"], th["status"])
+	}
+}
+
+func TestStreamHeartbeatAndDisconnect(t *testing.T) {
+	hs := newTestServer(t)
+	_, th := do(t, hs, "POST", "/threads", `{}`)
+	tid := th["thread_id"].(string)
+	req, _ := http.NewRequest("POST", hs.URL+"/threads/"+tid+"/runs/stream",
+		strings.NewReader(`{"assistant_id": "loop", "input": {"target": 100000000}, "config": {"recursion_limit": 1000000000}, "stream_mode": []}`))
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	loc := resp.Header.Get("Content-Location")
+	if !strings.HasPrefix(loc, "/threads/"+tid+"/runs/") {
+		t.Fatalf("Content-Location %q", loc)
+	}
+	buf := make([]byte, 4096)
+	var got strings.Builder
+	for !strings.Contains(got.String(), ": heartbeat\n\n") {
+		n, err := resp.Body.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("stream ended before a heartbeat: %v\n%s", err, got.String())
+		}
+	}
+	if !strings.HasPrefix(got.String(), "event: metadata\ndata: {") {
+		t.Errorf("stream does not begin with the metadata event:\n%s", got.String())
+	}
+	// on_disconnect defaults to cancel: closing the stream stops the run.
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, run := do(t, hs, "GET", loc, ``)
+		if run["status"] == "interrupted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %v after the client went away, want interrupted", run["status"])
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
