@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -1007,4 +1008,121 @@ func (s *Server) cancelAll() {
 		e.mu.Unlock()
 	}
 	s.cancel()
+}
+
+// cancelRuns cancels the runs named by run_ids (of thread_id), or every
+// pending and/or running run (status pending, running or all).
+func (s *Server) cancelRuns(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		ThreadID string   `json:"thread_id"`
+		RunIDs   []string `json:"run_ids"`
+		Status   string   `json:"status"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	action := r.URL.Query().Get("action")
+	if action == "" {
+		action = "interrupt"
+	}
+	if action != "interrupt" && action != "rollback" {
+		return errorf(422, "action: want interrupt or rollback, got %q", action)
+	}
+	switch req.Status {
+	case "", "pending", "running", "all":
+	default:
+		return errorf(422, "status: want pending, running or all, got %q", req.Status)
+	}
+	if len(req.RunIDs) == 0 && req.Status == "" {
+		return errorf(422, "give run_ids or status")
+	}
+	want := map[string]bool{}
+	for _, id := range req.RunIDs {
+		want[id] = true
+	}
+	s.mu.Lock()
+	var picked []*execution
+	for _, e := range s.runs {
+		if e.isFinished() || req.ThreadID != "" && e.run.ThreadID != req.ThreadID {
+			continue
+		}
+		running := s.active[e.run.ThreadID] == e
+		switch {
+		case len(want) > 0:
+			if !want[e.run.ID] {
+				continue
+			}
+		case req.Status == "pending" && running, req.Status == "running" && !running:
+			continue
+		}
+		picked = append(picked, e)
+	}
+	s.mu.Unlock()
+	for _, e := range picked {
+		e.requestCancel(action)
+		go s.dispatch(e.run.ThreadID)
+	}
+	w.WriteHeader(204)
+	return nil
+}
+
+// createBatch creates several background runs; each body names its
+// thread_id ("" for a thread-less run).
+func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) error {
+	var reqs []json.RawMessage
+	if err := decode(r, &reqs); err != nil {
+		return err
+	}
+	out := []any{}
+	for i, raw := range reqs {
+		raw, err := snakeKeys(raw)
+		if err != nil {
+			return errorf(422, "run %d: want an object: %v", i, err)
+		}
+		var head struct {
+			ThreadID string `json:"thread_id"`
+		}
+		if err := json.Unmarshal(raw, &head); err != nil {
+			return errorf(422, "run %d: %v", i, err)
+		}
+		sub := r.Clone(r.Context())
+		sub.Body = io.NopCloser(bytes.NewReader(raw))
+		e, err := s.startRun(sub, head.ThreadID)
+		if err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) {
+				ae.Msg = fmt.Sprintf("run %d: %s", i, ae.Msg)
+			}
+			return err
+		}
+		out = append(out, s.runJSON(&e.first))
+	}
+	return writeJSON(w, 200, out)
+}
+
+// snakeKeys renames the camelCase top-level keys of a JSON object to
+// snake_case unless the snake_case key is there too: the SDK's createBatch
+// sends each payload as given to it (threadId, interruptBefore, …).
+func snakeKeys(raw json.RawMessage) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range m {
+		var b strings.Builder
+		for _, c := range k {
+			if c >= 'A' && c <= 'Z' {
+				b.WriteByte('_')
+				c += 'a' - 'A'
+			}
+			b.WriteRune(c)
+		}
+		if sk := b.String(); sk != k {
+			if _, ok := m[sk]; !ok {
+				m[sk] = v
+			}
+			delete(m, k)
+		}
+	}
+	return json.Marshal(m)
 }

@@ -270,3 +270,34 @@ func (s *Server) copyThread(w http.ResponseWriter, r *http.Request) error {
 	}
 	return s.writeThread(w, r, &t)
 }
+
+// pruneThreads deletes the given threads (strategy delete; keep_latest
+// answers 422).
+func (s *Server) pruneThreads(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		ThreadIDs []string `json:"thread_ids"`
+		Strategy  string   `json:"strategy"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.Strategy != "" && req.Strategy != "delete" {
+		return errorf(422, "strategy %q is not supported (only delete)", req.Strategy)
+	}
+	n := 0
+	for _, id := range req.ThreadIDs {
+		if _, err := s.opts.Store.Thread(r.Context(), id); errors.Is(err, ErrNotFound) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		if s.busy(id) {
+			return errorf(409, "thread %q is busy: cancel its runs first", id)
+		}
+		if err := s.deleteThreadData(r, id); err != nil {
+			return err
+		}
+		n++
+	}
+	return writeJSON(w, 200, map[string]int{"pruned_count": n})
+}

@@ -153,6 +153,29 @@ await client.runs.delete(c.thread_id, c1.run_id);
 await assert.rejects(client.runs.get(c.thread_id, c1.run_id), /404/);
 ok("cancel and delete");
 
+// batch create, cancel many, thread-less join stream, prune
+const bt = await client.threads.create();
+const batch = await client.runs.createBatch([
+  { assistantId: "loop", threadId: bt.thread_id, input: { target: 2 } },
+  { assistantId: "loop", input: { target: 3 } },
+]);
+assert.equal(batch.length, 2);
+assert.equal((await client.runs.join(bt.thread_id, batch[0].run_id)).count, 2);
+const cm = await client.threads.create();
+const cm1 = await client.runs.create(cm.thread_id, "loop", SLOW);
+const cm2 = await client.runs.create(cm.thread_id, "loop", { input: { target: 1 } });
+await client.runs.cancelMany({ threadId: cm.thread_id, status: "all" });
+await client.runs.join(cm.thread_id, cm2.run_id);
+assert.equal((await client.runs.get(cm.thread_id, cm1.run_id)).status, "interrupted");
+assert.equal((await client.runs.get(cm.thread_id, cm2.run_id)).status, "interrupted");
+const tl = await client.threads.create();
+const tlr = await client.runs.create(tl.thread_id, "loop", { input: { target: 5 }, streamResumable: true, streamMode: ["updates"] });
+const tlparts = await collect(client.runs.joinStream(null, tlr.run_id, { lastEventId: "-1" }));
+assert.equal(tlparts.filter((p) => p.event === "updates").length, 6);
+assert.deepEqual(await client.threads.prune([tl.thread_id, cm.thread_id]), { pruned_count: 2 });
+await assert.rejects(client.threads.get(tl.thread_id), /404/);
+ok("batch, cancelMany, thread-less joinStream, prune");
+
 // a resumable stream rejoined mid-run loses no event
 const rs = await client.threads.create();
 const full = [];
