@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -110,7 +111,8 @@ func TestCrashResumesBackgroundRuns(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		th := call(t, "POST", url+"/threads", `{}`)
 		tid := th["thread_id"].(string)
-		run := call(t, "POST", url+"/threads/"+tid+"/runs", fmt.Sprintf(`{"assistant_id": "loop", "input": {"target": %d}, "config": {"recursion_limit": 1000}}`, target))
+		// The first run's stream is resumable: its events are stored.
+		run := call(t, "POST", url+"/threads/"+tid+"/runs", fmt.Sprintf(`{"assistant_id": "loop", "input": {"target": %d}, "config": {"recursion_limit": 1000}, "stream_resumable": %v, "stream_mode": "updates"}`, target, i == 0))
 		jobs = append(jobs, job{tid, run["run_id"].(string)})
 	}
 	// Wait until the runs are well under way, then kill the server.
@@ -153,6 +155,68 @@ func TestCrashResumesBackgroundRuns(t *testing.T) {
 		th := call(t, "GET", url+"/threads/"+j.thread, "")
 		if th["status"] != "idle" {
 			t.Errorf("thread %s: status %v, want idle", j.thread, th["status"])
+		}
+	}
+	// The resumable stream goes on across the crash: ids 0, 1, 2… without
+	// a gap or a repeat, a metadata event per attempt, and the end last.
+	req, _ := http.NewRequest("GET", url+"/threads/"+jobs[0].thread+"/runs/"+jobs[0].run+"/stream", nil)
+	req.Header.Set("Last-Event-ID", "-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	frames := strings.Split(strings.TrimSpace(string(b)), "\n\n")
+	attempts := 0
+	for i, f := range frames {
+		if !strings.HasSuffix(f, fmt.Sprintf("\nid: %d", i)) {
+			t.Fatalf("frame %d has the wrong id: %q", i, f)
+		}
+		if strings.HasPrefix(f, "event: metadata\n") {
+			attempts++
+			if !strings.Contains(f, fmt.Sprintf(`"attempt":%d`, attempts)) {
+				t.Errorf("metadata frame %q: want attempt %d", f, attempts)
+			}
+		}
+	}
+	if attempts != 2 || !strings.HasPrefix(frames[len(frames)-1], "event: end\n") {
+		t.Errorf("%d attempts (want 2); last frame %q", attempts, frames[len(frames)-1])
+	}
+}
+
+// TestResumableEventsSurviveRestart replays a resumable stream from the
+// store after the server that ran it was killed and started again.
+func TestResumableEventsSurviveRestart(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "lgrun.db")
+	cmd, url := startServe(t, db, nil, "../graphs/loop.yaml")
+	th := call(t, "POST", url+"/threads", `{}`)
+	tid := th["thread_id"].(string)
+	run := call(t, "POST", url+"/threads/"+tid+"/runs", `{"assistant_id": "loop", "input": {"target": 3}, "stream_mode": ["updates"], "stream_resumable": true}`)
+	rid := run["run_id"].(string)
+	call(t, "GET", url+"/threads/"+tid+"/runs/"+rid+"/join", "")
+	stream := func(url string) string {
+		req, _ := http.NewRequest("GET", url+"/threads/"+tid+"/runs/"+rid+"/stream", nil)
+		req.Header.Set("Last-Event-ID", "-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	before := stream(url)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	_, url = startServe(t, db, nil, "../graphs/loop.yaml")
+	after := stream(url)
+	if after != before {
+		t.Fatalf("replay after the restart differs:\n%s\nbefore the kill:\n%s", after, before)
+	}
+	for _, want := range []string{"event: metadata\n", "event: updates\ndata: {\"finish\":", "event: end\n"} {
+		if !bytes.Contains([]byte(after), []byte(want)) {
+			t.Errorf("replay lacks %q:\n%s", want, after)
 		}
 	}
 }

@@ -492,7 +492,14 @@ func (s *Server) requeue() error {
 			}
 			continue
 		}
-		s.runs[run.ID] = newExecution(s, run, a, p)
+		e := newExecution(s, run, a, p)
+		if run.Request.StreamResumable {
+			// The stream goes on where it was: event ids continue.
+			if e.events, err = s.opts.Store.Events(ctx, run.ID, -1); err != nil {
+				return fmt.Errorf("load events of run %s: %w", run.ID, err)
+			}
+		}
+		s.runs[run.ID] = e
 		threads[run.ThreadID] = true
 	}
 	for tid := range threads {
