@@ -96,6 +96,9 @@ func (s *Server) updateState(w http.ResponseWriter, r *http.Request) error {
 	defer s.release(tid)
 	cp, err := s.runner(a, nil).Update(r.Context(), tid, cid, set, req.AsNode)
 	if errors.Is(err, runtime.ErrNotFound) {
+		if cid == "" {
+			return errorf(400, "thread %q has no state yet: start a run on it first", tid)
+		}
 		return errorf(404, "thread %q has no checkpoint %q", tid, cid)
 	}
 	if err != nil {

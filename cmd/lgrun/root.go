@@ -63,6 +63,7 @@ Environment:
   LGRUN_PROVIDER    openai: call real servers instead of mock models
   OPENAI_API_KEY    API key of openai models (a model's api_key_env names another)
   OPENAI_BASE_URL   server of openai models without base_url
+  LGRUN_API_KEYS    lgrun serve: comma-separated keys clients must send in x-api-key
   NO_COLOR          no colour even on a terminal
 `
 
