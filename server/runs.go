@@ -369,10 +369,11 @@ func (s *Server) startRun(r *http.Request, tid string) (*execution, error) {
 	if req.AssistantID == "" {
 		return nil, errorf(422, "assistant_id is required")
 	}
-	a, err := s.assistant(req.AssistantID)
+	a, err := s.assistant(r.Context(), req.AssistantID)
 	if err != nil {
 		return nil, err
 	}
+	req.Config = a.withDefaults(req.Config)
 	p, err := planRun(a, req)
 	if err != nil {
 		return nil, err

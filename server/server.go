@@ -63,6 +63,9 @@ type assistant struct {
 	ID    string
 	Graph *spec.Graph
 	Kinds map[string]runtime.NodeFunc
+	// stored is set for an assistant created through the API; nil for a
+	// graph's default assistant.
+	stored *Assistant
 }
 
 // Server serves the Agent Server API. Create it with [New], serve its
@@ -163,6 +166,9 @@ func (s *Server) Handler() http.Handler {
 	})
 	h("GET /info", s.info)
 
+	h("POST /assistants", s.createAssistant)
+	h("PATCH /assistants/{id}", s.patchAssistant)
+	h("DELETE /assistants/{id}", s.deleteAssistant)
 	h("POST /assistants/search", s.searchAssistants)
 	h("POST /assistants/count", s.countAssistants)
 	h("GET /assistants/{id}", s.getAssistant)
@@ -317,82 +323,8 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-func (s *Server) assistant(id string) (*assistant, error) {
-	a := s.assistants[id]
-	if a == nil {
-		names := make([]string, 0, len(s.order))
-		for _, a := range s.order {
-			names = append(names, a.Graph.Name)
-		}
-		return nil, errorf(404, "assistant %q not found (graphs served: %s)", id, strings.Join(names, ", "))
-	}
-	return a, nil
-}
-
-func (s *Server) assistantJSON(a *assistant) map[string]any {
-	t := s.started.UTC().Format(time.RFC3339Nano)
-	return map[string]any{
-		"assistant_id": a.ID, "graph_id": a.Graph.Name, "name": a.Graph.Name,
-		"description": a.Graph.Description,
-		"config":      map[string]any{"configurable": map[string]any{}}, "context": map[string]any{},
-		"metadata": map[string]any{"created_by": "system", "file": a.Graph.File},
-		"version":  1, "created_at": t, "updated_at": t,
-	}
-}
-
-type assistantQuery struct {
-	GraphID  string         `json:"graph_id"`
-	Name     string         `json:"name"`
-	Metadata map[string]any `json:"metadata"`
-	Limit    int            `json:"limit"`
-	Offset   int            `json:"offset"`
-}
-
-func (s *Server) matchAssistants(q assistantQuery) []*assistant {
-	var out []*assistant
-	for _, a := range s.order {
-		if q.GraphID != "" && a.Graph.Name != q.GraphID || q.Name != "" && !strings.Contains(a.Graph.Name, q.Name) {
-			continue
-		}
-		if !matchMetadata(s.assistantJSON(a)["metadata"].(map[string]any), q.Metadata) {
-			continue
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-func (s *Server) searchAssistants(w http.ResponseWriter, r *http.Request) error {
-	q := assistantQuery{Limit: 10}
-	if err := decode(r, &q); err != nil {
-		return err
-	}
-	list := page(s.matchAssistants(q), q.Offset, q.Limit)
-	out := make([]any, 0, len(list))
-	for _, a := range list {
-		out = append(out, s.assistantJSON(a))
-	}
-	return writeJSON(w, 200, out)
-}
-
-func (s *Server) countAssistants(w http.ResponseWriter, r *http.Request) error {
-	var q assistantQuery
-	if err := decode(r, &q); err != nil {
-		return err
-	}
-	return writeJSON(w, 200, len(s.matchAssistants(q)))
-}
-
-func (s *Server) getAssistant(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.assistant(r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, 200, s.assistantJSON(a))
-}
-
 func (s *Server) assistantGraph(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.assistant(r.PathValue("id"))
+	a, err := s.assistant(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -423,7 +355,7 @@ func (s *Server) assistantGraph(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) assistantSchemas(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.assistant(r.PathValue("id"))
+	a, err := s.assistant(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ func (s *Server) updateState(w http.ResponseWriter, r *http.Request) error {
 	if t.GraphID == "" {
 		return errorf(400, "thread %q has no graph yet: start a run on it (or create it with metadata.graph_id) before updating its state", tid)
 	}
-	a, err := s.assistant(t.GraphID)
+	a, err := s.assistant(r.Context(), t.GraphID)
 	if err != nil {
 		return err
 	}

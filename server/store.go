@@ -97,6 +97,14 @@ type Store interface {
 	AppendEvent(ctx context.Context, run string, e StoredEvent) error
 	// Events returns a run's stored events with an id above after, in order.
 	Events(ctx context.Context, run string, after int) ([]StoredEvent, error)
+	// PutAssistant inserts or replaces an assistant.
+	PutAssistant(ctx context.Context, a *Assistant) error
+	// Assistant returns an assistant, or an error wrapping ErrNotFound.
+	Assistant(ctx context.Context, id string) (*Assistant, error)
+	// Assistants returns all assistants, most recently updated first.
+	Assistants(ctx context.Context) ([]*Assistant, error)
+	// DeleteAssistant removes an assistant.
+	DeleteAssistant(ctx context.Context, id string) error
 	Close() error
 }
 
@@ -124,6 +132,7 @@ CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, s
   status TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, seq);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, seq);
+CREATE TABLE IF NOT EXISTS assistants (id TEXT PRIMARY KEY, updated INTEGER NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_events (run_id TEXT NOT NULL, id INTEGER NOT NULL, event TEXT NOT NULL,
   data TEXT NOT NULL, PRIMARY KEY (run_id, id));`)
 	if err != nil {
@@ -312,4 +321,61 @@ func (s *SQLiteStore) Events(ctx context.Context, run string, after int) ([]Stor
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+func (s *SQLiteStore) PutAssistant(ctx context.Context, a *Assistant) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO assistants (id, updated, data) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, data = excluded.data`, a.ID, a.Updated.UnixNano(), string(b))
+	if err != nil {
+		return fmt.Errorf("save assistant %q: %w", a.ID, err)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) Assistant(ctx context.Context, id string) (*Assistant, error) {
+	var data string
+	err := s.db.QueryRowContext(ctx, `SELECT data FROM assistants WHERE id = ?`, id).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("assistant %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load assistant %q: %w", id, err)
+	}
+	a := &Assistant{}
+	if err := json.Unmarshal([]byte(data), a); err != nil {
+		return nil, fmt.Errorf("decode assistant %q: %w", id, err)
+	}
+	return a, nil
+}
+
+func (s *SQLiteStore) Assistants(ctx context.Context) ([]*Assistant, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM assistants ORDER BY updated DESC, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list assistants: %w", err)
+	}
+	defer rows.Close()
+	var out []*Assistant
+	for rows.Next() {
+		var data string
+		if err := rows.Scan(&data); err != nil {
+			return nil, err
+		}
+		a := &Assistant{}
+		if err := json.Unmarshal([]byte(data), a); err != nil {
+			return nil, fmt.Errorf("decode assistant: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQLiteStore) DeleteAssistant(ctx context.Context, id string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM assistants WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("delete assistant %q: %w", id, err)
+	}
+	return nil
 }

@@ -75,7 +75,7 @@ func (s *Server) createThread(w http.ResponseWriter, r *http.Request) error {
 		t.Metadata = map[string]any{}
 	}
 	if g, ok := t.Metadata["graph_id"].(string); ok {
-		a, err := s.assistant(g)
+		a, err := s.assistant(r.Context(), g)
 		if err != nil {
 			return err
 		}

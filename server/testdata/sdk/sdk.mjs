@@ -21,6 +21,18 @@ const schemas = await client.assistants.getSchemas(assistants[0].assistant_id);
 assert.equal(schemas.state_schema.properties.revision.type, "integer");
 const graph = await client.assistants.getGraph("approval");
 assert.ok(graph.nodes.some((n) => n.id === "ask"));
+const mine = await client.assistants.create({ graphId: "loop", name: "short", config: { recursion_limit: 3 }, metadata: { team: "a" } });
+assert.equal(mine.graph_id, "loop");
+assert.equal((await client.assistants.search({ graphId: "loop" })).length, 2);
+assert.equal((await client.assistants.search({ metadata: { team: "a" } }))[0].assistant_id, mine.assistant_id);
+const limited = await client.runs.wait(null, mine.assistant_id, { input: { target: 10 } }).catch((e) => e);
+assert.match(String(limited), /step limit of 3/);
+const patched = await client.assistants.update(mine.assistant_id, { name: "shorter" });
+assert.equal(patched.name, "shorter");
+assert.equal(patched.version, 2);
+await assert.rejects(client.assistants.update(assistants[0].assistant_id, { name: "x" }), /409/);
+await client.assistants.delete(mine.assistant_id);
+await assert.rejects(client.assistants.get(mine.assistant_id), /404/);
 ok("assistants");
 
 // threads: create with if_exists, get, search, count, update metadata, copy, delete
