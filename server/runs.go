@@ -73,7 +73,8 @@ type plan struct {
 	cid       string
 }
 
-var streamModes = map[string]bool{"values": true, "updates": true, "messages-tuple": true, "debug": true, "custom": true}
+var streamModes = map[string]bool{"values": true, "updates": true, "messages-tuple": true, "debug": true, "custom": true,
+	"tasks": true, "checkpoints": true}
 
 func decodeValue(b []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -139,7 +140,7 @@ func planRun(a *assistant, req *RunRequest) (*plan, error) {
 			return nil, errorf(422, "stream_mode %q (the deprecated message mode) is not supported; use messages-tuple", m)
 		}
 		if !streamModes[m] {
-			return nil, errorf(422, "stream_mode %q is not supported (supported: values, updates, messages-tuple, debug, custom)", m)
+			return nil, errorf(422, "stream_mode %q is not supported (supported: values, updates, messages-tuple, debug, tasks, checkpoints, custom)", m)
 		}
 		p.modes[m] = true
 	}

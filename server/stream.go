@@ -13,6 +13,13 @@ import (
 	"github.com/lgrun/lgrun/spec"
 )
 
+func pairsOrEmpty(p [][]any) [][]any {
+	if p == nil {
+		return [][]any{}
+	}
+	return p
+}
+
 func fieldOf(g *spec.Graph, name string) *spec.Field {
 	if g == nil {
 		return nil
@@ -80,11 +87,20 @@ func (e *execution) translateWith(s *Server, ev runtime.Event) {
 		if p.modes["values"] {
 			out("values", outValues(g, ev.Values))
 		}
-		if p.modes["debug"] {
-			next := ev.Next
-			if next == nil {
-				next = []string{}
+		next := ev.Next
+		if next == nil {
+			next = []string{}
+		}
+		if p.modes["checkpoints"] {
+			tasks := []any{}
+			for _, n := range next {
+				tasks = append(tasks, map[string]any{"id": fmt.Sprintf("%d:%s", ev.Step+1, n), "name": n, "interrupts": []any{}})
 			}
+			out("checkpoints", map[string]any{"values": outValues(g, ev.Values), "next": next, "tasks": tasks,
+				"config":   map[string]any{"configurable": checkpointRef(thread, ev.Checkpoint)},
+				"metadata": map[string]any{"step": ev.Step}})
+		}
+		if p.modes["debug"] {
 			out("debug", map[string]any{"step": ev.Step, "timestamp": now(), "type": "checkpoint", "payload": map[string]any{
 				"config": map[string]any{"configurable": checkpointRef(thread, ev.Checkpoint)},
 				"values": ev.Values, "next": next, "tasks": []any{},
@@ -93,6 +109,10 @@ func (e *execution) translateWith(s *Server, ev runtime.Event) {
 			}})
 		}
 	case runtime.EvNodeStart:
+		if p.modes["tasks"] {
+			out("tasks", map[string]any{"id": fmt.Sprintf("%d:%s", ev.Step, ev.Node), "name": ev.Node, "input": nil,
+				"triggers": []string{}, "interrupts": []any{}})
+		}
 		if p.modes["debug"] {
 			out("debug", map[string]any{"step": ev.Step, "timestamp": now(), "type": "task", "payload": map[string]any{
 				"id": fmt.Sprintf("%d:%s", ev.Step, ev.Node), "name": ev.Node, "input": nil, "triggers": []string{}, "interrupts": []any{}}})
@@ -114,6 +134,9 @@ func (e *execution) translateWith(s *Server, ev runtime.Event) {
 		if p.modes["updates"] {
 			out("updates", map[string]any{ev.Node: writes})
 		}
+		if p.modes["tasks"] {
+			out("tasks", map[string]any{"id": fmt.Sprintf("%d:%s", ev.Step, ev.Node), "name": ev.Node, "result": pairsOrEmpty(pairs), "interrupts": []any{}})
+		}
 		if p.modes["debug"] {
 			if pairs == nil {
 				pairs = [][]any{}
@@ -122,6 +145,9 @@ func (e *execution) translateWith(s *Server, ev runtime.Event) {
 				"id": fmt.Sprintf("%d:%s", ev.Step, ev.Node), "name": ev.Node, "error": nil, "result": pairs, "interrupts": []any{}}})
 		}
 	case runtime.EvNodeError:
+		if p.modes["tasks"] {
+			out("tasks", map[string]any{"id": fmt.Sprintf("%d:%s", ev.Step, ev.Node), "name": ev.Node, "error": ev.Error, "interrupts": []any{}})
+		}
 		if p.modes["debug"] {
 			out("debug", map[string]any{"step": ev.Step, "timestamp": now(), "type": "task_result", "payload": map[string]any{
 				"id": fmt.Sprintf("%d:%s", ev.Step, ev.Node), "name": ev.Node, "error": ev.Error, "result": [][]any{}, "interrupts": []any{}}})

@@ -50,10 +50,13 @@ assert.ok((await client.threads.count({ metadata: { team: "x" } })) >= 1);
 ok("threads");
 
 // stream with several modes, then wait
-const parts = await collect(client.runs.stream(t.thread_id, "loop", { input: { target: 2 }, streamMode: ["values", "updates", "debug"] }));
+const parts = await collect(client.runs.stream(t.thread_id, "loop", { input: { target: 2 }, streamMode: ["values", "updates", "debug", "tasks", "checkpoints"] }));
 assert.equal(parts[0].event, "metadata");
 const events = new Set(parts.map((p) => p.event));
-for (const e of ["values", "updates", "debug"]) assert.ok(events.has(e), "no " + e + " event");
+for (const e of ["values", "updates", "debug", "tasks", "checkpoints"]) assert.ok(events.has(e), "no " + e + " event");
+const results = parts.filter((p) => p.event === "tasks" && p.data.result).map((p) => p.data.name);
+assert.deepEqual(results, ["increment", "increment", "finish"]);
+assert.deepEqual(parts.filter((p) => p.event === "checkpoints").map((p) => p.data.next), [["increment"], ["increment"], ["finish"], []]);
 const updates = parts.filter((p) => p.event === "updates").map((p) => Object.keys(p.data)[0]);
 assert.deepEqual(updates, ["increment", "increment", "finish"]);
 const lastValues = parts.filter((p) => p.event === "values").at(-1).data;
