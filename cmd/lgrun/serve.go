@@ -121,6 +121,12 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		}
 		graphs = append(graphs, gr)
 	}
+	// Listen first: a wrong --addr creates no database.
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return usagef("--addr %s: %v", o.addr, err)
+	}
+	defer ln.Close()
 	saver, err := g.openSaver(io)
 	if err != nil {
 		return err
@@ -147,11 +153,7 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return usagef("--addr %s: %v", o.addr, err)
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	names := make([]string, len(graphs))
 	for i, gr := range graphs {
 		names[i] = gr.Name
@@ -159,6 +161,9 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	auth := "no API key (set " + envAPIKeys + " to require one)"
 	if len(keys) > 0 {
 		auth = fmt.Sprintf("x-api-key required (%d keys)", len(keys))
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && len(keys) == 0 {
+		fmt.Fprintf(io.Err, "lgrun serve: warning: listening on %s, which is not loopback, without API keys: anyone who can reach it can run the graphs (set %s)\n", ln.Addr(), envAPIKeys)
 	}
 	fmt.Fprintf(io.Err, "lgrun serve: listening on http://%s (graphs: %s; %s)\n", ln.Addr(), strings.Join(names, ", "), auth)
 	errc := make(chan error, 1)
