@@ -44,9 +44,15 @@ edges:
 `
 
 // benchServer serves the two bench graphs with durable SQLite checkpoints
-// (LGRUN_BENCH_DIR, else a temporary directory).
-func benchServer(b *testing.B) *httptest.Server {
+// (LGRUN_BENCH_DIR, else a temporary directory) and returns its URL.
+// LGRUN_BENCH_URL names another server to measure instead, e.g. the JS
+// Agent Server serving the same graphs as "one" and "ten" (see
+// BENCHMARKS.md).
+func benchServer(b *testing.B) string {
 	b.Helper()
+	if u := os.Getenv("LGRUN_BENCH_URL"); u != "" {
+		return u
+	}
 	dir := b.TempDir()
 	if d := os.Getenv("LGRUN_BENCH_DIR"); d != "" {
 		var err error
@@ -80,7 +86,7 @@ func benchServer(b *testing.B) *httptest.Server {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	b.Cleanup(hs.Close)
-	return hs
+	return hs.URL
 }
 
 func post(c *http.Client, url, body string) (string, error) {
@@ -114,7 +120,7 @@ func BenchmarkWait(b *testing.B) {
 	for _, g := range []string{"one", "ten"} {
 		for _, clients := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%s/clients=%d", g, clients), func(b *testing.B) {
-				hs := benchServer(b)
+				base := benchServer(b)
 				c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 				want := `"n":1}`
 				if g == "ten" {
@@ -128,12 +134,12 @@ func BenchmarkWait(b *testing.B) {
 					go func() {
 						defer func() { done <- struct{}{} }()
 						for next.Add(1) <= int64(b.N) {
-							tid, err := threadID(c, hs.URL)
+							tid, err := threadID(c, base)
 							if err != nil {
 								b.Error(err)
 								return
 							}
-							out, err := post(c, hs.URL+"/threads/"+tid+"/runs/wait", `{"assistant_id": "`+g+`"}`)
+							out, err := post(c, base+"/threads/"+tid+"/runs/wait", `{"assistant_id": "`+g+`", "input": {"n": 0}}`)
 							if err != nil {
 								b.Error(err)
 								return
@@ -157,18 +163,18 @@ func BenchmarkWait(b *testing.B) {
 // BenchmarkFirstEvent is the time from sending runs.stream to reading the
 // first SSE event (metadata), on a thread created beforehand.
 func BenchmarkFirstEvent(b *testing.B) {
-	hs := benchServer(b)
+	base := benchServer(b)
 	c := &http.Client{}
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		tid, err := threadID(c, hs.URL)
+		tid, err := threadID(c, base)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 		start := time.Now()
-		resp, err := c.Post(hs.URL+"/threads/"+tid+"/runs/stream", "application/json", strings.NewReader(`{"assistant_id": "one"}`))
+		resp, err := c.Post(base+"/threads/"+tid+"/runs/stream", "application/json", strings.NewReader(`{"assistant_id": "one", "input": {"n": 0}}`))
 		if err != nil {
 			b.Fatal(err)
 		}
