@@ -87,6 +87,8 @@ func TestErrorPaths(t *testing.T) {
 	hs := newTestServer(t)
 	_, th := do(t, hs, "POST", "/threads", `{}`)
 	tid := th["thread_id"].(string)
+	_, th = do(t, hs, "POST", "/threads", `{"metadata": {"graph_id": "loop"}}`)
+	loopThread := th["thread_id"].(string)
 	cases := []struct {
 		name, method, path, body string
 		status                   int
@@ -109,6 +111,12 @@ func TestErrorPaths(t *testing.T) {
 		{"crons", "POST", "/runs/crons", `{}`, 501, "crons are not supported"},
 		{"store", "PUT", "/store/items", `{}`, 501, "store endpoints are not supported"},
 		{"no endpoint", "GET", "/nope", ``, 404, "no endpoint GET /nope"},
+		{"bad Last-Event-ID", "GET", "/threads/" + tid + "/runs/" + "nope" + "/stream", ``, 404, `run "nope"`},
+		{"bad cancel action", "POST", "/runs/cancel?action=drop", `{"status": "all"}`, 422, "want interrupt or rollback"},
+		{"bad strategy", "POST", "/threads/" + tid + "/runs", `{"assistant_id": "loop", "multitask_strategy": "later"}`, 422, "multitask_strategy"},
+		{"thread exists", "POST", "/threads", `{"thread_id": "` + tid + `"}`, 409, "already exists"},
+		{"bad thread id", "POST", "/threads", `{"thread_id": "a/b"}`, 422, "without \"/\""},
+		{"wrong graph for thread", "POST", "/threads/" + loopThread + "/runs/wait", `{"assistant_id": "approval"}`, 422, "belongs to graph"},
 		{"update state of a graphless thread", "POST", "/threads/" + tid + "/state", `{"values": {"target": 1}}`, 400, "has no graph yet"},
 	}
 	for _, c := range cases {
@@ -290,4 +298,39 @@ func TestStreamHeartbeatAndDisconnect(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func TestIfNotExistsCreate(t *testing.T) {
+	hs := newTestServer(t)
+	status, out := do(t, hs, "POST", "/threads/fresh/runs/wait", `{"assistant_id": "loop", "input": {"target": 1}, "if_not_exists": "create"}`)
+	if status != 200 || out["count"] != float64(1) {
+		t.Fatalf("status %d, body %v", status, out)
+	}
+	if status, th := do(t, hs, "GET", "/threads/fresh", ``); status != 200 || th["status"] != "idle" {
+		t.Fatalf("thread: %d %v", status, th)
+	}
+	// A thread-less run keeps its thread with on_completion keep.
+	status, out = do(t, hs, "POST", "/runs/wait", `{"assistant_id": "loop", "input": {"target": 1}, "on_completion": "keep"}`)
+	if status != 200 || out["count"] != float64(1) {
+		t.Fatalf("status %d, body %v", status, out)
+	}
+	status, list := doList(t, hs, "POST", "/threads/search", `{"limit": 100}`)
+	if status != 200 || len(list) != 2 {
+		t.Fatalf("threads: %d %v", status, list)
+	}
+}
+
+func doList(t *testing.T, hs *httptest.Server, method, path, body string) (int, []any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, hs.URL+path, strings.NewReader(body))
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l []any
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, l
 }
