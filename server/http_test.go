@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -333,4 +334,34 @@ func doList(t *testing.T, hs *httptest.Server, method, path, body string) (int, 
 		t.Fatal(err)
 	}
 	return resp.StatusCode, l
+}
+
+func TestWaitDisconnectCancels(t *testing.T) {
+	hs := newTestServer(t)
+	_, th := do(t, hs, "POST", "/threads", `{}`)
+	tid := th["thread_id"].(string)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, "POST", hs.URL+"/threads/"+tid+"/runs/wait",
+		strings.NewReader(`{"assistant_id": "loop", "input": {"target": 100000000}, "config": {"recursion_limit": 1000000000}}`))
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := resp.Header.Get("Content-Location")
+	if !strings.HasPrefix(loc, "/threads/"+tid+"/runs/") {
+		t.Fatalf("Content-Location %q", loc)
+	}
+	cancel()
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, run := do(t, hs, "GET", loc, ``)
+		if run["status"] == "interrupted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %v after the /wait client went away, want interrupted", run["status"])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

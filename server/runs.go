@@ -826,7 +826,8 @@ func (s *Server) waitRun(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.waitFor(w, r, e, e.run.Request.OnDisconnect == "cancel")
+	od := e.run.Request.OnDisconnect
+	return s.waitFor(w, r, e, od == "" || od == "cancel")
 }
 
 // execOf returns a run of a thread: its live execution, or a finished one
