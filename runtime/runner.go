@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -69,6 +71,10 @@ type ResumeOptions struct {
 	// as if node AsNode had written them ("" for a human update).
 	Set    []Write
 	AsNode string
+	// Goto, when set, names the nodes the next step runs instead of the
+	// thread's next nodes; like an update as a node it replaces the
+	// pending step, so interrupt nodes then need no value.
+	Goto   []string
 	Config Config
 }
 
@@ -264,7 +270,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		switch {
 		case p.Interrupt.When == InterruptBefore:
 			rn.resumeBefore[p.Node] = true
-		case p.Interrupt.When == InterruptNode && opts.AsNode == "":
+		case p.Interrupt.When == InterruptNode && opts.AsNode == "" && len(opts.Goto) == 0:
 			needValue = append(needValue, p.Node)
 		}
 	}
@@ -280,8 +286,8 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; %w (use --set field=JSON to change the state)", th.ID, ErrValueNotNeeded)
 	}
 	cp := head
-	if len(opts.Set) > 0 || opts.AsNode != "" {
-		cp, err = r.update(ctx, th, head, head, opts.Set, opts.AsNode, SourceUpdate)
+	if len(opts.Set) > 0 || opts.AsNode != "" || len(opts.Goto) > 0 {
+		cp, err = r.updateNext(ctx, th, head, head, opts.Set, opts.AsNode, opts.Goto, SourceUpdate)
 		if err != nil {
 			return nil, err
 		}
@@ -402,6 +408,18 @@ func (r *Runner) loadAt(ctx context.Context, thread, id string) (*Thread, *Check
 // update commits a checkpoint that applies set to base as node asNode.
 // keepFrom, when not nil, carries its pending node writes over.
 func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpoint, set []Write, asNode string, src Source) (*Checkpoint, error) {
+	return r.updateNext(ctx, th, base, keepFrom, set, asNode, nil, src)
+}
+
+// updateNext is update whose checkpoint runs the nodes gotoNodes next
+// when they are given (the pending step is then replaced, as by asNode).
+func (r *Runner) updateNext(ctx context.Context, th *Thread, base, keepFrom *Checkpoint, set []Write, asNode string, gotoNodes []string, src Source) (*Checkpoint, error) {
+	for _, n := range gotoNodes {
+		if r.Graph.Nodes[n] == nil {
+			return nil, fmt.Errorf("goto: graph %q has no node %q", r.Graph.Name, n)
+		}
+	}
+	replace := asNode != "" || len(gotoNodes) > 0
 	node := asNode
 	if node == "" {
 		node = "__human__"
@@ -419,6 +437,11 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 			return nil, err
 		}
 	}
+	if len(gotoNodes) > 0 {
+		next = append([]string(nil), gotoNodes...)
+		sort.Strings(next)
+		next = slices.Compact(next)
+	}
 	cp := &Checkpoint{
 		Thread: th.ID, ParentID: base.ID, Step: base.Step + 1, TurnStep: base.TurnStep + 1,
 		Values: values, Delta: delta, Next: next, Waiting: waiting,
@@ -430,7 +453,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 		for _, p := range keepFrom.Pending {
 			// The usage of uncommitted attempts stays pending, also when an
 			// update as a node replaces the step: it was spent.
-			if p.Kind == PendingUsage || asNode == "" && (p.Kind == PendingWrites || p.Kind == PendingPartial || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode)) {
+			if p.Kind == PendingUsage || !replace && (p.Kind == PendingWrites || p.Kind == PendingPartial || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode)) {
 				keep = append(keep, p)
 			}
 		}

@@ -2,6 +2,7 @@ package runtime_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/lgrun/lgrun/runtime"
@@ -53,4 +54,38 @@ edges:
 	if fork.ParentID != oldest.ID || fork.Values["count"] != 0 {
 		t.Fatalf("fork: parent %s (want %s), count %v", fork.ParentID, oldest.ID, fork.Values["count"])
 	}
+}
+
+// Resume with Goto runs the named node next instead of the pending step:
+// the interrupt node waiting for a value is skipped and needs none.
+func TestResumeGoto(t *testing.T) {
+	const src = `
+version: 1
+name: gt
+state:
+  review: {type: object}
+  log: {type: list, items: string, reducer: append}
+nodes:
+  ask: {kind: interrupt, payload: '"ok?"', resume: review}
+  publish: {kind: set, set: {log: '"publish"'}}
+  revise: {kind: set, set: {log: '"revise"'}}
+edges:
+  - {from: START, to: ask}
+  - {from: ask, when: state.review.approved == true, to: publish, else: revise}
+  - {from: revise, to: END}
+  - {from: publish, to: END}
+`
+	ctx := context.Background()
+	r := newRunner(t, src)
+	res, err := r.Run(ctx, runtime.RunOptions{Thread: "t", Input: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustStatus(t, res, runtime.StatusInterrupted)
+	if _, err := r.Resume(ctx, runtime.ResumeOptions{Thread: "t", Goto: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), `no node "nope"`) {
+		t.Fatalf("goto an unknown node: %v", err)
+	}
+	res, err = r.Resume(ctx, runtime.ResumeOptions{Thread: "t", Goto: []string{"revise"}})
+	done := mustDone(t)(res, err)
+	wantValues(t, done.Values, map[string]any{"review": map[string]any{}, "log": []any{"revise"}})
 }

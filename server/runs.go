@@ -69,6 +69,7 @@ type plan struct {
 	resume    any
 	hasResume bool
 	update    []runtime.Write
+	gotoNodes []string
 	cfg       runtime.Config
 	cid       string
 }
@@ -160,7 +161,19 @@ func planRun(a *assistant, req *RunRequest) (*plan, error) {
 	}
 	if c := req.Command; c != nil {
 		if len(c.Goto) > 0 && string(c.Goto) != "null" {
-			return nil, errorf(422, "command.goto is not supported by lgrun serve; use command.update with threads.updateState(as_node) instead")
+			// A node name or a list of them; {node, input} (a Send) is
+			// not supported.
+			var one string
+			if json.Unmarshal(c.Goto, &one) == nil {
+				p.gotoNodes = []string{one}
+			} else if err := json.Unmarshal(c.Goto, &p.gotoNodes); err != nil {
+				return nil, errorf(422, "command.goto: want a node name or a list of node names ({node, input} sends are not supported)")
+			}
+			for _, n := range p.gotoNodes {
+				if a.Graph.Nodes[n] == nil {
+					return nil, errorf(422, "command.goto: graph %q has no node %q", a.Graph.Name, n)
+				}
+			}
 		}
 		if len(c.Resume) > 0 {
 			v, err := decodeValue(c.Resume)
@@ -195,8 +208,11 @@ func planRun(a *assistant, req *RunRequest) (*plan, error) {
 				return nil, err
 			}
 		}
-		if !p.hasResume && p.update == nil {
-			return nil, errorf(422, "command: want resume or update")
+		if !p.hasResume && p.update == nil && p.gotoNodes == nil {
+			return nil, errorf(422, "command: want resume, update or goto")
+		}
+		if p.hasResume && p.gotoNodes != nil {
+			return nil, errorf(422, "command: resume and goto together are not supported (goto replaces the step the resume would answer)")
 		}
 	}
 	var err error
@@ -702,11 +718,11 @@ func (s *Server) call(ctx context.Context, e *execution, head *runtime.Checkpoin
 	case run.Attempt > 1 && head != nil && head.ID != run.StartHead:
 		// Requeued after a crash, with steps already committed: continue.
 		return resume(runtime.ResumeOptions{Thread: tid, Config: p.cfg})
-	case p.hasResume || p.update != nil:
+	case p.hasResume || p.update != nil || p.gotoNodes != nil:
 		if head == nil {
 			return nil, fmt.Errorf("thread %q has nothing to resume: it has no checkpoint yet", tid)
 		}
-		return r.Resume(ctx, runtime.ResumeOptions{Thread: tid, Value: p.resume, HasValue: p.hasResume, Set: p.update, Config: p.cfg})
+		return r.Resume(ctx, runtime.ResumeOptions{Thread: tid, Value: p.resume, HasValue: p.hasResume, Set: p.update, Goto: p.gotoNodes, Config: p.cfg})
 	case p.cid != "" && head != nil:
 		if p.input != nil {
 			set, err := writesOf(e.a.Graph, "input", p.input)

@@ -85,7 +85,13 @@ const done = await client.runs.wait(h.thread_id, "approval", { command: { resume
 assert.equal(done.published, true);
 assert.equal(done.topic, "sdk2");
 assert.equal((await client.threads.get(h.thread_id)).status, "idle");
-ok("interrupt and resume with command");
+const g = await client.threads.create();
+await client.runs.wait(g.thread_id, "approval", { input: {} });
+const went = await client.runs.wait(g.thread_id, "approval", { command: { goto: "revise", update: { review: { feedback: "shorter" } } } });
+assert.equal(went.revision, 1);
+assert.ok(went.draft.endsWith("[revised: shorter]"));
+assert.equal(went.__interrupt__[0].value.revision, 1); // asks again after the revision
+ok("interrupt and resume with command (resume, update, goto)");
 
 // interrupt before a node, continue with null input
 const b = await client.threads.create();
