@@ -430,6 +430,13 @@ func (r *Runner) updateNext(ctx context.Context, th *Thread, base, keepFrom *Che
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
+	if base.ID == "" {
+		// The first checkpoint of a thread stores every field.
+		delta = Delta{}
+		for k, v := range values {
+			delta[k] = Op{Kind: OpSet, Value: v}
+		}
+	}
 	next, waiting := base.Next, base.Waiting
 	if asNode != "" {
 		next, waiting, err = r.nextNodes(values, []string{asNode}, nil, base.Waiting)
@@ -651,8 +658,10 @@ func interruptsOf(ps []PendingWrite) []Interrupt {
 // running anything: the next run or resume continues from it. At the head
 // (id ""), pending interrupt answers and node results of the paused step
 // are kept unless asNode replaces the step; at an older checkpoint id the
-// update forks a new branch from it. The thread is left done when nothing
-// is scheduled next, else interrupted (waiting to be resumed).
+// update forks a new branch from it. A thread that does not exist yet gets
+// the update, applied to the graph's defaults, as its first checkpoint.
+// The thread is left done when nothing is scheduled next, else
+// interrupted (waiting to be resumed).
 func (r *Runner) Update(ctx context.Context, thread, id string, set []Write, asNode string) (*Checkpoint, error) {
 	unlock, err := r.lock(ctx, thread)
 	if err != nil {
@@ -660,11 +669,19 @@ func (r *Runner) Update(ctx context.Context, thread, id string, set []Write, asN
 	}
 	defer unlock()
 	th, base, err := r.loadAt(ctx, thread, id)
+	if errors.Is(err, ErrNotFound) && id == "" {
+		if _, terr := r.Saver.Thread(ctx, thread); errors.Is(terr, ErrNotFound) {
+			// A new thread: the update is its first checkpoint, made from
+			// the graph's defaults.
+			th = &Thread{ID: thread, Created: r.now(), GraphFile: r.GraphFile, Graph: r.Graph.Name, GraphHash: r.Graph.Hash}
+			base, err = &Checkpoint{Thread: thread, Step: -1, Values: r.Graph.Defaults()}, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	var keepFrom *Checkpoint
-	if base.ID == th.Head {
+	if base.ID != "" && base.ID == th.Head {
 		keepFrom = base
 	}
 	cp, err := r.update(ctx, th, base, keepFrom, set, asNode, SourceUpdate)

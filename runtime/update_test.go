@@ -89,3 +89,55 @@ edges:
 	done := mustDone(t)(res, err)
 	wantValues(t, done.Values, map[string]any{"review": map[string]any{}, "log": []any{"revise"}})
 }
+
+// Update of a thread that does not exist makes its first checkpoint from
+// the graph's defaults; a run then continues from it.
+func TestUpdateNewThread(t *testing.T) {
+	const src = `
+version: 1
+name: up
+state:
+  count: {type: int, default: 0}
+  target: {type: int, default: 2}
+nodes:
+  inc: {kind: set, set: {count: state.count + 1}}
+edges:
+  - {from: START, to: inc}
+  - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+	for _, saver := range []string{"memory", "sqlite"} {
+		t.Run(saver, func(t *testing.T) { testUpdateNewThread(t, src, saver) })
+	}
+}
+
+func testUpdateNewThread(t *testing.T, src, saver string) {
+	ctx := context.Background()
+	r := newRunner(t, src)
+	if saver == "sqlite" {
+		r.Saver = openSQLite(t, t.TempDir())
+	}
+	cp, err := r.Update(ctx, "new", "", []runtime.Write{w("count", 5)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.ParentID != "" || len(cp.Next) != 0 {
+		t.Fatalf("first checkpoint: parent %q, next %v", cp.ParentID, cp.Next)
+	}
+	// Read back through the saver: every field is stored, defaults too.
+	got, err := r.Saver.Get(ctx, "new", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantValues(t, got.Values, map[string]any{"count": 5, "target": 2})
+	res, err := r.Run(ctx, runtime.RunOptions{Thread: "new", Input: map[string]any{"target": 7}})
+	done := mustDone(t)(res, err)
+	wantValues(t, done.Values, map[string]any{"count": 7, "target": 7})
+	// As a node: that node's edges decide what runs next.
+	cp, err = r.Update(ctx, "other", "", nil, "inc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cp.Next) != 1 || cp.Next[0] != "inc" {
+		t.Fatalf("as inc: next %v", cp.Next)
+	}
+}

@@ -41,13 +41,16 @@ func (s *Server) createThread(w http.ResponseWriter, r *http.Request) error {
 		ThreadID   string         `json:"thread_id"`
 		Metadata   map[string]any `json:"metadata"`
 		IfExists   string         `json:"if_exists"`
-		Supersteps []any          `json:"supersteps"`
+		Supersteps []struct {
+			Updates []struct {
+				Values  map[string]any `json:"values"`
+				AsNode  string         `json:"as_node"`
+				Command any            `json:"command"`
+			} `json:"updates"`
+		} `json:"supersteps"`
 	}
 	if err := decode(r, &req); err != nil {
 		return err
-	}
-	if len(req.Supersteps) > 0 {
-		return errorf(422, "supersteps are not supported by lgrun serve; create the thread, then update its state")
 	}
 	if req.ThreadID == "" {
 		req.ThreadID = newID()
@@ -74,15 +77,54 @@ func (s *Server) createThread(w http.ResponseWriter, r *http.Request) error {
 	if t.Metadata == nil {
 		t.Metadata = map[string]any{}
 	}
+	var a *assistant
 	if g, ok := t.Metadata["graph_id"].(string); ok {
-		a, err := s.assistant(r.Context(), g)
-		if err != nil {
+		if a, err = s.assistant(r.Context(), g); err != nil {
 			return err
 		}
 		t.GraphID = a.Graph.Name
 	}
+	// Supersteps seed the thread's history: each update is committed as
+	// a checkpoint, in order, as threads.updateState would.
+	type update struct {
+		set    []runtime.Write
+		asNode string
+	}
+	var updates []update
+	for i, st := range req.Supersteps {
+		for j, u := range st.Updates {
+			what := fmt.Sprintf("supersteps[%d].updates[%d]", i, j)
+			if a == nil {
+				return errorf(422, "supersteps need metadata.graph_id: the graph whose state they write")
+			}
+			if u.Command != nil {
+				return errorf(422, "%s.command is not supported; give values and as_node", what)
+			}
+			if u.AsNode != "" && a.Graph.Nodes[u.AsNode] == nil {
+				return errorf(422, "%s.as_node: graph %q has no node %q", what, a.Graph.Name, u.AsNode)
+			}
+			set, err := writesOf(a.Graph, what+".values", u.Values)
+			if err != nil {
+				return err
+			}
+			updates = append(updates, update{set, u.AsNode})
+		}
+	}
 	if err := s.opts.Store.PutThread(r.Context(), t); err != nil {
 		return err
+	}
+	for _, u := range updates {
+		if _, err := s.runner(a, nil).Update(r.Context(), t.ID, "", u.set, u.asNode); err != nil {
+			return errorf(422, "supersteps: %v", err)
+		}
+	}
+	if len(updates) > 0 {
+		if cp, err := s.head(r.Context(), t.ID); err == nil {
+			t.Status = s.idleStatus(cp)
+			if err := s.opts.Store.PutThread(r.Context(), t); err != nil {
+				return err
+			}
+		}
 	}
 	return s.writeThread(w, r, t)
 }

@@ -131,7 +131,17 @@ const copy = await client.threads.copy(u.thread_id);
 assert.notEqual(copy.thread_id, u.thread_id);
 assert.deepEqual((await client.threads.getState(copy.thread_id)).values, (await client.threads.getState(u.thread_id)).values);
 assert.equal((await client.threads.getHistory(copy.thread_id, { limit: 100 })).length, (await client.threads.getHistory(u.thread_id, { limit: 100 })).length);
-ok("update state, history, fork, copy");
+const seeded = await client.threads.create({ graphId: "loop", supersteps: [
+  { updates: [{ values: { target: 2 } }] },
+  { updates: [{ values: { count: 1 }, asNode: "increment" }] },
+] });
+const seededState = await client.threads.getState(seeded.thread_id);
+assert.deepEqual([seededState.values.count, seededState.values.target, seededState.next], [1, 2, ["increment"]]);
+assert.equal((await client.runs.wait(seeded.thread_id, "loop", { input: null })).count, 2);
+const fresh = await client.threads.create({ graphId: "loop" });
+await client.threads.updateState(fresh.thread_id, { values: { count: 4 } });
+assert.equal((await client.threads.getState(fresh.thread_id)).values.count, 4);
+ok("update state, history, fork, copy, supersteps");
 
 // multitask strategies
 const m = await client.threads.create();
