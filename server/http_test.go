@@ -20,6 +20,11 @@ import (
 
 func newTestServer(t *testing.T, keys ...string) *httptest.Server {
 	t.Helper()
+	return newTestServerWith(t, func(o *server.Options) { o.APIKeys = keys })
+}
+
+func newTestServerWith(t *testing.T, edit func(*server.Options)) *httptest.Server {
+	t.Helper()
 	dir := t.TempDir()
 	saver, err := checkpoint.OpenSQLite(filepath.Join(dir, "lgrun.db"), nil)
 	if err != nil {
@@ -39,13 +44,15 @@ func newTestServer(t *testing.T, keys ...string) *httptest.Server {
 		}
 		graphs = append(graphs, g)
 	}
-	srv, err := server.New(server.Options{
-		Graphs: graphs, Saver: saver, Store: store, APIKeys: keys, MaxBody: 1024, Heartbeat: 50 * time.Millisecond,
+	opts := server.Options{
+		Graphs: graphs, Saver: saver, Store: store, MaxBody: 1024, Heartbeat: 50 * time.Millisecond,
 		Kinds: func(g *spec.Graph) (map[string]runtime.NodeFunc, error) {
 			return builtin.Kinds(g, builtin.Options{Getenv: func(string) string { return "" }})
 		},
 		Logf: t.Logf,
-	})
+	}
+	edit(&opts)
+	srv, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,4 +372,50 @@ func TestWaitDisconnectCancels(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// With MaxRuns 1, a run on a second thread stays pending until the first
+// one ends, then runs.
+func TestMaxRuns(t *testing.T) {
+	hs := newTestServerWith(t, func(o *server.Options) { o.MaxRuns = 1 })
+	var threads, runs []string
+	for i := 0; i < 2; i++ {
+		_, th := do(t, hs, "POST", "/threads", `{}`)
+		tid := th["thread_id"].(string)
+		_, run := do(t, hs, "POST", "/threads/"+tid+"/runs", `{"assistant_id": "loop", "input": {"target": 100000000}, "config": {"recursion_limit": 1000000000}}`)
+		threads, runs = append(threads, tid), append(runs, run["run_id"].(string))
+	}
+	path := func(i int) string { return "/threads/" + threads[i] + "/runs/" + runs[i] }
+	waitStatus := func(i int, want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, run := do(t, hs, "GET", path(i), ``)
+			if run["status"] == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run %d: %v, want %s", i, run["status"], want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitStatus(0, "running")
+	time.Sleep(200 * time.Millisecond)
+	if _, run := do(t, hs, "GET", path(1), ``); run["status"] != "pending" {
+		t.Fatalf("second run %v while the first runs, want pending", run["status"])
+	}
+	req, _ := http.NewRequest("POST", hs.URL+path(0)+"/cancel?wait=1", nil)
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitStatus(1, "running")
+	req, _ = http.NewRequest("POST", hs.URL+path(1)+"/cancel?wait=1", nil)
+	if resp, err = hs.Client().Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitStatus(1, "interrupted")
 }

@@ -298,12 +298,14 @@ type execution struct {
 	done     chan struct{}
 	final    any // the wait result
 	cancel   context.CancelCauseFunc
-	action   string // cancel action requested before or while running
+	action   string        // cancel action requested before or while running
+	stop     chan struct{} // closed when a cancel is requested
 	finished bool
 }
 
 func newExecution(s *Server, run *Run, a *assistant, p *plan) *execution {
-	return &execution{srv: s, run: run, first: *run, a: a, plan: p, notify: make(chan struct{}), done: make(chan struct{})}
+	return &execution{srv: s, run: run, first: *run, a: a, plan: p, notify: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{})}
 }
 
 func (e *execution) emit(event string, data any) { e.emitWith(e.srv, event, data) }
@@ -314,6 +316,7 @@ func (e *execution) requestCancel(action string) {
 	defer e.mu.Unlock()
 	if e.action == "" {
 		e.action = action
+		close(e.stop)
 	}
 	if e.cancel != nil {
 		e.cancel(&errCancel{action: e.action})
@@ -533,6 +536,15 @@ func (s *Server) execute(e *execution) {
 	defer cancel(nil)
 	e.mu.Lock()
 	e.cancel = cancel
+	e.mu.Unlock()
+	// At most MaxRuns runs execute at once; the others stay pending.
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	case <-e.stop:
+	case <-ctx.Done():
+	}
+	e.mu.Lock()
 	action := e.action
 	e.mu.Unlock()
 	run := e.run

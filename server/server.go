@@ -48,6 +48,9 @@ type Options struct {
 	// RequestTimeout bounds non-streaming requests (not /wait and /join,
 	// which last as long as their run); 0 means 30 s.
 	RequestTimeout time.Duration
+	// MaxRuns bounds the runs that execute at once (the others wait,
+	// pending, in order per thread); 0 means 64.
+	MaxRuns int
 	// Heartbeat is the interval of SSE heartbeat comments; 0 means 5 s.
 	Heartbeat time.Duration
 	// Version is reported by /info and recorded in checkpoints.
@@ -80,6 +83,7 @@ type Server struct {
 	active map[string]*execution // running run by thread id
 	runs   map[string]*execution // live or recently finished, by run id
 	closed bool
+	sem    chan struct{} // one token per executing run
 	wg     sync.WaitGroup
 	// base is cancelled by Shutdown's deadline: runs stop at a step
 	// boundary and stay resumable.
@@ -96,6 +100,9 @@ func New(opts Options) (*Server, error) {
 	if opts.RequestTimeout == 0 {
 		opts.RequestTimeout = 30 * time.Second
 	}
+	if opts.MaxRuns <= 0 {
+		opts.MaxRuns = 64
+	}
 	if opts.Heartbeat == 0 {
 		opts.Heartbeat = 5 * time.Second
 	}
@@ -106,7 +113,7 @@ func New(opts Options) (*Server, error) {
 		opts.Now = time.Now
 	}
 	s := &Server{opts: opts, assistants: map[string]*assistant{}, started: opts.Now(),
-		active: map[string]*execution{}, runs: map[string]*execution{}}
+		active: map[string]*execution{}, runs: map[string]*execution{}, sem: make(chan struct{}, opts.MaxRuns)}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	for _, g := range opts.Graphs {
 		if s.assistants[g.Name] != nil {

@@ -29,6 +29,7 @@ type serveOpts struct {
 	maxBody int64
 	timeout time.Duration
 	drain   time.Duration
+	maxRuns int
 }
 
 func newServeCmd(io *IO, g *globalOpts) *cobra.Command {
@@ -60,6 +61,7 @@ Set LGRUN_API_KEYS to a comma-separated list of keys to require x-api-key.`,
 	f.StringVar(&o.addr, "addr", "127.0.0.1:2024", "address to listen on (loopback unless you give another host)")
 	f.Int64Var(&o.maxBody, "max-body", 10<<20, "largest request body in bytes")
 	f.DurationVar(&o.timeout, "request-timeout", 30*time.Second, "time limit of non-streaming requests")
+	f.IntVar(&o.maxRuns, "max-runs", 64, "runs executing at once (the others wait, pending)")
 	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and resume at the next start)")
 	return c
 }
@@ -147,7 +149,7 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	}
 	srv, err := server.New(server.Options{
 		Graphs: graphs, Saver: saver, Store: store, Kinds: engineKinds(io), APIKeys: keys,
-		MaxBody: o.maxBody, RequestTimeout: o.timeout, Version: Version,
+		MaxBody: o.maxBody, RequestTimeout: o.timeout, MaxRuns: o.maxRuns, Version: Version,
 		Logf: func(format string, a ...any) { fmt.Fprintf(io.Err, format+"\n", a...) },
 	})
 	if err != nil {
