@@ -250,7 +250,14 @@ func (s *Server) patchAssistant(w http.ResponseWriter, r *http.Request) error {
 	if req.Description != "" {
 		st.Description = req.Description
 	}
-	st.Version++
+	versions, err := s.opts.Store.AssistantVersions(r.Context(), st.ID)
+	if err != nil {
+		return err
+	}
+	st.Version = 1
+	if len(versions) > 0 {
+		st.Version = versions[0].Version + 1
+	}
 	st.Updated = s.opts.Now()
 	if err := s.opts.Store.PutAssistant(r.Context(), &st); err != nil {
 		return err
@@ -294,4 +301,72 @@ func (a *assistant) withDefaults(c *RunConfig) *RunConfig {
 		}
 	}
 	return out
+}
+
+// versionJSON is an AssistantVersion: an Assistant without updated_at.
+func (s *Server) versionJSON(a *assistant) map[string]any {
+	j := s.assistantJSON(a)
+	delete(j, "updated_at")
+	return j
+}
+
+func (s *Server) assistantVersions(w http.ResponseWriter, r *http.Request) error {
+	q := assistantQuery{Limit: 10}
+	if err := decode(r, &q); err != nil {
+		return err
+	}
+	a, err := s.assistant(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := []any{}
+	if a.stored == nil {
+		out = append(out, s.versionJSON(a))
+		return writeJSON(w, 200, page(out, q.Offset, q.Limit))
+	}
+	versions, err := s.opts.Store.AssistantVersions(r.Context(), a.ID)
+	if err != nil {
+		return err
+	}
+	var kept []any
+	for _, v := range versions {
+		va := &assistant{ID: v.ID, Graph: a.Graph, stored: v}
+		j := s.versionJSON(va)
+		if matchMetadata(j["metadata"].(map[string]any), q.Metadata) {
+			kept = append(kept, j)
+		}
+	}
+	out = append(out, page(kept, q.Offset, q.Limit)...)
+	return writeJSON(w, 200, out)
+}
+
+func (s *Server) setLatest(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Version int `json:"version"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	a, err := s.storedAssistant(r)
+	if err != nil {
+		return err
+	}
+	versions, err := s.opts.Store.AssistantVersions(r.Context(), a.ID)
+	if err != nil {
+		return err
+	}
+	for _, v := range versions {
+		if v.Version == req.Version {
+			base := s.assistants[v.GraphID]
+			if base == nil {
+				return errorf(409, "version %d of assistant %q is of graph %q, which is not served now", v.Version, a.ID, v.GraphID)
+			}
+			v.Updated = s.opts.Now()
+			if err := s.opts.Store.PutAssistant(r.Context(), v); err != nil {
+				return err
+			}
+			return writeJSON(w, 200, s.assistantJSON(&assistant{ID: v.ID, Graph: base.Graph, stored: v}))
+		}
+	}
+	return errorf(404, "assistant %q has no version %d", a.ID, req.Version)
 }

@@ -176,6 +176,8 @@ func (s *Server) Handler() http.Handler {
 	h("POST /assistants", s.createAssistant)
 	h("PATCH /assistants/{id}", s.patchAssistant)
 	h("DELETE /assistants/{id}", s.deleteAssistant)
+	h("POST /assistants/{id}/versions", s.assistantVersions)
+	h("POST /assistants/{id}/latest", s.setLatest)
 	h("POST /assistants/search", s.searchAssistants)
 	h("POST /assistants/count", s.countAssistants)
 	h("GET /assistants/{id}", s.getAssistant)

@@ -97,13 +97,17 @@ type Store interface {
 	AppendEvent(ctx context.Context, run string, e StoredEvent) error
 	// Events returns a run's stored events with an id above after, in order.
 	Events(ctx context.Context, run string, after int) ([]StoredEvent, error)
-	// PutAssistant inserts or replaces an assistant.
+	// PutAssistant makes a the assistant's current version and keeps it
+	// as version a.Version (replacing a version of that number).
 	PutAssistant(ctx context.Context, a *Assistant) error
+	// AssistantVersions returns every kept version of an assistant,
+	// newest first.
+	AssistantVersions(ctx context.Context, id string) ([]*Assistant, error)
 	// Assistant returns an assistant, or an error wrapping ErrNotFound.
 	Assistant(ctx context.Context, id string) (*Assistant, error)
 	// Assistants returns all assistants, most recently updated first.
 	Assistants(ctx context.Context) ([]*Assistant, error)
-	// DeleteAssistant removes an assistant.
+	// DeleteAssistant removes an assistant with its versions.
 	DeleteAssistant(ctx context.Context, id string) error
 	Close() error
 }
@@ -133,6 +137,8 @@ CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, s
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id, seq);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, seq);
 CREATE TABLE IF NOT EXISTS assistants (id TEXT PRIMARY KEY, updated INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assistant_versions (id TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
+  PRIMARY KEY (id, version));
 CREATE TABLE IF NOT EXISTS run_events (run_id TEXT NOT NULL, id INTEGER NOT NULL, event TEXT NOT NULL,
   data TEXT NOT NULL, PRIMARY KEY (run_id, id));`)
 	if err != nil {
@@ -328,12 +334,41 @@ func (s *SQLiteStore) PutAssistant(ctx context.Context, a *Assistant) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO assistants (id, updated, data) VALUES (?, ?, ?)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO assistants (id, updated, data) VALUES (?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, data = excluded.data`, a.ID, a.Updated.UnixNano(), string(b))
+	if err == nil {
+		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO assistant_versions (id, version, data) VALUES (?, ?, ?)`, a.ID, a.Version, string(b))
+	}
 	if err != nil {
 		return fmt.Errorf("save assistant %q: %w", a.ID, err)
 	}
-	return nil
+	return tx.Commit()
+}
+
+func (s *SQLiteStore) AssistantVersions(ctx context.Context, id string) ([]*Assistant, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM assistant_versions WHERE id = ? ORDER BY version DESC`, id)
+	if err != nil {
+		return nil, fmt.Errorf("list versions of assistant %q: %w", id, err)
+	}
+	defer rows.Close()
+	var out []*Assistant
+	for rows.Next() {
+		var data string
+		if err := rows.Scan(&data); err != nil {
+			return nil, err
+		}
+		a := &Assistant{}
+		if err := json.Unmarshal([]byte(data), a); err != nil {
+			return nil, fmt.Errorf("decode assistant version: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }
 
 func (s *SQLiteStore) Assistant(ctx context.Context, id string) (*Assistant, error) {
@@ -374,8 +409,10 @@ func (s *SQLiteStore) Assistants(ctx context.Context) ([]*Assistant, error) {
 }
 
 func (s *SQLiteStore) DeleteAssistant(ctx context.Context, id string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM assistants WHERE id = ?`, id); err != nil {
-		return fmt.Errorf("delete assistant %q: %w", id, err)
+	for _, q := range []string{`DELETE FROM assistant_versions WHERE id = ?`, `DELETE FROM assistants WHERE id = ?`} {
+		if _, err := s.db.ExecContext(ctx, q, id); err != nil {
+			return fmt.Errorf("delete assistant %q: %w", id, err)
+		}
 	}
 	return nil
 }
