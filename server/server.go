@@ -183,6 +183,8 @@ func (s *Server) Handler() http.Handler {
 	h("GET /assistants/{id}", s.getAssistant)
 	h("GET /assistants/{id}/graph", s.assistantGraph)
 	h("GET /assistants/{id}/schemas", s.assistantSchemas)
+	h("GET /assistants/{id}/subgraphs", s.assistantSubgraphs)
+	h("GET /assistants/{id}/subgraphs/{ns}", s.assistantSubgraphs)
 
 	h("POST /threads", s.createThread)
 	h("POST /threads/search", s.searchThreads)
@@ -368,11 +370,56 @@ func (s *Server) assistantSchemas(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	st := stateSchema(a.Graph)
-	return writeJSON(w, 200, map[string]any{
-		"graph_id": a.Graph.Name, "input_schema": st, "output_schema": st, "state_schema": st,
+	return writeJSON(w, 200, graphSchemas(a.Graph))
+}
+
+func graphSchemas(g *spec.Graph) map[string]any {
+	st := stateSchema(g)
+	return map[string]any{
+		"graph_id": g.Name, "input_schema": st, "output_schema": st, "state_schema": st,
 		"config_schema": configSchema(), "context_schema": nil,
-	})
+	}
+}
+
+// subgraphsOf adds the schemas of g's subgraph and map nodes to out, by
+// namespace: the node names from g down, joined by "|".
+func subgraphsOf(g *spec.Graph, prefix string, recurse bool, out map[string]any) {
+	for _, name := range g.NodeOrder {
+		n := g.Nodes[name]
+		sub := g.Subgraphs[n.GraphPath]
+		if n.GraphPath == "" || sub == nil {
+			continue
+		}
+		ns := prefix + name
+		out[ns] = graphSchemas(sub)
+		if recurse {
+			subgraphsOf(sub, ns+"|", true, out)
+		}
+	}
+}
+
+func (s *Server) assistantSubgraphs(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.assistant(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	recurse := r.URL.Query().Get("recurse") == "true" || r.URL.Query().Get("recurse") == "1"
+	all := map[string]any{}
+	subgraphsOf(a.Graph, "", true, all)
+	out := map[string]any{}
+	ns := r.PathValue("ns")
+	for k, v := range all {
+		switch {
+		case ns != "" && k == ns, ns == "" && (recurse || !strings.Contains(k, "|")):
+			out[k] = v
+		case ns != "" && recurse && strings.HasPrefix(k, ns+"|"):
+			out[k] = v
+		}
+	}
+	if ns != "" && len(out) == 0 {
+		return errorf(404, "graph %q has no subgraph %q", a.Graph.Name, ns)
+	}
+	return writeJSON(w, 200, out)
 }
 
 // page returns list[offset:offset+limit] within bounds (limit <= 0: all).

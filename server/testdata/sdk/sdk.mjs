@@ -263,7 +263,11 @@ const sg = await collect(client.runs.stream(null, "team", { input: {}, streamMod
 assert.ok(sg.some((p) => p.event.startsWith("updates|")), "no subgraph events");
 const nosg = await collect(client.runs.stream(null, "team", { input: {}, streamMode: ["updates"] }));
 assert.ok(nosg.length > 2 && !nosg.some((p) => p.event.includes("|")));
-ok("stream_subgraphs");
+const subs = await client.assistants.getSubgraphs("team");
+assert.deepEqual(Object.keys(subs).sort(), ["code", "research"]);
+assert.equal(subs.research.graph_id, "research-agent");
+assert.ok(subs.research.state_schema.properties);
+ok("stream_subgraphs, getSubgraphs");
 
 // errors reach the SDK
 await assert.rejects(client.runs.wait(t.thread_id, "nope", { input: {} }), /404/);
