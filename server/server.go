@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/server/ui"
 	"github.com/lgrun/lgrun/spec"
 )
 
@@ -227,6 +228,9 @@ func (s *Server) Handler() http.Handler {
 		h(p, notImpl("crons"))
 	}
 	h("/store/", notImpl("the store endpoints"))
+	// The web page (docs/ui.md): its assets need no API key.
+	mux.Handle("GET /ui/", ui.Handler("/ui/"))
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	h("/", func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotFound, "no endpoint %s %s (see docs/server.md for the supported ones)", r.Method, r.URL.Path)
 	})
@@ -356,13 +360,47 @@ func (s *Server) assistantGraph(w http.ResponseWriter, r *http.Request) error {
 		return n
 	}
 	for _, e := range g.Edges {
+		labels := edgeLabels(e)
 		for _, from := range e.From {
 			for _, t := range e.Targets() {
-				edges = append(edges, map[string]any{"source": name(from.Name), "target": name(t.Name), "conditional": e.Conditional()})
+				edge := map[string]any{"source": name(from.Name), "target": name(t.Name), "conditional": e.Conditional()}
+				if l, ok := labels[t.Name]; ok {
+					edge["data"] = l
+				}
+				edges = append(edges, edge)
 			}
 		}
 	}
 	return writeJSON(w, 200, map[string]any{"nodes": nodes, "edges": edges})
+}
+
+// edgeLabels names the condition under which a conditional edge leads to
+// each of its targets: the when or route expression, "else" or "default".
+func edgeLabels(e *spec.Edge) map[string]string {
+	out := map[string]string{}
+	add := func(refs []spec.NameRef, label string) {
+		for _, r := range refs {
+			if prev, ok := out[r.Name]; ok {
+				out[r.Name] = prev + " | " + label
+			} else {
+				out[r.Name] = label
+			}
+		}
+	}
+	if e.When != nil {
+		add(e.To, e.When.Src)
+		add(e.Else, "else")
+	}
+	for _, r := range e.Routes {
+		if r.When != nil {
+			add(r.To, r.When.Src)
+		}
+	}
+	add(e.Default, "default")
+	if e.Route != nil {
+		add(e.Paths, e.Route.Src)
+	}
+	return out
 }
 
 func (s *Server) assistantSchemas(w http.ResponseWriter, r *http.Request) error {

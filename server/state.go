@@ -151,7 +151,8 @@ func threadState(g *spec.Graph, cp *runtime.Checkpoint) map[string]any {
 		"values": outValues(g, cp.Values), "next": next, "tasks": tasks,
 		"checkpoint": checkpointRef(cp.Thread, cp.ID),
 		"metadata": map[string]any{"source": string(cp.Metadata.Source), "step": cp.Step, "writes": writes,
-			"parents": map[string]any{}, "graph_id": cp.Metadata.Graph},
+			"parents": map[string]any{}, "graph_id": cp.Metadata.Graph,
+			"usage": usageList(cp.Metadata.Usage), "totals": cp.Metadata.Totals},
 		"created_at": ts(cp.Metadata.Time), "parent_checkpoint": parent,
 		"interrupts": interruptList(cp),
 	}
@@ -265,4 +266,12 @@ func (s *Server) historyOf(ctx context.Context, thread string, limit int, before
 		}
 	}
 	return out, nil
+}
+
+// usageList is a step's model calls, [] when it made none.
+func usageList(us []runtime.Usage) []runtime.Usage {
+	if us == nil {
+		return []runtime.Usage{}
+	}
+	return us
 }
