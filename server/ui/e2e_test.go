@@ -91,7 +91,7 @@ func TestPageInChromium(t *testing.T) {
 	// Filter by status and search by id.
 	run(t, ctx, chromedp.SetValue(chromedp.ID("status-filter"), "error"), chromedp.Evaluate[chromedp.Void](`document.getElementById("status-filter").dispatchEvent(new Event("change"))`))
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelectorAll("#threads a[data-thread]").length === 1 && document.querySelector("#threads a").dataset.thread === %q`, failed))
-	run(t, ctx, chromedp.SetValue(chromedp.ID("status-filter"), ""), chromedp.Evaluate[chromedp.Void](`document.getElementById("status-filter").dispatchEvent(new Event("change"))`))
+	run(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById("status-filter").value = ""; document.getElementById("status-filter").dispatchEvent(new Event("change"))`))
 	waitFor(t, ctx, `document.querySelectorAll("#threads a[data-thread]").length >= 3`)
 
 	// The graph of approval, and a run from its form that stops at the interrupt.
@@ -140,7 +140,9 @@ func TestPageInChromium(t *testing.T) {
 	if n := evalInt(t, ctx, `document.querySelectorAll(".timeline .cp").length`); n != len(hist) {
 		t.Fatalf("timeline shows %d checkpoints, the API has %d", n, len(hist))
 	}
-	selected := func() string { return evalString(t, ctx, `document.querySelector(".timeline .cp[aria-selected=true]").dataset.cid`) }
+	selected := func() string {
+		return evalString(t, ctx, `document.querySelector(".timeline .cp[aria-selected=true]").dataset.cid`)
+	}
 	if selected() != hist[0].Checkpoint.ID {
 		t.Fatalf("selected %s first, want the head %s", selected(), hist[0].Checkpoint.ID)
 	}
@@ -204,7 +206,10 @@ func TestPageInChromium(t *testing.T) {
 	if n := evalInt(t, ctx, `document.querySelectorAll(".timeline .cp").length`); n != len(hist2) {
 		t.Fatalf("timeline shows %d checkpoints after the fork, the API has %d", n, len(hist2))
 	}
-	screenshot(t, ctx, "fork.png")
+	// Show the fork: the timeline at the top, scrolled to the old branch.
+	run(t, ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector("#live").hidden = true; const tl = document.querySelector(".timeline"); tl.scrollTop = tl.scrollHeight; document.querySelector(".cp.lane1").click()`))
+	screenshotAt(t, ctx, "fork.png", ".thread-head")
+	run(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById("thread-search").value = ""; document.getElementById("thread-search").dispatchEvent(new Event("input"))`))
 
 	// The weather thread: the pending tool call in the chat, approved.
 	run(t, ctx, chromedp.Navigate(base+"/ui/#/thread/"+weather))
@@ -325,10 +330,21 @@ func evalInt(t *testing.T, ctx context.Context, expr string) int {
 	return v
 }
 
-// screenshot writes the viewport to docs/screenshots/name.
+// screenshot writes the viewport, scrolled to the top, to
+// docs/screenshots/name.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	run(t, ctx, chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`))
+	screenshotAt(t, ctx, name, "")
+}
+
+// screenshotAt is screenshot with the element sel scrolled to the top.
+func screenshotAt(t *testing.T, ctx context.Context, name, sel string) {
+	t.Helper()
+	js := `window.scrollTo(0, 0)`
+	if sel != "" {
+		js = fmt.Sprintf(`document.querySelector(%q).scrollIntoView({block: "start"})`, sel)
+	}
+	run(t, ctx, chromedp.Evaluate[chromedp.Void](js))
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)

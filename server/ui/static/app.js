@@ -288,7 +288,8 @@ function drawGraph(graph, marks) {
       const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y;
       const my = (y1 + y2) / 2;
       d = `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2 - 2}`;
-      lx = (x1 + x2) / 2; ly = my;
+      // Labels sit near the target, so two routes from one node do not overlap.
+      lx = x1 + (x2 - x1) * 0.85; ly = y1 + (y2 - y1) * 0.72;
     }
     const live = marks.edges && marks.edges.has(e.source + ">" + e.target);
     edges.append(s("path", { d, class: "edge" + (e.conditional ? " cond" : "") + (live ? " taken" : ""), "marker-end": "url(#arrow)" },
@@ -741,7 +742,7 @@ function timeline() {
         forkStart ? h("span", { class: "pill fork" }, "fork") : null,
         c.interrupts && c.interrupts.length ? h("span", { class: "pill st-interrupted" }, "interrupt") : null,
         S.head.checkpoint && id === S.head.checkpoint.checkpoint_id ? h("span", { class: "pill head" }, "head") : null),
-      h("span", { class: "cp-sub muted" }, short(id), c.next && c.next.length ? " → " + c.next.join(", ") : " · end"));
+      h("span", { class: "cp-sub muted", title: id }, id.slice(-8), c.next && c.next.length ? " → " + c.next.join(", ") : " · end"));
     li.style.marginLeft = Math.min(lane[id], 4) * 18 + "px";
     ol.append(li);
   });
@@ -911,7 +912,7 @@ document.addEventListener("keydown", ev => {
   else if ((ev.key === "j" || ev.key === "k") && S.thread) { ev.preventDefault(); moveSelection(ev.key === "j" ? 1 : -1); }
 });
 
-window.addEventListener("hashchange", render);
+window.addEventListener("hashchange", () => { banner(null); render(); });
 
 $("thread-search").addEventListener("input", async () => {
   renderThreads();
