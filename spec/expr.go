@@ -33,7 +33,7 @@ func (e *Expr) Eval(env map[string]any) (any, error) {
 	m := vm.VM{MemoryBudget: ExprMemoryBudget}
 	out, err := m.Run(e.Program, env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: evaluate %q: %w", e.Pos, e.Src, trimExprErr(err))
+		return nil, &EvalError{Pos: e.Pos, Src: e.Src, Err: trimExprErr(err)}
 	}
 	return Normalize(out), nil
 }
