@@ -91,11 +91,6 @@ func (e *NeedValueError) Unwrap() error { return ErrNeedValue }
 // run did not record.
 var ErrNotRecorded = errors.New("no recorded result to reuse")
 
-// ErrNotWaiting refuses a resume value for a thread that does not wait at
-// an interrupt node (it may be stopped at a breakpoint): the value has
-// nothing to answer. State changes go through ResumeOptions.Set.
-var ErrNotWaiting = errors.New("not waiting at an interrupt node")
-
 // CommitConflictError is a commit that lost the race for the thread head:
 // another process committed a newer checkpoint, or is running the thread.
 // It wraps the saver's error (an [ErrConflict]).
@@ -187,6 +182,10 @@ var ErrNothingToResume = errors.New("nothing to resume")
 
 // ErrNeedValue is returned when resuming an interrupt node without a value.
 var ErrNeedValue = errors.New("resume value needed")
+
+// ErrValueNotNeeded is returned when a resume value is given to a thread
+// that waits at no interrupt node.
+var ErrValueNotNeeded = errors.New("the resume value has nothing to answer")
 
 // ErrGraphChanged is returned in strict mode when a thread was created by a
 // different version of the graph.

@@ -167,13 +167,13 @@ func TestResumeValueNotNeeded(t *testing.T) {
 	res, err := h.Run(bg, runtime.RunOptions{Thread: "t"})
 	wantPaused(t, res, err, runtime.Interrupt{Node: "a", When: runtime.InterruptAfter})
 	_, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t", Value: 1, HasValue: true})
-	if !errors.Is(err, runtime.ErrNotWaiting) || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
+	if !errors.Is(err, runtime.ErrValueNotNeeded) || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
 		t.Fatalf("after breakpoint: %v", err)
 	}
 	res, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t"})
 	wantPaused(t, res, err, runtime.Interrupt{Node: "b", When: runtime.InterruptBefore})
 	_, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t", Value: 1, HasValue: true})
-	if !errors.Is(err, runtime.ErrNotWaiting) || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
+	if !errors.Is(err, runtime.ErrValueNotNeeded) || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
 		t.Fatalf("before breakpoint: %v", err)
 	}
 	mustDone(t)(h.Resume(bg, runtime.ResumeOptions{Thread: "t"}))
