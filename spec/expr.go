@@ -173,7 +173,11 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
-			c.errs.errAt(c.exprPos(n, fe.Line, fe.Column), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
+			if mk, ok := findMistake(fe, src, n.Style, env); ok {
+				c.errs.errAt(c.exprPos(n, mk.line, mk.col), fmt.Sprintf("%s: %s", path, mk.msg), err)
+			} else {
+				c.errs.errAt(c.exprPos(n, fe.Line, fe.Column), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
+			}
 		} else {
 			c.errs.Add(pos, "%s: %v", path, err)
 		}

@@ -1,0 +1,355 @@
+package spec
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/types"
+	"gopkg.in/yaml.v3"
+)
+
+// A mistake is an expression compile error reworded for the mistake that
+// most likely caused it, with where it is (1-based line, 0-based rune
+// column in the expression, as expr counts).
+type mistake struct {
+	msg       string
+	line, col int
+}
+
+// foreignNames are names other languages use for expr's literals.
+var foreignNames = map[string]string{
+	"True":      "true",
+	"False":     "false",
+	"TRUE":      "true",
+	"FALSE":     "false",
+	"None":      "nil",
+	"null":      "nil",
+	"NULL":      "nil",
+	"Null":      "nil",
+	"undefined": "nil",
+}
+
+// foreignFuncs are functions of other languages and the expr builtins that
+// do their work.
+var foreignFuncs = map[string]string{
+	"str":    "string",
+	"length": "len",
+	"size":   "len",
+	"count":  "len",
+	"Len":    "len",
+	"lower":  "lower",
+	"append": "concat",
+}
+
+var (
+	unexpectedRE = regexp.MustCompile(`^unexpected token (\w+)\("(.*)"\)$`)
+	listPlusRE   = regexp.MustCompile(`^invalid operation: \+ \(mismatched types (?:list|\[\][\w{} ]+) and (?:list|\[\][\w{} ]+)\)$`)
+	noMethodRE   = regexp.MustCompile(`^type (\S+) has no method (\w+)$`)
+	noFieldRE    = regexp.MustCompile(`^type (\S+) has no field (\w+)$`)
+	lengthRE     = regexp.MustCompile(`^(.*\S)\.(length|size|count|len)\b`)
+)
+
+// findMistake recognises the mistakes people make writing expressions:
+// Python's True/None, a single "=", f-strings, template or object braces
+// where an expression goes, + on lists, methods, YAML quotes taken for
+// the expression's. style is the YAML scalar's; env the expression's
+// variables. It returns false when the error is none of them.
+func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (mistake, bool) {
+	at := func(msg string) (mistake, bool) { return mistake{msg, fe.Line, fe.Column}, true }
+	// Template braces: {{ x }} is a template, and expressions are not.
+	if off := templateBraces(src); off >= 0 {
+		line, col := lineCol(src, off)
+		msg := "this is an expression setting: write the expression itself"
+		if inner, ok := templateInner(src[off:]); ok {
+			msg = fmt.Sprintf("this is an expression setting: write %s", inner)
+		}
+		return mistake{msg + "; templates with {{ }} are for text settings such as prompt:", line, col}, true
+	}
+	if m := unknownNameRE.FindStringSubmatch(fe.Message); m != nil {
+		name := m[1]
+		if lit, ok := foreignNames[name]; ok {
+			if lit == "nil" {
+				return at(fmt.Sprintf("unknown name %q: expressions write the missing value as nil", name))
+			}
+			return at(fmt.Sprintf("unknown name %q: expressions write booleans in lower case: %s", name, lit))
+		}
+		if fn, ok := foreignFuncs[name]; ok && fn != name {
+			return at(fmt.Sprintf("unknown name %q: the function is %s(…)", name, fn))
+		}
+		if (style == yaml.DoubleQuotedStyle || style == yaml.SingleQuotedStyle) && strings.TrimSpace(src) == name {
+			return at(fmt.Sprintf(`unknown name %q: the YAML quotes are not part of the expression; for the text %s write '"%s"' (a string literal inside YAML quotes)`, name, name, name))
+		}
+		return mistake{}, false
+	}
+	if m := unexpectedRE.FindStringSubmatch(fe.Message); m != nil {
+		r := []rune(lineOf(src, fe.Line))
+		c := fe.Column
+		switch {
+		case m[1] == "Operator" && m[2] == "=" && c > 0 && c <= len(r) && r[c-1] == '=':
+			return mistake{`"===" is not an operator: compare with "=="`, fe.Line, c - 2}, true
+		case m[1] == "Operator" && m[2] == "=":
+			return at(`a single "=" is not an operator in expressions; did you mean "=="?`)
+		case m[1] == "String" && c > 0 && c <= len(r) && r[c-1] == 'f' && (c == 1 || !isIdentRune(r[c-2])):
+			msg := "expressions have no f-strings; join the parts with +"
+			if s := fStringJoin(m[2]); s != "" {
+				msg += ": " + s
+			}
+			return mistake{msg, fe.Line, c - 1}, true
+		case m[1] == "Operator" && m[2] == ":":
+			if fn, open, ok := closureArg(src, fe.Line, c); ok {
+				msg := fmt.Sprintf("in %s(…) the braces hold the expression for each item (#), not an object; wrap the object in parentheses", fn)
+				if fixed, ok := parenthesize(src, open); ok {
+					msg += ": " + fixed
+				}
+				return at(msg)
+			}
+		}
+		// Single braces round an expression: {x} is an object literal.
+		if t := strings.TrimSpace(src); strings.HasPrefix(t, "{") && strings.HasSuffix(t, "}") && !strings.HasPrefix(t, "{{") {
+			inner := strings.TrimSpace(t[1 : len(t)-1])
+			if _, err := parser.Parse(inner); err == nil && inner != "" {
+				off := strings.Index(src, "{")
+				line, col := lineCol(src, off)
+				return mistake{fmt.Sprintf(`braces make an object literal ({"key": value}); write the expression without them: %s`, inner), line, col}, true
+			}
+		}
+		return mistake{}, false
+	}
+	msg := exprMessage(fe.Message)
+	if listPlusRE.MatchString(msg) {
+		if l, r, ok := plusOperands(src); ok {
+			return at(fmt.Sprintf("+ does not join lists; use concat(%s, %s)", l, r))
+		}
+		return at("+ does not join lists; use concat(a, b)")
+	}
+	if m := noMethodRE.FindStringSubmatch(msg); m != nil {
+		fn := m[2]
+		if f, ok := foreignFuncs[fn]; ok {
+			fn = f
+		}
+		arg := "x"
+		if i := strings.Index(src, "."+m[2]+"("); i > 0 {
+			if recv := lastOperand(src[:i]); recv != "" {
+				arg = recv
+			}
+		}
+		return at(fmt.Sprintf("type %s has no method %s: expressions call functions with the value as the argument: %s(%s)", m[1], m[2], fn, arg))
+	}
+	if noFieldRE.MatchString(msg) || strings.HasPrefix(msg, "array elements can only be selected using an integer") {
+		if m := lengthRE.FindStringSubmatch(strings.TrimSpace(lineOf(src, fe.Line))); m != nil && fe.Column > 0 {
+			return at(fmt.Sprintf("%s has no field %q; its length is len(%s)", m[1], m[2], lastOperand(m[1])))
+		}
+	}
+	if env["update"] != nil && strings.Contains(msg, "unknown") {
+		return at(msg + " (update, the value a node writes, has no static type: convert it first, e.g. int(update), string(update))")
+	}
+	return mistake{}, false
+}
+
+// templateBraces returns the byte offset of the first "{{" of src outside
+// string literals that is not a closure's braces (after "(" or ","), or -1.
+func templateBraces(src string) int {
+	var quote rune
+	escaped := false
+	prev := rune(0) // the last non-blank rune outside literals
+	for i, r := range src {
+		switch {
+		case quote != 0:
+			switch {
+			case escaped:
+				escaped = false
+			case r == '\\' && quote != '`':
+				escaped = true
+			case r == quote:
+				quote = 0
+			}
+			continue
+		case r == '"' || r == '\'' || r == '`':
+			quote = r
+		case r == '{' && strings.HasPrefix(src[i:], "{{") && prev != '(' && prev != ',':
+			return i
+		}
+		if r != ' ' && r != '\t' && r != '\n' {
+			prev = r
+		}
+	}
+	return -1
+}
+
+// templateInner returns the trimmed text between a leading "{{" and its
+// "}}".
+func templateInner(s string) (string, bool) {
+	end := strings.Index(s, "}}")
+	if end < 0 {
+		return "", false
+	}
+	inner := strings.TrimSpace(s[2:end])
+	return inner, inner != ""
+}
+
+// fStringJoin turns an f-string's text into the expression that builds it:
+// "n is {x}" becomes `"n is " + string(x)`.
+func fStringJoin(s string) string {
+	var parts []string
+	for s != "" {
+		open := strings.IndexByte(s, '{')
+		if open < 0 {
+			parts = append(parts, fmt.Sprintf("%q", s))
+			break
+		}
+		end := strings.IndexByte(s[open:], '}')
+		if end < 0 {
+			return ""
+		}
+		if open > 0 {
+			parts = append(parts, fmt.Sprintf("%q", s[:open]))
+		}
+		inner := strings.TrimSpace(s[open+1 : open+end])
+		if inner == "" {
+			return ""
+		}
+		parts = append(parts, "string("+inner+")")
+		s = s[open+end+1:]
+	}
+	return strings.Join(parts, " + ")
+}
+
+// parenthesize returns src with the braces opening at rune offset open
+// wrapped in parentheses.
+func parenthesize(src string, open int) (string, bool) {
+	r := []rune(src)
+	depth := 0
+	for j := open; j < len(r); j++ {
+		switch r[j] {
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return string(r[:open]) + "(" + string(r[open:j+1]) + ")" + string(r[j+1:]), true
+			}
+		}
+	}
+	return "", false
+}
+
+// closureArg reports whether the position (1-based line, 0-based column)
+// is inside braces that are an argument of a call, such as map(xs, {…}),
+// and names the function and the rune offset of the braces.
+func closureArg(src string, line, col int) (string, int, bool) {
+	r := []rune(src)
+	off := 0
+	for l := 1; l < line && off < len(r); off++ {
+		if r[off] == '\n' {
+			l++
+		}
+	}
+	off = min(off+col, len(r))
+	depth := 0
+	for i := off - 1; i >= 0; i-- {
+		switch r[i] {
+		case '}', ')', ']':
+			depth++
+		case '(', '[':
+			depth--
+		case '{':
+			if depth > 0 {
+				depth--
+				continue
+			}
+			j := i - 1
+			for j >= 0 && (r[j] == ' ' || r[j] == '\n') {
+				j--
+			}
+			if j < 0 || r[j] != ',' {
+				return "", 0, false
+			}
+			// The call's name: before its "(" at depth 0.
+			d := 0
+			for k := j - 1; k >= 0; k-- {
+				switch r[k] {
+				case ')', ']', '}':
+					d++
+				case '[', '{':
+					d--
+				case '(':
+					if d > 0 {
+						d--
+						continue
+					}
+					e := k
+					for k > 0 && isIdentRune(r[k-1]) {
+						k--
+					}
+					if k == e {
+						return "", 0, false
+					}
+					return string(r[k:e]), i, true
+				}
+			}
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+// plusOperands returns the source of both sides of the first + in src.
+func plusOperands(src string) (string, string, bool) {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return "", "", false
+	}
+	v := &plusFinder{}
+	ast.Walk(&tree.Node, v)
+	if v.found == nil {
+		return "", "", false
+	}
+	return v.found.Left.String(), v.found.Right.String(), true
+}
+
+type plusFinder struct{ found *ast.BinaryNode }
+
+func (v *plusFinder) Visit(n *ast.Node) {
+	if b, ok := (*n).(*ast.BinaryNode); ok && b.Operator == "+" && v.found == nil {
+		v.found = b
+	}
+}
+
+// lastOperand returns the trailing operand of s ("a + state.xs" gives
+// "state.xs").
+func lastOperand(s string) string {
+	r := []rune(s)
+	i := len(r)
+	for i > 0 && (isIdentRune(r[i-1]) || r[i-1] == '.') {
+		i--
+	}
+	return string(r[i:])
+}
+
+func isIdentRune(r rune) bool {
+	return r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+}
+
+// lineOf returns the 1-based line of src.
+func lineOf(src string, line int) string {
+	lines := strings.Split(src, "\n")
+	if line < 1 || line > len(lines) {
+		return ""
+	}
+	return lines[line-1]
+}
+
+// lineCol converts a byte offset in src to expr's 1-based line and 0-based
+// rune column.
+func lineCol(src string, off int) (int, int) {
+	before := src[:off]
+	line := strings.Count(before, "\n") + 1
+	if i := strings.LastIndexByte(before, '\n'); i >= 0 {
+		before = before[i+1:]
+	}
+	return line, len([]rune(before))
+}
