@@ -153,9 +153,15 @@ func (e *ChildError) Error() string { return spec.FormatChain(e) }
 // Unwrap returns the underlying error.
 func (e *ChildError) Unwrap() error { return e.Err }
 
-// ErrorFrame implements [spec.Frame].
+// ErrorFrame implements [spec.Frame]. A node of the child run is named
+// with the child's step in parentheses, so the parent's "step N:" stays
+// the only one.
 func (e *ChildError) ErrorFrame() (spec.Pos, string, error) {
-	return spec.Pos{}, fmt.Sprintf("subgraph %s (run %s)", e.Graph, e.Run), e.Err
+	text := fmt.Sprintf("subgraph %s (run %s)", e.Graph, e.Run)
+	if ne, ok := e.Err.(*NodeError); ok {
+		return ne.frame(fmt.Sprintf("%s: node %q (step %d)", text, ne.Node, ne.Step))
+	}
+	return spec.Pos{}, text, e.Err
 }
 
 // ItemError is the failure of one item of a map node.

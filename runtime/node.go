@@ -72,7 +72,11 @@ func (e *NodeError) Error() string { return spec.FormatChain(e) }
 
 // ErrorFrame implements [spec.Frame].
 func (e *NodeError) ErrorFrame() (spec.Pos, string, error) {
-	text := fmt.Sprintf("step %d: node %q", e.Step, e.Node)
+	return e.frame(fmt.Sprintf("step %d: node %q", e.Step, e.Node))
+}
+
+// frame is ErrorFrame with the text naming the node and its step.
+func (e *NodeError) frame(text string) (spec.Pos, string, error) {
 	if we, ok := e.Err.(*WriteError); ok && we.Node == e.Node {
 		// Name the node once.
 		return e.Pos, text + fmt.Sprintf(": write to %q", we.Field), we.Err
