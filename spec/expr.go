@@ -193,6 +193,9 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 			return nil
 		}
 	}
+	if mk, ok := literalPlaceholder(src); ok {
+		*c.errs = append(*c.errs, &Error{Pos: c.exprPos(n, mk.line, mk.col), Severity: SevWarning, Msg: fmt.Sprintf("%s: %s", path, mk.msg)})
+	}
 	return &Expr{Src: src, Pos: pos, Program: prog}
 }
 

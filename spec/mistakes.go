@@ -353,3 +353,41 @@ func lineCol(src string, off int) (int, int) {
 	}
 	return line, len([]rune(before))
 }
+
+// placeholderRE matches a {…} in a string literal that names a state
+// field: what a template or an f-string would fill in.
+var placeholderRE = regexp.MustCompile(`\{\s*(state\.\w+(?:\.\w+)*)\s*\}`)
+
+// literalPlaceholder finds a string literal of src with a {state.x} in it,
+// which expressions keep as text, and returns where it starts (1-based
+// line, 0-based rune column) and the warning.
+func literalPlaceholder(src string) (mistake, bool) {
+	if !placeholderRE.MatchString(src) {
+		return mistake{}, false // the common case, without a second parse
+	}
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return mistake{}, false
+	}
+	v := &placeholderFinder{}
+	ast.Walk(&tree.Node, v)
+	if v.found == nil {
+		return mistake{}, false
+	}
+	r := []rune(src)
+	from := min(max(v.found.Location().From, 0), len(r))
+	line, col := lineCol(src, len(string(r[:from])))
+	msg := fmt.Sprintf("the string %q keeps {%s} as text: expressions do not fill in placeholders", v.found.Value, placeholderRE.FindStringSubmatch(v.found.Value)[1])
+	if s := fStringJoin(v.found.Value); s != "" {
+		msg += "; join the parts: " + s
+	}
+	return mistake{msg, line, col}, true
+}
+
+type placeholderFinder struct{ found *ast.StringNode }
+
+func (v *placeholderFinder) Visit(n *ast.Node) {
+	if s, ok := (*n).(*ast.StringNode); ok && v.found == nil && placeholderRE.MatchString(s.Value) {
+		v.found = s
+	}
+}
