@@ -111,17 +111,27 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		c.errs.Add(pos, "%s: want an expression (a string), got %s", path, kindName(n))
 		return nil
 	}
-	src := n.Value
-	if strings.TrimSpace(src) == "" {
+	if strings.TrimSpace(n.Value) == "" {
 		c.errs.Add(pos, "%s: empty expression", path)
 		return nil
+	}
+	return c.compileAt(n, n.Value, 0, path, env, want)
+}
+
+// compileAt compiles src, the part of the scalar n's value that starts at
+// rune offset off, and reports its errors at their place in the file. The
+// expression's Pos is where src starts.
+func (c *exprCompiler) compileAt(n *yaml.Node, src string, off int, path string, env types.Map, want func(reflect.Type) string) *Expr {
+	pos := c.offsetPos(n, off)
+	if off == 0 {
+		pos = nodePos(c.file, n)
 	}
 	opts := append([]expr.Option{expr.Env(env), expr.MaxNodes(exprMaxNodes)}, exprFuncs...)
 	prog, err := expr.Compile(src, opts...)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
-			c.errs.errAt(c.exprPos(n, fe.Line, fe.Column), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
+			c.errs.errAt(c.offsetPos(n, off+valueOffset([]rune(src), fe.Line, fe.Column)), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
 		} else {
 			c.errs.Add(pos, "%s: %v", path, err)
 		}
@@ -212,13 +222,13 @@ func exprMessage(m string) string {
 	return m
 }
 
-// exprPos maps an expr error location (1-based line, 0-based rune column
-// in the scalar's value) onto the YAML file. It walks the scalar's source
-// alongside its value, so quotes, escapes, folded line breaks and block
-// indentation all land on the right character.
-func (c *exprCompiler) exprPos(n *yaml.Node, line, col int) Pos {
+// offsetPos maps rune offset off of the scalar n's value onto the file
+// (an expr error's 1-based line and 0-based rune column become an offset
+// with valueOffset). It walks the scalar's source alongside its value, so
+// quotes, escapes, folded line breaks and block indentation all land on the
+// right character.
+func (c *exprCompiler) offsetPos(n *yaml.Node, off int) Pos {
 	val := []rune(n.Value)
-	off := valueOffset(val, line, col)
 	// Where the value starts in the source (0-based line and rune column).
 	l, sc := n.Line-1, n.Column-1
 	switch n.Style {
@@ -272,6 +282,9 @@ func (c *exprCompiler) exprPos(n *yaml.Node, line, col int) Pos {
 		default: // indentation, trailing blanks, a carriage return
 			sc++
 		}
+	}
+	if len(c.src) == 0 {
+		return nodePos(c.file, n)
 	}
 	if l >= len(c.src) {
 		l = len(c.src) - 1
