@@ -453,8 +453,8 @@ nodes:
   count:
     kind: llm
     model: m
-    system: '"You count."'
-    prompt: '"How many?"'
+    system: You count.
+    prompt: How many?
     output:
       schema: {type: object, properties: {n: {type: integer}}, required: [n]}
       fields: {n: reply.n}
