@@ -344,3 +344,33 @@ func TestTemplateExprForm(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTemplate: compiling any text as a template, in any scalar style,
+// never panics and reports positions inside the file.
+func FuzzTemplate(f *testing.F) {
+	for _, s := range []string{"Hi {{ state.ticket }}", `{{ "}}" }}{{`, "{{ {\"a\": {}} }}}", `"a" + state.n`, "x\n{{\n state.nope }}", "{n} {state.ok}"} {
+		f.Add(s, uint8(0))
+	}
+	styles := []yaml.Style{0, yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle, yaml.LiteralStyle, yaml.FoldedStyle}
+	f.Fuzz(func(t *testing.T, text string, style uint8) {
+		doc := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Value: "prompt"},
+			{Kind: yaml.ScalarNode, Value: text, Style: styles[int(style)%len(styles)]},
+		}}
+		out, err := yaml.Marshal(doc)
+		var probe yaml.Node
+		if err != nil || yaml.Unmarshal(out, &probe) != nil {
+			return // yaml.v3 cannot always read back what it writes
+		}
+		tmpl, errs := compileSetting(t, string(out))
+		lines := splitLines(out)
+		for _, e := range errs {
+			if e.Pos.Line < 1 || e.Pos.Line > len(lines) || e.Pos.Col < 1 || e.Pos.Col > len([]rune(lines[e.Pos.Line-1]))+1 {
+				t.Errorf("position %s outside the file:\n%s", e.Pos, out)
+			}
+		}
+		if tmpl != nil {
+			_, _ = tmpl.Render(map[string]any{"state": map[string]any{}})
+		}
+	})
+}
