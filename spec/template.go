@@ -285,7 +285,7 @@ func (c *exprCompiler) compileTemplate(n *yaml.Node, path, key string, env types
 	}
 	raw, serr := splitTemplate(n.Value)
 	if serr != nil || (len(raw) == 1 && !raw[0].isExpr) {
-		if fix, ok := oldStyle(n.Value, env); ok {
+		if fix, ok := c.oldStyle(n.Value, env); ok {
 			c.errs.Add(pos, "%s: %s is text with {{ }} interpolations now, not an expression; write %s: %s", path, key, key, yamlQuote(fix))
 			return nil
 		}
@@ -340,17 +340,24 @@ func (c *exprCompiler) fstrings(n *yaml.Node, p tmplPart, path string, env types
 
 // oldStyle reports whether src, a template without interpolations, is
 // really an expression written the way text settings were written before
-// they became templates (a string literal, a state reference, a
-// concatenation), and returns the template that means what it meant.
-func oldStyle(src string, env types.Map) (string, bool) {
+// they became templates, and returns the template that means what it
+// meant. Such an expression reads a variable (state.ticket, even with a
+// typo), or holds a string literal and compiles ('"Hi"'); text that merely
+// parses, such as `"Title" and more`, is text.
+func (c *exprCompiler) oldStyle(src string, env types.Map) (string, bool) {
 	tree, err := parser.Parse(src)
 	if err != nil {
 		return "", false
 	}
 	v := &oldStyleFinder{env: env}
 	ast.Walk(&tree.Node, v)
-	if !v.found {
-		return "", false
+	if !v.reads {
+		if !v.literal {
+			return "", false
+		}
+		if _, err := c.compileSrc(src, env); err != nil {
+			return "", false
+		}
 	}
 	var b strings.Builder
 	for _, op := range concatOperands(tree.Node) {
@@ -364,17 +371,18 @@ func oldStyle(src string, env types.Map) (string, bool) {
 }
 
 type oldStyleFinder struct {
-	env   types.Map
-	found bool
+	env     types.Map
+	reads   bool // reads a variable of env
+	literal bool // holds a string literal
 }
 
 func (v *oldStyleFinder) Visit(n *ast.Node) {
 	switch x := (*n).(type) {
 	case *ast.StringNode:
-		v.found = true
+		v.literal = true
 	case *ast.IdentifierNode:
 		if _, ok := v.env[x.Value]; ok {
-			v.found = true
+			v.reads = true
 		}
 	}
 }

@@ -270,6 +270,9 @@ func TestOldStylePrompt(t *testing.T) {
 		"prompt: hello",
 		"prompt: 'Answer: yes or no'",
 		"prompt: now()",
+		`prompt: '"Quoted title" and more'`,
+		`prompt: '"Yes" or "no"?'`,
+		`prompt: '"A" in B'`,
 	} {
 		if _, errs := compileSetting(t, src); len(errs) > 0 {
 			t.Errorf("%s: %v", src, errs)
@@ -298,7 +301,7 @@ func TestOldStyleSuggestionMeansTheSame(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fix, ok := oldStyle(old, stateEnv(templateFields))
+		fix, ok := ec.oldStyle(old, stateEnv(templateFields))
 		if !ok {
 			t.Fatalf("%s: not recognised as old style", old)
 		}
