@@ -445,13 +445,6 @@ func wantBool(t reflect.Type) string {
 	return ""
 }
 
-func wantString(t reflect.Type) string {
-	if k := kindOfType(t); k != "" && k != KindString {
-		return fmt.Sprintf("must yield a string, got %s", k)
-	}
-	return ""
-}
-
 func wantList(t reflect.Type) string {
 	if k := kindOfType(t); k != "" && k != KindList {
 		return fmt.Sprintf("must yield a list, got %s", k)
