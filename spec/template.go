@@ -283,6 +283,10 @@ func (c *exprCompiler) compileTemplate(n *yaml.Node, path, key string, env types
 		c.errs.Add(pos, "%s: want text, got %s", path, kindName(n))
 		return nil
 	}
+	if strings.TrimSpace(n.Value) == "" {
+		c.errs.Add(pos, "%s: empty %s (leave the key out for none)", path, key)
+		return nil
+	}
 	raw, serr := splitTemplate(n.Value)
 	if serr != nil || (len(raw) == 1 && !raw[0].isExpr) {
 		if fix, ok := c.oldStyle(n.Value, env); ok {

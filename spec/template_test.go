@@ -340,6 +340,7 @@ func TestTemplateExprForm(t *testing.T) {
 		{"prompt: {exp: state.ticket}", `nodes.a.prompt: want text, or {expr: "..."} for a computed value`},
 		{"prompt: {expr: state.tickt}", `nodes.a.prompt.expr: undeclared state field "tickt"`},
 		{"prompt: [a, b]", "nodes.a.prompt: want text, got a list"},
+		{"prompt: ' '", "nodes.a.prompt: empty prompt (leave the key out for none)"},
 	} {
 		tmpl, errs := compileSetting(t, tt.src)
 		if tmpl != nil || len(errs) != 1 || !strings.Contains(errs[0].Msg, tt.msg) {
