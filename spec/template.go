@@ -369,9 +369,38 @@ func (c *exprCompiler) oldStyle(src string, env types.Map) (string, bool) {
 			b.WriteString(strings.ReplaceAll(s.Value, "{{", `{{ "{{" }}`))
 			continue
 		}
-		fmt.Fprintf(&b, "{{ %s }}", op.String())
+		fmt.Fprintf(&b, "{{ %s }}", c.unstring(op, env).String())
 	}
 	return b.String(), true
+}
+
+// unstring drops string() around a number, bool or string, which an
+// interpolation renders the same way.
+func (c *exprCompiler) unstring(n ast.Node, env types.Map) ast.Node {
+	var args []ast.Node
+	switch x := n.(type) {
+	case *ast.BuiltinNode:
+		if x.Name == "string" {
+			args = x.Arguments
+		}
+	case *ast.CallNode:
+		if id, ok := x.Callee.(*ast.IdentifierNode); ok && id.Value == "string" {
+			args = x.Arguments
+		}
+	}
+	if len(args) != 1 {
+		return n
+	}
+	arg := args[0]
+	prog, err := c.compileSrc(arg.String(), env)
+	if err != nil {
+		return n
+	}
+	switch kindOfType(prog.Node().Type()) {
+	case KindInt, KindFloat, KindBool, KindString:
+		return arg
+	}
+	return n
 }
 
 type oldStyleFinder struct {

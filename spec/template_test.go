@@ -236,7 +236,9 @@ func TestOldStylePrompt(t *testing.T) {
 		{`prompt: '"It''s " + state.ticket'`, `write prompt: 'It''s {{ state.ticket }}'`},
 		{`prompt: '"Classify.\n\nTicket: " + state.ticket'`, `write prompt: "Classify.\n\nTicket: {{ state.ticket }}"`},
 		{`prompt: '"Summaries:\n- " + join(state.tags, "\n- ")'`, `write prompt: "Summaries:\n- {{ join(state.tags, \"\\n- \") }}"`},
-		{`prompt: '"n: " + string(state.n + 1)'`, `write prompt: 'n: {{ string(state.n + 1) }}'`},
+		{`prompt: '"n: " + string(state.n + 1)'`, `write prompt: 'n: {{ state.n + 1 }}'`},
+		{`prompt: '"s: " + string(state.score) + string(state.tags)'`, `write prompt: 's: {{ state.score }}{{ string(state.tags) }}'`},
+		{`prompt: '"a: " + string(state.anything)'`, `write prompt: 'a: {{ string(state.anything) }}'`},
 		{`prompt: 'state.n > 3 ? "big" : "small"'`, `write prompt: '{{ state.n > 3 ? "big" : "small" }}'`},
 		{`prompt: '"a {{ b" + state.ticket'`, `write prompt: 'a {{ "{{" }} b{{ state.ticket }}'`},
 		{"prompt: >-\n  \"Task: \" + state.ticket +\n  \"\\nGo.\"\n", `write prompt: "Task: {{ state.ticket }}\nGo."`},
@@ -283,12 +285,13 @@ func TestOldStylePrompt(t *testing.T) {
 // TestOldStyleSuggestionMeansTheSame renders an old expression's
 // suggestion and compares it with the old expression's value.
 func TestOldStyleSuggestionMeansTheSame(t *testing.T) {
-	state := map[string]any{"ticket": "T-1", "n": 4, "tags": []any{"a", "b"}}
+	state := map[string]any{"ticket": "T-1", "n": 3, "score": 2.0, "ok": true, "tags": []any{"a", "b"}}
 	for _, old := range []string{
 		`"Draft a reply to " + state.ticket + "\n\nThanks {{x}}"`,
 		`"Summaries:\n- " + join(state.tags, "\n- ")`,
 		`state.n > 3 ? "big" : "small"`,
 		`"n=" + string(state.n) + ", tags=" + join(state.tags, ",")`,
+		`"score " + string(state.score) + " ok " + string(state.ok) + " " + string(state.n / 2)`,
 	} {
 		var errs ErrorList
 		ec := &exprCompiler{file: "f.yaml", src: []string{old}, errs: &errs}
