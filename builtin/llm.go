@@ -38,21 +38,21 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 	// The prompt starts an exchange; after tool results the node continues
 	// the exchange instead of asking again.
 	if node.Prompt != nil && (len(msgs) == 0 || str(msgs[len(msgs)-1], "role") != "tool") {
-		v, err := node.Prompt.Eval(env)
+		prompt, err := node.Prompt.Render(env)
 		if err != nil {
 			return nil, fmt.Errorf("prompt: %w", err)
 		}
-		msgs = append(msgs, map[string]any{"role": "user", "content": text(v)})
+		msgs = append(msgs, map[string]any{"role": "user", "content": prompt})
 	}
 	msgs = trimMessages(msgs, node.TrimKeepLast, node.TrimSystem)
 
 	req := &chatRequest{Node: node.Name, Step: call.Step, Turn: turn, Schema: node.OutputSchema, Strict: node.OutputStrict}
 	if node.System != nil {
-		v, err := node.System.Eval(env)
+		system, err := node.System.Render(env)
 		if err != nil {
 			return nil, fmt.Errorf("system: %w", err)
 		}
-		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": text(v)})
+		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": system})
 	}
 	req.Messages = append(req.Messages, msgs...)
 	for _, ref := range node.Tools {

@@ -166,9 +166,9 @@ func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
 			c.unknownRef(node.Model, "model", SortedKeys(c.g.Models))
 		}
 	}
-	node.System = c.ec.compile(nm.get("system"), path+".system", c.env, wantString)
-	node.Prompt = c.ec.compile(nm.get("prompt"), path+".prompt", c.env, wantString)
-	if node.Messages == "" && node.Prompt == nil {
+	node.System = c.ec.compileTemplate(nm.get("system"), path+".system", "system", c.env)
+	node.Prompt = c.ec.compileTemplate(nm.get("prompt"), path+".prompt", "prompt", c.env)
+	if node.Messages == "" && nm.get("prompt") == nil {
 		c.errs.Add(node.Pos, "%s: kind llm needs a prompt or a messages field", path)
 	}
 	if sn := nm.get("store"); sn != nil {

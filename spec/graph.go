@@ -139,8 +139,8 @@ type Node struct {
 
 	// kind llm and tools
 	Model        NameRef
-	System       *Expr
-	Prompt       *Expr
+	System       *Template
+	Prompt       *Template
 	Messages     string
 	Tools        []NameRef
 	OutputSchema map[string]any
@@ -271,7 +271,7 @@ type Tool struct {
 	Parameters     map[string]any
 	Expr           *Expr // over `args`
 	Method         string
-	URL            *Expr
+	URL            *Template // over `args`
 	Body           *Expr
 	HeadersEnv     map[string]string
 	AllowHosts     []string
