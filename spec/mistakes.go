@@ -99,6 +99,16 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 				msg += ": " + s
 			}
 			return mistake{msg, fe.Line, c - 1}, true
+		case m[1] == "Operator" && m[2] == "if":
+			msg := "expressions write a conditional as condition ? a : b"
+			if a, rest, ok := strings.Cut(src, " if "); ok {
+				if cond, b, ok := strings.Cut(rest, " else "); ok && !strings.Contains(b, " if ") {
+					msg += "; write " + strings.TrimSpace(cond) + " ? " + strings.TrimSpace(a) + " : " + strings.TrimSpace(b)
+				}
+			}
+			return at(msg)
+		case m[1] == "Identifier" && m[2] == "is":
+			return at(`"is" is not an operator: compare with == (x == nil), and "is not" with !=`)
 		case m[1] == "Operator" && m[2] == ":":
 			if fn, open, ok := closureArg(src, fe.Line, c); ok {
 				msg := fmt.Sprintf("in %s(…) the braces hold the expression for each item (#), not an object; wrap the object in parentheses", fn)
@@ -127,17 +137,19 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 		return at("+ does not join lists; use concat(a, b)")
 	}
 	if m := noMethodRE.FindStringSubmatch(msg); m != nil {
-		fn := m[2]
-		if f, ok := foreignFuncs[fn]; ok {
-			fn = f
+		fix := ""
+		if recv, args, ok := methodCall(src, m[2]); ok {
+			fix = methodFix(m[2], recv, args)
 		}
-		arg := "x"
-		if i := strings.Index(src, "."+m[2]+"("); i > 0 {
-			if recv := lastOperand(src[:i]); recv != "" {
-				arg = recv
-			}
+		if fix == "" {
+			fix = m[2] + "(x)"
 		}
-		return at(fmt.Sprintf("type %s has no method %s: expressions call functions with the value as the argument: %s(%s)", m[1], m[2], fn, arg))
+		return at(fmt.Sprintf("type %s has no method %s (expressions call functions and operators on values); write %s", m[1], m[2], fix))
+	}
+	if strings.HasPrefix(msg, "array elements can only be selected using an integer") {
+		if recv, args, ok := methodCall(src, "append"); ok && len(args) == 1 {
+			return at(fmt.Sprintf("a list has no method append: use concat(%s, [%s])", recv, args[0]))
+		}
 	}
 	if noFieldRE.MatchString(msg) || strings.HasPrefix(msg, "array elements can only be selected using an integer") {
 		if m := lengthRE.FindStringSubmatch(strings.TrimSpace(lineOf(src, fe.Line))); m != nil && fe.Column > 0 {
@@ -390,4 +402,68 @@ func (v *placeholderFinder) Visit(n *ast.Node) {
 	if s, ok := (*n).(*ast.StringNode); ok && v.found == nil && placeholderRE.MatchString(s.Value) {
 		v.found = s
 	}
+}
+
+// methodCall finds the first call of method name in src and returns its
+// receiver and arguments as source text.
+func methodCall(src, name string) (string, []string, bool) {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return "", nil, false
+	}
+	v := &methodFinder{name: name}
+	ast.Walk(&tree.Node, v)
+	if v.found == nil {
+		return "", nil, false
+	}
+	mn := v.found.Callee.(*ast.MemberNode)
+	args := make([]string, len(v.found.Arguments))
+	for i, a := range v.found.Arguments {
+		args[i] = a.String()
+	}
+	return mn.Node.String(), args, true
+}
+
+type methodFinder struct {
+	name  string
+	found *ast.CallNode
+}
+
+func (v *methodFinder) Visit(n *ast.Node) {
+	c, ok := (*n).(*ast.CallNode)
+	if !ok || v.found != nil {
+		return
+	}
+	if mn, ok := c.Callee.(*ast.MemberNode); ok {
+		if p, ok := mn.Property.(*ast.StringNode); ok && p.Value == v.name {
+			v.found = c
+		}
+	}
+}
+
+// methodFix writes a method call of another language in expr.
+func methodFix(name, recv string, args []string) string {
+	one := func(f string) string {
+		if len(args) != 1 {
+			return ""
+		}
+		return fmt.Sprintf(f, recv, args[0])
+	}
+	switch strings.ToLower(name) {
+	case "startswith":
+		return one("%s startsWith %s")
+	case "endswith":
+		return one("%s endsWith %s")
+	case "contains", "includes":
+		return one("%s contains %s")
+	case "strip", "trim":
+		return fmt.Sprintf("trim(%s)", recv)
+	case "join":
+		if len(args) == 1 {
+			return fmt.Sprintf("join(%s, %s)", args[0], recv)
+		}
+	case "length", "len", "size", "count":
+		return fmt.Sprintf("len(%s)", recv)
+	}
+	return fmt.Sprintf("%s(%s)", name, strings.Join(append([]string{recv}, args...), ", "))
 }
