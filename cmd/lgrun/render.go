@@ -284,6 +284,14 @@ func errorText(err error) string {
 	return msg
 }
 
+// printError writes err to w as errorText renders it, each line (a map's
+// failed items give one each) after "lgrun: ".
+func printError(w io.Writer, err error) {
+	for _, line := range strings.Split(errorText(err), "\n") {
+		fmt.Fprintf(w, "lgrun: %s\n", line)
+	}
+}
+
 // cliHint is the command-line advice for a library error, or "".
 func cliHint(err error) string {
 	var (
