@@ -85,6 +85,11 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 		}
 		return mistake{}, false
 	}
+	if isProse(src) && (strings.HasPrefix(fe.Message, "unexpected token Identifier") || fe.Message == "unexpected end of expression" || fe.Message == "literal not terminated") {
+		t := strings.TrimSpace(src)
+		lit := fmt.Sprintf("%q", t)
+		return mistake{fmt.Sprintf("this setting is an expression, and %s reads as text; for the text write the string literal %s (in YAML: '%s')", t, lit, strings.ReplaceAll(lit, "'", "''")), 1, 0}, true
+	}
 	if m := unexpectedRE.FindStringSubmatch(fe.Message); m != nil {
 		r := []rune(lineOf(src, fe.Line))
 		c := fe.Column
@@ -160,6 +165,16 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 		return at(msg + " (update, the value a node writes, has no static type: convert it first, e.g. int(update), string(update))")
 	}
 	return mistake{}, false
+}
+
+// proseRE matches text that is words and punctuation, not an expression.
+var proseRE = regexp.MustCompile(`^[\p{L}][\p{L}\d]*(?:[\s,'’-]+[\p{L}\d]+)*[.!?]*$`)
+
+// isProse reports whether src looks like a sentence: words without
+// operators, more than one or ending in punctuation, not naming state.
+func isProse(src string) bool {
+	t := strings.TrimSpace(src)
+	return !strings.Contains(t, "\n") && proseRE.MatchString(t) && (strings.ContainsAny(t, " .!?'’"))
 }
 
 // templateBraces returns the byte offset of the first "{{" of src outside
