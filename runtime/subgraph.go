@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -232,6 +233,8 @@ type mapItem struct {
 	Index  int     `json:"index"`
 	Writes []Write `json:"writes"`
 	Usage  []Usage `json:"usage,omitempty"`
+	// Goto holds the routes the mapped node chose for this item.
+	Goto []string `json:"goto,omitempty"`
 }
 
 func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
@@ -313,7 +316,13 @@ func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 		}
 		out.Writes = append(out.Writes, r.Writes...)
 		out.Usage = append(out.Usage, r.Usage...)
+		for _, to := range r.Goto {
+			if !slices.Contains(out.Goto, to) {
+				out.Goto = append(out.Goto, to)
+			}
+		}
 	}
+	sort.Strings(out.Goto)
 	out.Records = nil
 	return out, nil
 }
@@ -348,6 +357,12 @@ func decodeMapItem(v any) (mapItem, bool) {
 				usage.CostUSD = c
 			}
 			it.Usage = append(it.Usage, usage)
+		}
+		gs, _ := x["goto"].([]any)
+		for _, g := range gs {
+			if name, ok := g.(string); ok {
+				it.Goto = append(it.Goto, name)
+			}
 		}
 		return it, true
 	}
@@ -394,47 +409,23 @@ func mapOne(ctx context.Context, call *NodeCall, i int, item any) (*mapItem, *In
 		state[k] = v
 	}
 	state[node.ItemAs] = iv
-	fn := builtinKind(target.Kind)
-	if k, ok := call.Runner.Kinds[target.Kind]; ok {
-		fn = k
-	}
-	if fn == nil {
-		return nil, nil, fmt.Errorf("node kind %q is not available", target.Kind)
-	}
+	ns := fmt.Sprintf("%s#%d", node.Name, i)
 	sub := *call
 	sub.Node, sub.State, sub.Partial, sub.Replay = target, state, nil, nil
-	attempts := max(target.Retry.MaxAttempts, 1)
-	var res *NodeResult
-	for a := 1; ; a++ {
-		res, err = callWithTimeout(ctx, fn, &sub, target)
-		if err == nil || a >= attempts || ctx.Err() != nil {
-			break
-		}
+	sub.Emit = func(e Event) {
+		e.Thread, e.Step, e.Node, e.Namespace = call.Thread, call.Step, target.Name, ns
+		call.Runner.emit(e)
 	}
+	// A map item runs through the same invocation path as a superstep node:
+	// timeout, retries with backoff, events, usage and goto.
+	res, err := call.Runner.invoke(ctx, &sub)
 	if err != nil {
 		return nil, nil, err
-	}
-	if res == nil {
-		res = &NodeResult{}
 	}
 	if res.Interrupt != nil {
 		return nil, nil, fmt.Errorf("node %q paused for a human inside a map item; use a map over a graph for that", target.Name)
 	}
-	return &mapItem{Index: i, Writes: res.Writes, Usage: res.Usage}, nil, nil
-}
-
-func callWithTimeout(ctx context.Context, fn NodeFunc, call *NodeCall, node *spec.Node) (res *NodeResult, err error) {
-	if node.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, node.Timeout)
-		defer cancel()
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			res, err = nil, fmt.Errorf("node kind %s panicked: %v", node.Kind, p)
-		}
-	}()
-	return fn(ctx, call)
+	return &mapItem{Index: i, Writes: res.Writes, Usage: res.Usage, Goto: res.Goto}, nil, nil
 }
 
 // ChildThreads lists the child runs of a thread (at every depth), sorted.
