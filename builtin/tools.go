@@ -232,6 +232,16 @@ func (e *engine) runKind(ctx context.Context, g *spec.Graph, t *spec.Tool, args 
 		return e.httpTool(ctx, t, args)
 	case "exec":
 		return e.execTool(ctx, g, t, raw)
+	case spec.ToolKindGo:
+		fn := e.env.tools[t.Name]
+		if fn == nil {
+			return "", fmt.Errorf("Go tool %q is not registered in this environment", t.Name)
+		}
+		v, err := fn(ctx, args)
+		if err != nil {
+			return "", err
+		}
+		return text(v), nil
 	}
 	return "", fmt.Errorf("unknown tool kind %q", t.Kind)
 }

@@ -240,7 +240,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		if len(records) > 0 {
 			ncp.Metadata.Records = records
 		}
-		ncp.ID = NewCheckpointID(r.now(), expectHead)
+		ncp.ID = r.ids().Next(r.now(), expectHead)
 		t := *th
 		t.Status, t.Error = StatusRunning, ""
 		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {

@@ -36,7 +36,7 @@ func childThreadID(call *NodeCall, suffix string) string {
 // msgRun is the child's message-id prefix.
 func (r *Runner) childRunner(g *spec.Graph, ns, msgRun string) *Runner {
 	return &Runner{
-		Graph: g, Saver: r.Saver, Kinds: r.Kinds, Now: r.Now, Version: r.Version,
+		Graph: g, Saver: r.Saver, Kinds: r.Kinds, Now: r.Now, IDs: r.ids(), Version: r.Version,
 		GraphFile: g.File, Strict: r.Strict, ReuseRecords: r.ReuseRecords, child: true, msgRun: msgRun,
 		Events: func(e Event) {
 			if e.Namespace == "" {

@@ -15,6 +15,7 @@ import (
 // checker decodes a schema-valid YAML tree into a Graph and checks it.
 type checker struct {
 	loader *loader
+	reg    *Registry // custom kinds, nil for none
 	file   string
 	dir    string
 	errs   *ErrorList

@@ -166,6 +166,11 @@ func (c *checker) decodeTools(n *yaml.Node) {
 		}
 		c.g.Tools[k.Value] = t
 	}
+	// Go tools of the registry are the graph's too, unless it declares a
+	// tool of the same name itself.
+	for _, t := range c.reg.goTools(c.g.Tools) {
+		c.g.Tools[t.Name] = t
+	}
 }
 
 // CheckJSONSchema reports whether s compiles as a JSON Schema.

@@ -35,12 +35,19 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 			continue
 		}
 		node := &Node{Name: name, Pos: c.pos(k), Kind: scalar(nm.get("kind")), Description: scalar(nm.get("description"))}
+		keys := kindKeys[node.Kind]
+		custom, isCustom := c.reg.nodeKind(node.Kind)
+		if isCustom {
+			for _, s := range custom.Settings {
+				keys = append(keys, s.Name)
+			}
+		}
 		for _, key := range nm.keys {
-			if contains(commonNodeKeys, key.Value) || contains(kindKeys[node.Kind], key.Value) {
+			if contains(commonNodeKeys, key.Value) || contains(keys, key.Value) {
 				continue
 			}
 			msg := fmt.Sprintf("%s: key %q is not used by kind %s", path, key.Value, node.Kind)
-			if s := suggest(key.Value, append(append([]string{}, commonNodeKeys...), kindKeys[node.Kind]...)); s != "" {
+			if s := suggest(key.Value, append(append([]string{}, commonNodeKeys...), keys...)); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
 			c.errs.Add(c.pos(key), "%s", msg)
@@ -70,9 +77,37 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 			c.decodeLLM(node, nm, path)
 		case "subgraph", "map":
 			c.decodeComposite(node, nm, path)
+		default:
+			if isCustom {
+				c.decodeCustom(node, custom, nm, path)
+			}
 		}
 		c.g.Nodes[name] = node
 		c.g.NodeOrder = append(c.g.NodeOrder, name)
+	}
+}
+
+// decodeCustom decodes the settings of a node of a registered kind.
+func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path string) {
+	node.Settings = map[string]any{}
+	for _, s := range d.Settings {
+		v := nm.get(s.Name)
+		switch {
+		case v != nil:
+			conv := valueConv{file: c.file, errs: c.errs}
+			node.Settings[s.Name] = conv.value(v)
+		case s.Required:
+			c.errs.Add(node.Pos, "%s: kind %s needs %s", path, d.Name, s.Name)
+		case s.Default != nil:
+			node.Settings[s.Name] = Normalize(DeepCopy(s.Default))
+		}
+	}
+	for _, f := range d.Writes {
+		if c.g.Field(f) == nil {
+			c.unknownField(node.Pos, path, f)
+			continue
+		}
+		node.Writes = append(node.Writes, f)
 	}
 }
 

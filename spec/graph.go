@@ -145,6 +145,11 @@ type Node struct {
 	MapLimit  int
 	ItemAs    string
 
+	// Settings holds the settings of a node of a custom kind (see
+	// [Registry]), by key: values as decoded from YAML (see [Normalize]),
+	// defaults filled in.
+	Settings map[string]any
+
 	// Writes lists the state fields this node may write, for conflict checks and docs.
 	Writes []string
 }

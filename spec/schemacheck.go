@@ -53,13 +53,8 @@ func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
 	return es.val, es.err
 }
 
-// validateSchema checks the decoded value of a graph file against the JSON
-// Schema and reports each violation at the YAML position it refers to.
-func validateSchema(file string, root *yaml.Node, v any, errs *ErrorList) {
-	validateWith(graphSchema, file, root, v, errs)
-}
-
-// validateWith checks v against the embedded schema es.
+// validateWith checks the decoded value v of a file against the JSON Schema
+// es and reports each violation at the YAML position it refers to.
 func validateWith(es *embeddedSchema, file string, root *yaml.Node, v any, errs *ErrorList) {
 	sch, err := es.load()
 	if err != nil {
