@@ -268,6 +268,8 @@ func (c *checker) unknownRef(r NameRef, what string, names []string) {
 		msg += fmt.Sprintf("; did you mean %q?", s)
 	} else if len(names) == 0 {
 		msg += fmt.Sprintf(" (no %ss are declared)", what)
+	} else if what == "tool" {
+		msg += fmt.Sprintf(" (known tools: %s)", strings.Join(names, ", "))
 	}
 	c.errs.Add(r.Pos, "%s", msg)
 }
