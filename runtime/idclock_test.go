@@ -63,3 +63,29 @@ edges:
 		}
 	}
 }
+
+// The library, not only the CLI, refuses thread ids that would clash with
+// child-run names.
+func TestRunChecksThreadID(t *testing.T) {
+	r := newRunner(t, `version: 1
+name: ids
+state:
+  n: {type: int}
+nodes:
+  a: {kind: noop}
+edges:
+  - {from: START, to: a}
+  - {from: a, to: END}
+`)
+	for _, id := range []string{"a/b", " a", "a\t"} {
+		_, err := r.Run(bg, runtime.RunOptions{Thread: id})
+		te := wantErrAs[*runtime.ThreadIDError](t, err)
+		if te.ID != id {
+			t.Errorf("error names %q, want %q", te.ID, id)
+		}
+		if _, err := r.Saver.Thread(bg, id); err == nil {
+			t.Errorf("thread %q was created", id)
+		}
+	}
+	mustDone(t)(r.Run(bg, runtime.RunOptions{Thread: "a-b.c_1"}))
+}

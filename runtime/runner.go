@@ -154,10 +154,16 @@ type run struct {
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
 // one (multi-turn). Input is merged through the reducers as the turn's
-// input checkpoint.
+// input checkpoint. A thread id [CheckThreadID] rejects is an error.
 func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	if opts.Thread == "" {
 		return nil, fmt.Errorf("run: no thread id")
+	}
+	if !r.child {
+		// Child runs are named under their parent thread, with ChildSep.
+		if err := CheckThreadID(opts.Thread); err != nil {
+			return nil, err
+		}
 	}
 	unlock, err := r.lock(ctx, opts.Thread)
 	if err != nil {

@@ -24,6 +24,25 @@ import (
 // ChildSep separates a parent thread id from its children's names.
 const ChildSep = "/"
 
+// ThreadIDRule says which ids can name a thread.
+const ThreadIDRule = `thread ids must be non-empty, without spaces at the ends and without "` + ChildSep + `" (reserved for subgraph runs)`
+
+// ThreadIDError is the error of a thread id a run cannot start: see
+// [ThreadIDRule].
+type ThreadIDError struct{ ID string }
+
+func (e *ThreadIDError) Error() string { return fmt.Sprintf("thread id %q: %s", e.ID, ThreadIDRule) }
+
+// CheckThreadID returns a [*ThreadIDError] when id cannot name a thread a
+// run starts: it is empty, has spaces at its ends, or contains [ChildSep]
+// (which would clash with the names of child runs).
+func CheckThreadID(id string) error {
+	if id == "" || strings.TrimSpace(id) != id || strings.Contains(id, ChildSep) {
+		return &ThreadIDError{ID: id}
+	}
+	return nil
+}
+
 // IsChildThread reports whether id names a subgraph or map-item run.
 func IsChildThread(id string) bool { return strings.Contains(id, ChildSep) }
 

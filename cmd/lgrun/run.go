@@ -429,8 +429,8 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 
 // checkThreadID rejects ids that would clash with child-run names.
 func checkThreadID(id string) error {
-	if strings.Contains(id, runtime.ChildSep) || strings.TrimSpace(id) != id || id == "" {
-		return usagef("--thread %q: thread ids must be non-empty, without spaces at the ends and without %q (reserved for subgraph runs)", id, runtime.ChildSep)
+	if runtime.CheckThreadID(id) != nil {
+		return usagef("--thread %q: %s", id, runtime.ThreadIDRule)
 	}
 	return nil
 }
