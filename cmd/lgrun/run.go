@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lgrun/lgrun/builtin"
+	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -285,18 +285,14 @@ func withRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, gr *spec
 }
 
 func execute(cmd *cobra.Command, io *IO, saver runtime.Saver, o *execOpts, gr *spec.Graph, path string, fn func(*runtime.Runner) (*runtime.Result, error)) error {
-	kinds, err := builtin.Kinds(gr, builtin.Options{Getenv: io.Getenv})
-	if err != nil {
-		return err
-	}
 	abs := path
 	if a, err := absPath(path); err == nil {
 		abs = a
 	}
 	p := newProgress(io, o, gr)
-	r := &runtime.Runner{
-		Graph: gr, Saver: saver, Kinds: kinds, Version: Version, GraphFile: abs,
-		Strict: o.strict, Events: p.event,
+	r, err := io.engine().Runner(gr, saver, lgrun.RunnerOptions{GraphFile: abs, Strict: o.strict, Events: p.event})
+	if err != nil {
+		return err
 	}
 	res, err := fn(r)
 	return p.finish(res, err)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lgrun/lgrun/schema"
 	"github.com/lgrun/lgrun/spec"
 )
 
@@ -45,12 +44,13 @@ are checked as test files against the graph they test, and mock fixtures
 				return err
 			}
 			var all spec.ErrorList
+			eng := io.engine()
 			for _, f := range files {
 				var diags spec.ErrorList
 				if spec.IsTestFile(f) {
-					_, diags = spec.LoadTestFile(f, nil)
+					_, diags = eng.LoadTestFile(f)
 				} else {
-					_, diags = spec.LoadFile(f, nil)
+					_, diags = eng.Load(f)
 				}
 				all = append(all, diags...)
 			}
@@ -188,7 +188,11 @@ func newSchemaCmd(io *IO) *cobra.Command {
 		Short: "Print the JSON Schema of graph files",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := io.Out.Write(schema.Graph)
+			b, err := io.engine().Schema()
+			if err != nil {
+				return err
+			}
+			_, err = io.Out.Write(b)
 			return err
 		},
 	}
