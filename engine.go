@@ -124,10 +124,12 @@ func WithReadFile(read func(path string) ([]byte, error)) Option {
 // while the engine is in use.
 func (e *Engine) Environment() *builtin.Environment { return e.env }
 
-// SpecOptions returns the options the engine loads graphs with: its
-// registry of custom kinds and its file reader.
+// SpecOptions returns new options to load graphs with: the engine's
+// registry of custom kinds, its file reader, and the mock provider's check
+// of fixtures files (which reports each file once per options value: load
+// a batch of files with one).
 func (e *Engine) SpecOptions() *spec.Options {
-	return &spec.Options{ReadFile: e.read, Registry: e.env.Spec()}
+	return &spec.Options{ReadFile: e.read, Registry: e.env.Spec(), CheckFixtures: e.env.FixturesChecker()}
 }
 
 // Load reads, validates and compiles the graph file at path, knowing the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"path/filepath"
+	"sync"
 
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -137,4 +139,30 @@ func (e *Environment) Kinds(g *spec.Graph, opts Options) (map[string]runtime.Nod
 	out["llm"] = en.runLLM
 	out["tools"] = en.runTools
 	return out, nil
+}
+
+// FixturesChecker returns the check of the mock provider's fixtures files
+// for [spec.Options].CheckFixtures (nil when e has no built-in providers).
+// Each checker reports a file once, however many graphs use it: use one
+// per batch of files loaded together.
+func (e *Environment) FixturesChecker() func(path string, src []byte) spec.ErrorList {
+	if !e.builtins {
+		return nil
+	}
+	var mu sync.Mutex
+	checked := map[string]bool{}
+	return func(path string, src []byte) spec.ErrorList {
+		key := path
+		if abs, err := filepath.Abs(path); err == nil {
+			key = abs
+		}
+		mu.Lock()
+		seen := checked[key]
+		checked[key] = true
+		mu.Unlock()
+		if seen {
+			return nil
+		}
+		return CheckFixtures(path, src)
+	}
 }

@@ -89,6 +89,11 @@ func readFixtures(path string) (*fixtures, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mock fixtures: %w", err)
 	}
+	// The same check lgrun validate runs: nothing below can then fail on
+	// the file's shape.
+	if errs := CheckFixtures(path, b); errs.HasErrors() {
+		return nil, fmt.Errorf("mock fixtures:\n%w", errs.Errors())
+	}
 	fx := &fixtures{file: path}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -125,22 +130,7 @@ func readFixtures(path string) (*fixtures, error) {
 			}
 		}
 	}
-	var errs []error
-	for _, node := range spec.SortedKeys(fx.Replies) {
-		for i, r := range fx.Replies[node] {
-			if err := r.check(); err != nil {
-				errs = append(errs, fmt.Errorf("%s:%d: replies.%s[%d]: %w", path, r.line, node, i, err))
-			}
-		}
-	}
-	for i, r := range fx.Match {
-		if r.Reply == nil {
-			errs = append(errs, fmt.Errorf("%s:%d: match[%d]: a rule needs a reply", path, r.line, i))
-		} else if err := r.Reply.check(); err != nil {
-			errs = append(errs, fmt.Errorf("%s:%d: match[%d].reply: %w", path, r.line, i, err))
-		}
-	}
-	return fx, errors.Join(errs...)
+	return fx, nil
 }
 
 // yamlTypes names the Go types of yaml.v3's errors as the file's parts.
@@ -305,4 +295,270 @@ func (r *mockReply) reply(req *chatRequest, onToken func(string), where string) 
 		reply.In, reply.Out, reply.Estimated = estimateTokens(requestText(req)), estimateTokens(replyText(reply)), true
 	}
 	return reply, nil
+}
+
+// CheckFixtures checks a mock model's fixtures file: its structure, the
+// types of its values and the shape of each reply and tool call, every
+// problem positioned in the file. It implements [spec.Options]
+// CheckFixtures, so `lgrun validate` reports what the mock provider's
+// loader would refuse, and the loader itself uses it: the two cannot
+// disagree.
+func CheckFixtures(file string, src []byte) spec.ErrorList {
+	root, errs := spec.ParseYAML(file, src)
+	if root == nil {
+		return errs
+	}
+	fc := &fixturesChecker{file: file, errs: &errs}
+	m := fc.mapping(root, "fixtures", "the fixtures")
+	for _, kv := range m {
+		k, v := kv[0], kv[1]
+		switch k.Value {
+		case "replies":
+			for _, nr := range fc.mapping(v, "replies", "replies (node: [reply, ...])") {
+				path := "replies." + nr[0].Value
+				for i, r := range fc.list(nr[1], path) {
+					fc.reply(r, fmt.Sprintf("%s[%d]", path, i))
+				}
+			}
+		case "match":
+			for i, r := range fc.list(v, "match") {
+				fc.rule(r, fmt.Sprintf("match[%d]", i))
+			}
+		default:
+			fc.unknownKey(k, "fixtures", []string{"replies", "match"})
+		}
+	}
+	errs.Sort()
+	return errs
+}
+
+// fixturesChecker walks a fixtures file's node tree.
+type fixturesChecker struct {
+	file string
+	errs *spec.ErrorList
+}
+
+func (fc *fixturesChecker) pos(n *yaml.Node) spec.Pos {
+	return spec.Pos{File: fc.file, Line: n.Line, Col: n.Column}
+}
+
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+// what names a node's kind for messages.
+func what(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return "null"
+		case "!!int", "!!float":
+			return "a number"
+		case "!!bool":
+			return "a boolean"
+		}
+		return "a string"
+	}
+	return "nothing"
+}
+
+// mapping returns the key/value pairs of n, which must be a mapping (null
+// counts as empty); desc says what it should hold.
+func (fc *fixturesChecker) mapping(n *yaml.Node, path, desc string) [][2]*yaml.Node {
+	n = resolveAlias(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		fc.errs.Add(fc.pos(n), "%s: want %s as a mapping, got %s", path, desc, what(n))
+		return nil
+	}
+	out := pairs(n.Content)
+	seen := map[string]bool{}
+	for _, kv := range out {
+		if seen[kv[0].Value] {
+			fc.errs.Add(fc.pos(kv[0]), "%s: key %q appears twice", path, kv[0].Value)
+		}
+		seen[kv[0].Value] = true
+	}
+	return out
+}
+
+func (fc *fixturesChecker) list(n *yaml.Node, path string) []*yaml.Node {
+	n = resolveAlias(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		fc.errs.Add(fc.pos(n), "%s: want a list, got %s", path, what(n))
+		return nil
+	}
+	return n.Content
+}
+
+func (fc *fixturesChecker) unknownKey(k *yaml.Node, path string, known []string) {
+	fc.errs.Add(fc.pos(k), "%s: unknown key %q (want %s)", path, k.Value, strings.Join(known, ", "))
+}
+
+// str checks that n is a string (a number or boolean is read as its text).
+func (fc *fixturesChecker) str(n *yaml.Node, path string) bool {
+	n = resolveAlias(n)
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		fc.errs.Add(fc.pos(n), "%s: want a string, got %s", path, what(n))
+		return false
+	}
+	return true
+}
+
+// count checks that n is a whole number of at least 0.
+func (fc *fixturesChecker) count(n *yaml.Node, path string) {
+	n = resolveAlias(n)
+	var v int
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil || v < 0 {
+		fc.errs.Add(fc.pos(n), "%s: want a whole number of at least 0, got %s", path, describe(n))
+	}
+}
+
+func describe(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
+		return fmt.Sprintf("%s %s", what(n), n.Value)
+	}
+	return what(n)
+}
+
+// strings checks a string or a list of strings.
+func (fc *fixturesChecker) strings(n *yaml.Node, path string) {
+	n = resolveAlias(n)
+	if n.Kind == yaml.SequenceNode {
+		for i, it := range n.Content {
+			fc.str(it, fmt.Sprintf("%s[%d]", path, i))
+		}
+		return
+	}
+	fc.str(n, path)
+}
+
+var replyKeys = []string{"text", "json", "tool_calls", "usage", "error"}
+
+// reply checks one scripted reply (see [fixtures]).
+func (fc *fixturesChecker) reply(n *yaml.Node, path string) {
+	n = resolveAlias(n)
+	if n.Kind != yaml.MappingNode {
+		fc.errs.Add(fc.pos(n), "%s: want a reply (a mapping of %s), got %s", path, strings.Join(replyKeys, ", "), what(n))
+		return
+	}
+	has := map[string]*yaml.Node{}
+	for _, kv := range fc.mapping(n, path, "a reply") {
+		k, v := kv[0], kv[1]
+		has[k.Value] = k
+		p := path + "." + k.Value
+		switch k.Value {
+		case "text", "error":
+			fc.str(v, p)
+		case "json":
+			if err := v.Decode(new(any)); err != nil {
+				fc.errs.Add(fc.pos(v), "%s: %v", p, err)
+			}
+		case "tool_calls":
+			for i, tc := range fc.list(v, p) {
+				fc.toolCall(tc, fmt.Sprintf("%s[%d]", p, i))
+			}
+		case "usage":
+			for _, u := range fc.mapping(v, p, "usage (in, out)") {
+				switch u[0].Value {
+				case "in", "out":
+					fc.count(u[1], p+"."+u[0].Value)
+				default:
+					fc.unknownKey(u[0], p, []string{"in", "out"})
+				}
+			}
+		default:
+			fc.unknownKey(k, path, replyKeys)
+		}
+	}
+	switch {
+	case has["error"] != nil && (has["text"] != nil || has["json"] != nil || has["tool_calls"] != nil):
+		fc.errs.Add(fc.pos(has["error"]), "%s: a reply with error has nothing else (no text, json or tool_calls)", path)
+	case has["error"] == nil && has["text"] == nil && has["json"] == nil && has["tool_calls"] == nil:
+		fc.errs.Add(fc.pos(n), "%s: a reply needs text, json, tool_calls or error", path)
+	case has["text"] != nil && has["json"] != nil:
+		fc.errs.Add(fc.pos(has["json"]), "%s: a reply has text or json, not both", path)
+	}
+}
+
+// toolCall checks one scripted tool call: a name, and arguments that are
+// an object (or a string, sent verbatim).
+func (fc *fixturesChecker) toolCall(n *yaml.Node, path string) {
+	n = resolveAlias(n)
+	if n.Kind != yaml.MappingNode {
+		fc.errs.Add(fc.pos(n), "%s: want a tool call {name, arguments}, got %s", path, what(n))
+		return
+	}
+	named := false
+	for _, kv := range fc.mapping(n, path, "a tool call") {
+		k, v := kv[0], kv[1]
+		switch k.Value {
+		case "name":
+			if fc.str(v, path+".name") && v.Value == "" {
+				fc.errs.Add(fc.pos(v), "%s.name: empty tool name", path)
+			}
+			named = true
+		case "arguments":
+			v = resolveAlias(v)
+			switch {
+			case v.Kind == yaml.MappingNode:
+				if err := v.Decode(new(map[string]any)); err != nil {
+					fc.errs.Add(fc.pos(v), "%s.arguments: %v", path, err)
+				}
+			case isNull(v), v.Kind == yaml.ScalarNode && v.Tag == "!!str":
+			default:
+				fc.errs.Add(fc.pos(v), "%s.arguments: want an object (or a string sent as it is), got %s", path, what(v))
+			}
+		default:
+			fc.unknownKey(k, path, []string{"name", "arguments"})
+		}
+	}
+	if !named {
+		fc.errs.Add(fc.pos(n), "%s: a tool call needs a name", path)
+	}
+}
+
+// rule checks one match rule.
+func (fc *fixturesChecker) rule(n *yaml.Node, path string) {
+	n = resolveAlias(n)
+	if n.Kind != yaml.MappingNode {
+		fc.errs.Add(fc.pos(n), "%s: want a match rule (a mapping), got %s", path, what(n))
+		return
+	}
+	replied := false
+	for _, kv := range fc.mapping(n, path, "a match rule") {
+		k, v := kv[0], kv[1]
+		p := path + "." + k.Value
+		switch k.Value {
+		case "node":
+			fc.str(v, p)
+		case "contains", "history_contains":
+			fc.strings(v, p)
+		case "turn":
+			fc.count(v, p)
+		case "reply":
+			fc.reply(v, p)
+			replied = true
+		default:
+			fc.unknownKey(k, path, []string{"node", "contains", "history_contains", "turn", "reply"})
+		}
+	}
+	if !replied {
+		fc.errs.Add(fc.pos(n), "%s: a rule needs a reply", path)
+	}
 }

@@ -101,11 +101,17 @@ func TestMockScriptExhausted(t *testing.T) {
 
 func TestFixturesAreChecked(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
-		{"replies:\n  agent:\n    - text: hi\n      colour: red\n", "field colour not found"},
-		{"replies:\n  agent:\n    - usage: {in: 1}\n", "replies.yaml:3: replies.agent[0]: a reply needs text, json, tool_calls or error"},
-		{"replies:\n  agent:\n    - text: a\n      json: {}\n", "text or json, not both"},
-		{"match:\n  - contains: x\n", "match[0]: a rule needs a reply"},
-		{"replies: [1, 2]\n", "cannot unmarshal"},
+		{"replies:\n  agent:\n    - text: hi\n      colour: red\n", `replies.yaml:4:7: error: replies.agent[0]: unknown key "colour" (want text, json, tool_calls, usage, error)`},
+		{"replies:\n  agent:\n    - usage: {in: 1}\n", "replies.yaml:3:7: error: replies.agent[0]: a reply needs text, json, tool_calls or error"},
+		{"replies:\n  agent:\n    - text: a\n      json: {}\n", "replies.yaml:4:7: error: replies.agent[0]: a reply has text or json, not both"},
+		{"match:\n  - contains: x\n", "replies.yaml:2:5: error: match[0]: a rule needs a reply"},
+		{"replies: [1, 2]\n", "replies.yaml:1:10: error: replies: want replies (node: [reply, ...]) as a mapping, got a list"},
+		// These used to fail only at run time, with Go type names.
+		{"replies:\n  agent:\n    - text: [a, b]\n", "replies.yaml:3:13: error: replies.agent[0].text: want a string, got a list"},
+		{"replies:\n  agent:\n    - tool_calls: {name: f}\n", "replies.yaml:3:19: error: replies.agent[0].tool_calls: want a list, got a mapping"},
+		{"replies:\n  agent:\n    - tool_calls: [{name: f, arguments: [1]}]\n", "replies.yaml:3:41: error: replies.agent[0].tool_calls[0].arguments: want an object (or a string sent as it is), got a list"},
+		{"replies:\n  agent:\n    - text: hi\n      usage: {in: many}\n", "replies.yaml:4:19: error: replies.agent[0].usage.in: want a whole number of at least 0, got a string many"},
+		{"match:\n  - turn: first\n    reply: {text: x}\n", "replies.yaml:2:11: error: match[0].turn: want a whole number of at least 0, got a string first"},
 	} {
 		g := mustGraph(t, mockAgent, map[string]string{"replies.yaml": tc.body})
 		_, err := Kinds(g, Options{Getenv: envOf()})

@@ -432,8 +432,8 @@ func TestLimiterWaitHonoursContext(t *testing.T) {
 		t.Fatalf("second wait: %v, want the context's deadline", err)
 	}
 	// A stricter declaration of the same model wins.
-	if l2 := ls.limiterFor(key, 600); l2 != l || l.interval != time.Minute {
-		t.Fatalf("limiter %p interval %s", l2, l.interval)
+	if l2 := ls.limiterFor(key, 600); l2 != l || l.interval() != time.Minute {
+		t.Fatalf("limiter %p interval %s", l2, l.interval())
 	}
 }
 

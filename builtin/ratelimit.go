@@ -8,15 +8,17 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/lgrun/lgrun/spec"
 )
 
 // limiter spaces requests to one model evenly, rpm a minute. Callers wait
 // for their slot (backpressure) instead of being answered 429 by the server.
+// It is a token bucket of burst 1 (golang.org/x/time/rate): the first
+// request goes at once, every later one an interval after the previous slot.
 type limiter struct {
-	mu       sync.Mutex
-	interval time.Duration
-	next     time.Time // the earliest free slot
+	rl *rate.Limiter
 }
 
 // limiters is the registry of an [Environment]: every run, graph and node
@@ -43,34 +45,35 @@ func (ls *limiters) limiterFor(key string, rpm int) *limiter {
 	if rpm <= 0 {
 		return nil
 	}
-	iv := time.Minute / time.Duration(rpm)
+	lim := rate.Every(time.Minute / time.Duration(rpm))
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.m[key]
 	if l == nil {
-		l = &limiter{interval: iv}
+		l = &limiter{rl: rate.NewLimiter(lim, 1)}
 		ls.m[key] = l
 	}
-	l.mu.Lock()
-	l.interval = max(l.interval, iv)
-	l.mu.Unlock()
+	if lim < l.rl.Limit() {
+		l.rl.SetLimit(lim)
+	}
 	return l
 }
 
-// wait blocks until the caller's slot, or ctx ends. A nil limiter never waits.
+// interval is the time between two slots.
+func (l *limiter) interval() time.Duration {
+	return time.Duration(float64(time.Second) / float64(l.rl.Limit()))
+}
+
+// wait blocks until the caller's slot, or ctx ends (its cause is returned
+// and the slot is given back). A nil limiter never waits. rate.Limiter's own
+// Wait is not used: it fails at once when the slot lies past ctx's deadline,
+// with an error that is not the context's.
 func (l *limiter) wait(ctx context.Context) error {
 	if l == nil {
 		return nil
 	}
-	l.mu.Lock()
-	now := time.Now()
-	slot := l.next
-	if slot.Before(now) {
-		slot = now
-	}
-	l.next = slot.Add(l.interval)
-	l.mu.Unlock()
-	d := time.Until(slot)
+	r := l.rl.Reserve()
+	d := r.Delay()
 	if d <= 0 {
 		return nil
 	}
@@ -80,6 +83,7 @@ func (l *limiter) wait(ctx context.Context) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
+		r.Cancel()
 		return context.Cause(ctx)
 	}
 }

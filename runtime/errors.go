@@ -51,6 +51,10 @@ var ErrNothingToResume = errors.New("nothing to resume")
 // ErrNeedValue is returned when resuming an interrupt node without a value.
 var ErrNeedValue = errors.New("resume value needed")
 
+// ErrValueNotNeeded is returned when a resume value is given to a thread
+// that waits at no interrupt node.
+var ErrValueNotNeeded = errors.New("--value has nothing to answer")
+
 // ErrGraphChanged is returned in strict mode when a thread was created by a
 // different version of the graph.
 var ErrGraphChanged = errors.New("graph changed since the thread was created")

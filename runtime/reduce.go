@@ -213,13 +213,24 @@ func (m *merger) apply(node string, w Write) error {
 	}
 	w.Value = pv
 	cur := m.values[w.Field]
+	if f.Optional && f.Reducer.Kind != spec.ReduceReplace && f.Reducer.Kind != spec.ReduceCustom {
+		if w.Value == nil {
+			// Null clears an optional field, whatever its reducer.
+			m.values[w.Field] = nil
+			m.delta[w.Field] = Op{Kind: OpSet, Value: nil}
+			return nil
+		}
+		if cur == nil {
+			cur = f.Type.Zero() // the reducers build on the zero value
+		}
+	}
 	switch f.Reducer.Kind {
 	case spec.ReduceReplace:
 		if prev, ok := m.writer[w.Field]; ok && prev != node {
 			return &ConflictError{Field: w.Field, Nodes: []string{prev, node}, Step: m.step}
 		}
 		m.writer[w.Field] = node
-		v, err := f.Type.Coerce(w.Value)
+		v, err := f.Coerce(w.Value)
 		if err != nil {
 			return fail(err)
 		}
@@ -308,7 +319,7 @@ func (m *merger) apply(node string, w Write) error {
 		if err != nil {
 			return fail(fmt.Errorf("custom reducer: %w", err))
 		}
-		v, err = f.Type.Coerce(v)
+		v, err = f.Coerce(v)
 		if err != nil {
 			return fail(fmt.Errorf("custom reducer result: %w", err))
 		}

@@ -298,7 +298,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		}
 		rn.resumeValue = opts.Value
 	} else if opts.HasValue {
-		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; --value has nothing to answer (use --set field=JSON to change the state)", th.ID)
+		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; %w (use --set field=JSON to change the state)", th.ID, ErrValueNotNeeded)
 	}
 	cp := head
 	if len(opts.Set) > 0 || opts.AsNode != "" {
@@ -536,7 +536,7 @@ func (r *Runner) upgradeValues(thread string, old map[string]any) map[string]any
 	out := make(map[string]any, len(r.Graph.Fields))
 	for _, f := range r.Graph.Fields {
 		if v, ok := old[f.Name]; ok {
-			c, err := f.Type.Coerce(v)
+			c, err := f.Coerce(v)
 			if err == nil {
 				out[f.Name] = c
 				continue

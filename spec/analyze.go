@@ -2,8 +2,11 @@ package spec
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/expr-lang/expr/ast"
 )
 
 // analyze derives the runtime view of the edges (outgoing edges, joins) and
@@ -81,7 +84,40 @@ func (c *checker) analyze() {
 		}
 	}
 	c.checkTraps(succ)
+	c.checkRoutesDefault()
 	c.checkConcurrentWrites()
+}
+
+// checkRoutesDefault warns about routes without a default on a node that
+// has no other way on: when no route matches, nothing is scheduled and the
+// run ends there (LangGraph raises an error in that case).
+func (c *checker) checkRoutesDefault() {
+	g := c.g
+	for _, src := range append([]string{Start}, g.NodeOrder...) {
+		edges := g.out[src]
+		if n := g.Nodes[src]; len(edges) != 1 || (n != nil && n.Goto != nil) {
+			continue
+		}
+		e := edges[0]
+		if e.Routes == nil || e.Default != nil || len(e.Routes) == 0 || alwaysTrue(e.Routes[len(e.Routes)-1].When) {
+			continue
+		}
+		c.errs.Warn(e.routesPos, "routes from %q have no default: when no route matches, nothing runs next and the run ends after %q; add default: END (or a node) to make that explicit", src, src)
+	}
+}
+
+// alwaysTrue reports whether x is the constant true.
+func alwaysTrue(x *Expr) bool {
+	if x == nil || x.Program == nil {
+		return false
+	}
+	switch n := x.Program.Node().(type) {
+	case *ast.BoolNode:
+		return n.Value
+	case *ast.ConstantNode:
+		return n.Value == true
+	}
+	return false
 }
 
 func firstOr(s []string, d string) string {
@@ -289,26 +325,41 @@ func (c *checker) checkTraps(succ map[string][]string) {
 			roots = append(roots, []string{t.Name})
 		}
 	}
-	regions := make([]map[string]bool, 0, len(roots))
-	for _, r := range roots {
-		regions = append(regions, closure(r, static))
-	}
+	// A join's target runs on its own, when the join fires.
 	for _, j := range g.joins {
-		together := false
-		for _, reg := range regions {
-			all := true
-			for _, s := range j.Sources {
-				if !reg[s] {
-					all = false
-					break
-				}
-			}
-			if all {
-				together = true
-				break
+		roots = append(roots, []string{j.Target})
+	}
+	// Which regions each node is in, so a join looks only at the regions
+	// its sources are in instead of at every region.
+	var regions []map[string]bool
+	regionsOf := map[string][]int{}
+	for _, r := range roots {
+		reg := closure(r, static)
+		for n := range reg {
+			regionsOf[n] = append(regionsOf[n], len(regions))
+		}
+		regions = append(regions, reg)
+	}
+	// A join is safe when its sources run together: some region holds
+	// them all, and no region holds only some of them (then those would
+	// run without the others, which the join would wait for in vain).
+	for _, j := range g.joins {
+		srcs := dedupe(j.Sources)
+		held := map[int]int{} // region -> how many of the sources it holds
+		for _, s := range srcs {
+			for _, i := range regionsOf[s] {
+				held[i]++
 			}
 		}
-		if !together {
+		together, partial := false, false
+		for _, n := range held {
+			if n == len(srcs) {
+				together = true
+			} else {
+				partial = true
+			}
+		}
+		if !together || partial {
 			c.errs.Warn(j.Edge.Pos, "join %q waits for %s, but they do not always run together (some are reached only through a condition); when one does not run, %q never runs and the run ends quietly", j.Target, strings.Join(j.Sources, ", "), j.Target)
 		}
 	}
@@ -351,12 +402,16 @@ func (c *checker) checkTraps(succ map[string][]string) {
 		if len(dedupe(tos)) < 2 {
 			continue
 		}
-		dist := bfs(src, static)
-		for _, target := range SortedKeys(inStatic) {
-			preds := inStatic[target]
-			if target == End || len(preds) < 2 {
-				continue
+		dist := bfs(src, static, maxCoRunSteps)
+		var met []string // nodes within reach where branches meet
+		for n := range dist {
+			if n != End && len(inStatic[n]) >= 2 {
+				met = append(met, n)
 			}
+		}
+		sort.Strings(met)
+		for _, target := range met {
+			preds := inStatic[target]
 			lengths := map[int][]string{}
 			for _, p := range preds {
 				if d, ok := dist[p]; ok && p != src {
@@ -375,12 +430,18 @@ func (c *checker) checkTraps(succ map[string][]string) {
 	}
 }
 
-func bfs(start string, next map[string][]string) map[string]int {
+// bfs returns the distance from start of every node within depth steps
+// along next (the fan-out check looks as far ahead as the concurrent-write
+// check, so its work is bounded by what is near each fan-out).
+func bfs(start string, next map[string][]string, depth int) map[string]int {
 	dist := map[string]int{start: 0}
 	q := []string{start}
 	for len(q) > 0 {
 		n := q[0]
 		q = q[1:]
+		if dist[n] >= depth {
+			continue
+		}
 		for _, t := range next[n] {
 			if _, ok := dist[t]; !ok {
 				dist[t] = dist[n] + 1
@@ -400,102 +461,139 @@ func sortedInts[V any](m map[int]V) []int {
 	return out
 }
 
+// maxCoRunSteps bounds how many supersteps ahead checkConcurrentWrites
+// follows nodes that started together.
+const maxCoRunSteps = 64
+
 // checkConcurrentWrites warns when two nodes that can run in the same
 // superstep both write a replace field: the run would fail with a conflict.
+//
+// Nodes run together when one node's edges trigger them together (see
+// coRunGroups), and so do the nodes those always trigger next, step by
+// step. The check follows each group forward one superstep at a time (up to
+// maxCoRunSteps) and looks only at who writes what in each step, so its
+// work is the size of the groups' static closures, not the number of pairs
+// of nodes in them.
 func (c *checker) checkConcurrentWrites() {
 	g := c.g
-	// Nodes triggered together: all targets of one source's edges.
-	type pair struct{ a, b string }
-	together := map[pair]bool{}
-	add := func(a, b string) bool {
-		if a == b || a == End || b == End {
-			return false
-		}
-		if a > b {
-			a, b = b, a
-		}
-		if together[pair{a, b}] {
-			return false
-		}
-		together[pair{a, b}] = true
-		return true
-	}
-	sources := append([]string{Start}, g.NodeOrder...)
-	for _, src := range sources {
-		edges := g.out[src]
-		for i, e := range edges {
-			// One branch's targets run together; the branches of one
-			// conditional edge exclude each other.
-			for _, br := range e.branchTargets() {
-				for a := range br {
-					for b := a + 1; b < len(br); b++ {
-						add(br[a], br[b])
-					}
-				}
-			}
-			// Different edges of one source all fire.
-			for _, f := range edges[i+1:] {
-				for _, x := range e.Targets() {
-					for _, y := range f.Targets() {
-						add(x.Name, y.Name)
-					}
-				}
-			}
-		}
-		if n := g.Nodes[src]; n != nil && len(n.GotoPaths) > 0 {
-			// A goto fires with the node's edges.
-			for _, e := range edges {
-				for _, x := range e.Targets() {
-					for _, y := range n.GotoPaths {
-						add(x.Name, y.Name)
-					}
-				}
-			}
-		}
-	}
-	// Propagate along static single successors: if a and b run together and
-	// a→a', b→b' always, then a' and b' run together too. Bounded by the
-	// number of pairs, which only grows.
 	static := c.staticSucc()
-	for changed, rounds := true, 0; changed && rounds < 64; rounds++ {
-		changed = false
-		for p := range together {
-			for _, x := range static[p.a] {
-				for _, y := range static[p.b] {
-					if add(x, y) {
-						changed = true
+	type conflict struct {
+		first, second *Node
+		field         string
+	}
+	seen := map[conflict]bool{}
+	var found []conflict
+	for _, grp := range c.coRunGroups() {
+		step := grp
+		for range maxCoRunSteps {
+			if len(step) < 2 {
+				// One node's successors form a group of their own.
+				break
+			}
+			byField := map[string][]*Node{}
+			var fields []string
+			for _, name := range step {
+				n := g.Nodes[name]
+				if n == nil {
+					continue
+				}
+				for _, f := range dedupe(n.Writes) {
+					if fd := g.Field(f); fd == nil || fd.Reducer.Kind != ReduceReplace {
+						continue
+					}
+					if byField[f] == nil {
+						fields = append(fields, f)
+					}
+					byField[f] = append(byField[f], n)
+				}
+			}
+			for _, f := range fields {
+				ws := byField[f]
+				if len(ws) < 2 {
+					continue
+				}
+				sort.SliceStable(ws, func(i, j int) bool { return ws[i].Pos.Line < ws[j].Pos.Line })
+				// Each further writer is reported once, with the first.
+				for _, w := range ws[1:] {
+					k := conflict{ws[0], w, f}
+					if !seen[k] {
+						seen[k] = true
+						found = append(found, k)
 					}
 				}
 			}
+			var next []string
+			in := map[string]bool{}
+			for _, name := range step {
+				for _, t := range static[name] {
+					if t != End && !in[t] {
+						in[t] = true
+						next = append(next, t)
+					}
+				}
+			}
+			step = next
 		}
 	}
-	var pairs []pair
-	for p := range together {
-		pairs = append(pairs, p)
-	}
-	sort.Slice(pairs, func(i, j int) bool {
-		if pairs[i].a != pairs[j].a {
-			return pairs[i].a < pairs[j].a
+	sort.Slice(found, func(i, j int) bool {
+		a, b := found[i], found[j]
+		if a.second.Pos != b.second.Pos {
+			return a.second.Pos.Line < b.second.Pos.Line
 		}
-		return pairs[i].b < pairs[j].b
+		if a.first.Name != b.first.Name {
+			return a.first.Name < b.first.Name
+		}
+		return a.field < b.field
 	})
-	for _, p := range pairs {
-		na, nb := g.Nodes[p.a], g.Nodes[p.b]
-		if na == nil || nb == nil {
-			continue
-		}
-		for _, f := range na.Writes {
-			fd := g.Field(f)
-			if fd == nil || fd.Reducer.Kind != ReduceReplace || !contains(nb.Writes, f) {
+	for _, k := range found {
+		c.errs.Warn(k.second.Pos, "nodes %q and %q can run in the same superstep and both write replace field %q; the step would fail with a conflict (give the field a reducer)", k.first.Name, k.second.Name, k.field)
+	}
+}
+
+// coRunGroups lists sets of nodes that may be triggered together in one
+// superstep, such that every two nodes that can be are in some set and no
+// set holds two that cannot: the targets of a source's plain edges with one
+// branch of one of its conditional edges (or goto), and one branch each of
+// two of its conditional edges.
+func (c *checker) coRunGroups() [][]string {
+	g := c.g
+	var groups [][]string
+	for _, src := range append([]string{Start}, g.NodeOrder...) {
+		var always []string
+		var choices [][][]string // per conditional edge (or goto): its branches
+		for _, e := range g.out[src] {
+			if !e.Conditional() {
+				for _, t := range e.To {
+					always = append(always, t.Name)
+				}
 				continue
 			}
-			first, second := na, nb
-			if second.Pos.Line < first.Pos.Line {
-				first, second = second, first
+			choices = append(choices, e.branchTargets())
+		}
+		if n := g.Nodes[src]; n != nil && len(n.GotoPaths) > 0 {
+			choices = append(choices, exprBranches(n.Goto, n.GotoPaths))
+		}
+		if len(choices) == 0 {
+			groups = append(groups, dedupe(always))
+			continue
+		}
+		for i, ci := range choices {
+			for _, b := range ci {
+				groups = append(groups, dedupe(append(append([]string{}, always...), b...)))
 			}
-			c.errs.Warn(second.Pos, "nodes %q and %q can run in the same superstep and both write replace field %q; the step would fail with a conflict (give the field a reducer)", first.Name, second.Name, f)
+			for _, cj := range choices[i+1:] {
+				for _, b := range ci {
+					for _, d := range cj {
+						groups = append(groups, dedupe(append(append([]string{}, b...), d...)))
+					}
+				}
+			}
 		}
 	}
+	for i, grp := range groups {
+		groups[i] = slices.DeleteFunc(grp, func(n string) bool { return n == End })
+	}
+	return groups
 }
 
 // branchTargets lists the target sets of an edge's mutually exclusive
@@ -519,10 +617,28 @@ func (e *Edge) branchTargets() [][]string {
 		}
 		add(e.Default)
 	case e.Route != nil:
-		// A route expression may yield a list: any paths may run together.
-		add(e.Paths)
+		return exprBranches(e.Route, e.Paths)
 	default:
 		add(e.To)
+	}
+	return out
+}
+
+// exprBranches lists the target sets of a route or goto expression over
+// paths: one per path when the expression yields a single name (a string),
+// else one set of all paths, since a list may name any of them together.
+func exprBranches(x *Expr, paths []NameRef) [][]string {
+	var names []string
+	for _, p := range paths {
+		names = append(names, p.Name)
+	}
+	names = dedupe(names)
+	if x == nil || x.Program == nil || kindOfType(x.Program.Node().Type()) != KindString {
+		return [][]string{names}
+	}
+	out := make([][]string, len(names))
+	for i, n := range names {
+		out[i] = []string{n}
 	}
 	return out
 }

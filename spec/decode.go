@@ -85,15 +85,21 @@ func (c *checker) decodeState(n *yaml.Node) {
 			}
 		}
 		c.decodeReducer(f, fm)
+		if o := fm.get("optional"); o != nil {
+			_ = o.Decode(&f.Optional)
+		}
 		if d := fm.get("default"); d != nil {
 			var conv valueConv
 			conv.file, conv.errs = c.file, c.errs
-			v, err := f.Type.Coerce(conv.value(d))
-			if err != nil {
+			dv := conv.value(d)
+			v, err := f.Coerce(dv)
+			if err != nil && dv != nil {
 				c.errs.Add(c.pos(badItem(d, f.Type)), "state.%s: default does not match type %s: %v", name, f.Type, err)
+			} else if err != nil {
+				c.errs.Add(c.pos(d), "state.%s: default is null, but the field is not optional (declare it optional: true, or drop the default)", name)
 			}
 			f.Default = v
-		} else {
+		} else if !f.Optional {
 			f.Default = f.Type.Zero()
 		}
 		if en := fm.get("enum"); en != nil {
@@ -108,10 +114,10 @@ func (c *checker) decodeState(n *yaml.Node) {
 				}
 				f.Enum = append(f.Enum, cv)
 			}
-			if fm.get("default") != nil && !inEnum(f.Enum, f.Default) {
+			if fm.get("default") != nil && !f.InEnum(f.Default) {
 				c.errs.Add(c.pos(fm.get("default")), "state.%s: default %s is not one of the enum values (%s)", name, jsonValue(f.Default), enumList(f.Enum))
 			}
-			if fm.get("default") == nil && len(f.Enum) > 0 {
+			if fm.get("default") == nil && len(f.Enum) > 0 && !f.Optional {
 				f.Default = f.Enum[0]
 			}
 		}
@@ -144,7 +150,10 @@ func badItem(n *yaml.Node, t Type) *yaml.Node {
 }
 
 // InEnum reports whether v is one of the field's enum values (or the field has none).
-func (f *Field) InEnum(v any) bool { return len(f.Enum) == 0 || inEnum(f.Enum, v) }
+// An optional field's null is always allowed.
+func (f *Field) InEnum(v any) bool {
+	return len(f.Enum) == 0 || (v == nil && f.Optional) || inEnum(f.Enum, v)
+}
 
 func inEnum(enum []any, v any) bool {
 	b, _ := json.Marshal(v)
@@ -169,7 +178,7 @@ func (c *checker) decodeReducer(f *Field, fm *mapping) {
 			cn := asMapping(rn).get("custom")
 			env := types.Map{"current": f.Type.ExprType(), "update": types.Any}
 			f.Reducer.Custom = c.ec.compile(cn, "state."+f.Name+".reducer.custom", env, func(t reflect.Type) string {
-				if k := kindOfType(t); k != "" && !compatible(k, f.Type) {
+				if k := kindOfType(t); k != "" && !compatible(k, f.Type) && !(k == kindNull && f.Optional) {
 					return fmt.Sprintf("custom reducer yields %s, but field %q is %s", k, f.Name, f.Type)
 				}
 				return ""
@@ -269,7 +278,9 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 		e.Paths = nameRefs(c.file, em.get("paths"))
 		e.When = c.ec.compile(em.get("when"), path+".when", c.env, wantBool)
 		e.Route = c.ec.compile(em.get("route"), path+".route", c.env, wantRoute)
+		c.checkRouteValues(e.Route, e.Paths, path+".route")
 		if rn := em.get("routes"); rn != nil && rn.Kind == yaml.SequenceNode {
+			e.routesPos = c.pos(em.kpos["routes"])
 			for j, r := range rn.Content {
 				rm := asMapping(r)
 				e.Routes = append(e.Routes, &Route{

@@ -54,8 +54,10 @@ func (c *checker) decodeModels(n *yaml.Node) {
 		case "mock":
 			if md.Fixtures == "" {
 				c.errs.Add(md.Pos, "models.%s: provider mock needs fixtures (a file of scripted replies)", k.Value)
-			} else if _, err := c.loader.read(md.Fixtures); err != nil {
+			} else if src, err := c.loader.read(md.Fixtures); err != nil {
 				c.errs.Add(c.pos(mm.get("fixtures")), "models.%s.fixtures: cannot read %q: %v", k.Value, mm.get("fixtures").Value, unwrapPathErr(err))
+			} else {
+				c.loader.checkFixtures(md.Fixtures, src, c.errs)
 			}
 		case "openai":
 			if md.Model == "" {

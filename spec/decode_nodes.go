@@ -56,6 +56,7 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 		node.Retry = c.retry(nm.get("retry"), path+".retry")
 		node.Goto = c.ec.compile(nm.get("goto"), path+".goto", c.env, wantRoute)
 		node.GotoPaths = nameRefs(c.file, nm.get("goto_paths"))
+		c.checkRouteValues(node.Goto, node.GotoPaths, path+".goto")
 		if node.Goto != nil && len(node.GotoPaths) == 0 {
 			c.errs.Add(c.pos(nm.kpos["goto"]), "%s: goto needs goto_paths, the list of nodes it may go to", path)
 		}
@@ -296,6 +297,14 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 		}
 		if (nm.get("node") == nil) == (nm.get("graph") == nil) {
 			c.errs.Add(node.Pos, "%s: kind map needs exactly one of node or graph", path)
+		} else if nm.get("node") != nil {
+			// A mapped node runs on this graph's state: nothing to map in or out.
+			if k := nm.kpos["input"]; k != nil {
+				c.errs.Add(c.pos(k), "%s.input: input is only for a map over a graph; a mapped node reads this graph's state, with the item in item_as", path)
+			}
+			if k := nm.kpos["output_map"]; k != nil {
+				c.errs.Add(c.pos(k), "%s.output_map: output_map is only for a map over a graph; a mapped node writes this graph's state through its reducers", path)
+			}
 		}
 	}
 	gn := nm.get("graph")
@@ -380,7 +389,7 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 
 func wantAssign(f *Field) func(reflect.Type) string {
 	return func(t reflect.Type) string {
-		if k := kindOfType(t); k != "" && !compatible(k, f.Type) {
+		if k := kindOfType(t); k != "" && !compatible(k, f.Type) && !(k == kindNull && f.Optional) {
 			return fmt.Sprintf("expression yields %s, but child field %q is %s", k, f.Name, f.Type)
 		}
 		return ""

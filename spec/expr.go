@@ -6,10 +6,15 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"unsafe"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	exprchecker "github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/compiler"
+	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/optimizer"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/types"
 	"github.com/expr-lang/expr/vm"
@@ -22,6 +27,11 @@ const ExprMemoryBudget = 2_000_000
 
 // exprMaxNodes bounds the size of one expression.
 const exprMaxNodes = 5000
+
+// ExprMaxDepth bounds how deeply brackets, parentheses and braces may nest
+// in one expression. expr's parser is recursive, so a deeper expression is
+// rejected before it is parsed rather than exhausting the stack.
+const ExprMaxDepth = 100
 
 // Eval runs e against env (a map of the variables the expression was
 // compiled with) under the memory budget. Its result is normalized
@@ -89,6 +99,45 @@ type exprCompiler struct {
 	file string
 	src  []string // the file's lines, for block scalar indentation
 	errs *ErrorList
+	// configs caches expr's configuration per env (by map identity).
+	configs map[unsafe.Pointer]*conf.Config
+}
+
+// compileSrc compiles src against env as expr.Compile does, but builds
+// expr's configuration (its builtins, our functions, the typed env) once
+// per env instead of once per expression, which was half of the time a
+// large graph took to validate. An env map must not change once used.
+func (c *exprCompiler) compileSrc(src string, env types.Map) (*vm.Program, error) {
+	key := reflect.ValueOf(env).UnsafePointer()
+	cfg := c.configs[key]
+	if cfg == nil {
+		cfg = conf.CreateNew()
+		for _, op := range append([]expr.Option{expr.Env(env), expr.MaxNodes(exprMaxNodes)}, exprFuncs...) {
+			op(cfg)
+		}
+		for name := range cfg.Disabled {
+			delete(cfg.Builtins, name)
+		}
+		cfg.Check()
+		if c.configs == nil {
+			c.configs = map[unsafe.Pointer]*conf.Config{}
+		}
+		c.configs[key] = cfg
+	}
+	tree, err := exprchecker.ParseCheck(src, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Optimize {
+		if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
+			var fe *file.Error
+			if errors.As(err, &fe) {
+				return nil, fe.Bind(tree.Source)
+			}
+			return nil, err
+		}
+	}
+	return compiler.Compile(tree, cfg)
 }
 
 // stateEnv is the environment type of expressions over the state.
@@ -116,8 +165,11 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		c.errs.Add(pos, "%s: empty expression", path)
 		return nil
 	}
-	opts := append([]expr.Option{expr.Env(env), expr.MaxNodes(exprMaxNodes)}, exprFuncs...)
-	prog, err := expr.Compile(src, opts...)
+	if line, col, ok := nestingTooDeep(src, ExprMaxDepth); ok {
+		c.errs.Add(c.exprPos(n, line, col), "%s: brackets nest more than %d deep", path, ExprMaxDepth)
+		return nil
+	}
+	prog, err := c.compileSrc(src, env)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
@@ -128,12 +180,55 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		return nil
 	}
 	if want != nil {
-		if msg := want(prog.Node().Type()); msg != "" {
+		t := prog.Node().Type()
+		if _, null := prog.Node().(*ast.NilNode); null {
+			t = nullType
+		}
+		if msg := want(t); msg != "" {
 			c.errs.Add(pos, "%s: %s", path, msg)
 			return nil
 		}
 	}
 	return &Expr{Src: src, Pos: pos, Program: prog}
+}
+
+// nestingTooDeep scans src for brackets, parentheses and braces outside
+// string literals and reports where (1-based line, 0-based rune column, as
+// expr counts) the first one opening past depth max is. It is linear and
+// keeps no stack, so it is safe on any input.
+func nestingTooDeep(src string, max int) (line, col int, found bool) {
+	depth := 0
+	line, col = 1, 0
+	var quote rune // the open string literal's quote, or 0
+	escaped := false
+	for _, r := range src {
+		switch {
+		case quote != 0:
+			switch {
+			case escaped:
+				escaped = false
+			case r == '\\' && quote != '`':
+				escaped = true
+			case r == quote:
+				quote = 0
+			}
+		case r == '"' || r == '\'' || r == '`':
+			quote = r
+		case r == '(' || r == '[' || r == '{':
+			depth++
+			if depth > max {
+				return line, col, true
+			}
+		case r == ')' || r == ']' || r == '}':
+			depth--
+		}
+		if r == '\n' {
+			line, col = line+1, 0
+		} else {
+			col++
+		}
+	}
+	return 0, 0, false
 }
 
 func (l *ErrorList) errAt(pos Pos, msg string, err error) {
@@ -293,11 +388,22 @@ func valueOffset(val []rune, line, col int) int {
 	return min(off+max(col, 0), len(val))
 }
 
+// kindNull is the kind of the literal nil, which only optional (and any)
+// fields can hold.
+const kindNull Kind = "null"
+
+// nullType stands for the type of an expression that is the literal nil
+// (expr types it as any).
+var nullType = reflect.TypeOf(struct{ null bool }{})
+
 // kindOfType maps the static result type of an expression to a field kind;
 // "" means the type is not known until run time.
 func kindOfType(t reflect.Type) Kind {
 	if t == nil {
 		return ""
+	}
+	if t == nullType {
+		return kindNull
 	}
 	switch t.Kind() {
 	case reflect.Interface:
@@ -341,7 +447,7 @@ func wantList(t reflect.Type) string {
 }
 
 func wantRoute(t reflect.Type) string {
-	if k := kindOfType(t); k != "" && k != KindString && k != KindList {
+	if k := kindOfType(t); k != "" && k != KindString && k != KindList && k != kindNull {
 		return fmt.Sprintf("route must yield a node name or a list of node names, got %s", k)
 	}
 	return ""
@@ -353,6 +459,12 @@ func wantWrite(f *Field) func(reflect.Type) string {
 		k := kindOfType(t)
 		if k == "" {
 			return ""
+		}
+		if k == kindNull {
+			if f.Optional || f.Type.Kind == KindAny {
+				return ""
+			}
+			return fmt.Sprintf("writes null, but field %q is not optional (declare it optional: true to allow null)", f.Name)
 		}
 		ok := false
 		switch f.Reducer.Kind {

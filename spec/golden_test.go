@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/lgrun/lgrun/builtin"
 	"github.com/lgrun/lgrun/spec"
 )
 
@@ -21,14 +22,15 @@ const repoRoot = ".."
 
 // repoOptions makes the loader read paths relative to the repository root,
 // so diagnostics name files as "testdata/invalid/x.yaml" whatever the
-// working directory of the test.
+// working directory of the test. Mock fixtures are checked by the mock
+// provider's checker, as lgrun validate does.
 func repoOptions() *spec.Options {
 	return &spec.Options{ReadFile: func(path string) ([]byte, error) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(repoRoot, path)
 		}
 		return os.ReadFile(path)
-	}}
+	}, CheckFixtures: builtin.CheckFixtures}
 }
 
 // repoFiles lists the graph files matching pattern (relative to the

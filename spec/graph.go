@@ -50,10 +50,26 @@ type Field struct {
 	Name        string
 	Pos         Pos
 	Type        Type
-	Default     any // canonical, never nil except for type any
+	Default     any // canonical, nil only for type any or an optional field
 	Enum        []any
 	Description string
 	Reducer     Reducer
+	// Optional fields may hold null; without a default they start as null.
+	Optional bool
+}
+
+// Coerce checks that v fits the field (its type, or null when the field is
+// optional) and returns it in canonical form (see [Type.Coerce]).
+func (f *Field) Coerce(v any) (any, error) {
+	if v == nil {
+		switch {
+		case f.Optional || f.Type.Kind == KindAny:
+			return nil, nil
+		case f.Type.Kind != "":
+			return nil, fmt.Errorf("null is not a %s, and field %q is not optional (declare it optional: true to allow null)", f.Type, f.Name)
+		}
+	}
+	return f.Type.Coerce(v)
 }
 
 // ReducerKind names how writes to a field merge.
@@ -165,6 +181,8 @@ type Edge struct {
 	Default []NameRef
 	Route   *Expr
 	Paths   []NameRef
+
+	routesPos Pos // of the routes key
 }
 
 // Route is one conditional branch of an edge.

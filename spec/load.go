@@ -12,6 +12,11 @@ import (
 type Options struct {
 	// ReadFile reads subgraph and fixture files; os.ReadFile when nil.
 	ReadFile func(path string) ([]byte, error)
+	// CheckFixtures, when set, checks the fixtures file (path and contents)
+	// of each mock model and returns its problems, positioned in that file.
+	// The mock provider implements it (builtin.CheckFixtures); spec only
+	// knows that such files exist.
+	CheckFixtures func(path string, src []byte) ErrorList
 	// Registry declares the node kinds, Go tools and model providers the
 	// graph may use beyond the language's own; nil for none.
 	Registry *Registry
@@ -56,6 +61,21 @@ type loader struct {
 	opts  *Options
 	stack map[string]bool // files being loaded, for cycle detection
 	cache map[string]*Graph
+	// fixtures are the fixtures files already checked.
+	fixtures map[string]bool
+}
+
+// checkFixtures checks a fixtures file with Options.CheckFixtures, once
+// per file however many models name it.
+func (l *loader) checkFixtures(path string, src []byte, errs *ErrorList) {
+	if l.opts == nil || l.opts.CheckFixtures == nil || l.fixtures[path] {
+		return
+	}
+	if l.fixtures == nil {
+		l.fixtures = map[string]bool{}
+	}
+	l.fixtures[path] = true
+	*errs = append(*errs, l.opts.CheckFixtures(path, src)...)
 }
 
 func (l *loader) read(path string) ([]byte, error) {

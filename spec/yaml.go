@@ -51,6 +51,30 @@ func parseYAML(file string, src []byte, errs *ErrorList) *yaml.Node {
 	return root
 }
 
+// ParseYAML parses src, a YAML file other than a graph (a mock model's
+// fixtures, say), into its root node, with positioned syntax errors. An
+// empty file (or only comments) gives a nil root and no error.
+func ParseYAML(file string, src []byte) (*yaml.Node, ErrorList) {
+	var errs ErrorList
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	if err := dec.Decode(&doc); err != nil {
+		if err == io.EOF {
+			return nil, nil
+		}
+		errs.Add(yamlErrorPos(file, src, err), "%s", yamlErrorMsg(err))
+		return nil, errs
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		errs.Add(Pos{File: file, Line: extra.Line, Col: extra.Column}, "more than one YAML document in the file")
+	}
+	if len(doc.Content) == 0 {
+		return nil, errs
+	}
+	return doc.Content[0], errs
+}
+
 var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
 
 func yamlErrorPos(file string, src []byte, err error) Pos {

@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 
 	"github.com/lgrun/lgrun/runtime"
 )
@@ -143,7 +146,7 @@ func TestParseInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseInput(tt.input, tt.sets)
+			got, err := parseInput(&IO{}, tt.input, tt.sets)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("parseInput error = %v, want %q", err, tt.wantErr)
@@ -251,9 +254,12 @@ func TestExitCode(t *testing.T) {
 		{"canceled without a signal", background, context.Canceled, exitFailed},
 		{"other error after a signal", cancelled, errors.New("boom"), exitFailed},
 		{"usage wins over a signal", cancelled, usagef("bad"), exitUsage},
-		{"paused refusal is a failure", background, &runtime.PausedError{Thread: "t"}, exitFailed},
+		{"new input to a paused thread", background, &runtime.PausedError{Thread: "t"}, exitState},
+		{"new input to an unfinished thread", background, fmt.Errorf("x: %w", runtime.ErrUnfinished), exitState},
 		{"graph changed (strict)", background, fmt.Errorf("x: %w", runtime.ErrGraphChanged), exitFailed},
-		{"nothing to resume", background, fmt.Errorf("x: %w", runtime.ErrNothingToResume), exitFailed},
+		{"nothing to resume", background, fmt.Errorf("x: %w", runtime.ErrNothingToResume), exitState},
+		{"--value not needed", background, fmt.Errorf("x: %w", runtime.ErrValueNotNeeded), exitState},
+		{"reworded --no-db limit", background, &rewordedError{stepLimit, "nothing saved"}, exitLimit},
 		{"not found", background, fmt.Errorf("x: %w", runtime.ErrNotFound), exitFailed},
 		{"corrupt checkpoint", background, fmt.Errorf("load thread: %w", &runtime.CorruptError{Thread: "t", Checkpoint: "c", Err: errors.New("checksum mismatch")}), exitCorrupt},
 		{"corrupt checkpoints listed", background, errors.Join(&runtime.CorruptError{Thread: "t", Checkpoint: "a"}, &runtime.CorruptError{Thread: "t", Checkpoint: "b"}), exitCorrupt},
@@ -333,5 +339,53 @@ func TestIsTerminal(t *testing.T) {
 	defer f.Close()
 	if isTerminal(f) {
 		t.Error("isTerminal(regular file) = true")
+	}
+}
+
+// TestEveryCommandHasAnExample walks the command tree: every command of
+// lgrun's own (not cobra's help and completion) shows an example in its help.
+func TestEveryCommandHasAnExample(t *testing.T) {
+	root := newRootCmd(&IO{Out: &bytes.Buffer{}, Err: &bytes.Buffer{}, Getenv: func(string) string { return "" }})
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		switch c.Name() {
+		case "help", "completion":
+			return
+		}
+		if c.Example == "" {
+			t.Errorf("%q has no example", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}
+
+// TestExitCodesMatchTheREADME: the README's exit-code table, the root
+// help's list and the codes exitCode decides are the same set.
+func TestExitCodesMatchTheREADME(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(b), "### Exit codes\n")
+	if !ok {
+		t.Fatal("README.md has no exit-code table")
+	}
+	table, _, _ = strings.Cut(table, "\n\n#")
+	var readme, help []string
+	for _, m := range regexp.MustCompile(`(?m)^\| (\d+) \|`).FindAllStringSubmatch(table, -1) {
+		readme = append(readme, m[1])
+	}
+	for _, m := range regexp.MustCompile(`(?m)^  (\d+) +\S`).FindAllStringSubmatch(helpFooter, -1) {
+		help = append(help, m[1])
+	}
+	var consts []string
+	for _, c := range []int{exitOK, exitFailed, exitUsage, exitInvalid, exitPaused, exitLimit, exitConflict, exitState, exitCorrupt, exitInterrupt} {
+		consts = append(consts, fmt.Sprint(c))
+	}
+	if !reflect.DeepEqual(readme, consts) || !reflect.DeepEqual(help, consts) {
+		t.Errorf("exit codes: README %v, help %v, code %v", readme, help, consts)
 	}
 }

@@ -88,7 +88,7 @@ func (c *cli) run(args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-// threadState is what `lgrun state --json` reports.
+// threadState is what `lgrun state -o json` reports.
 type threadState struct {
 	Status string         `json:"status"`
 	Step   int            `json:"step"`
@@ -99,7 +99,7 @@ type threadState struct {
 // state returns the thread's state, or nil when the thread does not exist.
 func (c *cli) state(thread string) *threadState {
 	c.t.Helper()
-	out, errOut, code := c.run("state", "-t", thread, "--json")
+	out, errOut, code := c.run("state", "-t", thread, "-o", "json")
 	if code != 0 {
 		if strings.Contains(errOut, "not found") {
 			return nil
@@ -113,7 +113,7 @@ func (c *cli) state(thread string) *threadState {
 	return &st
 }
 
-// historyRow is one row of `lgrun history --json`.
+// historyRow is one row of `lgrun history -o json`.
 type historyRow struct {
 	ID     string `json:"checkpoint"`
 	Parent string `json:"parent"`
@@ -122,15 +122,17 @@ type historyRow struct {
 
 func (c *cli) history(thread string) []historyRow {
 	c.t.Helper()
-	out, errOut, code := c.run("history", "-t", thread, "--json")
+	out, errOut, code := c.run("history", "-t", thread, "-o", "json")
 	if code != 0 {
 		c.t.Fatalf("lgrun history: exit %d: %s", code, errOut)
 	}
-	var rows []historyRow
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+	var doc struct {
+		Checkpoints []historyRow `json:"checkpoints"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		c.t.Fatalf("lgrun history: %v", err)
 	}
-	return rows
+	return doc.Checkpoints
 }
 
 // update is one line of `--stream updates`.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -27,12 +26,18 @@ func notFound(err error, thread string) error {
 func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 	var thread string
 	var limit int
-	var asJSON, subgraphs bool
+	var output string
+	var subgraphs bool
 	c := &cobra.Command{
 		Use:   "history --thread ID",
 		Short: "List a thread's checkpoints, newest first",
-		Args:  noArgs,
+		Example: `  lgrun history --thread t1
+  lgrun history --thread t1 --subgraphs -o json`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if thread == "" {
 				return usagef("history needs --thread")
 			}
@@ -42,7 +47,7 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 			}
 			defer s.Close()
 			// A checkpoint that cannot be read is listed, marked, among the
-			// others; the command then fails with what is wrong (exit 7).
+			// others; the command then fails with what is wrong (exit 8).
 			var corrupt []error
 			list := func(thread string) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
 				cps, err := s.List(cmd.Context(), thread, limit)
@@ -69,7 +74,7 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 					corrupt = append(corrupt, err)
 				}
 			}
-			if asJSON {
+			if output == outJSON {
 				type row struct {
 					ID      string              `json:"checkpoint"`
 					Corrupt string              `json:"corrupt,omitempty"` // what is wrong with it; nothing else is set
@@ -93,19 +98,23 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 					}
 					return rows
 				}
-				var v any = toRows(cps, bad)
-				if subgraphs {
-					out := map[string][]row{thread: toRows(cps, bad)}
-					for _, k := range kids {
-						kcps, kbad, err := list(k.ID)
-						if err != nil {
-							return err
-						}
-						out[k.ID] = toRows(kcps, kbad)
-					}
-					v = out
+				type out struct {
+					Thread      string           `json:"thread"`
+					Checkpoints []row            `json:"checkpoints"`
+					Subgraphs   map[string][]row `json:"subgraphs,omitempty"`
 				}
-				if err := writeJSON(io, v); err != nil {
+				o := out{Thread: thread, Checkpoints: toRows(cps, bad)}
+				if subgraphs {
+					o.Subgraphs = map[string][]row{}
+				}
+				for _, k := range kids {
+					kcps, kbad, err := list(k.ID)
+					if err != nil {
+						return err
+					}
+					o.Subgraphs[k.ID] = toRows(kcps, kbad)
+				}
+				if err := writeJSON(io, o); err != nil {
 					return err
 				}
 				return errors.Join(corrupt...)
@@ -143,7 +152,8 @@ func newHistoryCmd(io *IO, g *globalOpts) *cobra.Command {
 	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
 	c.Flags().IntVarP(&limit, "limit", "n", 0, "show at most this many checkpoints")
 	c.Flags().BoolVar(&subgraphs, "subgraphs", false, "also list the checkpoints of subgraph and map-item runs")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addOutputFlag(c, &output)
+	addLegacyJSONFlag(c, io, &output)
 	return c
 }
 
@@ -187,21 +197,18 @@ func dash(s string) string {
 	return s
 }
 
-func writeJSON(io *IO, v any) error {
-	enc := json.NewEncoder(io.Out)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
-	var thread, cpID, graphPath string
-	var asJSON bool
+	var thread, cpID, graphPath, output string
 	c := &cobra.Command{
 		Use:   "state --thread ID [--checkpoint C]",
 		Short: "Show a thread's state: values, next nodes, interrupts and metadata",
-		Args:  noArgs,
+		Example: `  lgrun state --thread t1
+  lgrun state --thread t1 --checkpoint 1f0c2a9e4b7d3c10 -o json`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if thread == "" {
 				return usagef("state needs --thread")
 			}
@@ -218,17 +225,20 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return notFound(runtime.FindLastGood(cmd.Context(), s, err), thread)
 			}
-			ints := []runtime.Interrupt{}
+			ints, pending := []runtime.Interrupt{}, cp.Pending
+			if pending == nil {
+				pending = []runtime.PendingWrite{}
+			}
 			for _, p := range cp.Pending {
 				if p.Kind == runtime.PendingInterrupt && p.Interrupt != nil {
 					ints = append(ints, *p.Interrupt)
 				}
 			}
-			if asJSON {
+			if output == outJSON {
 				return writeJSON(io, map[string]any{
 					"thread": th.ID, "status": th.Status, "error": th.Error, "checkpoint": cp.ID, "parent": cp.ParentID,
 					"step": cp.Step, "values": cp.Values, "next": orEmpty(cp.Next), "interrupts": ints,
-					"pending": cp.Pending, "metadata": cp.Metadata,
+					"pending": pending, "metadata": cp.Metadata,
 				})
 			}
 			// The graph, when it still loads, gives field order and transcripts.
@@ -272,25 +282,29 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 				fmt.Fprintf(w, "usage       %d LLM calls, %d in + %d out tokens, $%.4f\n", t.LLMCalls, t.InputTokens, t.OutputTokens, t.CostUSD)
 			}
 			fmt.Fprintln(w, "values")
-			printValues(w, gr, cp.Values, st)
+			printValues(w, gr, cp.Values, st, io.OutWidth)
 			return nil
 		},
 	}
 	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
 	c.Flags().StringVarP(&cpID, "checkpoint", "c", "", "checkpoint id (default: the latest)")
 	c.Flags().StringVar(&graphPath, "graph", "", "graph file for field order and transcripts (default: the thread's)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addOutputFlag(c, &output)
+	addLegacyJSONFlag(c, io, &output)
 	return c
 }
 
 func newDiffCmd(io *IO, g *globalOpts) *cobra.Command {
-	var thread string
-	var asJSON bool
+	var thread, output string
 	c := &cobra.Command{
-		Use:   "diff --thread ID C1 C2",
-		Short: "Show field-level differences between two checkpoints",
-		Args:  exactArgs(2, "two checkpoint ids"),
+		Use:     "diff --thread ID C1 C2",
+		Short:   "Show field-level differences between two checkpoints",
+		Example: `  lgrun diff --thread t1 1f0c2a9e4b7d3c10 18ed37b8d7b8a0d0`,
+		Args:    exactArgs(2, "two checkpoint ids"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if thread == "" {
 				return usagef("diff needs --thread")
 			}
@@ -308,8 +322,11 @@ func newDiffCmd(io *IO, g *globalOpts) *cobra.Command {
 				return notFound(runtime.FindLastGood(cmd.Context(), s, err), thread)
 			}
 			changes := diffValues(a.Values, b.Values)
-			if asJSON {
-				return writeJSON(io, changes)
+			if output == outJSON {
+				if changes == nil {
+					changes = []fieldChange{}
+				}
+				return writeJSON(io, map[string]any{"thread": thread, "from": a.ID, "to": b.ID, "changes": changes})
 			}
 			if len(changes) == 0 {
 				fmt.Fprintln(io.Out, "no differences")
@@ -332,7 +349,8 @@ func newDiffCmd(io *IO, g *globalOpts) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addOutputFlag(c, &output)
+	addLegacyJSONFlag(c, io, &output)
 	return c
 }
 
@@ -376,15 +394,22 @@ func diffValues(a, b map[string]any) []fieldChange {
 }
 
 func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
-	var asJSON, all bool
+	var output string
+	var all bool
 	c := &cobra.Command{
 		Use:   "threads",
 		Short: "List threads with their status and last update",
-		Args:  noArgs,
+		Example: `  lgrun threads
+  lgrun threads --all -o json
+  lgrun threads delete t1 t2`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			var ts []*runtime.Thread
 			// Threads whose row cannot be read are listed as CORRUPT;
-			// the command then fails with what is wrong (exit 7).
+			// the command then fails with what is wrong (exit 8).
 			var corrupt error
 			s, err := g.openExisting(io, "")
 			switch {
@@ -412,7 +437,7 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 				}
 				ts = kept
 			}
-			if asJSON {
+			if output == outJSON {
 				type row struct {
 					ID      string         `json:"thread"`
 					Status  runtime.Status `json:"status"`
@@ -425,7 +450,7 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 				for _, t := range ts {
 					rows = append(rows, row{t.ID, t.Status, t.Graph, t.Head, t.Updated, t.Error})
 				}
-				if err := writeJSON(io, rows); err != nil {
+				if err := writeJSON(io, map[string]any{"threads": rows}); err != nil {
 					return err
 				}
 				return corrupt
@@ -445,11 +470,14 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 			return corrupt
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addOutputFlag(c, &output)
+	addLegacyJSONFlag(c, io, &output)
 	c.Flags().BoolVar(&all, "all", false, "also list subgraph and map-item runs")
+	var delOutput string
 	del := &cobra.Command{
-		Use:   "delete ID...",
-		Short: "Delete threads and all their checkpoints",
+		Use:     "delete ID...",
+		Short:   "Delete threads and all their checkpoints",
+		Example: `  lgrun threads delete t1 t2`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("threads delete needs at least one thread id")
@@ -457,20 +485,31 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(delOutput); err != nil {
+				return err
+			}
 			s, err := g.openExisting(io, args[0])
 			if err != nil {
 				return err
 			}
 			defer s.Close()
+			deleted := []string{}
 			for _, id := range args {
 				if err := s.DeleteThread(cmd.Context(), id); err != nil {
 					return notFound(err, id)
 				}
-				fmt.Fprintf(io.Out, "deleted thread %s\n", id)
+				deleted = append(deleted, id)
+				if delOutput == outText {
+					fmt.Fprintf(io.Out, "deleted thread %s\n", id)
+				}
+			}
+			if delOutput == outJSON {
+				return writeJSON(io, map[string]any{"deleted": deleted})
 			}
 			return nil
 		},
 	}
+	addOutputFlag(del, &delOutput)
 	del.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	c.AddCommand(del)
 	return c
@@ -479,6 +518,7 @@ func newThreadsCmd(io *IO, g *globalOpts) *cobra.Command {
 func newGCCmd(io *IO, g *globalOpts) *cobra.Command {
 	var opts checkpoint.GCOptions
 	var olderThan time.Duration
+	var output string
 	c := &cobra.Command{
 		Use:   "gc",
 		Short: "Delete old threads or old checkpoints and reclaim space",
@@ -491,6 +531,9 @@ ancestors are deleted. Space is reclaimed with VACUUM afterwards.`,
   lgrun gc --thread t1 --keep 10`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if opts.Keep < 0 || olderThan < 0 {
 				return usagef("--keep and --older-than must not be negative")
 			}
@@ -502,6 +545,9 @@ ancestors are deleted. Space is reclaimed with VACUUM afterwards.`,
 			}
 			s, err := g.openExisting(io, "")
 			if errors.Is(err, errNoDatabase) {
+				if output == outJSON {
+					return writeJSON(io, gcJSON(checkpoint.GCResult{}))
+				}
 				fmt.Fprintf(io.Out, "nothing to collect: %v\n", err)
 				return nil
 			}
@@ -513,6 +559,9 @@ ancestors are deleted. Space is reclaimed with VACUUM afterwards.`,
 			if err != nil {
 				return err
 			}
+			if output == outJSON {
+				return writeJSON(io, gcJSON(res))
+			}
 			fmt.Fprintf(io.Out, "deleted %d threads and %d checkpoints; database %d → %d bytes\n", res.Threads, res.Checkpoints, res.BytesBefore, res.BytesAfter)
 			return nil
 		},
@@ -520,5 +569,11 @@ ancestors are deleted. Space is reclaimed with VACUUM afterwards.`,
 	c.Flags().IntVar(&opts.Keep, "keep", 0, "keep the latest N checkpoints of each thread")
 	c.Flags().DurationVar(&olderThan, "older-than", 0, "delete threads not updated for this long (e.g. 720h)")
 	c.Flags().StringVarP(&opts.Thread, "thread", "t", "", "only this thread")
+	addOutputFlag(c, &output)
 	return c
+}
+
+// gcJSON is the -o json document of gc.
+func gcJSON(r checkpoint.GCResult) map[string]any {
+	return map[string]any{"threads": r.Threads, "checkpoints": r.Checkpoints, "bytes_before": r.BytesBefore, "bytes_after": r.BytesAfter}
 }

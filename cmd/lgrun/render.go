@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lgrun/lgrun/runtime"
@@ -44,20 +45,31 @@ func (s style) yellow(t string) string {
 	return s.c("33", t)
 }
 
-// progress renders run events for humans (text) or machines (--stream).
+// progress renders run events: for humans as progress lines on stderr
+// (the final state goes to stdout in finish), or as JSON lines on stdout
+// with --stream.
 type progress struct {
 	io     *IO
 	o      *execOpts
 	g      *spec.Graph
-	st     style
+	st     style // for stdout
+	est    style // for stderr
 	enc    *json.Encoder
 	thread string
 	steps  int
 	start  time.Time
+
+	// The nodes running now, for the "running" line of slow nodes.
+	mu      sync.Mutex
+	running map[string]*runningNode
+	status  bool          // a live status line is on the terminal
+	stop    chan struct{} // closed to end the ticker
+	done    chan struct{} // closed when the ticker ended
 }
 
 func newProgress(io *IO, o *execOpts, g *spec.Graph) *progress {
-	p := &progress{io: io, o: o, g: g, st: style{on: io.Color}, start: time.Now()}
+	p := &progress{io: io, o: o, g: g, st: style{on: io.Color}, est: style{on: io.ErrColor}, running: map[string]*runningNode{}}
+	p.start = p.now()
 	if o.stream != "" {
 		p.enc = json.NewEncoder(io.Out)
 		p.enc.SetEscapeHTML(false)
@@ -66,10 +78,13 @@ func newProgress(io *IO, o *execOpts, g *spec.Graph) *progress {
 }
 
 func (p *progress) event(e runtime.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if e.Thread != "" {
 		p.thread = e.Thread
 	}
 	if e.Kind == runtime.EvWarning {
+		p.clearStatus()
 		fmt.Fprintf(p.io.Err, "lgrun: warning: %s\n", e.Message)
 		return
 	}
@@ -77,10 +92,10 @@ func (p *progress) event(e runtime.Event) {
 		p.stream(e)
 		return
 	}
-	if p.o.quiet || p.o.output == "json" {
+	if !p.text() {
 		return
 	}
-	w, st := p.io.Out, p.st
+	w, st := p.io.Err, p.est
 	if e.Namespace != "" {
 		// Events of subgraph runs: show the node under its subgraph path.
 		e.Node = e.Namespace + "/" + e.Node
@@ -88,21 +103,40 @@ func (p *progress) event(e runtime.Event) {
 			return
 		}
 	}
+	key := fmt.Sprint(e.Step, "\x00", e.Node)
+	switch e.Kind {
+	case runtime.EvNodeStart:
+		p.running[key] = &runningNode{step: e.Step, name: e.Node, since: p.now()}
+		return
+	case runtime.EvNodeEnd, runtime.EvNodeError:
+		delete(p.running, key)
+	case runtime.EvCheckpoint:
+		p.steps++
+		return
+	}
+	p.clearStatus()
+	// A progress line: "  step N   node             what happened  time".
+	head := fmt.Sprintf("  %s %-16s ", fmt.Sprintf("step %-3d", e.Step), e.Node)
+	room := func(tail string) int {
+		if p.io.Width <= 0 {
+			return 0
+		}
+		return max(p.io.Width-runeLen(head)-runeLen(tail)-1, 10)
+	}
 	switch e.Kind {
 	case runtime.EvRunStart:
 		fmt.Fprintf(w, "%s thread %s %s graph %s\n", st.cyan("▶"), st.bold(e.Thread), st.dim("·"), p.g.Name)
 	case runtime.EvNodeEnd:
-		writes := formatWrites(p.g, e.Writes)
-		if e.Interrupt != nil {
-			writes = st.yellow("waiting for input")
+		dur := formatDur(e.Duration)
+		writes := st.yellow("waiting for input")
+		if e.Interrupt == nil {
+			writes = fitWidth(formatWrites(p.g, e.Writes), room(dur))
 		}
-		fmt.Fprintf(w, "  %s %-16s %s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), writes, st.dim(formatDur(e.Duration)))
+		fmt.Fprintf(w, "  %s %-16s %s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), writes, st.dim(dur))
 	case runtime.EvNodeError:
-		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), st.red("failed: "+e.Error))
-	case runtime.EvCheckpoint:
-		p.steps++
+		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), st.bold(e.Node), st.red(fitWidth("failed: "+e.Error, room(""))))
 	case runtime.EvMessage:
-		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), e.Node, st.dim(e.Message))
+		fmt.Fprintf(w, "  %s %-16s %s\n", st.dim(fmt.Sprintf("step %-3d", e.Step)), e.Node, st.dim(fitWidth(e.Message, room(""))))
 	}
 }
 
@@ -143,43 +177,43 @@ func (p *progress) stream(e runtime.Event) {
 	}
 }
 
-// finish prints the outcome of a run and returns the error that decides
-// the exit code.
+// finish prints the outcome of a run on stdout and returns the error that
+// decides the exit code.
 func (p *progress) finish(res *runtime.Result, err error) error {
+	p.stopTicker()
 	w, st := p.io.Out, p.st
 	if res == nil {
 		return err
 	}
-	if p.o.output == "json" && p.enc == nil {
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		out := map[string]any{"thread": res.Thread, "status": res.Status, "checkpoint": res.Checkpoint.ID, "step": res.Checkpoint.Step, "values": res.Checkpoint.Values, "next": res.Checkpoint.Next}
-		if len(res.Interrupts) > 0 {
-			out["interrupts"] = res.Interrupts
+	if p.o.output == outJSON && p.enc == nil {
+		ints := res.Interrupts
+		if ints == nil {
+			ints = []runtime.Interrupt{}
 		}
+		out := map[string]any{"thread": res.Thread, "status": res.Status, "checkpoint": res.Checkpoint.ID, "step": res.Checkpoint.Step,
+			"values": res.Checkpoint.Values, "next": orEmpty(res.Checkpoint.Next), "interrupts": ints, "saved": !p.o.memory}
 		if err != nil {
-			out["error"] = err.Error()
+			out["error"] = p.noDB(err).Error()
 		}
-		_ = enc.Encode(out)
+		_ = writeJSON(p.io, out)
 	}
-	text := p.o.output == "text" && p.enc == nil
+	text := p.o.output == outText && p.enc == nil
 	switch res.Status {
 	case runtime.StatusDone:
 		if text {
 			fmt.Fprintf(w, "%s %s in %s %s checkpoint %s\n", st.green("✔"), "done", plural(res.Checkpoint.Step-res.Checkpoint.TurnStep, "step"), st.dim("·"), res.Checkpoint.ID)
 			if !p.o.quiet {
-				printValues(w, p.g, res.Checkpoint.Values, st)
+				printValues(w, p.g, res.Checkpoint.Values, st, p.io.OutWidth)
 			}
 		}
-		return err
+		return p.noDB(err)
 	case runtime.StatusInterrupted:
 		// Always say how to resume: on stdout in text mode, on stderr when
 		// stdout carries JSON.
 		{
 			out, st := w, st
 			if !text {
-				out, st = p.io.Err, style{} // colour is decided for stdout only
+				out, st = p.io.Err, p.est
 			}
 			for _, in := range res.Interrupts {
 				if in.Path != "" {
@@ -198,9 +232,16 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 					fmt.Fprintf(out, "  payload: %s\n", compactJSON(in.Payload))
 				}
 			}
-			fmt.Fprintf(out, "  resume with: %s\n", resumeHint(res))
+			if p.o.memory {
+				fmt.Fprintf(out, "  nothing was saved (--no-db): run without --no-db to pause and resume\n")
+			} else {
+				fmt.Fprintf(out, "  resume with: %s\n", resumeHint(res))
+			}
 		}
 		return pausedError{}
+	}
+	if p.o.memory {
+		return p.noDB(err)
 	}
 	var sl *runtime.StepLimitError
 	var se *runtime.StateSizeError
@@ -299,8 +340,9 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// printValues prints a state, one field per line, messages as a transcript.
-func printValues(w io.Writer, g *spec.Graph, values map[string]any, st style) {
+// printValues prints a state, one field per line, messages as a
+// transcript. A field's line is cut at 200 runes, or to fit width when set.
+func printValues(w io.Writer, g *spec.Graph, values map[string]any, st style, width int) {
 	names := make([]string, 0, len(values))
 	if g != nil {
 		for _, f := range g.Fields {
@@ -321,7 +363,11 @@ func printValues(w io.Writer, g *spec.Graph, values map[string]any, st style) {
 				continue
 			}
 		}
-		fmt.Fprintf(w, "  %s: %s\n", st.bold(name), truncate(compactJSON(v), 200))
+		n := 200
+		if width > 0 {
+			n = max(min(n, width-runeLen(name)-4), 10)
+		}
+		fmt.Fprintf(w, "  %s: %s\n", st.bold(name), truncate(compactJSON(v), n))
 	}
 }
 

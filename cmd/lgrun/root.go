@@ -9,8 +9,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
@@ -29,9 +31,40 @@ const (
 	exitPaused    = 4
 	exitLimit     = 5
 	exitConflict  = 6
-	exitCorrupt   = 7
+	exitState     = 7
+	exitCorrupt   = 8
 	exitInterrupt = 130
 )
+
+// helpFooter ends the root help: the exit codes (the README table) and the
+// environment variables lgrun reads.
+const helpFooter = `
+Exit codes:
+  0    done
+  1    failed: a node or tool failed (the last good checkpoint is kept: fix and
+       resume), a test case failed, a thread or checkpoint was not found
+  2    usage error: a wrong flag or argument (a --set field the graph does not
+       declare or a value it does not take, --value that is not JSON)
+  3    invalid graph (run and friends, validate, a test file that does not load)
+  4    paused at an interrupt (the output shows the payload and the resume command)
+  5    a step limit, budget or state size limit was reached (resume with a
+       higher limit)
+  6    thread conflict: another process moved the thread on
+  7    the thread is not in a state for this: resume of a thread that is done,
+       --value for a thread that waits at no interrupt node, new input to a
+       thread that is paused or did not finish
+  8    a stored checkpoint cannot be read (damaged or undecodable): the error
+       names it and the last good checkpoint to fork from
+  130  interrupted by a signal (state saved)
+
+Environment:
+  LGRUN_DB          checkpoint database (default .lgrun/lgrun.db; --db wins)
+  LGRUN_DURABILITY  process or power (--durability wins)
+  LGRUN_PROVIDER    openai: call real servers instead of mock models
+  OPENAI_API_KEY    API key of openai models (a model's api_key_env names another)
+  OPENAI_BASE_URL   server of openai models without base_url
+  NO_COLOR          no colour even on a terminal
+`
 
 // IO holds the streams and environment a command uses, so tests can
 // inject them.
@@ -42,6 +75,12 @@ type IO struct {
 	Getenv func(string) string
 	Color  bool // colour on Out
 	Cwd    string
+
+	ErrColor bool             // colour on Err
+	ErrTTY   bool             // Err is a terminal: slow nodes show a live elapsed time
+	Width    int              // Err's terminal width; 0 when not a terminal (no limit)
+	OutWidth int              // Out's terminal width; 0 when not a terminal (no limit)
+	Now      func() time.Time // the clock of progress; nil is time.Now
 }
 
 // exitError carries an exit code decided by a command (e.g. validate's
@@ -94,7 +133,15 @@ func Main() int {
 	defer stop()
 	cwd, _ := os.Getwd()
 	io := &IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv, Cwd: cwd}
-	io.Color = isTerminal(os.Stdout) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	colour := os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	if isTerminal(os.Stdout) {
+		io.Color = colour
+		io.OutWidth = termWidth(os.Stdout)
+	}
+	if isTerminal(os.Stderr) {
+		io.ErrColor, io.ErrTTY = colour, true
+		io.Width = termWidth(os.Stderr)
+	}
 	return run(ctx, io, os.Args[1:])
 }
 
@@ -146,9 +193,10 @@ func exitCode(ctx context.Context, err error) int {
 		return exitConflict
 	case errors.As(err, new(*runtime.CorruptError)):
 		return exitCorrupt
+	case errors.Is(err, runtime.ErrNothingToResume), errors.Is(err, runtime.ErrValueNotNeeded),
+		errors.Is(err, runtime.ErrUnfinished), errors.As(err, new(*runtime.PausedError)):
+		return exitState
 	}
-	// Also a command the thread's state refuses: PausedError,
-	// ErrUnfinished, ErrNothingToResume.
 	return exitFailed
 }
 
@@ -165,7 +213,13 @@ func newRootCmd(io *IO) *cobra.Command {
 		Short: "Run declarative agent graphs written in YAML",
 		Long: `lgrun runs agent graphs written in YAML: typed state, nodes, edges, interrupts.
 Every superstep is checkpointed to SQLite, so a run can stop at an interrupt,
-a crash or a budget limit and resume exactly where it was.`,
+a crash or a budget limit and resume exactly where it was.
+
+Progress and diagnostics go to stderr, the final output to stdout; -o json
+prints one JSON document (shapes in docs/cli-json.md).`,
+		Example: `  lgrun run graphs/approval.yaml --thread t1
+  lgrun resume --thread t1 --value '{"approved": true}'
+  lgrun validate --strict graphs/ && lgrun test graphs/`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       Version,
@@ -204,6 +258,9 @@ a crash or a budget limit and resume exactly where it was.`,
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	}
+	// The footer is the root's only: subcommands inherit the template.
+	root.SetUsageTemplate(root.UsageTemplate() + "{{if not .HasParent}}" + helpFooter + "{{end}}")
+	registerCompletions(root, io, g)
 	return root
 }
 
@@ -282,12 +339,15 @@ func loadGraph(io *IO, path string) (*spec.Graph, error) {
 	return g, nil
 }
 
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return false
+// isTerminal reports whether f is a terminal (golang.org/x/term: an
+// ioctl, so /dev/null and pipes are not).
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// termWidth is the width of terminal f in columns, or 0 when unknown.
+func termWidth(f *os.File) int {
+	w, _, err := term.GetSize(int(f.Fd()))
+	if err != nil || w <= 0 {
+		return 0
 	}
-	// /dev/null is a character device too, but not a terminal.
-	null, err := os.Stat(os.DevNull)
-	return err != nil || !os.SameFile(fi, null)
+	return w
 }

@@ -39,6 +39,17 @@ type execOpts struct {
 	// stateSize is --max-state-size as given; check parses it.
 	stateSize      string
 	stateSizeBytes int64
+	// fields are the state fields the flags write, each with the flag
+	// that names it, and asNode the node of --as-node: checked against
+	// the graph before anything runs.
+	fields []flagField
+	asNode string
+}
+
+// flagField is a state field written by a flag (--input or --set).
+type flagField struct {
+	flag, field string
+	value       any
 }
 
 func (o *execOpts) addRunFlags(c *cobra.Command) {
@@ -52,7 +63,8 @@ func (o *execOpts) addRunFlags(c *cobra.Command) {
 	f.Float64Var(&o.costUSD, "max-cost", 0, "budget: USD per thread")
 	f.StringVar(&o.stateSize, "max-state-size", "", "largest state a checkpoint may hold, as JSON, e.g. 64KiB or 32MiB (default: the graph's limits.state_size, else 16MiB)")
 	f.StringVar(&o.stream, "stream", "", "write events as JSON lines: values, updates, debug or messages")
-	f.StringVarP(&o.output, "output", "o", "text", "final output: text or json (the final state)")
+	_ = c.RegisterFlagCompletionFunc("stream", fixedValues("values", "updates", "debug", "messages"))
+	addOutputFlag(c, &o.output)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print only the outcome")
 	f.BoolVar(&o.strict, "strict", false, "fail instead of warning when the graph changed since the thread began")
 }
@@ -71,10 +83,8 @@ func (o *execOpts) check() error {
 	default:
 		return usagef("--stream: want values, updates, debug or messages, got %q", o.stream)
 	}
-	switch o.output {
-	case "text", "json":
-	default:
-		return usagef("--output: want text or json, got %q", o.output)
+	if err := checkOutput(o.output); err != nil {
+		return err
 	}
 	if o.maxSteps < 0 || o.llmCalls < 0 || o.tokens < 0 || o.costUSD < 0 || o.timeout < 0 {
 		return usagef("limits must not be negative")
@@ -103,12 +113,16 @@ func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err := o.check(); err != nil {
 				return err
 			}
-			in, err := parseInput(input, o.sets)
+			in, err := parseInput(io, input, o.sets)
 			if err != nil {
 				return err
 			}
+			o.fields = inputFields(in, o.sets)
 			gr, err := loadGraph(io, args[0])
 			if err != nil {
+				return err
+			}
+			if err := checkFields(gr, o.fields); err != nil {
 				return err
 			}
 			if o.thread == "" {
@@ -123,7 +137,7 @@ func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (default: a new random id)")
-	c.Flags().StringVarP(&input, "input", "i", "", "input state as a JSON object, or @file.json")
+	c.Flags().StringVarP(&input, "input", "i", "", "input state as a JSON object, @file.json, or - for stdin")
 	c.Flags().StringArrayVar(&o.sets, "set", nil, "input field as field=JSON (repeatable; a value that is not JSON is a string)")
 	c.Flags().BoolVar(&o.memory, "no-db", false, "keep checkpoints in memory only (nothing is saved)")
 	o.addRunFlags(c)
@@ -132,7 +146,7 @@ func newRunCmd(io *IO, g *globalOpts) *cobra.Command {
 
 func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 	o := &execOpts{}
-	var value, asNode string
+	var value string
 	c := &cobra.Command{
 		Use:   "resume --thread ID",
 		Short: "Continue a paused, failed, crashed or limited thread from its last checkpoint",
@@ -151,11 +165,12 @@ func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := runtime.ResumeOptions{Thread: o.thread, Set: sets, AsNode: asNode, Config: o.config()}
+			o.fields = setFields(sets)
+			opts := runtime.ResumeOptions{Thread: o.thread, Set: sets, AsNode: o.asNode, Config: o.config()}
 			if cmd.Flags().Changed("value") {
-				opts.Value, err = parseJSONValue(value)
+				opts.Value, err = parseValue(io, value)
 				if err != nil {
-					return usagef("--value: %v", err)
+					return err
 				}
 				opts.HasValue = true
 			}
@@ -165,9 +180,9 @@ func newResumeCmd(io *IO, g *globalOpts) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
-	c.Flags().StringVar(&value, "value", "", "answer for the interrupt node(s), as JSON (a value that is not JSON is a string)")
+	c.Flags().StringVar(&value, "value", "", "answer for the interrupt node(s): JSON, @file.json, or - for stdin (a string is '\"text\"')")
 	c.Flags().StringArrayVar(&o.sets, "set", nil, "change a field before continuing, as field=JSON (repeatable)")
-	c.Flags().StringVar(&asNode, "as-node", "", "apply --set as if this node wrote it (its edges decide what runs next)")
+	c.Flags().StringVar(&o.asNode, "as-node", "", "apply --set as if this node wrote it (its edges decide what runs next)")
 	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
 	o.addRunFlags(c)
 	return c
@@ -183,6 +198,8 @@ func newReplayCmd(io *IO, g *globalOpts) *cobra.Command {
 		Long: `Re-execute a thread from checkpoint C as a new branch. Model replies and tool
 results recorded by the original run are reused (offline, free, deterministic);
 --live calls the models and tools again.`,
+		Example: `  lgrun replay --thread t1 --checkpoint 1f0c2a9e4b7d3c10
+  lgrun replay --thread t1 --checkpoint 1f0c2a9e4b7d3c10 --live --stream updates`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
@@ -207,11 +224,13 @@ results recorded by the original run are reused (offline, free, deterministic);
 
 func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 	o := &execOpts{}
-	var cpID, asNode string
+	var cpID string
 	c := &cobra.Command{
 		Use:   "fork --thread ID --checkpoint C --set field=JSON",
 		Short: "Write an edited checkpoint branching from C and continue from it",
-		Args:  noArgs,
+		Example: `  lgrun fork --thread t1 --checkpoint 1f0c2a9e4b7d3c10 --set target=5
+  lgrun fork --thread t1 --checkpoint 1f0c2a9e4b7d3c10 --set draft='"shorter"' --as-node write`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
 				return err
@@ -223,15 +242,16 @@ func newForkCmd(io *IO, g *globalOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			o.fields = setFields(sets)
 			return withThreadRunner(cmd, io, g, o, func(r *runtime.Runner) (*runtime.Result, error) {
-				return r.Fork(cmd.Context(), o.thread, cpID, sets, asNode, o.config())
+				return r.Fork(cmd.Context(), o.thread, cpID, sets, o.asNode, o.config())
 			})
 		},
 	}
 	c.Flags().StringVarP(&o.thread, "thread", "t", "", "thread id (required)")
 	c.Flags().StringVarP(&cpID, "checkpoint", "c", "", "checkpoint id to fork from (required)")
 	c.Flags().StringArrayVar(&o.sets, "set", nil, "field=JSON to write in the fork (repeatable)")
-	c.Flags().StringVar(&asNode, "as-node", "", "write as if this node wrote it (its edges decide what runs next)")
+	c.Flags().StringVar(&o.asNode, "as-node", "", "write as if this node wrote it (its edges decide what runs next)")
 	c.Flags().StringVar(&o.graph, "graph", "", "graph file (default: the file the thread was started with)")
 	o.addRunFlags(c)
 	return c
@@ -265,6 +285,12 @@ func withThreadRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, fn
 	if err != nil {
 		return err
 	}
+	if err := checkFields(gr, o.fields); err != nil {
+		return err
+	}
+	if o.asNode != "" && gr.Nodes[o.asNode] == nil {
+		return usagef("--as-node %s: graph %q has no node %q (nodes: %s)", o.asNode, gr.Name, o.asNode, strings.Join(gr.NodeOrder, ", "))
+	}
 	return execute(cmd, io, saver, o, gr, path, fn)
 }
 
@@ -294,21 +320,19 @@ func execute(cmd *cobra.Command, io *IO, saver runtime.Saver, o *execOpts, gr *s
 	if err != nil {
 		return err
 	}
+	p.startTicker()
 	res, err := fn(r)
 	return p.finish(res, err)
 }
 
-// parseInput builds the input state from --input and --set.
-func parseInput(input string, sets []string) (map[string]any, error) {
+// parseInput builds the input state from --input (JSON, @file or - for
+// stdin) and --set.
+func parseInput(io *IO, input string, sets []string) (map[string]any, error) {
 	in := map[string]any{}
 	if input != "" {
-		data := []byte(input)
-		if strings.HasPrefix(input, "@") {
-			b, err := os.ReadFile(input[1:])
-			if err != nil {
-				return nil, usagef("--input: %v", err)
-			}
-			data = b
+		data, err := readArg(io, "--input", input)
+		if err != nil {
+			return nil, err
 		}
 		v, err := decodeJSON(data)
 		if err != nil {
@@ -328,6 +352,75 @@ func parseInput(input string, sets []string) (map[string]any, error) {
 		in[w.Field] = w.Value
 	}
 	return in, nil
+}
+
+// parseValue parses --value: JSON, @file or - for stdin. Text that is not
+// JSON is an error (a string is written "text"), unlike --set.
+func parseValue(io *IO, value string) (any, error) {
+	data, err := readArg(io, "--value", value)
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(string(data)) == "" {
+		return nil, usagef("--value: empty; want JSON (a string is written '\"text\"')")
+	}
+	v, err := decodeJSON(data)
+	if err != nil {
+		if re := (*numberRangeError)(nil); errors.As(err, &re) {
+			return nil, usagef("--value: %v", err)
+		}
+		return nil, usagef("--value: not valid JSON (a string is written '\"text\"'): %v", err)
+	}
+	return v, nil
+}
+
+// inputFields lists the fields --input and --set name (--set wins).
+func inputFields(in map[string]any, sets []string) []flagField {
+	fromSet := map[string]bool{}
+	var out []flagField
+	for _, s := range sets {
+		k, _, _ := strings.Cut(s, "=")
+		fromSet[k] = true
+		out = append(out, flagField{"--set", k, in[k]})
+	}
+	for _, k := range spec.SortedKeys(in) {
+		if !fromSet[k] {
+			out = append(out, flagField{"--input", k, in[k]})
+		}
+	}
+	return out
+}
+
+func setFields(ws []runtime.Write) []flagField {
+	var out []flagField
+	for _, w := range ws {
+		out = append(out, flagField{"--set", w.Field, w.Value})
+	}
+	return out
+}
+
+// checkFields reports a flag that names a field the graph does not
+// declare, or gives a value the field does not take (checked by the
+// runtime's own merge, so the reducer's rules apply): a usage error, found
+// before anything runs or is saved.
+func checkFields(g *spec.Graph, fs []flagField) error {
+	for _, f := range fs {
+		if g.Field(f.field) == nil {
+			names := make([]string, 0, len(g.Fields))
+			for _, gf := range g.Fields {
+				names = append(names, gf.Name)
+			}
+			return usagef("%s %s: graph %q has no state field %q (fields: %s)", f.flag, f.field, g.Name, f.field, strings.Join(names, ", "))
+		}
+		w := []runtime.NodeWrites{{Node: f.flag, Writes: []runtime.Write{{Field: f.field, Value: f.value}}}}
+		if _, _, _, err := runtime.Merge(g, 0, nil, w); err != nil {
+			if we := (*runtime.WriteError)(nil); errors.As(err, &we) {
+				err = we.Err
+			}
+			return usagef("%s %s: %v", f.flag, f.field, err)
+		}
+	}
+	return nil
 }
 
 func parseSets(sets []string) ([]runtime.Write, error) {

@@ -16,7 +16,7 @@ import (
 )
 
 func newTestCmd(io *IO) *cobra.Command {
-	var format, run, saver string
+	var format, run, output, saver string
 	var update, coverage bool
 	var parallel int
 	var timeout time.Duration
@@ -30,18 +30,32 @@ No network and no API key are needed. Directories are searched for
 *.test.yaml files. Cases keep their checkpoints in memory, or with
 --saver sqlite each in a fresh SQLite database in a temporary directory
 (removed afterwards), so every resume reads the state back from disk.
-Exit status: 0 all passed, 1 a case failed or a file is invalid, 2 usage
-error.`,
+Exit status: 0 all passed, 1 a case failed, 3 no case failed but a test
+file (or its graph) is invalid, 2 usage error.`,
 		Example: `  lgrun test graphs/
   lgrun test graphs/support-ticket.test.yaml --run billing
   lgrun test graphs/ --format junit > report.xml
   lgrun test graphs/ --coverage
-  lgrun test graphs/ --saver sqlite`,
+  lgrun test graphs/ --saver sqlite
+  lgrun test graphs/ -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			switch format {
-			case "text", "junit", "json":
+			case "", "junit":
+			case "text", "json":
+				// The spellings before -o, kept for one release.
+				deprecated(io, "--format "+format, "-o "+format)
+				output, format = format, ""
 			default:
-				return usagef("--format: want text, junit or json, got %q", format)
+				return usagef("--format: want junit, got %q", format)
+			}
+			if format != "" && cmd.Flags().Changed("output") {
+				return usagef("--format %s and --output exclude each other", format)
+			}
+			if output == outJSON {
+				format = outJSON
 			}
 			if parallel < 1 {
 				return usagef("--parallel must be at least 1")
@@ -81,16 +95,13 @@ error.`,
 			if err != nil {
 				return err
 			}
-			for _, r := range results {
-				if r.Failed() {
-					return &exitError{code: 1}
-				}
-			}
-			return nil
+			return testExit(results)
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&format, "format", "f", "text", "report: text, junit (JUnit XML) or json")
+	f.StringVarP(&format, "format", "f", "", "report format: junit (JUnit XML)")
+	_ = c.RegisterFlagCompletionFunc("format", fixedValues("junit"))
+	addOutputFlag(c, &output)
 	f.StringVar(&run, "run", "", "run only cases whose name (or file/name) matches this regular expression")
 	f.BoolVar(&update, "update", false, "rewrite expect.state with the actual final values (the listed fields that differ; every field for state: {})")
 	f.BoolVar(&coverage, "coverage", false, "report the nodes and route branches the cases exercised")
@@ -98,6 +109,25 @@ error.`,
 	f.DurationVar(&timeout, "timeout", time.Minute, "time limit per case")
 	f.StringVar(&saver, "saver", string(graphtest.SaverMemory), "where cases keep checkpoints: memory, or sqlite (a fresh database file per case)")
 	return c
+}
+
+// testExit decides the exit status of a test run: a failed case wins over
+// a file that does not load.
+func testExit(results []*graphtest.FileResult) error {
+	invalid := false
+	for _, r := range results {
+		if r.Diags.HasErrors() {
+			invalid = true
+			continue
+		}
+		if r.Failed() {
+			return &exitError{code: exitFailed}
+		}
+	}
+	if invalid {
+		return &exitError{code: exitInvalid}
+	}
+	return nil
 }
 
 // findTestFiles expands files, directories and globs into *.test.yaml files.

@@ -32,8 +32,7 @@ type usageReport struct {
 }
 
 func newUsageCmd(io *IO, g *globalOpts) *cobra.Command {
-	var thread string
-	var asJSON bool
+	var thread, output string
 	c := &cobra.Command{
 		Use:   "usage --thread ID",
 		Short: "Show a thread's LLM calls, tokens and cost by node and model",
@@ -44,13 +43,16 @@ and map-item runs, whose nodes show as parent/child, and the calls of steps
 that failed, stopped or paused before they committed. Token counts marked ~
 were estimated from the text because the server sent no usage.`,
 		Example: `  lgrun usage --thread t1
-  lgrun usage --thread t1 --json`,
+  lgrun usage --thread t1 -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if thread == "" {
 				return usagef("usage needs --thread")
 			}
-			s, err := g.openSaver(io)
+			s, err := g.openExisting(io, thread)
 			if err != nil {
 				return err
 			}
@@ -59,7 +61,7 @@ were estimated from the text because the server sent no usage.`,
 			if err != nil {
 				return notFound(err, thread)
 			}
-			if asJSON {
+			if output == outJSON {
 				return writeJSON(io, rep)
 			}
 			if len(rep.Rows) == 0 {
@@ -85,7 +87,8 @@ were estimated from the text because the server sent no usage.`,
 		},
 	}
 	c.Flags().StringVarP(&thread, "thread", "t", "", "thread id (required)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addOutputFlag(c, &output)
+	addLegacyJSONFlag(c, io, &output)
 	return c
 }
 

@@ -14,19 +14,21 @@ import (
 )
 
 func newValidateCmd(io *IO) *cobra.Command {
-	var format string
+	var format, output string
 	var strict bool
 	c := &cobra.Command{
 		Use:   "validate FILE|DIR|GLOB...",
 		Short: "Check graph files against the schema and the semantic rules",
 		Long: `Check graph files: JSON Schema, references, reachability, reducers and the
 types of every expression. Every problem is printed as file:line:col. Exit
-status: 0 clean (warnings allowed unless --strict), 1 errors, 2 usage error.
+status: 0 clean (warnings allowed unless --strict), 3 errors (invalid graph),
+2 usage error.
 Directories are searched for *.yaml and *.yml files; test files (*.test.yaml)
 are checked as test files against the graph they test, and mock fixtures
 (*.fixtures.yaml) are skipped (loading a graph checks its fixtures).`,
 		Example: `  lgrun validate graphs/
-  lgrun validate 'graphs/*.yaml' --format github`,
+  lgrun validate 'graphs/*.yaml' --format github
+  lgrun validate graphs/ --strict -o json`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("validate needs at least one file, directory or glob")
@@ -34,23 +36,36 @@ are checked as test files against the graph they test, and mock fixtures
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			switch format {
-			case "text", "json", "github":
+			case "", "github":
+			case "text", "json":
+				// The spellings before -o, kept for one release.
+				deprecated(io, "--format "+format, "-o "+format)
+				output, format = format, ""
 			default:
-				return usagef("--format: want text, json or github, got %q", format)
+				return usagef("--format: want github, got %q", format)
+			}
+			if format != "" && cmd.Flags().Changed("output") {
+				return usagef("--format %s and --output exclude each other", format)
+			}
+			if output == outJSON {
+				format = outJSON
 			}
 			files, err := expandGraphArgs(args)
 			if err != nil {
 				return err
 			}
 			var all spec.ErrorList
-			eng := io.engine()
+			opts := io.engine().SpecOptions()
 			for _, f := range files {
 				var diags spec.ErrorList
 				if spec.IsTestFile(f) {
-					_, diags = eng.LoadTestFile(f)
+					_, diags = spec.LoadTestFile(f, opts)
 				} else {
-					_, diags = eng.Load(f)
+					_, diags = spec.LoadFile(f, opts)
 				}
 				all = append(all, diags...)
 			}
@@ -85,12 +100,14 @@ are checked as test files against the graph they test, and mock fixtures
 				}
 			}
 			if nerr > 0 || (strict && nwarn > 0) {
-				return &exitError{code: 1}
+				return &exitError{code: exitInvalid}
 			}
 			return nil
 		},
 	}
-	c.Flags().StringVarP(&format, "format", "f", "text", "output: text, json or github (GitHub Actions annotations)")
+	c.Flags().StringVarP(&format, "format", "f", "", "report format: github (GitHub Actions annotations)")
+	_ = c.RegisterFlagCompletionFunc("format", fixedValues("github"))
+	addOutputFlag(c, &output)
 	c.Flags().BoolVar(&strict, "strict", false, "treat warnings as errors")
 	return c
 }
@@ -184,9 +201,10 @@ func unwrapPath(err error) error {
 
 func newSchemaCmd(io *IO) *cobra.Command {
 	return &cobra.Command{
-		Use:   "schema",
-		Short: "Print the JSON Schema of graph files",
-		Args:  noArgs,
+		Use:     "schema",
+		Short:   "Print the JSON Schema of graph files",
+		Example: `  lgrun schema > graph.schema.json`,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b, err := io.engine().Schema()
 			if err != nil {
@@ -199,29 +217,67 @@ func newSchemaCmd(io *IO) *cobra.Command {
 }
 
 func newGraphCmd(io *IO) *cobra.Command {
-	var format string
+	var format, output string
 	c := &cobra.Command{
 		Use:   "graph FILE",
 		Short: "Draw a graph as Mermaid or Graphviz dot, conditional routes labelled",
-		Args:  exactArgs(1, "a graph file"),
+		Example: `  lgrun graph graphs/loop.yaml
+  lgrun graph graphs/loop.yaml --format dot | dot -Tsvg > loop.svg
+  lgrun graph graphs/loop.yaml -o json`,
+		Args: exactArgs(1, "a graph file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if format != "mermaid" && format != "dot" {
 				return usagef("--format: want mermaid or dot, got %q", format)
+			}
+			if output == outJSON && cmd.Flags().Changed("format") {
+				return usagef("--format %s and --output json exclude each other", format)
 			}
 			g, err := loadGraph(io, args[0])
 			if err != nil {
 				return err
 			}
-			if format == "dot" {
+			switch {
+			case output == outJSON:
+				return writeJSON(io, graphJSON(g))
+			case format == "dot":
 				fmt.Fprint(io.Out, drawDot(g))
-			} else {
+			default:
 				fmt.Fprint(io.Out, drawMermaid(g))
 			}
 			return nil
 		},
 	}
-	c.Flags().StringVarP(&format, "format", "f", "mermaid", "mermaid or dot")
+	c.Flags().StringVarP(&format, "format", "f", "mermaid", "drawing: mermaid or dot")
+	_ = c.RegisterFlagCompletionFunc("format", fixedValues("mermaid", "dot"))
+	addOutputFlag(c, &output)
 	return c
+}
+
+// graphJSON is the -o json document of graph: the nodes in file order and
+// the arrows a drawing shows.
+func graphJSON(g *spec.Graph) map[string]any {
+	type node struct {
+		Name string `json:"name"`
+		Kind string `json:"kind"`
+	}
+	type edge struct {
+		From        string `json:"from"`
+		To          string `json:"to"`
+		Label       string `json:"label,omitempty"`
+		Conditional bool   `json:"conditional"`
+	}
+	nodes := []node{}
+	for _, name := range g.NodeOrder {
+		nodes = append(nodes, node{name, g.Nodes[name].Kind})
+	}
+	edges := []edge{}
+	for _, e := range drawEdges(g) {
+		edges = append(edges, edge{e.from, e.to, e.label, e.dashed})
+	}
+	return map[string]any{"name": g.Name, "nodes": nodes, "edges": edges}
 }
 
 // drawEdge is one arrow of a drawing.
