@@ -120,14 +120,9 @@ func (c *checker) decodeTools(n *yaml.Node) {
 				c.errs.Add(t.Pos, "%s: kind %s needs %s", path, t.Kind, key)
 			}
 		}
-		allowed := map[string][]string{
-			"expr": {"expr"},
-			"http": {"method", "url", "body", "headers_env", "allow_hosts", "max_output_bytes"},
-			"exec": {"command", "max_output_bytes"},
-		}[t.Kind]
+		allowed := toolKindKeys[t.Kind]
 		for _, key := range tm.keys {
-			switch key.Value {
-			case "kind", "description", "parameters", "timeout":
+			if contains(commonToolKeys, key.Value) {
 				continue
 			}
 			if !contains(allowed, key.Value) {

@@ -11,15 +11,19 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// kindKeys lists the settings each node kind uses, besides the common ones.
-var kindKeys = map[string][]string{
-	"set":       {"set"},
-	"noop":      {},
-	"interrupt": {"payload", "resume"},
-	"llm":       {"model", "system", "prompt", "messages", "tools", "output", "store", "trim"},
-	"tools":     {"messages", "tools", "parallel"},
-	"subgraph":  {"graph", "input", "output_map"},
-	"map":       {"over", "node", "graph", "concurrency", "item_as", "input", "output_map"},
+// kindKeys lists the settings each node kind uses, besides the common
+// ones, from the kinds' declarations ([builtinNodeDecls]).
+var kindKeys = declKeys(builtinNodeDecls)
+
+func declKeys(decls []NodeKindDecl) map[string][]string {
+	out := map[string][]string{}
+	for _, d := range decls {
+		out[d.Name] = []string{}
+		for _, s := range d.Settings {
+			out[d.Name] = append(out[d.Name], s.Name)
+		}
+	}
+	return out
 }
 
 var commonNodeKeys = []string{"kind", "description", "timeout", "retry", "goto", "goto_paths"}

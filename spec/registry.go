@@ -1,8 +1,6 @@
 package spec
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
@@ -18,11 +16,23 @@ import (
 // declare a tool of this kind; it uses one by name.
 const ToolKindGo = "go"
 
-// BuiltinNodeKinds are the node kinds of the language.
-var BuiltinNodeKinds = []string{"set", "noop", "interrupt", "llm", "tools", "subgraph", "map"}
+// BuiltinNodeKinds returns the node kinds of the language.
+func BuiltinNodeKinds() []string {
+	var out []string
+	for _, d := range builtinNodeDecls {
+		out = append(out, d.Name)
+	}
+	return out
+}
 
-// BuiltinProviders are the model providers of the language.
-var BuiltinProviders = []string{"openai", "azure", "mock"}
+// BuiltinProviders returns the model providers of the language.
+func BuiltinProviders() []string {
+	var out []string
+	for _, d := range builtinProviderDecls {
+		out = append(out, d.Name)
+	}
+	return out
+}
 
 // Registry declares what graphs may use beyond the language's own kinds:
 // custom node kinds (with their settings), Go tools and model providers.
@@ -78,6 +88,13 @@ type ToolDecl struct {
 	Parameters map[string]any
 }
 
+// ToolKindDecl declares a tool kind (the language's expr, http and exec).
+type ToolKindDecl struct {
+	Name     string
+	Doc      string
+	Settings []Setting
+}
+
 // ProviderDecl declares a custom model provider.
 type ProviderDecl struct {
 	Name string
@@ -115,7 +132,7 @@ func (r *Registry) AddNodeKind(d NodeKindDecl) error {
 	if !validName(d.Name) {
 		return fmt.Errorf("node kind %q: not a valid name (letters, digits and _, not starting with a digit)", d.Name)
 	}
-	if slices.Contains(BuiltinNodeKinds, d.Name) || r.nodeKinds[d.Name].Name != "" {
+	if slices.Contains(BuiltinNodeKinds(), d.Name) || r.nodeKinds[d.Name].Name != "" {
 		return fmt.Errorf("node kind %q is already registered", d.Name)
 	}
 	builtinKeys := map[string]bool{}
@@ -177,7 +194,7 @@ func (r *Registry) AddProvider(d ProviderDecl) error {
 	if !validName(d.Name) {
 		return fmt.Errorf("provider %q: not a valid name", d.Name)
 	}
-	if slices.Contains(BuiltinProviders, d.Name) || r.providers[d.Name].Name != "" {
+	if slices.Contains(BuiltinProviders(), d.Name) || r.providers[d.Name].Name != "" {
 		return fmt.Errorf("provider %q is already registered", d.Name)
 	}
 	r.providers[d.Name] = d
@@ -187,7 +204,7 @@ func (r *Registry) AddProvider(d ProviderDecl) error {
 
 // NodeKinds lists every node kind a graph may use, built-in ones first.
 func (r *Registry) NodeKinds() []string {
-	out := slices.Clone(BuiltinNodeKinds)
+	out := BuiltinNodeKinds()
 	if r != nil {
 		out = append(out, SortedKeys(r.nodeKinds)...)
 	}
@@ -196,7 +213,7 @@ func (r *Registry) NodeKinds() []string {
 
 // Providers lists every model provider, built-in ones first.
 func (r *Registry) Providers() []string {
-	out := slices.Clone(BuiltinProviders)
+	out := BuiltinProviders()
 	if r != nil {
 		out = append(out, SortedKeys(r.providers)...)
 	}
@@ -228,53 +245,22 @@ func (r *Registry) empty() bool {
 }
 
 // Schema returns the JSON Schema of graph files that may use r's kinds:
-// the language's schema with r's node kinds (and their settings) and
-// providers added. For a registry that declares nothing it is
-// schema/graph.schema.json as committed.
+// the language's schema with its per-kind part generated from the
+// built-in declarations plus r's node kinds (and their settings) and
+// providers. For a registry that declares nothing it is
+// schema/graph.schema.json as committed (TestCommittedSchemaIsGenerated).
 func (r *Registry) Schema() ([]byte, error) {
-	if r.empty() {
-		return schema.Graph, nil
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(schema.Graph, &doc); err != nil {
-		return nil, fmt.Errorf("parse embedded graph schema: %w", err)
-	}
-	defs := doc["$defs"].(map[string]any)
-	node := defs["node"].(map[string]any)
-	props := node["properties"].(map[string]any)
-	kind := props["kind"].(map[string]any)
-	for _, name := range SortedKeys(r.nodeKinds) {
-		d := r.nodeKinds[name]
-		kind["enum"] = append(kind["enum"].([]any), name)
-		for _, s := range d.Settings {
-			p := map[string]any{}
-			if s.Schema != nil {
-				p = maps.Clone(s.Schema)
-			}
-			desc := fmt.Sprintf("kind %s: %s", name, s.Doc)
-			if old, ok := props[s.Name].(map[string]any); ok {
-				desc = fmt.Sprint(old["description"]) + "; " + desc
-			}
-			p["description"] = desc
-			props[s.Name] = p
+	nodes := slices.Clone(builtinNodeDecls)
+	providers := slices.Clone(builtinProviderDecls)
+	if r != nil {
+		for _, name := range SortedKeys(r.nodeKinds) {
+			nodes = append(nodes, r.nodeKinds[name])
+		}
+		for _, name := range SortedKeys(r.providers) {
+			providers = append(providers, r.providers[name])
 		}
 	}
-	model := defs["model"].(map[string]any)
-	prov := model["properties"].(map[string]any)["provider"].(map[string]any)
-	for _, name := range SortedKeys(r.providers) {
-		prov["enum"] = append(prov["enum"].([]any), name)
-		if doc := r.providers[name].Doc; doc != "" {
-			prov["description"] = fmt.Sprint(prov["description"]) + " " + name + ": " + doc
-		}
-	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(doc); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return generateSchema(schema.Graph, nodes, builtinToolDecls, providers)
 }
 
 // graphSchema returns the compiled schema graphs are validated with.
@@ -286,6 +272,9 @@ func (r *Registry) graphSchema() *embeddedSchema {
 	defer r.mu.Unlock()
 	if r.schema == nil {
 		src, err := r.Schema()
+		if err == nil {
+			src, err = withoutKindRules(src)
+		}
 		r.schema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: src}
 		if err != nil {
 			r.schema.once.Do(func() { r.schema.err = err })

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/expr-lang/expr/types"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/lgrun/lgrun/schema"
 )
@@ -33,14 +35,14 @@ func TestSchemaAgreesWithRegistry(t *testing.T) {
 		}
 		return out
 	}
-	if got := enum("node", "kind"); !reflect.DeepEqual(got, BuiltinNodeKinds) {
-		t.Errorf("schema node kinds %v, registry %v", got, BuiltinNodeKinds)
+	if got := enum("node", "kind"); !reflect.DeepEqual(got, BuiltinNodeKinds()) {
+		t.Errorf("schema node kinds %v, registry %v", got, BuiltinNodeKinds())
 	}
-	if got := SortedKeys(kindKeys); !reflect.DeepEqual(got, sorted(BuiltinNodeKinds)) {
-		t.Errorf("decoder kinds %v, registry %v", got, BuiltinNodeKinds)
+	if got := SortedKeys(kindKeys); !reflect.DeepEqual(got, sorted(BuiltinNodeKinds())) {
+		t.Errorf("decoder kinds %v, registry %v", got, BuiltinNodeKinds())
 	}
-	if got := enum("model", "provider"); !reflect.DeepEqual(got, BuiltinProviders) {
-		t.Errorf("schema providers %v, registry %v", got, BuiltinProviders)
+	if got := enum("model", "provider"); !reflect.DeepEqual(got, BuiltinProviders()) {
+		t.Errorf("schema providers %v, registry %v", got, BuiltinProviders())
 	}
 	if got := enum("tool", "kind"); !reflect.DeepEqual(got, []string{"expr", "http", "exec"}) {
 		t.Errorf("schema tool kinds %v", got)
@@ -202,5 +204,51 @@ edges:
 `
 	if _, errs := Parse("m.yaml", []byte(src), nil); errs.HasErrors() {
 		t.Fatalf("a changed MessageType leaked into checking:\n%v", errs)
+	}
+}
+
+// The committed schema/graph.schema.json is what the declarations
+// generate; regenerate it with `go generate ./schema`.
+func TestCommittedSchemaIsGenerated(t *testing.T) {
+	got, err := NewRegistry().Schema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(schema.Graph) {
+		t.Fatalf("schema/graph.schema.json is not what the kind declarations generate; run `go generate ./schema`")
+	}
+}
+
+// An editor validating with the committed schema (per-kind rules
+// included) flags a key of the wrong kind; the right keys pass.
+func TestSchemaFlagsKeyOfWrongKind(t *testing.T) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema.Graph))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(schema.GraphURL, doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile(schema.GraphURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph := func(node string) any {
+		var v any
+		src := `{"version": 1, "name": "g", "state": {"n": {"type": "int"}}, "nodes": {"a": ` + node + `}, "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}`
+		if err := json.Unmarshal([]byte(src), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := sch.Validate(graph(`{"kind": "set", "set": {"n": "1"}, "timeout": "1s"}`)); err != nil {
+		t.Errorf("a set node with its own keys: %v", err)
+	}
+	if err := sch.Validate(graph(`{"kind": "set", "set": {"n": "1"}, "model": "m"}`)); err == nil {
+		t.Errorf("a set node with the llm key model passed the schema")
+	}
+	if err := sch.Validate(graph(`{"kind": "noop", "over": "state.x"}`)); err == nil {
+		t.Errorf("a noop node with the map key over passed the schema")
 	}
 }
