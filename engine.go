@@ -68,7 +68,7 @@ func WithTool(name, description string, parameters map[string]any, fn builtin.To
 
 // WithNodeKind registers a node kind: nodes with `kind: <decl.Name>` take
 // the settings decl declares (checked when the graph loads, and listed in
-// [Engine.Schema]) and run fn, which finds them in call.Node.Settings. fn
+// [Engine.Schema]) and run fn, which finds them in call.Node.Settings(). fn
 // runs like any node: under the node's timeout and retry policy, its
 // writes merged through the reducers.
 func WithNodeKind(decl spec.NodeKindDecl, fn runtime.NodeFunc) Option {

@@ -97,7 +97,7 @@ func ExampleWithNodeKind() {
 		Writes: []string{"greeting"},
 	}
 	eng, err := lgrun.New(lgrun.WithNodeKind(greet, func(_ context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
-		return &runtime.NodeResult{Writes: []runtime.Write{{Field: "greeting", Value: "Hello, " + call.Node.Settings["whom"].(string) + "!"}}}, nil
+		return &runtime.NodeResult{Writes: []runtime.Write{{Field: "greeting", Value: "Hello, " + call.Node.Settings()["whom"].(string) + "!"}}}, nil
 	}))
 	if err != nil {
 		log.Fatal(err)

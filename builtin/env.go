@@ -98,7 +98,7 @@ func (e *Environment) AddTool(name, description string, parameters map[string]an
 
 // AddNodeKind registers a node kind written in Go: decl declares its name
 // and settings (see [spec.NodeKindDecl]); fn runs a node of the kind and
-// finds the node's settings in call.Node.Settings.
+// finds the node's settings in call.Node.Settings().
 func (e *Environment) AddNodeKind(decl spec.NodeKindDecl, fn runtime.NodeFunc) error {
 	if fn == nil {
 		return fmt.Errorf("node kind %q: no function", decl.Name)

@@ -32,7 +32,10 @@ type toolOutcome struct {
 // call (unknown tool, invalid arguments, timeout, tool failure) becomes an
 // error result the model can react to; only a cancelled run fails the node.
 func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
-	node := call.Node
+	node, ok := spec.ConfigOf[*spec.ToolsConfig](call.Node)
+	if !ok {
+		return nil, fmt.Errorf("node %q of kind %s has a %T config", call.Node.Name, call.Node.Kind, call.Node.Config)
+	}
 	emit := emitter(call)
 	msgs := history(call.State, node.Messages)
 	last := -1

@@ -57,7 +57,7 @@ edges:
 			}),
 		lgrun.WithNodeKind(spec.NodeKindDecl{Name: "greet", Writes: []string{"greeting"}, Settings: []spec.Setting{{Name: "whom", Required: true}}},
 			func(_ context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
-				return &runtime.NodeResult{Writes: []runtime.Write{{Field: "greeting", Value: "Hello, " + call.Node.Settings["whom"].(string)}}}, nil
+				return &runtime.NodeResult{Writes: []runtime.Write{{Field: "greeting", Value: "Hello, " + call.Node.Settings()["whom"].(string)}}}, nil
 			}),
 		lgrun.WithProvider("local", "", func(*spec.Model) (builtin.ChatModel, error) { return nil, nil }),
 	)

@@ -157,8 +157,8 @@ func evalGoto(call *NodeCall, node *spec.Node, res *NodeResult) ([]string, error
 // the items' routes become the map node's.
 func checkGoto(g *spec.Graph, node *spec.Node, res *NodeResult) error {
 	paths := node.GotoPaths
-	if node.Kind == "map" && node.MapNode.Name != "" {
-		if t := g.Nodes[node.MapNode.Name]; t != nil {
+	if m := node.MappedNode(); m.Name != "" {
+		if t := g.Nodes[m.Name]; t != nil {
 			paths = append(append([]spec.NameRef(nil), paths...), t.GotoPaths...)
 		}
 	}

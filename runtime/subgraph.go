@@ -166,7 +166,7 @@ func waitsForValue(ctx context.Context, s Saver, id string) bool {
 
 // childInput computes a child's input from the parent state: the node's
 // input mappings, or the fields both graphs share.
-func childInput(node *spec.Node, child *spec.Graph, env map[string]any) (map[string]any, error) {
+func childInput(node *spec.ChildConfig, child *spec.Graph, env map[string]any) (map[string]any, error) {
 	in := map[string]any{}
 	if len(node.Input) > 0 {
 		for _, a := range node.Input {
@@ -190,7 +190,7 @@ func childInput(node *spec.Node, child *spec.Graph, env map[string]any) (map[str
 // childOutput maps a child's final values to parent writes: output_map, or
 // the shared fields the child changed. For list fields the parent merges by
 // appending, only the items the child added are written.
-func childOutput(node *spec.Node, parent, child *spec.Graph, input, final map[string]any) []Write {
+func childOutput(node *spec.ChildConfig, parent, child *spec.Graph, input, final map[string]any) []Write {
 	pairs := map[string]string{} // parent field → child field
 	if node.OutputMap != nil {
 		pairs = node.OutputMap
@@ -227,7 +227,11 @@ func childOutput(node *spec.Node, parent, child *spec.Graph, input, final map[st
 }
 
 func runSubgraph(ctx context.Context, call *NodeCall) (*NodeResult, error) {
-	node := call.Node
+	sc, err := configOf[*spec.SubgraphConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
+	node := &sc.ChildConfig
 	child := call.Graph.Subgraphs[node.GraphPath]
 	if child == nil {
 		return nil, fmt.Errorf("subgraph %s was not loaded", node.GraphPath)
@@ -257,7 +261,10 @@ type mapItem struct {
 }
 
 func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
-	node := call.Node
+	node, err := configOf[*spec.MapConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
 	env := stateEnv(call.State)
 	v, err := node.Over.Eval(env)
 	if err != nil {
@@ -294,7 +301,7 @@ func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 				return
 			}
 			defer func() { <-sem }()
-			res, in, err := mapOne(ctx, call, i, item)
+			res, in, err := mapOne(ctx, call, node, i, item)
 			if err != nil {
 				errs[i] = fmt.Errorf("item %d: %w", i, err)
 				return
@@ -390,20 +397,20 @@ func decodeMapItem(v any) (mapItem, bool) {
 
 // mapOne runs item i: the mapped node on the state with item_as set, or
 // the child graph with the item as input.
-func mapOne(ctx context.Context, call *NodeCall, i int, item any) (*mapItem, *Interrupt, error) {
+func mapOne(ctx context.Context, call *NodeCall, cfg *spec.MapConfig, i int, item any) (*mapItem, *Interrupt, error) {
 	node := call.Node
-	if node.GraphPath != "" {
-		child := call.Graph.Subgraphs[node.GraphPath]
+	if cfg.GraphPath != "" {
+		child := call.Graph.Subgraphs[cfg.GraphPath]
 		if child == nil {
-			return nil, nil, fmt.Errorf("graph %s was not loaded", node.GraphPath)
+			return nil, nil, fmt.Errorf("graph %s was not loaded", cfg.GraphPath)
 		}
 		env := map[string]any{"state": call.State, "item": item, "index": i}
-		input, err := childInput(node, child, env)
+		input, err := childInput(&cfg.ChildConfig, child, env)
 		if err != nil {
 			return nil, nil, err
 		}
-		if node.ItemAs != "" {
-			input[node.ItemAs] = item
+		if cfg.ItemAs != "" {
+			input[cfg.ItemAs] = item
 		}
 		out, err := runChild(ctx, call, child, fmt.Sprintf("#%d", i), input)
 		if err != nil {
@@ -412,22 +419,22 @@ func mapOne(ctx context.Context, call *NodeCall, i int, item any) (*mapItem, *In
 		if out.interrupt != nil {
 			return nil, out.interrupt, nil
 		}
-		return &mapItem{Index: i, Writes: childOutput(node, call.Graph, child, input, out.values), Usage: out.usage}, nil, nil
+		return &mapItem{Index: i, Writes: childOutput(&cfg.ChildConfig, call.Graph, child, input, out.values), Usage: out.usage}, nil, nil
 	}
-	target := call.Graph.Nodes[node.MapNode.Name]
+	target := call.Graph.Nodes[cfg.MapNode.Name]
 	if target == nil {
-		return nil, nil, fmt.Errorf("graph has no node %q", node.MapNode.Name)
+		return nil, nil, fmt.Errorf("graph has no node %q", cfg.MapNode.Name)
 	}
-	f := call.Graph.Field(node.ItemAs)
+	f := call.Graph.Field(cfg.ItemAs)
 	iv, err := f.Type.Coerce(item)
 	if err != nil {
-		return nil, nil, fmt.Errorf("item_as %s: %w", node.ItemAs, err)
+		return nil, nil, fmt.Errorf("item_as %s: %w", cfg.ItemAs, err)
 	}
 	state := make(map[string]any, len(call.State))
 	for k, v := range call.State {
 		state[k] = v
 	}
-	state[node.ItemAs] = iv
+	state[cfg.ItemAs] = iv
 	ns := fmt.Sprintf("%s#%d", node.Name, i)
 	sub := *call
 	sub.Node, sub.State, sub.Partial, sub.Replay = target, state, nil, nil

@@ -365,11 +365,11 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 			}
 			c.nodeRef(t, false)
 		}
-		if node.Kind == "map" && node.MapNode.Name != "" {
-			if node.MapNode.Name == node.Name {
-				c.errs.Add(node.MapNode.Pos, "nodes.%s.node: a map node cannot map itself", node.Name)
+		if node.MappedNode().Name != "" {
+			if node.MappedNode().Name == node.Name {
+				c.errs.Add(node.MappedNode().Pos, "nodes.%s.node: a map node cannot map itself", node.Name)
 			} else {
-				c.nodeRef(node.MapNode, false)
+				c.nodeRef(node.MappedNode(), false)
 			}
 		}
 	}

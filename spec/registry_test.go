@@ -132,8 +132,8 @@ func TestRegistryKindsLoad(t *testing.T) {
 		t.Fatalf("custom kinds rejected:\n%v", errs)
 	}
 	n := g.Nodes["hello"]
-	if !reflect.DeepEqual(n.Settings, map[string]any{"greeting": `"hi"`, "times": 1}) || !reflect.DeepEqual(n.Writes, []string{"out"}) {
-		t.Errorf("greet node settings %v writes %v", n.Settings, n.Writes)
+	if !reflect.DeepEqual(n.Settings(), map[string]any{"greeting": `"hi"`, "times": 1}) || !reflect.DeepEqual(n.Writes, []string{"out"}) {
+		t.Errorf("greet node settings %v writes %v", n.Settings(), n.Writes)
 	}
 	tool := g.Tools["lookup"]
 	if tool == nil || tool.Kind != ToolKindGo || tool.Description != "looks up" {

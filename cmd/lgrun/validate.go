@@ -332,8 +332,8 @@ func drawEdges(g *spec.Graph) []drawEdge {
 		for _, t := range n.GotoPaths {
 			out = append(out, drawEdge{name, t.Name, "goto", true})
 		}
-		if n.MapNode.Name != "" {
-			out = append(out, drawEdge{name, n.MapNode.Name, "map " + n.Over.Src, true})
+		if mc, ok := spec.ConfigOf[*spec.MapConfig](n); ok && mc.MapNode.Name != "" {
+			out = append(out, drawEdge{name, mc.MapNode.Name, "map " + mc.Over.Src, true})
 		}
 	}
 	return out
