@@ -42,21 +42,21 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 	// The prompt starts an exchange; after tool results the node continues
 	// the exchange instead of asking again.
 	if cfg.Prompt != nil && (len(msgs) == 0 || str(msgs[len(msgs)-1], "role") != "tool") {
-		v, err := cfg.Prompt.Eval(env)
+		prompt, err := cfg.Prompt.Render(env)
 		if err != nil {
 			return nil, fmt.Errorf("prompt: %w", err)
 		}
-		msgs = append(msgs, map[string]any{"role": "user", "content": text(v)})
+		msgs = append(msgs, map[string]any{"role": "user", "content": prompt})
 	}
 	msgs = trimMessages(msgs, cfg.TrimKeepLast, cfg.TrimSystem)
 
 	req := &chatRequest{Node: node.Name, Step: call.Step, Turn: turn, Schema: cfg.OutputSchema, Strict: cfg.OutputStrict}
 	if cfg.System != nil {
-		v, err := cfg.System.Eval(env)
+		system, err := cfg.System.Render(env)
 		if err != nil {
 			return nil, fmt.Errorf("system: %w", err)
 		}
-		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": text(v)})
+		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": system})
 	}
 	req.Messages = append(req.Messages, msgs...)
 	for _, ref := range cfg.Tools {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -360,6 +361,7 @@ func TestRateLimiterIsSharedAcrossRuns(t *testing.T) {
 	r1, _ := newRunnerIn(t, env, g, Options{Getenv: keyEnv()})
 	r2, _ := newRunnerIn(t, env, chatGraph(t, modelAt(srv.URL(), "rpm: 600")), Options{Getenv: keyEnv()})
 	var wg sync.WaitGroup
+	start := time.Now()
 	for i := range 6 {
 		r := r1
 		if i%2 == 1 {
@@ -378,14 +380,20 @@ func TestRateLimiterIsSharedAcrossRuns(t *testing.T) {
 	if len(reqs) != 6 {
 		t.Fatalf("%d requests", len(reqs))
 	}
-	// Slots are 100ms apart; arrivals jitter a little, so check windows.
-	for i := 0; i+2 < len(reqs); i++ {
-		if gap := reqs[i+2].At.Sub(reqs[i].At); gap < 110*time.Millisecond {
-			t.Fatalf("requests %d to %d within %s: the limit is one per 100ms", i, i+2, gap)
-		}
+	// The limiter grants one slot per 100ms, the first at start at the
+	// earliest; a request can only arrive after its slot (a loaded machine
+	// delays arrivals, never advances them), so the j-th arrival is at
+	// least j slots after start. Without a shared limit all six would
+	// arrive at once.
+	at := make([]time.Time, len(reqs))
+	for i, r := range reqs {
+		at[i] = r.At
 	}
-	if total := reqs[5].At.Sub(reqs[0].At); total < 400*time.Millisecond {
-		t.Fatalf("6 requests in %s at 600 rpm", total)
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	for j, a := range at {
+		if min := time.Duration(j)*100*time.Millisecond - 5*time.Millisecond; a.Sub(start) < min {
+			t.Fatalf("request %d arrived %s after the start, before its slot at %s: the limit is one per 100ms", j, a.Sub(start), min)
+		}
 	}
 }
 
@@ -486,8 +494,8 @@ nodes:
   count:
     kind: llm
     model: m
-    system: '"You count."'
-    prompt: '"How many?"'
+    system: You count.
+    prompt: How many?
     output:
       schema: {type: object, properties: {n: {type: integer}}, required: [n]}
       fields: {n: reply.n}

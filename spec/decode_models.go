@@ -139,7 +139,7 @@ func (c *checker) decodeTools(n *yaml.Node) {
 			if v := tm.get("method"); v != nil {
 				t.Method = v.Value
 			}
-			t.URL = c.ec.compile(tm.get("url"), path+".url", argsEnv, wantString)
+			t.URL = c.ec.compileTemplate(tm.get("url"), path+".url", "url", argsEnv)
 			t.Body = c.ec.compile(tm.get("body"), path+".body", argsEnv, nil)
 			if hn := tm.get("headers_env"); hn != nil {
 				t.HeadersEnv = map[string]string{}

@@ -215,9 +215,9 @@ func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
 			c.unknownRef(cfg.Model, "model", SortedKeys(c.g.Models))
 		}
 	}
-	cfg.System = c.ec.compile(nm.get("system"), path+".system", c.env, wantString)
-	cfg.Prompt = c.ec.compile(nm.get("prompt"), path+".prompt", c.env, wantString)
-	if cfg.Messages == "" && cfg.Prompt == nil {
+	cfg.System = c.ec.compileTemplate(nm.get("system"), path+".system", "system", c.env)
+	cfg.Prompt = c.ec.compileTemplate(nm.get("prompt"), path+".prompt", "prompt", c.env)
+	if cfg.Messages == "" && nm.get("prompt") == nil {
 		c.errs.Add(node.Pos, "%s: kind llm needs a prompt or a messages field", path)
 	}
 	if sn := nm.get("store"); sn != nil {

@@ -10,5 +10,7 @@
 //
 // Expressions are expr-lang programs compiled against an environment typed
 // from the state schema, so a type error or an unknown field is found before
-// anything runs.
+// anything runs. Text settings (prompts, an http tool's url) are a
+// [Template]: text with {{ expression }} interpolations of such expressions,
+// rendered by [Template.Render] as [RenderText] documents.
 package spec

@@ -160,8 +160,8 @@ type InterruptConfig struct {
 // LLMConfig is the config of an llm node.
 type LLMConfig struct {
 	Model        NameRef
-	System       *Expr
-	Prompt       *Expr
+	System       *Template
+	Prompt       *Template
 	Messages     string // the messages field; "" for none
 	Tools        []NameRef
 	OutputSchema map[string]any
@@ -368,7 +368,7 @@ type Tool struct {
 	Parameters     map[string]any
 	Expr           *Expr // over `args`
 	Method         string
-	URL            *Expr
+	URL            *Template // over `args`
 	Body           *Expr
 	HeadersEnv     map[string]string
 	AllowHosts     []string

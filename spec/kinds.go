@@ -29,8 +29,8 @@ var builtinNodeDecls = []NodeKindDecl{
 	}},
 	{Name: "llm", Doc: "Asks a model: renders the prompts, sends the conversation and the tools, writes the reply.", Settings: []Setting{
 		{Name: "model", Doc: "a model from `models`.", Schema: jsonSchema(`{"$ref": "#/$defs/name"}`)},
-		{Name: "system", Doc: "system prompt template (expression yielding a string).", Schema: jsonSchema(`{"$ref": "#/$defs/expr"}`)},
-		{Name: "prompt", Doc: "user prompt template (expression yielding a string), appended after the history.", Schema: jsonSchema(`{"$ref": "#/$defs/expr"}`)},
+		{Name: "system", Doc: "the system prompt, a template.", Schema: jsonSchema(`{"$ref": "#/$defs/template"}`)},
+		{Name: "prompt", Doc: "the user prompt, a template, appended after the history.", Schema: jsonSchema(`{"$ref": "#/$defs/template"}`)},
 		{Name: "messages", Doc: "the messages field read and written.", Schema: jsonSchema(`{"$ref": "#/$defs/name"}`)},
 		{Name: "tools", Doc: "tools from `tools` bound to the model or executed.", Schema: jsonSchema(`{"$ref": "#/$defs/nameList"}`)},
 		{Name: "output", Doc: "structured output. `schema` is the JSON Schema of the reply; `fields` maps state fields to expressions over `reply`.", Schema: jsonSchema(`{"type": "object", "additionalProperties": false, "properties": {"schema": {"type": "object"}, "fields": {"type": "object", "additionalProperties": {"$ref": "#/$defs/expr"}}, "strict": {"type": "boolean"}, "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10}}}`)},
@@ -65,7 +65,7 @@ var builtinToolDecls = []ToolKindDecl{
 	}},
 	{Name: "http", Doc: "Calls an HTTP endpoint on an allowed host.", Settings: []Setting{
 		{Name: "method", Doc: "HTTP method (default GET).", Schema: jsonSchema(`{"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]}`)},
-		{Name: "url", Doc: "expression over `args` yielding the URL.", Schema: jsonSchema(`{"$ref": "#/$defs/expr"}`)},
+		{Name: "url", Doc: "the URL, a template over `args`.", Schema: jsonSchema(`{"$ref": "#/$defs/template"}`)},
 		{Name: "body", Doc: "expression over `args` yielding the request body (sent as JSON).", Schema: jsonSchema(`{"$ref": "#/$defs/expr"}`)},
 		{Name: "headers_env", Doc: "header name to the environment variable holding its value (secrets stay out of the graph).", Schema: jsonSchema(`{"type": "object", "additionalProperties": {"type": "string"}}`)},
 		{Name: "allow_hosts", Doc: "the hosts the tool may call.", Schema: jsonSchema(`{"$ref": "#/$defs/nameList"}`)},
