@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -115,6 +116,28 @@ func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path str
 			continue
 		}
 		node.Writes = append(node.Writes, f)
+	}
+	if d.Check == nil {
+		return
+	}
+	err := d.Check(cfg.Settings, c.g.Field)
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else if err != nil {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var se *SettingError
+		pos := node.Pos
+		where := path
+		if errors.As(e, &se) {
+			if v := nm.get(se.Setting); v != nil {
+				pos, where = c.pos(v), path+"."+se.Setting
+			}
+			e = se.Err
+		}
+		c.errs.Add(pos, "%s: %v", where, e)
 	}
 }
 

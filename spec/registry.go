@@ -65,7 +65,23 @@ type NodeKindDecl struct {
 	Settings []Setting
 	// Writes lists the state fields a node of the kind may write.
 	Writes []string
+	// Check, when set, checks a node's settings beyond their schemas once
+	// they are decoded (defaults filled in); field looks up the graph's
+	// declared state fields (nil for an undeclared one). Each error it
+	// returns (several with errors.Join) is reported at the node, a
+	// [*SettingError] at the setting's value.
+	Check func(settings map[string]any, field func(name string) *Field) error
 }
+
+// SettingError is an error of one setting of a node, for
+// [NodeKindDecl].Check.
+type SettingError struct {
+	Setting string
+	Err     error
+}
+
+func (e *SettingError) Error() string { return e.Setting + ": " + e.Err.Error() }
+func (e *SettingError) Unwrap() error { return e.Err }
 
 // Setting is one key of a custom node kind.
 type Setting struct {

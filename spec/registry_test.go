@@ -3,6 +3,8 @@ package spec
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"sort"
@@ -250,5 +252,34 @@ func TestSchemaFlagsKeyOfWrongKind(t *testing.T) {
 	}
 	if err := sch.Validate(graph(`{"kind": "noop", "over": "state.x"}`)); err == nil {
 		t.Errorf("a noop node with the map key over passed the schema")
+	}
+}
+
+// A kind's Check reports at the setting it names, or at the node.
+func TestRegistryKindCheck(t *testing.T) {
+	r := NewRegistry()
+	err := r.AddNodeKind(NodeKindDecl{Name: "copy", Settings: []Setting{{Name: "from", Required: true}, {Name: "times", Default: 1}}, Check: func(s map[string]any, field func(string) *Field) error {
+		var errs []error
+		if name, _ := s["from"].(string); field(name) == nil {
+			errs = append(errs, &SettingError{Setting: "from", Err: fmt.Errorf("no state field %q", name)})
+		}
+		if n, _ := s["times"].(int); n > 3 {
+			errs = append(errs, fmt.Errorf("at most 3 times, got %d", n))
+		}
+		return errors.Join(errs...)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := "version: 1\nname: c\nstate:\n  a: {type: int}\nnodes:\n  x: {kind: copy, from: b, times: 5}\nedges:\n  - {from: START, to: x}\n  - {from: x, to: END}\n"
+	_, errs := Parse("c.yaml", []byte(src), &Options{Registry: r})
+	got := errs.Error()
+	for _, want := range []string{`c.yaml:6:25: error: nodes.x.from: no state field "b"`, `c.yaml:6:3: error: nodes.x: at most 3 times, got 5`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+	if _, errs := Parse("c.yaml", []byte(strings.Replace(src, "from: b, times: 5", "from: a", 1)), &Options{Registry: r}); errs.HasErrors() {
+		t.Errorf("valid settings: %v", errs)
 	}
 }
