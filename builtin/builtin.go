@@ -130,30 +130,14 @@ func (e *engine) client(m *spec.Model) (chatClient, error) {
 	if c := e.clients[m]; c != nil {
 		return c, nil
 	}
-	var c chatClient
-	switch p := e.provider(m); p {
-	case "mock":
-		fx, err := e.loadFixturesLocked(m.Fixtures)
-		if err != nil {
-			return nil, err
-		}
-		c = &mockClient{model: m, fx: fx}
-	case "openai", "azure":
-		oc, err := newOpenAIClient(m, e.opts, e.env.caps)
-		if err != nil {
-			return nil, err
-		}
-		c = oc
-	default:
-		mk := e.env.providers[p]
-		if mk == nil {
-			return nil, fmt.Errorf("unknown provider %q", p)
-		}
-		cm, err := mk(m)
-		if err != nil {
-			return nil, fmt.Errorf("provider %s: %w", p, err)
-		}
-		c = &customClient{model: cm}
+	p := e.provider(m)
+	mk := e.env.clients[p]
+	if mk == nil {
+		return nil, fmt.Errorf("unknown provider %q", p)
+	}
+	c, err := mk(e, m)
+	if err != nil {
+		return nil, err
 	}
 	e.clients[m] = c
 	return c, nil

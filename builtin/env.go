@@ -30,11 +30,39 @@ type Environment struct {
 	reg       *spec.Registry
 	tools     map[string]ToolFunc
 	nodeKinds map[string]runtime.NodeFunc
-	providers map[string]Provider
-	builtins  bool
+	// clients makes the client of a model by provider: the built-in
+	// providers and those of AddProvider.
+	clients map[string]clientMaker
+	// toolKinds runs tools by kind: expr, http, exec and go.
+	toolKinds map[string]toolRunner
+	// bound are the node kinds bound to a graph's models and tools (llm
+	// and tools), made per graph by Kinds.
+	bound    map[string]func(*engine) runtime.NodeFunc
+	builtins bool
 
 	limiters *limiters
 	caps     *capsRegistry
+}
+
+// clientMaker makes the client of model m for engine e.
+type clientMaker func(e *engine, m *spec.Model) (chatClient, error)
+
+// builtinProviders are the providers of the language.
+func builtinProviders() map[string]clientMaker {
+	openai := func(e *engine, m *spec.Model) (chatClient, error) {
+		return newOpenAIClient(m, e.opts, e.env.caps)
+	}
+	return map[string]clientMaker{
+		"openai": openai,
+		"azure":  openai,
+		"mock": func(e *engine, m *spec.Model) (chatClient, error) {
+			fx, err := e.loadFixturesLocked(m.Fixtures)
+			if err != nil {
+				return nil, err
+			}
+			return &mockClient{model: m, fx: fx}, nil
+		},
+	}
 }
 
 // ToolFunc is a tool written in Go. args holds the arguments the model
@@ -46,6 +74,12 @@ type ToolFunc func(ctx context.Context, args map[string]any) (any, error)
 func NewEnvironment() *Environment {
 	e := NewEmptyEnvironment()
 	e.builtins = true
+	e.clients = builtinProviders()
+	e.toolKinds = builtinToolKinds()
+	e.bound = map[string]func(*engine) runtime.NodeFunc{
+		"llm":   func(en *engine) runtime.NodeFunc { return en.runLLM },
+		"tools": func(en *engine) runtime.NodeFunc { return en.runTools },
+	}
 	return e
 }
 
@@ -58,7 +92,8 @@ func NewEmptyEnvironment() *Environment {
 		reg:       spec.NewRegistry(),
 		tools:     map[string]ToolFunc{},
 		nodeKinds: map[string]runtime.NodeFunc{},
-		providers: map[string]Provider{},
+		clients:   map[string]clientMaker{},
+		toolKinds: map[string]toolRunner{spec.ToolKindGo: builtinToolKinds()[spec.ToolKindGo]},
 		limiters:  newLimiters(),
 		caps:      newCapsRegistry(),
 	}
@@ -71,7 +106,9 @@ func (e *Environment) Clone() *Environment {
 		reg:       e.reg.Clone(),
 		tools:     maps.Clone(e.tools),
 		nodeKinds: maps.Clone(e.nodeKinds),
-		providers: maps.Clone(e.providers),
+		clients:   maps.Clone(e.clients),
+		toolKinds: maps.Clone(e.toolKinds),
+		bound:     maps.Clone(e.bound),
 		builtins:  e.builtins,
 		limiters:  newLimiters(),
 		caps:      newCapsRegistry(),
@@ -119,7 +156,16 @@ func (e *Environment) AddProvider(name, doc string, p Provider) error {
 	if err := e.reg.AddProvider(spec.ProviderDecl{Name: name, Doc: doc}); err != nil {
 		return err
 	}
-	e.providers[name] = p
+	e.clients[name] = func(_ *engine, m *spec.Model) (chatClient, error) {
+		cm, err := p(m)
+		if err != nil {
+			return nil, fmt.Errorf("provider %s: %w", name, err)
+		}
+		if cm == nil {
+			return nil, fmt.Errorf("provider %s: no model", name)
+		}
+		return &customClient{model: cm}, nil
+	}
 	return nil
 }
 
@@ -129,15 +175,16 @@ func (e *Environment) AddProvider(name, doc string, p Provider) error {
 // fixture fails before the run starts.
 func (e *Environment) Kinds(g *spec.Graph, opts Options) (map[string]runtime.NodeFunc, error) {
 	out := maps.Clone(e.nodeKinds)
-	if !e.builtins {
+	if len(e.bound) == 0 {
 		return out, nil
 	}
 	en, err := newEngine(e, g, opts)
 	if err != nil {
 		return nil, err
 	}
-	out["llm"] = en.runLLM
-	out["tools"] = en.runTools
+	for name, mk := range e.bound {
+		out[name] = mk(en)
+	}
 	return out, nil
 }
 
