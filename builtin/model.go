@@ -189,7 +189,7 @@ func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatReques
 	backoff := durOr(m.Retry.InitialBackoff, defaultBackoff)
 	maxBackoff := durOr(m.Retry.MaxBackoff, defaultMaxBackoff)
 	timeout := durOr(m.Timeout, defaultCallTimeout)
-	lim := limiterFor(limiterKey(e.provider(m), m, e.opts.Getenv), m.RPM)
+	lim := e.env.limiters.limiterFor(limiterKey(e.provider(m), m, e.opts.Getenv), m.RPM)
 	var last error // the previous attempt's failure
 	for attempt := 1; ; attempt++ {
 		if err := lim.wait(ctx); err != nil {

@@ -362,7 +362,7 @@ func TestAllowedHosts(t *testing.T) {
 
 func TestToolFailuresBecomeMessages(t *testing.T) {
 	g := toolsGraph(t, exprTools, "")
-	e, err := newEngine(g, Options{Getenv: envOf()})
+	e, err := newEngine(NewEnvironment(), g, Options{Getenv: envOf()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,12 +91,9 @@ func TestLeaseTakeover(t *testing.T) {
 
 // A held lease is renewed, so a long step does not lose it.
 func TestLeaseRenewal(t *testing.T) {
-	old := checkpoint.LeaseTTL
-	checkpoint.LeaseTTL = 150 * time.Millisecond
-	defer func() { checkpoint.LeaseTTL = old }()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db")
-	a := MustOpenPath(t, path, nil)
+	a := MustOpenPath(t, path, &checkpoint.Options{LeaseTTL: 150 * time.Millisecond})
 	b := MustOpenPath(t, path, nil)
 	unlock, err := a.Lock(ctx, "t")
 	if err != nil {
@@ -110,6 +107,41 @@ func TestLeaseRenewal(t *testing.T) {
 	}
 	if time.Unix(0, expires).Before(time.Now()) {
 		t.Fatal("the lease was not renewed")
+	}
+}
+
+// Each saver keeps its own lease TTL: two savers in one process (two
+// engines) with different TTLs take leases of their own length, at the
+// same time.
+func TestLeaseTTLPerSaver(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	short := MustOpenPath(t, filepath.Join(dir, "short.db"), &checkpoint.Options{LeaseTTL: time.Second})
+	long := MustOpenPath(t, filepath.Join(dir, "long.db"), &checkpoint.Options{LeaseTTL: time.Hour})
+	deflt := MustOpenPath(t, filepath.Join(dir, "default.db"), nil)
+	ttl := func(s *checkpoint.SQLite) time.Duration {
+		t.Helper()
+		var acquired, expires int64
+		if err := s.DB().QueryRow(`SELECT acquired, expires FROM leases WHERE thread = 't'`).Scan(&acquired, &expires); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(expires - acquired)
+	}
+	for _, s := range []*checkpoint.SQLite{short, long, deflt} {
+		u, err := s.Lock(ctx, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u()
+	}
+	if got := ttl(short); got != time.Second {
+		t.Errorf("short saver's lease lasts %s, want 1s", got)
+	}
+	if got := ttl(long); got != time.Hour {
+		t.Errorf("long saver's lease lasts %s, want 1h", got)
+	}
+	if got := ttl(deflt); got != checkpoint.DefaultLeaseTTL {
+		t.Errorf("default saver's lease lasts %s, want %s", got, checkpoint.DefaultLeaseTTL)
 	}
 }
 

@@ -55,6 +55,9 @@ type Options struct {
 	// BusyTimeout is how long a write waits for another process's lock
 	// before failing; 5s when zero.
 	BusyTimeout time.Duration
+	// LeaseTTL is how long a run lease lasts without renewal;
+	// [DefaultLeaseTTL] when zero.
+	LeaseTTL time.Duration
 }
 
 // SQLite is the durable saver: one database file, WAL mode, one
@@ -64,6 +67,8 @@ type SQLite struct {
 	db   *sql.DB
 	path string
 	busy time.Duration
+	// leaseTTL is the TTL of the run leases this handle takes.
+	leaseTTL time.Duration
 	// wlock (a one-slot semaphore) queues this process's writers; see begin.
 	wlock chan struct{}
 
@@ -166,7 +171,11 @@ func OpenSQLite(path string, opts *Options) (*SQLite, error) {
 	q.Set("_foreign_keys", "on")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	db := sql.OpenDB(&connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: setupConn}})
-	s := &SQLite{db: db, path: path, busy: busy, wlock: make(chan struct{}, 1), chains: map[string]chainInfo{}, graphs: map[string]int64{}}
+	ttl := opts.LeaseTTL
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	s := &SQLite{db: db, path: path, busy: busy, leaseTTL: ttl, wlock: make(chan struct{}, 1), chains: map[string]chainInfo{}, graphs: map[string]int64{}}
 	if err := s.init(); err != nil {
 		s.Close()
 		if err = s.describe(err); strings.Contains(err.Error(), path) {

@@ -91,10 +91,25 @@ func stateEnv(state map[string]any) map[string]any {
 	return map[string]any{"state": state}
 }
 
+// configOf returns the node's config of type T, or an error for a node
+// whose config is not of its kind's type (a graph that did not come from
+// spec.Check).
+func configOf[T spec.NodeConfig](n *spec.Node) (T, error) {
+	c, ok := spec.ConfigOf[T](n)
+	if !ok {
+		return c, fmt.Errorf("node %q of kind %s has a %T config", n.Name, n.Kind, n.Config)
+	}
+	return c, nil
+}
+
 func runSet(_ context.Context, call *NodeCall) (*NodeResult, error) {
+	cfg, err := configOf[*spec.SetConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
 	env := stateEnv(call.State)
 	res := &NodeResult{}
-	for _, a := range call.Node.Set {
+	for _, a := range cfg.Set {
 		v, err := a.Expr.Eval(env)
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", a.Field, err)
@@ -107,10 +122,14 @@ func runSet(_ context.Context, call *NodeCall) (*NodeResult, error) {
 func runNoop(context.Context, *NodeCall) (*NodeResult, error) { return &NodeResult{}, nil }
 
 func runInterrupt(_ context.Context, call *NodeCall) (*NodeResult, error) {
+	cfg, err := configOf[*spec.InterruptConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
 	if !call.HasResume {
 		var payload any
-		if call.Node.Payload != nil {
-			v, err := call.Node.Payload.Eval(stateEnv(call.State))
+		if cfg.Payload != nil {
+			v, err := cfg.Payload.Eval(stateEnv(call.State))
 			if err != nil {
 				return nil, fmt.Errorf("payload: %w", err)
 			}
@@ -119,8 +138,8 @@ func runInterrupt(_ context.Context, call *NodeCall) (*NodeResult, error) {
 		return &NodeResult{Interrupt: &Interrupt{Node: call.Node.Name, When: InterruptNode, Payload: payload}}, nil
 	}
 	res := &NodeResult{}
-	if call.Node.Resume != "" {
-		res.Writes = append(res.Writes, Write{Field: call.Node.Resume, Value: spec.Normalize(call.Resume)})
+	if cfg.Resume != "" {
+		res.Writes = append(res.Writes, Write{Field: cfg.Resume, Value: spec.Normalize(call.Resume)})
 	}
 	return res, nil
 }

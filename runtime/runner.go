@@ -21,6 +21,10 @@ type Runner struct {
 	Events func(Event)
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// IDs makes the checkpoint ids; when nil the runner makes a clock of
+	// its own on first use. Runners that share a saver and may write the
+	// same threads should share one IDClock (an engine does).
+	IDs *IDClock
 	// Version is recorded in checkpoint metadata.
 	Version string
 	// GraphFile is recorded with new threads.
@@ -31,7 +35,8 @@ type Runner struct {
 	// recorded by the original run instead of calling again.
 	ReuseRecords bool
 
-	emitMu sync.Mutex
+	emitMu  sync.Mutex
+	idsOnce sync.Once
 	// child marks a runner of subgraph and map-item runs: they run under
 	// the parent thread's lease and take none of their own.
 	child bool
@@ -89,6 +94,16 @@ func (r *Runner) lock(ctx context.Context, thread string) (func(), error) {
 	return unlock, nil
 }
 
+// ids returns the runner's id clock.
+func (r *Runner) ids() *IDClock {
+	r.idsOnce.Do(func() {
+		if r.IDs == nil {
+			r.IDs = &IDClock{}
+		}
+	})
+	return r.IDs
+}
+
 func (r *Runner) now() time.Time {
 	if r.Now != nil {
 		return r.Now()
@@ -139,10 +154,16 @@ type run struct {
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
 // one (multi-turn). Input is merged through the reducers as the turn's
-// input checkpoint.
+// input checkpoint. A thread id [CheckThreadID] rejects is an error.
 func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	if opts.Thread == "" {
 		return nil, fmt.Errorf("run: no thread id")
+	}
+	if !r.child {
+		// Child runs are named under their parent thread, with ChildSep.
+		if err := CheckThreadID(opts.Thread); err != nil {
+			return nil, err
+		}
 	}
 	unlock, err := r.lock(ctx, opts.Thread)
 	if err != nil {
@@ -213,7 +234,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		cp.ParentID = head.ID
 		expect = head.ID
 	}
-	cp.ID = NewCheckpointID(r.now(), cp.ParentID)
+	cp.ID = r.ids().Next(r.now(), cp.ParentID)
 	th.Status = StatusRunning
 	th.Error = ""
 	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
@@ -342,7 +363,7 @@ func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Re
 		return nil, fmt.Errorf("checkpoint %s has no next nodes: %w", id, ErrNothingToResume)
 	}
 	base.Pending = nil
-	rn.replayTag = "r" + NewCheckpointID(r.now(), "")[10:]
+	rn.replayTag = "r" + r.ids().Next(r.now(), "")[10:]
 	return rn.loop(ctx, base, th.Head)
 }
 
@@ -424,7 +445,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 		Values: values, Delta: delta, Next: next, Waiting: waiting,
 		Metadata: r.meta(src, who, nil, base.Metadata.Totals),
 	}
-	cp.ID = NewCheckpointID(r.now(), th.Head)
+	cp.ID = r.ids().Next(r.now(), th.Head)
 	var keep []PendingWrite
 	if keepFrom != nil {
 		for _, p := range keepFrom.Pending {

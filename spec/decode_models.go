@@ -120,14 +120,9 @@ func (c *checker) decodeTools(n *yaml.Node) {
 				c.errs.Add(t.Pos, "%s: kind %s needs %s", path, t.Kind, key)
 			}
 		}
-		allowed := map[string][]string{
-			"expr": {"expr"},
-			"http": {"method", "url", "body", "headers_env", "allow_hosts", "max_output_bytes"},
-			"exec": {"command", "max_output_bytes"},
-		}[t.Kind]
+		allowed := toolKindKeys[t.Kind]
 		for _, key := range tm.keys {
-			switch key.Value {
-			case "kind", "description", "parameters", "timeout":
+			if contains(commonToolKeys, key.Value) {
 				continue
 			}
 			if !contains(allowed, key.Value) {
@@ -167,6 +162,11 @@ func (c *checker) decodeTools(n *yaml.Node) {
 			_ = v.Decode(&t.MaxOutputBytes)
 		}
 		c.g.Tools[k.Value] = t
+	}
+	// Go tools of the registry are the graph's too, unless it declares a
+	// tool of the same name itself.
+	for _, t := range c.reg.goTools(c.g.Tools) {
+		c.g.Tools[t.Name] = t
 	}
 }
 

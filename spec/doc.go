@@ -13,4 +13,16 @@
 // anything runs. Text settings (prompts, an http tool's url) are a
 // [Template]: text with {{ expression }} interpolations of such expressions,
 // rendered by [Template.Render] as [RenderText] documents.
+//
+// # Kinds
+//
+// A [Node] holds the settings every kind has; the rest is its kind's
+// [NodeConfig] (an [*LLMConfig] for an llm node, and so on). The language's
+// node kinds, tool kinds and providers are declared in tables of
+// [NodeKindDecl], [ToolKindDecl] and [ProviderDecl]; the decoder's key
+// checks and the per-kind part of the JSON Schema (with each setting's
+// type and doc) come from them. A [Registry] adds custom kinds, Go tools
+// and providers the same way; load with [Options].Registry to accept them.
+// Implementations live elsewhere: package runtime runs node kinds by name,
+// package builtin keeps an Environment that registers both sides.
 package spec

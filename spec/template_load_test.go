@@ -20,18 +20,19 @@ func TestTemplatesLoadAndRender(t *testing.T) {
 		map[string]any{"role": "assistant", "name": "plain", "content": "hello"},
 	}
 	env := map[string]any{"state": st}
+	llm := func(g *spec.Graph, name string) *spec.LLMConfig { return g.Nodes[name].Config.(*spec.LLMConfig) }
 	tests := []struct {
 		tmpl *spec.Template
 		want string
 	}{
-		{g.Nodes["plain"].System, "You answer tickets. Write {{ to show braces."},
-		{g.Nodes["plain"].Prompt, "Ticket T-7 has 2 tags"},
-		{g.Nodes["quoted"].System, "Tags: a, b"},
-		{g.Nodes["quoted"].Prompt, "Count: 5\tJSON: {\"n\":4}"},
-		{g.Nodes["blocks"].System, "You are on the escalation team.\n"},
-		{g.Nodes["blocks"].Prompt, "History:\nuser: hi\nassistant (plain): hello\nLast: assistant (plain): hello\n"},
-		{g.Nodes["computed"].System, "Be brief."},
-		{g.Nodes["computed"].Prompt, "T-7"},
+		{llm(g, "plain").System, "You answer tickets. Write {{ to show braces."},
+		{llm(g, "plain").Prompt, "Ticket T-7 has 2 tags"},
+		{llm(g, "quoted").System, "Tags: a, b"},
+		{llm(g, "quoted").Prompt, "Count: 5\tJSON: {\"n\":4}"},
+		{llm(g, "blocks").System, "You are on the escalation team.\n"},
+		{llm(g, "blocks").Prompt, "History:\nuser: hi\nassistant (plain): hello\nLast: assistant (plain): hello\n"},
+		{llm(g, "computed").System, "Be brief."},
+		{llm(g, "computed").Prompt, "T-7"},
 	}
 	for i, tt := range tests {
 		got, err := tt.tmpl.Render(env)

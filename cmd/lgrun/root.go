@@ -329,7 +329,7 @@ func loadGraph(io *IO, path string) (*spec.Graph, error) {
 		// A graph argument that names no file is a usage error, as in validate.
 		return nil, usagef("graph file %s: %v", path, unwrapPath(err))
 	}
-	g, diags := spec.LoadFile(path, validateOptions())
+	g, diags := io.engine().Load(path)
 	if len(diags) > 0 {
 		printDiagnostics(io.Err, diags, io.Cwd)
 	}

@@ -1,0 +1,285 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/expr-lang/expr/types"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/lgrun/lgrun/schema"
+)
+
+// The committed JSON Schema and the language's kind tables agree: every
+// node kind, provider and tool kind the decoder knows is in the schema's
+// enums, and the node keys the schema allows are exactly the common keys
+// plus the built-in kinds' settings.
+func TestSchemaAgreesWithRegistry(t *testing.T) {
+	var doc map[string]any
+	if err := json.Unmarshal(schema.Graph, &doc); err != nil {
+		t.Fatal(err)
+	}
+	defs := doc["$defs"].(map[string]any)
+	props := func(def string) map[string]any {
+		return defs[def].(map[string]any)["properties"].(map[string]any)
+	}
+	enum := func(def, key string) []string {
+		var out []string
+		for _, v := range props(def)[key].(map[string]any)["enum"].([]any) {
+			out = append(out, v.(string))
+		}
+		return out
+	}
+	if got := enum("node", "kind"); !reflect.DeepEqual(got, BuiltinNodeKinds()) {
+		t.Errorf("schema node kinds %v, registry %v", got, BuiltinNodeKinds())
+	}
+	if got := SortedKeys(kindKeys); !reflect.DeepEqual(got, sorted(BuiltinNodeKinds())) {
+		t.Errorf("decoder kinds %v, registry %v", got, BuiltinNodeKinds())
+	}
+	if got := enum("model", "provider"); !reflect.DeepEqual(got, BuiltinProviders()) {
+		t.Errorf("schema providers %v, registry %v", got, BuiltinProviders())
+	}
+	if got := enum("tool", "kind"); !reflect.DeepEqual(got, []string{"expr", "http", "exec"}) {
+		t.Errorf("schema tool kinds %v", got)
+	}
+	want := slices.Clone(commonNodeKeys)
+	for _, ks := range kindKeys {
+		for _, k := range ks {
+			if !slices.Contains(want, k) {
+				want = append(want, k)
+			}
+		}
+	}
+	if got := SortedKeys(props("node")); !reflect.DeepEqual(got, sorted(want)) {
+		t.Errorf("schema node keys %v, decoder keys %v", got, sorted(want))
+	}
+	// A registry with custom kinds extends the schema with exactly them.
+	r := NewRegistry()
+	if err := r.AddNodeKind(NodeKindDecl{Name: "greet", Doc: "says hello", Settings: []Setting{{Name: "greeting", Doc: "what to say", Schema: map[string]any{"type": "string"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddProvider(ProviderDecl{Name: "local", Doc: "an in-process model"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.Schema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ext map[string]any
+	if err := json.Unmarshal(b, &ext); err != nil {
+		t.Fatal(err)
+	}
+	doc, defs = ext, ext["$defs"].(map[string]any)
+	if got := enum("node", "kind"); !reflect.DeepEqual(got, r.NodeKinds()) {
+		t.Errorf("extended schema node kinds %v, registry %v", got, r.NodeKinds())
+	}
+	if got := enum("model", "provider"); !reflect.DeepEqual(got, r.Providers()) {
+		t.Errorf("extended schema providers %v, registry %v", got, r.Providers())
+	}
+	if p, ok := props("node")["greeting"].(map[string]any); !ok || p["type"] != "string" || !strings.Contains(p["description"].(string), "kind greet: what to say") {
+		t.Errorf("extended schema greeting setting: %v", props("node")["greeting"])
+	}
+}
+
+func sorted(s []string) []string {
+	out := slices.Clone(s)
+	sort.Strings(out)
+	return out
+}
+
+const customGraph = `version: 1
+name: custom
+state:
+  messages: {type: messages}
+  out: {type: string}
+models:
+  m: {provider: local}
+nodes:
+  hello: {kind: greet, greeting: '"hi"'}
+  agent: {kind: llm, model: m, tools: [lookup]}
+edges:
+  - {from: START, to: hello}
+  - {from: hello, to: agent}
+  - {from: agent, to: END}
+`
+
+func customRegistry(t *testing.T) *Registry {
+	t.Helper()
+	r := NewRegistry()
+	for _, err := range []error{
+		r.AddNodeKind(NodeKindDecl{Name: "greet", Writes: []string{"out"}, Settings: []Setting{
+			{Name: "greeting", Schema: map[string]any{"type": "string"}, Required: true},
+			{Name: "times", Schema: map[string]any{"type": "integer"}, Default: 1},
+		}}),
+		r.AddTool(ToolDecl{Name: "lookup", Description: "looks up", Parameters: map[string]any{"type": "object", "properties": map[string]any{"q": map[string]any{"type": "string"}}}}),
+		r.AddProvider(ProviderDecl{Name: "local"}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+func TestRegistryKindsLoad(t *testing.T) {
+	g, errs := Parse("g.yaml", []byte(customGraph), &Options{Registry: customRegistry(t)})
+	if errs.HasErrors() {
+		t.Fatalf("custom kinds rejected:\n%v", errs)
+	}
+	n := g.Nodes["hello"]
+	if !reflect.DeepEqual(n.Settings(), map[string]any{"greeting": `"hi"`, "times": 1}) || !reflect.DeepEqual(n.Writes, []string{"out"}) {
+		t.Errorf("greet node settings %v writes %v", n.Settings(), n.Writes)
+	}
+	tool := g.Tools["lookup"]
+	if tool == nil || tool.Kind != ToolKindGo || tool.Description != "looks up" {
+		t.Errorf("Go tool lookup: %+v", tool)
+	}
+	if g.Models["m"].Provider != "local" {
+		t.Errorf("provider %q", g.Models["m"].Provider)
+	}
+	// Without the registry, each custom kind is an error at its place.
+	_, errs = Parse("g.yaml", []byte(customGraph), nil)
+	text := errs.Error()
+	for _, want := range []string{`g.yaml:7:`, `provider`, `g.yaml:9:`, `unknown tool "lookup"`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("without the registry the errors lack %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestRegistryKindsChecked(t *testing.T) {
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"wrong key", `greeting: '"hi"'`, `greeting: '"hi"', tools: [lookup]`, `key "tools" is not used by kind greet`},
+		{"required", `greeting: '"hi"'`, `times: 2`, `kind greet needs greeting`},
+		{"wrong type", `greeting: '"hi"'`, `greeting: '"hi"', times: many`, `times: got string, want integer`},
+		{"unknown tool", `tools: [lookup]`, `tools: [lookpu, nope]`, `unknown tool "nope" (known tools: lookup)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(customGraph, tc.from, tc.to, 1)
+			_, errs := Parse("g.yaml", []byte(src), &Options{Registry: customRegistry(t)})
+			if !strings.Contains(errs.Error(), tc.want) {
+				t.Fatalf("errors lack %q:\n%v", tc.want, errs)
+			}
+		})
+	}
+}
+
+func TestRegistryRejectsClashes(t *testing.T) {
+	r := NewRegistry()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{r.AddNodeKind(NodeKindDecl{Name: "llm"}), `node kind "llm" is already registered`},
+		{r.AddNodeKind(NodeKindDecl{Name: "x", Settings: []Setting{{Name: "prompt"}}}), `setting "prompt" is a key of the built-in kinds`},
+		{r.AddProvider(ProviderDecl{Name: "mock"}), `provider "mock" is already registered`},
+		{r.AddTool(ToolDecl{Name: "bad name"}), `not a valid name`},
+	} {
+		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", tc.err, tc.want)
+		}
+	}
+}
+
+// MessageType returns a fresh type: changing one cannot change how every
+// graph of the process is checked.
+func TestMessageTypeNotShared(t *testing.T) {
+	m := MessageType()
+	m["content"] = types.Int
+	src := `version: 1
+name: m
+state:
+  messages: {type: messages}
+  n: {type: int}
+nodes:
+  a: {kind: set, set: {n: 'len(state.messages[0].content + "x")'}}
+edges:
+  - {from: START, to: a}
+  - {from: a, to: END}
+`
+	if _, errs := Parse("m.yaml", []byte(src), nil); errs.HasErrors() {
+		t.Fatalf("a changed MessageType leaked into checking:\n%v", errs)
+	}
+}
+
+// The committed schema/graph.schema.json is what the declarations
+// generate; regenerate it with `go generate ./schema`.
+func TestCommittedSchemaIsGenerated(t *testing.T) {
+	got, err := NewRegistry().Schema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(schema.Graph) {
+		t.Fatalf("schema/graph.schema.json is not what the kind declarations generate; run `go generate ./schema`")
+	}
+}
+
+// An editor validating with the committed schema (per-kind rules
+// included) flags a key of the wrong kind; the right keys pass.
+func TestSchemaFlagsKeyOfWrongKind(t *testing.T) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema.Graph))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(schema.GraphURL, doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile(schema.GraphURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph := func(node string) any {
+		var v any
+		src := `{"version": 1, "name": "g", "state": {"n": {"type": "int"}}, "nodes": {"a": ` + node + `}, "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}`
+		if err := json.Unmarshal([]byte(src), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := sch.Validate(graph(`{"kind": "set", "set": {"n": "1"}, "timeout": "1s"}`)); err != nil {
+		t.Errorf("a set node with its own keys: %v", err)
+	}
+	if err := sch.Validate(graph(`{"kind": "set", "set": {"n": "1"}, "model": "m"}`)); err == nil {
+		t.Errorf("a set node with the llm key model passed the schema")
+	}
+	if err := sch.Validate(graph(`{"kind": "noop", "over": "state.x"}`)); err == nil {
+		t.Errorf("a noop node with the map key over passed the schema")
+	}
+}
+
+// A kind's Check reports at the setting it names, or at the node.
+func TestRegistryKindCheck(t *testing.T) {
+	r := NewRegistry()
+	err := r.AddNodeKind(NodeKindDecl{Name: "copy", Settings: []Setting{{Name: "from", Required: true}, {Name: "times", Default: 1}}, Check: func(s map[string]any, field func(string) *Field) error {
+		var errs []error
+		if name, _ := s["from"].(string); field(name) == nil {
+			errs = append(errs, &SettingError{Setting: "from", Err: fmt.Errorf("no state field %q", name)})
+		}
+		if n, _ := s["times"].(int); n > 3 {
+			errs = append(errs, fmt.Errorf("at most 3 times, got %d", n))
+		}
+		return errors.Join(errs...)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := "version: 1\nname: c\nstate:\n  a: {type: int}\nnodes:\n  x: {kind: copy, from: b, times: 5}\nedges:\n  - {from: START, to: x}\n  - {from: x, to: END}\n"
+	_, errs := Parse("c.yaml", []byte(src), &Options{Registry: r})
+	got := errs.Error()
+	for _, want := range []string{`c.yaml:6:25: error: nodes.x.from: no state field "b"`, `c.yaml:6:3: error: nodes.x: at most 3 times, got 5`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+	if _, errs := Parse("c.yaml", []byte(strings.Replace(src, "from: b, times: 5", "from: a", 1)), &Options{Registry: r}); errs.HasErrors() {
+		t.Errorf("valid settings: %v", errs)
+	}
+}
