@@ -2,6 +2,9 @@ package observe
 
 import (
 	"errors"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -53,3 +56,37 @@ func newInstruments(m metric.Meter) (instruments, error) {
 }
 
 func noopMeterProvider() metric.MeterProvider { return noop.NewMeterProvider() }
+
+// setKey names a metric attribute set of up to three attributes (unset
+// ones are the zero KeyValue).
+type setKey [3]attribute.KeyValue
+
+// setCache keeps the attribute sets of the per-step metrics: making a set
+// sorts and copies, a lookup does not allocate.
+type setCache struct {
+	mu   sync.RWMutex
+	sets map[setKey]attribute.Set
+}
+
+func (c *setCache) get(k setKey) attribute.Set {
+	c.mu.RLock()
+	s, ok := c.sets[k]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	var kvs []attribute.KeyValue
+	for _, kv := range k {
+		if kv.Key != "" {
+			kvs = append(kvs, kv)
+		}
+	}
+	s = attribute.NewSet(kvs...)
+	c.mu.Lock()
+	if c.sets == nil {
+		c.sets = map[setKey]attribute.Set{}
+	}
+	c.sets[k] = s
+	c.mu.Unlock()
+	return s
+}

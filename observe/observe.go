@@ -92,6 +92,7 @@ type Observer struct {
 	capture bool
 	prop    propagation.TraceContext
 	m       instruments
+	sets    setCache
 }
 
 var (
@@ -197,25 +198,39 @@ func (o *Observer) EndRun(ctx context.Context, info runtime.RunInfo, res *runtim
 	o.m.runs.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph), keyStatus.String(string(status)), keyOp.String(info.Op), keyChild.Bool(info.Child)))
 }
 
-type stepState struct {
+// spanCtx is the context of an observed span: the span's context with
+// what its End hook needs, in one allocation.
+type spanCtx struct {
+	context.Context
 	start time.Time
-	graph string
 	span  trace.Span
+	graph string
 }
 
-type stepKey struct{}
+type spanKey struct{}
+
+func (c *spanCtx) Value(key any) any {
+	if key == (spanKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+func spanOf(ctx context.Context) *spanCtx {
+	c, _ := ctx.Value(spanKey{}).(*spanCtx)
+	return c
+}
 
 // StartStep implements runtime.Observer: a span "superstep <graph>".
+// Thread and graph are the run span's attributes.
 func (o *Observer) StartStep(ctx context.Context, info runtime.RunInfo, step int, next []string) context.Context {
-	ctx, span := o.tracer.Start(ctx, "superstep "+info.Graph, trace.WithAttributes(
-		keyThread.String(info.Thread), keyGraph.String(info.Graph), keyStep.Int(step), keyNext.StringSlice(next),
-	))
-	return context.WithValue(ctx, stepKey{}, &stepState{start: time.Now(), graph: info.Graph, span: span})
+	ctx, span := o.tracer.Start(ctx, "superstep "+info.Graph, trace.WithAttributes(keyStep.Int(step), keyNext.StringSlice(next)))
+	return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph, span: span}
 }
 
 // EndStep implements runtime.Observer.
 func (o *Observer) EndStep(ctx context.Context, cp *runtime.Checkpoint, err error) {
-	st, _ := ctx.Value(stepKey{}).(*stepState)
+	st := spanOf(ctx)
 	if st == nil {
 		return
 	}
@@ -232,15 +247,8 @@ func (o *Observer) EndStep(ctx context.Context, cp *runtime.Checkpoint, err erro
 		outcome = "paused"
 	}
 	st.span.End()
-	o.m.step.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributes(keyGraph.String(st.graph), attribute.String("lgrun.outcome", outcome)))
+	o.m.step.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(setKey{keyGraph.String(st.graph), attribute.String("lgrun.outcome", outcome)})))
 }
-
-type nodeState struct {
-	start time.Time
-	span  trace.Span
-}
-
-type nodeKey struct{}
 
 // agentKinds are the node kinds whose spans are "invoke_agent <node>".
 var agentKinds = map[string]bool{"llm": true, "agent": true, "react": true}
@@ -249,17 +257,16 @@ var agentKinds = map[string]bool{"llm": true, "agent": true, "react": true}
 // llm nodes, "<kind> <node>" for the others.
 func (o *Observer) StartNode(ctx context.Context, call *runtime.NodeCall) context.Context {
 	n := call.Node
-	attrs := []attribute.KeyValue{
-		keyThread.String(call.Thread), keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind),
-		keyConversation.String(call.Thread),
-	}
-	name := n.Kind + " " + n.Name
+	var span trace.Span
 	if agentKinds[n.Kind] {
-		name = "invoke_agent " + n.Name
-		attrs = append(attrs, keyOperation.String("invoke_agent"), keyAgentName.String(n.Name))
+		ctx, span = o.tracer.Start(ctx, "invoke_agent "+n.Name, trace.WithAttributes(
+			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind),
+			keyOperation.String("invoke_agent"), keyAgentName.String(n.Name), keyConversation.String(call.Thread)))
+	} else {
+		ctx, span = o.tracer.Start(ctx, n.Kind+" "+n.Name, trace.WithAttributes(
+			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind)))
 	}
-	ctx, span := o.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
-	return context.WithValue(ctx, nodeKey{}, &nodeState{start: time.Now(), span: span})
+	return &spanCtx{Context: ctx, start: time.Now(), graph: call.Graph.Name, span: span}
 }
 
 // NodeRetry implements runtime.Observer: an event "lgrun.retry".
@@ -271,11 +278,11 @@ func (o *Observer) NodeRetry(ctx context.Context, attempt, of int, err error) {
 
 // EndNode implements runtime.Observer.
 func (o *Observer) EndNode(ctx context.Context, call *runtime.NodeCall, res *runtime.NodeResult, err error) {
-	st, _ := ctx.Value(nodeKey{}).(*nodeState)
+	st := spanOf(ctx)
 	if st == nil {
 		return
 	}
-	attrs := []attribute.KeyValue{keyNodeKind.String(call.Node.Kind), keyGraph.String(call.Graph.Name)}
+	k := setKey{keyNodeKind.String(call.Node.Kind), keyGraph.String(st.graph)}
 	if res != nil && res.Interrupt != nil {
 		st.span.AddEvent("lgrun.interrupt", trace.WithAttributes(attribute.String("lgrun.interrupt.when", string(res.Interrupt.When))))
 	}
@@ -288,19 +295,19 @@ func (o *Observer) EndNode(ctx context.Context, call *runtime.NodeCall, res *run
 		st.span.SetStatus(codes.Error, err.Error())
 		et := errorType(err)
 		st.span.SetAttributes(keyErrorType.String(et))
-		attrs = append(attrs, keyErrorType.String(et))
+		k[2] = keyErrorType.String(et)
 	}
 	st.span.End()
-	o.m.node.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributes(attrs...))
+	o.m.node.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(k)))
 }
 
 // Committed implements runtime.Observer.
 func (o *Observer) Committed(ctx context.Context, d time.Duration, err error) {
-	attrs := []attribute.KeyValue{}
+	var k setKey
 	if err != nil {
-		attrs = append(attrs, keyErrorType.String(errorType(err)))
+		k[0] = keyErrorType.String(errorType(err))
 	}
-	o.m.commit.Record(ctx, d.Seconds(), metric.WithAttributes(attrs...))
+	o.m.commit.Record(ctx, d.Seconds(), metric.WithAttributeSet(o.sets.get(k)))
 }
 
 type callState struct {
