@@ -120,7 +120,7 @@ func (c *checker) decodeTools(n *yaml.Node) {
 				c.errs.Add(t.Pos, "%s: kind %s needs %s", path, t.Kind, key)
 			}
 		}
-		allowed := toolKindKeys[t.Kind]
+		allowed := toolKindKeys()[t.Kind]
 		for _, key := range tm.keys {
 			if contains(commonToolKeys, key.Value) {
 				continue

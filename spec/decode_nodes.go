@@ -12,10 +12,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// kindKeys lists the settings each node kind uses, besides the common
-// ones, from the kinds' declarations ([builtinNodeDecls]).
-var kindKeys = declKeys(builtinNodeDecls)
-
 func declKeys(decls []NodeKindDecl) map[string][]string {
 	out := map[string][]string{}
 	for _, d := range decls {
@@ -40,12 +36,13 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 			continue
 		}
 		node := &Node{Name: name, Pos: c.pos(k), Kind: scalar(nm.get("kind")), Description: scalar(nm.get("description"))}
-		keys := kindKeys[node.Kind]
-		custom, isCustom := c.reg.nodeKind(node.Kind)
-		if isCustom {
-			for _, s := range custom.Settings {
-				keys = append(keys, s.Name)
-			}
+		decl, known := builtinNodeDecl(node.Kind)
+		if !known {
+			decl, known = c.reg.nodeKind(node.Kind)
+		}
+		var keys []string
+		for _, s := range decl.Settings {
+			keys = append(keys, s.Name)
 		}
 		for _, key := range nm.keys {
 			if contains(commonNodeKeys, key.Value) || contains(keys, key.Value) {
@@ -68,29 +65,26 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 		if node.Goto == nil && nm.get("goto_paths") != nil && nm.get("goto") == nil {
 			c.errs.Add(c.pos(nm.kpos["goto_paths"]), "%s: goto_paths without goto", path)
 		}
-		switch node.Kind {
-		case "set":
-			c.decodeSet(node, nm, path)
-		case "interrupt":
-			cfg := &InterruptConfig{Payload: c.ec.compile(nm.get("payload"), path+".payload", c.env, nil)}
-			node.Config = cfg
-			if r := nm.get("resume"); r != nil {
-				cfg.Resume = r.Value
-				if c.fieldRef(r, path+".resume") != nil {
-					node.Writes = append(node.Writes, r.Value)
-				}
-			}
-		case "llm", "tools":
-			c.decodeLLM(node, nm, path)
-		case "subgraph", "map":
-			c.decodeComposite(node, nm, path)
-		default:
-			if isCustom {
-				c.decodeCustom(node, custom, nm, path)
-			}
+		switch {
+		case decl.decode != nil:
+			decl.decode(c, node, nm, path)
+		case known:
+			c.decodeCustom(node, decl, nm, path)
 		}
 		c.g.Nodes[name] = node
 		c.g.NodeOrder = append(c.g.NodeOrder, name)
+	}
+}
+
+// decodeInterrupt decodes an interrupt node.
+func (c *checker) decodeInterrupt(node *Node, nm *mapping, path string) {
+	cfg := &InterruptConfig{Payload: c.ec.compile(nm.get("payload"), path+".payload", c.env, nil)}
+	node.Config = cfg
+	if r := nm.get("resume"); r != nil {
+		cfg.Resume = r.Value
+		if c.fieldRef(r, path+".resume") != nil {
+			node.Writes = append(node.Writes, r.Value)
+		}
 	}
 }
 

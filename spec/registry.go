@@ -19,7 +19,7 @@ const ToolKindGo = "go"
 // BuiltinNodeKinds returns the node kinds of the language.
 func BuiltinNodeKinds() []string {
 	var out []string
-	for _, d := range builtinNodeDecls {
+	for _, d := range builtins().nodes {
 		out = append(out, d.Name)
 	}
 	return out
@@ -71,6 +71,10 @@ type NodeKindDecl struct {
 	// returns (several with errors.Join) is reported at the node, a
 	// [*SettingError] at the setting's value.
 	Check func(settings map[string]any, field func(name string) *Field) error
+
+	// decode decodes a node of a built-in kind (custom kinds have none and
+	// are decoded from their settings, see decodeCustom).
+	decode func(c *checker, node *Node, nm *mapping, path string)
 }
 
 // SettingError is an error of one setting of a node, for
@@ -152,7 +156,7 @@ func (r *Registry) AddNodeKind(d NodeKindDecl) error {
 		return fmt.Errorf("node kind %q is already registered", d.Name)
 	}
 	builtinKeys := map[string]bool{}
-	for _, ks := range kindKeys {
+	for _, ks := range builtins().nodeKeys {
 		for _, k := range ks {
 			builtinKeys[k] = true
 		}
@@ -266,7 +270,7 @@ func (r *Registry) empty() bool {
 // providers. For a registry that declares nothing it is
 // schema/graph.schema.json as committed (TestCommittedSchemaIsGenerated).
 func (r *Registry) Schema() ([]byte, error) {
-	nodes := slices.Clone(builtinNodeDecls)
+	nodes := slices.Clone(builtins().nodes)
 	providers := slices.Clone(builtinProviderDecls)
 	if r != nil {
 		for _, name := range SortedKeys(r.nodeKinds) {
@@ -276,7 +280,7 @@ func (r *Registry) Schema() ([]byte, error) {
 			providers = append(providers, r.providers[name])
 		}
 	}
-	return generateSchema(schema.Graph, nodes, builtinToolDecls, providers)
+	return generateSchema(schema.Graph, nodes, builtins().tools, providers)
 }
 
 // graphSchema returns the compiled schema graphs are validated with.

@@ -40,7 +40,7 @@ func TestSchemaAgreesWithRegistry(t *testing.T) {
 	if got := enum("node", "kind"); !reflect.DeepEqual(got, BuiltinNodeKinds()) {
 		t.Errorf("schema node kinds %v, registry %v", got, BuiltinNodeKinds())
 	}
-	if got := SortedKeys(kindKeys); !reflect.DeepEqual(got, sorted(BuiltinNodeKinds())) {
+	if got := SortedKeys(builtins().nodeKeys); !reflect.DeepEqual(got, sorted(BuiltinNodeKinds())) {
 		t.Errorf("decoder kinds %v, registry %v", got, BuiltinNodeKinds())
 	}
 	if got := enum("model", "provider"); !reflect.DeepEqual(got, BuiltinProviders()) {
@@ -50,7 +50,7 @@ func TestSchemaAgreesWithRegistry(t *testing.T) {
 		t.Errorf("schema tool kinds %v", got)
 	}
 	want := slices.Clone(commonNodeKeys)
-	for _, ks := range kindKeys {
+	for _, ks := range builtins().nodeKeys {
 		for _, k := range ks {
 			if !slices.Contains(want, k) {
 				want = append(want, k)
