@@ -90,20 +90,9 @@ func (c *checker) decodeInterrupt(node *Node, nm *mapping, path string) {
 
 // decodeCustom decodes the settings of a node of a registered kind.
 func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path string) {
-	cfg := &CustomConfig{Settings: map[string]any{}}
+	settings, ok := c.decodeSettings(node.Pos, path, d.Name, d.Settings, nm)
+	cfg := &CustomConfig{Settings: settings}
 	node.Config = cfg
-	for _, s := range d.Settings {
-		v := nm.get(s.Name)
-		switch {
-		case v != nil:
-			conv := valueConv{file: c.file, errs: c.errs}
-			cfg.Settings[s.Name] = conv.value(v)
-		case s.Required:
-			c.errs.Add(node.Pos, "%s: kind %s needs %s", path, d.Name, s.Name)
-		case s.Default != nil:
-			cfg.Settings[s.Name] = Normalize(DeepCopy(s.Default))
-		}
-	}
 	for _, f := range d.Writes {
 		if c.g.Field(f) == nil {
 			c.unknownField(node.Pos, path, f)
@@ -111,10 +100,40 @@ func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path str
 		}
 		node.Writes = append(node.Writes, f)
 	}
-	if d.Check == nil {
-		return
+	if ok && d.Check != nil {
+		c.settingErrors(d.Check(cfg.Settings, c.g.Field), node.Pos, path, nm)
 	}
-	err := d.Check(cfg.Settings, c.g.Field)
+}
+
+// decodeSettings decodes the declared settings of a node or tool of a
+// registered kind at pos: the values given, the defaults of those not
+// given, and an error for each required one missing. ok is false when one
+// is missing or does not match its schema (which the validation against
+// the graph schema reports): the kind's Check then does not run, so it
+// sees only settings of their declared types.
+func (c *checker) decodeSettings(pos Pos, path, kind string, decls []Setting, nm *mapping) (settings map[string]any, ok bool) {
+	out := map[string]any{}
+	ok = true
+	for _, s := range decls {
+		v := nm.get(s.Name)
+		switch {
+		case v != nil:
+			conv := valueConv{file: c.file, errs: c.errs}
+			out[s.Name] = conv.value(v)
+			ok = ok && matchesSchema(s.Schema, out[s.Name])
+		case s.Required:
+			c.errs.Add(pos, "%s: kind %s needs %s", path, kind, s.Name)
+			ok = false
+		case s.Default != nil:
+			out[s.Name] = Normalize(DeepCopy(s.Default))
+		}
+	}
+	return out, ok
+}
+
+// settingErrors reports the errors of a kind's Check (several with
+// errors.Join): at pos, or a [*SettingError] at the setting's value.
+func (c *checker) settingErrors(err error, pos Pos, path string, nm *mapping) {
 	var errs []error
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
@@ -123,15 +142,14 @@ func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path str
 	}
 	for _, e := range errs {
 		var se *SettingError
-		pos := node.Pos
-		where := path
+		at, where := pos, path
 		if errors.As(e, &se) {
 			if v := nm.get(se.Setting); v != nil {
-				pos, where = c.pos(v), path+"."+se.Setting
+				at, where = c.pos(v), path+"."+se.Setting
 			}
 			e = se.Err
 		}
-		c.errs.Add(pos, "%s: %v", where, e)
+		c.errs.Add(at, "%s: %v", where, e)
 	}
 }
 

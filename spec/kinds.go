@@ -40,6 +40,16 @@ func builtins() *kindTables {
 	return &builtinTables
 }
 
+// builtinToolDecl returns the declaration of the built-in tool kind name.
+func builtinToolDecl(name string) (ToolKindDecl, bool) {
+	for _, d := range builtins().tools {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return ToolKindDecl{}, false
+}
+
 // builtinNodeDecl returns the declaration of the built-in node kind name.
 func builtinNodeDecl(name string) (NodeKindDecl, bool) {
 	for _, d := range builtins().nodes {
@@ -105,10 +115,10 @@ func builtinNodeKindDecls() []NodeKindDecl {
 // builtinToolKindDecls declares the language's tool kinds, in schema order.
 func builtinToolKindDecls() []ToolKindDecl {
 	return []ToolKindDecl{
-		{Name: "expr", Doc: "Evaluates an expression over the arguments (`args`).", Settings: []Setting{
+		{Name: "expr", decode: (*checker).decodeExprTool, Doc: "Evaluates an expression over the arguments (`args`).", Settings: []Setting{
 			{Name: "expr", Doc: "expression over `args`.", Schema: jsonSchema(`{"$ref": "#/$defs/expr"}`)},
 		}},
-		{Name: "http", Doc: "Calls an HTTP endpoint on an allowed host.", Settings: []Setting{
+		{Name: "http", decode: (*checker).decodeHTTPTool, Doc: "Calls an HTTP endpoint on an allowed host.", Settings: []Setting{
 			{Name: "method", Doc: "HTTP method (default GET).", Schema: jsonSchema(`{"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]}`)},
 			{Name: "url", Doc: "the URL, a template over `args`.", Schema: jsonSchema(`{"$ref": "#/$defs/template"}`)},
 			{Name: "body", Doc: "expression over `args` yielding the request body (sent as JSON).", Schema: jsonSchema(`{"$ref": "#/$defs/expr"}`)},
@@ -116,7 +126,7 @@ func builtinToolKindDecls() []ToolKindDecl {
 			{Name: "allow_hosts", Doc: "the hosts the tool may call.", Schema: jsonSchema(`{"$ref": "#/$defs/nameList"}`)},
 			{Name: "max_output_bytes", Doc: "output beyond this is cut (default 64 KiB).", Schema: jsonSchema(`{"type": "integer", "minimum": 1}`)},
 		}},
-		{Name: "exec", Doc: "Runs a command with the arguments as JSON on stdin.", Settings: []Setting{
+		{Name: "exec", decode: (*checker).decodeExecTool, Doc: "Runs a command with the arguments as JSON on stdin.", Settings: []Setting{
 			{Name: "command", Doc: "the command and its arguments; it gets the JSON arguments on stdin, its stdout is the result.", Schema: jsonSchema(`{"type": "array", "minItems": 1, "items": {"type": "string"}}`)},
 			{Name: "max_output_bytes", Doc: "output beyond this is cut (default 64 KiB).", Schema: jsonSchema(`{"type": "integer", "minimum": 1}`)},
 		}},

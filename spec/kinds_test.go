@@ -16,7 +16,7 @@ import (
 func TestDecodingNamesNoKind(t *testing.T) {
 	kinds := append(BuiltinNodeKinds(), "expr", "http", "exec")
 	fset := token.NewFileSet()
-	for _, file := range []string{"decode_nodes.go"} {
+	for _, file := range []string{"decode_nodes.go", "decode_models.go"} {
 		f, err := parser.ParseFile(fset, file, nil, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -54,6 +54,11 @@ func TestBuiltinDeclsDecode(t *testing.T) {
 	for _, d := range builtins().nodes {
 		if d.decode == nil {
 			t.Errorf("node kind %s has no decode function", d.Name)
+		}
+	}
+	for _, d := range builtins().tools {
+		if d.decode == nil {
+			t.Errorf("tool kind %s has no decode function", d.Name)
 		}
 	}
 }
