@@ -182,7 +182,7 @@ func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, 
 	emit := emitter(sp.call)
 	if sp.reuse {
 		if len(sp.replay) == 0 {
-			return nil, fmt.Errorf("replay: node %q made more model calls than the original run recorded; replay with --live to call the model", req.Node)
+			return nil, fmt.Errorf("replay: node %q made more model calls than the original run recorded: %w", req.Node, runtime.ErrNotRecorded)
 		}
 		r := sp.replay[0]
 		sp.replay = sp.replay[1:]

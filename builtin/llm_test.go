@@ -364,7 +364,7 @@ func TestReplayRefusesUnrecordedCalls(t *testing.T) {
 	call := &runtime.NodeCall{Graph: g, Node: g.Nodes["chat"], State: g.Defaults(), Step: 1,
 		Replay: []any{record{Kind: recordTool, CallID: "x"}}}
 	_, err := kinds["llm"](context.Background(), call)
-	if err == nil || !strings.Contains(err.Error(), "replay with --live") {
+	if !errors.Is(err, runtime.ErrNotRecorded) || !strings.Contains(err.Error(), `node "chat" made more model calls than the original run recorded`) {
 		t.Fatalf("error %v", err)
 	}
 }

@@ -133,7 +133,7 @@ func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[
 	if recorded != nil {
 		r, ok := recorded[id]
 		if !ok {
-			return out, fmt.Errorf("replay: no recorded result for tool call %q (%s); replay with --live to run the tool", id, name)
+			return out, fmt.Errorf("replay: tool call %q (%s): %w", id, name, runtime.ErrNotRecorded)
 		}
 		return toolOutcome{content: r.Content, isErr: r.Error}, nil
 	}

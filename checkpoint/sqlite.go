@@ -338,6 +338,9 @@ func (s *SQLite) schemaVersion(ctx context.Context, q queryer) (string, error) {
 	return "", err
 }
 
+// ErrNotCheckpointDB reports a file that is not a checkpoint database.
+var ErrNotCheckpointDB = errors.New("not an lgrun checkpoint database")
+
 // ErrSchemaVersion reports a database whose layout this lgrun cannot use.
 var ErrSchemaVersion = errors.New("unsupported database layout version")
 
@@ -347,7 +350,7 @@ func checkVersion(version string) error {
 	case err != nil:
 		return fmt.Errorf("%w %q: not an lgrun checkpoint database, or a damaged one", ErrSchemaVersion, version)
 	case v > SchemaVersion:
-		return fmt.Errorf("%w: the database was written by a newer lgrun (layout version %d; this lgrun reads version %d): upgrade lgrun, or use another database (--db)", ErrSchemaVersion, v, SchemaVersion)
+		return fmt.Errorf("%w: the database was written by a newer lgrun (layout version %d; this lgrun reads version %d): upgrade lgrun, or use another database", ErrSchemaVersion, v, SchemaVersion)
 	case v < 1:
 		return fmt.Errorf("%w %d: not an lgrun checkpoint database, or a damaged one", ErrSchemaVersion, v)
 	}
@@ -426,7 +429,7 @@ func (s *SQLite) create(ctx context.Context) error {
 		return err
 	}
 	if tables > 0 {
-		return fmt.Errorf("%s is an SQLite database but not an lgrun checkpoint database (it has other tables and no lgrun schema version); use another --db", s.path)
+		return fmt.Errorf("%s is an SQLite database but %w (it has other tables and no lgrun schema version)", s.path, ErrNotCheckpointDB)
 	}
 	if _, err := tx.ExecContext(ctx, ddl); err != nil {
 		return err
@@ -466,7 +469,7 @@ func (s *SQLite) describe(err error) error {
 	if errors.As(err, &se) {
 		switch se.Code {
 		case sqlite3.ErrNotADB:
-			return fmt.Errorf("%s is not an lgrun checkpoint database (the file is not SQLite, or is corrupt): %w", s.path, err)
+			return fmt.Errorf("%s is %w (the file is not SQLite, or is corrupt): %w", s.path, ErrNotCheckpointDB, err)
 		case sqlite3.ErrCorrupt:
 			return fmt.Errorf("database file %s is corrupt: %w", s.path, err)
 		case sqlite3.ErrBusy, sqlite3.ErrLocked:

@@ -286,7 +286,7 @@ func (e *CorruptError) Error() string {
 	}
 	msg := fmt.Sprintf("checkpoint %s of thread %q cannot be read: %v", e.Checkpoint, e.Thread, e.Err)
 	if e.LastGood != "" {
-		msg += fmt.Sprintf("; the last good checkpoint is %s: lgrun fork --thread %s --checkpoint %s", e.LastGood, e.Thread, e.LastGood)
+		msg += fmt.Sprintf("; the last good checkpoint is %s", e.LastGood)
 	}
 	return msg
 }

@@ -258,7 +258,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			}
 			// The step is lost but the thread stays at its last good
 			// checkpoint, marked failed with the reason.
-			return rn.stop(ctx, cp, StatusFailed, fmt.Errorf("step %d: %w", step, err), lostAll)
+			return rn.stop(ctx, cp, StatusFailed, &StepError{Step: step, Err: err}, lostAll)
 		}
 		// The step's usage is committed: nothing is pending any more.
 		rn.spent, rn.ledger = nil, nil
@@ -294,7 +294,10 @@ func (rn *run) mergeError(step int, err error) error {
 			return &NodeError{Node: we.Node, Pos: n.Pos, Step: step, Err: err}
 		}
 	}
-	return fmt.Errorf("step %d: %w", step, err)
+	if errors.As(err, new(*ConflictError)) {
+		return err // it names its step
+	}
+	return &StepError{Step: step, Err: err}
 }
 
 // withUsage returns writes with one PendingUsage entry that holds every

@@ -57,7 +57,10 @@ type NodeCall struct {
 // NodeFunc executes one node kind.
 type NodeFunc func(ctx context.Context, call *NodeCall) (*NodeResult, error)
 
-// NodeError is a node failure, pointing at the node in the graph file.
+// NodeError is a node failure, pointing at the node in the graph file. It
+// renders as "file:line:col: step N: node "x": cause" through
+// [spec.FormatChain]: when the cause points somewhere more precise (an
+// expression, a node of a subgraph), that position replaces the node's.
 type NodeError struct {
 	Node string
 	Pos  spec.Pos
@@ -65,13 +68,20 @@ type NodeError struct {
 	Err  error
 }
 
-func (e *NodeError) Error() string {
-	err := e.Err
-	if we, ok := err.(*WriteError); ok && we.Node == e.Node {
+func (e *NodeError) Error() string { return spec.FormatChain(e) }
+
+// ErrorFrame implements [spec.Frame].
+func (e *NodeError) ErrorFrame() (spec.Pos, string, error) {
+	return e.frame(fmt.Sprintf("step %d: node %q", e.Step, e.Node))
+}
+
+// frame is ErrorFrame with the text naming the node and its step.
+func (e *NodeError) frame(text string) (spec.Pos, string, error) {
+	if we, ok := e.Err.(*WriteError); ok && we.Node == e.Node {
 		// Name the node once.
-		return fmt.Sprintf("%s: step %d: node %q: write to %q: %v", e.Pos, e.Step, e.Node, we.Field, we.Err)
+		return e.Pos, text + fmt.Sprintf(": write to %q", we.Field), we.Err
 	}
-	return fmt.Sprintf("%s: step %d: node %q: %v", e.Pos, e.Step, e.Node, err)
+	return e.Pos, text, e.Err
 }
 
 func (e *NodeError) Unwrap() error { return e.Err }

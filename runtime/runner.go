@@ -187,7 +187,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 			return nil, &PausedError{Thread: th.ID, Interrupts: ints}
 		}
 		if th.Status != StatusDone && len(head.Next) > 0 {
-			return nil, fmt.Errorf("thread %q (status %s, next %v): %w; resume it with `lgrun resume --thread %s`, or start over with a new --thread", th.ID, th.Status, head.Next, ErrUnfinished, th.ID)
+			return nil, &UnfinishedError{Thread: th.ID, Status: th.Status, Next: head.Next}
 		}
 		if err := r.checkGraph(th, head); err != nil {
 			return nil, err
@@ -291,14 +291,14 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 	}
 	if len(needValue) > 0 {
 		if !opts.HasValue {
-			return nil, fmt.Errorf("thread %q waits at interrupt node %s: %w; pass --value JSON (the answer)", th.ID, needValue[0], ErrNeedValue)
+			return nil, &NeedValueError{Thread: th.ID, Node: needValue[0]}
 		}
 		for _, n := range needValue {
 			rn.resumeNodes[n] = true
 		}
 		rn.resumeValue = opts.Value
 	} else if opts.HasValue {
-		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; %w (use --set field=JSON to change the state)", th.ID, ErrValueNotNeeded)
+		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node: %w", th.ID, ErrValueNotNeeded)
 	}
 	cp := head
 	if len(opts.Set) > 0 || opts.AsNode != "" {
@@ -313,7 +313,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		if len(opts.Set) > 0 || th.Status != StatusDone {
 			return rn.loop(ctx, cp, cp.ID)
 		}
-		return nil, fmt.Errorf("thread %q is done: %w; start a new turn with `lgrun run GRAPH --thread %s --input ...`", th.ID, ErrNothingToResume, th.ID)
+		return nil, &DoneError{Thread: th.ID}
 	}
 	return rn.loop(ctx, cp, cp.ID)
 }
@@ -427,7 +427,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 	if node == "" {
 		node = "__human__"
 	} else if r.Graph.Nodes[asNode] == nil {
-		return nil, fmt.Errorf("--as-node: graph %q has no node %q", r.Graph.Name, asNode)
+		return nil, fmt.Errorf("update as a node: graph %q has no node %q", r.Graph.Name, asNode)
 	}
 	values, delta, who, err := merge(r.Graph, r.msgRun, base.Step+1, base.Values, []NodeWrites{{Node: node, Writes: set}}, nil)
 	if err != nil {
@@ -605,7 +605,7 @@ func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) erro
 	c.Thread.Updated = r.now()
 	if err := r.Saver.Commit(context.WithoutCancel(ctx), c); err != nil {
 		if errors.Is(err, ErrConflict) {
-			return fmt.Errorf("%w: another process committed a newer checkpoint (or is running it now); inspect it with `lgrun history --thread %s`", err, c.Thread.ID)
+			return &CommitConflictError{Thread: c.Thread.ID, Err: err}
 		}
 		return fmt.Errorf("save checkpoint: %w", err)
 	}

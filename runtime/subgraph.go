@@ -124,7 +124,7 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, suffix string,
 		res, err = cr.Resume(ctx, ResumeOptions{Thread: id, Value: call.Resume, HasValue: call.HasResume && th.Status == StatusInterrupted && waitsForValue(ctx, parent.Saver, id), Config: cfg})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("subgraph %s (run %s): %w", g.Name, id, err)
+		return nil, &ChildError{Graph: g.Name, Run: id, Err: err}
 	}
 	out := &childOutcome{values: res.Checkpoint.Values, goto_: res.Goto}
 	if res.Status == StatusDone {
@@ -303,7 +303,7 @@ func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 			defer func() { <-sem }()
 			res, in, err := mapOne(ctx, call, node, i, item)
 			if err != nil {
-				errs[i] = fmt.Errorf("item %d: %w", i, err)
+				errs[i] = &ItemError{Index: i, Err: err}
 				return
 			}
 			if in != nil {

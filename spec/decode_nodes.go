@@ -312,16 +312,30 @@ func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
 	}
 }
 
+// unknownRef reports a reference to an undeclared node, tool or model,
+// with the closest name and the names that would do.
 func (c *checker) unknownRef(r NameRef, what string, names []string) {
 	msg := fmt.Sprintf("unknown %s %q", what, r.Name)
 	if s := suggest(r.Name, names); s != "" {
 		msg += fmt.Sprintf("; did you mean %q?", s)
-	} else if len(names) == 0 {
+	}
+	if len(names) == 0 {
 		msg += fmt.Sprintf(" (no %ss are declared)", what)
-	} else if what == "tool" {
-		msg += fmt.Sprintf(" (known tools: %s)", strings.Join(names, ", "))
+	} else {
+		msg += fmt.Sprintf(" (known %ss: %s)", what, nameList(names, maxListedNames))
 	}
 	c.errs.Add(r.Pos, "%s", msg)
+}
+
+// maxListedNames bounds the names a diagnostic lists.
+const maxListedNames = 12
+
+// nameList joins names with ", ", eliding past max.
+func nameList(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
 }
 
 func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {

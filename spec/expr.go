@@ -43,7 +43,7 @@ func (e *Expr) Eval(env map[string]any) (any, error) {
 	m := vm.VM{MemoryBudget: ExprMemoryBudget}
 	out, err := m.Run(e.Program, env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: evaluate %q: %w", e.Pos, e.Src, trimExprErr(err))
+		return nil, &EvalError{Pos: e.Pos, Src: e.Src, Err: trimExprErr(err)}
 	}
 	return Normalize(out), nil
 }
@@ -183,7 +183,15 @@ func (c *exprCompiler) compileAt(n *yaml.Node, src string, off int, path string,
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
-			c.errs.errAt(c.offsetPos(n, off+valueOffset([]rune(src), fe.Line, fe.Column)), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
+			style := n.Style
+			if off != 0 || src != n.Value {
+				style = 0 // a part of the scalar: its quotes are not around src
+			}
+			if mk, ok := findMistake(fe, src, style, env); ok {
+				c.errs.errAt(c.offsetPos(n, off+valueOffset([]rune(src), mk.line, mk.col)), fmt.Sprintf("%s: %s", path, mk.msg), err)
+			} else {
+				c.errs.errAt(c.offsetPos(n, off+valueOffset([]rune(src), fe.Line, fe.Column)), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
+			}
 		} else {
 			c.errs.Add(pos, "%s: %v", path, err)
 		}
@@ -198,6 +206,9 @@ func (c *exprCompiler) compileAt(n *yaml.Node, src string, off int, path string,
 			c.errs.Add(pos, "%s: %s", path, msg)
 			return nil
 		}
+	}
+	if mk, ok := literalPlaceholder(src); ok {
+		*c.errs = append(*c.errs, &Error{Pos: c.offsetPos(n, off+valueOffset([]rune(src), mk.line, mk.col)), Severity: SevWarning, Msg: fmt.Sprintf("%s: %s", path, mk.msg)})
 	}
 	return &Expr{Src: src, Pos: pos, Program: prog}
 }

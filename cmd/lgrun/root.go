@@ -153,7 +153,7 @@ func run(ctx context.Context, io *IO, args []string) int {
 	if err != nil && code != exitOK {
 		var ee *exitError
 		if !errors.As(err, &ee) && !errors.As(err, new(pausedError)) && !errors.As(err, new(invalidGraph)) {
-			fmt.Fprintf(io.Err, "lgrun: %v\n", err)
+			printError(io.Err, err)
 			if ue := (*usageError)(nil); errors.As(err, &ue) {
 				fmt.Fprintf(io.Err, "run 'lgrun --help' for usage\n")
 			}
