@@ -147,12 +147,19 @@ var _ runtime.Locker = (*Memory)(nil)
 func (m *Memory) Lock(_ context.Context, thread string) (func(), error) {
 	token := randToken()
 	m.mu.Lock()
+	if m.leases == nil {
+		m.leases = map[string]memLease{}
+	}
+	if m.leaseTTL <= 0 {
+		m.leaseTTL = DefaultLeaseTTL
+	}
+	ttl := m.leaseTTL
 	now := time.Now()
 	if l, held := m.leases[thread]; held && l.expires.After(now) {
 		m.mu.Unlock()
 		return nil, &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", self.pid, self.host), Since: l.acquired}
 	}
-	m.leases[thread] = memLease{token: token, acquired: now, expires: now.Add(m.leaseTTL)}
+	m.leases[thread] = memLease{token: token, acquired: now, expires: now.Add(ttl)}
 	m.mu.Unlock()
 	stop := make(chan struct{})
 	var once sync.Once
@@ -160,7 +167,7 @@ func (m *Memory) Lock(_ context.Context, thread string) (func(), error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(m.leaseTTL / 3)
+		t := time.NewTicker(ttl / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -169,7 +176,7 @@ func (m *Memory) Lock(_ context.Context, thread string) (func(), error) {
 			case <-t.C:
 				m.mu.Lock()
 				if l, ok := m.leases[thread]; ok && l.token == token {
-					l.expires = time.Now().Add(m.leaseTTL)
+					l.expires = time.Now().Add(ttl)
 					m.leases[thread] = l
 				}
 				m.mu.Unlock()
