@@ -101,6 +101,12 @@ func telemetry(t *testing.T, rcv *otlptest.Receiver, extra map[string]string) *o
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
+	return setupFromEnv(t)
+}
+
+// setupFromEnv sets the SDK up from the process environment.
+func setupFromEnv(t *testing.T) *observe.Telemetry {
+	t.Helper()
 	tel, err := observe.Setup(context.Background(), observe.SetupOptions{Getenv: os.Getenv, ServiceVersion: "test"})
 	if err != nil {
 		t.Fatal(err)
