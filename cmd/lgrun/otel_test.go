@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,15 +18,20 @@ func TestOTelFromEnvironment(t *testing.T) {
 	bin := buildLgrun(t)
 	db := filepath.Join(t.TempDir(), "lgrun.db")
 	graph := filepath.Join("..", "..", "graphs", "weather-agent.yaml")
-	run := func(rcv *otlptest.Receiver, thread string, env ...string) {
+	lgrun := func(rcv *otlptest.Receiver, args []string, env ...string) {
 		t.Helper()
-		cmd := exec.Command(bin, "run", graph, "--thread", thread)
+		cmd := exec.Command(bin, args...)
 		cmd.Env = append(cmd.Environ(), "LGRUN_DB="+db, "NO_COLOR=1",
 			"OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.URL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf")
 		cmd.Env = append(cmd.Env, env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("lgrun run: %v\n%s", err, out)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); err != nil && !(ok && ee.ExitCode() == exitPaused) {
+			t.Fatalf("lgrun %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
+	}
+	run := func(rcv *otlptest.Receiver, thread string, env ...string) {
+		t.Helper()
+		lgrun(rcv, []string{"run", graph, "--thread", thread}, env...)
 	}
 
 	rcv := otlptest.New(t)
@@ -61,6 +67,23 @@ func TestOTelFromEnvironment(t *testing.T) {
 	run(disabled, "cli-3", "OTEL_SDK_DISABLED=true")
 	if n, m := len(disabled.Spans()), len(disabled.Metrics()); n+m != 0 {
 		t.Errorf("OTEL_SDK_DISABLED: %d spans, %d metrics exported", n, m)
+	}
+
+	// A run that pauses, resumed by another process: the resume's trace
+	// links to the run's.
+	paused := otlptest.New(t)
+	lgrun(paused, []string{"run", filepath.Join("..", "..", "graphs", "approval.yaml"), "--thread", "cli-5"})
+	lgrun(paused, []string{"resume", "--thread", "cli-5", "--value", `{"approved": true}`})
+	runs := otlptest.Named(paused.Spans(), "invoke_workflow approval")
+	if len(runs) != 2 {
+		t.Fatalf("want the run and the resume, got:\n%s", otlptest.Tree(paused.Spans()))
+	}
+	first, resumed := runs[0], runs[1]
+	if first.Attr("lgrun.status") != "interrupted" || resumed.Attr("lgrun.op") != "resume" || resumed.Attr("lgrun.status") != "done" {
+		t.Errorf("runs: %v / %v", first.Attrs, resumed.Attrs)
+	}
+	if len(resumed.Links) != 1 || hex.EncodeToString(resumed.Links[0].SpanId) != first.SpanID || hex.EncodeToString(resumed.Links[0].TraceId) != first.TraceID {
+		t.Errorf("the resume links to %v, want span %s of trace %s", resumed.Links, first.SpanID, first.TraceID)
 	}
 
 	bad := exec.Command(bin, "run", graph, "--thread", "cli-4")
