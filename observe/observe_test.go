@@ -467,3 +467,32 @@ func TestFailedRetriedResumedTrace(t *testing.T) {
 		t.Errorf("last attempt: %v in %s", chats[4].Status, chats[4].TraceID)
 	}
 }
+
+// TestBudgetStopEvent: a run stopped by its budget has an
+// lgrun.budget_stop event and the error status.
+func TestBudgetStopEvent(t *testing.T) {
+	rcv := otlptest.New(t)
+	tel := telemetry(t, rcv, nil)
+	h := newHarness(t, tel, map[string]string{})
+	g := h.load("../graphs/weather-agent.yaml")
+	r, err := h.eng.Runner(g, h.saver, lgrun.RunnerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Run(context.Background(), runtime.RunOptions{Thread: "t-budget", Config: runtime.Config{LLMCalls: 1}})
+	if res == nil || res.Status != runtime.StatusBudget {
+		t.Fatalf("run: %v %v", res, err)
+	}
+	h.flush()
+	spans := rcv.Spans()
+	run := one(t, spans, "invoke_workflow weather-agent")
+	wantAttr(t, run, "lgrun.status", "budget-exceeded")
+	wantAttr(t, run, "error.type", "budget_exceeded")
+	if !hasEvent(run, "lgrun.budget_stop") {
+		t.Errorf("run events %v", run.Events)
+	}
+	// The spent budget stops the run before the next step starts.
+	if n := len(otlptest.Named(spans, "superstep weather-agent")); n != 1 {
+		t.Errorf("%d steps, want 1:\n%s", n, otlptest.Tree(spans))
+	}
+}
