@@ -145,3 +145,49 @@ func TestPrometheusHandler(t *testing.T) {
 		t.Errorf("queued runs %v, want 3", v)
 	}
 }
+
+// TestSetupOff: with no endpoint Setup configures nothing; asking for the
+// Prometheus handler alone gives metrics without exporters.
+func TestSetupOff(t *testing.T) {
+	none := func(string) string { return "" }
+	tel, err := observe.Setup(context.Background(), observe.SetupOptions{Getenv: none})
+	if err != nil || tel != nil {
+		t.Fatalf("Setup without an endpoint: %v, %v", tel, err)
+	}
+	if err := tel.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tel, err = observe.Setup(context.Background(), observe.SetupOptions{Getenv: none, Prometheus: true})
+	if err != nil || tel == nil || tel.Metrics == nil {
+		t.Fatalf("Setup with Prometheus: %v, %v", tel, err)
+	}
+	defer tel.Shutdown(context.Background())
+	tel.Observer.QueuedRuns().Add(context.Background(), 2)
+	srv := httptest.NewServer(tel.Metrics)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := fams["lgrun_runs_queued"]; f == nil || f.Metric[0].GetGauge().GetValue() != 2 {
+		t.Errorf("lgrun_runs_queued = %v", f)
+	}
+	for _, bad := range []map[string]string{
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+		{"OTEL_TRACES_EXPORTER": "zipkin"},
+	} {
+		if _, err := observe.Setup(context.Background(), observe.SetupOptions{Getenv: func(k string) string { return bad[k] }}); err == nil {
+			t.Errorf("Setup accepted %v", bad)
+		}
+	}
+	disabled := map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
+	if tel, err := observe.Setup(context.Background(), observe.SetupOptions{Getenv: func(k string) string { return disabled[k] }, Prometheus: true}); tel != nil || err != nil {
+		t.Errorf("OTEL_SDK_DISABLED: %v, %v", tel, err)
+	}
+}
