@@ -90,3 +90,28 @@ func (c *setCache) get(k setKey) attribute.Set {
 	c.mu.Unlock()
 	return s
 }
+
+// nameCache keeps the span names of steps and nodes ("superstep counter",
+// "set inc"), made once instead of at every step.
+type nameCache struct {
+	mu    sync.RWMutex
+	names map[[2]string]string
+}
+
+func (c *nameCache) get(op, name string) string {
+	k := [2]string{op, name}
+	c.mu.RLock()
+	s, ok := c.names[k]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = op + " " + name
+	c.mu.Lock()
+	if c.names == nil {
+		c.names = map[[2]string]string{}
+	}
+	c.names[k] = s
+	c.mu.Unlock()
+	return s
+}

@@ -93,6 +93,7 @@ type Observer struct {
 	prop    propagation.TraceContext
 	m       instruments
 	sets    setCache
+	names   nameCache
 }
 
 var (
@@ -224,7 +225,7 @@ func spanOf(ctx context.Context) *spanCtx {
 // StartStep implements runtime.Observer: a span "superstep <graph>".
 // Thread and graph are the run span's attributes.
 func (o *Observer) StartStep(ctx context.Context, info runtime.RunInfo, step int, next []string) context.Context {
-	ctx, span := o.tracer.Start(ctx, "superstep "+info.Graph, trace.WithAttributes(keyStep.Int(step), keyNext.StringSlice(next)))
+	ctx, span := o.tracer.Start(ctx, o.names.get("superstep", info.Graph), trace.WithAttributes(keyStep.Int(step), keyNext.StringSlice(next)))
 	return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph, span: span}
 }
 
@@ -259,11 +260,11 @@ func (o *Observer) StartNode(ctx context.Context, call *runtime.NodeCall) contex
 	n := call.Node
 	var span trace.Span
 	if agentKinds[n.Kind] {
-		ctx, span = o.tracer.Start(ctx, "invoke_agent "+n.Name, trace.WithAttributes(
+		ctx, span = o.tracer.Start(ctx, o.names.get("invoke_agent", n.Name), trace.WithAttributes(
 			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind),
 			keyOperation.String("invoke_agent"), keyAgentName.String(n.Name), keyConversation.String(call.Thread)))
 	} else {
-		ctx, span = o.tracer.Start(ctx, n.Kind+" "+n.Name, trace.WithAttributes(
+		ctx, span = o.tracer.Start(ctx, o.names.get(n.Kind, n.Name), trace.WithAttributes(
 			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind)))
 	}
 	return &spanCtx{Context: ctx, start: time.Now(), graph: call.Graph.Name, span: span}
