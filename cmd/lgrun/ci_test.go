@@ -9,7 +9,8 @@ import (
 )
 
 // TestCIScript checks that .ci/run keeps its gates: vet, the README's test
-// command, the race detector on the runtime and the savers, and the
+// command, the race detector on the runtime, the savers and the server,
+// the npm ci of the SDK test, and the
 // examples validated and tested on both savers; and that bash parses it.
 func TestCIScript(t *testing.T) {
 	path := filepath.Join("..", "..", ".ci", "run")
@@ -28,6 +29,8 @@ func TestCIScript(t *testing.T) {
 		"go vet ./...",
 		"go test ./...",
 		"go test -race ./runtime/ ./checkpoint/",
+		"go test -race ./server/",
+		"(cd \"$sdk\" && npm ci --ignore-scripts --no-audit --no-fund)",
 		"validate --strict graphs/",
 		"test graphs/ --saver memory",
 		"test graphs/ --saver sqlite",

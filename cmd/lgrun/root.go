@@ -63,6 +63,7 @@ Environment:
   LGRUN_PROVIDER    openai: call real servers instead of mock models
   OPENAI_API_KEY    API key of openai models (a model's api_key_env names another)
   OPENAI_BASE_URL   server of openai models without base_url
+  LGRUN_API_KEYS    lgrun serve: comma-separated keys clients must send in x-api-key
   NO_COLOR          no colour even on a terminal
 `
 
@@ -254,6 +255,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 		newGraphCmd(io),
 		newTestCmd(io),
 		newUsageCmd(io, g),
+		newServeCmd(io, g),
 	)
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
