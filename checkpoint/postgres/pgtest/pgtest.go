@@ -36,7 +36,27 @@ func ServerURL() string {
 // with search_path set to it.
 func Schema(tb testing.TB) (name, u string) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	name = Name(tb)
+	exec(tb, `CREATE SCHEMA `+name)
+	return name, WithSearchPath(ServerURL(), name)
+}
+
+// Name returns a fresh schema name lgrun_test_<random> without creating
+// the schema, and drops the schema, if anything created it, when tb ends.
+func Name(tb testing.TB) string {
+	tb.Helper()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := "lgrun_test_" + hex.EncodeToString(b)
+	exec(tb, `SELECT 1`) // fail (or skip) here when the server is unreachable
+	tb.Cleanup(func() { exec(tb, `DROP SCHEMA IF EXISTS `+name+` CASCADE`) })
+	return name
+}
+
+// exec runs q on the test server.
+func exec(tb testing.TB, q string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, ServerURL())
 	if err != nil {
@@ -46,26 +66,9 @@ func Schema(tb testing.TB) (name, u string) {
 		tb.Fatalf("PostgreSQL test server unreachable (start it, set LGRUN_PG_TEST_URL, or set LGRUN_PG_SKIP=1 to skip locally): %v", err)
 	}
 	defer conn.Close(context.Background())
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	name = "lgrun_test_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+name); err != nil {
-		tb.Fatalf("create test schema: %v", err)
+	if _, err := conn.Exec(ctx, q); err != nil {
+		tb.Fatalf("%s: %v", q, err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, ServerURL())
-		if err != nil {
-			tb.Errorf("drop test schema %s: %v", name, err)
-			return
-		}
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+name+` CASCADE`); err != nil {
-			tb.Errorf("drop test schema %s: %v", name, err)
-		}
-	})
-	return name, WithSearchPath(ServerURL(), name)
 }
 
 // WithSearchPath returns the URL u with search_path set to schema.
