@@ -59,7 +59,8 @@ Exit codes:
   130  interrupted by a signal (state saved)
 
 Environment:
-  LGRUN_DB          checkpoint database (default .lgrun/lgrun.db; --db wins)
+  LGRUN_DB          checkpoint database: an SQLite path or a postgres:// URL
+                    (default .lgrun/lgrun.db; --db wins)
   LGRUN_DURABILITY  process or power (--durability wins)
   LGRUN_PROVIDER    openai: call real servers instead of mock models
   OPENAI_API_KEY    API key of openai models (a model's api_key_env names another)
@@ -238,7 +239,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 	root.SetErr(io.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.db, "db", "", "checkpoint database (default $LGRUN_DB, else .lgrun/lgrun.db)")
+	pf.StringVar(&g.db, "db", "", "checkpoint database: SQLite path or postgres:// URL (default $LGRUN_DB, else .lgrun/lgrun.db)")
 	pf.StringVar(&g.durability, "durability", "", "process (survive crashes, default) or power (fsync every step)")
 	root.AddCommand(
 		newRunCmd(io, g),
