@@ -170,4 +170,3 @@ func BenchmarkList500(b *testing.B) {
 		})
 	}
 }
-
