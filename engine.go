@@ -66,6 +66,15 @@ func WithTool(name, description string, parameters map[string]any, fn builtin.To
 	return func(e *Engine) error { return e.env.AddTool(name, description, parameters, fn) }
 }
 
+// WithToolKind registers a tool kind: a graph declares tools with `kind:
+// <decl.Name>` under tools:, with the settings decl declares (checked when
+// the graph loads, and listed in [Engine.Schema]); fn runs a call of such
+// a tool and finds the tool's settings in t.Settings. The tool's
+// parameters, timeout and description work as for every tool kind.
+func WithToolKind(decl spec.ToolKindDecl, fn builtin.ToolKindFunc) Option {
+	return func(e *Engine) error { return e.env.AddToolKind(decl, fn) }
+}
+
 // WithNodeKind registers a node kind: nodes with `kind: <decl.Name>` take
 // the settings decl declares (checked when the graph loads, and listed in
 // [Engine.Schema]) and run fn, which finds them in call.Node.Settings(). fn
@@ -151,7 +160,8 @@ func (e *Engine) LoadTestFile(path string) (*spec.TestFile, spec.ErrorList) {
 }
 
 // Schema returns the JSON Schema of graph files for this engine: the
-// language's, with the engine's custom node kinds and providers.
+// language's, with the engine's custom node kinds, tool kinds and
+// providers.
 func (e *Engine) Schema() ([]byte, error) { return e.env.Spec().Schema() }
 
 // RunnerOptions configure [Engine.Runner].

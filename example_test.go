@@ -2,6 +2,8 @@ package lgrun_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"strings"
@@ -181,4 +183,113 @@ edges:
 	// interrupted approve?
 	// approved: true checkpoints: 2
 	// thread id "team/1": thread ids must be non-empty, without spaces at the ends and without "/" (reserved for subgraph runs)
+}
+
+// lookupGraph declares a tool of a custom kind (lookup) with the kind's
+// table setting; the model asks it for a capital.
+const lookupGraph = `version: 1
+name: capitals
+state:
+  messages:
+    type: messages
+    default: [{role: user, content: "Japan"}]
+models:
+  local: {provider: asker}
+tools:
+  capital:
+    kind: lookup
+    description: The capital of a country.
+    parameters: {type: object, properties: {key: {type: string}}, required: [key]}
+    table: {France: Paris, Japan: Tokyo}
+nodes:
+  agent: {kind: llm, model: local, tools: [capital]}
+  tools: {kind: tools}
+edges:
+  - {from: START, to: agent}
+  - {from: agent, when: has_tool_calls(state.messages), to: tools, else: END}
+  - {from: tools, to: agent}
+`
+
+// asker calls the capital tool with the question, then reports its answer.
+type asker struct{}
+
+func (asker) Chat(_ context.Context, req *builtin.ChatRequest) (*builtin.ChatReply, error) {
+	last := req.Messages[len(req.Messages)-1]
+	if last["role"] == "tool" {
+		return &builtin.ChatReply{Content: fmt.Sprint(last["content"])}, nil
+	}
+	return &builtin.ChatReply{ToolCalls: []builtin.ToolCall{{ID: "c1", Name: "capital", Arguments: fmt.Sprintf(`{"key": %q}`, last["content"])}}}, nil
+}
+
+// A tool kind written in Go: graphs declare tools of it with its settings,
+// checked when the graph loads, and the engine's schema lists it.
+func ExampleWithToolKind() {
+	lookup := spec.ToolKindDecl{
+		Name: "lookup",
+		Doc:  "Looks the argument key up in a table.",
+		Settings: []spec.Setting{
+			{Name: "table", Doc: "key to value", Schema: map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}}, Required: true},
+			{Name: "missing", Doc: "the answer for a key not in the table", Schema: map[string]any{"type": "string"}, Default: "unknown"},
+		},
+		Check: func(settings map[string]any) error {
+			if len(settings["table"].(map[string]any)) == 0 {
+				return &spec.SettingError{Setting: "table", Err: errors.New("the table is empty")}
+			}
+			return nil
+		},
+	}
+	eng, err := lgrun.New(
+		lgrun.WithToolKind(lookup, func(_ context.Context, t *spec.Tool, args map[string]any) (any, error) {
+			if v, ok := t.Settings["table"].(map[string]any)[args["key"].(string)]; ok {
+				return v, nil
+			}
+			return t.Settings["missing"], nil
+		}),
+		lgrun.WithProvider("asker", "a model written in Go", func(*spec.Model) (builtin.ChatModel, error) { return asker{}, nil }),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	g, diags := eng.Parse("capitals.yaml", []byte(lookupGraph))
+	if diags.HasErrors() {
+		log.Fatal(diags)
+	}
+	res, err := eng.Run(context.Background(), g, lgrun.NewMemorySaver(), "t1", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	msgs := res.Checkpoint.Values["messages"].([]any)
+	fmt.Println(msgs[len(msgs)-1].(map[string]any)["content"])
+
+	// A key the kind does not declare, and a setting its check refuses.
+	bad := strings.Replace(lookupGraph, "table: {France: Paris, Japan: Tokyo}", "tabel: {}\n    table: {}", 1)
+	_, diags = eng.Parse("capitals.yaml", []byte(bad))
+	for _, d := range diags.Errors() {
+		fmt.Println(d)
+	}
+
+	// The engine's JSON Schema (what `lgrun schema` prints) knows the kind.
+	src, err := eng.Schema()
+	if err != nil {
+		log.Fatal(err)
+	}
+	var sc struct {
+		Defs map[string]struct {
+			Properties map[string]struct {
+				Enum        []string `json:"enum"`
+				Description string   `json:"description"`
+			} `json:"properties"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(src, &sc); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("tool kinds:", sc.Defs["tool"].Properties["kind"].Enum)
+	fmt.Println("table:", sc.Defs["tool"].Properties["table"].Description)
+	// Output:
+	// Tokyo
+	// capitals.yaml:14:5: error: unknown key "tabel" in tools.capital; did you mean "table"?
+	// capitals.yaml:15:12: error: tools.capital.table: the table is empty
+	// tool kinds: [expr http exec lookup]
+	// table: kind lookup: key to value
 }

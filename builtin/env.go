@@ -19,8 +19,9 @@ import (
 //
 // [NewEnvironment] holds the built-in kinds: the node kinds llm and tools,
 // the tool kinds expr, http and exec, and the providers openai, azure and
-// mock; [Environment.AddTool], [Environment.AddNodeKind] and
-// [Environment.AddProvider] add custom ones written in Go. Their
+// mock; [Environment.AddTool], [Environment.AddToolKind],
+// [Environment.AddNodeKind] and [Environment.AddProvider] add custom ones
+// written in Go. Their
 // declarations (names, settings, docs) are kept in a [spec.Registry], so
 // loading, validation and the JSON Schema know them ([Environment.Spec]).
 //
@@ -130,6 +131,34 @@ func (e *Environment) AddTool(name, description string, parameters map[string]an
 		return err
 	}
 	e.tools[name] = fn
+	return nil
+}
+
+// ToolKindFunc runs a tool of a kind written in Go: t is the graph's tool
+// (its settings, decoded and checked, in t.Settings), args the arguments
+// the model gave, checked against t's parameters schema. The result goes
+// back to the model as text (a string as is, anything else as JSON); an
+// error is reported to the model as the tool's failure.
+type ToolKindFunc func(ctx context.Context, t *spec.Tool, args map[string]any) (any, error)
+
+// AddToolKind registers a tool kind written in Go: decl declares its name
+// and settings (see [spec.ToolKindDecl]), so a graph may declare tools of
+// the kind under tools:; fn runs them. The built-in expr, http and exec
+// kinds are entries of the same table.
+func (e *Environment) AddToolKind(decl spec.ToolKindDecl, fn ToolKindFunc) error {
+	if fn == nil {
+		return fmt.Errorf("tool kind %q: no function", decl.Name)
+	}
+	if err := e.reg.AddToolKind(decl); err != nil {
+		return err
+	}
+	e.toolKinds[decl.Name] = func(ctx context.Context, _ *engine, _ *spec.Graph, t *spec.Tool, args map[string]any, _ string) (string, error) {
+		v, err := fn(ctx, t, args)
+		if err != nil {
+			return "", err
+		}
+		return text(v), nil
+	}
 	return nil
 }
 

@@ -15,11 +15,11 @@ import (
 )
 
 // DefaultLeaseTTL is how long a run lease lasts without renewal unless
-// [Options].LeaseTTL says otherwise. A running process renews its leases
+// [Options].LeaseTTL ([MemoryOptions].LeaseTTL) says otherwise. A running process renews its leases
 // every third of the TTL, so only a process that died or hung lets one
 // expire; a holder on this host that no longer exists is taken over at
-// once. Each [SQLite] keeps its own TTL: two savers in one process with
-// different TTLs do not affect each other.
+// once. Each saver ([SQLite], [Memory]) keeps its own TTL: two savers in
+// one process with different TTLs do not affect each other.
 const DefaultLeaseTTL = 30 * time.Second
 
 // self identifies this process as a lease owner.
@@ -139,22 +139,58 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 
 var _ runtime.Locker = (*Memory)(nil)
 
-// Lock implements runtime.Locker within this process.
+// Lock implements runtime.Locker within this process, with the lease
+// semantics of [SQLite.Lock]: the lease lasts the saver's TTL
+// ([MemoryOptions].LeaseTTL) and is renewed every third of it while held;
+// an expired lease is taken over, and the old holder's unlock then leaves
+// the new holder's lease alone.
 func (m *Memory) Lock(_ context.Context, thread string) (func(), error) {
+	token := randToken()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.leases == nil {
-		m.leases = map[string]time.Time{}
+		m.leases = map[string]memLease{}
 	}
-	if since, held := m.leases[thread]; held {
-		return nil, &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", self.pid, self.host), Since: since}
+	if m.leaseTTL <= 0 {
+		m.leaseTTL = DefaultLeaseTTL
 	}
-	m.leases[thread] = time.Now()
+	ttl := m.leaseTTL
+	now := time.Now()
+	if l, held := m.leases[thread]; held && l.expires.After(now) {
+		m.mu.Unlock()
+		return nil, &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", self.pid, self.host), Since: l.acquired}
+	}
+	m.leases[thread] = memLease{token: token, acquired: now, expires: now.Add(ttl)}
+	m.mu.Unlock()
+	stop := make(chan struct{})
 	var once sync.Once
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				m.mu.Lock()
+				if l, ok := m.leases[thread]; ok && l.token == token {
+					l.expires = time.Now().Add(ttl)
+					m.leases[thread] = l
+				}
+				m.mu.Unlock()
+			}
+		}
+	}()
 	return func() {
 		once.Do(func() {
+			close(stop)
+			wg.Wait()
 			m.mu.Lock()
-			delete(m.leases, thread)
+			if l, ok := m.leases[thread]; ok && l.token == token {
+				delete(m.leases, thread)
+			}
 			m.mu.Unlock()
 		})
 	}, nil

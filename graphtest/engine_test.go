@@ -13,8 +13,9 @@ import (
 	"github.com/lgrun/lgrun/spec"
 )
 
-// Test files run with the engine's custom kinds: a Go tool (run for real
-// unless scripted), a node kind and a provider (answered by the script).
+// Test files run with the engine's custom kinds: a Go tool and a tool of a
+// Go tool kind (run for real unless scripted), a node kind and a provider
+// (answered by the script).
 func TestCustomKindsThroughEngine(t *testing.T) {
 	dir := t.TempDir()
 	graph := `version: 1
@@ -24,9 +25,14 @@ state:
   greeting: {type: string}
 models:
   m: {provider: local}
+tools:
+  cap:
+    kind: lookup
+    parameters: {type: object, properties: {key: {type: string}}}
+    table: {a: A}
 nodes:
   hi: {kind: greet, whom: Gopher}
-  agent: {kind: llm, model: m, tools: [word_count]}
+  agent: {kind: llm, model: m, tools: [word_count, cap]}
   tools: {kind: tools}
 edges:
   - {from: START, to: hi}
@@ -38,12 +44,13 @@ edges:
   - name: counts with the Go tool
     models:
       agent:
-        - tool_calls: [{name: word_count, arguments: {text: a b c}}]
+        - tool_calls: [{name: word_count, arguments: {text: a b c}}, {name: cap, arguments: {key: a}}]
         - text: three
     expect:
       state: {greeting: "Hello, Gopher"}
       assert:
         - 'state.messages[2].content == "3"'
+        - 'state.messages[3].content == "A"'
 `
 	for name, src := range map[string]string{"custom.yaml": graph, "custom.test.yaml": tests} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
@@ -58,6 +65,10 @@ edges:
 		lgrun.WithNodeKind(spec.NodeKindDecl{Name: "greet", Writes: []string{"greeting"}, Settings: []spec.Setting{{Name: "whom", Required: true}}},
 			func(_ context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
 				return &runtime.NodeResult{Writes: []runtime.Write{{Field: "greeting", Value: "Hello, " + call.Node.Settings()["whom"].(string)}}}, nil
+			}),
+		lgrun.WithToolKind(spec.ToolKindDecl{Name: "lookup", Settings: []spec.Setting{{Name: "table", Required: true}}},
+			func(_ context.Context, tool *spec.Tool, args map[string]any) (any, error) {
+				return tool.Settings["table"].(map[string]any)[args["key"].(string)], nil
 			}),
 		lgrun.WithProvider("local", "", func(*spec.Model) (builtin.ChatModel, error) { return nil, nil }),
 	)

@@ -372,17 +372,6 @@ func (c *IDClock) Next(now time.Time, parent string) string {
 	return fmt.Sprintf("%016x", n)
 }
 
-// defaultIDs is the clock of [NewCheckpointID].
-var defaultIDs IDClock
-
-// NewCheckpointID returns an id greater than parent (and than any id
-// NewCheckpointID made before), based on the clock. Runners do not use it:
-// they make ids with their own [IDClock]; it serves code that writes
-// checkpoints outside a runner (the saver conformance suite).
-func NewCheckpointID(now time.Time, parent string) string {
-	return defaultIDs.Next(now, parent)
-}
-
 // Locker is implemented by savers that can keep two processes from running
 // one thread at the same time. Runs take the thread's lease before their
 // first step, so a second run fails at once with a [BusyError] instead of

@@ -2,7 +2,12 @@ package runtime_test
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,4 +93,44 @@ edges:
 		}
 	}
 	mustDone(t)(r.Run(bg, runtime.RunOptions{Thread: "a-b.c_1"}))
+}
+
+// No package-level clock: every id comes from an [runtime.IDClock] its
+// caller owns (a runner's, an engine's, a test's), so nothing one caller
+// does moves another's ids. The check reads the package's source: a
+// package variable holding a clock, of any name, fails it.
+func TestNoPackageLevelIDClock(t *testing.T) {
+	fset := token.NewFileSet()
+	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pkgs["runtime"] == nil {
+		t.Fatal("package runtime not found")
+	}
+	for _, f := range pkgs["runtime"].Files {
+		for _, d := range f.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok || gd.Tok != token.VAR {
+				continue
+			}
+			for _, sp := range gd.Specs {
+				vs := sp.(*ast.ValueSpec)
+				typ := vs.Type
+				if s, ok := typ.(*ast.StarExpr); ok {
+					typ = s.X
+				}
+				if id, ok := typ.(*ast.Ident); ok && id.Name == "IDClock" {
+					t.Errorf("%s: package variable %s holds an IDClock", fset.Position(vs.Pos()), vs.Names[0].Name)
+				}
+				for _, v := range vs.Values {
+					if cl, ok := v.(*ast.CompositeLit); ok {
+						if id, ok := cl.Type.(*ast.Ident); ok && id.Name == "IDClock" {
+							t.Errorf("%s: package variable %s holds an IDClock", fset.Position(vs.Pos()), vs.Names[0].Name)
+						}
+					}
+				}
+			}
+		}
+	}
 }

@@ -12,10 +12,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// kindKeys lists the settings each node kind uses, besides the common
-// ones, from the kinds' declarations ([builtinNodeDecls]).
-var kindKeys = declKeys(builtinNodeDecls)
-
 func declKeys(decls []NodeKindDecl) map[string][]string {
 	out := map[string][]string{}
 	for _, d := range decls {
@@ -40,12 +36,13 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 			continue
 		}
 		node := &Node{Name: name, Pos: c.pos(k), Kind: scalar(nm.get("kind")), Description: scalar(nm.get("description"))}
-		keys := kindKeys[node.Kind]
-		custom, isCustom := c.reg.nodeKind(node.Kind)
-		if isCustom {
-			for _, s := range custom.Settings {
-				keys = append(keys, s.Name)
-			}
+		decl, known := builtinNodeDecl(node.Kind)
+		if !known {
+			decl, known = c.reg.nodeKind(node.Kind)
+		}
+		var keys []string
+		for _, s := range decl.Settings {
+			keys = append(keys, s.Name)
 		}
 		for _, key := range nm.keys {
 			if contains(commonNodeKeys, key.Value) || contains(keys, key.Value) {
@@ -68,48 +65,34 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 		if node.Goto == nil && nm.get("goto_paths") != nil && nm.get("goto") == nil {
 			c.errs.Add(c.pos(nm.kpos["goto_paths"]), "%s: goto_paths without goto", path)
 		}
-		switch node.Kind {
-		case "set":
-			c.decodeSet(node, nm, path)
-		case "interrupt":
-			cfg := &InterruptConfig{Payload: c.ec.compile(nm.get("payload"), path+".payload", c.env, nil)}
-			node.Config = cfg
-			if r := nm.get("resume"); r != nil {
-				cfg.Resume = r.Value
-				if c.fieldRef(r, path+".resume") != nil {
-					node.Writes = append(node.Writes, r.Value)
-				}
-			}
-		case "llm", "tools":
-			c.decodeLLM(node, nm, path)
-		case "subgraph", "map":
-			c.decodeComposite(node, nm, path)
-		default:
-			if isCustom {
-				c.decodeCustom(node, custom, nm, path)
-			}
+		switch {
+		case decl.decode != nil:
+			decl.decode(c, node, nm, path)
+		case known:
+			c.decodeCustom(node, decl, nm, path)
 		}
 		c.g.Nodes[name] = node
 		c.g.NodeOrder = append(c.g.NodeOrder, name)
 	}
 }
 
-// decodeCustom decodes the settings of a node of a registered kind.
-func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path string) {
-	cfg := &CustomConfig{Settings: map[string]any{}}
+// decodeInterrupt decodes an interrupt node.
+func (c *checker) decodeInterrupt(node *Node, nm *mapping, path string) {
+	cfg := &InterruptConfig{Payload: c.ec.compile(nm.get("payload"), path+".payload", c.env, nil)}
 	node.Config = cfg
-	for _, s := range d.Settings {
-		v := nm.get(s.Name)
-		switch {
-		case v != nil:
-			conv := valueConv{file: c.file, errs: c.errs}
-			cfg.Settings[s.Name] = conv.value(v)
-		case s.Required:
-			c.errs.Add(node.Pos, "%s: kind %s needs %s", path, d.Name, s.Name)
-		case s.Default != nil:
-			cfg.Settings[s.Name] = Normalize(DeepCopy(s.Default))
+	if r := nm.get("resume"); r != nil {
+		cfg.Resume = r.Value
+		if c.fieldRef(r, path+".resume") != nil {
+			node.Writes = append(node.Writes, r.Value)
 		}
 	}
+}
+
+// decodeCustom decodes the settings of a node of a registered kind.
+func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path string) {
+	settings, ok := c.decodeSettings(node.Pos, path, d.Name, d.Settings, nm)
+	cfg := &CustomConfig{Settings: settings}
+	node.Config = cfg
 	for _, f := range d.Writes {
 		if c.g.Field(f) == nil {
 			c.unknownField(node.Pos, path, f)
@@ -117,10 +100,40 @@ func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path str
 		}
 		node.Writes = append(node.Writes, f)
 	}
-	if d.Check == nil {
-		return
+	if ok && d.Check != nil {
+		c.settingErrors(d.Check(cfg.Settings, c.g.Field), node.Pos, path, nm)
 	}
-	err := d.Check(cfg.Settings, c.g.Field)
+}
+
+// decodeSettings decodes the declared settings of a node or tool of a
+// registered kind at pos: the values given, the defaults of those not
+// given, and an error for each required one missing. ok is false when one
+// is missing or does not match its schema (which the validation against
+// the graph schema reports): the kind's Check then does not run, so it
+// sees only settings of their declared types.
+func (c *checker) decodeSettings(pos Pos, path, kind string, decls []Setting, nm *mapping) (settings map[string]any, ok bool) {
+	out := map[string]any{}
+	ok = true
+	for _, s := range decls {
+		v := nm.get(s.Name)
+		switch {
+		case v != nil:
+			conv := valueConv{file: c.file, errs: c.errs}
+			out[s.Name] = conv.value(v)
+			ok = ok && matchesSchema(s.Schema, out[s.Name])
+		case s.Required:
+			c.errs.Add(pos, "%s: kind %s needs %s", path, kind, s.Name)
+			ok = false
+		case s.Default != nil:
+			out[s.Name] = Normalize(DeepCopy(s.Default))
+		}
+	}
+	return out, ok
+}
+
+// settingErrors reports the errors of a kind's Check (several with
+// errors.Join): at pos, or a [*SettingError] at the setting's value.
+func (c *checker) settingErrors(err error, pos Pos, path string, nm *mapping) {
 	var errs []error
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
@@ -129,15 +142,14 @@ func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path str
 	}
 	for _, e := range errs {
 		var se *SettingError
-		pos := node.Pos
-		where := path
+		at, where := pos, path
 		if errors.As(e, &se) {
 			if v := nm.get(se.Setting); v != nil {
-				pos, where = c.pos(v), path+"."+se.Setting
+				at, where = c.pos(v), path+"."+se.Setting
 			}
 			e = se.Err
 		}
-		c.errs.Add(pos, "%s: %v", where, e)
+		c.errs.Add(at, "%s: %v", where, e)
 	}
 }
 

@@ -19,10 +19,12 @@
 // A [Node] holds the settings every kind has; the rest is its kind's
 // [NodeConfig] (an [*LLMConfig] for an llm node, and so on). The language's
 // node kinds, tool kinds and providers are declared in tables of
-// [NodeKindDecl], [ToolKindDecl] and [ProviderDecl]; the decoder's key
-// checks and the per-kind part of the JSON Schema (with each setting's
-// type and doc) come from them. A [Registry] adds custom kinds, Go tools
-// and providers the same way; load with [Options].Registry to accept them.
+// [NodeKindDecl], [ToolKindDecl] and [ProviderDecl]; the decoder (each
+// built-in declaration carries its decode function), its key checks and
+// the per-kind part of the JSON Schema (with each setting's type and doc)
+// come from them. A [Registry] adds custom node kinds, tool kinds, Go
+// tools and providers the same way; load with [Options].Registry to accept
+// them.
 // Implementations live elsewhere: package runtime runs node kinds by name,
 // package builtin keeps an Environment that registers both sides.
 package spec

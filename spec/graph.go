@@ -363,7 +363,7 @@ type Model struct {
 type Tool struct {
 	Name           string
 	Pos            Pos
-	Kind           string // expr, http, exec
+	Kind           string // expr, http, exec, go or a registered kind
 	Description    string
 	Parameters     map[string]any
 	Expr           *Expr // over `args`
@@ -375,6 +375,9 @@ type Tool struct {
 	Command        []string
 	Timeout        time.Duration
 	MaxOutputBytes int
+	// Settings are the decoded settings of a tool of a registered kind
+	// ([Registry.AddToolKind]), defaults filled in.
+	Settings map[string]any
 }
 
 // Field returns the field named name, or nil.

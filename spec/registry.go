@@ -19,7 +19,7 @@ const ToolKindGo = "go"
 // BuiltinNodeKinds returns the node kinds of the language.
 func BuiltinNodeKinds() []string {
 	var out []string
-	for _, d := range builtinNodeDecls {
+	for _, d := range builtins().nodes {
 		out = append(out, d.Name)
 	}
 	return out
@@ -47,6 +47,7 @@ func BuiltinProviders() []string {
 // graphs are being loaded with the registry; [Registry.Clone] first.
 type Registry struct {
 	nodeKinds map[string]NodeKindDecl
+	toolKinds map[string]ToolKindDecl
 	tools     map[string]ToolDecl
 	providers map[string]ProviderDecl
 
@@ -66,11 +67,16 @@ type NodeKindDecl struct {
 	// Writes lists the state fields a node of the kind may write.
 	Writes []string
 	// Check, when set, checks a node's settings beyond their schemas once
-	// they are decoded (defaults filled in); field looks up the graph's
-	// declared state fields (nil for an undeclared one). Each error it
-	// returns (several with errors.Join) is reported at the node, a
-	// [*SettingError] at the setting's value.
+	// they are decoded (defaults filled in; it runs only when every
+	// required setting is given and each matches its schema); field looks
+	// up the graph's declared state fields (nil for an undeclared one).
+	// Each error it returns (several with errors.Join) is reported at the
+	// node, a [*SettingError] at the setting's value.
 	Check func(settings map[string]any, field func(name string) *Field) error
+
+	// decode decodes a node of a built-in kind (custom kinds have none and
+	// are decoded from their settings, see decodeCustom).
+	decode func(c *checker, node *Node, nm *mapping, path string)
 }
 
 // SettingError is an error of one setting of a node, for
@@ -104,11 +110,25 @@ type ToolDecl struct {
 	Parameters map[string]any
 }
 
-// ToolKindDecl declares a tool kind (the language's expr, http and exec).
+// ToolKindDecl declares a tool kind: the language's expr, http and exec,
+// or a custom one ([Registry.AddToolKind]). A graph declares a tool of a
+// custom kind under tools: with `kind: <Name>` and the kind's settings
+// besides the common keys (kind, description, parameters, timeout); the
+// decoded values are in [Tool].Settings.
 type ToolKindDecl struct {
 	Name     string
 	Doc      string
 	Settings []Setting
+	// Check, when set, checks a tool's settings beyond their schemas once
+	// they are decoded (defaults filled in; it runs only when every
+	// required setting is given and each matches its schema). Each error
+	// it returns (several with errors.Join) is reported at the tool, a
+	// [*SettingError] at the setting's value.
+	Check func(settings map[string]any) error
+
+	// decode decodes a tool of a built-in kind (custom kinds are decoded
+	// from their settings).
+	decode func(c *checker, t *Tool, tm *mapping, path string)
 }
 
 // ProviderDecl declares a custom model provider.
@@ -120,7 +140,7 @@ type ProviderDecl struct {
 // NewRegistry returns a registry that declares nothing beyond the
 // language.
 func NewRegistry() *Registry {
-	return &Registry{nodeKinds: map[string]NodeKindDecl{}, tools: map[string]ToolDecl{}, providers: map[string]ProviderDecl{}}
+	return &Registry{nodeKinds: map[string]NodeKindDecl{}, toolKinds: map[string]ToolKindDecl{}, tools: map[string]ToolDecl{}, providers: map[string]ProviderDecl{}}
 }
 
 // Clone returns a copy of r to add to.
@@ -128,7 +148,7 @@ func (r *Registry) Clone() *Registry {
 	if r == nil {
 		return NewRegistry()
 	}
-	return &Registry{nodeKinds: maps.Clone(r.nodeKinds), tools: maps.Clone(r.tools), providers: maps.Clone(r.providers)}
+	return &Registry{nodeKinds: maps.Clone(r.nodeKinds), toolKinds: maps.Clone(r.toolKinds), tools: maps.Clone(r.tools), providers: maps.Clone(r.providers)}
 }
 
 func (r *Registry) changed() {
@@ -152,36 +172,80 @@ func (r *Registry) AddNodeKind(d NodeKindDecl) error {
 		return fmt.Errorf("node kind %q is already registered", d.Name)
 	}
 	builtinKeys := map[string]bool{}
-	for _, ks := range kindKeys {
+	for _, ks := range builtins().nodeKeys {
 		for _, k := range ks {
 			builtinKeys[k] = true
 		}
 	}
+	others := map[string][]Setting{}
+	for _, o := range r.nodeKinds {
+		others[o.Name] = o.Settings
+	}
+	if err := checkSettings("node kind", d.Name, d.Settings, commonKeys, builtinKeys, others); err != nil {
+		return err
+	}
+	r.nodeKinds[d.Name] = d
+	r.changed()
+	return nil
+}
+
+// checkSettings checks the settings of a new kind of what ("node kind",
+// "tool kind"): valid names, each once, none a common key or a built-in
+// kind's setting, and a setting name shared with another custom kind
+// (others) only with the same schema.
+func checkSettings(what, kind string, settings []Setting, common []string, builtinKeys map[string]bool, others map[string][]Setting) error {
 	seen := map[string]bool{}
-	for _, s := range d.Settings {
+	for _, s := range settings {
 		switch {
 		case !validName(s.Name):
-			return fmt.Errorf("node kind %q: setting %q is not a valid name", d.Name, s.Name)
+			return fmt.Errorf("%s %q: setting %q is not a valid name", what, kind, s.Name)
 		case seen[s.Name]:
-			return fmt.Errorf("node kind %q: setting %q is declared twice", d.Name, s.Name)
-		case slices.Contains(commonKeys, s.Name) || builtinKeys[s.Name]:
-			return fmt.Errorf("node kind %q: setting %q is a key of the built-in kinds; choose another name", d.Name, s.Name)
+			return fmt.Errorf("%s %q: setting %q is declared twice", what, kind, s.Name)
+		case slices.Contains(common, s.Name) || builtinKeys[s.Name]:
+			return fmt.Errorf("%s %q: setting %q is a key of the built-in kinds; choose another name", what, kind, s.Name)
 		}
 		seen[s.Name] = true
 		if s.Schema != nil {
 			if err := CheckJSONSchema(s.Schema); err != nil {
-				return fmt.Errorf("node kind %q: setting %q: not a valid JSON Schema: %v", d.Name, s.Name, err)
+				return fmt.Errorf("%s %q: setting %q: not a valid JSON Schema: %v", what, kind, s.Name, err)
 			}
 		}
-		for _, o := range r.nodeKinds {
-			for _, os := range o.Settings {
+		for _, o := range SortedKeys(others) {
+			for _, os := range others[o] {
 				if os.Name == s.Name && !reflect.DeepEqual(os.Schema, s.Schema) {
-					return fmt.Errorf("node kind %q: setting %q is declared by kind %q with another schema", d.Name, s.Name, o.Name)
+					return fmt.Errorf("%s %q: setting %q is declared by kind %q with another schema", what, kind, s.Name, o)
 				}
 			}
 		}
 	}
-	r.nodeKinds[d.Name] = d
+	return nil
+}
+
+// AddToolKind declares a tool kind. The name must be new (not expr, http,
+// exec or go), and the settings follow the rules of [Registry.AddNodeKind]
+// against the common tool keys and the built-in tool kinds' settings.
+func (r *Registry) AddToolKind(d ToolKindDecl) error {
+	if !validName(d.Name) {
+		return fmt.Errorf("tool kind %q: not a valid name (letters, digits and _, not starting with a digit)", d.Name)
+	}
+	if _, builtin := builtinToolDecl(d.Name); builtin || d.Name == ToolKindGo || r.toolKinds[d.Name].Name != "" {
+		return fmt.Errorf("tool kind %q is already registered", d.Name)
+	}
+	builtinKeys := map[string]bool{}
+	for _, ks := range toolKindKeys() {
+		for _, k := range ks {
+			builtinKeys[k] = true
+		}
+	}
+	others := map[string][]Setting{}
+	for _, o := range r.toolKinds {
+		others[o.Name] = o.Settings
+	}
+	if err := checkSettings("tool kind", d.Name, d.Settings, commonToolKeys, builtinKeys, others); err != nil {
+		return err
+	}
+	d.decode = nil
+	r.toolKinds[d.Name] = d
 	r.changed()
 	return nil
 }
@@ -236,6 +300,19 @@ func (r *Registry) Providers() []string {
 	return out
 }
 
+// ToolKinds lists every tool kind a graph may declare a tool of,
+// built-in ones first.
+func (r *Registry) ToolKinds() []string {
+	var out []string
+	for _, d := range builtins().tools {
+		out = append(out, d.Name)
+	}
+	if r != nil {
+		out = append(out, SortedKeys(r.toolKinds)...)
+	}
+	return out
+}
+
 // Tools lists the declared Go tools by name.
 func (r *Registry) Tools() []string {
 	if r == nil {
@@ -252,12 +329,20 @@ func (r *Registry) nodeKind(name string) (NodeKindDecl, bool) {
 	return d, ok
 }
 
+func (r *Registry) toolKind(name string) (ToolKindDecl, bool) {
+	if r == nil {
+		return ToolKindDecl{}, false
+	}
+	d, ok := r.toolKinds[name]
+	return d, ok
+}
+
 func (r *Registry) provider(name string) bool {
 	return r != nil && r.providers[name].Name != ""
 }
 
 func (r *Registry) empty() bool {
-	return r == nil || len(r.nodeKinds)+len(r.tools)+len(r.providers) == 0
+	return r == nil || len(r.nodeKinds)+len(r.toolKinds)+len(r.tools)+len(r.providers) == 0
 }
 
 // Schema returns the JSON Schema of graph files that may use r's kinds:
@@ -266,17 +351,21 @@ func (r *Registry) empty() bool {
 // providers. For a registry that declares nothing it is
 // schema/graph.schema.json as committed (TestCommittedSchemaIsGenerated).
 func (r *Registry) Schema() ([]byte, error) {
-	nodes := slices.Clone(builtinNodeDecls)
+	nodes := slices.Clone(builtins().nodes)
+	tools := slices.Clone(builtins().tools)
 	providers := slices.Clone(builtinProviderDecls)
 	if r != nil {
 		for _, name := range SortedKeys(r.nodeKinds) {
 			nodes = append(nodes, r.nodeKinds[name])
 		}
+		for _, name := range SortedKeys(r.toolKinds) {
+			tools = append(tools, r.toolKinds[name])
+		}
 		for _, name := range SortedKeys(r.providers) {
 			providers = append(providers, r.providers[name])
 		}
 	}
-	return generateSchema(schema.Graph, nodes, builtinToolDecls, providers)
+	return generateSchema(schema.Graph, nodes, tools, providers)
 }
 
 // graphSchema returns the compiled schema graphs are validated with.

@@ -40,7 +40,7 @@ func TestSchemaAgreesWithRegistry(t *testing.T) {
 	if got := enum("node", "kind"); !reflect.DeepEqual(got, BuiltinNodeKinds()) {
 		t.Errorf("schema node kinds %v, registry %v", got, BuiltinNodeKinds())
 	}
-	if got := SortedKeys(kindKeys); !reflect.DeepEqual(got, sorted(BuiltinNodeKinds())) {
+	if got := SortedKeys(builtins().nodeKeys); !reflect.DeepEqual(got, sorted(BuiltinNodeKinds())) {
 		t.Errorf("decoder kinds %v, registry %v", got, BuiltinNodeKinds())
 	}
 	if got := enum("model", "provider"); !reflect.DeepEqual(got, BuiltinProviders()) {
@@ -50,7 +50,7 @@ func TestSchemaAgreesWithRegistry(t *testing.T) {
 		t.Errorf("schema tool kinds %v", got)
 	}
 	want := slices.Clone(commonNodeKeys)
-	for _, ks := range kindKeys {
+	for _, ks := range builtins().nodeKeys {
 		for _, k := range ks {
 			if !slices.Contains(want, k) {
 				want = append(want, k)
@@ -281,5 +281,123 @@ func TestRegistryKindCheck(t *testing.T) {
 	}
 	if _, errs := Parse("c.yaml", []byte(strings.Replace(src, "from: b, times: 5", "from: a", 1)), &Options{Registry: r}); errs.HasErrors() {
 		t.Errorf("valid settings: %v", errs)
+	}
+}
+
+// A registered tool kind: a graph's tool of the kind is decoded from the
+// kind's settings (defaults filled in, required ones needed), an unknown
+// key is flagged with a suggestion, the kind's Check reports at the
+// setting, and the registry's schema has the kind and its settings in the
+// tool's per-kind part (so an editor flags a key of another kind).
+func TestRegistryToolKind(t *testing.T) {
+	r := NewRegistry()
+	err := r.AddToolKind(ToolKindDecl{Name: "lookup", Doc: "Looks a key up.", Settings: []Setting{
+		{Name: "table", Doc: "key to value", Schema: map[string]any{"type": "object"}, Required: true},
+		{Name: "missing", Doc: "answer for an unknown key", Schema: map[string]any{"type": "string"}, Default: "unknown"},
+	}, Check: func(s map[string]any) error {
+		if len(s["table"].(map[string]any)) == 0 {
+			return &SettingError{Setting: "table", Err: errors.New("the table is empty")}
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := "version: 1\nname: c\nstate:\n  messages: {type: messages}\nmodels:\n  m: {provider: openai, model: x}\ntools:\n  cap:\n    kind: lookup\n    table: {France: Paris}\nnodes:\n  a: {kind: llm, model: m, tools: [cap]}\nedges:\n  - {from: START, to: a}\n  - {from: a, to: END}\n"
+	g, errs := Parse("c.yaml", []byte(src), &Options{Registry: r})
+	if errs.HasErrors() {
+		t.Fatal(errs)
+	}
+	tool := g.Tools["cap"]
+	if want := map[string]any{"table": map[string]any{"France": "Paris"}, "missing": "unknown"}; tool.Kind != "lookup" || !reflect.DeepEqual(tool.Settings, want) {
+		t.Errorf("tool %s settings %v, want %v", tool.Kind, tool.Settings, want)
+	}
+	for _, tc := range []struct{ from, to, want string }{
+		{"    table: {France: Paris}\n", "    tabel: {France: Paris}\n", `c.yaml:10:5: error: unknown key "tabel" in tools.cap; did you mean "table"?`},
+		{"    table: {France: Paris}\n", "    table: {France: Paris}\n    url: x\n", `key "url" is not used by tool kind lookup`},
+		{"    table: {France: Paris}\n", "    table: {}\n", `c.yaml:10:12: error: tools.cap.table: the table is empty`},
+		{"    table: {France: Paris}\n", "    missing: none\n", `c.yaml:8:3: error: tools.cap: kind lookup needs table`},
+		{"    table: {France: Paris}\n", "    table: [France]\n", `tools.cap.table`},
+	} {
+		_, errs := Parse("c.yaml", []byte(strings.Replace(src, tc.from, tc.to, 1)), &Options{Registry: r})
+		if got := errs.Error(); !strings.Contains(got, tc.want) {
+			t.Errorf("with %q: errors lack %q:\n%s", tc.to, tc.want, got)
+		}
+	}
+	// Without the registry the kind is unknown.
+	if _, errs := Parse("c.yaml", []byte(src), nil); !errs.HasErrors() {
+		t.Error("a tool of an unregistered kind loaded")
+	}
+
+	raw, err := r.Schema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc map[string]any
+	if err := json.Unmarshal(raw, &sc); err != nil {
+		t.Fatal(err)
+	}
+	tdef := sc["$defs"].(map[string]any)["tool"].(map[string]any)
+	props := tdef["properties"].(map[string]any)
+	if got := props["kind"].(map[string]any)["enum"]; !reflect.DeepEqual(got, []any{"expr", "http", "exec", "lookup"}) {
+		t.Errorf("schema tool kinds %v", got)
+	}
+	if got := props["table"].(map[string]any)["description"]; got != "kind lookup: key to value" {
+		t.Errorf("schema table setting: %v", got)
+	}
+	if !reflect.DeepEqual(r.ToolKinds(), []string{"expr", "http", "exec", "lookup"}) {
+		t.Errorf("ToolKinds %v", r.ToolKinds())
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(schema.GraphURL, doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile(schema.GraphURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph := func(tool string) any {
+		var v any
+		js := `{"version": 1, "name": "g", "state": {"n": {"type": "int"}}, "tools": {"t": ` + tool + `}, "nodes": {"a": {"kind": "noop"}}, "edges": [{"from": "START", "to": "a"}, {"from": "a", "to": "END"}]}`
+		if err := json.Unmarshal([]byte(js), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := sch.Validate(graph(`{"kind": "lookup", "table": {}, "timeout": "1s"}`)); err != nil {
+		t.Errorf("a lookup tool with its own keys: %v", err)
+	}
+	if err := sch.Validate(graph(`{"kind": "lookup", "table": {}, "url": "http://x"}`)); err == nil {
+		t.Error("a lookup tool with the http key url passed the schema")
+	}
+	if err := sch.Validate(graph(`{"kind": "expr", "expr": "1", "table": {}}`)); err == nil {
+		t.Error("an expr tool with the lookup key table passed the schema")
+	}
+}
+
+func TestRegistryRejectsToolKindClashes(t *testing.T) {
+	r := NewRegistry()
+	if err := r.AddToolKind(ToolKindDecl{Name: "a", Settings: []Setting{{Name: "s", Schema: map[string]any{"type": "string"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{r.AddToolKind(ToolKindDecl{Name: "http"}), `tool kind "http" is already registered`},
+		{r.AddToolKind(ToolKindDecl{Name: ToolKindGo}), `tool kind "go" is already registered`},
+		{r.AddToolKind(ToolKindDecl{Name: "a"}), `tool kind "a" is already registered`},
+		{r.AddToolKind(ToolKindDecl{Name: "x", Settings: []Setting{{Name: "url"}}}), `setting "url" is a key of the built-in kinds`},
+		{r.AddToolKind(ToolKindDecl{Name: "x", Settings: []Setting{{Name: "parameters"}}}), `setting "parameters" is a key of the built-in kinds`},
+		{r.AddToolKind(ToolKindDecl{Name: "x", Settings: []Setting{{Name: "s", Schema: map[string]any{"type": "integer"}}}}), `setting "s" is declared by kind "a" with another schema`},
+		{r.AddToolKind(ToolKindDecl{Name: "bad name"}), `not a valid name`},
+	} {
+		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", tc.err, tc.want)
+		}
 	}
 }
