@@ -136,7 +136,7 @@ func benchCommit(b *testing.B, s runtime.Saver, thread string, n int) {
 		cp := &runtime.Checkpoint{Thread: thread, ParentID: head, Step: i, Values: map[string]any{"count": i}, Delta: d,
 			Next: []string{"inc"}, Metadata: runtime.Metadata{Source: runtime.SourceLoop, Writes: map[string][]string{"inc": {"count"}},
 				Graph: "bench", GraphHash: "h", Version: "bench", Time: now}}
-		cp.ID = runtime.NewCheckpointID(now, head)
+		cp.ID = ids.Next(now, head)
 		if err := s.Commit(bg, &runtime.Commit{Checkpoint: cp, ExpectHead: head, Thread: row}); err != nil {
 			b.Fatal(err)
 		}

@@ -39,39 +39,47 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	}
 	defer tx.Rollback(context.Background())
 
-	var tag pgconn.CommandTag
+	// The compare-and-swap and the parent's chain sizes in one round trip.
+	// The parent is read after the thread's row is locked, never from a
+	// cache: a GC in another process may have pruned it.
+	b := &pgx.Batch{}
 	if c.ExpectHead == "" {
-		tag, err = tx.Exec(ctx, `INSERT INTO threads (`+threadColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING`,
+		b.Queue(`INSERT INTO threads (`+threadColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING`,
 			tr.ID, tr.Head, tr.Status, tr.Error, tr.Graph, tr.GraphHash, tr.GraphFile, tr.Config, tr.Created, tr.Updated, tr.Pending, tr.Sum)
 	} else {
-		tag, err = tx.Exec(ctx, `UPDATE threads SET head = $3, status = $4, error = $5, graph = $6, graph_hash = $7, graph_file = $8, config = $9, updated = $10, pending = $11, sum = $12 WHERE id = $1 AND head = $2`,
+		b.Queue(`UPDATE threads SET head = $3, status = $4, error = $5, graph = $6, graph_hash = $7, graph_file = $8, config = $9, updated = $10, pending = $11, sum = $12 WHERE id = $1 AND head = $2`,
 			tr.ID, c.ExpectHead, tr.Head, tr.Status, tr.Error, tr.Graph, tr.GraphHash, tr.GraphFile, tr.Config, tr.Updated, tr.Pending, tr.Sum)
 	}
+	if cp.ParentID != "" {
+		b.Queue(`SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id = $2`, c.Thread.ID, cp.ParentID)
+	}
+	br := tx.SendBatch(ctx, b)
+	tag, err := br.Exec()
 	if err != nil {
+		br.Close()
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if tag.RowsAffected() != 1 {
+		br.Close()
 		var head string
 		if err := tx.QueryRow(ctx, `SELECT head FROM threads WHERE id = $1`, c.Thread.ID).Scan(&head); err != nil && !isNoRows(err) {
 			return fmt.Errorf("read thread head: %w", s.describe(err))
 		}
 		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
 	}
-
 	// Snapshot policy, as SQLite's.
 	chain, baseBytes := 0, 0
 	if cp.ParentID != "" {
-		s.mu.Lock()
-		ci, ok := s.chains[c.Thread.ID]
-		s.mu.Unlock()
-		if ok && ci.id == cp.ParentID {
-			chain, baseBytes = ci.chainBytes, ci.baseBytes
-		} else if err := tx.QueryRow(ctx, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id = $2`, c.Thread.ID, cp.ParentID).Scan(&chain, &baseBytes); err != nil {
+		if err := br.QueryRow().Scan(&chain, &baseBytes); err != nil {
+			br.Close()
 			if isNoRows(err) {
 				return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
 			}
 			return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
 		}
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	chain += len(row.Delta)
 	var snap []byte
@@ -86,7 +94,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	if err != nil {
 		return fmt.Errorf("record graph: %w", s.describe(err))
 	}
-	b := &pgx.Batch{}
+	b = &pgx.Batch{}
 	b.Queue(`INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
 		row.Thread, row.ID, row.Parent, row.Step, row.TurnStep, row.Next, row.Waiting, row.Source, row.Writes, gid, row.Time,
@@ -105,7 +113,6 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		return fmt.Errorf("commit: %w", s.describe(err))
 	}
 	s.mu.Lock()
-	s.chains[c.Thread.ID] = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
 	if newGraph != "" {
 		s.graphs[newGraph] = gid
 	}
@@ -248,13 +255,6 @@ func (s *Postgres) deleteThread(ctx context.Context, id string) (threads, checkp
 	if err := tx.Commit(ctx); err != nil {
 		return 0, 0, fmt.Errorf("commit: %w", s.describe(err))
 	}
-	s.mu.Lock()
-	for t := range s.chains {
-		if t == id || (t >= lo && t < hi) {
-			delete(s.chains, t)
-		}
-	}
-	s.mu.Unlock()
 	return int(n.RowsAffected()), int(c.RowsAffected()), nil
 }
 

@@ -170,8 +170,5 @@ func (s *Postgres) pruneThread(ctx context.Context, thread string, keep int) (in
 	if err := tx.Commit(ctx); err != nil {
 		return 0, s.describe(err)
 	}
-	s.mu.Lock()
-	delete(s.chains, thread)
-	s.mu.Unlock()
 	return len(gone), nil
 }

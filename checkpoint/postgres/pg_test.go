@@ -9,10 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/checkpoint/postgres"
 	"github.com/lgrun/lgrun/checkpoint/postgres/pgtest"
 	"github.com/lgrun/lgrun/runtime"
 )
+
+// ids makes the tests' checkpoint ids.
+var ids runtime.IDClock
 
 // commit commits a child of parent ("" for the first checkpoint) that
 // appends a message, expecting head; it returns the new id.
@@ -22,7 +26,7 @@ func commit(s runtime.Saver, ctx context.Context, thread, parent, expect string,
 	if parent == "" {
 		d = runtime.Delta{"messages": {Kind: runtime.OpSet, Value: []any{}}}
 	}
-	cp := &runtime.Checkpoint{Thread: thread, ID: runtime.NewCheckpointID(now, parent), ParentID: parent, Step: step,
+	cp := &runtime.Checkpoint{Thread: thread, ID: ids.Next(now, parent), ParentID: parent, Step: step,
 		Values: map[string]any{}, Delta: d,
 		Metadata: runtime.Metadata{Source: runtime.SourceLoop, Graph: "g", GraphHash: "h", Version: "v", Time: now}}
 	err := s.Commit(ctx, &runtime.Commit{Checkpoint: cp, ExpectHead: expect,
@@ -275,5 +279,29 @@ func TestCancelMidCommit(t *testing.T) {
 	b := mustCommit(t, s, "th", a, 1)
 	if cp, err := s.Get(bg, "th", ""); err != nil || cp.ID != b {
 		t.Fatalf("commit after the cancelled one: %v %v", cp, err)
+	}
+}
+
+// A fork of a checkpoint that another process's GC pruned fails with
+// ErrNotFound and leaves no orphan, even when this process committed that
+// checkpoint itself (nothing about the parent is cached).
+func TestForkOfCheckpointPrunedElsewhere(t *testing.T) {
+	t.Parallel()
+	a, u := open(t, nil)
+	b := openURL(t, u, nil)
+	c1 := mustCommit(t, a, "th", "", 0)
+	c2 := mustCommit(t, a, "th", c1, 1)
+	c3 := mustCommit(t, b, "th", c2, 2)
+	if _, err := b.GC(bg, checkpoint.GCOptions{Keep: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := commit(a, bg, "th", c2, c3, 3); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("fork of a pruned checkpoint: %v, want ErrNotFound", err)
+	}
+	if list, err := a.List(bg, "th", 0); err != nil || len(list) != 1 || list[0].ID != c3 {
+		t.Fatalf("after the failed fork: %v %v", list, err)
+	}
+	if cp, err := a.Get(bg, "th", ""); err != nil || len(cp.Values["messages"].([]any)) != 2 {
+		t.Fatalf("head after GC: %v %v", cp, err)
 	}
 }

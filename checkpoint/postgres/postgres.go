@@ -40,13 +40,7 @@ type Postgres struct {
 	leaseTTL time.Duration
 
 	mu     sync.Mutex
-	chains map[string]chainInfo // thread → last committed checkpoint's chain state
-	graphs map[string]int64     // name\x00hash\x00version → graph row id
-}
-
-type chainInfo struct {
-	id                    string
-	chainBytes, baseBytes int
+	graphs map[string]int64 // name\x00hash\x00version → graph row id
 }
 
 var (
@@ -91,7 +85,7 @@ func Open(ctx context.Context, url string, opts *Options) (*Postgres, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres database %s: %w", where, err)
 	}
-	s := &Postgres{pool: pool, where: where, schema: schema, leaseTTL: ttl, chains: map[string]chainInfo{}, graphs: map[string]int64{}}
+	s := &Postgres{pool: pool, where: where, schema: schema, leaseTTL: ttl, graphs: map[string]int64{}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres database %s: %w", where, s.describe(err))
