@@ -104,13 +104,28 @@ func (s *Postgres) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('lgrun.schema.' || $1, 0))`, schema); err != nil {
 		return fmt.Errorf("lock the schema for migration: %w", err)
 	}
+	// Create only what is missing: CREATE … IF NOT EXISTS needs the CREATE
+	// privilege even when there is nothing to create, which a role that
+	// only uses an existing schema may lack.
 	if s.schema != "" {
-		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{s.schema}.Sanitize()); err != nil {
-			return fmt.Errorf("create schema %s: %w", s.schema, err)
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, s.schema).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			if _, err := tx.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{s.schema}.Sanitize()); err != nil {
+				return fmt.Errorf("create schema %s: %w", s.schema, err)
+			}
 		}
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS lgrun_migrations (version INTEGER PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("create lgrun_migrations: %w", err)
+	var have bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('lgrun_migrations') IS NOT NULL`).Scan(&have); err != nil {
+		return err
+	}
+	if !have {
+		if _, err := tx.Exec(ctx, `CREATE TABLE lgrun_migrations (version INTEGER PRIMARY KEY, applied TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create lgrun_migrations: %w", err)
+		}
 	}
 	var v int
 	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM lgrun_migrations`).Scan(&v); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -303,5 +304,46 @@ func TestForkOfCheckpointPrunedElsewhere(t *testing.T) {
 	}
 	if cp, err := a.Get(bg, "th", ""); err != nil || len(cp.Values["messages"].([]any)) != 2 {
 		t.Fatalf("head after GC: %v %v", cp, err)
+	}
+}
+
+// A role that may use a migrated schema but not create anything in the
+// database or the schema opens it and commits: opening creates only what
+// is missing.
+func TestOpenWithoutCreatePrivilege(t *testing.T) {
+	t.Parallel()
+	admin, _ := open(t, nil)
+	var schema string
+	if err := admin.Pool().QueryRow(bg, `SELECT current_schema()`).Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	role := schema + "_user"
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + schema + ` TO ` + role,
+		`GRANT USAGE ON ALL SEQUENCES IN SCHEMA ` + schema + ` TO ` + role,
+	} {
+		if _, err := admin.Pool().Exec(bg, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, q := range []string{`DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+			if _, err := admin.Pool().Exec(bg, q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	p, err := url.Parse(pgtest.WithSearchPath(pgtest.ServerURL(), schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.User = url.User(role)
+	u := p.String()
+	s := openURL(t, u, nil)
+	mustCommit(t, s, "th", "", 0)
+	if _, err := s.Pool().Exec(bg, `CREATE TABLE probe (x int)`); err == nil {
+		t.Fatal("the role can create tables: the test proves nothing")
 	}
 }

@@ -88,7 +88,10 @@ func Open(ctx context.Context, url string, opts *Options) (*Postgres, error) {
 	s := &Postgres{pool: pool, where: where, schema: schema, leaseTTL: ttl, graphs: map[string]int64{}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("open postgres database %s: %w", where, s.describe(err))
+		if err = s.describe(err); strings.Contains(err.Error(), where) {
+			return nil, fmt.Errorf("open postgres database: %w", err)
+		}
+		return nil, fmt.Errorf("open postgres database %s: %w", where, err)
 	}
 	return s, nil
 }
