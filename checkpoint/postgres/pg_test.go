@@ -14,6 +14,7 @@ import (
 	"github.com/lgrun/lgrun/checkpoint/postgres"
 	"github.com/lgrun/lgrun/checkpoint/postgres/pgtest"
 	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
 )
 
 // ids makes the tests' checkpoint ids.
@@ -345,5 +346,38 @@ func TestOpenWithoutCreatePrivilege(t *testing.T) {
 	mustCommit(t, s, "th", "", 0)
 	if _, err := s.Pool().Exec(bg, `CREATE TABLE probe (x int)`); err == nil {
 		t.Fatal("the role can create tables: the test proves nothing")
+	}
+}
+
+// Storage grows linearly with a messages thread, not with its square:
+// deltas between geometrically spaced snapshots, as on SQLite.
+func TestStorageLinear(t *testing.T) {
+	t.Parallel()
+	g, errs := spec.Parse("chat.yaml", []byte(chatGraph), nil)
+	if errs.HasErrors() {
+		t.Fatal(errs)
+	}
+	grown := func(n int) int64 {
+		s, _ := open(t, nil)
+		empty, err := s.Size(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &runtime.Runner{Graph: g, Saver: s, Version: "test"}
+		if _, err := r.Run(bg, runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": n}}); err != nil {
+			t.Fatal(err)
+		}
+		full, err := s.Size(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return full - empty
+	}
+	small, large := grown(200), grown(800)
+	// Linear is 4×; storing the whole list per step would be about 16×.
+	if ratio := float64(large) / float64(small); ratio > 6 {
+		t.Fatalf("800 messages take %d bytes, 200 take %d: %.1f×, want about 4×", large, small, ratio)
+	} else {
+		t.Logf("200 messages: %d bytes, 800: %d bytes (%.1f×)", small, large, ratio)
 	}
 }
