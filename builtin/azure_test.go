@@ -40,7 +40,7 @@ models:
     api_version: 2024-10-21
     stream: false
 nodes:
-  chat: {kind: llm, model: gpt, prompt: '"hi"'}
+  chat: {kind: llm, model: gpt, prompt: hi}
 edges:
   - {from: START, to: chat}
   - {from: chat, to: END}

@@ -18,7 +18,7 @@ func billGraph(t *testing.T, limits, model string, extra ...string) *spec.Graph 
 	src := "version: 1\nname: bill\nstate:\n  messages: {type: messages}\n  answer: {type: string}\nmodels:\n  m:\n" +
 		model + strings.Join(extra, "") + `
 nodes:
-  chat: {kind: llm, model: m, prompt: '"Say hello to the world."', store: answer}
+  chat: {kind: llm, model: m, prompt: Say hello to the world., store: answer}
 limits: ` + limits + `
 edges:
   - {from: START, to: chat}

@@ -106,9 +106,9 @@ func TestChildRunsSpendTheParentsBudget(t *testing.T) {
 		srv := newCountServer(t, nil)
 		sub := "version: 1\nname: trio\nstate:\n  out: {type: string}\nmodels:\n" + countModel(srv.URL) + `
 nodes:
-  a: {kind: llm, model: m, prompt: '"a"', store: out}
-  b: {kind: llm, model: m, prompt: '"b"', store: out}
-  c: {kind: llm, model: m, prompt: '"c"', store: out}
+  a: {kind: llm, model: m, prompt: a, store: out}
+  b: {kind: llm, model: m, prompt: b, store: out}
+  c: {kind: llm, model: m, prompt: c, store: out}
 edges:
   - {from: START, to: a}
   - {from: a, to: b}
@@ -117,7 +117,7 @@ edges:
 `
 		src := "version: 1\nname: pair\nstate:\n  x: {type: string}\n  out: {type: string}\nmodels:\n" + countModel(srv.URL) + `
 nodes:
-  solo: {kind: llm, model: m, prompt: '"solo"', store: x}
+  solo: {kind: llm, model: m, prompt: solo, store: x}
   team: {kind: subgraph, graph: sub.yaml}
 limits: {llm_calls: 1}
 edges:
@@ -147,7 +147,7 @@ func TestLastStepOverspendIsBudgetExceeded(t *testing.T) {
 	srv := newCountServer(t, nil)
 	src := "version: 1\nname: one\nstate:\n  x: {type: string}\nmodels:\n" + countModel(srv.URL) + `
 nodes:
-  ask: {kind: llm, model: m, prompt: '"q"', store: x}
+  ask: {kind: llm, model: m, prompt: q, store: x}
 limits: {tokens: 4}
 edges:
   - {from: START, to: ask}
@@ -181,8 +181,8 @@ func TestMergeFailureKeepsItsCalls(t *testing.T) {
 	srv := newCountServer(t, nil)
 	src := "version: 1\nname: clash\nstate:\n  x: {type: string}\nmodels:\n" + countModel(srv.URL) + `
 nodes:
-  left: {kind: llm, model: m, prompt: '"l"', store: x}
-  right: {kind: llm, model: m, prompt: '"r"', store: x}
+  left: {kind: llm, model: m, prompt: l, store: x}
+  right: {kind: llm, model: m, prompt: r, store: x}
 limits: {llm_calls: 2}
 edges:
   - {from: START, to: [left, right]}
@@ -226,7 +226,7 @@ nodes:
   count:
     kind: llm
     model: m
-    prompt: '"count"'
+    prompt: count
     retry: {max_attempts: 2, initial_backoff: 1ms}
     output:
       max_attempts: 1
@@ -281,8 +281,8 @@ func TestTimeoutKeepsChildCalls(t *testing.T) {
 	})
 	sub := "version: 1\nname: duo\nstate:\n  out: {type: string}\nmodels:\n" + countModel(srv.URL) + `
 nodes:
-  a: {kind: llm, model: m, prompt: '"a"', store: out}
-  b: {kind: llm, model: m, prompt: '"b"', store: out}
+  a: {kind: llm, model: m, prompt: a, store: out}
+  b: {kind: llm, model: m, prompt: b, store: out}
 edges:
   - {from: START, to: a}
   - {from: a, to: b}

@@ -31,6 +31,8 @@ type Options struct {
 	// Script, when set, answers every model call and non-expr tool call
 	// from scripted replies instead (see [Script]); for `lgrun test`.
 	Script *Script
+	// Observer watches model and tool calls (tracing, metrics); may be nil.
+	Observer Observer
 }
 
 // EnvProvider names the environment variable that switches every model of
@@ -42,21 +44,19 @@ const EnvProvider = "LGRUN_PROVIDER"
 // "tools"), bound to the models and tools of g and of its subgraphs. It
 // loads and checks every mock fixtures file up front, so a broken fixture
 // fails before the run starts.
+//
+// It is NewEnvironment().Kinds(g, opts): a fresh [Environment] per call,
+// so calls share no rate limiters. Programs that run several graphs use
+// one Environment (package lgrun does).
 func Kinds(g *spec.Graph, opts Options) (map[string]runtime.NodeFunc, error) {
-	e, err := newEngine(g, opts)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]runtime.NodeFunc{
-		"llm":   e.runLLM,
-		"tools": e.runTools,
-	}, nil
+	return NewEnvironment().Kinds(g, opts)
 }
 
 // engine holds what the node kinds share across calls: model clients and
 // compiled JSON Schemas. Graphs are immutable, so pointers into them are
 // stable cache keys.
 type engine struct {
+	env  *Environment
 	opts Options
 
 	mu       sync.Mutex
@@ -66,7 +66,7 @@ type engine struct {
 	script   *scripted // nil unless Options.Script
 }
 
-func newEngine(g *spec.Graph, opts Options) (*engine, error) {
+func newEngine(env *Environment, g *spec.Graph, opts Options) (*engine, error) {
 	if opts.Getenv == nil {
 		return nil, errors.New("builtin: Options.Getenv is nil")
 	}
@@ -74,6 +74,7 @@ func newEngine(g *spec.Graph, opts Options) (*engine, error) {
 		opts.HTTPClient = &http.Client{}
 	}
 	e := &engine{
+		env:      env,
 		opts:     opts,
 		clients:  map[*spec.Model]chatClient{},
 		fixtures: map[string]*fixtures{},
@@ -131,22 +132,14 @@ func (e *engine) client(m *spec.Model) (chatClient, error) {
 	if c := e.clients[m]; c != nil {
 		return c, nil
 	}
-	var c chatClient
-	switch p := e.provider(m); p {
-	case "mock":
-		fx, err := e.loadFixturesLocked(m.Fixtures)
-		if err != nil {
-			return nil, err
-		}
-		c = &mockClient{model: m, fx: fx}
-	case "openai", "azure":
-		oc, err := newOpenAIClient(m, e.opts)
-		if err != nil {
-			return nil, err
-		}
-		c = oc
-	default:
+	p := e.provider(m)
+	mk := e.env.clients[p]
+	if mk == nil {
 		return nil, fmt.Errorf("unknown provider %q", p)
+	}
+	c, err := mk(e, m)
+	if err != nil {
+		return nil, err
 	}
 	e.clients[m] = c
 	return c, nil

@@ -88,10 +88,16 @@ func (e *events) messages() string {
 // newRunner returns a runner for g with the builtin kinds on an in-memory saver.
 func newRunner(t testing.TB, g *spec.Graph, opts Options) (*runtime.Runner, *events) {
 	t.Helper()
+	return newRunnerIn(t, NewEnvironment(), g, opts)
+}
+
+// newRunnerIn is newRunner with the kinds of env.
+func newRunnerIn(t testing.TB, env *Environment, g *spec.Graph, opts Options) (*runtime.Runner, *events) {
+	t.Helper()
 	if opts.Getenv == nil {
 		opts.Getenv = envOf()
 	}
-	kinds, err := Kinds(g, opts)
+	kinds, err := env.Kinds(g, opts)
 	if err != nil {
 		t.Fatalf("Kinds: %v", err)
 	}
@@ -112,10 +118,16 @@ func runGraph(t testing.TB, r *runtime.Runner, thread string, input map[string]a
 // callNode runs one node kind directly, as the runner would.
 func callNode(t testing.TB, g *spec.Graph, opts Options, node string, state map[string]any) (*runtime.NodeResult, *events, error) {
 	t.Helper()
+	return callNodeIn(t, NewEnvironment(), g, opts, node, state)
+}
+
+// callNodeIn is callNode with the kinds of env.
+func callNodeIn(t testing.TB, env *Environment, g *spec.Graph, opts Options, node string, state map[string]any) (*runtime.NodeResult, *events, error) {
+	t.Helper()
 	if opts.Getenv == nil {
 		opts.Getenv = envOf()
 	}
-	kinds, err := Kinds(g, opts)
+	kinds, err := env.Kinds(g, opts)
 	if err != nil {
 		t.Fatalf("Kinds: %v", err)
 	}

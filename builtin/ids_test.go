@@ -24,7 +24,7 @@ models:
   m: {provider: mock, fixtures: f.yaml, model: x}
 nodes:
   fan: {kind: map, over: state.items, node: agent, item_as: item}
-  agent: {kind: llm, model: m, prompt: state.item}
+  agent: {kind: llm, model: m, prompt: '{{ state.item }}'}
 edges:
   - {from: START, to: fan}
   - {from: fan, to: END}

@@ -20,8 +20,8 @@ state:
 models:
   gpt: {provider: mock, fixtures: f.yaml}
 nodes:
-  left: {kind: llm, model: gpt, prompt: '"left"', store: a}
-  right: {kind: llm, model: gpt, prompt: '"right"', store: b}
+  left: {kind: llm, model: gpt, prompt: left, store: a}
+  right: {kind: llm, model: gpt, prompt: right, store: b}
 limits: {llm_calls: 1}
 edges:
   - {from: START, to: [left, right]}

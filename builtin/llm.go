@@ -18,13 +18,17 @@ import (
 // output fields.
 func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
 	node, g := call.Node, call.Graph
-	md := g.Models[node.Model.Name]
+	cfg, ok := spec.ConfigOf[*spec.LLMConfig](node)
+	if !ok {
+		return nil, fmt.Errorf("node %q of kind %s has a %T config", node.Name, node.Kind, node.Config)
+	}
+	md := g.Models[cfg.Model.Name]
 	if md == nil {
-		return nil, fmt.Errorf("model %q is not declared", node.Model.Name)
+		return nil, fmt.Errorf("model %q is not declared", cfg.Model.Name)
 	}
 	env := map[string]any{"state": call.State}
 	res := &runtime.NodeResult{}
-	cur := history(call.State, node.Messages)
+	cur := history(call.State, cfg.Messages)
 	turn := 0
 	for _, m := range cur {
 		if str(m, "role") == "assistant" && str(m, "name") == node.Name {
@@ -37,25 +41,25 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 	}
 	// The prompt starts an exchange; after tool results the node continues
 	// the exchange instead of asking again.
-	if node.Prompt != nil && (len(msgs) == 0 || str(msgs[len(msgs)-1], "role") != "tool") {
-		v, err := node.Prompt.Eval(env)
+	if cfg.Prompt != nil && (len(msgs) == 0 || str(msgs[len(msgs)-1], "role") != "tool") {
+		prompt, err := cfg.Prompt.Render(env)
 		if err != nil {
 			return nil, fmt.Errorf("prompt: %w", err)
 		}
-		msgs = append(msgs, map[string]any{"role": "user", "content": text(v)})
+		msgs = append(msgs, map[string]any{"role": "user", "content": prompt})
 	}
-	msgs = trimMessages(msgs, node.TrimKeepLast, node.TrimSystem)
+	msgs = trimMessages(msgs, cfg.TrimKeepLast, cfg.TrimSystem)
 
-	req := &chatRequest{Node: node.Name, Step: call.Step, Turn: turn, Schema: node.OutputSchema, Strict: node.OutputStrict}
-	if node.System != nil {
-		v, err := node.System.Eval(env)
+	req := &chatRequest{Thread: call.Thread, Node: node.Name, Step: call.Step, Turn: turn, Schema: cfg.OutputSchema, Strict: cfg.OutputStrict}
+	if cfg.System != nil {
+		system, err := cfg.System.Render(env)
 		if err != nil {
 			return nil, fmt.Errorf("system: %w", err)
 		}
-		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": text(v)})
+		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": system})
 	}
 	req.Messages = append(req.Messages, msgs...)
-	for _, ref := range node.Tools {
+	for _, ref := range cfg.Tools {
 		if t := g.Tools[ref.Name]; t != nil {
 			req.Tools = append(req.Tools, t)
 		}
@@ -67,7 +71,7 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 	}
 	var reply *chatReply
 	var structured any
-	tries := max(node.OutputTries, 1)
+	tries := max(cfg.OutputTries, 1)
 	for attempt := 0; ; attempt++ {
 		req.Turn = turn + attempt
 		reply, err = sp.complete(ctx, req)
@@ -75,10 +79,10 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 			// Calls already made still count against the thread's budgets.
 			return spent(res), err
 		}
-		if node.OutputSchema == nil || len(reply.ToolCalls) > 0 {
+		if cfg.OutputSchema == nil || len(reply.ToolCalls) > 0 {
 			break
 		}
-		v, verr := e.checkStructured(node, reply.Content)
+		v, verr := e.checkStructured(cfg, reply.Content)
 		if verr == nil {
 			structured = v
 			break
@@ -93,18 +97,18 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 		)
 	}
 
-	if node.Messages != "" {
+	if cfg.Messages != "" {
 		want := append(msgs, assistantMessage(node.Name, reply))
 		for _, ws := range messageWrites(cur, want) {
-			res.Writes = append(res.Writes, runtime.Write{Field: node.Messages, Value: ws})
+			res.Writes = append(res.Writes, runtime.Write{Field: cfg.Messages, Value: ws})
 		}
 	}
-	if node.Store != "" {
-		res.Writes = append(res.Writes, runtime.Write{Field: node.Store, Value: reply.Content})
+	if cfg.Store != "" {
+		res.Writes = append(res.Writes, runtime.Write{Field: cfg.Store, Value: reply.Content})
 	}
-	if node.OutputSchema != nil && len(reply.ToolCalls) == 0 {
+	if cfg.OutputSchema != nil && len(reply.ToolCalls) == 0 {
 		fenv := map[string]any{"state": call.State, "reply": structured}
-		for _, a := range node.OutputFields {
+		for _, a := range cfg.OutputFields {
 			v, err := a.Expr.Eval(fenv)
 			if err != nil {
 				return spent(res), fmt.Errorf("output.fields.%s: %w", a.Field, err)
@@ -117,8 +121,8 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 
 // checkStructured parses a reply as JSON and validates it against the
 // node's output schema.
-func (e *engine) checkStructured(node *spec.Node, content string) (any, error) {
-	sc, err := e.schema(node, node.OutputSchema)
+func (e *engine) checkStructured(cfg *spec.LLMConfig, content string) (any, error) {
+	sc, err := e.schema(cfg, cfg.OutputSchema)
 	if err != nil {
 		return nil, fmt.Errorf("output.schema: %w", err)
 	}
@@ -178,7 +182,7 @@ func (sp *spender) complete(ctx context.Context, req *chatRequest) (*chatReply, 
 	emit := emitter(sp.call)
 	if sp.reuse {
 		if len(sp.replay) == 0 {
-			return nil, fmt.Errorf("replay: node %q made more model calls than the original run recorded; replay with --live to call the model", req.Node)
+			return nil, fmt.Errorf("replay: node %q made more model calls than the original run recorded: %w", req.Node, runtime.ErrNotRecorded)
 		}
 		r := sp.replay[0]
 		sp.replay = sp.replay[1:]

@@ -28,7 +28,7 @@ nodes:
   classify:
     kind: llm
     model: m
-    prompt: '"Classify: " + state.ticket'
+    prompt: 'Classify: {{ state.ticket }}'
     output:
       schema:
         type: object
@@ -161,8 +161,8 @@ nodes:
   chat:
     kind: llm
     model: m
-    system: '"Be brief. Today is " + "Monday."'
-    prompt: state.question
+    system: Be brief. Today is Monday.
+    prompt: '{{ state.question }}'
     store: answer
     trim: {keep_last: 3, keep_system: true}
 edges:
@@ -316,7 +316,7 @@ tools:
   lookup:
     kind: http
     parameters: {type: object, properties: {q: {type: string}}}
-    url: '"`+toolSrv.URL+`/?q=" + args.q'
+    url: '`+toolSrv.URL+`/?q={{ args.q }}'
     allow_hosts: [127.0.0.1]
 nodes:
   agent: {kind: llm, model: m, tools: [lookup]}
@@ -364,7 +364,7 @@ func TestReplayRefusesUnrecordedCalls(t *testing.T) {
 	call := &runtime.NodeCall{Graph: g, Node: g.Nodes["chat"], State: g.Defaults(), Step: 1,
 		Replay: []any{record{Kind: recordTool, CallID: "x"}}}
 	_, err := kinds["llm"](context.Background(), call)
-	if err == nil || !strings.Contains(err.Error(), "replay with --live") {
+	if !errors.Is(err, runtime.ErrNotRecorded) || !strings.Contains(err.Error(), `node "chat" made more model calls than the original run recorded`) {
 		t.Fatalf("error %v", err)
 	}
 }

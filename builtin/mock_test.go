@@ -24,7 +24,7 @@ tools:
     parameters: {type: object, properties: {city: {type: string}}}
     expr: '"sunny in " + args.city'
 nodes:
-  agent: {kind: llm, model: m, prompt: state.question, tools: [w]}
+  agent: {kind: llm, model: m, prompt: '{{ state.question }}', tools: [w]}
   tools: {kind: tools}
 edges:
   - {from: START, to: agent}
@@ -159,7 +159,7 @@ tools:
     expr: args.a + args.b
   search:
     kind: http
-    url: '"https://search.example.com/?q=" + args.q'
+    url: https://search.example.com/?q={{ args.q }}
     allow_hosts: [search.example.com]
 nodes:
   agent: {kind: llm, model: m, tools: [add, search]}

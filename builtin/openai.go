@@ -51,25 +51,28 @@ type openaiClient struct {
 	caps     *serverCaps
 }
 
-// serverCaps remembers, process-wide, what a server turned out not to
+// serverCaps remembers, per [Environment], what a server turned out not to
 // support, so later calls do not ask again.
 type serverCaps struct {
 	mu               sync.Mutex
 	noResponseFormat bool
 }
 
-var capsRegistry = struct {
-	sync.Mutex
-	m map[string]*serverCaps
-}{m: map[string]*serverCaps{}}
+// capsRegistry holds the serverCaps of an [Environment] by server and model.
+type capsRegistry struct {
+	mu sync.Mutex
+	m  map[string]*serverCaps
+}
 
-func capsFor(key string) *serverCaps {
-	capsRegistry.Lock()
-	defer capsRegistry.Unlock()
-	c := capsRegistry.m[key]
+func newCapsRegistry() *capsRegistry { return &capsRegistry{m: map[string]*serverCaps{}} }
+
+func (cr *capsRegistry) capsFor(key string) *serverCaps {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	c := cr.m[key]
 	if c == nil {
 		c = &serverCaps{}
-		capsRegistry.m[key] = c
+		cr.m[key] = c
 	}
 	return c
 }
@@ -80,7 +83,7 @@ func (c *serverCaps) responseFormat() bool {
 	return !c.noResponseFormat
 }
 
-func newOpenAIClient(m *spec.Model, opts Options) (*openaiClient, error) {
+func newOpenAIClient(m *spec.Model, opts Options, caps *capsRegistry) (*openaiClient, error) {
 	if m.Model == "" {
 		return nil, fmt.Errorf("no model id; set models.%s.model to use it with provider openai", m.Name)
 	}
@@ -123,7 +126,7 @@ func newOpenAIClient(m *spec.Model, opts Options) (*openaiClient, error) {
 		red:      newRedactor(key),
 		stream:   m.Stream == nil || *m.Stream,
 		official: official,
-		caps:     capsFor(base + "|" + m.Model),
+		caps:     caps.capsFor(base + "|" + m.Model),
 	}, nil
 }
 
@@ -268,7 +271,8 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 			return part, errors.New("the server answered with no choices")
 		}
 		msg := resp.Choices[0].Message
-		reply := &chatReply{Content: msg.Content, In: resp.Usage.PromptTokens, Out: resp.Usage.CompletionTokens}
+		reply := &chatReply{Content: msg.Content, In: resp.Usage.PromptTokens, Out: resp.Usage.CompletionTokens,
+			Finish: string(resp.Choices[0].FinishReason), RespModel: resp.Model}
 		if reply.Content == "" {
 			reply.Content = msg.Refusal
 		}
@@ -323,8 +327,12 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 		if len(chunk.Choices) == 0 {
 			continue
 		}
+		if chunk.Model != "" {
+			reply.RespModel = chunk.Model
+		}
 		if chunk.Choices[0].FinishReason != "" {
 			finished = true
+			reply.Finish = string(chunk.Choices[0].FinishReason)
 		}
 		d := chunk.Choices[0].Delta
 		if d.Content != "" {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -347,6 +348,7 @@ func TestFallbackModels(t *testing.T) {
 	}
 }
 
+// The limiter is shared by every run of one environment.
 func TestRateLimiterIsSharedAcrossRuns(t *testing.T) {
 	var replies []fakeReply
 	for range 6 {
@@ -355,9 +357,11 @@ func TestRateLimiterIsSharedAcrossRuns(t *testing.T) {
 	srv := newFakeServer(t, replies...)
 	// rpm 600: one request every 100ms, whichever run makes it.
 	g := chatGraph(t, modelAt(srv.URL(), "rpm: 600"))
-	r1, _ := newRunner(t, g, Options{Getenv: keyEnv()})
-	r2, _ := newRunner(t, chatGraph(t, modelAt(srv.URL(), "rpm: 600")), Options{Getenv: keyEnv()})
+	env := NewEnvironment()
+	r1, _ := newRunnerIn(t, env, g, Options{Getenv: keyEnv()})
+	r2, _ := newRunnerIn(t, env, chatGraph(t, modelAt(srv.URL(), "rpm: 600")), Options{Getenv: keyEnv()})
 	var wg sync.WaitGroup
+	start := time.Now()
 	for i := range 6 {
 		r := r1
 		if i%2 == 1 {
@@ -376,20 +380,57 @@ func TestRateLimiterIsSharedAcrossRuns(t *testing.T) {
 	if len(reqs) != 6 {
 		t.Fatalf("%d requests", len(reqs))
 	}
-	// Slots are 100ms apart; arrivals jitter a little, so check windows.
-	for i := 0; i+2 < len(reqs); i++ {
-		if gap := reqs[i+2].At.Sub(reqs[i].At); gap < 110*time.Millisecond {
-			t.Fatalf("requests %d to %d within %s: the limit is one per 100ms", i, i+2, gap)
+	// The limiter grants one slot per 100ms, the first at start at the
+	// earliest; a request can only arrive after its slot (a loaded machine
+	// delays arrivals, never advances them), so the j-th arrival is at
+	// least j slots after start. Without a shared limit all six would
+	// arrive at once.
+	at := make([]time.Time, len(reqs))
+	for i, r := range reqs {
+		at[i] = r.At
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	for j, a := range at {
+		if min := time.Duration(j)*100*time.Millisecond - 5*time.Millisecond; a.Sub(start) < min {
+			t.Fatalf("request %d arrived %s after the start, before its slot at %s: the limit is one per 100ms", j, a.Sub(start), min)
 		}
 	}
-	if total := reqs[5].At.Sub(reqs[0].At); total < 400*time.Millisecond {
-		t.Fatalf("6 requests in %s at 600 rpm", total)
+}
+
+// Two environments (two engines in one process) keep separate limiters:
+// one's rpm budget does not slow the other's runs down.
+func TestRateLimitersPerEnvironment(t *testing.T) {
+	srv := newFakeServer(t, fakeReply{Content: "ok"}, fakeReply{Content: "ok"}, fakeReply{Content: "ok"})
+	// rpm 60: one request a second per environment.
+	src := modelAt(srv.URL(), "rpm: 60")
+	envA, envB := NewEnvironment(), NewEnvironment()
+	ra, _ := newRunnerIn(t, envA, chatGraph(t, src), Options{Getenv: keyEnv()})
+	rb, _ := newRunnerIn(t, envB, chatGraph(t, src), Options{Getenv: keyEnv()})
+	rc, _ := newRunnerIn(t, envA.Clone(), chatGraph(t, src), Options{Getenv: keyEnv()})
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, r := range []*runtime.Runner{ra, rb, rc} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.Run(context.Background(), runtime.RunOptions{Thread: fmt.Sprint("t", i)}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 700*time.Millisecond {
+		t.Fatalf("three runs in three environments took %s: a limiter of one throttled another", d)
+	}
+	if n := len(srv.requests()); n != 3 {
+		t.Fatalf("%d requests, want 3", n)
 	}
 }
 
 func TestLimiterWaitHonoursContext(t *testing.T) {
-	key := fmt.Sprint(t.Name(), time.Now().UnixNano()) // the registry outlives the test
-	l := limiterFor(key, 1)                            // one a minute
+	ls := newLimiters()
+	key := t.Name()
+	l := ls.limiterFor(key, 1) // one a minute
 	if err := l.wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +440,7 @@ func TestLimiterWaitHonoursContext(t *testing.T) {
 		t.Fatalf("second wait: %v, want the context's deadline", err)
 	}
 	// A stricter declaration of the same model wins.
-	if l2 := limiterFor(key, 600); l2 != l || l.interval() != time.Minute {
+	if l2 := ls.limiterFor(key, 600); l2 != l || l.interval() != time.Minute {
 		t.Fatalf("limiter %p interval %s", l2, l.interval())
 	}
 }
@@ -453,8 +494,8 @@ nodes:
   count:
     kind: llm
     model: m
-    system: '"You count."'
-    prompt: '"How many?"'
+    system: You count.
+    prompt: How many?
     output:
       schema: {type: object, properties: {n: {type: integer}}, required: [n]}
       fields: {n: reply.n}
@@ -463,7 +504,8 @@ edges:
   - {from: count, to: END}
 `
 	g := mustGraph(t, src, nil)
-	res, _, err := callNode(t, g, Options{Getenv: keyEnv()}, "count", nil)
+	env := NewEnvironment()
+	res, _, err := callNodeIn(t, env, g, Options{Getenv: keyEnv()}, "count", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +521,7 @@ edges:
 		t.Fatalf("system prompt without the schema: %q", sys)
 	}
 	// The server's answer is remembered: the next call does not try again.
-	if _, _, err := callNode(t, g, Options{Getenv: keyEnv()}, "count", nil); err != nil {
+	if _, _, err := callNodeIn(t, env, g, Options{Getenv: keyEnv()}, "count", nil); err != nil {
 		t.Fatal(err)
 	}
 	if rf := srv.requests()[2].Body["response_format"]; rf != nil {

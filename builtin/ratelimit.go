@@ -21,12 +21,15 @@ type limiter struct {
 	rl *rate.Limiter
 }
 
-// limiters is the process-wide registry: every run, graph and node of the
-// process that uses the same model on the same server shares one limiter.
-var limiters = struct {
-	sync.Mutex
-	m map[string]*limiter
-}{m: map[string]*limiter{}}
+// limiters is the registry of an [Environment]: every run, graph and node
+// of the environment that uses the same model on the same server shares
+// one limiter. Two environments keep separate limiters.
+type limiters struct {
+	mu sync.Mutex
+	m  map[string]*limiter
+}
+
+func newLimiters() *limiters { return &limiters{m: map[string]*limiter{}} }
 
 // limiterKey identifies a model on a server.
 func limiterKey(provider string, m *spec.Model, getenv func(string) string) string {
@@ -38,17 +41,17 @@ func limiterKey(provider string, m *spec.Model, getenv func(string) string) stri
 
 // limiterFor returns the shared limiter for key, or nil when rpm is not
 // set. When two declarations of one model differ, the stricter rpm wins.
-func limiterFor(key string, rpm int) *limiter {
+func (ls *limiters) limiterFor(key string, rpm int) *limiter {
 	if rpm <= 0 {
 		return nil
 	}
 	lim := rate.Every(time.Minute / time.Duration(rpm))
-	limiters.Lock()
-	defer limiters.Unlock()
-	l := limiters.m[key]
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.m[key]
 	if l == nil {
 		l = &limiter{rl: rate.NewLimiter(lim, 1)}
-		limiters.m[key] = l
+		ls.m[key] = l
 	}
 	if lim < l.rl.Limit() {
 		l.rl.SetLimit(lim)

@@ -140,7 +140,7 @@ func TestHTTPToolSecretsRedacted(t *testing.T) {
 	defer api.Close()
 	tools := `  echo:
     kind: http
-    url: '"` + api.URL + `/" + args.path'
+    url: '` + api.URL + `/{{ args.path }}'
     headers_env: {X-Api-Key: WEATHER_KEY, Authorization: WEATHER_AUTH}
     allow_hosts: [127.0.0.1]
 `

@@ -14,19 +14,15 @@ import (
 
 const maxRedirects = 5
 
-// httpTool runs an http tool: the URL and body are expressions over the
-// arguments, headers come from environment variables, and every URL the
+// httpTool runs an http tool: the URL is a template and the body an
+// expression over the arguments, headers come from environment variables, and every URL the
 // request reaches (redirects included) must be on allow_hosts. The result
 // is the response body, cut at max_output_bytes.
 func (e *engine) httpTool(ctx context.Context, t *spec.Tool, args map[string]any) (string, error) {
 	env := map[string]any{"args": args}
-	uv, err := t.URL.Eval(env)
+	raw, err := t.URL.Render(env)
 	if err != nil {
 		return "", fmt.Errorf("url: %w", err)
-	}
-	raw, ok := uv.(string)
-	if !ok {
-		return "", fmt.Errorf("url: want a string, got %s", spec.TypeName(uv))
 	}
 	u, err := url.Parse(raw)
 	if err != nil {

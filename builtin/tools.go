@@ -32,7 +32,10 @@ type toolOutcome struct {
 // call (unknown tool, invalid arguments, timeout, tool failure) becomes an
 // error result the model can react to; only a cancelled run fails the node.
 func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
-	node := call.Node
+	node, ok := spec.ConfigOf[*spec.ToolsConfig](call.Node)
+	if !ok {
+		return nil, fmt.Errorf("node %q of kind %s has a %T config", call.Node.Name, call.Node.Kind, call.Node.Config)
+	}
 	emit := emitter(call)
 	msgs := history(call.State, node.Messages)
 	last := -1
@@ -118,6 +121,20 @@ func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime
 func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[string]*spec.Tool, c map[string]any, recorded map[string]record) (out toolOutcome, err error) {
 	id, name, args := str(c, "id"), str(c, "name"), str(c, "arguments")
 	emit := emitter(call)
+	if obs := e.opts.Observer; obs != nil {
+		tc := &ToolCallInfo{Thread: call.Thread, Node: call.Node.Name, Step: call.Step, Name: name, ID: id, Tool: bound[name]}
+		if obs.CaptureContent() {
+			tc.Input = args
+		}
+		ctx = obs.StartToolCall(ctx, tc)
+		defer func() {
+			tc.IsError = out.isErr
+			if obs.CaptureContent() {
+				tc.Output = out.content
+			}
+			obs.EndToolCall(ctx, tc, err)
+		}()
+	}
 	defer func() {
 		if err == nil {
 			note := "→"
@@ -130,7 +147,7 @@ func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[
 	if recorded != nil {
 		r, ok := recorded[id]
 		if !ok {
-			return out, fmt.Errorf("replay: no recorded result for tool call %q (%s); replay with --live to run the tool", id, name)
+			return out, fmt.Errorf("replay: tool call %q (%s): %w", id, name, runtime.ErrNotRecorded)
 		}
 		return toolOutcome{content: r.Content, isErr: r.Error}, nil
 	}
@@ -219,21 +236,48 @@ func (e *engine) toolSecrets(t *spec.Tool) []string {
 	return out
 }
 
-// runKind runs tool t by kind.
+// runKind runs tool t with the environment's runner of its kind.
 func (e *engine) runKind(ctx context.Context, g *spec.Graph, t *spec.Tool, args map[string]any, raw string) (string, error) {
-	switch t.Kind {
-	case "expr":
-		v, err := t.Expr.Eval(map[string]any{"args": args})
-		if err != nil {
-			return "", err
-		}
-		return text(v), nil
-	case "http":
-		return e.httpTool(ctx, t, args)
-	case "exec":
-		return e.execTool(ctx, g, t, raw)
+	run := e.env.toolKinds[t.Kind]
+	if run == nil {
+		return "", fmt.Errorf("unknown tool kind %q", t.Kind)
 	}
-	return "", fmt.Errorf("unknown tool kind %q", t.Kind)
+	return run(ctx, e, g, t, args, raw)
+}
+
+// toolRunner runs a tool of one kind: args are the checked arguments, raw
+// their JSON text.
+type toolRunner func(ctx context.Context, e *engine, g *spec.Graph, t *spec.Tool, args map[string]any, raw string) (string, error)
+
+// builtinToolKinds are the tool kinds of the language, and the runner of
+// the tools registered in Go.
+func builtinToolKinds() map[string]toolRunner {
+	return map[string]toolRunner{
+		"expr": func(_ context.Context, _ *engine, _ *spec.Graph, t *spec.Tool, args map[string]any, _ string) (string, error) {
+			v, err := t.Expr.Eval(map[string]any{"args": args})
+			if err != nil {
+				return "", err
+			}
+			return text(v), nil
+		},
+		"http": func(ctx context.Context, e *engine, _ *spec.Graph, t *spec.Tool, args map[string]any, _ string) (string, error) {
+			return e.httpTool(ctx, t, args)
+		},
+		"exec": func(ctx context.Context, e *engine, g *spec.Graph, t *spec.Tool, _ map[string]any, raw string) (string, error) {
+			return e.execTool(ctx, g, t, raw)
+		},
+		spec.ToolKindGo: func(ctx context.Context, e *engine, _ *spec.Graph, t *spec.Tool, args map[string]any, _ string) (string, error) {
+			fn := e.env.tools[t.Name]
+			if fn == nil {
+				return "", fmt.Errorf("Go tool %q is not registered in this environment", t.Name)
+			}
+			v, err := fn(ctx, args)
+			if err != nil {
+				return "", err
+			}
+			return text(v), nil
+		},
+	}
 }
 
 // jsonText encodes v as compact JSON without HTML escaping.

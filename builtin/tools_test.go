@@ -156,7 +156,7 @@ func TestToolsParallelAndSequential(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	tools := "  meet:\n    kind: http\n    url: '\"" + srv.URL + "\"'\n    allow_hosts: [127.0.0.1]\n"
+	tools := "  meet:\n    kind: http\n    url: " + srv.URL + "\n    allow_hosts: [127.0.0.1]\n"
 	state := withCalls("meet", "{}", "meet", "{}", "meet", "{}")
 	if got := results(t, toolsGraph(t, tools, ""), Options{}, state); strings.Join(got, " ") != "together together together" {
 		t.Fatalf("parallel: %q", got)
@@ -233,7 +233,7 @@ func TestToolTimeout(t *testing.T) {
 		}
 	}))
 	defer slow.Close()
-	tools := "  slow:\n    kind: http\n    url: '\"" + slow.URL + "\"'\n    allow_hosts: [127.0.0.1]\n    timeout: 100ms\n"
+	tools := "  slow:\n    kind: http\n    url: " + slow.URL + "\n    allow_hosts: [127.0.0.1]\n    timeout: 100ms\n"
 	start := time.Now()
 	got := results(t, toolsGraph(t, tools, ""), Options{}, withCalls("slow", "{}"))
 	if got[0] != `{"error":"tool \"slow\" timed out after 100ms"}` || time.Since(start) > 2*time.Second {
@@ -266,23 +266,23 @@ func TestHTTPTool(t *testing.T) {
 	defer api.Close()
 	tools := `  weather:
     kind: http
-    url: '"` + api.URL + `/weather?city=" + args.city'
+    url: '` + api.URL + `/weather?city={{ args.city }}'
     headers_env: {X-Api-Key: WEATHER_KEY}
     allow_hosts: [127.0.0.1]
   post:
     kind: http
     method: POST
-    url: '"` + api.URL + `/notes"'
+    url: '` + api.URL + `/notes'
     body: '{"note": args.text}'
     allow_hosts: [127.0.0.1]
   fetch:
     kind: http
-    url: '"` + api.URL + `/" + args.path'
+    url: '` + api.URL + `/{{ args.path }}'
     allow_hosts: ["127.0.0.1"]
     max_output_bytes: 100
   anywhere:
     kind: http
-    url: args.url
+    url: '{{ args.url }}'
     allow_hosts: [127.0.0.1, "*.example.com"]
 `
 	g := toolsGraph(t, tools, ", parallel: false")
@@ -362,7 +362,7 @@ func TestAllowedHosts(t *testing.T) {
 
 func TestToolFailuresBecomeMessages(t *testing.T) {
 	g := toolsGraph(t, exprTools, "")
-	e, err := newEngine(g, Options{Getenv: envOf()})
+	e, err := newEngine(NewEnvironment(), g, Options{Getenv: envOf()})
 	if err != nil {
 		t.Fatal(err)
 	}

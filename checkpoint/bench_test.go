@@ -188,13 +188,14 @@ func benchCommit(b *testing.B, s runtime.Saver, thread string, n int) {
 	ctx := context.Background()
 	head := ""
 	now := time.Now()
+	var clock runtime.IDClock
 	row := runtime.Thread{ID: thread, Status: runtime.StatusRunning, Graph: "bench", GraphHash: "h", Created: now, Updated: now}
 	for i := 0; i < n; i++ {
 		d := runtime.Delta{"count": {Kind: runtime.OpSet, Value: i}}
 		cp := &runtime.Checkpoint{Thread: thread, ParentID: head, Step: i, Values: map[string]any{"count": i}, Delta: d,
 			Next: []string{"inc"}, Metadata: runtime.Metadata{Source: runtime.SourceLoop, Writes: map[string][]string{"inc": {"count"}},
 				Graph: "bench", GraphHash: "h", Version: "bench", Time: now}}
-		cp.ID = runtime.NewCheckpointID(now, head)
+		cp.ID = clock.Next(now, head)
 		if err := s.Commit(ctx, &runtime.Commit{Checkpoint: cp, ExpectHead: head, Thread: row}); err != nil {
 			b.Fatal(err)
 		}

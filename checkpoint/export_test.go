@@ -1,6 +1,9 @@
 package checkpoint
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // ChainStats is what Get read to rebuild a checkpoint's values.
 type ChainStats = chainStats
@@ -24,4 +27,23 @@ func Reseal(s *SQLite, thread, id string) error {
 	r.snapSum = snapshotSum(snap)
 	_, err := s.db.ExecContext(ctx, `UPDATE checkpoints SET sum = ?, snap_sum = ? WHERE thread = ? AND id = ?`, r.checksum(), r.snapSum, thread, id)
 	return err
+}
+
+// MemoryLease reports thread's run lease in m: when it was taken and when
+// it expires unless renewed.
+func MemoryLease(m *Memory, thread string) (acquired, expires time.Time, held bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, held := m.leases[thread]
+	return l.acquired, l.expires, held
+}
+
+// ExpireMemoryLease makes thread's lease in m expired, as if its holder
+// had stopped renewing it (a hung run).
+func ExpireMemoryLease(m *Memory, thread string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.leases[thread]
+	l.expires = time.Now().Add(-time.Second)
+	m.leases[thread] = l
 }

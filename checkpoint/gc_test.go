@@ -51,7 +51,7 @@ func (c *chain) forkAt(t *testing.T, id string, n int) {
 	d := runtime.Delta{"n": {Kind: runtime.OpSet, Value: -1}}
 	values := map[string]any{"n": -1, "messages": cp.Values["messages"]}
 	fork := &runtime.Checkpoint{Thread: c.thread, ParentID: id, Step: cp.Step + 1, Values: values, Delta: d,
-		Metadata: runtime.Metadata{Source: runtime.SourceFork, Time: now}, ID: runtime.NewCheckpointID(now, c.head)}
+		Metadata: runtime.Metadata{Source: runtime.SourceFork, Time: now}, ID: c.ids.Next(now, c.head)}
 	if err := c.s.Commit(bg, &runtime.Commit{Checkpoint: fork, ExpectHead: c.head, Thread: runtime.Thread{ID: c.thread, Status: runtime.StatusRunning, Updated: now}}); err != nil {
 		t.Fatal(err)
 	}

@@ -323,7 +323,7 @@ func TestUnappliableDelta(t *testing.T) {
 			t.Fatalf("Get %q: %v, want a *runtime.CorruptError naming checkpoint %s and the delta", id, err, bad.ID)
 		}
 		err = runtime.FindLastGood(bg, s, err)
-		want := fmt.Sprintf("checkpoint %s of thread \"t\" cannot be read: its delta does not apply: field \"messages\": messages delta is string, want list; the last good checkpoint is %s: lgrun fork --thread t --checkpoint %s", bad.ID, good.ID, good.ID)
+		want := fmt.Sprintf("checkpoint %s of thread \"t\" cannot be read: its delta does not apply: field \"messages\": messages delta is string, want list; the last good checkpoint is %s", bad.ID, good.ID)
 		if err.Error() != want {
 			t.Fatalf("Get %q with the last good checkpoint:\n got  %v\n want %s", id, err, want)
 		}

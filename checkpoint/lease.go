@@ -14,11 +14,13 @@ import (
 	"github.com/lgrun/lgrun/runtime"
 )
 
-// LeaseTTL is how long a run lease lasts without renewal. A running
-// process renews its leases every LeaseTTL/3, so only a process that died
-// or hung lets one expire; a holder on this host that no longer exists is
-// taken over at once.
-var LeaseTTL = 30 * time.Second
+// DefaultLeaseTTL is how long a run lease lasts without renewal unless
+// [Options].LeaseTTL ([MemoryOptions].LeaseTTL) says otherwise. A running process renews its leases
+// every third of the TTL, so only a process that died or hung lets one
+// expire; a holder on this host that no longer exists is taken over at
+// once. Each saver ([SQLite], [Memory]) keeps its own TTL: two savers in
+// one process with different TTLs do not affect each other.
+const DefaultLeaseTTL = 30 * time.Second
 
 // self identifies this process as a lease owner.
 var self = func() struct {
@@ -60,7 +62,7 @@ func (s *SQLite) Lock(ctx context.Context, thread string) (func(), error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(LeaseTTL / 3)
+		t := time.NewTicker(s.leaseTTL / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -69,7 +71,7 @@ func (s *SQLite) Lock(ctx context.Context, thread string) (func(), error) {
 			case <-t.C:
 				// A failed renewal is not fatal: the head's compare-and-swap
 				// still protects the thread if another process takes over.
-				_ = s.leaseExec(context.Background(), `UPDATE leases SET expires = ? WHERE thread = ? AND token = ?`, time.Now().Add(LeaseTTL).UnixNano(), thread, token)
+				_ = s.leaseExec(context.Background(), `UPDATE leases SET expires = ? WHERE thread = ? AND token = ?`, time.Now().Add(s.leaseTTL).UnixNano(), thread, token)
 			}
 		}
 	}()
@@ -126,7 +128,7 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 		return &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", pid, host), Since: time.Unix(0, acquired)}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, ?, ?, ?, ?, ?)`,
-		thread, token, self.host, self.pid, now.UnixNano(), now.Add(LeaseTTL).UnixNano()); err != nil {
+		thread, token, self.host, self.pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano()); err != nil {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
 	if err := tx.Commit(); err != nil {
@@ -137,22 +139,58 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 
 var _ runtime.Locker = (*Memory)(nil)
 
-// Lock implements runtime.Locker within this process.
+// Lock implements runtime.Locker within this process, with the lease
+// semantics of [SQLite.Lock]: the lease lasts the saver's TTL
+// ([MemoryOptions].LeaseTTL) and is renewed every third of it while held;
+// an expired lease is taken over, and the old holder's unlock then leaves
+// the new holder's lease alone.
 func (m *Memory) Lock(_ context.Context, thread string) (func(), error) {
+	token := randToken()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.leases == nil {
-		m.leases = map[string]time.Time{}
+		m.leases = map[string]memLease{}
 	}
-	if since, held := m.leases[thread]; held {
-		return nil, &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", self.pid, self.host), Since: since}
+	if m.leaseTTL <= 0 {
+		m.leaseTTL = DefaultLeaseTTL
 	}
-	m.leases[thread] = time.Now()
+	ttl := m.leaseTTL
+	now := time.Now()
+	if l, held := m.leases[thread]; held && l.expires.After(now) {
+		m.mu.Unlock()
+		return nil, &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", self.pid, self.host), Since: l.acquired}
+	}
+	m.leases[thread] = memLease{token: token, acquired: now, expires: now.Add(ttl)}
+	m.mu.Unlock()
+	stop := make(chan struct{})
 	var once sync.Once
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				m.mu.Lock()
+				if l, ok := m.leases[thread]; ok && l.token == token {
+					l.expires = time.Now().Add(ttl)
+					m.leases[thread] = l
+				}
+				m.mu.Unlock()
+			}
+		}
+	}()
 	return func() {
 		once.Do(func() {
+			close(stop)
+			wg.Wait()
 			m.mu.Lock()
-			delete(m.leases, thread)
+			if l, ok := m.leases[thread]; ok && l.token == token {
+				delete(m.leases, thread)
+			}
 			m.mu.Unlock()
 		})
 	}, nil

@@ -91,12 +91,9 @@ func TestLeaseTakeover(t *testing.T) {
 
 // A held lease is renewed, so a long step does not lose it.
 func TestLeaseRenewal(t *testing.T) {
-	old := checkpoint.LeaseTTL
-	checkpoint.LeaseTTL = 150 * time.Millisecond
-	defer func() { checkpoint.LeaseTTL = old }()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "db")
-	a := MustOpenPath(t, path, nil)
+	a := MustOpenPath(t, path, &checkpoint.Options{LeaseTTL: 150 * time.Millisecond})
 	b := MustOpenPath(t, path, nil)
 	unlock, err := a.Lock(ctx, "t")
 	if err != nil {
@@ -110,6 +107,41 @@ func TestLeaseRenewal(t *testing.T) {
 	}
 	if time.Unix(0, expires).Before(time.Now()) {
 		t.Fatal("the lease was not renewed")
+	}
+}
+
+// Each saver keeps its own lease TTL: two savers in one process (two
+// engines) with different TTLs take leases of their own length, at the
+// same time.
+func TestLeaseTTLPerSaver(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	short := MustOpenPath(t, filepath.Join(dir, "short.db"), &checkpoint.Options{LeaseTTL: time.Second})
+	long := MustOpenPath(t, filepath.Join(dir, "long.db"), &checkpoint.Options{LeaseTTL: time.Hour})
+	deflt := MustOpenPath(t, filepath.Join(dir, "default.db"), nil)
+	ttl := func(s *checkpoint.SQLite) time.Duration {
+		t.Helper()
+		var acquired, expires int64
+		if err := s.DB().QueryRow(`SELECT acquired, expires FROM leases WHERE thread = 't'`).Scan(&acquired, &expires); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(expires - acquired)
+	}
+	for _, s := range []*checkpoint.SQLite{short, long, deflt} {
+		u, err := s.Lock(ctx, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u()
+	}
+	if got := ttl(short); got != time.Second {
+		t.Errorf("short saver's lease lasts %s, want 1s", got)
+	}
+	if got := ttl(long); got != time.Hour {
+		t.Errorf("long saver's lease lasts %s, want 1h", got)
+	}
+	if got := ttl(deflt); got != checkpoint.DefaultLeaseTTL {
+		t.Errorf("default saver's lease lasts %s, want %s", got, checkpoint.DefaultLeaseTTL)
 	}
 }
 
@@ -129,4 +161,78 @@ func TestMemoryLease(t *testing.T) {
 	} else {
 		u()
 	}
+}
+
+// The memory saver's leases have the SQLite saver's TTL semantics: each
+// saver's own TTL (the default when unset), renewal while held, takeover
+// of an expired lease, and an old holder's unlock leaves the new holder's
+// lease alone.
+func TestMemoryLeaseTTL(t *testing.T) {
+	ctx := context.Background()
+	ttl := func(m *checkpoint.Memory) time.Duration {
+		t.Helper()
+		acquired, expires, held := checkpoint.MemoryLease(m, "t")
+		if !held {
+			t.Fatal("no lease held")
+		}
+		return expires.Sub(acquired)
+	}
+	short := checkpoint.NewMemoryWith(&checkpoint.MemoryOptions{LeaseTTL: time.Second})
+	long := checkpoint.NewMemoryWith(&checkpoint.MemoryOptions{LeaseTTL: time.Hour})
+	deflt := checkpoint.NewMemory()
+	for _, m := range []*checkpoint.Memory{short, long, deflt} {
+		u, err := m.Lock(ctx, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u()
+	}
+	if got := ttl(short); got != time.Second {
+		t.Errorf("short saver's lease lasts %s, want 1s", got)
+	}
+	if got := ttl(long); got != time.Hour {
+		t.Errorf("long saver's lease lasts %s, want 1h", got)
+	}
+	if got := ttl(deflt); got != checkpoint.DefaultLeaseTTL {
+		t.Errorf("default saver's lease lasts %s, want %s", got, checkpoint.DefaultLeaseTTL)
+	}
+
+	t.Run("renewal", func(t *testing.T) {
+		m := checkpoint.NewMemoryWith(&checkpoint.MemoryOptions{LeaseTTL: 150 * time.Millisecond})
+		u, err := m.Lock(ctx, "r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u()
+		time.Sleep(400 * time.Millisecond) // more than twice the TTL
+		if _, expires, _ := checkpoint.MemoryLease(m, "r"); expires.Before(time.Now()) {
+			t.Fatal("the lease was not renewed")
+		}
+		if _, err := m.Lock(ctx, "r"); !errors.Is(err, runtime.ErrConflict) {
+			t.Fatalf("lock of a renewed lease: %v", err)
+		}
+	})
+
+	t.Run("takeover", func(t *testing.T) {
+		m := checkpoint.NewMemoryWith(&checkpoint.MemoryOptions{LeaseTTL: time.Hour})
+		old, err := m.Lock(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkpoint.ExpireMemoryLease(m, "x")
+		taken, err := m.Lock(ctx, "x")
+		if err != nil {
+			t.Fatalf("expired lease: %v", err)
+		}
+		old() // the hung holder finally lets go
+		if _, err := m.Lock(ctx, "x"); !errors.Is(err, runtime.ErrConflict) {
+			t.Fatalf("the old holder's unlock released the new holder's lease: %v", err)
+		}
+		taken()
+		if u, err := m.Lock(ctx, "x"); err != nil {
+			t.Fatalf("after the new holder's unlock: %v", err)
+		} else {
+			u()
+		}
+	})
 }

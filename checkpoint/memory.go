@@ -18,7 +18,25 @@ import (
 type Memory struct {
 	mu      sync.Mutex
 	threads map[string]*memThread
-	leases  map[string]time.Time // threads being run, since when
+	leases  map[string]memLease // threads being run
+	// leaseTTL is the TTL of the run leases this saver gives.
+	leaseTTL time.Duration
+}
+
+// memLease is a run lease: who holds it (token), since when and until
+// when unless renewed.
+type memLease struct {
+	token    string
+	acquired time.Time
+	expires  time.Time
+}
+
+// MemoryOptions configure an in-memory saver.
+type MemoryOptions struct {
+	// LeaseTTL is how long a run lease lasts without renewal;
+	// [DefaultLeaseTTL] when zero. As with [SQLite], the holder renews it
+	// every third of the TTL and an expired lease is taken over.
+	LeaseTTL time.Duration
 }
 
 type memThread struct {
@@ -30,8 +48,18 @@ type memThread struct {
 
 var _ runtime.Saver = (*Memory)(nil)
 
-// NewMemory returns an empty in-memory saver.
-func NewMemory() *Memory { return &Memory{threads: map[string]*memThread{}} }
+// NewMemory returns an empty in-memory saver with the default options.
+func NewMemory() *Memory { return NewMemoryWith(nil) }
+
+// NewMemoryWith returns an empty in-memory saver configured by opts (nil
+// for the defaults).
+func NewMemoryWith(opts *MemoryOptions) *Memory {
+	ttl := DefaultLeaseTTL
+	if opts != nil && opts.LeaseTTL > 0 {
+		ttl = opts.LeaseTTL
+	}
+	return &Memory{threads: map[string]*memThread{}, leases: map[string]memLease{}, leaseTTL: ttl}
+}
 
 // Commit implements runtime.Saver.
 func (m *Memory) Commit(_ context.Context, c *runtime.Commit) error {

@@ -25,9 +25,10 @@ func TestNullListDeltasOfOlderVersionsLoad(t *testing.T) {
 	parent := ""
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var ids []string
+	var clock runtime.IDClock
 	commit := func(step int, d runtime.Delta) {
 		t.Helper()
-		cp := &runtime.Checkpoint{Thread: "t", ID: runtime.NewCheckpointID(now, parent), ParentID: parent, Step: step,
+		cp := &runtime.Checkpoint{Thread: "t", ID: clock.Next(now, parent), ParentID: parent, Step: step,
 			Values: values, Delta: d, Metadata: runtime.Metadata{Source: runtime.SourceLoop, Time: now}}
 		th := runtime.Thread{ID: "t", Status: runtime.StatusDone, Updated: now}
 		if err := s.Commit(ctx, &runtime.Commit{Checkpoint: cp, ExpectHead: parent, Thread: th}); err != nil {

@@ -285,7 +285,7 @@ func (g *graphGen) llm() string {
 	if g.rnd.IntN(2) == 0 {
 		prompt += " call"
 	}
-	def := "    kind: llm\n    model: m\n    tools: [echo]\n    prompt: '" + strconv.Quote(prompt) + "'\n"
+	def := "    kind: llm\n    model: m\n    tools: [echo]\n    prompt: " + prompt + "\n"
 	if g.rnd.IntN(3) == 0 {
 		def += "    trim: {keep_last: " + strconv.Itoa(2+g.rnd.IntN(4)) + "}\n"
 	}

@@ -55,6 +55,9 @@ type Options struct {
 	// BusyTimeout is how long a write waits for another process's lock
 	// before failing; 5s when zero.
 	BusyTimeout time.Duration
+	// LeaseTTL is how long a run lease lasts without renewal;
+	// [DefaultLeaseTTL] when zero.
+	LeaseTTL time.Duration
 }
 
 // SQLite is the durable saver: one database file, WAL mode, one
@@ -64,6 +67,8 @@ type SQLite struct {
 	db   *sql.DB
 	path string
 	busy time.Duration
+	// leaseTTL is the TTL of the run leases this handle takes.
+	leaseTTL time.Duration
 	// wlock (a one-slot semaphore) queues this process's writers; see begin.
 	wlock chan struct{}
 
@@ -166,7 +171,11 @@ func OpenSQLite(path string, opts *Options) (*SQLite, error) {
 	q.Set("_foreign_keys", "on")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	db := sql.OpenDB(&connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: setupConn}})
-	s := &SQLite{db: db, path: path, busy: busy, wlock: make(chan struct{}, 1), chains: map[string]chainInfo{}, graphs: map[string]int64{}}
+	ttl := opts.LeaseTTL
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	s := &SQLite{db: db, path: path, busy: busy, leaseTTL: ttl, wlock: make(chan struct{}, 1), chains: map[string]chainInfo{}, graphs: map[string]int64{}}
 	if err := s.init(); err != nil {
 		s.Close()
 		if err = s.describe(err); strings.Contains(err.Error(), path) {
@@ -329,6 +338,9 @@ func (s *SQLite) schemaVersion(ctx context.Context, q queryer) (string, error) {
 	return "", err
 }
 
+// ErrNotCheckpointDB reports a file that is not a checkpoint database.
+var ErrNotCheckpointDB = errors.New("not an lgrun checkpoint database")
+
 // ErrSchemaVersion reports a database whose layout this lgrun cannot use.
 var ErrSchemaVersion = errors.New("unsupported database layout version")
 
@@ -338,7 +350,7 @@ func checkVersion(version string) error {
 	case err != nil:
 		return fmt.Errorf("%w %q: not an lgrun checkpoint database, or a damaged one", ErrSchemaVersion, version)
 	case v > SchemaVersion:
-		return fmt.Errorf("%w: the database was written by a newer lgrun (layout version %d; this lgrun reads version %d): upgrade lgrun, or use another database (--db)", ErrSchemaVersion, v, SchemaVersion)
+		return fmt.Errorf("%w: the database was written by a newer lgrun (layout version %d; this lgrun reads version %d): upgrade lgrun, or use another database", ErrSchemaVersion, v, SchemaVersion)
 	case v < 1:
 		return fmt.Errorf("%w %d: not an lgrun checkpoint database, or a damaged one", ErrSchemaVersion, v)
 	}
@@ -417,7 +429,7 @@ func (s *SQLite) create(ctx context.Context) error {
 		return err
 	}
 	if tables > 0 {
-		return fmt.Errorf("%s is an SQLite database but not an lgrun checkpoint database (it has other tables and no lgrun schema version); use another --db", s.path)
+		return fmt.Errorf("%s is an SQLite database but %w (it has other tables and no lgrun schema version)", s.path, ErrNotCheckpointDB)
 	}
 	if _, err := tx.ExecContext(ctx, ddl); err != nil {
 		return err
@@ -457,7 +469,7 @@ func (s *SQLite) describe(err error) error {
 	if errors.As(err, &se) {
 		switch se.Code {
 		case sqlite3.ErrNotADB:
-			return fmt.Errorf("%s is not an lgrun checkpoint database (the file is not SQLite, or is corrupt): %w", s.path, err)
+			return fmt.Errorf("%s is %w (the file is not SQLite, or is corrupt): %w", s.path, ErrNotCheckpointDB, err)
 		case sqlite3.ErrCorrupt:
 			return fmt.Errorf("database file %s is corrupt: %w", s.path, err)
 		case sqlite3.ErrBusy, sqlite3.ErrLocked:

@@ -92,6 +92,7 @@ type chain struct {
 	head   string
 	at     int // step of the head
 	values map[string]any
+	ids    runtime.IDClock
 }
 
 func newChain(t testing.TB, s runtime.Saver, thread string) *chain {
@@ -143,7 +144,7 @@ func (c *chain) try() error {
 		Metadata: runtime.Metadata{Source: src, Writes: map[string][]string{"talk": {"messages", "n"}},
 			Graph: "chat", GraphHash: "h", Version: "test", Time: now},
 	}
-	cp.ID = runtime.NewCheckpointID(now, c.head)
+	cp.ID = c.ids.Next(now, c.head)
 	row := runtime.Thread{ID: c.thread, Status: runtime.StatusRunning, Graph: "chat", GraphHash: "h", Updated: now}
 	if err := c.s.Commit(bg, &runtime.Commit{Checkpoint: cp, ExpectHead: c.head, Thread: row}); err != nil {
 		return err
@@ -388,7 +389,7 @@ func TestLockedDatabase(t *testing.T) {
 
 	start = time.Now()
 	err = s.Commit(bg, &runtime.Commit{
-		Checkpoint: &runtime.Checkpoint{Thread: "t", ID: runtime.NewCheckpointID(time.Now(), c.head), ParentID: c.head, Step: 9,
+		Checkpoint: &runtime.Checkpoint{Thread: "t", ID: c.ids.Next(time.Now(), c.head), ParentID: c.head, Step: 9,
 			Values: map[string]any{}, Delta: runtime.Delta{}},
 		ExpectHead: c.head, Thread: runtime.Thread{ID: "t", Status: runtime.StatusRunning, Updated: time.Now()},
 	})

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/builtin"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
@@ -40,6 +41,19 @@ type Options struct {
 	Saver Saver
 	// TempDir holds the cases' SQLite databases (os.TempDir() when empty).
 	TempDir string
+	// Engine loads and runs the graphs: its custom kinds (Go tools, node
+	// kinds, providers) are known to the test files. Nil means an engine
+	// with the built-in kinds that reads no environment variables. Model
+	// and tool calls are answered by each case's script either way.
+	Engine *lgrun.Engine
+}
+
+// engine returns the engine of opts.
+func (o *Options) engine() (*lgrun.Engine, error) {
+	if o.Engine != nil {
+		return o.Engine, nil
+	}
+	return lgrun.New(lgrun.WithVersion("test"))
 }
 
 // Saver names a checkpoint saver the cases can run on.
@@ -121,7 +135,13 @@ func (f *FileResult) Failed() bool {
 // RunFile loads and runs one test file.
 func RunFile(ctx context.Context, path string, opts Options) *FileResult {
 	res := &FileResult{File: path}
-	tf, diags := spec.LoadTestFile(path, nil)
+	eng, err := opts.engine()
+	if err != nil {
+		res.Diags = spec.ErrorList{{Pos: spec.Pos{File: path}, Msg: err.Error()}}
+		return res
+	}
+	opts.Engine = eng
+	tf, diags := eng.LoadTestFile(path)
 	res.Diags = diags
 	if tf == nil {
 		return res
@@ -267,21 +287,20 @@ func runCase(ctx context.Context, g *spec.Graph, c *spec.TestCase, cr *CaseResul
 			}
 		}
 	}
-	kinds, err := builtin.Kinds(g, builtin.Options{
-		Getenv: func(string) string { return "" },
-		Script: &builtin.Script{Models: c.Models, Tools: c.Tools},
-	})
-	if err != nil {
-		fail("set up models and tools: %v", err)
-		return nodes, branches
-	}
 	saver, release, err := newSaver(opts.Saver, opts.TempDir)
 	if err != nil {
 		fail("set up the %s saver: %v", opts.Saver, err)
 		return nodes, branches
 	}
 	defer release()
-	r := &runtime.Runner{Graph: g, Saver: saver, Kinds: kinds, Events: events, Version: "test"}
+	r, err := opts.Engine.Runner(g, saver, lgrun.RunnerOptions{
+		Events: events,
+		Script: &builtin.Script{Models: c.Models, Tools: c.Tools},
+	})
+	if err != nil {
+		fail("set up models and tools: %v", err)
+		return nodes, branches
+	}
 	cfg := runtime.Config{StepLimit: c.Limits.Steps, LLMCalls: c.Limits.LLMCalls, Tokens: c.Limits.Tokens, CostUSD: c.Limits.CostUSD}
 	const thread = "test"
 

@@ -188,6 +188,10 @@ type Config struct {
 	CostUSD         float64  `json:"cost_usd,omitempty"`
 	// StateSize bounds the state of each checkpoint, in bytes of JSON.
 	StateSize int64 `json:"state_size,omitempty"`
+	// Trace references the trace of the run that last ran the thread (a
+	// W3C traceparent, set only when an [Observer] is configured), so the
+	// next run links to it.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Duration is a time.Duration that marshals as a string like "1m30s".
@@ -286,7 +290,7 @@ func (e *CorruptError) Error() string {
 	}
 	msg := fmt.Sprintf("checkpoint %s of thread %q cannot be read: %v", e.Checkpoint, e.Thread, e.Err)
 	if e.LastGood != "" {
-		msg += fmt.Sprintf("; the last good checkpoint is %s: lgrun fork --thread %s --checkpoint %s", e.LastGood, e.Thread, e.LastGood)
+		msg += fmt.Sprintf("; the last good checkpoint is %s", e.LastGood)
 	}
 	return msg
 }
@@ -345,22 +349,30 @@ func FindLastGood(ctx context.Context, s Saver, err error) error {
 	return err
 }
 
-var idMu sync.Mutex
-var lastID uint64
+// IDClock makes checkpoint ids: 16 hex digits of the clock's nanoseconds,
+// each greater than its parent and than every id the clock made before.
+// A [Runner] takes its clock from [Runner.IDs]; runners of different
+// engines keep separate clocks, so one engine's clock (a test's fixed
+// time, say) never moves the other's ids. The zero value is ready to use
+// and safe for concurrent use.
+type IDClock struct {
+	mu   sync.Mutex
+	last uint64
+}
 
-// NewCheckpointID returns an id greater than parent (and than any id this
-// process made before), based on the clock.
-func NewCheckpointID(now time.Time, parent string) string {
-	idMu.Lock()
-	defer idMu.Unlock()
+// Next returns a new id for a checkpoint made at now whose parent is
+// parent ("" for none).
+func (c *IDClock) Next(now time.Time, parent string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	n := uint64(now.UnixNano())
 	if p, err := strconv.ParseUint(parent, 16, 64); err == nil && n <= p {
 		n = p + 1
 	}
-	if n <= lastID {
-		n = lastID + 1
+	if n <= c.last {
+		n = c.last + 1
 	}
-	lastID = n
+	c.last = n
 	return fmt.Sprintf("%016x", n)
 }
 

@@ -2,6 +2,7 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -103,8 +104,10 @@ func TestNestedSubgraphInterruptResumeAndTimeTravel(t *testing.T) {
 	if p, _ := in.Payload.(map[string]any); p["question"] != "ok?" || p["seen"] != 3 {
 		t.Fatalf("payload %v", in.Payload)
 	}
-	if _, err := r.Resume(ctx, runtime.ResumeOptions{Thread: "n"}); err == nil || !strings.Contains(err.Error(), "--value") {
+	if _, err := r.Resume(ctx, runtime.ResumeOptions{Thread: "n"}); !errors.Is(err, runtime.ErrNeedValue) {
 		t.Fatalf("resume without value: %v", err)
+	} else if nv := wantErrAs[*runtime.NeedValueError](t, err); nv.Thread != "n" || nv.Node != "middle" {
+		t.Fatalf("need value error %+v", nv)
 	}
 	res, err = r.Resume(ctx, runtime.ResumeOptions{Thread: "n", Value: "yes", HasValue: true})
 	if err != nil {

@@ -149,8 +149,8 @@ func TestResumeDoneThreadRefused(t *testing.T) {
 			if !errors.Is(err, runtime.ErrNothingToResume) || res != nil {
 				t.Fatalf("resume of a done thread: %v, %v", res, err)
 			}
-			const msg = "thread \"t\" is done: nothing to resume; start a new turn with `lgrun run GRAPH --thread t --input ...`"
-			if err.Error() != msg {
+			const msg = "thread \"t\" is done: nothing to resume"
+			if de := wantErrAs[*runtime.DoneError](t, err); de.Thread != "t" || err.Error() != msg {
 				t.Fatalf("error %q, want %q", err, msg)
 			}
 			th, _ := head(t, h.Saver, "t")

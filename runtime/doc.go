@@ -15,6 +15,14 @@
 // (package builtin registers llm and tools). It runs the deterministic
 // kinds set, noop and interrupt itself.
 //
+// Every node execution goes through one invocation path (timeout, retries
+// with backoff, events, usage of every attempt, goto): the nodes of a
+// superstep and the items of a map node in node form alike.
+//
+// A runner keeps no process-wide state: checkpoint ids come from its
+// [IDClock] ([Runner].IDs), so runners of different engines in one process
+// do not affect each other.
+//
 // # Message ids
 //
 // The runtime owns the ids of new messages: node kinds write messages

@@ -34,7 +34,7 @@ func (r *Runner) route(values map[string]any, finished []string, gotos map[strin
 		for _, e := range g.Outgoing(n) {
 			targets, key, err := evalEdge(e, env)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("%s: edge from %q: %w", e.Pos, n, err)
+				return nil, nil, nil, &EdgeError{From: n, Pos: e.Pos, Err: err}
 			}
 			if key != "" {
 				branches = append(branches, e.BranchID(n, key))

@@ -138,7 +138,7 @@ func TestInterruptNode(t *testing.T) {
 			if pe.Thread != "t" || len(pe.Interrupts) != 1 || pe.Interrupts[0].Node != "ask" {
 				t.Fatalf("paused error %+v", pe)
 			}
-			for _, s := range []string{"paused at ask", "lgrun resume --thread t", "--value", "new --thread"} {
+			for _, s := range []string{`thread "t" is paused at ask`, "new input would drop the pending step"} {
 				if !strings.Contains(err.Error(), s) {
 					t.Errorf("error %q does not say %q", err, s)
 				}
@@ -167,18 +167,18 @@ func TestResumeValueNotNeeded(t *testing.T) {
 	res, err := h.Run(bg, runtime.RunOptions{Thread: "t"})
 	wantPaused(t, res, err, runtime.Interrupt{Node: "a", When: runtime.InterruptAfter})
 	_, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t", Value: 1, HasValue: true})
-	if err == nil || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
+	if !errors.Is(err, runtime.ErrValueNotNeeded) || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
 		t.Fatalf("after breakpoint: %v", err)
 	}
 	res, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t"})
 	wantPaused(t, res, err, runtime.Interrupt{Node: "b", When: runtime.InterruptBefore})
 	_, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t", Value: 1, HasValue: true})
-	if err == nil || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
+	if !errors.Is(err, runtime.ErrValueNotNeeded) || !strings.Contains(err.Error(), "not waiting at an interrupt node") {
 		t.Fatalf("before breakpoint: %v", err)
 	}
 	mustDone(t)(h.Resume(bg, runtime.ResumeOptions{Thread: "t"}))
 	_, err = h.Resume(bg, runtime.ResumeOptions{Thread: "t"})
-	if !errors.Is(err, runtime.ErrNothingToResume) || !strings.Contains(err.Error(), "lgrun run GRAPH --thread t") {
+	if de := wantErrAs[*runtime.DoneError](t, err); !errors.Is(err, runtime.ErrNothingToResume) || de.Thread != "t" {
 		t.Fatalf("resume of a done thread: %v", err)
 	}
 }

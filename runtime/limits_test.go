@@ -85,7 +85,7 @@ func TestStepLimit(t *testing.T) {
 					if sl.Limit != tt.limit || sl.Step != tt.limit || !reflect.DeepEqual(sl.Nodes, []string{"inc"}) {
 						t.Fatalf("limit error %+v", sl)
 					}
-					for _, s := range []string{fmt.Sprintf("step limit of %d", tt.limit), fmt.Sprintf("at step %d", tt.limit), "inc", "resume with a higher step limit"} {
+					for _, s := range []string{fmt.Sprintf("step limit of %d", tt.limit), fmt.Sprintf("at step %d", tt.limit), "inc", "the state is saved"} {
 						if !strings.Contains(err.Error(), s) {
 							t.Errorf("error %q does not say %q", err, s)
 						}

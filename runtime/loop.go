@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/lgrun/lgrun/spec"
 )
 
 // stepLimit is the effective superstep limit.
@@ -141,7 +138,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 
 		step := cp.Step + 1
 		r.emit(Event{Kind: EvStepStart, Thread: th.ID, Step: step, Next: cp.Next})
-		outs := rn.execute(ctx, cp, step, pending)
+		sctx := ctx
+		if r.Observer != nil {
+			sctx = r.Observer.StartStep(ctx, RunInfo{Op: "step", Graph: r.Graph.Name, Thread: th.ID, Child: r.child}, step, cp.Next)
+			rn.stepCtx = sctx
+		}
+		outs := rn.execute(sctx, cp, step, pending)
 
 		var failed []taskOut
 		var paused []PendingWrite
@@ -243,11 +245,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		if len(records) > 0 {
 			ncp.Metadata.Records = records
 		}
-		ncp.ID = NewCheckpointID(r.now(), expectHead)
+		ncp.ID = r.ids().Next(r.now(), expectHead)
 		t := *th
 		t.Status, t.Error = StatusRunning, ""
 		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {
 			if errors.Is(err, ErrConflict) {
+				rn.endStep(nil, err)
 				return nil, err
 			}
 			var se *StateSizeError
@@ -261,10 +264,11 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			}
 			// The step is lost but the thread stays at its last good
 			// checkpoint, marked failed with the reason.
-			return rn.stop(ctx, cp, StatusFailed, fmt.Errorf("step %d: %w", step, err), lostAll)
+			return rn.stop(ctx, cp, StatusFailed, &StepError{Step: step, Err: err}, lostAll)
 		}
 		// The step's usage is committed: nothing is pending any more.
 		rn.spent, rn.ledger = nil, nil
+		rn.endStep(ncp, nil)
 		th.Head, th.Status, th.Error = ncp.ID, StatusRunning, ""
 		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
 		cp, expectHead = ncp, ncp.ID
@@ -297,7 +301,10 @@ func (rn *run) mergeError(step int, err error) error {
 			return &NodeError{Node: we.Node, Pos: n.Pos, Step: step, Err: err}
 		}
 	}
-	return fmt.Errorf("step %d: %w", step, err)
+	if errors.As(err, new(*ConflictError)) {
+		return err // it names its step
+	}
+	return &StepError{Step: step, Err: err}
 }
 
 // withUsage returns writes with one PendingUsage entry that holds every
@@ -327,6 +334,7 @@ func (rn *run) withUsage(writes []PendingWrite) []PendingWrite {
 // (and the step's usage).
 func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	rn.endStep(nil, nil)
 	writes = rn.withUsage(writes)
 	cp, err := rn.branchAt(ctx, cp)
 	if err != nil {
@@ -347,6 +355,7 @@ func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite)
 // The usage of the step's calls is kept with the mark (see withUsage).
 func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err error, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	rn.endStep(nil, err)
 	writes = rn.withUsage(writes)
 	cp, berr := rn.branchAt(ctx, cp)
 	if berr != nil {
@@ -404,19 +413,12 @@ func (rn *run) execute(ctx context.Context, cp *Checkpoint, step int, pending ma
 	return outs
 }
 
-// runNode runs one node with its timeout and retry policy.
+// runNode runs one node of the step through [Runner.invoke].
 func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name string) (res *NodeResult, err error) {
 	r := rn.r
 	node := r.Graph.Nodes[name]
 	if node == nil {
 		return nil, fmt.Errorf("graph %q has no node %q", r.Graph.Name, name)
-	}
-	fn := builtinKind(node.Kind)
-	if f, ok := r.Kinds[node.Kind]; ok {
-		fn = f
-	}
-	if fn == nil {
-		return nil, fmt.Errorf("node kind %q is not available in this runner", node.Kind)
 	}
 	call := &NodeCall{
 		Graph: r.Graph, Node: node, State: cp.Values, Thread: rn.thread.ID, Step: step,
@@ -436,112 +438,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	call.Ledger = rn.ledger
 	call.StateSize = r.stateSizeLimit(rn.cfg)
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
-	attempts := max(node.Retry.MaxAttempts, 1)
-	backoff := node.Retry.InitialBackoff
-	if backoff == 0 {
-		backoff = 200 * time.Millisecond
-	}
-	maxBackoff := node.Retry.MaxBackoff
-	if maxBackoff == 0 {
-		maxBackoff = 10 * time.Second
-	}
-	r.emit(Event{Kind: EvNodeStart, Thread: rn.thread.ID, Step: step, Node: name})
-	start := r.now()
-	var attemptUsage []Usage
-	defer func() {
-		if len(attemptUsage) > 0 {
-			if res == nil {
-				res = &NodeResult{}
-			}
-			res.Usage = attemptUsage
-		}
-	}()
-	for attempt := 1; ; attempt++ {
-		res, err = rn.callOnce(ctx, fn, call, node)
-		if res != nil && len(res.Usage) > 0 {
-			// Every attempt's model usage counts, not only the last one's.
-			attemptUsage = append(attemptUsage, res.Usage...)
-		}
-		if err == nil || attempt >= attempts || ctx.Err() != nil {
-			break
-		}
-		if res != nil && len(res.Records) > 0 {
-			call.Partial = res.Records
-		}
-		var be *BudgetError
-		if errors.As(err, &be) {
-			break
-		}
-		r.emit(Event{Kind: EvMessage, Thread: rn.thread.ID, Step: step, Node: name, Message: fmt.Sprintf("attempt %d of %d failed: %v; retrying", attempt, attempts, err)})
-		wait := backoff/2 + rand.N(backoff/2+1)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
-	if err != nil {
-		r.emit(Event{Kind: EvNodeError, Thread: rn.thread.ID, Step: step, Node: name, Error: err.Error(), Duration: r.now().Sub(start)})
-		return res, err
-	}
-	if res == nil {
-		res = &NodeResult{}
-	}
-	if err := rn.checkGoto(node, res); err != nil {
-		return nil, err
-	}
-	r.emit(Event{Kind: EvNodeEnd, Thread: rn.thread.ID, Step: step, Node: name, Writes: res.Writes, Duration: r.now().Sub(start), Interrupt: res.Interrupt})
-	return res, nil
-}
-
-func (rn *run) callOnce(ctx context.Context, fn NodeFunc, call *NodeCall, node *spec.Node) (res *NodeResult, err error) {
-	if node.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, node.Timeout, fmt.Errorf("node %q timed out after %s", node.Name, node.Timeout))
-		defer cancel()
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			res, err = nil, fmt.Errorf("node kind %s panicked: %v", node.Kind, p)
-		}
-	}()
-	res, err = fn(ctx, call)
-	if err != nil && ctx.Err() != nil && context.Cause(ctx) != nil && !errors.Is(err, context.Cause(ctx)) {
-		err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)
-	}
-	if err == nil && node.Goto != nil && res != nil && res.Interrupt == nil && len(res.Goto) == 0 {
-		res.Goto, err = rn.evalGoto(call, node, res)
-	}
-	return res, err
-}
-
-// evalGoto evaluates a node's goto expression on the state as it would be
-// after the node's own writes.
-func (rn *run) evalGoto(call *NodeCall, node *spec.Node, res *NodeResult) ([]string, error) {
-	after, _, _, err := merge(call.Graph, call.Runner.msgRun, call.Step, call.State, []NodeWrites{{Node: node.Name, Writes: res.Writes}}, nil)
-	if err != nil {
-		return nil, err
-	}
-	v, err := node.Goto.Eval(stateEnv(after))
-	if err != nil {
-		return nil, fmt.Errorf("goto: %w", err)
-	}
-	return routeNames(v)
-}
-
-func (rn *run) checkGoto(node *spec.Node, res *NodeResult) error {
-	for _, g := range res.Goto {
-		ok := false
-		for _, p := range node.GotoPaths {
-			if p.Name == g {
-				ok = true
-			}
-		}
-		if !ok {
-			return fmt.Errorf("goto %q is not one of goto_paths (%s)", g, refList(node.GotoPaths))
-		}
-	}
-	return nil
+	return r.invoke(ctx, call)
 }
 
 // builtinKind returns the runtime's own implementation of a node kind.

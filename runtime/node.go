@@ -57,7 +57,10 @@ type NodeCall struct {
 // NodeFunc executes one node kind.
 type NodeFunc func(ctx context.Context, call *NodeCall) (*NodeResult, error)
 
-// NodeError is a node failure, pointing at the node in the graph file.
+// NodeError is a node failure, pointing at the node in the graph file. It
+// renders as "file:line:col: step N: node "x": cause" through
+// [spec.FormatChain]: when the cause points somewhere more precise (an
+// expression, a node of a subgraph), that position replaces the node's.
 type NodeError struct {
 	Node string
 	Pos  spec.Pos
@@ -65,13 +68,20 @@ type NodeError struct {
 	Err  error
 }
 
-func (e *NodeError) Error() string {
-	err := e.Err
-	if we, ok := err.(*WriteError); ok && we.Node == e.Node {
+func (e *NodeError) Error() string { return spec.FormatChain(e) }
+
+// ErrorFrame implements [spec.Frame].
+func (e *NodeError) ErrorFrame() (spec.Pos, string, error) {
+	return e.frame(fmt.Sprintf("step %d: node %q", e.Step, e.Node))
+}
+
+// frame is ErrorFrame with the text naming the node and its step.
+func (e *NodeError) frame(text string) (spec.Pos, string, error) {
+	if we, ok := e.Err.(*WriteError); ok && we.Node == e.Node {
 		// Name the node once.
-		return fmt.Sprintf("%s: step %d: node %q: write to %q: %v", e.Pos, e.Step, e.Node, we.Field, we.Err)
+		return e.Pos, text + fmt.Sprintf(": write to %q", we.Field), we.Err
 	}
-	return fmt.Sprintf("%s: step %d: node %q: %v", e.Pos, e.Step, e.Node, err)
+	return e.Pos, text, e.Err
 }
 
 func (e *NodeError) Unwrap() error { return e.Err }
@@ -81,10 +91,25 @@ func stateEnv(state map[string]any) map[string]any {
 	return map[string]any{"state": state}
 }
 
+// configOf returns the node's config of type T, or an error for a node
+// whose config is not of its kind's type (a graph that did not come from
+// spec.Check).
+func configOf[T spec.NodeConfig](n *spec.Node) (T, error) {
+	c, ok := spec.ConfigOf[T](n)
+	if !ok {
+		return c, fmt.Errorf("node %q of kind %s has a %T config", n.Name, n.Kind, n.Config)
+	}
+	return c, nil
+}
+
 func runSet(_ context.Context, call *NodeCall) (*NodeResult, error) {
+	cfg, err := configOf[*spec.SetConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
 	env := stateEnv(call.State)
 	res := &NodeResult{}
-	for _, a := range call.Node.Set {
+	for _, a := range cfg.Set {
 		v, err := a.Expr.Eval(env)
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", a.Field, err)
@@ -97,10 +122,14 @@ func runSet(_ context.Context, call *NodeCall) (*NodeResult, error) {
 func runNoop(context.Context, *NodeCall) (*NodeResult, error) { return &NodeResult{}, nil }
 
 func runInterrupt(_ context.Context, call *NodeCall) (*NodeResult, error) {
+	cfg, err := configOf[*spec.InterruptConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
 	if !call.HasResume {
 		var payload any
-		if call.Node.Payload != nil {
-			v, err := call.Node.Payload.Eval(stateEnv(call.State))
+		if cfg.Payload != nil {
+			v, err := cfg.Payload.Eval(stateEnv(call.State))
 			if err != nil {
 				return nil, fmt.Errorf("payload: %w", err)
 			}
@@ -109,8 +138,8 @@ func runInterrupt(_ context.Context, call *NodeCall) (*NodeResult, error) {
 		return &NodeResult{Interrupt: &Interrupt{Node: call.Node.Name, When: InterruptNode, Payload: payload}}, nil
 	}
 	res := &NodeResult{}
-	if call.Node.Resume != "" {
-		res.Writes = append(res.Writes, Write{Field: call.Node.Resume, Value: spec.Normalize(call.Resume)})
+	if cfg.Resume != "" {
+		res.Writes = append(res.Writes, Write{Field: cfg.Resume, Value: spec.Normalize(call.Resume)})
 	}
 	return res, nil
 }

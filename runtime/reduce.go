@@ -119,11 +119,14 @@ type WriteError struct {
 	Err   error
 }
 
-func (e *WriteError) Error() string {
+func (e *WriteError) Error() string { return spec.FormatChain(e) }
+
+// ErrorFrame implements [spec.Frame].
+func (e *WriteError) ErrorFrame() (spec.Pos, string, error) {
 	if e.Node == "" {
-		return fmt.Sprintf("write to %q: %v", e.Field, e.Err)
+		return spec.Pos{}, fmt.Sprintf("write to %q", e.Field), e.Err
 	}
-	return fmt.Sprintf("node %q: write to %q: %v", e.Node, e.Field, e.Err)
+	return spec.Pos{}, fmt.Sprintf("node %q: write to %q", e.Node, e.Field), e.Err
 }
 
 func (e *WriteError) Unwrap() error { return e.Err }

@@ -23,6 +23,10 @@ type Runner struct {
 	Events func(Event)
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// IDs makes the checkpoint ids; when nil the runner makes a clock of
+	// its own on first use. Runners that share a saver and may write the
+	// same threads should share one IDClock (an engine does).
+	IDs *IDClock
 	// Version is recorded in checkpoint metadata.
 	Version string
 	// GraphFile is recorded with new threads.
@@ -32,8 +36,12 @@ type Runner struct {
 	// ReuseRecords makes a replay reuse the model replies and tool results
 	// recorded by the original run instead of calling again.
 	ReuseRecords bool
+	// Observer watches runs, steps and nodes (tracing, metrics); may be
+	// nil. Child runs share it.
+	Observer Observer
 
-	emitMu sync.Mutex
+	emitMu  sync.Mutex
+	idsOnce sync.Once
 	// child marks a runner of subgraph and map-item runs: they run under
 	// the parent thread's lease and take none of their own.
 	child bool
@@ -95,6 +103,16 @@ func (r *Runner) lock(ctx context.Context, thread string) (func(), error) {
 	return unlock, nil
 }
 
+// ids returns the runner's id clock.
+func (r *Runner) ids() *IDClock {
+	r.idsOnce.Do(func() {
+		if r.IDs == nil {
+			r.IDs = &IDClock{}
+		}
+	})
+	return r.IDs
+}
+
 func (r *Runner) now() time.Time {
 	if r.Now != nil {
 		return r.Now()
@@ -141,14 +159,33 @@ type run struct {
 	// indexes keeps the id indexes of the messages lists of the last
 	// step's merge for the next.
 	indexes listIndexes
+	// stepCtx is the context of the current step's observation (see
+	// [Observer]); nil when there is none.
+	stepCtx context.Context
 }
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
 // one (multi-turn). Input is merged through the reducers as the turn's
-// input checkpoint.
+// input checkpoint. A thread id [CheckThreadID] rejects is an error.
 func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
+	if r.Observer == nil {
+		return r.runTurn(ctx, opts)
+	}
+	ctx, info := r.observeRun(ctx, "run", opts.Thread)
+	res, err := r.runTurn(ctx, opts)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) {
 	if opts.Thread == "" {
 		return nil, fmt.Errorf("run: no thread id")
+	}
+	if !r.child {
+		// Child runs are named under their parent thread, with ChildSep.
+		if err := CheckThreadID(opts.Thread); err != nil {
+			return nil, err
+		}
 	}
 	unlock, err := r.lock(ctx, opts.Thread)
 	if err != nil {
@@ -172,7 +209,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 			return nil, &PausedError{Thread: th.ID, Interrupts: ints}
 		}
 		if th.Status != StatusDone && len(head.Next) > 0 {
-			return nil, fmt.Errorf("thread %q (status %s, next %v): %w; resume it with `lgrun resume --thread %s`, or start over with a new --thread", th.ID, th.Status, head.Next, ErrUnfinished, th.ID)
+			return nil, &UnfinishedError{Thread: th.ID, Status: th.Status, Next: head.Next}
 		}
 		if err := r.checkGraph(th, head); err != nil {
 			return nil, err
@@ -185,6 +222,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	}
 	th.Graph, th.GraphHash = r.Graph.Name, r.Graph.Hash
 	th.Config = mergeConfig(th.Config, opts.Config)
+	r.linkRun(ctx, th)
 
 	var writes []Write
 	for _, k := range spec.SortedKeys(opts.Input) {
@@ -219,7 +257,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 		cp.ParentID = head.ID
 		expect = head.ID
 	}
-	cp.ID = NewCheckpointID(r.now(), cp.ParentID)
+	cp.ID = r.ids().Next(r.now(), cp.ParentID)
 	th.Status = StatusRunning
 	th.Error = ""
 	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
@@ -236,6 +274,16 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 // Resume continues a thread from its head: after an interrupt, a failure,
 // a crash or a limit.
 func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error) {
+	if r.Observer == nil {
+		return r.resume(ctx, opts)
+	}
+	ctx, info := r.observeRun(ctx, "resume", opts.Thread)
+	res, err := r.resume(ctx, opts)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) resume(ctx context.Context, opts ResumeOptions) (*Result, error) {
 	unlock, err := r.lock(ctx, opts.Thread)
 	if err != nil {
 		return nil, err
@@ -256,6 +304,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		return nil, err
 	}
 	th.Config = mergeConfig(th.Config, opts.Config)
+	r.linkRun(ctx, th)
 	rn := r.newRun(th)
 	// Check the answer against the head before writing anything: a refused
 	// resume changes nothing. Resuming honours the before-breakpoints the
@@ -276,14 +325,14 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 	}
 	if len(needValue) > 0 {
 		if !opts.HasValue {
-			return nil, fmt.Errorf("thread %q waits at interrupt node %s: %w; pass --value JSON (the answer)", th.ID, needValue[0], ErrNeedValue)
+			return nil, &NeedValueError{Thread: th.ID, Node: needValue[0]}
 		}
 		for _, n := range needValue {
 			rn.resumeNodes[n] = true
 		}
 		rn.resumeValue = opts.Value
 	} else if opts.HasValue {
-		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node; %w (use --set field=JSON to change the state)", th.ID, ErrValueNotNeeded)
+		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node: %w", th.ID, ErrValueNotNeeded)
 	}
 	cp := head
 	if len(opts.Set) > 0 || opts.AsNode != "" || len(opts.Goto) > 0 {
@@ -298,7 +347,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		if len(opts.Set) > 0 || th.Status != StatusDone {
 			return rn.loop(ctx, cp, cp.ID)
 		}
-		return nil, fmt.Errorf("thread %q is done: %w; start a new turn with `lgrun run GRAPH --thread %s --input ...`", th.ID, ErrNothingToResume, th.ID)
+		return nil, &DoneError{Thread: th.ID}
 	}
 	return rn.loop(ctx, cp, cp.ID)
 }
@@ -307,6 +356,16 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 // writes (as if node asNode had written them) and continues from it. The
 // original history stays.
 func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNode string, cfg Config) (*Result, error) {
+	if r.Observer == nil {
+		return r.fork(ctx, thread, id, set, asNode, cfg)
+	}
+	ctx, info := r.observeRun(ctx, "fork", thread)
+	res, err := r.fork(ctx, thread, id, set, asNode, cfg)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) fork(ctx context.Context, thread, id string, set []Write, asNode string, cfg Config) (*Result, error) {
 	unlock, err := r.lock(ctx, thread)
 	if err != nil {
 		return nil, err
@@ -317,6 +376,7 @@ func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNod
 		return nil, err
 	}
 	th.Config = mergeConfig(th.Config, cfg)
+	r.linkRun(ctx, th)
 	cp, err := r.update(ctx, th, base, nil, set, asNode, SourceFork)
 	if err != nil {
 		return nil, err
@@ -328,6 +388,16 @@ func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNod
 // original history stays. With ReuseRecords, recorded model replies and tool
 // results of the original branch are reused.
 func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Result, error) {
+	if r.Observer == nil {
+		return r.replay(ctx, thread, id, cfg)
+	}
+	ctx, info := r.observeRun(ctx, "replay", thread)
+	res, err := r.replay(ctx, thread, id, cfg)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) replay(ctx context.Context, thread, id string, cfg Config) (*Result, error) {
 	unlock, err := r.lock(ctx, thread)
 	if err != nil {
 		return nil, err
@@ -338,6 +408,7 @@ func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Re
 		return nil, err
 	}
 	th.Config = mergeConfig(th.Config, cfg)
+	r.linkRun(ctx, th)
 	rn := r.newRun(th)
 	if r.ReuseRecords {
 		if rn.records, err = r.branchRecords(ctx, th, base); err != nil {
@@ -348,7 +419,7 @@ func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Re
 		return nil, fmt.Errorf("checkpoint %s has no next nodes: %w", id, ErrNothingToResume)
 	}
 	base.Pending = nil
-	rn.replayTag = "r" + NewCheckpointID(r.now(), "")[10:]
+	rn.replayTag = "r" + r.ids().Next(r.now(), "")[10:]
 	return rn.loop(ctx, base, th.Head)
 }
 
@@ -424,7 +495,7 @@ func (r *Runner) updateNext(ctx context.Context, th *Thread, base, keepFrom *Che
 	if node == "" {
 		node = "__human__"
 	} else if r.Graph.Nodes[asNode] == nil {
-		return nil, fmt.Errorf("--as-node: graph %q has no node %q", r.Graph.Name, asNode)
+		return nil, fmt.Errorf("update as a node: graph %q has no node %q", r.Graph.Name, asNode)
 	}
 	values, delta, who, err := merge(r.Graph, r.msgRun, base.Step+1, base.Values, []NodeWrites{{Node: node, Writes: set}}, nil)
 	if err != nil {
@@ -454,7 +525,7 @@ func (r *Runner) updateNext(ctx context.Context, th *Thread, base, keepFrom *Che
 		Values: values, Delta: delta, Next: next, Waiting: waiting,
 		Metadata: r.meta(src, who, nil, base.Metadata.Totals),
 	}
-	cp.ID = NewCheckpointID(r.now(), th.Head)
+	cp.ID = r.ids().Next(r.now(), th.Head)
 	var keep []PendingWrite
 	if keepFrom != nil {
 		for _, p := range keepFrom.Pending {
@@ -612,9 +683,17 @@ func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) erro
 	}
 	c.Thread.Head = c.Checkpoint.ID
 	c.Thread.Updated = r.now()
-	if err := r.Saver.Commit(context.WithoutCancel(ctx), c); err != nil {
+	var start time.Time
+	if r.Observer != nil {
+		start = r.now()
+	}
+	err := r.Saver.Commit(context.WithoutCancel(ctx), c)
+	if r.Observer != nil {
+		r.Observer.Committed(ctx, r.now().Sub(start), err)
+	}
+	if err != nil {
 		if errors.Is(err, ErrConflict) {
-			return fmt.Errorf("%w: another process committed a newer checkpoint (or is running it now); inspect it with `lgrun history --thread %s`", err, c.Thread.ID)
+			return &CommitConflictError{Thread: c.Thread.ID, Err: err}
 		}
 		return fmt.Errorf("save checkpoint: %w", err)
 	}

@@ -42,7 +42,7 @@ func (e *StateSizeError) Error() string {
 		}
 		fs = append(fs, fmt.Sprintf("%s %s", f.Field, spec.FormatSize(f.Size)))
 	}
-	return fmt.Sprintf("state size limit of %s exceeded at step %d: the state would be %s (changed: %s); the state is saved: resume with a higher state size limit", spec.FormatSize(e.Limit), e.Step, spec.FormatSize(e.Size), strings.Join(fs, ", "))
+	return fmt.Sprintf("state size limit of %s exceeded at step %d: the state would be %s (changed: %s); the state is saved", spec.FormatSize(e.Limit), e.Step, spec.FormatSize(e.Size), strings.Join(fs, ", "))
 }
 
 // stateSizeLimit is the effective state size limit of a thread.

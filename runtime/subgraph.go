@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +24,25 @@ import (
 // ChildSep separates a parent thread id from its children's names.
 const ChildSep = "/"
 
+// ThreadIDRule says which ids can name a thread.
+const ThreadIDRule = `thread ids must be non-empty, without spaces at the ends and without "` + ChildSep + `" (reserved for subgraph runs)`
+
+// ThreadIDError is the error of a thread id a run cannot start: see
+// [ThreadIDRule].
+type ThreadIDError struct{ ID string }
+
+func (e *ThreadIDError) Error() string { return fmt.Sprintf("thread id %q: %s", e.ID, ThreadIDRule) }
+
+// CheckThreadID returns a [*ThreadIDError] when id cannot name a thread a
+// run starts: it is empty, has spaces at its ends, or contains [ChildSep]
+// (which would clash with the names of child runs).
+func CheckThreadID(id string) error {
+	if id == "" || strings.TrimSpace(id) != id || strings.Contains(id, ChildSep) {
+		return &ThreadIDError{ID: id}
+	}
+	return nil
+}
+
 // IsChildThread reports whether id names a subgraph or map-item run.
 func IsChildThread(id string) bool { return strings.Contains(id, ChildSep) }
 
@@ -35,8 +55,9 @@ func childThreadID(call *NodeCall, suffix string) string {
 // msgRun is the child's message-id prefix.
 func (r *Runner) childRunner(g *spec.Graph, ns, msgRun string) *Runner {
 	return &Runner{
-		Graph: g, Saver: r.Saver, Kinds: r.Kinds, Now: r.Now, Version: r.Version,
+		Graph: g, Saver: r.Saver, Kinds: r.Kinds, Now: r.Now, IDs: r.ids(), Version: r.Version,
 		GraphFile: g.File, Strict: r.Strict, ReuseRecords: r.ReuseRecords, child: true, msgRun: msgRun,
+		Observer: r.Observer,
 		Events: func(e Event) {
 			if e.Namespace == "" {
 				e.Namespace = ns
@@ -104,7 +125,7 @@ func runChild(ctx context.Context, call *NodeCall, g *spec.Graph, suffix string,
 		res, err = cr.Resume(ctx, ResumeOptions{Thread: id, Value: call.Resume, HasValue: call.HasResume && th.Status == StatusInterrupted && waitsForValue(ctx, parent.Saver, id), Config: cfg})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("subgraph %s (run %s): %w", g.Name, id, err)
+		return nil, &ChildError{Graph: g.Name, Run: id, Err: err}
 	}
 	out := &childOutcome{values: res.Checkpoint.Values, goto_: res.Goto}
 	if res.Status == StatusDone {
@@ -146,7 +167,7 @@ func waitsForValue(ctx context.Context, s Saver, id string) bool {
 
 // childInput computes a child's input from the parent state: the node's
 // input mappings, or the fields both graphs share.
-func childInput(node *spec.Node, child *spec.Graph, env map[string]any) (map[string]any, error) {
+func childInput(node *spec.ChildConfig, child *spec.Graph, env map[string]any) (map[string]any, error) {
 	in := map[string]any{}
 	if len(node.Input) > 0 {
 		for _, a := range node.Input {
@@ -170,7 +191,7 @@ func childInput(node *spec.Node, child *spec.Graph, env map[string]any) (map[str
 // childOutput maps a child's final values to parent writes: output_map, or
 // the shared fields the child changed. For list fields the parent merges by
 // appending, only the items the child added are written.
-func childOutput(node *spec.Node, parent, child *spec.Graph, input, final map[string]any) []Write {
+func childOutput(node *spec.ChildConfig, parent, child *spec.Graph, input, final map[string]any) []Write {
 	pairs := map[string]string{} // parent field → child field
 	if node.OutputMap != nil {
 		pairs = node.OutputMap
@@ -207,7 +228,11 @@ func childOutput(node *spec.Node, parent, child *spec.Graph, input, final map[st
 }
 
 func runSubgraph(ctx context.Context, call *NodeCall) (*NodeResult, error) {
-	node := call.Node
+	sc, err := configOf[*spec.SubgraphConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
+	node := &sc.ChildConfig
 	child := call.Graph.Subgraphs[node.GraphPath]
 	if child == nil {
 		return nil, fmt.Errorf("subgraph %s was not loaded", node.GraphPath)
@@ -232,10 +257,15 @@ type mapItem struct {
 	Index  int     `json:"index"`
 	Writes []Write `json:"writes"`
 	Usage  []Usage `json:"usage,omitempty"`
+	// Goto holds the routes the mapped node chose for this item.
+	Goto []string `json:"goto,omitempty"`
 }
 
 func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
-	node := call.Node
+	node, err := configOf[*spec.MapConfig](call.Node)
+	if err != nil {
+		return nil, err
+	}
 	env := stateEnv(call.State)
 	v, err := node.Over.Eval(env)
 	if err != nil {
@@ -272,9 +302,9 @@ func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 				return
 			}
 			defer func() { <-sem }()
-			res, in, err := mapOne(ctx, call, i, item)
+			res, in, err := mapOne(ctx, call, node, i, item)
 			if err != nil {
-				errs[i] = fmt.Errorf("item %d: %w", i, err)
+				errs[i] = &ItemError{Index: i, Err: err}
 				return
 			}
 			if in != nil {
@@ -313,7 +343,13 @@ func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 		}
 		out.Writes = append(out.Writes, r.Writes...)
 		out.Usage = append(out.Usage, r.Usage...)
+		for _, to := range r.Goto {
+			if !slices.Contains(out.Goto, to) {
+				out.Goto = append(out.Goto, to)
+			}
+		}
 	}
+	sort.Strings(out.Goto)
 	out.Records = nil
 	return out, nil
 }
@@ -349,6 +385,12 @@ func decodeMapItem(v any) (mapItem, bool) {
 			}
 			it.Usage = append(it.Usage, usage)
 		}
+		gs, _ := x["goto"].([]any)
+		for _, g := range gs {
+			if name, ok := g.(string); ok {
+				it.Goto = append(it.Goto, name)
+			}
+		}
 		return it, true
 	}
 	return mapItem{}, false
@@ -356,20 +398,20 @@ func decodeMapItem(v any) (mapItem, bool) {
 
 // mapOne runs item i: the mapped node on the state with item_as set, or
 // the child graph with the item as input.
-func mapOne(ctx context.Context, call *NodeCall, i int, item any) (*mapItem, *Interrupt, error) {
+func mapOne(ctx context.Context, call *NodeCall, cfg *spec.MapConfig, i int, item any) (*mapItem, *Interrupt, error) {
 	node := call.Node
-	if node.GraphPath != "" {
-		child := call.Graph.Subgraphs[node.GraphPath]
+	if cfg.GraphPath != "" {
+		child := call.Graph.Subgraphs[cfg.GraphPath]
 		if child == nil {
-			return nil, nil, fmt.Errorf("graph %s was not loaded", node.GraphPath)
+			return nil, nil, fmt.Errorf("graph %s was not loaded", cfg.GraphPath)
 		}
 		env := map[string]any{"state": call.State, "item": item, "index": i}
-		input, err := childInput(node, child, env)
+		input, err := childInput(&cfg.ChildConfig, child, env)
 		if err != nil {
 			return nil, nil, err
 		}
-		if node.ItemAs != "" {
-			input[node.ItemAs] = item
+		if cfg.ItemAs != "" {
+			input[cfg.ItemAs] = item
 		}
 		out, err := runChild(ctx, call, child, fmt.Sprintf("#%d", i), input)
 		if err != nil {
@@ -378,63 +420,39 @@ func mapOne(ctx context.Context, call *NodeCall, i int, item any) (*mapItem, *In
 		if out.interrupt != nil {
 			return nil, out.interrupt, nil
 		}
-		return &mapItem{Index: i, Writes: childOutput(node, call.Graph, child, input, out.values), Usage: out.usage}, nil, nil
+		return &mapItem{Index: i, Writes: childOutput(&cfg.ChildConfig, call.Graph, child, input, out.values), Usage: out.usage}, nil, nil
 	}
-	target := call.Graph.Nodes[node.MapNode.Name]
+	target := call.Graph.Nodes[cfg.MapNode.Name]
 	if target == nil {
-		return nil, nil, fmt.Errorf("graph has no node %q", node.MapNode.Name)
+		return nil, nil, fmt.Errorf("graph has no node %q", cfg.MapNode.Name)
 	}
-	f := call.Graph.Field(node.ItemAs)
+	f := call.Graph.Field(cfg.ItemAs)
 	iv, err := f.Type.Coerce(item)
 	if err != nil {
-		return nil, nil, fmt.Errorf("item_as %s: %w", node.ItemAs, err)
+		return nil, nil, fmt.Errorf("item_as %s: %w", cfg.ItemAs, err)
 	}
 	state := make(map[string]any, len(call.State))
 	for k, v := range call.State {
 		state[k] = v
 	}
-	state[node.ItemAs] = iv
-	fn := builtinKind(target.Kind)
-	if k, ok := call.Runner.Kinds[target.Kind]; ok {
-		fn = k
-	}
-	if fn == nil {
-		return nil, nil, fmt.Errorf("node kind %q is not available", target.Kind)
-	}
+	state[cfg.ItemAs] = iv
+	ns := fmt.Sprintf("%s#%d", node.Name, i)
 	sub := *call
 	sub.Node, sub.State, sub.Partial, sub.Replay = target, state, nil, nil
-	attempts := max(target.Retry.MaxAttempts, 1)
-	var res *NodeResult
-	for a := 1; ; a++ {
-		res, err = callWithTimeout(ctx, fn, &sub, target)
-		if err == nil || a >= attempts || ctx.Err() != nil {
-			break
-		}
+	sub.Emit = func(e Event) {
+		e.Thread, e.Step, e.Node, e.Namespace = call.Thread, call.Step, target.Name, ns
+		call.Runner.emit(e)
 	}
+	// A map item runs through the same invocation path as a superstep node:
+	// timeout, retries with backoff, events, usage and goto.
+	res, err := call.Runner.invoke(ctx, &sub)
 	if err != nil {
 		return nil, nil, err
-	}
-	if res == nil {
-		res = &NodeResult{}
 	}
 	if res.Interrupt != nil {
 		return nil, nil, fmt.Errorf("node %q paused for a human inside a map item; use a map over a graph for that", target.Name)
 	}
-	return &mapItem{Index: i, Writes: res.Writes, Usage: res.Usage}, nil, nil
-}
-
-func callWithTimeout(ctx context.Context, fn NodeFunc, call *NodeCall, node *spec.Node) (res *NodeResult, err error) {
-	if node.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, node.Timeout)
-		defer cancel()
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			res, err = nil, fmt.Errorf("node kind %s panicked: %v", node.Kind, p)
-		}
-	}()
-	return fn(ctx, call)
+	return &mapItem{Index: i, Writes: res.Writes, Usage: res.Usage, Goto: res.Goto}, nil, nil
 }
 
 // ChildThreads lists the child runs of a thread (at every depth), sorted.

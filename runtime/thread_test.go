@@ -69,7 +69,7 @@ func TestRunOnUnfinishedThreadRefused(t *testing.T) {
 	_, err := r.Run(bg, runtime.RunOptions{Thread: "t", Input: map[string]any{"target": 5}, Config: runtime.Config{StepLimit: 2}})
 	wantErrAs[*runtime.StepLimitError](t, err)
 	_, err = r.Run(bg, runtime.RunOptions{Thread: "t", Input: map[string]any{"target": 1}})
-	if !errors.Is(err, runtime.ErrUnfinished) || !strings.Contains(err.Error(), "lgrun resume --thread t") {
+	if ue := wantErrAs[*runtime.UnfinishedError](t, err); !errors.Is(err, runtime.ErrUnfinished) || ue.Thread != "t" || !reflect.DeepEqual(ue.Next, []string{"inc"}) {
 		t.Fatalf("error %v", err)
 	}
 	// Input naming an undeclared field is refused before anything is saved.
@@ -278,8 +278,8 @@ func TestConcurrentResumeOneWins(t *testing.T) {
 					ok++
 				case errors.Is(err, runtime.ErrConflict):
 					conflict++
-					if !strings.Contains(err.Error(), "lgrun history --thread t") {
-						t.Errorf("conflict error %q does not say how to inspect the thread", err)
+					if ce := wantErrAs[*runtime.CommitConflictError](t, err); ce.Thread != "t" {
+						t.Errorf("conflict error %+v does not name the thread", ce)
 					}
 				default:
 					t.Errorf("unexpected error %v", err)

@@ -4,6 +4,13 @@ package schema
 
 import _ "embed"
 
+// The per-kind part of graph.schema.json (node kinds, tool kinds,
+// providers and their settings) is generated from the kind declarations of
+// package spec; the rest is written by hand. Regenerate after changing
+// either:
+//
+//go:generate sh -c "go run ../cmd/lgrun schema > graph.schema.json.new && mv graph.schema.json.new graph.schema.json"
+
 // Graph is the JSON Schema (draft 2020-12) of a graph file.
 //
 //go:embed graph.schema.json

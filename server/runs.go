@@ -369,7 +369,7 @@ func (s *Server) release(tid string) {
 // runner returns a runner of a's graph whose events go to events.
 func (s *Server) runner(a *assistant, events func(runtime.Event)) *runtime.Runner {
 	return &runtime.Runner{Graph: a.Graph, Saver: s.opts.Saver, Kinds: a.Kinds, Version: s.opts.Version,
-		GraphFile: a.Graph.File, Events: events, Now: s.opts.Now}
+		GraphFile: a.Graph.File, Events: events, Now: s.opts.Now, IDs: s.opts.IDs, Observer: s.opts.Observer}
 }
 
 // idleStatus is a thread's status when no run is active on it.

@@ -32,7 +32,7 @@ import (
 )
 
 // KindsFunc binds the node kinds beyond the runtime's own to a graph (in
-// cmd/lgrun, builtin.Kinds).
+// cmd/lgrun, those of the command's lgrun.Engine).
 type KindsFunc func(*spec.Graph) (map[string]runtime.NodeFunc, error)
 
 // Options configure a [Server].
@@ -60,6 +60,11 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// IDs makes checkpoint ids for every run (an engine's clock); each
+	// runner makes its own when nil.
+	IDs *runtime.IDClock
+	// Observer watches the runs (tracing, metrics); may be nil.
+	Observer runtime.Observer
 }
 
 // assistant is a served graph.
@@ -424,8 +429,9 @@ func graphSchemas(g *spec.Graph) map[string]any {
 func subgraphsOf(g *spec.Graph, prefix string, recurse bool, out map[string]any) {
 	for _, name := range g.NodeOrder {
 		n := g.Nodes[name]
-		sub := g.Subgraphs[n.GraphPath]
-		if n.GraphPath == "" || sub == nil {
+		path := n.ChildGraph()
+		sub := g.Subgraphs[path]
+		if path == "" || sub == nil {
 			continue
 		}
 		ns := prefix + name

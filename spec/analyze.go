@@ -67,14 +67,14 @@ func (c *checker) analyze() {
 	// A node run per item by a map node ends inside the map.
 	mapped := map[string]bool{}
 	for _, n := range g.Nodes {
-		if n.Kind == "map" && n.MapNode.Name != "" {
-			mapped[n.MapNode.Name] = true
+		if n.MappedNode().Name != "" {
+			mapped[n.MappedNode().Name] = true
 		}
 	}
 	for _, name := range g.NodeOrder {
 		if reach[name] && !toEnd[name] && !loops[name] && !mapped[name] {
 			next := len(succ[name])
-			if n := g.Nodes[name]; n.Kind == "map" && n.MapNode.Name != "" {
+			if n := g.Nodes[name]; n.MappedNode().Name != "" {
 				next-- // the mapped node runs inside, the run does not go on there
 			}
 			if next > 0 {
@@ -154,9 +154,9 @@ func (c *checker) successors(withJoins bool) map[string][]string {
 			}
 			succ[n.Name] = append(succ[n.Name], t.Name)
 		}
-		if n.Kind == "map" && n.MapNode.Name != "" {
+		if n.MappedNode().Name != "" {
 			// The mapped node runs inside the map node.
-			succ[n.Name] = append(succ[n.Name], n.MapNode.Name)
+			succ[n.Name] = append(succ[n.Name], n.MappedNode().Name)
 		}
 	}
 	return succ
@@ -182,8 +182,8 @@ func (c *checker) deadLoops(succ map[string][]string) map[string]bool {
 	g := c.g
 	mapped := map[string]bool{}
 	for _, n := range g.Nodes {
-		if n.Kind == "map" && n.MapNode.Name != "" {
-			mapped[n.MapNode.Name] = true
+		if n.MappedNode().Name != "" {
+			mapped[n.MappedNode().Name] = true
 		}
 	}
 	out := map[string]bool{}

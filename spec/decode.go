@@ -15,6 +15,7 @@ import (
 // checker decodes a schema-valid YAML tree into a Graph and checks it.
 type checker struct {
 	loader *loader
+	reg    *Registry // custom kinds, nil for none
 	file   string
 	dir    string
 	errs   *ErrorList
@@ -364,11 +365,11 @@ func (c *checker) decodeEdges(n *yaml.Node) {
 			}
 			c.nodeRef(t, false)
 		}
-		if node.Kind == "map" && node.MapNode.Name != "" {
-			if node.MapNode.Name == node.Name {
-				c.errs.Add(node.MapNode.Pos, "nodes.%s.node: a map node cannot map itself", node.Name)
+		if node.MappedNode().Name != "" {
+			if node.MappedNode().Name == node.Name {
+				c.errs.Add(node.MappedNode().Pos, "nodes.%s.node: a map node cannot map itself", node.Name)
 			} else {
-				c.nodeRef(node.MapNode, false)
+				c.nodeRef(node.MappedNode(), false)
 			}
 		}
 	}

@@ -3,7 +3,9 @@ package spec
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/expr-lang/expr/types"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -114,78 +116,137 @@ func (c *checker) decodeTools(n *yaml.Node) {
 		} else {
 			t.Parameters = map[string]any{"type": "object", "properties": map[string]any{}}
 		}
-		argsEnv := types.Map{"args": types.TypeOf(map[string]any{})}
-		need := func(key string) {
-			if tm.get(key) == nil {
-				c.errs.Add(t.Pos, "%s: kind %s needs %s", path, t.Kind, key)
-			}
+		decl, known := builtinToolDecl(t.Kind)
+		if !known {
+			decl, known = c.reg.toolKind(t.Kind)
 		}
-		allowed := map[string][]string{
-			"expr": {"expr"},
-			"http": {"method", "url", "body", "headers_env", "allow_hosts", "max_output_bytes"},
-			"exec": {"command", "max_output_bytes"},
-		}[t.Kind]
+		var allowed []string
+		for _, s := range decl.Settings {
+			allowed = append(allowed, s.Name)
+		}
 		for _, key := range tm.keys {
-			switch key.Value {
-			case "kind", "description", "parameters", "timeout":
+			if contains(commonToolKeys, key.Value) || contains(allowed, key.Value) {
 				continue
 			}
-			if !contains(allowed, key.Value) {
-				c.errs.Add(c.pos(key), "%s: key %q is not used by tool kind %s", path, key.Value, t.Kind)
+			msg := fmt.Sprintf("%s: key %q is not used by tool kind %s", path, key.Value, t.Kind)
+			if s := suggest(key.Value, append(slices.Clone(commonToolKeys), allowed...)); s != "" {
+				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
+			c.errs.Add(c.pos(key), "%s", msg)
 		}
-		switch t.Kind {
-		case "expr":
-			need("expr")
-			t.Expr = c.ec.compile(tm.get("expr"), path+".expr", argsEnv, nil)
-		case "http":
-			need("url")
-			t.Method = "GET"
-			if v := tm.get("method"); v != nil {
-				t.Method = v.Value
-			}
-			t.URL = c.ec.compile(tm.get("url"), path+".url", argsEnv, wantString)
-			t.Body = c.ec.compile(tm.get("body"), path+".body", argsEnv, nil)
-			if hn := tm.get("headers_env"); hn != nil {
-				t.HeadersEnv = map[string]string{}
-				_ = hn.Decode(&t.HeadersEnv)
-			}
-			for _, h := range nameRefs(c.file, tm.get("allow_hosts")) {
-				t.AllowHosts = append(t.AllowHosts, h.Name)
-			}
-			if len(t.AllowHosts) == 0 {
-				c.errs.Add(t.Pos, "%s: http tools need allow_hosts (the hosts the tool may call)", path)
-			}
-		case "exec":
-			need("command")
-			if cn := tm.get("command"); cn != nil {
-				_ = cn.Decode(&t.Command)
+		switch {
+		case decl.decode != nil:
+			decl.decode(c, t, tm, path)
+		case known:
+			var ok bool
+			t.Settings, ok = c.decodeSettings(t.Pos, path, decl.Name, decl.Settings, tm)
+			if ok && decl.Check != nil {
+				c.settingErrors(decl.Check(t.Settings), t.Pos, path, tm)
 			}
 		}
 		t.Timeout = c.duration(tm.get("timeout"), path+".timeout")
-		if v := tm.get("max_output_bytes"); v != nil {
-			_ = v.Decode(&t.MaxOutputBytes)
-		}
 		c.g.Tools[k.Value] = t
+	}
+	// Go tools of the registry are the graph's too, unless it declares a
+	// tool of the same name itself.
+	for _, t := range c.reg.goTools(c.g.Tools) {
+		c.g.Tools[t.Name] = t
+	}
+}
+
+// toolArgsEnv is what a tool's expressions see: the call's arguments.
+var toolArgsEnv = types.Map{"args": types.TypeOf(map[string]any{})}
+
+// needToolKey reports a tool of tm without the setting key.
+func (c *checker) needToolKey(t *Tool, tm *mapping, path, key string) {
+	if tm.get(key) == nil {
+		c.errs.Add(t.Pos, "%s: kind %s needs %s", path, t.Kind, key)
+	}
+}
+
+// decodeExprTool decodes an expr tool.
+func (c *checker) decodeExprTool(t *Tool, tm *mapping, path string) {
+	c.needToolKey(t, tm, path, "expr")
+	t.Expr = c.ec.compile(tm.get("expr"), path+".expr", toolArgsEnv, nil)
+}
+
+// decodeHTTPTool decodes an http tool.
+func (c *checker) decodeHTTPTool(t *Tool, tm *mapping, path string) {
+	c.needToolKey(t, tm, path, "url")
+	t.Method = "GET"
+	if v := tm.get("method"); v != nil {
+		t.Method = v.Value
+	}
+	t.URL = c.ec.compileTemplate(tm.get("url"), path+".url", "url", toolArgsEnv)
+	t.Body = c.ec.compile(tm.get("body"), path+".body", toolArgsEnv, nil)
+	if hn := tm.get("headers_env"); hn != nil {
+		t.HeadersEnv = map[string]string{}
+		_ = hn.Decode(&t.HeadersEnv)
+	}
+	for _, h := range nameRefs(c.file, tm.get("allow_hosts")) {
+		t.AllowHosts = append(t.AllowHosts, h.Name)
+	}
+	if len(t.AllowHosts) == 0 {
+		c.errs.Add(t.Pos, "%s: http tools need allow_hosts (the hosts the tool may call)", path)
+	}
+	c.maxOutput(t, tm)
+}
+
+// decodeExecTool decodes an exec tool.
+func (c *checker) decodeExecTool(t *Tool, tm *mapping, path string) {
+	c.needToolKey(t, tm, path, "command")
+	if cn := tm.get("command"); cn != nil {
+		_ = cn.Decode(&t.Command)
+	}
+	c.maxOutput(t, tm)
+}
+
+func (c *checker) maxOutput(t *Tool, tm *mapping) {
+	if v := tm.get("max_output_bytes"); v != nil {
+		_ = v.Decode(&t.MaxOutputBytes)
 	}
 }
 
 // CheckJSONSchema reports whether s compiles as a JSON Schema.
 func CheckJSONSchema(s map[string]any) error {
+	_, err := compileJSONSchema(s)
+	return err
+}
+
+func compileJSONSchema(s map[string]any) (*jsonschema.Schema, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	jc := jsonschema.NewCompiler()
 	if err := jc.AddResource("mem:///schema.json", doc); err != nil {
-		return err
+		return nil, err
 	}
-	_, err = jc.Compile("mem:///schema.json")
-	return err
+	return jc.Compile("mem:///schema.json")
+}
+
+// matchesSchema reports whether v (a decoded setting) is valid against
+// the JSON Schema s (nil accepts anything). A mismatch is reported by the
+// validation of the whole file against the graph schema, where the
+// setting's schema is.
+func matchesSchema(s map[string]any, v any) bool {
+	if s == nil {
+		return true
+	}
+	sch, err := compileJSONSchema(s)
+	if err != nil {
+		return false
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return false
+	}
+	jv, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	return err == nil && sch.Validate(jv) == nil
 }
 
 func contains(list []string, s string) bool {

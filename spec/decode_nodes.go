@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -11,15 +12,15 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// kindKeys lists the settings each node kind uses, besides the common ones.
-var kindKeys = map[string][]string{
-	"set":       {"set"},
-	"noop":      {},
-	"interrupt": {"payload", "resume"},
-	"llm":       {"model", "system", "prompt", "messages", "tools", "output", "store", "trim"},
-	"tools":     {"messages", "tools", "parallel"},
-	"subgraph":  {"graph", "input", "output_map"},
-	"map":       {"over", "node", "graph", "concurrency", "item_as", "input", "output_map"},
+func declKeys(decls []NodeKindDecl) map[string][]string {
+	out := map[string][]string{}
+	for _, d := range decls {
+		out[d.Name] = []string{}
+		for _, s := range d.Settings {
+			out[d.Name] = append(out[d.Name], s.Name)
+		}
+	}
+	return out
 }
 
 var commonNodeKeys = []string{"kind", "description", "timeout", "retry", "goto", "goto_paths"}
@@ -35,12 +36,20 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 			continue
 		}
 		node := &Node{Name: name, Pos: c.pos(k), Kind: scalar(nm.get("kind")), Description: scalar(nm.get("description"))}
+		decl, known := builtinNodeDecl(node.Kind)
+		if !known {
+			decl, known = c.reg.nodeKind(node.Kind)
+		}
+		var keys []string
+		for _, s := range decl.Settings {
+			keys = append(keys, s.Name)
+		}
 		for _, key := range nm.keys {
-			if contains(commonNodeKeys, key.Value) || contains(kindKeys[node.Kind], key.Value) {
+			if contains(commonNodeKeys, key.Value) || contains(keys, key.Value) {
 				continue
 			}
 			msg := fmt.Sprintf("%s: key %q is not used by kind %s", path, key.Value, node.Kind)
-			if s := suggest(key.Value, append(append([]string{}, commonNodeKeys...), kindKeys[node.Kind]...)); s != "" {
+			if s := suggest(key.Value, append(append([]string{}, commonNodeKeys...), keys...)); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
 			c.errs.Add(c.pos(key), "%s", msg)
@@ -56,24 +65,91 @@ func (c *checker) decodeNodes(n *yaml.Node) {
 		if node.Goto == nil && nm.get("goto_paths") != nil && nm.get("goto") == nil {
 			c.errs.Add(c.pos(nm.kpos["goto_paths"]), "%s: goto_paths without goto", path)
 		}
-		switch node.Kind {
-		case "set":
-			c.decodeSet(node, nm, path)
-		case "interrupt":
-			node.Payload = c.ec.compile(nm.get("payload"), path+".payload", c.env, nil)
-			if r := nm.get("resume"); r != nil {
-				node.Resume = r.Value
-				if c.fieldRef(r, path+".resume") != nil {
-					node.Writes = append(node.Writes, r.Value)
-				}
-			}
-		case "llm", "tools":
-			c.decodeLLM(node, nm, path)
-		case "subgraph", "map":
-			c.decodeComposite(node, nm, path)
+		switch {
+		case decl.decode != nil:
+			decl.decode(c, node, nm, path)
+		case known:
+			c.decodeCustom(node, decl, nm, path)
 		}
 		c.g.Nodes[name] = node
 		c.g.NodeOrder = append(c.g.NodeOrder, name)
+	}
+}
+
+// decodeInterrupt decodes an interrupt node.
+func (c *checker) decodeInterrupt(node *Node, nm *mapping, path string) {
+	cfg := &InterruptConfig{Payload: c.ec.compile(nm.get("payload"), path+".payload", c.env, nil)}
+	node.Config = cfg
+	if r := nm.get("resume"); r != nil {
+		cfg.Resume = r.Value
+		if c.fieldRef(r, path+".resume") != nil {
+			node.Writes = append(node.Writes, r.Value)
+		}
+	}
+}
+
+// decodeCustom decodes the settings of a node of a registered kind.
+func (c *checker) decodeCustom(node *Node, d NodeKindDecl, nm *mapping, path string) {
+	settings, ok := c.decodeSettings(node.Pos, path, d.Name, d.Settings, nm)
+	cfg := &CustomConfig{Settings: settings}
+	node.Config = cfg
+	for _, f := range d.Writes {
+		if c.g.Field(f) == nil {
+			c.unknownField(node.Pos, path, f)
+			continue
+		}
+		node.Writes = append(node.Writes, f)
+	}
+	if ok && d.Check != nil {
+		c.settingErrors(d.Check(cfg.Settings, c.g.Field), node.Pos, path, nm)
+	}
+}
+
+// decodeSettings decodes the declared settings of a node or tool of a
+// registered kind at pos: the values given, the defaults of those not
+// given, and an error for each required one missing. ok is false when one
+// is missing or does not match its schema (which the validation against
+// the graph schema reports): the kind's Check then does not run, so it
+// sees only settings of their declared types.
+func (c *checker) decodeSettings(pos Pos, path, kind string, decls []Setting, nm *mapping) (settings map[string]any, ok bool) {
+	out := map[string]any{}
+	ok = true
+	for _, s := range decls {
+		v := nm.get(s.Name)
+		switch {
+		case v != nil:
+			conv := valueConv{file: c.file, errs: c.errs}
+			out[s.Name] = conv.value(v)
+			ok = ok && matchesSchema(s.Schema, out[s.Name])
+		case s.Required:
+			c.errs.Add(pos, "%s: kind %s needs %s", path, kind, s.Name)
+			ok = false
+		case s.Default != nil:
+			out[s.Name] = Normalize(DeepCopy(s.Default))
+		}
+	}
+	return out, ok
+}
+
+// settingErrors reports the errors of a kind's Check (several with
+// errors.Join): at pos, or a [*SettingError] at the setting's value.
+func (c *checker) settingErrors(err error, pos Pos, path string, nm *mapping) {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else if err != nil {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var se *SettingError
+		at, where := pos, path
+		if errors.As(e, &se) {
+			if v := nm.get(se.Setting); v != nil {
+				at, where = c.pos(v), path+"."+se.Setting
+			}
+			e = se.Err
+		}
+		c.errs.Add(at, "%s: %v", where, e)
 	}
 }
 
@@ -101,6 +177,8 @@ func (c *checker) unknownField(pos Pos, path, name string) {
 }
 
 func (c *checker) decodeSet(node *Node, nm *mapping, path string) {
+	cfg := &SetConfig{}
+	node.Config = cfg
 	sn := nm.get("set")
 	if sn == nil {
 		c.errs.Add(node.Pos, "%s: kind set needs set (field: expression)", path)
@@ -117,58 +195,64 @@ func (c *checker) decodeSet(node *Node, nm *mapping, path string) {
 			continue
 		}
 		e := c.ec.compile(sm.get(k.Value), path+".set."+k.Value, c.env, wantWrite(f))
-		node.Set = append(node.Set, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
+		cfg.Set = append(cfg.Set, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
 		node.Writes = append(node.Writes, k.Value)
 	}
 }
 
 func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
 	// messages field: explicit, or "messages" when declared.
+	var messages string
+	var tools []NameRef
 	if mn := nm.get("messages"); mn != nil {
 		if f := c.fieldRef(mn, path+".messages"); f != nil && f.Type.Kind != KindMessages {
 			c.errs.Add(c.pos(mn), "%s.messages: field %q is %s, want messages", path, f.Name, f.Type)
 		}
-		node.Messages = mn.Value
+		messages = mn.Value
 	} else if f := c.g.Field("messages"); f != nil && f.Type.Kind == KindMessages {
-		node.Messages = "messages"
+		messages = "messages"
 	}
 	for _, t := range nameRefs(c.file, nm.get("tools")) {
 		if c.g.Tools[t.Name] == nil {
 			c.unknownRef(t, "tool", SortedKeys(c.g.Tools))
 			continue
 		}
-		node.Tools = append(node.Tools, t)
+		tools = append(tools, t)
 	}
 	if node.Kind == "tools" {
-		if node.Messages == "" {
+		cfg := &ToolsConfig{Messages: messages, Tools: tools}
+		node.Config = cfg
+		if cfg.Messages == "" {
 			c.errs.Add(node.Pos, "%s: kind tools needs a messages field (declare messages: {type: messages} or set messages:)", path)
 		}
 		if nm.get("tools") == nil {
 			for _, name := range SortedKeys(c.g.Tools) {
-				node.Tools = append(node.Tools, NameRef{Name: name, Pos: node.Pos})
+				cfg.Tools = append(cfg.Tools, NameRef{Name: name, Pos: node.Pos})
 			}
 		}
-		node.Parallel = true
+		cfg.Parallel = true
 		if v := nm.get("parallel"); v != nil {
-			_ = v.Decode(&node.Parallel)
+			_ = v.Decode(&cfg.Parallel)
 		}
-		if node.Messages != "" {
-			node.Writes = append(node.Writes, node.Messages)
+		if cfg.Messages != "" {
+			node.Writes = append(node.Writes, cfg.Messages)
 		}
 		return
 	}
+	cfg := &LLMConfig{Messages: messages, Tools: tools}
+	node.Config = cfg
 	mn := nm.get("model")
 	if mn == nil {
 		c.errs.Add(node.Pos, "%s: kind llm needs model", path)
 	} else {
-		node.Model = NameRef{Name: mn.Value, Pos: c.pos(mn)}
+		cfg.Model = NameRef{Name: mn.Value, Pos: c.pos(mn)}
 		if c.g.Models[mn.Value] == nil {
-			c.unknownRef(node.Model, "model", SortedKeys(c.g.Models))
+			c.unknownRef(cfg.Model, "model", SortedKeys(c.g.Models))
 		}
 	}
-	node.System = c.ec.compile(nm.get("system"), path+".system", c.env, wantString)
-	node.Prompt = c.ec.compile(nm.get("prompt"), path+".prompt", c.env, wantString)
-	if node.Messages == "" && node.Prompt == nil {
+	cfg.System = c.ec.compileTemplate(nm.get("system"), path+".system", "system", c.env)
+	cfg.Prompt = c.ec.compileTemplate(nm.get("prompt"), path+".prompt", "prompt", c.env)
+	if cfg.Messages == "" && nm.get("prompt") == nil {
 		c.errs.Add(node.Pos, "%s: kind llm needs a prompt or a messages field", path)
 	}
 	if sn := nm.get("store"); sn != nil {
@@ -176,18 +260,18 @@ func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
 			if f.Type.Kind != KindString && f.Type.Kind != KindAny {
 				c.errs.Add(c.pos(sn), "%s.store: field %q is %s, want string", path, f.Name, f.Type)
 			}
-			node.Store = sn.Value
+			cfg.Store = sn.Value
 			node.Writes = append(node.Writes, sn.Value)
 		}
 	}
 	if tn := nm.get("trim"); tn != nil {
 		tm := asMapping(tn)
 		if v := tm.get("keep_last"); v != nil {
-			_ = v.Decode(&node.TrimKeepLast)
+			_ = v.Decode(&cfg.TrimKeepLast)
 		}
-		node.TrimSystem = true
+		cfg.TrimSystem = true
 		if v := tm.get("keep_system"); v != nil {
-			_ = v.Decode(&node.TrimSystem)
+			_ = v.Decode(&cfg.TrimSystem)
 		}
 	}
 	if on := nm.get("output"); on != nil {
@@ -195,17 +279,17 @@ func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
 		if sn := om.get("schema"); sn != nil {
 			var conv valueConv
 			conv.file, conv.errs = c.file, c.errs
-			node.OutputSchema, _ = conv.value(sn).(map[string]any)
-			if err := CheckJSONSchema(node.OutputSchema); err != nil {
+			cfg.OutputSchema, _ = conv.value(sn).(map[string]any)
+			if err := CheckJSONSchema(cfg.OutputSchema); err != nil {
 				c.errs.Add(c.pos(sn), "%s.output.schema: not a valid JSON Schema: %v", path, err)
 			}
 		}
 		if v := om.get("strict"); v != nil {
-			_ = v.Decode(&node.OutputStrict)
+			_ = v.Decode(&cfg.OutputStrict)
 		}
-		node.OutputTries = 2
+		cfg.OutputTries = 2
 		if v := om.get("max_attempts"); v != nil {
-			_ = v.Decode(&node.OutputTries)
+			_ = v.Decode(&cfg.OutputTries)
 		}
 		env := types.Map{"state": c.env["state"], "reply": types.Any}
 		fm := asMapping(om.get("fields"))
@@ -216,42 +300,67 @@ func (c *checker) decodeLLM(node *Node, nm *mapping, path string) {
 				continue
 			}
 			e := c.ec.compile(fm.get(k.Value), path+".output.fields."+k.Value, env, wantWrite(f))
-			node.OutputFields = append(node.OutputFields, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
+			cfg.OutputFields = append(cfg.OutputFields, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
 			node.Writes = append(node.Writes, k.Value)
 		}
-		if node.OutputSchema == nil && len(node.OutputFields) > 0 {
+		if cfg.OutputSchema == nil && len(cfg.OutputFields) > 0 {
 			c.errs.Add(c.pos(on), "%s.output: fields need a schema for the reply", path)
 		}
 	}
-	if node.Messages != "" {
-		node.Writes = append(node.Writes, node.Messages)
+	if cfg.Messages != "" {
+		node.Writes = append(node.Writes, cfg.Messages)
 	}
 }
 
+// unknownRef reports a reference to an undeclared node, tool or model,
+// with the closest name and the names that would do.
 func (c *checker) unknownRef(r NameRef, what string, names []string) {
 	msg := fmt.Sprintf("unknown %s %q", what, r.Name)
 	if s := suggest(r.Name, names); s != "" {
 		msg += fmt.Sprintf("; did you mean %q?", s)
-	} else if len(names) == 0 {
+	}
+	if len(names) == 0 {
 		msg += fmt.Sprintf(" (no %ss are declared)", what)
+	} else {
+		msg += fmt.Sprintf(" (known %ss: %s)", what, nameList(names, maxListedNames))
 	}
 	c.errs.Add(r.Pos, "%s", msg)
 }
 
+// maxListedNames bounds the names a diagnostic lists.
+const maxListedNames = 12
+
+// nameList joins names with ", ", eliding past max.
+func nameList(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
+}
+
 func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
+	var cc *ChildConfig
+	var mc *MapConfig
 	if node.Kind == "map" {
-		node.Over = c.ec.compile(nm.get("over"), path+".over", c.env, wantList)
+		mc = &MapConfig{}
+		node.Config, cc = mc, &mc.ChildConfig
+	} else {
+		sc := &SubgraphConfig{}
+		node.Config, cc = sc, &sc.ChildConfig
+	}
+	if node.Kind == "map" {
+		mc.Over = c.ec.compile(nm.get("over"), path+".over", c.env, wantList)
 		if nm.get("over") == nil {
 			c.errs.Add(node.Pos, "%s: kind map needs over (a list expression)", path)
 		}
-		node.MapLimit = 8
+		mc.MapLimit = 8
 		if v := nm.get("concurrency"); v != nil {
-			_ = v.Decode(&node.MapLimit)
+			_ = v.Decode(&mc.MapLimit)
 		}
 		if v := nm.get("node"); v != nil {
-			node.MapNode = NameRef{Name: v.Value, Pos: c.pos(v)}
+			mc.MapNode = NameRef{Name: v.Value, Pos: c.pos(v)}
 		}
-		node.ItemAs = scalar(nm.get("item_as"))
+		mc.ItemAs = scalar(nm.get("item_as"))
 		if in := nm.get("item_as"); in != nil && nm.get("node") != nil {
 			// node form: the item is written into this graph's field for each run.
 			c.fieldRef(in, path+".item_as")
@@ -276,10 +385,10 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 			c.errs.Add(node.Pos, "%s: kind subgraph needs graph (a graph file)", path)
 		}
 	} else {
-		node.GraphPath = c.resolve(gn.Value)
-		c.loadChild(node, gn, path)
+		cc.GraphPath = c.resolve(gn.Value)
+		c.loadChild(cc.GraphPath, gn, path)
 	}
-	child := c.g.Subgraphs[node.GraphPath]
+	child := c.g.Subgraphs[cc.GraphPath]
 	if child != nil && node.Kind == "subgraph" {
 		// Routes from inside the child to this graph's nodes ("^name")
 		// become routes of the subgraph node itself.
@@ -295,8 +404,8 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 	if node.Kind == "map" {
 		inEnv = types.Map{"state": c.env["state"], "item": types.Any, "index": types.Int}
 	}
-	if child != nil && node.Kind == "map" && node.ItemAs != "" && child.Field(node.ItemAs) == nil {
-		c.errs.Add(c.pos(nm.get("item_as")), "%s.item_as: child graph has no field %q", path, node.ItemAs)
+	if child != nil && node.Kind == "map" && mc.ItemAs != "" && child.Field(mc.ItemAs) == nil {
+		c.errs.Add(c.pos(nm.get("item_as")), "%s.item_as: child graph has no field %q", path, mc.ItemAs)
 	}
 	im := asMapping(nm.get("input"))
 	for _, k := range im.keys {
@@ -310,10 +419,10 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 			want = wantAssign(cf)
 		}
 		e := c.ec.compile(im.get(k.Value), path+".input."+k.Value, inEnv, want)
-		node.Input = append(node.Input, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
+		cc.Input = append(cc.Input, &Assign{Field: k.Value, Pos: c.pos(k), Expr: e})
 	}
 	if on := nm.get("output_map"); on != nil {
-		node.OutputMap = map[string]string{}
+		cc.OutputMap = map[string]string{}
 		om := asMapping(on)
 		for _, k := range om.keys {
 			pf := c.g.Field(k.Value)
@@ -332,7 +441,7 @@ func (c *checker) decodeComposite(node *Node, nm *mapping, path string) {
 					c.errs.Add(c.pos(v), "%s.output_map.%s: child field %q is %s, parent field %q is %s", path, k.Value, v.Value, cf.Type, pf.Name, pf.Type)
 				}
 			}
-			node.OutputMap[k.Value] = v.Value
+			cc.OutputMap[k.Value] = v.Value
 			node.Writes = append(node.Writes, k.Value)
 		}
 	} else if child != nil {
@@ -369,8 +478,7 @@ func typesAgree(a, b Type) bool {
 	return a.Kind != KindList || a.Items == b.Items || a.Items == "" || b.Items == "" || a.Items == KindAny || b.Items == KindAny
 }
 
-func (c *checker) loadChild(node *Node, gn *yaml.Node, path string) {
-	p := node.GraphPath
+func (c *checker) loadChild(p string, gn *yaml.Node, path string) {
 	abs, _ := filepath.Abs(p)
 	if c.loader.stack[abs] {
 		c.errs.Add(c.pos(gn), "%s.graph: %s includes itself (subgraph cycle)", path, gn.Value)

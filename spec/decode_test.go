@@ -139,18 +139,18 @@ func TestDecodeModelsAndTools(t *testing.T) {
 	if clock := g.Tools["clock"]; !reflect.DeepEqual(clock.Command, []string{"date", "-u"}) || clock.Timeout != 5*time.Second {
 		t.Errorf("tool clock: %+v", clock)
 	}
-	ask := g.Nodes["ask"]
+	ask := g.Nodes["ask"].Config.(*spec.LLMConfig)
 	if ask.Messages != "messages" || ask.Model.Name != "mock" || len(ask.Tools) != 3 || ask.TrimKeepLast != 20 || !ask.TrimSystem {
 		t.Errorf("node ask: %+v", ask)
 	}
-	grade := g.Nodes["grade"]
+	grade := g.Nodes["grade"].Config.(*spec.LLMConfig)
 	if grade.Store != "answer" || len(grade.OutputFields) != 2 || !grade.OutputStrict || grade.OutputTries != 2 || grade.OutputSchema == nil {
 		t.Errorf("node grade: %+v", grade)
 	}
-	if act := g.Nodes["act"]; !act.Parallel || act.Kind != "tools" {
+	if act, ok := g.Nodes["act"].Config.(*spec.ToolsConfig); !ok || !act.Parallel || g.Nodes["act"].Kind != "tools" {
 		t.Errorf("node act: %+v", act)
 	}
-	if approve := g.Nodes["approve"]; approve.Resume != "approved" || approve.Payload == nil {
+	if approve := g.Nodes["approve"].Config.(*spec.InterruptConfig); approve.Resume != "approved" || approve.Payload == nil {
 		t.Errorf("node approve: %+v", approve)
 	}
 	if targetNames(g.Interrupts.Before)[0] != "act" || targetNames(g.Interrupts.After)[0] != "grade" {
@@ -166,15 +166,15 @@ func TestDecodeSubgraphs(t *testing.T) {
 	if len(g.Subgraphs) != 1 || g.Subgraphs["testdata/valid/sub/child.yaml"] == nil {
 		t.Fatalf("subgraphs %v", g.Subgraphs)
 	}
-	research := g.Nodes["research"]
+	research := g.Nodes["research"].Config.(*spec.SubgraphConfig)
 	if !reflect.DeepEqual(research.OutputMap, map[string]string{"summary": "summary", "score": "score"}) || len(research.Input) != 1 {
 		t.Errorf("research %+v", research)
 	}
-	each := g.Nodes["each"]
+	each := g.Nodes["each"].Config.(*spec.MapConfig)
 	if each.Over == nil || each.MapLimit != 4 || each.ItemAs != "summary" || each.GraphPath != "testdata/valid/sub/child.yaml" {
 		t.Errorf("each %+v", each)
 	}
-	if sq := g.Nodes["square_all"]; sq.MapNode.Name != "square" || sq.MapLimit != 8 {
+	if sq := g.Nodes["square_all"].Config.(*spec.MapConfig); sq.MapNode.Name != "square" || sq.MapLimit != 8 {
 		t.Errorf("square_all %+v", sq)
 	}
 }

@@ -168,3 +168,105 @@ func AsList(err error) ErrorList {
 	}
 	return ErrorList{{Msg: err.Error()}}
 }
+
+// A Frame is an error that adds context to the error it wraps: a position,
+// a text, or both. Frames render through [FormatChain], so a chain of them
+// names each piece once: the innermost position, then every frame's text.
+type Frame interface {
+	error
+	// ErrorFrame returns the frame's position (zero when it has none), its
+	// own text without the wrapped error's ("" when it adds none), and the
+	// wrapped error.
+	ErrorFrame() (pos Pos, text string, wrapped error)
+}
+
+// FormatChain renders err as "file:line:col: text: text: cause", with the
+// position of the innermost [Frame] that has one, so an error re-wrapped
+// at several layers states its position once. Wrappers that are not
+// frames (fmt.Errorf with %w) keep their text; a wrapper whose message
+// does not end with its wrapped error's is rendered as it renders itself.
+// Joined errors (errors.Join) become one line each, every line with the
+// frames around the join.
+func FormatChain(err error) string {
+	return strings.Join(formatChain(err, Pos{}, ""), "\n")
+}
+
+func formatChain(err error, pos Pos, text string) []string {
+	for err != nil {
+		if f, ok := err.(Frame); ok {
+			p, t, inner := f.ErrorFrame()
+			if p.IsValid() {
+				pos = p
+			}
+			if t != "" {
+				text += t
+				if inner != nil {
+					text += ": "
+				}
+			}
+			err = inner
+			continue
+		}
+		msg := err.Error()
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			var lines, msgs []string
+			for _, e := range j.Unwrap() {
+				if e != nil {
+					msgs = append(msgs, e.Error())
+					lines = append(lines, formatChain(e, pos, text)...)
+				}
+			}
+			if strings.Join(msgs, "\n") == msg {
+				return lines
+			}
+		}
+		if inner := errors.Unwrap(err); inner != nil {
+			if im := inner.Error(); strings.HasSuffix(msg, im) {
+				text += strings.TrimSuffix(msg, im)
+				err = inner
+				continue
+			}
+		}
+		text += msg
+		break
+	}
+	if !pos.IsValid() {
+		return []string{text}
+	}
+	return []string{pos.String() + ": " + text}
+}
+
+// ChainPos returns the position [FormatChain] puts in front of err: that
+// of the innermost [Frame] with one, or the zero Pos.
+func ChainPos(err error) Pos {
+	var pos Pos
+	for err != nil {
+		if f, ok := err.(Frame); ok {
+			p, _, inner := f.ErrorFrame()
+			if p.IsValid() {
+				pos = p
+			}
+			err = inner
+			continue
+		}
+		err = errors.Unwrap(err)
+	}
+	return pos
+}
+
+// EvalError is an expression that failed at run time.
+type EvalError struct {
+	Pos Pos
+	Src string // the expression
+	Err error  // what went wrong, without expr's own position
+}
+
+func (e *EvalError) Error() string { return FormatChain(e) }
+
+// Unwrap returns the underlying error.
+func (e *EvalError) Unwrap() error { return e.Err }
+
+// ErrorFrame implements [Frame].
+func (e *EvalError) ErrorFrame() (Pos, string, error) {
+	return e.Pos, fmt.Sprintf("evaluate %q", e.Src), e.Err
+}

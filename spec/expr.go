@@ -43,7 +43,7 @@ func (e *Expr) Eval(env map[string]any) (any, error) {
 	m := vm.VM{MemoryBudget: ExprMemoryBudget}
 	out, err := m.Run(e.Program, env)
 	if err != nil {
-		return nil, fmt.Errorf("%s: evaluate %q: %w", e.Pos, e.Src, trimExprErr(err))
+		return nil, &EvalError{Pos: e.Pos, Src: e.Src, Err: trimExprErr(err)}
 	}
 	return Normalize(out), nil
 }
@@ -160,20 +160,38 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 		c.errs.Add(pos, "%s: want an expression (a string), got %s", path, kindName(n))
 		return nil
 	}
-	src := n.Value
-	if strings.TrimSpace(src) == "" {
+	if strings.TrimSpace(n.Value) == "" {
 		c.errs.Add(pos, "%s: empty expression", path)
 		return nil
 	}
+	return c.compileAt(n, n.Value, 0, path, env, want)
+}
+
+// compileAt compiles src, the part of the scalar n's value that starts at
+// rune offset off, and reports its errors at their place in the file. The
+// expression's Pos is where src starts.
+func (c *exprCompiler) compileAt(n *yaml.Node, src string, off int, path string, env types.Map, want func(reflect.Type) string) *Expr {
+	pos := c.offsetPos(n, off)
+	if off == 0 {
+		pos = nodePos(c.file, n)
+	}
 	if line, col, ok := nestingTooDeep(src, ExprMaxDepth); ok {
-		c.errs.Add(c.exprPos(n, line, col), "%s: brackets nest more than %d deep", path, ExprMaxDepth)
+		c.errs.Add(c.offsetPos(n, off+valueOffset([]rune(src), line, col)), "%s: brackets nest more than %d deep", path, ExprMaxDepth)
 		return nil
 	}
 	prog, err := c.compileSrc(src, env)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
-			c.errs.errAt(c.exprPos(n, fe.Line, fe.Column), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
+			style := n.Style
+			if off != 0 || src != n.Value {
+				style = 0 // a part of the scalar: its quotes are not around src
+			}
+			if mk, ok := findMistake(fe, src, style, env); ok {
+				c.errs.errAt(c.offsetPos(n, off+valueOffset([]rune(src), mk.line, mk.col)), fmt.Sprintf("%s: %s", path, mk.msg), err)
+			} else {
+				c.errs.errAt(c.offsetPos(n, off+valueOffset([]rune(src), fe.Line, fe.Column)), fmt.Sprintf("%s: %s", path, c.exprMessage(fe, src, env)), err)
+			}
 		} else {
 			c.errs.Add(pos, "%s: %v", path, err)
 		}
@@ -188,6 +206,9 @@ func (c *exprCompiler) compile(n *yaml.Node, path string, env types.Map, want fu
 			c.errs.Add(pos, "%s: %s", path, msg)
 			return nil
 		}
+	}
+	if mk, ok := literalPlaceholder(src); ok {
+		*c.errs = append(*c.errs, &Error{Pos: c.offsetPos(n, off+valueOffset([]rune(src), mk.line, mk.col)), Severity: SevWarning, Msg: fmt.Sprintf("%s: %s", path, mk.msg)})
 	}
 	return &Expr{Src: src, Pos: pos, Program: prog}
 }
@@ -307,13 +328,13 @@ func exprMessage(m string) string {
 	return m
 }
 
-// exprPos maps an expr error location (1-based line, 0-based rune column
-// in the scalar's value) onto the YAML file. It walks the scalar's source
-// alongside its value, so quotes, escapes, folded line breaks and block
-// indentation all land on the right character.
-func (c *exprCompiler) exprPos(n *yaml.Node, line, col int) Pos {
+// offsetPos maps rune offset off of the scalar n's value onto the file
+// (an expr error's 1-based line and 0-based rune column become an offset
+// with valueOffset). It walks the scalar's source alongside its value, so
+// quotes, escapes, folded line breaks and block indentation all land on the
+// right character.
+func (c *exprCompiler) offsetPos(n *yaml.Node, off int) Pos {
 	val := []rune(n.Value)
-	off := valueOffset(val, line, col)
 	// Where the value starts in the source (0-based line and rune column).
 	l, sc := n.Line-1, n.Column-1
 	switch n.Style {
@@ -367,6 +388,9 @@ func (c *exprCompiler) exprPos(n *yaml.Node, line, col int) Pos {
 		default: // indentation, trailing blanks, a carriage return
 			sc++
 		}
+	}
+	if len(c.src) == 0 {
+		return nodePos(c.file, n)
 	}
 	if l >= len(c.src) {
 		l = len(c.src) - 1
@@ -428,13 +452,6 @@ func kindOfType(t reflect.Type) Kind {
 func wantBool(t reflect.Type) string {
 	if k := kindOfType(t); k != "" && k != KindBool {
 		return fmt.Sprintf("condition must yield bool, got %s", k)
-	}
-	return ""
-}
-
-func wantString(t reflect.Type) string {
-	if k := kindOfType(t); k != "" && k != KindString {
-		return fmt.Sprintf("must yield a string, got %s", k)
 	}
 	return ""
 }

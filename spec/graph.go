@@ -120,7 +120,8 @@ type Retry struct {
 	MaxBackoff     time.Duration
 }
 
-// Node is a node of the graph. Which settings are set depends on Kind.
+// Node is a node of the graph: the settings every kind has, and in Config
+// the part only its kind has (see [NodeConfig]).
 type Node struct {
 	Name        string
 	Pos         Pos // of the name key
@@ -131,17 +132,37 @@ type Node struct {
 	Goto        *Expr
 	GotoPaths   []NameRef
 
-	// kind set
-	Set []*Assign
-	// kind interrupt
-	Payload *Expr
-	Resume  string
+	// Config is the part of the node only its kind has (nil for noop).
+	Config NodeConfig
 
-	// kind llm and tools
+	// Writes lists the state fields this node may write, for conflict checks and docs.
+	Writes []string
+}
+
+// NodeConfig is the part of a [Node] only its kind has: *SetConfig (set),
+// *InterruptConfig (interrupt), *LLMConfig (llm), *ToolsConfig (tools),
+// *SubgraphConfig (subgraph), *MapConfig (map) or *CustomConfig (a kind
+// of a [Registry]). The noop kind has none. A checked graph's nodes always
+// carry the type of their kind.
+type NodeConfig interface{ nodeConfig() }
+
+// SetConfig is the config of a set node.
+type SetConfig struct {
+	Set []*Assign
+}
+
+// InterruptConfig is the config of an interrupt node.
+type InterruptConfig struct {
+	Payload *Expr
+	Resume  string // field that receives the answer; "" for none
+}
+
+// LLMConfig is the config of an llm node.
+type LLMConfig struct {
 	Model        NameRef
-	System       *Expr
-	Prompt       *Expr
-	Messages     string
+	System       *Template
+	Prompt       *Template
+	Messages     string // the messages field; "" for none
 	Tools        []NameRef
 	OutputSchema map[string]any
 	OutputFields []*Assign // expressions over `reply`
@@ -150,19 +171,95 @@ type Node struct {
 	Store        string
 	TrimKeepLast int
 	TrimSystem   bool
-	Parallel     bool
+}
 
-	// kind subgraph and map
-	GraphPath string
+// ToolsConfig is the config of a tools node.
+type ToolsConfig struct {
+	Messages string
+	Tools    []NameRef
+	Parallel bool
+}
+
+// ChildConfig is what subgraph and map nodes share: the child graph and
+// how state goes in and out of it.
+type ChildConfig struct {
+	GraphPath string    // absolute; "" for a map over a node
 	Input     []*Assign // child field ← expression over the parent state (and `item`, `index` in map)
 	OutputMap map[string]string
-	Over      *Expr
-	MapNode   NameRef
-	MapLimit  int
-	ItemAs    string
+}
 
-	// Writes lists the state fields this node may write, for conflict checks and docs.
-	Writes []string
+// SubgraphConfig is the config of a subgraph node.
+type SubgraphConfig struct {
+	ChildConfig
+}
+
+// MapConfig is the config of a map node.
+type MapConfig struct {
+	ChildConfig
+	Over     *Expr
+	MapNode  NameRef // the node run per item, in node form
+	MapLimit int
+	ItemAs   string
+}
+
+// CustomConfig is the config of a node of a kind declared in a
+// [Registry]: its settings by key, values as decoded from YAML (see
+// [Normalize]), defaults filled in.
+type CustomConfig struct {
+	Settings map[string]any
+}
+
+func (*SetConfig) nodeConfig()       {}
+func (*InterruptConfig) nodeConfig() {}
+func (*LLMConfig) nodeConfig()       {}
+func (*ToolsConfig) nodeConfig()     {}
+func (*SubgraphConfig) nodeConfig()  {}
+func (*MapConfig) nodeConfig()       {}
+func (*CustomConfig) nodeConfig()    {}
+
+// ConfigOf returns n's config as a T, and whether it is one.
+func ConfigOf[T NodeConfig](n *Node) (T, bool) {
+	c, ok := n.Config.(T)
+	return c, ok
+}
+
+// Child returns the child-graph part of a subgraph or map node (nil for
+// other nodes).
+func (n *Node) Child() *ChildConfig {
+	switch c := n.Config.(type) {
+	case *SubgraphConfig:
+		return &c.ChildConfig
+	case *MapConfig:
+		return &c.ChildConfig
+	}
+	return nil
+}
+
+// ChildGraph returns the path of the graph a subgraph or map node runs
+// ("" for none).
+func (n *Node) ChildGraph() string {
+	if c := n.Child(); c != nil {
+		return c.GraphPath
+	}
+	return ""
+}
+
+// MappedNode returns the node a map node in node form runs per item (the
+// zero NameRef for other nodes).
+func (n *Node) MappedNode() NameRef {
+	if c, ok := n.Config.(*MapConfig); ok {
+		return c.MapNode
+	}
+	return NameRef{}
+}
+
+// Settings returns the settings of a node of a custom kind (nil for the
+// language's kinds).
+func (n *Node) Settings() map[string]any {
+	if c, ok := n.Config.(*CustomConfig); ok {
+		return c.Settings
+	}
+	return nil
 }
 
 // Edge is one entry of the edges list.
@@ -266,18 +363,21 @@ type Model struct {
 type Tool struct {
 	Name           string
 	Pos            Pos
-	Kind           string // expr, http, exec
+	Kind           string // expr, http, exec, go or a registered kind
 	Description    string
 	Parameters     map[string]any
 	Expr           *Expr // over `args`
 	Method         string
-	URL            *Expr
+	URL            *Template // over `args`
 	Body           *Expr
 	HeadersEnv     map[string]string
 	AllowHosts     []string
 	Command        []string
 	Timeout        time.Duration
 	MaxOutputBytes int
+	// Settings are the decoded settings of a tool of a registered kind
+	// ([Registry.AddToolKind]), defaults filled in.
+	Settings map[string]any
 }
 
 // Field returns the field named name, or nil.

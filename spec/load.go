@@ -17,6 +17,16 @@ type Options struct {
 	// The mock provider implements it (builtin.CheckFixtures); spec only
 	// knows that such files exist.
 	CheckFixtures func(path string, src []byte) ErrorList
+	// Registry declares the node kinds, Go tools and model providers the
+	// graph may use beyond the language's own; nil for none.
+	Registry *Registry
+}
+
+func (l *loader) registry() *Registry {
+	if l.opts == nil {
+		return nil
+	}
+	return l.opts.Registry
 }
 
 // LoadFile reads, validates and compiles the graph file at path. It returns
@@ -92,7 +102,7 @@ func (l *loader) parse(file string, src []byte) (*Graph, ErrorList) {
 		errs.Sort()
 		return nil, errs
 	}
-	validateSchema(file, root, v, &errs)
+	validateWith(l.registry().graphSchema(), file, root, v, &errs)
 	// Semantic checks run even when the schema found problems, so a user sees
 	// every problem at once; a semantic error at the same position as a
 	// schema error adds nothing and is dropped.
@@ -104,6 +114,7 @@ func (l *loader) parse(file string, src []byte) (*Graph, ErrorList) {
 	sum := sha256.Sum256(src)
 	c := &checker{
 		loader: l,
+		reg:    l.registry(),
 		file:   file,
 		dir:    filepath.Dir(file),
 		errs:   &errs,

@@ -24,20 +24,30 @@ var printer = message.NewPrinter(language.English)
 type embeddedSchema struct {
 	url, what string
 	src       []byte
-	once      sync.Once
-	val       *jsonschema.Schema
-	doc       any
-	err       error
+	// prep, when set, rewrites src before it is compiled.
+	prep func([]byte) ([]byte, error)
+	once sync.Once
+	val  *jsonschema.Schema
+	doc  any
+	err  error
 }
 
 var (
-	graphSchema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: schema.Graph}
+	graphSchema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: schema.Graph, prep: withoutKindRules}
 	testSchema  = &embeddedSchema{url: schema.TestURL, what: "test file", src: schema.Test}
 )
 
 func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
 	es.once.Do(func() {
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(es.src))
+		src := es.src
+		if es.prep != nil {
+			var err error
+			if src, err = es.prep(src); err != nil {
+				es.err = fmt.Errorf("prepare embedded %s schema: %w", es.what, err)
+				return
+			}
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(src))
 		if err != nil {
 			es.err = fmt.Errorf("parse embedded %s schema: %w", es.what, err)
 			return
@@ -53,13 +63,8 @@ func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
 	return es.val, es.err
 }
 
-// validateSchema checks the decoded value of a graph file against the JSON
-// Schema and reports each violation at the YAML position it refers to.
-func validateSchema(file string, root *yaml.Node, v any, errs *ErrorList) {
-	validateWith(graphSchema, file, root, v, errs)
-}
-
-// validateWith checks v against the embedded schema es.
+// validateWith checks the decoded value v of a file against the JSON Schema
+// es and reports each violation at the YAML position it refers to.
 func validateWith(es *embeddedSchema, file string, root *yaml.Node, v any, errs *ErrorList) {
 	sch, err := es.load()
 	if err != nil {

@@ -485,7 +485,7 @@ func (tc *testChecker) expect(c *TestCase, n *yaml.Node, path string) {
 func (tc *testChecker) unknownNode(path, name string) string {
 	msg := fmt.Sprintf("%s: graph %s has no node %q", path, tc.g.Name, name)
 	for _, n := range tc.g.NodeOrder {
-		if child := tc.g.Subgraphs[tc.g.Nodes[n].GraphPath]; child != nil && hasNodeDeep(child, name) {
+		if child := tc.g.Subgraphs[tc.g.Nodes[n].ChildGraph()]; child != nil && hasNodeDeep(child, name) {
 			return msg + fmt.Sprintf("; it runs inside node %q (a %s), which the case names instead", n, tc.g.Nodes[n].Kind)
 		}
 	}

@@ -72,18 +72,22 @@ func (t Type) Zero() any {
 	return nil
 }
 
-// MessageType is the expr type of one chat message.
-var MessageType = types.Map{
-	"id":           types.String,
-	"role":         types.String,
-	"content":      types.String,
-	"name":         types.String,
-	"tool_call_id": types.String,
-	"tool_calls": types.Array(types.Map{
-		"id":        types.String,
-		"name":      types.String,
-		"arguments": types.String,
-	}),
+// MessageType returns the expr type of one chat message. Each call returns
+// a new value: there is no package-level type a caller could change under
+// every graph of the process.
+func MessageType() types.Map {
+	return types.Map{
+		"id":           types.String,
+		"role":         types.String,
+		"content":      types.String,
+		"name":         types.String,
+		"tool_call_id": types.String,
+		"tool_calls": types.Array(types.Map{
+			"id":        types.String,
+			"name":      types.String,
+			"arguments": types.String,
+		}),
+	}
 }
 
 // ExprType returns the expr type used to type-check expressions over a value of type t.
@@ -102,7 +106,7 @@ func (t Type) ExprType() types.Type {
 	case KindObject:
 		return types.TypeOf(map[string]any{})
 	case KindMessages:
-		return types.Array(MessageType)
+		return types.Array(MessageType())
 	}
 	return types.Any
 }

@@ -32,7 +32,8 @@ func parseYAML(file string, src []byte, errs *ErrorList) *yaml.Node {
 			errs.Add(Pos{File: file, Line: 1, Col: 1}, "empty graph file")
 			return nil
 		}
-		errs.Add(yamlErrorPos(file, src, err), "%s", yamlErrorMsg(err))
+		pos, msg := yamlError(file, src, err)
+		errs.Add(pos, "%s", msg)
 		return nil
 	}
 	var extra yaml.Node
@@ -62,7 +63,8 @@ func ParseYAML(file string, src []byte) (*yaml.Node, ErrorList) {
 		if err == io.EOF {
 			return nil, nil
 		}
-		errs.Add(yamlErrorPos(file, src, err), "%s", yamlErrorMsg(err))
+		pos, msg := yamlError(file, src, err)
+		errs.Add(pos, "%s", msg)
 		return nil, errs
 	}
 	var extra yaml.Node
@@ -76,6 +78,148 @@ func ParseYAML(file string, src []byte) (*yaml.Node, ErrorList) {
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
+
+// yamlError positions and words a YAML syntax error. yaml.v3 reports a
+// line only; when the problem is one an expression written as a plain
+// scalar causes (": " or " ? " inside it), the column is the character
+// that broke the line and the message says to quote the value.
+func yamlError(file string, src []byte, err error) (Pos, string) {
+	pos, msg := yamlErrorPos(file, src, err), yamlErrorMsg(err)
+	switch yamlLineRE.ReplaceAllString(err.Error(), "") {
+	case "did not find expected ',' or '}'", "did not find expected ',' or ']'", "mapping values are not allowed in this context":
+	default:
+		return pos, msg
+	}
+	lines := splitLines(src)
+	if pos.Line < 1 || pos.Line > len(lines) {
+		return pos, msg
+	}
+	if col, why, ok := plainScalarCulprit(lines[pos.Line-1]); ok {
+		pos.Col = col + 1
+		msg = "invalid YAML: " + why
+	}
+	return pos, msg
+}
+
+// plainScalarCulprit scans one line for a plain (unquoted) value that YAML
+// cannot hold: one with ": " in it (read as another key), or, inside
+// {…} or […], one with " ? " (read as a key indicator). It returns the
+// 0-based rune column of that ":" or "?" and what to do.
+func plainScalarCulprit(line string) (int, string, bool) {
+	r := []rune(line)
+	blank := func(i int) bool { return i < 0 || i >= len(r) || r[i] == ' ' || r[i] == '\t' }
+	type level struct {
+		entry   int // where the current entry starts
+		key     string
+		inValue bool
+		valAt   int
+	}
+	stack := []level{{entry: 0}}
+	for i := 0; i < len(r); i++ {
+		top := &stack[len(stack)-1]
+		switch c := r[i]; {
+		case c == '#' && blank(i-1):
+			return 0, "", false
+		case (c == '\'' || c == '"') && scalarStart(r, i):
+			j := closingQuote(r, i)
+			if j < 0 {
+				return 0, "", false
+			}
+			i = j
+		case c == '{' || c == '[':
+			stack = append(stack, level{entry: i + 1})
+		case (c == '}' || c == ']') && len(stack) > 1:
+			stack = stack[:len(stack)-1]
+		case c == ',' && len(stack) > 1:
+			*top = level{entry: i + 1}
+		case c == ':' && blank(i+1):
+			if top.inValue {
+				return i, quoteAdvice(`": " inside a plain value starts another key`, top.key, valueText(r, top.valAt, len(stack) > 1)), true
+			}
+			key := strings.TrimSpace(string(r[top.entry:i]))
+			key = strings.TrimSpace(strings.TrimPrefix(key, "- "))
+			*top = level{entry: top.entry, key: key, inValue: true, valAt: i + 1}
+		case c == '?' && blank(i-1) && blank(i+1) && len(stack) > 1 && top.inValue:
+			return i, quoteAdvice(`"?" followed by a space starts a key inside {…} or […]`, top.key, valueText(r, top.valAt, true)), true
+		}
+	}
+	return 0, "", false
+}
+
+// scalarStart reports whether r[i] begins a scalar: it is the first
+// non-blank rune of the line or follows an indicator (":", "-", "," or an
+// opening bracket). A quote anywhere else is part of a plain scalar.
+func scalarStart(r []rune, i int) bool {
+	j := i - 1
+	for j >= 0 && (r[j] == ' ' || r[j] == '\t') {
+		j--
+	}
+	return j < 0 || (j < i-1 || r[j] == '{' || r[j] == '[' || r[j] == ',') && strings.ContainsRune(":-,{[?", r[j])
+}
+
+// closingQuote returns the index of the quote closing the scalar opened at
+// r[i], or -1 when it does not close on this line.
+func closingQuote(r []rune, i int) int {
+	q := r[i]
+	for j := i + 1; j < len(r); j++ {
+		switch {
+		case q == '"' && r[j] == '\\':
+			j++
+		case r[j] == q && q == '\'' && j+1 < len(r) && r[j+1] == '\'':
+			j++
+		case r[j] == q:
+			return j
+		}
+	}
+	return -1
+}
+
+// valueText is the value starting at r[at]: to the end of the line (less a
+// comment) in block context, or to the "," or closing bracket that ends
+// the entry in flow context.
+func valueText(r []rune, at int, flow bool) string {
+	end, depth := len(r), 0
+	for j := at; j < len(r); j++ {
+		c := r[j]
+		if c == '#' && (j == 0 || r[j-1] == ' ') {
+			end = j
+			break
+		}
+		if !flow {
+			continue
+		}
+		switch c {
+		case '(', '[', '{':
+			depth++
+		case ')', ']', '}':
+			if depth == 0 {
+				end = j
+				j = len(r)
+				continue
+			}
+			depth--
+		case ',':
+			if depth == 0 {
+				end = j
+				j = len(r)
+			}
+		}
+	}
+	return strings.TrimSpace(string(r[at:end]))
+}
+
+// quoteAdvice says why a plain value broke and how to quote it.
+func quoteAdvice(why, key, val string) string {
+	msg := why + "; quote the value"
+	switch {
+	case key == "" || val == "":
+	case !strings.Contains(val, "'"):
+		msg += fmt.Sprintf(": %s: '%s'", key, val)
+	case !strings.ContainsAny(val, "\"\\"):
+		msg += fmt.Sprintf(": %s: \"%s\"", key, val)
+	}
+	return msg
+}
 
 func yamlErrorPos(file string, src []byte, err error) Pos {
 	m := yamlLineRE.FindStringSubmatch(err.Error())

@@ -206,7 +206,7 @@ func testDuplicateID(t *testing.T, s runtime.Saver) {
 	if row, _ := s.Thread(bg, "dup"); row.Head != b {
 		t.Fatalf("a failed commit moved the head to %s", row.Head)
 	}
-	cp.ID = runtime.NewCheckpointID(now, b)
+	cp.ID = th.ids.Next(now, b)
 	if err := s.Commit(bg, &runtime.Commit{Checkpoint: cp, ExpectHead: b, Thread: th.row(runtime.StatusRunning)}); err != nil {
 		t.Fatalf("commit after a failed one: %v", err)
 	}
@@ -234,7 +234,7 @@ func testConcurrentCAS(t *testing.T, s runtime.Saver) {
 		cps[i] = &runtime.Checkpoint{
 			Thread: "race", ParentID: a, Step: 1, Values: values, Delta: d,
 			Metadata: runtime.Metadata{Source: runtime.SourceLoop, Graph: "g", Time: now},
-			ID:       runtime.NewCheckpointID(now, a),
+			ID:       th.ids.Next(now, a),
 		}
 	}
 	commitRow := th.row(runtime.StatusRunning)
@@ -456,7 +456,7 @@ func testCreatedKept(t *testing.T, s runtime.Saver) {
 	values := spec.DeepCopy(th.want[a]).(map[string]any)
 	runtime.ApplyDelta(values, d)
 	cp := &runtime.Checkpoint{Thread: "created", ParentID: a, Step: 1, Values: values, Delta: d,
-		Metadata: runtime.Metadata{Source: runtime.SourceLoop, Time: base}, ID: runtime.NewCheckpointID(base, a)}
+		Metadata: runtime.Metadata{Source: runtime.SourceLoop, Time: base}, ID: th.ids.Next(base, a)}
 	row := th.row(runtime.StatusRunning)
 	row.Created = time.Time{}
 	if err := s.Commit(bg, &runtime.Commit{Checkpoint: cp, ExpectHead: a, Thread: row}); err != nil {

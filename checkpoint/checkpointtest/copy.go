@@ -156,7 +156,7 @@ func testInputNotRetained(t *testing.T, s runtime.Saver) {
 		Next: []string{"n"}, Waiting: map[string][]string{"j": {"x"}},
 		Metadata: runtime.Metadata{Source: runtime.SourceLoop, Writes: map[string][]string{"a": {"messages"}}, Time: now,
 			Usage: []runtime.Usage{{Node: "a", Model: "m"}}, Records: map[string][]any{"a": {map[string]any{"reply": "r"}}}},
-		ID: runtime.NewCheckpointID(now, a),
+		ID: th.ids.Next(now, a),
 	}
 	ws := []runtime.PendingWrite{{Node: "w", Kind: runtime.PendingWrites, Result: &runtime.NodeResult{Writes: []runtime.Write{{Field: "meta", Value: map[string]any{"x": 1}}}, Goto: []string{"g"}}}}
 	row := th.row(runtime.StatusRunning)

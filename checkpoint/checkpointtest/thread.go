@@ -28,6 +28,7 @@ type thread struct {
 	cps    map[string]*runtime.Checkpoint
 	status runtime.Status
 	tick   int
+	ids    runtime.IDClock // the suite's own clock: no saver test shares one
 }
 
 func newThread(t *testing.T, s runtime.Saver, id string) *thread {
@@ -87,7 +88,7 @@ func (th *thread) try(parent, expect string, d runtime.Delta, writes ...runtime.
 		cp.Metadata.Source = runtime.SourceInput
 		cp.Waiting = nil
 	}
-	cp.ID = runtime.NewCheckpointID(cp.Metadata.Time, parent)
+	cp.ID = th.ids.Next(cp.Metadata.Time, parent)
 	row := th.row(runtime.StatusRunning)
 	err := th.s.Commit(bg, &runtime.Commit{Checkpoint: cp, ExpectHead: expect, Thread: row, Writes: writes})
 	if err != nil {

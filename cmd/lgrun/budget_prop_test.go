@@ -202,7 +202,7 @@ edges:
 	var nodes, edges []string
 	n := 1 + g.rng.IntN(3)
 	for i := 0; i < n; i++ {
-		nodes = append(nodes, fmt.Sprintf("  c%d: {kind: llm, model: m, prompt: '\"c%d\"', store: r}", i, i))
+		nodes = append(nodes, fmt.Sprintf("  c%d: {kind: llm, model: m, prompt: c%d, store: r}", i, i))
 	}
 	if depth < 2 && g.rng.IntN(3) == 0 {
 		nodes = append(nodes, fmt.Sprintf("  c%d: {kind: subgraph, graph: %s}", n, g.sub(depth+1)))
@@ -249,7 +249,7 @@ func (g *graphGen) main() {
 				if g.rng.IntN(4) == 0 {
 					field = "clash" // a merge conflict when two share a stage
 				}
-				nodes = append(nodes, fmt.Sprintf("  %s: {kind: llm, model: m, prompt: '\"%s\"', store: %s}", name, name, field))
+				nodes = append(nodes, fmt.Sprintf("  %s: {kind: llm, model: m, prompt: %s, store: %s}", name, name, field))
 			case k < 5:
 				nodes = append(nodes, fmt.Sprintf("  %s: {kind: subgraph, graph: %s}", name, g.sub(1)))
 			case k < 7:
@@ -257,7 +257,7 @@ func (g *graphGen) main() {
 			case k < 9:
 				nodes = append(nodes,
 					fmt.Sprintf("  %s: {kind: map, over: state.items, node: t_%s, item_as: item, concurrency: %d}", name, name, 1+g.rng.IntN(3)),
-					fmt.Sprintf("  t_%s: {kind: llm, model: m, prompt: '\"t\"', messages: acc, retry: {max_attempts: 2, initial_backoff: 1ms}}", name))
+					fmt.Sprintf("  t_%s: {kind: llm, model: m, prompt: t, messages: acc, retry: {max_attempts: 2, initial_backoff: 1ms}}", name))
 			default:
 				// A node that always fails beside the others.
 				nodes = append(nodes, fmt.Sprintf("  %s: {kind: set, set: {n: 'state.items[9]'}}", name))

@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lgrun/lgrun/runtime"
-	"github.com/lgrun/lgrun/spec"
 )
 
 // compFunc is a cobra completion function.
@@ -130,7 +129,7 @@ func nodeCompletion(io *IO, g *globalOpts) compFunc {
 			}
 			path = th.GraphFile
 		}
-		gr, _ := spec.LoadFile(path, nil)
+		gr, _ := io.engine().Load(path)
 		if gr == nil {
 			return nil, fail
 		}

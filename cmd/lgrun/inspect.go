@@ -247,7 +247,7 @@ func newStateCmd(io *IO, g *globalOpts) *cobra.Command {
 				graphPath = th.GraphFile
 			}
 			if graphPath != "" {
-				gr, _ = spec.LoadFile(graphPath, nil)
+				gr, _ = io.engine().Load(graphPath)
 			}
 			st := style{on: io.Color}
 			w := io.Out

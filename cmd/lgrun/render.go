@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
 )
@@ -243,18 +244,85 @@ func (p *progress) finish(res *runtime.Result, err error) error {
 	if p.o.memory {
 		return p.noDB(err)
 	}
+	if err != nil {
+		if h := runHint(err, res); h != "" {
+			return &hintError{err, h}
+		}
+	}
+	return err
+}
+
+// runHint says how to continue a run that stopped with err, on the command
+// line; "" when there is nothing to add.
+func runHint(err error, res *runtime.Result) string {
 	var sl *runtime.StepLimitError
 	var se *runtime.StateSizeError
 	switch {
-	case err == nil:
 	case errors.Is(err, context.Canceled):
-		return &hintError{err, fmt.Sprintf("the state is saved at step %d: resume with `lgrun resume --thread %s`", res.Checkpoint.Step, res.Thread)}
+		return fmt.Sprintf("the state is saved at step %d: resume with `lgrun resume --thread %s`", res.Checkpoint.Step, res.Thread)
 	case errors.As(err, &sl):
-		return &hintError{err, fmt.Sprintf("e.g. `lgrun resume --thread %s --max-steps %d`", res.Thread, 2*sl.Limit)}
+		return fmt.Sprintf("resume with a higher step limit, e.g. `lgrun resume --thread %s --max-steps %d`", res.Thread, 2*sl.Limit)
 	case errors.As(err, &se):
-		return &hintError{err, fmt.Sprintf("e.g. `lgrun resume --thread %s --max-state-size %s`", res.Thread, sizeFlag(2*se.Limit))}
+		return fmt.Sprintf("resume with a higher state size limit, e.g. `lgrun resume --thread %s --max-state-size %s`", res.Thread, sizeFlag(2*se.Limit))
 	}
-	return err
+	return ""
+}
+
+// errorText renders an error for stderr: the library's message (positions
+// and steps stated once, see spec.FormatChain), then what to do next on
+// the command line. Library errors carry facts in fields (thread, last
+// good checkpoint, limit); this is the one place that turns them into
+// lgrun commands and flags.
+func errorText(err error) string {
+	msg := err.Error()
+	if errors.As(err, new(*hintError)) {
+		return msg // the run's outcome already says how to go on
+	}
+	if h := cliHint(err); h != "" {
+		msg += "; " + h
+	}
+	return msg
+}
+
+// printError writes err to w as errorText renders it, each line (a map's
+// failed items give one each) after "lgrun: ".
+func printError(w io.Writer, err error) {
+	for _, line := range strings.Split(errorText(err), "\n") {
+		fmt.Fprintf(w, "lgrun: %s\n", line)
+	}
+}
+
+// cliHint is the command-line advice for a library error, or "".
+func cliHint(err error) string {
+	var (
+		paused     *runtime.PausedError
+		unfinished *runtime.UnfinishedError
+		needValue  *runtime.NeedValueError
+		done       *runtime.DoneError
+		conflict   *runtime.CommitConflictError
+		corrupt    *runtime.CorruptError
+	)
+	switch {
+	case errors.As(err, &paused):
+		return fmt.Sprintf("continue it with `lgrun resume --thread %s [--value JSON]`, or start over with a new --thread (or `lgrun threads delete %s`)", paused.Thread, paused.Thread)
+	case errors.As(err, &unfinished):
+		return fmt.Sprintf("resume it with `lgrun resume --thread %s`, or start over with a new --thread", unfinished.Thread)
+	case errors.As(err, &needValue):
+		return "pass --value JSON (the answer)"
+	case errors.Is(err, runtime.ErrValueNotNeeded):
+		return "--value answers interrupt nodes only (change the state with --set field=JSON)"
+	case errors.As(err, &done):
+		return fmt.Sprintf("start a new turn with `lgrun run GRAPH --thread %s --input ...`", done.Thread)
+	case errors.As(err, &conflict):
+		return fmt.Sprintf("inspect it with `lgrun history --thread %s`", conflict.Thread)
+	case errors.As(err, &corrupt) && corrupt.LastGood != "":
+		return fmt.Sprintf("continue from it with `lgrun fork --thread %s --checkpoint %s`", corrupt.Thread, corrupt.LastGood)
+	case errors.Is(err, checkpoint.ErrSchemaVersion), errors.Is(err, checkpoint.ErrNotCheckpointDB):
+		return "use another database with --db"
+	case errors.Is(err, runtime.ErrNotRecorded):
+		return "replay with --live to call the model and run the tools again"
+	}
+	return ""
 }
 
 // sizeFlag renders n bytes as a --max-state-size value, in the largest

@@ -50,7 +50,7 @@ models:
     api_key_env: TEST_KEY
     retry: {max_attempts: 2, initial_backoff: 1ms}
 nodes:
-  chat: {kind: llm, model: m, prompt: '"hi"'}
+  chat: {kind: llm, model: m, prompt: hi}
 edges:
   - {from: START, to: chat}
   - {from: chat, to: END}

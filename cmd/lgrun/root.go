@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -58,7 +59,8 @@ Exit codes:
   130  interrupted by a signal (state saved)
 
 Environment:
-  LGRUN_DB          checkpoint database (default .lgrun/lgrun.db; --db wins)
+  LGRUN_DB          checkpoint database: an SQLite path or a postgres:// URL
+                    (default .lgrun/lgrun.db; --db wins)
   LGRUN_DURABILITY  process or power (--durability wins)
   LGRUN_PROVIDER    openai: call real servers instead of mock models
   OPENAI_API_KEY    API key of openai models (a model's api_key_env names another)
@@ -154,7 +156,7 @@ func run(ctx context.Context, io *IO, args []string) int {
 	if err != nil && code != exitOK {
 		var ee *exitError
 		if !errors.As(err, &ee) && !errors.As(err, new(pausedError)) && !errors.As(err, new(invalidGraph)) {
-			fmt.Fprintf(io.Err, "lgrun: %v\n", err)
+			printError(io.Err, err)
 			if ue := (*usageError)(nil); errors.As(err, &ue) {
 				fmt.Fprintf(io.Err, "run 'lgrun --help' for usage\n")
 			}
@@ -238,7 +240,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 	root.SetErr(io.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.db, "db", "", "checkpoint database (default $LGRUN_DB, else .lgrun/lgrun.db)")
+	pf.StringVar(&g.db, "db", "", "checkpoint database: SQLite path or postgres:// URL (default $LGRUN_DB, else .lgrun/lgrun.db)")
 	pf.StringVar(&g.durability, "durability", "", "process (survive crashes, default) or power (fsync every step)")
 	root.AddCommand(
 		newRunCmd(io, g),
@@ -283,11 +285,14 @@ var errNoDatabase = errors.New("no checkpoint database")
 // openExisting opens the checkpoint database for commands that only read
 // or continue threads: a missing database is not created; the error wraps
 // errNoDatabase. thread, when set, is named in the error.
-func (g *globalOpts) openExisting(io *IO, thread string) (*checkpoint.SQLite, error) {
+func (g *globalOpts) openExisting(io *IO, thread string) (lgrun.Store, error) {
 	if _, err := g.durabilityOpt(io); err != nil {
 		return nil, err
 	}
 	p := g.dbPath(io)
+	if lgrun.IsPostgresURL(p) {
+		return g.openSaver(io)
+	}
 	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 		if thread != "" {
 			return nil, fmt.Errorf("thread %q not found: %w at %s (nothing has run here yet; pass --db or set LGRUN_DB)", thread, errNoDatabase, p)
@@ -297,19 +302,24 @@ func (g *globalOpts) openExisting(io *IO, thread string) (*checkpoint.SQLite, er
 	return g.openSaver(io)
 }
 
-// openSaver opens the SQLite checkpoint database, creating its directory.
-func (g *globalOpts) openSaver(io *IO) (*checkpoint.SQLite, error) {
+// openSaver opens the checkpoint store --db (or LGRUN_DB) names: a
+// postgres:// URL, or an SQLite file, creating its directory. Every command
+// opens its store here.
+func (g *globalOpts) openSaver(io *IO) (lgrun.Store, error) {
 	d, err := g.durabilityOpt(io)
 	if err != nil {
 		return nil, err
 	}
 	p := g.dbPath(io)
+	if lgrun.IsPostgresURL(p) {
+		return lgrun.Open(context.Background(), p, nil)
+	}
 	if dir := filepath.Dir(p); dir != "." {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create database directory: %w", err)
 		}
 	}
-	return checkpoint.OpenSQLite(p, &checkpoint.Options{Durability: d})
+	return lgrun.Open(context.Background(), p, &checkpoint.Options{Durability: d})
 }
 
 // durabilityOpt resolves --durability (or LGRUN_DURABILITY).
@@ -331,7 +341,7 @@ func loadGraph(io *IO, path string) (*spec.Graph, error) {
 		// A graph argument that names no file is a usage error, as in validate.
 		return nil, usagef("graph file %s: %v", path, unwrapPath(err))
 	}
-	g, diags := spec.LoadFile(path, validateOptions())
+	g, diags := io.engine().Load(path)
 	if len(diags) > 0 {
 		printDiagnostics(io.Err, diags, io.Cwd)
 	}

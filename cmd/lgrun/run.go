@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lgrun/lgrun/builtin"
+	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -311,18 +311,19 @@ func withRunner(cmd *cobra.Command, io *IO, g *globalOpts, o *execOpts, gr *spec
 }
 
 func execute(cmd *cobra.Command, io *IO, saver runtime.Saver, o *execOpts, gr *spec.Graph, path string, fn func(*runtime.Runner) (*runtime.Result, error)) error {
-	kinds, err := builtin.Kinds(gr, builtin.Options{Getenv: io.Getenv})
-	if err != nil {
-		return err
-	}
 	abs := path
 	if a, err := absPath(path); err == nil {
 		abs = a
 	}
 	p := newProgress(io, o, gr)
-	r := &runtime.Runner{
-		Graph: gr, Saver: saver, Kinds: kinds, Version: Version, GraphFile: abs,
-		Strict: o.strict, Events: p.event,
+	tel, flush, err := io.telemetry(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer flush()
+	r, err := io.engine(tel...).Runner(gr, saver, lgrun.RunnerOptions{GraphFile: abs, Strict: o.strict, Events: p.event})
+	if err != nil {
+		return err
 	}
 	p.startTicker()
 	res, err := fn(r)
@@ -522,8 +523,8 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 
 // checkThreadID rejects ids that would clash with child-run names.
 func checkThreadID(id string) error {
-	if strings.Contains(id, runtime.ChildSep) || strings.TrimSpace(id) != id || id == "" {
-		return usagef("--thread %q: thread ids must be non-empty, without spaces at the ends and without %q (reserved for subgraph runs)", id, runtime.ChildSep)
+	if runtime.CheckThreadID(id) != nil {
+		return usagef("--thread %q: %s", id, runtime.ThreadIDRule)
 	}
 	return nil
 }

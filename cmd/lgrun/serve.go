@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lgrun/lgrun/builtin"
+	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/server"
 	"github.com/lgrun/lgrun/spec"
@@ -99,11 +99,19 @@ func serveGraphFiles(args []string) ([]string, error) {
 	return out, nil
 }
 
-// engineKinds binds the builtin node kinds to a graph: the one place that
-// wires the engine for the server.
-func engineKinds(io *IO) server.KindsFunc {
-	return func(g *spec.Graph) (map[string]runtime.NodeFunc, error) {
-		return builtin.Kinds(g, builtin.Options{Getenv: io.Getenv})
+// serveEngine binds the graphs' node kinds through the command's engine
+// (so runs share its rate limiters, id clock and observer): the one place
+// that wires the engine for the server.
+func serveEngine(eng *lgrun.Engine, saver runtime.Saver, o *server.Options) {
+	o.Kinds = func(g *spec.Graph) (map[string]runtime.NodeFunc, error) {
+		r, err := eng.Runner(g, saver, lgrun.RunnerOptions{GraphFile: g.File})
+		if err != nil {
+			return nil, err
+		}
+		if o.IDs == nil {
+			o.IDs, o.Observer = r.IDs, r.Observer
+		}
+		return r.Kinds, nil
 	}
 }
 
@@ -147,11 +155,18 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 			keys = append(keys, k)
 		}
 	}
-	srv, err := server.New(server.Options{
-		Graphs: graphs, Saver: saver, Store: store, Kinds: engineKinds(io), APIKeys: keys,
+	tel, flush, err := io.telemetry(ctx)
+	if err != nil {
+		return err
+	}
+	defer flush()
+	sopts := server.Options{
+		Graphs: graphs, Saver: saver, Store: store, APIKeys: keys,
 		MaxBody: o.maxBody, RequestTimeout: o.timeout, MaxRuns: o.maxRuns, Version: Version,
 		Logf: func(format string, a ...any) { fmt.Fprintf(io.Err, format+"\n", a...) },
-	})
+	}
+	serveEngine(io.engine(tel...), saver, &sopts)
+	srv, err := server.New(sopts)
 	if err != nil {
 		return err
 	}

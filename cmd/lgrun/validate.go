@@ -10,8 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lgrun/lgrun/builtin"
-	"github.com/lgrun/lgrun/schema"
 	"github.com/lgrun/lgrun/spec"
 )
 
@@ -61,7 +59,7 @@ are checked as test files against the graph they test, and mock fixtures
 				return err
 			}
 			var all spec.ErrorList
-			opts := validateOptions()
+			opts := io.engine().SpecOptions()
 			for _, f := range files {
 				var diags spec.ErrorList
 				if spec.IsTestFile(f) {
@@ -112,24 +110,6 @@ are checked as test files against the graph they test, and mock fixtures
 	addOutputFlag(c, &output)
 	c.Flags().BoolVar(&strict, "strict", false, "treat warnings as errors")
 	return c
-}
-
-// validateOptions are the loader options of validate: mock fixtures are
-// checked by the mock provider's own checker, once per file however many
-// graphs use them.
-func validateOptions() *spec.Options {
-	checked := map[string]bool{}
-	return &spec.Options{CheckFixtures: func(path string, src []byte) spec.ErrorList {
-		key := path
-		if abs, err := filepath.Abs(path); err == nil {
-			key = abs
-		}
-		if checked[key] {
-			return nil
-		}
-		checked[key] = true
-		return builtin.CheckFixtures(path, src)
-	}}
 }
 
 func ghEscape(s string, prop bool) string {
@@ -226,7 +206,11 @@ func newSchemaCmd(io *IO) *cobra.Command {
 		Example: `  lgrun schema > graph.schema.json`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := io.Out.Write(schema.Graph)
+			b, err := io.engine().Schema()
+			if err != nil {
+				return err
+			}
+			_, err = io.Out.Write(b)
 			return err
 		},
 	}
@@ -348,8 +332,8 @@ func drawEdges(g *spec.Graph) []drawEdge {
 		for _, t := range n.GotoPaths {
 			out = append(out, drawEdge{name, t.Name, "goto", true})
 		}
-		if n.MapNode.Name != "" {
-			out = append(out, drawEdge{name, n.MapNode.Name, "map " + n.Over.Src, true})
+		if mc, ok := spec.ConfigOf[*spec.MapConfig](n); ok && mc.MapNode.Name != "" {
+			out = append(out, drawEdge{name, mc.MapNode.Name, "map " + mc.Over.Src, true})
 		}
 	}
 	return out
