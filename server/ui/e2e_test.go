@@ -214,6 +214,7 @@ func TestPageInChromium(t *testing.T) {
 	// The weather thread: the pending tool call in the chat, approved.
 	run(t, ctx, chromedp.Navigate(base+"/ui/#/thread/"+weather))
 	waitFor(t, ctx, `document.querySelector("#interrupt .toolcalls") && document.querySelector("#interrupt").textContent.includes("get_weather")`)
+	waitFor(t, ctx, `document.querySelector('#thread-graph [data-node="tools"]').classList.contains("next") && document.querySelector('#thread-graph [data-node="agent"]').classList.contains("done")`)
 	run(t, ctx, chromedp.Click(chromedp.ID("tab-chat")))
 	waitFor(t, ctx, `document.querySelectorAll("#detail .chat .msg").length === 2`)
 	screenshot(t, ctx, "chat.png")
