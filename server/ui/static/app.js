@@ -254,29 +254,33 @@ function drawGraph(graph, marks) {
   const L = layout(graph);
   const W = 150, H = 40, GX = 60, GY = 70;
   const widest = Math.max(...L.layers.map(l => l.length));
-  const width = Math.max(360, widest * (W + GX) + 220);
+  // Room on the left for edges that skip layers, on the right for back edges.
+  const LM = 110, RM = 240;
+  const width = Math.max(500, widest * (W + GX) - GX + LM + RM);
   const pos = {};
   L.layers.forEach((layer, y) => {
     const total = layer.length * W + (layer.length - 1) * GX;
     layer.forEach((id, x) => {
-      pos[id] = { x: (width - 200) / 2 - total / 2 + x * (W + GX) + 20, y: 20 + y * (H + GY) };
+      pos[id] = { x: LM + (width - LM - RM) / 2 - total / 2 + x * (W + GX), y: 20 + y * (H + GY) };
     });
   });
+  const leftOf = id => graph.nodes.find(n => n.id === id && n.type === "schema") ? pos[id].x + W / 2 - 45 : pos[id].x;
+  const minX = Math.min(...Object.values(pos).map(p => p.x));
   const height = 20 + L.layers.length * (H + GY) - GY + 30;
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "graph", role: "img",
     "aria-label": "Graph: " + graph.nodes.filter(n => n.type !== "schema").map(n => n.id).join(", ") });
   svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
     s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }))));
   const edges = s("g", {}), labels = s("g", {});
-  let loopN = 0;
+  let loopN = 0, skipN = 0;
   graph.edges.forEach(e => {
     const a = pos[e.source], b = pos[e.target];
     if (!a || !b) return;
-    let d, lx, ly;
+    let d, lx, ly, left = false;
     if (e.source === e.target) {
       const x = a.x + W, y = a.y + H / 2;
-      d = `M${x},${y - 10} C${x + 50},${y - 30} ${x + 50},${y + 30} ${x},${y + 10}`;
-      lx = x + 44; ly = y;
+      d = `M${x},${y - 10} C${x + 55},${y - 34} ${x + 55},${y + 34} ${x + 2},${y + 10}`;
+      lx = x + 50; ly = y; left = true;
     } else if (L.back.has(e.source + "\u0000" + e.target) || b.y <= a.y) {
       loopN++;
       const off = 40 + 18 * loopN;
@@ -284,6 +288,13 @@ function drawGraph(graph, marks) {
       const xr = Math.max(x1, x2) + off;
       d = `M${x1},${y1} C${xr},${y1} ${xr},${y2} ${x2 + 2},${y2}`;
       lx = xr - 8; ly = (y1 + y2) / 2;
+    } else if (L.rank[e.target] - L.rank[e.source] > 1 && L.layers.slice(L.rank[e.source] + 1, L.rank[e.target]).some(l => l.some(id => Math.abs(pos[id].x - (a.x + b.x) / 2) < W))) {
+      // Skips layers with nodes in the way: go around them on the left.
+      skipN++;
+      const xl = minX - 30 - 16 * skipN;
+      const x1 = leftOf(e.source), y1 = a.y + H / 2, x2 = leftOf(e.target), y2 = b.y + H / 2;
+      d = `M${x1},${y1} C${xl},${y1} ${xl},${y2} ${x2 - 2},${y2}`;
+      lx = xl + 18; ly = (y1 + y2) / 2;
     } else {
       const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y;
       const my = (y1 + y2) / 2;
@@ -297,7 +308,8 @@ function drawGraph(graph, marks) {
     if (e.conditional && e.data) {
       const text = e.data.length > 30 ? e.data.slice(0, 29) + "…" : e.data;
       const g = s("g", { class: "elabel" }, s("title", {}, e.data));
-      const tw = text.length * 6.2 + 10;
+      const tw = text.length * 6.8 + 12;
+      if (left) lx += tw / 2;
       g.append(s("rect", { x: lx - tw / 2, y: ly - 9, width: tw, height: 17, rx: 4 }));
       g.append(s("text", { x: lx, y: ly + 4, "text-anchor": "middle" }, text));
       labels.append(g);
