@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +32,7 @@ import (
 // the API. It rewrites the screenshots in docs/screenshots/.
 func TestPageInChromium(t *testing.T) {
 	browser := chromiumPath(t)
-	base := startServe(t)
+	base := startServe(t, nil)
 
 	// Threads made through the API, so the list has something to show.
 	loopA := assistantID(t, base, "loop")
@@ -357,21 +358,21 @@ func screenshotAt(t *testing.T, ctx context.Context, name, sel string) {
 
 // startServe builds cmd/lgrun and starts `lgrun serve` on loopback with
 // the example graphs; it is killed at the end of the test.
-func startServe(t *testing.T) string {
+func startServe(t *testing.T, env []string, graphs ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "lgrun")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/lgrun").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if len(graphs) == 0 {
+		graphs = []string{"../../graphs/approval.yaml", "../../graphs/weather-agent-approval.yaml", "../../graphs/loop.yaml"}
 	}
+	dir := t.TempDir()
+	bin := lgrunBinary(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "serve", "--db", filepath.Join(dir, "lgrun.db"), "--addr", addr,
-		"../../graphs/approval.yaml", "../../graphs/weather-agent-approval.yaml", "../../graphs/loop.yaml")
+	cmd := exec.Command(bin, append([]string{"serve", "--db", filepath.Join(dir, "lgrun.db"), "--addr", addr}, graphs...)...)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -379,7 +380,10 @@ func startServe(t *testing.T) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -444,4 +448,89 @@ func newThread(t *testing.T, base, graph string) string {
 	}
 	api(t, base, "POST", "/threads", map[string]any{"metadata": map[string]any{"graph_id": graph}}, &th)
 	return th.ID
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// lgrunBinary builds cmd/lgrun once per test binary.
+func lgrunBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "lgrun-ui-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "lgrun")
+		if out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/lgrun").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// TestLiveNodeInChromium: while a run is in a node, the page's graph draws
+// that node as running, from the run's own event stream. The model is a
+// loopback OpenAI-compatible server (driven by lgrun's real go-openai
+// client) that holds its reply until the test has seen the highlight.
+func TestLiveNodeInChromium(t *testing.T) {
+	browser := chromiumPath(t)
+	release := make(chan struct{})
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Stream bool `json:"stream"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		if !req.Stream {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Foggy, 57F."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, chunk := range []string{
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"Foggy, 57F."},"finish_reason":null}]}`,
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}`,
+			`[DONE]`,
+		} {
+			fmt.Fprintf(w, "data: %s\n\n", chunk)
+		}
+	}))
+	t.Cleanup(func() {
+		model.Close()
+	})
+	base := startServe(t, []string{"LGRUN_PROVIDER=openai", "OPENAI_BASE_URL=" + model.URL + "/v1", "OPENAI_API_KEY=test"}, "../../graphs/weather-agent.yaml")
+	agent := assistantID(t, base, "weather-agent")
+
+	ctx := newBrowser(t, browser)
+	run(t, ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/ui/#/graph/"+agent))
+	waitFor(t, ctx, `document.getElementById("run-submit") !== null`)
+	run(t, ctx, chromedp.Click(chromedp.ID("run-submit")))
+	waitFor(t, ctx, `document.querySelector('#thread-graph [data-node="agent"]') && document.querySelector('#thread-graph [data-node="agent"]').classList.contains("active") && document.querySelector("#live h2").textContent.includes("in progress") && document.querySelectorAll(".timeline .cp").length === 1 && document.querySelector("#thread-status").textContent === "busy"`)
+	screenshot(t, ctx, "live.png")
+	close(release)
+	waitFor(t, ctx, `document.querySelector("#live.finished h2") && document.querySelector("#live h2").textContent.includes("success") && !document.querySelector('#thread-graph .node.active')`)
+	tid := strings.SplitN(strings.TrimPrefix(evalString(t, ctx, `location.hash`), "#/thread/"), "/", 2)[0]
+	var st struct {
+		Values struct {
+			Messages []map[string]any `json:"messages"`
+		} `json:"values"`
+	}
+	api(t, base, "GET", "/threads/"+tid+"/state", nil, &st)
+	msgs := st.Values.Messages
+	if len(msgs) != 2 || msgs[1]["content"] != "Foggy, 57F." {
+		t.Fatalf("after the run: %v", msgs)
+	}
 }

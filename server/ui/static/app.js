@@ -518,8 +518,10 @@ function onEvent(event, data) {
     }
   } else if (event === "values") {
     L.values = data;
+    liveRefresh(L.tid);
   } else if (event === "metadata") {
     L.run_id = data.run_id;
+    loadThreads().catch(() => {});
     L.log.push({ kind: "meta", text: "run " + short(data.run_id) + " started" });
   } else if (event === "error") {
     L.status = "error"; L.error = data;
@@ -579,31 +581,59 @@ function renderThread() {
   const tot = (S.head.metadata && S.head.metadata.totals) || {};
   const focusedCid = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.cid : null;
   const view = $("view");
+  const liveNow = S.live && S.live.tid === t.thread_id && S.live.status === "running";
+  const graphPanel = h("section", { class: "panel" }, h("h2", {}, "Graph"), h("div", { id: "thread-graph", class: "graph-box" }, threadGraph()), graphLegend());
+  const runPanel = a ? h("section", { class: "panel" }, h("h2", {}, "New run on this thread"), runForm(a.assistant_id, t.thread_id)) : null;
   view.replaceChildren(...[
     h("div", { class: "thread-head" },
       h("h1", {}, "Thread ", h("code", { class: "tid", title: t.thread_id }, t.thread_id)),
       h("div", { class: "facts" },
-        statusPill(t.status),
+        h("span", { id: "thread-status" }, statusPill(liveNow ? "busy" : t.status)),
         a ? h("a", { href: "#/graph/" + a.assistant_id }, gid) : h("span", {}, gid || "no graph"),
         h("span", { class: "muted" }, "updated " + ago(t.updated_at)),
         h("span", { title: "tokens in / out" }, (tot.in || 0) + " / " + (tot.out || 0) + " tokens"),
         h("span", { class: "cost", title: "cost of the thread so far" }, money(tot.cost)),
         h("button", { class: "small", type: "button", id: "reload-thread", onclick: guard(async () => { await refreshThread(t.thread_id); renderThread(); }) }, "Reload"))),
-    livePanel(),
+    // While a run is live, its log sits beside the graph it moves through.
+    liveNow ? h("div", { class: "cols livecols" }, livePanel(), graphPanel) : livePanel(),
     problemPanel(),
     h("div", { class: "cols threadcols" },
-      h("section", { class: "panel timeline-panel" },
-        h("h2", {}, "Checkpoints ", h("span", { class: "muted small-text" }, S.history.length + " · newest first")),
-        timeline()),
+      h("section", { class: "panel timeline-panel", id: "timeline-panel" }, timelinePanel()),
       h("section", { class: "panel detail", id: "detail" }, checkpointDetail())),
-    h("div", { class: "cols graphcols" },
-      h("section", { class: "panel" }, h("h2", {}, "Graph"), h("div", { id: "thread-graph", class: "graph-box" }, threadGraph()), graphLegend()),
-      a ? h("section", { class: "panel" }, h("h2", {}, "New run on this thread"), runForm(a.assistant_id, t.thread_id)) : null),
+    h("div", { class: "cols graphcols" }, liveNow ? null : graphPanel, runPanel),
     runsPanel()].filter(Boolean));
   if (focusedCid) {
     const el = document.querySelector(`[data-cid="${focusedCid}"]`);
     if (el) el.focus();
   }
+}
+
+function timelinePanel() {
+  return [h("h2", {}, "Checkpoints ", h("span", { class: "muted small-text" }, S.history.length + " · newest first")), timeline()];
+}
+
+// liveRefresh reloads the thread's checkpoints while a run writes them (at
+// most every 300 ms) and redraws the timeline and the selected checkpoint.
+let liveTimer = null;
+function liveRefresh(tid) {
+  if (liveTimer) return;
+  liveTimer = setTimeout(async () => {
+    liveTimer = null;
+    if (!S.thread || S.thread.thread_id !== tid || !S.live || S.live.status !== "running") return;
+    try {
+      const follow = !S.selected || (S.head.checkpoint && S.selected === S.head.checkpoint.checkpoint_id);
+      const [head, history] = await Promise.all([
+        api("GET", "/threads/" + tid + "/state"),
+        api("POST", "/threads/" + tid + "/history", { limit: 1000 }),
+      ]);
+      if (!S.live || S.live.status !== "running" || S.thread.thread_id !== tid) return;
+      S.head = head; S.history = history;
+      if (follow) S.selected = head.checkpoint && head.checkpoint.checkpoint_id;
+      const tp = $("timeline-panel"), d = $("detail");
+      if (tp) tp.replaceChildren(...timelinePanel());
+      if (d && follow) d.replaceChildren(checkpointDetail());
+    } catch (e) { /* the final reload shows it */ }
+  }, 300);
 }
 
 function runsPanel() {
