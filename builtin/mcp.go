@@ -428,3 +428,81 @@ func resultText(res *mcp.CallToolResult) string {
 	}
 	return strings.Join(parts, "\n")
 }
+
+// ResolveMCP connects to the server of every mcp source of g and of its
+// subgraphs and reports, at their positions in the file, listed tools the
+// server does not have, servers that cannot be reached, and function
+// names that clash with another tool of the graph (for sources importing
+// all their tools, which validation cannot check without the server). It
+// is what `lgrun validate --resolve` adds to validation.
+func (e *Environment) ResolveMCP(ctx context.Context, g *spec.Graph, opts Options) spec.ErrorList {
+	var errs spec.ErrorList
+	seen := map[*spec.Graph]bool{}
+	var walk func(g *spec.Graph)
+	walk = func(g *spec.Graph) {
+		if seen[g] {
+			return
+		}
+		seen[g] = true
+		errs = append(errs, e.resolveGraph(ctx, g, opts)...)
+		for _, p := range spec.SortedKeys(g.Subgraphs) {
+			walk(g.Subgraphs[p])
+		}
+	}
+	walk(g)
+	return errs
+}
+
+func (e *Environment) resolveGraph(ctx context.Context, g *spec.Graph, opts Options) spec.ErrorList {
+	var errs spec.ErrorList
+	en, err := newEngine(e, g, opts)
+	if err != nil {
+		errs.Add(spec.Pos{File: g.File, Line: 1, Col: 1}, "%v", err)
+		return errs
+	}
+	owner := map[string]string{}
+	for _, name := range spec.SortedKeys(g.Tools) {
+		if g.Tools[name].MCP == nil {
+			owner[name] = "tool " + name
+		}
+	}
+	for _, name := range spec.SortedKeys(g.Tools) {
+		t := g.Tools[name]
+		if t.MCP == nil {
+			continue
+		}
+		c, err := en.mcpConnOf(g, t)
+		if err == nil {
+			c.mu.Lock()
+			_, err = en.session(ctx, g, t, c)
+			c.mu.Unlock()
+		}
+		if err != nil {
+			errs.Add(t.Pos, "tools.%s: %v", name, err)
+			continue
+		}
+		c.mu.Lock()
+		var have []string
+		for _, tool := range c.tools {
+			have = append(have, tool.Name)
+		}
+		c.mu.Unlock()
+		for i, tool := range t.MCP.Tools {
+			if !slices.Contains(have, tool) {
+				errs.Add(t.MCP.ToolPos[i], "tools.%s.tools: the mcp server has no tool %q (it has %s)", name, tool, strings.Join(have, ", "))
+			}
+		}
+		if len(t.MCP.Tools) > 0 {
+			continue // listed names were checked against the graph when it loaded
+		}
+		for _, tool := range have {
+			fn := t.MCP.Function(tool)
+			if o, dup := owner[fn]; dup {
+				errs.Add(t.Pos, "tools.%s: the server's tool %q is the function %q, which %s already is; set prefix or list the tools to import", name, tool, fn, o)
+				continue
+			}
+			owner[fn] = "a tool of mcp source " + name
+		}
+	}
+	return errs
+}

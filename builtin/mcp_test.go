@@ -375,3 +375,47 @@ func TestMCPScriptedAndReplayedOffline(t *testing.T) {
 		t.Fatalf("the replay started the server (%v)", err)
 	}
 }
+
+// TestMCPResolve: resolving connects and reports, at their positions, a
+// listed tool the server lacks and an imported function that clashes with
+// a tool of the graph.
+func TestMCPResolve(t *testing.T) {
+	entry := everything(t)
+	g := mustGraph(t, `version: 1
+name: resolve
+state:
+  messages: {type: messages}
+models:
+  m: {provider: mock, fixtures: f.yaml}
+tools:
+  echo: {kind: expr, expr: args}
+  listed:
+    kind: mcp
+    command: [node, `+entry+`, stdio]
+    tools: [get-sum, no-such-tool]
+    prefix: x_
+  all:
+    kind: mcp
+    command: [node, `+entry+`]
+nodes:
+  agent: {kind: llm, model: m, tools: [listed, all]}
+edges:
+  - {from: START, to: agent}
+  - {from: agent, to: END}
+`, map[string]string{"f.yaml": "replies: {agent: [{text: hi}]}\n"})
+	env := NewEnvironment()
+	t.Cleanup(func() { _ = env.CloseMCP() })
+	errs := env.ResolveMCP(context.Background(), g, Options{Getenv: mcpEnv()})
+	got := errs.Error()
+	for _, want := range []string{
+		`graph.yaml:12:22: error: tools.listed.tools: the mcp server has no tool "no-such-tool" (it has echo,`,
+		`graph.yaml:14:3: error: tools.all: the server's tool "echo" is the function "echo", which tool echo already is`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	if len(errs) != 2 {
+		t.Errorf("%d diagnostics:\n%s", len(errs), got)
+	}
+}
