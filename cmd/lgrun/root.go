@@ -254,6 +254,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 		newGraphCmd(io),
 		newTestCmd(io),
 		newUsageCmd(io, g),
+		newMCPCmd(io, g),
 	)
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
