@@ -23,6 +23,7 @@ type Engine struct {
 	version string
 	read    func(string) ([]byte, error)
 	ids     *runtime.IDClock
+	obs     Observer
 }
 
 // Option configures an [Engine].
@@ -99,6 +100,22 @@ func WithGetenv(getenv func(string) string) Option {
 			return errors.New("WithGetenv: nil function")
 		}
 		e.getenv = getenv
+		return nil
+	}
+}
+
+// Observer watches runs, steps and nodes, and the model and tool calls of
+// the built-in kinds: package observe implements it with OpenTelemetry.
+type Observer interface {
+	runtime.Observer
+	builtin.Observer
+}
+
+// WithObserver makes every runner of the engine report to o (nil: none,
+// the default).
+func WithObserver(o Observer) Option {
+	return func(e *Engine) error {
+		e.obs = o
 		return nil
 	}
 }
@@ -191,14 +208,22 @@ func (e *Engine) Runner(g *spec.Graph, saver runtime.Saver, o RunnerOptions) (*r
 	if saver == nil {
 		return nil, errors.New("lgrun: no saver")
 	}
-	kinds, err := e.env.Kinds(g, builtin.Options{Getenv: e.getenv, HTTPClient: e.http, Script: o.Script})
+	bo := builtin.Options{Getenv: e.getenv, HTTPClient: e.http, Script: o.Script}
+	if e.obs != nil {
+		bo.Observer = e.obs
+	}
+	kinds, err := e.env.Kinds(g, bo)
 	if err != nil {
 		return nil, err
 	}
-	return &runtime.Runner{
+	r := &runtime.Runner{
 		Graph: g, Saver: saver, Kinds: kinds, Events: o.Events, IDs: e.ids,
 		Version: e.version, GraphFile: o.GraphFile, Strict: o.Strict, ReuseRecords: o.ReuseRecords,
-	}, nil
+	}
+	if e.obs != nil {
+		r.Observer = e.obs
+	}
+	return r, nil
 }
 
 // Run starts a turn of thread on g with input (field values merged

@@ -31,6 +31,8 @@ type Options struct {
 	// Script, when set, answers every model call and non-expr tool call
 	// from scripted replies instead (see [Script]); for `lgrun test`.
 	Script *Script
+	// Observer watches model and tool calls (tracing, metrics); may be nil.
+	Observer Observer
 }
 
 // EnvProvider names the environment variable that switches every model of

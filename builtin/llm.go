@@ -50,7 +50,7 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 	}
 	msgs = trimMessages(msgs, cfg.TrimKeepLast, cfg.TrimSystem)
 
-	req := &chatRequest{Node: node.Name, Step: call.Step, Turn: turn, Schema: cfg.OutputSchema, Strict: cfg.OutputStrict}
+	req := &chatRequest{Thread: call.Thread, Node: node.Name, Step: call.Step, Turn: turn, Schema: cfg.OutputSchema, Strict: cfg.OutputStrict}
 	if cfg.System != nil {
 		system, err := cfg.System.Render(env)
 		if err != nil {

@@ -23,8 +23,9 @@ type chatClient interface {
 
 // chatRequest is a provider-neutral chat completion request.
 type chatRequest struct {
-	Node string
-	Step int
+	Thread string // for the observer
+	Node   string
+	Step   int
 	// Turn is the node's turn in its conversation: the number of replies
 	// it already has in its messages field, plus the structured-output
 	// attempt. The mock provider picks its scripted reply by it.
@@ -44,6 +45,10 @@ type chatReply struct {
 	// Estimated is set when the server sent no usage and In and Out were
 	// estimated from the text.
 	Estimated bool `json:"estimated,omitempty"`
+	// Finish and RespModel are the server's finish reason and the model
+	// it says answered, when it says so (for tracing; not recorded).
+	Finish    string `json:"-"`
+	RespModel string `json:"-"`
 }
 
 // toolCall is one tool call of a reply; Arguments is JSON text as the
@@ -209,10 +214,17 @@ func (e *engine) withRetries(ctx context.Context, m *spec.Model, req *chatReques
 			streamed = true
 			emit(runtime.Event{Kind: runtime.EvToken, Token: s})
 		}
+		var oc *ModelCallInfo
+		if e.opts.Observer != nil {
+			actx, oc = e.observeModel(actx, req, m, attempt)
+		}
 		reply, err := cl.chat(actx, req, onToken)
 		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
-		cancel()
 		billed := mt.settle(rsv, m, reply, err)
+		if oc != nil {
+			e.endModel(actx, oc, m, reply, err, attempt < attempts && ctx.Err() == nil && (timedOut || isRetryable(err)))
+		}
+		cancel()
 		if err == nil {
 			return reply, nil
 		}

@@ -271,7 +271,8 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 			return part, errors.New("the server answered with no choices")
 		}
 		msg := resp.Choices[0].Message
-		reply := &chatReply{Content: msg.Content, In: resp.Usage.PromptTokens, Out: resp.Usage.CompletionTokens}
+		reply := &chatReply{Content: msg.Content, In: resp.Usage.PromptTokens, Out: resp.Usage.CompletionTokens,
+			Finish: string(resp.Choices[0].FinishReason), RespModel: resp.Model}
 		if reply.Content == "" {
 			reply.Content = msg.Refusal
 		}
@@ -326,8 +327,12 @@ func (c *openaiClient) send(ctx context.Context, r openai.ChatCompletionRequest,
 		if len(chunk.Choices) == 0 {
 			continue
 		}
+		if chunk.Model != "" {
+			reply.RespModel = chunk.Model
+		}
 		if chunk.Choices[0].FinishReason != "" {
 			finished = true
+			reply.Finish = string(chunk.Choices[0].FinishReason)
 		}
 		d := chunk.Choices[0].Delta
 		if d.Content != "" {

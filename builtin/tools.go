@@ -136,6 +136,20 @@ func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime
 func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[string]*spec.Tool, unreachable error, c map[string]any, recorded map[string]record) (out toolOutcome, err error) {
 	id, name, args := str(c, "id"), str(c, "name"), str(c, "arguments")
 	emit := emitter(call)
+	if obs := e.opts.Observer; obs != nil {
+		tc := &ToolCallInfo{Thread: call.Thread, Node: call.Node.Name, Step: call.Step, Name: name, ID: id, Tool: bound[name]}
+		if obs.CaptureContent() {
+			tc.Input = args
+		}
+		ctx = obs.StartToolCall(ctx, tc)
+		defer func() {
+			tc.IsError = out.isErr
+			if obs.CaptureContent() {
+				tc.Output = out.content
+			}
+			obs.EndToolCall(ctx, tc, err)
+		}()
+	}
 	defer func() {
 		if err == nil {
 			note := "→"

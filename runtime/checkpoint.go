@@ -188,6 +188,10 @@ type Config struct {
 	CostUSD         float64  `json:"cost_usd,omitempty"`
 	// StateSize bounds the state of each checkpoint, in bytes of JSON.
 	StateSize int64 `json:"state_size,omitempty"`
+	// Trace references the trace of the run that last ran the thread (a
+	// W3C traceparent, set only when an [Observer] is configured), so the
+	// next run links to it.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Duration is a time.Duration that marshals as a string like "1m30s".

@@ -68,12 +68,19 @@ func (r *Runner) invoke(ctx context.Context, call *NodeCall) (res *NodeResult, e
 	emit(Event{Kind: EvNodeStart})
 	start := r.now()
 	var attemptUsage []Usage
+	obs := r.Observer
+	if obs != nil {
+		ctx = obs.StartNode(ctx, call)
+	}
 	defer func() {
 		if len(attemptUsage) > 0 {
 			if res == nil {
 				res = &NodeResult{}
 			}
 			res.Usage = attemptUsage
+		}
+		if obs != nil {
+			obs.EndNode(ctx, call, res, err)
 		}
 	}()
 	for attempt := 1; ; attempt++ {
@@ -93,6 +100,9 @@ func (r *Runner) invoke(ctx context.Context, call *NodeCall) (res *NodeResult, e
 			break
 		}
 		emit(Event{Kind: EvMessage, Message: fmt.Sprintf("attempt %d of %d failed: %v; retrying", attempt, attempts, err)})
+		if obs != nil {
+			obs.NodeRetry(ctx, attempt, attempts, err)
+		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-time.After(wait):

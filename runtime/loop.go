@@ -138,7 +138,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 
 		step := cp.Step + 1
 		r.emit(Event{Kind: EvStepStart, Thread: th.ID, Step: step, Next: cp.Next})
-		outs := rn.execute(ctx, cp, step, pending)
+		sctx := ctx
+		if r.Observer != nil {
+			sctx = r.Observer.StartStep(ctx, RunInfo{Op: "step", Graph: r.Graph.Name, Thread: th.ID, Child: r.child}, step, cp.Next)
+			rn.stepCtx = sctx
+		}
+		outs := rn.execute(sctx, cp, step, pending)
 
 		var failed []taskOut
 		var paused []PendingWrite
@@ -245,6 +250,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		t.Status, t.Error = StatusRunning, ""
 		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {
 			if errors.Is(err, ErrConflict) {
+				rn.endStep(nil, err)
 				return nil, err
 			}
 			var se *StateSizeError
@@ -262,6 +268,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		}
 		// The step's usage is committed: nothing is pending any more.
 		rn.spent, rn.ledger = nil, nil
+		rn.endStep(ncp, nil)
 		th.Head, th.Status, th.Error = ncp.ID, StatusRunning, ""
 		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
 		cp, expectHead = ncp, ncp.ID
@@ -327,6 +334,7 @@ func (rn *run) withUsage(writes []PendingWrite) []PendingWrite {
 // (and the step's usage).
 func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	rn.endStep(nil, nil)
 	writes = rn.withUsage(writes)
 	cp, err := rn.branchAt(ctx, cp)
 	if err != nil {
@@ -347,6 +355,7 @@ func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite)
 // The usage of the step's calls is kept with the mark (see withUsage).
 func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err error, writes []PendingWrite) (*Result, error) {
 	r := rn.r
+	rn.endStep(nil, err)
 	writes = rn.withUsage(writes)
 	cp, berr := rn.branchAt(ctx, cp)
 	if berr != nil {

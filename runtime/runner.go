@@ -34,6 +34,9 @@ type Runner struct {
 	// ReuseRecords makes a replay reuse the model replies and tool results
 	// recorded by the original run instead of calling again.
 	ReuseRecords bool
+	// Observer watches runs, steps and nodes (tracing, metrics); may be
+	// nil. Child runs share it.
+	Observer Observer
 
 	emitMu  sync.Mutex
 	idsOnce sync.Once
@@ -150,12 +153,25 @@ type run struct {
 	// indexes keeps the id indexes of the messages lists of the last
 	// step's merge for the next.
 	indexes listIndexes
+	// stepCtx is the context of the current step's observation (see
+	// [Observer]); nil when there is none.
+	stepCtx context.Context
 }
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
 // one (multi-turn). Input is merged through the reducers as the turn's
 // input checkpoint. A thread id [CheckThreadID] rejects is an error.
 func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
+	if r.Observer == nil {
+		return r.runTurn(ctx, opts)
+	}
+	ctx, info := r.observeRun(ctx, "run", opts.Thread)
+	res, err := r.runTurn(ctx, opts)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) {
 	if opts.Thread == "" {
 		return nil, fmt.Errorf("run: no thread id")
 	}
@@ -200,6 +216,7 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 	}
 	th.Graph, th.GraphHash = r.Graph.Name, r.Graph.Hash
 	th.Config = mergeConfig(th.Config, opts.Config)
+	r.linkRun(ctx, th)
 
 	var writes []Write
 	for _, k := range spec.SortedKeys(opts.Input) {
@@ -251,6 +268,16 @@ func (r *Runner) Run(ctx context.Context, opts RunOptions) (*Result, error) {
 // Resume continues a thread from its head: after an interrupt, a failure,
 // a crash or a limit.
 func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error) {
+	if r.Observer == nil {
+		return r.resume(ctx, opts)
+	}
+	ctx, info := r.observeRun(ctx, "resume", opts.Thread)
+	res, err := r.resume(ctx, opts)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) resume(ctx context.Context, opts ResumeOptions) (*Result, error) {
 	unlock, err := r.lock(ctx, opts.Thread)
 	if err != nil {
 		return nil, err
@@ -271,6 +298,7 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		return nil, err
 	}
 	th.Config = mergeConfig(th.Config, opts.Config)
+	r.linkRun(ctx, th)
 	rn := r.newRun(th)
 	// Check the answer against the head before writing anything: a refused
 	// resume changes nothing. Resuming honours the before-breakpoints the
@@ -322,6 +350,16 @@ func (r *Runner) Resume(ctx context.Context, opts ResumeOptions) (*Result, error
 // writes (as if node asNode had written them) and continues from it. The
 // original history stays.
 func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNode string, cfg Config) (*Result, error) {
+	if r.Observer == nil {
+		return r.fork(ctx, thread, id, set, asNode, cfg)
+	}
+	ctx, info := r.observeRun(ctx, "fork", thread)
+	res, err := r.fork(ctx, thread, id, set, asNode, cfg)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) fork(ctx context.Context, thread, id string, set []Write, asNode string, cfg Config) (*Result, error) {
 	unlock, err := r.lock(ctx, thread)
 	if err != nil {
 		return nil, err
@@ -332,6 +370,7 @@ func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNod
 		return nil, err
 	}
 	th.Config = mergeConfig(th.Config, cfg)
+	r.linkRun(ctx, th)
 	cp, err := r.update(ctx, th, base, nil, set, asNode, SourceFork)
 	if err != nil {
 		return nil, err
@@ -343,6 +382,16 @@ func (r *Runner) Fork(ctx context.Context, thread, id string, set []Write, asNod
 // original history stays. With ReuseRecords, recorded model replies and tool
 // results of the original branch are reused.
 func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Result, error) {
+	if r.Observer == nil {
+		return r.replay(ctx, thread, id, cfg)
+	}
+	ctx, info := r.observeRun(ctx, "replay", thread)
+	res, err := r.replay(ctx, thread, id, cfg)
+	r.Observer.EndRun(ctx, info, res, err)
+	return res, err
+}
+
+func (r *Runner) replay(ctx context.Context, thread, id string, cfg Config) (*Result, error) {
 	unlock, err := r.lock(ctx, thread)
 	if err != nil {
 		return nil, err
@@ -353,6 +402,7 @@ func (r *Runner) Replay(ctx context.Context, thread, id string, cfg Config) (*Re
 		return nil, err
 	}
 	th.Config = mergeConfig(th.Config, cfg)
+	r.linkRun(ctx, th)
 	rn := r.newRun(th)
 	if r.ReuseRecords {
 		if rn.records, err = r.branchRecords(ctx, th, base); err != nil {
@@ -603,7 +653,15 @@ func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) erro
 	}
 	c.Thread.Head = c.Checkpoint.ID
 	c.Thread.Updated = r.now()
-	if err := r.Saver.Commit(context.WithoutCancel(ctx), c); err != nil {
+	var start time.Time
+	if r.Observer != nil {
+		start = r.now()
+	}
+	err := r.Saver.Commit(context.WithoutCancel(ctx), c)
+	if r.Observer != nil {
+		r.Observer.Committed(ctx, r.now().Sub(start), err)
+	}
+	if err != nil {
 		if errors.Is(err, ErrConflict) {
 			return &CommitConflictError{Thread: c.Thread.ID, Err: err}
 		}

@@ -57,6 +57,7 @@ func (r *Runner) childRunner(g *spec.Graph, ns, msgRun string) *Runner {
 	return &Runner{
 		Graph: g, Saver: r.Saver, Kinds: r.Kinds, Now: r.Now, IDs: r.ids(), Version: r.Version,
 		GraphFile: g.File, Strict: r.Strict, ReuseRecords: r.ReuseRecords, child: true, msgRun: msgRun,
+		Observer: r.Observer,
 		Events: func(e Event) {
 			if e.Namespace == "" {
 				e.Namespace = ns

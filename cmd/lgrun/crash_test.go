@@ -369,8 +369,8 @@ func TestSignal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const target = 400
-	cmd, lines, errb := c.startStreaming(loop, "sig", false, "--set", fmt.Sprintf("target=%d", target), "--max-steps", "1000")
+	const target = 5000 // long enough that the SIGINT sent after 5 steps lands mid-run on a loaded machine
+	cmd, lines, errb := c.startStreaming(loop, "sig", false, "--set", fmt.Sprintf("target=%d", target), "--max-steps", "10000")
 	var seen []string
 	for l := range lines {
 		seen = append(seen, l)

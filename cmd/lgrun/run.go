@@ -316,7 +316,12 @@ func execute(cmd *cobra.Command, io *IO, saver runtime.Saver, o *execOpts, gr *s
 		abs = a
 	}
 	p := newProgress(io, o, gr)
-	r, err := io.engine().Runner(gr, saver, lgrun.RunnerOptions{GraphFile: abs, Strict: o.strict, Events: p.event})
+	tel, flush, err := io.telemetry(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer flush()
+	r, err := io.engine(tel...).Runner(gr, saver, lgrun.RunnerOptions{GraphFile: abs, Strict: o.strict, Events: p.event})
 	if err != nil {
 		return err
 	}

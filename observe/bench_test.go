@@ -1,0 +1,121 @@
+package observe_test
+
+// Per-step overhead of tracing; results in BENCHMARKS.md.
+//
+//	go test ./observe -run XXX -bench StepOverhead -benchtime 5x -count 5
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/observe"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// The graph of runtime's BenchmarkLoop1000: a set node looping 1,000
+// supersteps.
+const benchLoopGraph = `
+version: 1
+name: counter
+state:
+  count: {type: int}
+  target: {type: int, default: 1000}
+limits: {steps: 1000000}
+nodes:
+  inc:
+    kind: set
+    set:
+      count: state.count + 1
+edges:
+  - {from: START, to: inc}
+  - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+
+// BenchmarkStepOverhead runs the 1,000-step loop with no observer (off)
+// and with an observer whose spans and metrics go by OTLP/HTTP to a local
+// receiver that drops them (on; the export is flushed inside each iteration, so its cost
+// counts), on the in-memory saver and on SQLite.
+func BenchmarkStepOverhead(b *testing.B) {
+	g, errs := spec.Parse("counter.yaml", []byte(benchLoopGraph), nil)
+	if g == nil {
+		b.Fatal(errs)
+	}
+	savers := []struct {
+		name string
+		new  func(b *testing.B) runtime.Saver
+	}{
+		{"memory", func(*testing.B) runtime.Saver { return checkpoint.NewMemory() }},
+		{"sqlite", func(b *testing.B) runtime.Saver {
+			s, err := checkpoint.OpenSQLite(filepath.Join(b.TempDir(), "bench.db"), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
+	}
+	for _, sv := range savers {
+		for _, mode := range []string{"off", "on"} {
+			b.Run(sv.name+"/"+mode, func(b *testing.B) {
+				ctx := context.Background()
+				r := &runtime.Runner{Graph: g, Saver: sv.new(b)}
+				var flush func()
+				if mode == "on" {
+					// A receiver that reads and drops the payloads: a
+					// collector's decoding runs elsewhere, not on the
+					// runner's CPU.
+					rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+						io.Copy(io.Discard, r.Body)
+						w.Header().Set("Content-Type", "application/x-protobuf")
+					}))
+					b.Cleanup(rcv.Close)
+					te, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(rcv.URL+"/v1/traces"))
+					if err != nil {
+						b.Fatal(err)
+					}
+					me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(rcv.URL+"/v1/metrics"))
+					if err != nil {
+						b.Fatal(err)
+					}
+					tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(te, sdktrace.WithMaxQueueSize(8192)))
+					mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)))
+					b.Cleanup(func() { tp.Shutdown(ctx); mp.Shutdown(ctx) })
+					obs, err := observe.New(observe.Options{TracerProvider: tp, MeterProvider: mp})
+					if err != nil {
+						b.Fatal(err)
+					}
+					r.Observer = obs
+					flush = func() {
+						if err := tp.ForceFlush(ctx); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					res, err := r.Run(ctx, runtime.RunOptions{Thread: fmt.Sprintf("b%d", i)})
+					if err != nil || res.Status != runtime.StatusDone {
+						b.Fatalf("run: %v %v", res, err)
+					}
+					if flush != nil {
+						flush()
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "µs/step")
+			})
+		}
+	}
+}
