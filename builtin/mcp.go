@@ -47,6 +47,8 @@ type mcpConn struct {
 	tools  []*mcp.Tool
 	funcs  map[string]*spec.Tool // by function name, of listing gen
 	stderr *capWriter
+	// stop ends sess (and a stdio server's process group).
+	stop func()
 }
 
 // mcpFunction is what a function made from an mcp source refers to.
@@ -61,16 +63,15 @@ func (p *mcpPool) close() error {
 	conns := p.conns
 	p.conns = map[string]*mcpConn{}
 	p.mu.Unlock()
-	var errs []error
 	for _, c := range conns {
 		c.mu.Lock()
 		if c.sess != nil {
-			errs = append(errs, c.sess.Close())
+			c.stop()
 			c.sess = nil
 		}
 		c.mu.Unlock()
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // CloseMCP ends the environment's MCP sessions (a stdio server's process
@@ -132,6 +133,7 @@ func (e *engine) session(ctx context.Context, g *spec.Graph, t *spec.Tool, c *mc
 		return c.sess, nil
 	}
 	var tr mcp.Transport
+	var cmd *exec.Cmd
 	if t.MCP.URL != "" {
 		tr = &mcp.StreamableClientTransport{
 			Endpoint:             t.MCP.URL,
@@ -144,8 +146,9 @@ func (e *engine) session(ctx context.Context, g *spec.Graph, t *spec.Tool, c *mc
 		if err != nil {
 			return nil, fmt.Errorf("graph directory: %v", err)
 		}
-		cmd := exec.Command(commandPath(dir, t.Command[0]), t.Command[1:]...)
+		cmd = exec.Command(commandPath(dir, t.Command[0]), t.Command[1:]...)
 		cmd.Dir = dir
+		ownGroup(cmd)
 		cmd.Env = e.mcpEnv(t)
 		c.stderr = &capWriter{limit: 4 << 10}
 		cmd.Stderr = c.stderr
@@ -156,22 +159,28 @@ func (e *engine) session(ctx context.Context, g *spec.Graph, t *spec.Tool, c *mc
 	client := mcp.NewClient(&mcp.Implementation{Name: "lgrun", Version: "v0"}, nil)
 	sess, err := client.Connect(cctx, tr, nil)
 	if err != nil {
+		endGroup(cmd)
 		return nil, e.mcpError(t, c, "connect", err)
+	}
+	stop := func() {
+		_ = sess.Close()
+		endGroup(cmd)
 	}
 	var tools []*mcp.Tool
 	for tool, err := range sess.Tools(cctx, nil) {
 		if err != nil {
-			_ = sess.Close()
+			stop()
 			return nil, e.mcpError(t, c, "list tools", err)
 		}
 		tools = append(tools, tool)
 	}
-	c.sess, c.tools, c.funcs = sess, tools, nil
+	c.sess, c.tools, c.funcs, c.stop = sess, tools, nil, stop
 	c.gen++
 	go func() {
 		// A session whose connection ends (the server died) is dropped, so
 		// the next use starts the server again.
 		_ = sess.Wait()
+		endGroup(cmd)
 		c.mu.Lock()
 		if c.sess == sess {
 			c.sess = nil
@@ -390,7 +399,7 @@ func (e *engine) mcpCall(ctx context.Context, g *spec.Graph, t *spec.Tool, args 
 			c.mu.Lock()
 			if c.sess == sess {
 				c.sess = nil
-				go sess.Close()
+				go c.stop()
 			}
 			c.mu.Unlock()
 			return "", e.mcpError(fi.source, c, "call "+fi.tool, err)

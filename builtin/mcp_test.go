@@ -419,3 +419,53 @@ edges:
 		t.Errorf("%d diagnostics:\n%s", len(errs), got)
 	}
 }
+
+// TestMCPCloseEndsProcessGroup: closing the environment's sessions ends
+// what a stdio server's launcher started too (npx runs the server as its
+// child), not only the launched process.
+func TestMCPCloseEndsProcessGroup(t *testing.T) {
+	entry := everything(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := fmt.Sprintf(`sleep 300 & echo $! > %q; exec node %q stdio`, pidFile, entry)
+	g := mustGraph(t, `version: 1
+name: group
+state:
+  messages: {type: messages}
+models:
+  m: {provider: mock, fixtures: f.yaml}
+tools:
+  ev:
+    kind: mcp
+    command: [sh, -c, '`+script+`']
+nodes:
+  agent: {kind: llm, model: m, tools: [ev]}
+edges:
+  - {from: START, to: agent}
+  - {from: agent, to: END}
+`, map[string]string{"f.yaml": "replies: {agent: [{text: hi}]}\n"})
+	env := NewEnvironment()
+	if errs := env.ResolveMCP(context.Background(), g, Options{Getenv: mcpEnv()}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(string(b), &pid)
+	if err := env.CloseMCP(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		// Gone, or a zombie of an exited parent: not running any more.
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(st), ") Z ") {
+			break
+		}
+		if i > 50 {
+			_ = exec.Command("kill", fmt.Sprint(pid)).Run()
+			t.Fatalf("the server's child %d outlived CloseMCP", pid)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
