@@ -10,7 +10,7 @@
 //
 //	eng, err := lgrun.New(lgrun.WithTool("lookup", "Looks a word up.", params, lookup))
 //	g, diags := eng.Load("agent.yaml")     // diags: warnings, or errors (then g is nil)
-//	saver, err := lgrun.OpenSQLite("lgrun.db", nil)
+//	saver, err := lgrun.OpenSQLite("lgrun.db", nil) // or lgrun.Open(ctx, "postgres://…", nil)
 //	res, err := eng.Run(ctx, g, saver, "t1", map[string]any{"question": "…"})
 //
 // The lgrun command and the `lgrun test` engine (package graphtest) are

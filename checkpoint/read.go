@@ -111,22 +111,44 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 		SELECT `+cpColumns+`, c.snapshot
 		FROM chain JOIN checkpoints c ON c.thread = ?1 AND c.id = chain.id LEFT JOIN graphs g ON g.id = c.graph
 		ORDER BY chain.depth DESC`, thread, id)
-	var st chainStats
 	if err != nil {
-		return nil, st, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+		return nil, chainStats{}, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
 	}
 	defer rows.Close()
+	var chain []chainRow
+	for rows.Next() {
+		var l chainRow
+		if err := rows.Scan(append(l.row.scanArgs(), &l.snap)...); err != nil {
+			return nil, chainStats{}, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+		}
+		chain = append(chain, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, chainStats{}, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+	}
+	return rebuild(thread, id, s.path, chain)
+}
+
+// chainRow is a row of a checkpoint's chain with its snapshot.
+type chainRow struct {
+	row  cpRow
+	snap []byte
+}
+
+// rebuild verifies a chain read back from checkpoint id to the nearest
+// snapshot, oldest first, and applies the deltas forward, composed (see
+// [composer]). A chain that is broken, or a row that is damaged or does
+// not apply, is a *runtime.CorruptError naming that row; where names the
+// database in messages.
+func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainStats, error) {
+	var st chainStats
 	corrupt := func(cp string, err error) error {
 		return &runtime.CorruptError{Thread: thread, Checkpoint: cp, Err: err}
 	}
 	var comp *composer
 	var chain []link
-	for rows.Next() {
-		var r cpRow
-		var snap []byte
-		if err := rows.Scan(append(r.scanArgs(), &snap)...); err != nil {
-			return nil, st, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
-		}
+	for i := range rows {
+		r, snap := &rows[i].row, rows[i].snap
 		st.Rows++
 		st.Bytes += len(r.delta) + len(snap)
 		if err := r.verify(); err != nil {
@@ -149,11 +171,11 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 			// The oldest row read has no snapshot: its parent is missing.
 			switch {
 			case r.parent == "":
-				return nil, st, corrupt(r.id, fmt.Errorf("the thread's first checkpoint has no snapshot (database %s damaged)", s.path))
+				return nil, st, corrupt(r.id, fmt.Errorf("the thread's first checkpoint has no snapshot (database %s damaged)", where))
 			case r.parent >= r.id:
-				return nil, st, corrupt(r.id, fmt.Errorf("its parent %s is not older than it (database %s damaged)", r.parent, s.path))
+				return nil, st, corrupt(r.id, fmt.Errorf("its parent %s is not older than it (database %s damaged)", r.parent, where))
 			}
-			return nil, st, corrupt(r.parent, fmt.Errorf("missing from the database, which checkpoint %s is built on (database %s damaged)", r.id, s.path))
+			return nil, st, corrupt(r.parent, fmt.Errorf("missing from the database, which checkpoint %s is built on (database %s damaged)", r.id, where))
 		}
 		var d runtime.Delta
 		if err := decodeJSON(r.delta, &d); err != nil {
@@ -161,18 +183,15 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 		}
 		normalizeDelta(d)
 		if err := comp.add(d); err != nil {
-			return nil, st, s.locate(thread, id, chain, err)
+			return nil, st, locate(thread, id, chain, err)
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, st, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
 	}
 	if st.Rows == 0 {
 		return nil, st, fmt.Errorf("checkpoint %q of thread %q: %w", id, thread, runtime.ErrNotFound)
 	}
 	values, err := comp.result()
 	if err != nil {
-		return nil, st, s.locate(thread, id, chain, err)
+		return nil, st, locate(thread, id, chain, err)
 	}
 	return values, st, nil
 }
@@ -181,7 +200,7 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 // the chain again one delta at a time (the composed pass that failed folds
 // deltas together and cannot tell). It returns a *runtime.CorruptError
 // for it, or for id with err if every delta applies on its own.
-func (s *SQLite) locate(thread, id string, chain []link, err error) error {
+func locate(thread, id string, chain []link, err error) error {
 	var values map[string]any
 	for _, l := range chain {
 		if l.snap != nil {
@@ -217,27 +236,36 @@ func (s *SQLite) pending(ctx context.Context, thread, id string) ([]runtime.Pend
 		if err := rows.Scan(&seq, &node, &kind, &data, &sum); err != nil {
 			return nil, fmt.Errorf("read pending writes: %w", s.describe(err))
 		}
-		if sum.Valid && sum.Int64 != writeSum(thread, id, seq, node, kind, data) {
-			return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("pending write %d (of node %q): %w", seq, node, errChecksum)}
-		}
-		var w runtime.PendingWrite
-		if err := decodeJSON(data, &w); err != nil {
-			return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("corrupt pending write %d: %w", seq, err)}
-		}
-		if w.Result != nil {
-			for i := range w.Result.Writes {
-				w.Result.Writes[i].Value = normalize(w.Result.Writes[i].Value)
-			}
-			for i := range w.Result.Records {
-				w.Result.Records[i] = normalize(w.Result.Records[i])
-			}
-		}
-		if w.Interrupt != nil {
-			w.Interrupt.Payload = normalize(w.Interrupt.Payload)
+		w, err := decodeWrite(thread, id, seq, node, kind, data, sum)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, w)
 	}
 	return out, rows.Err()
+}
+
+// decodeWrite verifies and decodes a writes row.
+func decodeWrite(thread, id string, seq int64, node, kind string, data []byte, sum sql.NullInt64) (runtime.PendingWrite, error) {
+	var w runtime.PendingWrite
+	if sum.Valid && sum.Int64 != writeSum(thread, id, seq, node, kind, data) {
+		return w, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("pending write %d (of node %q): %w", seq, node, errChecksum)}
+	}
+	if err := decodeJSON(data, &w); err != nil {
+		return w, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: fmt.Errorf("corrupt pending write %d: %w", seq, err)}
+	}
+	if w.Result != nil {
+		for i := range w.Result.Writes {
+			w.Result.Writes[i].Value = normalize(w.Result.Writes[i].Value)
+		}
+		for i := range w.Result.Records {
+			w.Result.Records[i] = normalize(w.Result.Records[i])
+		}
+	}
+	if w.Interrupt != nil {
+		w.Interrupt.Payload = normalize(w.Interrupt.Payload)
+	}
+	return w, nil
 }
 
 // List implements runtime.Saver. Rows that fail their checks are left out
@@ -377,21 +405,30 @@ func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*run
 		if err := rows.Scan(r.scanArgs()...); err != nil {
 			return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 		}
-		if err := r.verify(); err != nil {
+		t, err := r.decode()
+		if err != nil {
 			bad = append(bad, err.(*runtime.CorruptError))
 			continue
 		}
-		t := runtime.Thread{ID: r.id, Head: r.head, Status: runtime.Status(r.status), Error: r.error,
-			Graph: r.graph, GraphHash: r.graphHash, GraphFile: r.graphFile,
-			Created: time.Unix(0, r.created).UTC(), Updated: time.Unix(0, r.updated).UTC()}
-		if err := json.Unmarshal([]byte(r.config), &t.Config); err != nil {
-			bad = append(bad, &runtime.CorruptError{Thread: r.id, Err: fmt.Errorf("corrupt config: %w", err)})
-			continue
-		}
-		out = append(out, &t)
+		out = append(out, t)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 	}
 	return out, bad, nil
+}
+
+// decode verifies the row and decodes it; a bad row is a
+// *runtime.CorruptError.
+func (r *threadRow) decode() (*runtime.Thread, error) {
+	if err := r.verify(); err != nil {
+		return nil, err
+	}
+	t := runtime.Thread{ID: r.id, Head: r.head, Status: runtime.Status(r.status), Error: r.error,
+		Graph: r.graph, GraphHash: r.graphHash, GraphFile: r.graphFile,
+		Created: time.Unix(0, r.created).UTC(), Updated: time.Unix(0, r.updated).UTC()}
+	if err := json.Unmarshal([]byte(r.config), &t.Config); err != nil {
+		return nil, &runtime.CorruptError{Thread: r.id, Err: fmt.Errorf("corrupt config: %w", err)}
+	}
+	return &t, nil
 }

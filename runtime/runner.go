@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -77,6 +79,10 @@ type ResumeOptions struct {
 	// as if node AsNode had written them ("" for a human update).
 	Set    []Write
 	AsNode string
+	// Goto, when set, names the nodes the next step runs instead of the
+	// thread's next nodes; like an update as a node it replaces the
+	// pending step, so interrupt nodes then need no value.
+	Goto   []string
 	Config Config
 }
 
@@ -313,7 +319,7 @@ func (r *Runner) resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		switch {
 		case p.Interrupt.When == InterruptBefore:
 			rn.resumeBefore[p.Node] = true
-		case p.Interrupt.When == InterruptNode && opts.AsNode == "":
+		case p.Interrupt.When == InterruptNode && opts.AsNode == "" && len(opts.Goto) == 0:
 			needValue = append(needValue, p.Node)
 		}
 	}
@@ -329,8 +335,8 @@ func (r *Runner) resume(ctx context.Context, opts ResumeOptions) (*Result, error
 		return nil, fmt.Errorf("thread %q is not waiting at an interrupt node: %w", th.ID, ErrValueNotNeeded)
 	}
 	cp := head
-	if len(opts.Set) > 0 || opts.AsNode != "" {
-		cp, err = r.update(ctx, th, head, head, opts.Set, opts.AsNode, SourceUpdate)
+	if len(opts.Set) > 0 || opts.AsNode != "" || len(opts.Goto) > 0 {
+		cp, err = r.updateNext(ctx, th, head, head, opts.Set, opts.AsNode, opts.Goto, SourceUpdate)
 		if err != nil {
 			return nil, err
 		}
@@ -473,6 +479,18 @@ func (r *Runner) loadAt(ctx context.Context, thread, id string) (*Thread, *Check
 // update commits a checkpoint that applies set to base as node asNode.
 // keepFrom, when not nil, carries its pending node writes over.
 func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpoint, set []Write, asNode string, src Source) (*Checkpoint, error) {
+	return r.updateNext(ctx, th, base, keepFrom, set, asNode, nil, src)
+}
+
+// updateNext is update whose checkpoint runs the nodes gotoNodes next
+// when they are given (the pending step is then replaced, as by asNode).
+func (r *Runner) updateNext(ctx context.Context, th *Thread, base, keepFrom *Checkpoint, set []Write, asNode string, gotoNodes []string, src Source) (*Checkpoint, error) {
+	for _, n := range gotoNodes {
+		if r.Graph.Nodes[n] == nil {
+			return nil, fmt.Errorf("goto: graph %q has no node %q", r.Graph.Name, n)
+		}
+	}
+	replace := asNode != "" || len(gotoNodes) > 0
 	node := asNode
 	if node == "" {
 		node = "__human__"
@@ -483,12 +501,24 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 	if err != nil {
 		return nil, fmt.Errorf("update: %w", err)
 	}
+	if base.ID == "" {
+		// The first checkpoint of a thread stores every field.
+		delta = Delta{}
+		for k, v := range values {
+			delta[k] = Op{Kind: OpSet, Value: v}
+		}
+	}
 	next, waiting := base.Next, base.Waiting
 	if asNode != "" {
 		next, waiting, err = r.nextNodes(values, []string{asNode}, nil, base.Waiting)
 		if err != nil {
 			return nil, err
 		}
+	}
+	if len(gotoNodes) > 0 {
+		next = append([]string(nil), gotoNodes...)
+		sort.Strings(next)
+		next = slices.Compact(next)
 	}
 	cp := &Checkpoint{
 		Thread: th.ID, ParentID: base.ID, Step: base.Step + 1, TurnStep: base.TurnStep + 1,
@@ -501,7 +531,7 @@ func (r *Runner) update(ctx context.Context, th *Thread, base, keepFrom *Checkpo
 		for _, p := range keepFrom.Pending {
 			// The usage of uncommitted attempts stays pending, also when an
 			// update as a node replaces the step: it was spent.
-			if p.Kind == PendingUsage || asNode == "" && (p.Kind == PendingWrites || p.Kind == PendingPartial || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode)) {
+			if p.Kind == PendingUsage || !replace && (p.Kind == PendingWrites || p.Kind == PendingPartial || (p.Kind == PendingInterrupt && p.Interrupt.When == InterruptNode)) {
 				keep = append(keep, p)
 			}
 		}
@@ -700,4 +730,49 @@ func interruptsOf(ps []PendingWrite) []Interrupt {
 		}
 	}
 	return out
+}
+
+// Update writes set to the thread as if node asNode had written it ("" for
+// a human update) and commits the result as a new checkpoint without
+// running anything: the next run or resume continues from it. At the head
+// (id ""), pending interrupt answers and node results of the paused step
+// are kept unless asNode replaces the step; at an older checkpoint id the
+// update forks a new branch from it. A thread that does not exist yet gets
+// the update, applied to the graph's defaults, as its first checkpoint.
+// The thread is left done when nothing is scheduled next, else
+// interrupted (waiting to be resumed).
+func (r *Runner) Update(ctx context.Context, thread, id string, set []Write, asNode string) (*Checkpoint, error) {
+	unlock, err := r.lock(ctx, thread)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	th, base, err := r.loadAt(ctx, thread, id)
+	if errors.Is(err, ErrNotFound) && id == "" {
+		if _, terr := r.Saver.Thread(ctx, thread); errors.Is(terr, ErrNotFound) {
+			// A new thread: the update is its first checkpoint, made from
+			// the graph's defaults.
+			th = &Thread{ID: thread, Created: r.now(), GraphFile: r.GraphFile, Graph: r.Graph.Name, GraphHash: r.Graph.Hash}
+			base, err = &Checkpoint{Thread: thread, Step: -1, Values: r.Graph.Defaults()}, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var keepFrom *Checkpoint
+	if base.ID != "" && base.ID == th.Head {
+		keepFrom = base
+	}
+	cp, err := r.update(ctx, th, base, keepFrom, set, asNode, SourceUpdate)
+	if err != nil {
+		return nil, err
+	}
+	status := StatusInterrupted
+	if len(cp.Next) == 0 && len(interruptsOf(cp.Pending)) == 0 {
+		status = StatusDone
+	}
+	if err := r.mark(ctx, th, status, "", cp.Pending); err != nil {
+		return nil, err
+	}
+	return cp, nil
 }

@@ -9,8 +9,10 @@ import (
 )
 
 // TestCIScript checks that .ci/run keeps its gates: vet, the README's test
-// command, the race detector on the runtime and the savers, and the
-// examples validated and tested on both savers; and that bash parses it.
+// command, the race detector on the runtime, the savers and the server,
+// the npm ci of the SDK test, the examples validated and tested on both
+// savers, and PostgreSQL started (with CI=true, so its tests fail rather
+// than skip); and that bash parses it.
 func TestCIScript(t *testing.T) {
 	path := filepath.Join("..", "..", ".ci", "run")
 	b, err := os.ReadFile(path)
@@ -27,7 +29,12 @@ func TestCIScript(t *testing.T) {
 		"set -euo pipefail",
 		"go vet ./...",
 		"go test ./...",
-		"go test -race ./runtime/ ./checkpoint/",
+		"go test -race ./runtime/ ./checkpoint/ ./checkpoint/postgres/",
+		"go test -race ./server/",
+		"(cd \"$sdk\" && npm ci --ignore-scripts --no-audit --no-fund)",
+		"export CI=true",
+		"if ! pg_isready -q -h 127.0.0.1; then",
+		`pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start`,
 		"validate --strict graphs/",
 		"test graphs/ --saver memory",
 		"test graphs/ --saver sqlite",

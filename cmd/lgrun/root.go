@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -58,11 +59,13 @@ Exit codes:
   130  interrupted by a signal (state saved)
 
 Environment:
-  LGRUN_DB          checkpoint database (default .lgrun/lgrun.db; --db wins)
+  LGRUN_DB          checkpoint database: an SQLite path or a postgres:// URL
+                    (default .lgrun/lgrun.db; --db wins)
   LGRUN_DURABILITY  process or power (--durability wins)
   LGRUN_PROVIDER    openai: call real servers instead of mock models
   OPENAI_API_KEY    API key of openai models (a model's api_key_env names another)
   OPENAI_BASE_URL   server of openai models without base_url
+  LGRUN_API_KEYS    lgrun serve: comma-separated keys clients must send in x-api-key
   NO_COLOR          no colour even on a terminal
 `
 
@@ -237,7 +240,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 	root.SetErr(io.Err)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.db, "db", "", "checkpoint database (default $LGRUN_DB, else .lgrun/lgrun.db)")
+	pf.StringVar(&g.db, "db", "", "checkpoint database: SQLite path or postgres:// URL (default $LGRUN_DB, else .lgrun/lgrun.db)")
 	pf.StringVar(&g.durability, "durability", "", "process (survive crashes, default) or power (fsync every step)")
 	root.AddCommand(
 		newRunCmd(io, g),
@@ -254,6 +257,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 		newGraphCmd(io),
 		newTestCmd(io),
 		newUsageCmd(io, g),
+		newServeCmd(io, g),
 		newMCPCmd(io, g),
 	)
 	for _, c := range root.Commands() {
@@ -282,11 +286,14 @@ var errNoDatabase = errors.New("no checkpoint database")
 // openExisting opens the checkpoint database for commands that only read
 // or continue threads: a missing database is not created; the error wraps
 // errNoDatabase. thread, when set, is named in the error.
-func (g *globalOpts) openExisting(io *IO, thread string) (*checkpoint.SQLite, error) {
+func (g *globalOpts) openExisting(io *IO, thread string) (lgrun.Store, error) {
 	if _, err := g.durabilityOpt(io); err != nil {
 		return nil, err
 	}
 	p := g.dbPath(io)
+	if lgrun.IsPostgresURL(p) {
+		return g.openSaver(io)
+	}
 	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 		if thread != "" {
 			return nil, fmt.Errorf("thread %q not found: %w at %s (nothing has run here yet; pass --db or set LGRUN_DB)", thread, errNoDatabase, p)
@@ -296,19 +303,24 @@ func (g *globalOpts) openExisting(io *IO, thread string) (*checkpoint.SQLite, er
 	return g.openSaver(io)
 }
 
-// openSaver opens the SQLite checkpoint database, creating its directory.
-func (g *globalOpts) openSaver(io *IO) (*checkpoint.SQLite, error) {
+// openSaver opens the checkpoint store --db (or LGRUN_DB) names: a
+// postgres:// URL, or an SQLite file, creating its directory. Every command
+// opens its store here.
+func (g *globalOpts) openSaver(io *IO) (lgrun.Store, error) {
 	d, err := g.durabilityOpt(io)
 	if err != nil {
 		return nil, err
 	}
 	p := g.dbPath(io)
+	if lgrun.IsPostgresURL(p) {
+		return lgrun.Open(context.Background(), p, nil)
+	}
 	if dir := filepath.Dir(p); dir != "." {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create database directory: %w", err)
 		}
 	}
-	return checkpoint.OpenSQLite(p, &checkpoint.Options{Durability: d})
+	return lgrun.Open(context.Background(), p, &checkpoint.Options{Durability: d})
 }
 
 // durabilityOpt resolves --durability (or LGRUN_DURABILITY).

@@ -1,0 +1,265 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/runtime"
+)
+
+const threadColumns = `id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum`
+
+func threadArgs(r *checkpoint.ThreadRow) []any {
+	return []any{&r.ID, &r.Head, &r.Status, &r.Error, &r.Graph, &r.GraphHash, &r.GraphFile, &r.Config, &r.Created, &r.Updated, &r.Pending, &r.Sum}
+}
+
+// Commit implements runtime.Saver: one transaction that moves the head by
+// compare-and-swap (an UPDATE … WHERE head = the expected head, or an
+// INSERT … ON CONFLICT DO NOTHING for a new thread: of concurrent commits
+// on one head, the row lock lets exactly one through), then inserts the
+// checkpoint and its pending writes.
+func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
+	cp := c.Checkpoint
+	row, err := checkpoint.EncodeRow(c.Thread.ID, cp, nil)
+	if err != nil {
+		return err
+	}
+	tr, err := checkpoint.NewThreadRow(c.Thread, cp.ID, len(c.Writes))
+	if err != nil {
+		return err
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", s.describe(err))
+	}
+	defer tx.Rollback(context.Background())
+
+	// The compare-and-swap and the parent's chain sizes in one round trip.
+	// The parent is read after the thread's row is locked, never from a
+	// cache: a GC in another process may have pruned it.
+	b := &pgx.Batch{}
+	if c.ExpectHead == "" {
+		b.Queue(`INSERT INTO threads (`+threadColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING`,
+			tr.ID, tr.Head, tr.Status, tr.Error, tr.Graph, tr.GraphHash, tr.GraphFile, tr.Config, tr.Created, tr.Updated, tr.Pending, tr.Sum)
+	} else {
+		b.Queue(`UPDATE threads SET head = $3, status = $4, error = $5, graph = $6, graph_hash = $7, graph_file = $8, config = $9, updated = $10, pending = $11, sum = $12 WHERE id = $1 AND head = $2`,
+			tr.ID, c.ExpectHead, tr.Head, tr.Status, tr.Error, tr.Graph, tr.GraphHash, tr.GraphFile, tr.Config, tr.Updated, tr.Pending, tr.Sum)
+	}
+	if cp.ParentID != "" {
+		b.Queue(`SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id = $2`, c.Thread.ID, cp.ParentID)
+	}
+	br := tx.SendBatch(ctx, b)
+	tag, err := br.Exec()
+	if err != nil {
+		br.Close()
+		return fmt.Errorf("update thread: %w", s.describe(err))
+	}
+	if tag.RowsAffected() != 1 {
+		br.Close()
+		var head string
+		if err := tx.QueryRow(ctx, `SELECT head FROM threads WHERE id = $1`, c.Thread.ID).Scan(&head); err != nil && !isNoRows(err) {
+			return fmt.Errorf("read thread head: %w", s.describe(err))
+		}
+		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
+	}
+	// Snapshot policy, as SQLite's.
+	chain, baseBytes := 0, 0
+	if cp.ParentID != "" {
+		if err := br.QueryRow().Scan(&chain, &baseBytes); err != nil {
+			br.Close()
+			if isNoRows(err) {
+				return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
+			}
+			return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
+		}
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("update thread: %w", s.describe(err))
+	}
+	chain += len(row.Delta)
+	var snap []byte
+	if checkpoint.SnapshotDue(cp.ParentID == "", chain, baseBytes) {
+		if snap, err = checkpoint.Marshal(cp.Values); err != nil {
+			return fmt.Errorf("encode snapshot: %w", err)
+		}
+		row.Seal(snap)
+		chain, baseBytes = 0, len(snap)
+	}
+	gid, newGraph, err := s.graphID(ctx, tx, cp.Metadata)
+	if err != nil {
+		return fmt.Errorf("record graph: %w", s.describe(err))
+	}
+	b = &pgx.Batch{}
+	b.Queue(`INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+		row.Thread, row.ID, row.Parent, row.Step, row.TurnStep, row.Next, row.Waiting, row.Source, row.Writes, gid, row.Time,
+		row.Usage, row.Totals, row.Records, row.Delta, snap, chain, baseBytes, row.Sum, row.SnapSum)
+	if err := queueWrites(b, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" && pe.TableName == "checkpoints" {
+			return fmt.Errorf("commit to thread %q: checkpoint %s already exists", c.Thread.ID, cp.ID)
+		}
+		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", s.describe(err))
+	}
+	s.mu.Lock()
+	if newGraph != "" {
+		s.graphs[newGraph] = gid
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// graphID returns the id of the graphs row of m's graph, inserting it if
+// needed; the caller caches it under key once the transaction commits.
+func (s *Postgres) graphID(ctx context.Context, tx pgx.Tx, m runtime.Metadata) (id int64, key string, err error) {
+	key = m.Graph + "\x00" + m.GraphHash + "\x00" + m.Version
+	s.mu.Lock()
+	id, ok := s.graphs[key]
+	s.mu.Unlock()
+	if ok {
+		return id, "", nil
+	}
+	// DO NOTHING then SELECT, rather than DO UPDATE, so as not to lock the
+	// row (and queue every other process's commits of the graph) until
+	// this transaction ends.
+	if _, err := tx.Exec(ctx, `INSERT INTO graphs (name, hash, version) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, m.Graph, m.GraphHash, m.Version); err != nil {
+		return 0, "", err
+	}
+	if err := tx.QueryRow(ctx, `SELECT id FROM graphs WHERE name = $1 AND hash = $2 AND version = $3`, m.Graph, m.GraphHash, m.Version).Scan(&id); err != nil {
+		return 0, "", err
+	}
+	return id, key, nil
+}
+
+func queueWrites(b *pgx.Batch, thread, cpID string, seq int, ws []runtime.PendingWrite) error {
+	for i, w := range ws {
+		data, sum, err := checkpoint.EncodeWrite(thread, cpID, seq+i, w)
+		if err != nil {
+			return err
+		}
+		b.Queue(`INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			thread, cpID, seq+i, w.Node, string(w.Kind), data, sum)
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// Mark implements runtime.Saver, under the same compare-and-swap as
+// Commit (the thread's row is locked while it is rewritten).
+func (s *Postgres) Mark(ctx context.Context, mk *runtime.Mark) error {
+	th := mk.Thread
+	config, err := checkpoint.Marshal(th.Config)
+	if err != nil {
+		return err
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", s.describe(err))
+	}
+	defer tx.Rollback(context.Background())
+	var tr checkpoint.ThreadRow
+	if err := tx.QueryRow(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = $1 FOR UPDATE`, th.ID).Scan(threadArgs(&tr)...); err != nil {
+		if isNoRows(err) {
+			return fmt.Errorf("mark thread %q: %w", th.ID, runtime.ErrNotFound)
+		}
+		return fmt.Errorf("read thread head: %w", s.describe(err))
+	}
+	// The row is rewritten with a new checksum: check the old one first,
+	// so as not to seal damage in.
+	if err := tr.Verify(); err != nil {
+		return err
+	}
+	if tr.Head != th.Head {
+		return fmt.Errorf("mark thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, tr.Head, th.Head)
+	}
+	seq := 0
+	if mk.ClearWrites {
+		if _, err := tx.Exec(ctx, `DELETE FROM writes WHERE thread = $1 AND checkpoint = $2`, th.ID, tr.Head); err != nil {
+			return fmt.Errorf("clear pending writes: %w", s.describe(err))
+		}
+	} else if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(seq) + 1, 0) FROM writes WHERE thread = $1 AND checkpoint = $2`, th.ID, tr.Head).Scan(&seq); err != nil {
+		return fmt.Errorf("read pending writes: %w", s.describe(err))
+	}
+	b := &pgx.Batch{}
+	if err := queueWrites(b, th.ID, tr.Head, seq, mk.Writes); err != nil {
+		return err
+	}
+	tr.Status, tr.Error, tr.Config, tr.Updated = string(th.Status), th.Error, string(config), th.Updated.UnixNano()
+	switch {
+	case mk.ClearWrites:
+		tr.Pending.Int64, tr.Pending.Valid = int64(len(mk.Writes)), true
+	case tr.Pending.Valid:
+		tr.Pending.Int64 += int64(len(mk.Writes))
+	}
+	tr.Reseal()
+	b.Queue(`UPDATE threads SET status = $1, error = $2, config = $3, updated = $4, pending = $5, sum = $6 WHERE id = $7`,
+		tr.Status, tr.Error, tr.Config, tr.Updated, tr.Pending, tr.Sum, th.ID)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("mark thread %q: %w", th.ID, s.describe(err))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", s.describe(err))
+	}
+	return nil
+}
+
+// DeleteThread implements runtime.Saver. The thread's child runs
+// (subgraphs, map items: "<id>/...") go with it.
+func (s *Postgres) DeleteThread(ctx context.Context, id string) error {
+	_, _, err := s.deleteThread(ctx, id)
+	return err
+}
+
+func (s *Postgres) deleteThread(ctx context.Context, id string) (threads, checkpoints int, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("begin: %w", s.describe(err))
+	}
+	defer tx.Rollback(context.Background())
+	var head string
+	if err := tx.QueryRow(ctx, `SELECT head FROM threads WHERE id = $1 FOR UPDATE`, id).Scan(&head); err != nil {
+		if isNoRows(err) {
+			return 0, 0, fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
+		}
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	lo, hi := childRange(id)
+	n, err := tx.Exec(ctx, `DELETE FROM threads WHERE id = $1 OR (id >= $2 AND id < $3)`, id, lo, hi)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	c, err := tx.Exec(ctx, `DELETE FROM checkpoints WHERE thread = $1 OR (thread >= $2 AND thread < $3)`, id, lo, hi)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM writes WHERE thread = $1 OR (thread >= $2 AND thread < $3)`, id, lo, hi); err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, 0, fmt.Errorf("commit: %w", s.describe(err))
+	}
+	return int(n.RowsAffected()), int(c.RowsAffected()), nil
+}
+
+// childRange returns the bounds of the ids of id's child threads
+// ("<id>/..."), compared bytewise (the id columns collate as "C").
+func childRange(id string) (lo, hi string) {
+	return id + runtime.ChildSep, id + string(runtime.ChildSep[0]+1)
+}

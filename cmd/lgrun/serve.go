@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lgrun/lgrun"
+	"github.com/lgrun/lgrun/runtime"
+	"github.com/lgrun/lgrun/server"
+	"github.com/lgrun/lgrun/spec"
+)
+
+// envAPIKeys names the variable holding the API keys lgrun serve accepts
+// (comma-separated); unset means no authentication.
+const envAPIKeys = "LGRUN_API_KEYS"
+
+type serveOpts struct {
+	addr    string
+	maxBody int64
+	timeout time.Duration
+	drain   time.Duration
+	maxRuns int
+}
+
+func newServeCmd(io *IO, g *globalOpts) *cobra.Command {
+	o := &serveOpts{}
+	c := &cobra.Command{
+		Use:   "serve GRAPH.yaml|DIR...",
+		Short: "Serve graphs over the LangGraph Agent Server API (for the LangGraph SDK)",
+		Long: `Serve graphs over the LangGraph Agent Server API, so the official LangGraph
+SDKs drive them: every graph becomes an assistant whose graph_id is the graph's
+name. A directory serves the graph files directly in it (not its subdirectories,
+where subgraphs live). Threads, runs and checkpoints are kept in the database
+(--db; runs in a file beside it ending in -server.db); background runs that a
+crash interrupts continue when the server starts again. See docs/server.md.
+
+Set LGRUN_API_KEYS to a comma-separated list of keys to require x-api-key.`,
+		Example: `  lgrun serve graphs/
+  LGRUN_API_KEYS=secret lgrun serve graphs/approval.yaml --addr 127.0.0.1:8123`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("serve takes one or more graph files or directories")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serveRun(cmd.Context(), io, g, o, args)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.addr, "addr", "127.0.0.1:2024", "address to listen on (loopback unless you give another host)")
+	f.Int64Var(&o.maxBody, "max-body", 10<<20, "largest request body in bytes")
+	f.DurationVar(&o.timeout, "request-timeout", 30*time.Second, "time limit of non-streaming requests")
+	f.IntVar(&o.maxRuns, "max-runs", 64, "runs executing at once (the others wait, pending)")
+	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and resume at the next start)")
+	return c
+}
+
+// serveGraphFiles expands serve's arguments: files as given, directories'
+// graph files (not test or fixtures files, not subdirectories).
+func serveGraphFiles(args []string) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		fi, err := os.Stat(a)
+		if err != nil {
+			return nil, usagef("%s: %v", a, unwrapPath(err))
+		}
+		if !fi.IsDir() {
+			out = append(out, a)
+			continue
+		}
+		ents, err := os.ReadDir(a)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for _, e := range ents {
+			p := filepath.Join(a, e.Name())
+			if !e.IsDir() && isGraphFile(p) && !spec.IsTestFile(p) {
+				out = append(out, p)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, usagef("directory %s holds no graph files (*.yaml)", a)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// serveEngine binds the graphs' node kinds through the command's engine
+// (so runs share its rate limiters, id clock and observer): the one place
+// that wires the engine for the server.
+func serveEngine(eng *lgrun.Engine, saver runtime.Saver, o *server.Options) {
+	o.Kinds = func(g *spec.Graph) (map[string]runtime.NodeFunc, error) {
+		r, err := eng.Runner(g, saver, lgrun.RunnerOptions{GraphFile: g.File})
+		if err != nil {
+			return nil, err
+		}
+		if o.IDs == nil {
+			o.IDs, o.Observer = r.IDs, r.Observer
+		}
+		return r.Kinds, nil
+	}
+}
+
+func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []string) error {
+	files, err := serveGraphFiles(args)
+	if err != nil {
+		return err
+	}
+	var graphs []*spec.Graph
+	for _, f := range files {
+		gr, err := loadGraph(io, f)
+		if err != nil {
+			return err
+		}
+		if abs, err := absPath(f); err == nil {
+			gr.File = abs
+		}
+		graphs = append(graphs, gr)
+	}
+	// Listen first: a wrong --addr creates no database.
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return usagef("--addr %s: %v", o.addr, err)
+	}
+	defer ln.Close()
+	saver, err := g.openSaver(io)
+	if err != nil {
+		return err
+	}
+	defer saver.Close()
+	dbPath := g.dbPath(io)
+	storePath := strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + "-server.db"
+	store, err := server.OpenSQLite(storePath)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	var keys []string
+	for _, k := range strings.Split(io.Getenv(envAPIKeys), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	tel, flush, err := io.telemetry(ctx)
+	if err != nil {
+		return err
+	}
+	defer flush()
+	sopts := server.Options{
+		Graphs: graphs, Saver: saver, Store: store, APIKeys: keys,
+		MaxBody: o.maxBody, RequestTimeout: o.timeout, MaxRuns: o.maxRuns, Version: Version,
+		Logf: func(format string, a ...any) { fmt.Fprintf(io.Err, format+"\n", a...) },
+	}
+	serveEngine(io.engine(tel...), saver, &sopts)
+	srv, err := server.New(sopts)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	names := make([]string, len(graphs))
+	for i, gr := range graphs {
+		names[i] = gr.Name
+	}
+	auth := "no API key (set " + envAPIKeys + " to require one)"
+	if len(keys) > 0 {
+		auth = fmt.Sprintf("x-api-key required (%d keys)", len(keys))
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && len(keys) == 0 {
+		fmt.Fprintf(io.Err, "lgrun serve: warning: listening on %s, which is not loopback, without API keys: anyone who can reach it can run the graphs (set %s)\n", ln.Addr(), envAPIKeys)
+	}
+	fmt.Fprintf(io.Err, "lgrun serve: listening on http://%s (graphs: %s; %s)\n", ln.Addr(), strings.Join(names, ", "), auth)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintf(io.Err, "lgrun serve: shutting down (running runs have %s to finish; the rest resume at the next start)\n", o.drain)
+	dctx, cancel := context.WithTimeout(context.Background(), o.drain)
+	defer cancel()
+	srv.Shutdown(dctx)
+	sctx, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
