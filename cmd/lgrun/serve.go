@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lgrun/lgrun"
+	"github.com/lgrun/lgrun/mcpserver"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/server"
 	"github.com/lgrun/lgrun/spec"
@@ -165,7 +166,13 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		MaxBody: o.maxBody, RequestTimeout: o.timeout, MaxRuns: o.maxRuns, Version: Version,
 		Logf: func(format string, a ...any) { fmt.Fprintf(io.Err, format+"\n", a...) },
 	}
-	serveEngine(io.engine(tel...), saver, &sopts)
+	eng := io.engine(tel...)
+	defer func() { _ = eng.CloseMCP() }()
+	serveEngine(eng, saver, &sopts)
+	// The graphs as MCP tools at /mcp, behind the same API keys.
+	if sopts.MCP, err = mcpserver.Handler(eng, graphs, saver, Version); err != nil {
+		return err
+	}
 	srv, err := server.New(sopts)
 	if err != nil {
 		return err
