@@ -513,7 +513,11 @@ function onEvent(event, data) {
     if (data.payload.error) L.log.push({ kind: "error", text: `${data.payload.name} failed: ${data.payload.error}` });
   } else if (event === "updates") {
     for (const [node, upd] of Object.entries(data || {})) {
-      if (node === "__interrupt__") L.log.push({ kind: "interrupt", text: "interrupted: " + JSON.stringify(upd) });
+      if (node === "__interrupt__") {
+        L.interrupted = true;
+        const at = (Array.isArray(upd) ? upd : []).map(i => (i.ns && i.ns[0] || "").split(":")[0] + (i.when === "before" ? " (before it runs)" : "")).join(", ");
+        L.log.push({ kind: "interrupt", text: "paused at " + (at || "an interrupt") + ": waiting for you" });
+      }
       else L.log.push({ kind: "update", text: `${node} wrote ${upd && typeof upd === "object" ? Object.keys(upd).join(", ") : JSON.stringify(upd)}`, detail: upd });
     }
   } else if (event === "values") {
@@ -550,7 +554,7 @@ function livePanel() {
   if (!L || !S.thread || L.tid !== S.thread.thread_id) return h("div", { id: "live", hidden: true });
   const running = L.status === "running";
   return h("section", { id: "live", class: "panel live" + (L.finished ? " finished" : ""), "aria-live": "polite" },
-    h("h2", {}, running ? "Run in progress" : "Last run: " + L.status,
+    h("h2", {}, running ? "Run in progress" : "Last run: " + (L.status === "success" && L.interrupted ? "paused at an interrupt" : L.status),
       running && L.run_id ? h("button", { class: "small danger", type: "button", id: "cancel-run",
         onclick: guard(() => api("POST", `/threads/${L.tid}/runs/${L.run_id}/cancel?action=interrupt`)) }, "Cancel") : null,
       !running ? h("button", { class: "small", type: "button", onclick: () => { S.live = null; updateLive(); } }, "Hide") : null),
