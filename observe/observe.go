@@ -135,12 +135,18 @@ type runKey struct{}
 
 // StartRun implements runtime.Observer: a span "invoke_workflow <graph>".
 func (o *Observer) StartRun(ctx context.Context, info runtime.RunInfo) context.Context {
-	ctx, span := o.tracer.Start(ctx, "invoke_workflow "+info.Graph, trace.WithSpanKind(trace.SpanKindInternal),
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(
 			keyOperation.String("invoke_workflow"), keyWorkflowName.String(info.Graph),
 			keyConversation.String(info.Thread), keyThread.String(info.Thread),
 			keyGraph.String(info.Graph), keyOp.String(info.Op), keyChild.Bool(info.Child),
-		))
+		)}
+	if l, ok := ctx.Value(linkKey{}).(trace.SpanContext); ok && !info.Child {
+		// A background run: a trace of its own, linked to the request's.
+		opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: l,
+			Attributes: []attribute.KeyValue{attribute.String("lgrun.link", "request")}}))
+	}
+	ctx, span := o.tracer.Start(ctx, "invoke_workflow "+info.Graph, opts...)
 	o.m.active.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph)))
 	return context.WithValue(ctx, runKey{}, &runState{start: time.Now(), span: span})
 }

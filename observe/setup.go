@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -20,6 +21,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Environment variables read by [Setup] itself; the SDK and the OTLP
@@ -194,6 +196,49 @@ func NewPrometheus() (sdkmetric.Reader, http.Handler, error) {
 		return nil, nil, fmt.Errorf("observe: prometheus exporter: %w", err)
 	}
 	return rd, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Timeout: 10 * time.Second}), nil
+}
+
+// w3c reads and writes the W3C traceparent and baggage headers.
+var w3c = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+
+// TraceHeaders returns a request's W3C trace context, normalised: its
+// traceparent ("" when absent or invalid) and baggage ("" when none), to
+// store with a run the request starts and hand to [RunContext] when the
+// run executes.
+func TraceHeaders(h http.Header) (traceparent, baggage string) {
+	c := propagation.MapCarrier{}
+	w3c.Inject(w3c.Extract(context.Background(), propagation.HeaderCarrier(h)), c)
+	return c["traceparent"], c["baggage"]
+}
+
+type linkKey struct{}
+
+// RunContext returns ctx carrying the trace context [TraceHeaders]
+// returned, for the run that the request started. With link false the
+// run's span is a child of the request's span (a run the client waits
+// for: /runs/wait, /runs/stream); with link true (a background run, which
+// a worker executes later, maybe after a restart) the run starts a trace
+// of its own whose span links to the request's span, as the OpenTelemetry
+// messaging conventions do for a message processed apart from its
+// sender. The baggage goes into ctx either way.
+func RunContext(ctx context.Context, traceparent, baggage string, link bool) context.Context {
+	if traceparent == "" && baggage == "" {
+		return ctx
+	}
+	rc := w3c.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent, "baggage": baggage})
+	if !link {
+		return rc
+	}
+	ctx = withBaggageOf(ctx, rc)
+	if sc := trace.SpanContextFromContext(rc); sc.IsValid() {
+		ctx = context.WithValue(ctx, linkKey{}, sc)
+	}
+	return ctx
+}
+
+// withBaggageOf copies the baggage of from into ctx.
+func withBaggageOf(ctx, from context.Context) context.Context {
+	return baggage.ContextWithBaggage(ctx, baggage.FromContext(from))
 }
 
 // Extract returns ctx carrying the remote span context of a request's
