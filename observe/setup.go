@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +40,9 @@ const (
 	// EnvCaptureContent is the GenAI conventions' opt-in to recording
 	// prompts and replies ("true").
 	EnvCaptureContent = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+	// EnvStepSpans "false" leaves out the superstep spans
+	// (Options.NoStepSpans).
+	EnvStepSpans = "LGRUN_OTEL_STEP_SPANS"
 )
 
 // SetupOptions configure [Setup].
@@ -124,6 +128,13 @@ func Setup(ctx context.Context, o SetupOptions) (*Telemetry, error) {
 	}
 	t := &Telemetry{Propagator: propagation.TraceContext{}}
 	opts := Options{CaptureContent: o.CaptureContent || strings.EqualFold(strings.TrimSpace(getenv(EnvCaptureContent)), "true")}
+	switch v := strings.TrimSpace(getenv(EnvStepSpans)); strings.ToLower(v) {
+	case "", "true":
+	case "false":
+		opts.NoStepSpans = true
+	default:
+		return nil, fmt.Errorf("%s=%q: want true or false", EnvStepSpans, v)
+	}
 	if traces {
 		var exp sdktrace.SpanExporter
 		if proto == "grpc" {
@@ -135,7 +146,10 @@ func Setup(ctx context.Context, o SetupOptions) (*Telemetry, error) {
 			return nil, fmt.Errorf("observe: OTLP trace exporter: %w", err)
 		}
 		// The sampler comes from OTEL_TRACES_SAMPLER (the SDK reads it).
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		// A larger queue than the default 2048 (OTEL_BSP_MAX_QUEUE_SIZE
+		// still wins): a burst of cheap steps makes spans faster than one
+		// export drains them, and a full queue drops spans.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(bspQueue(getenv))), sdktrace.WithResource(res))
 		t.shutdown = append(t.shutdown, tp.Shutdown)
 		opts.TracerProvider = tp
 	}
@@ -246,4 +260,13 @@ func withBaggageOf(ctx, from context.Context) context.Context {
 // trace (for `lgrun serve`).
 func Extract(ctx context.Context, h http.Header) context.Context {
 	return propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(h))
+}
+
+// bspQueue is the batch span processor's queue size: OTEL_BSP_MAX_QUEUE_SIZE,
+// or 8192.
+func bspQueue(getenv func(string) string) int {
+	if n, err := strconv.Atoi(strings.TrimSpace(getenv("OTEL_BSP_MAX_QUEUE_SIZE"))); err == nil && n > 0 {
+		return n
+	}
+	return 8192
 }
