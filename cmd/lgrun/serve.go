@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lgrun/lgrun"
+	"github.com/lgrun/lgrun/mcpserver"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/server"
 	"github.com/lgrun/lgrun/spec"
@@ -176,7 +177,13 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	if t != nil {
 		sopts.Metrics = t.Metrics
 	}
-	serveEngine(io.engine(tel...), saver, &sopts)
+	eng := io.engine(tel...)
+	defer func() { _ = eng.CloseMCP() }()
+	serveEngine(eng, saver, &sopts)
+	// The graphs as MCP tools at /mcp, behind the same API keys.
+	if sopts.MCP, err = mcpserver.Handler(eng, graphs, saver, Version); err != nil {
+		return err
+	}
 	srv, err := server.New(sopts)
 	if err != nil {
 		return err
