@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/observe"
 	"github.com/lgrun/lgrun/runtime"
@@ -43,8 +45,8 @@ edges:
   - {from: inc, when: state.count < state.target, to: inc, else: END}
 `
 
-// BenchmarkStepOverhead runs the 1,000-step loop with no observer (off)
-// and with an observer whose spans and metrics go by OTLP/HTTP to a local
+// BenchmarkStepOverhead runs the 1,000-step loop with no observer (off),
+// with an observer without superstep spans (nosteps) and with an observer whose spans and metrics go by OTLP/HTTP to a local
 // receiver that drops them (on; the export is flushed inside each iteration, so its cost
 // counts), on the in-memory saver and on SQLite.
 func BenchmarkStepOverhead(b *testing.B) {
@@ -67,12 +69,12 @@ func BenchmarkStepOverhead(b *testing.B) {
 		}},
 	}
 	for _, sv := range savers {
-		for _, mode := range []string{"off", "on"} {
+		for _, mode := range []string{"off", "on", "nosteps"} {
 			b.Run(sv.name+"/"+mode, func(b *testing.B) {
 				ctx := context.Background()
 				r := &runtime.Runner{Graph: g, Saver: sv.new(b)}
 				var flush func()
-				if mode == "on" {
+				if mode != "off" {
 					// A receiver that reads and drops the payloads: a
 					// collector's decoding runs elsewhere, not on the
 					// runner's CPU.
@@ -97,6 +99,10 @@ func BenchmarkStepOverhead(b *testing.B) {
 						b.Fatal(err)
 					}
 					r.Observer = obs
+					obs2, _ := observe.New(observe.Options{TracerProvider: tp, MeterProvider: mp, NoStepSpans: true})
+					if mode == "nosteps" {
+						r.Observer = obs2
+					}
 					flush = func() {
 						if err := tp.ForceFlush(ctx); err != nil {
 							b.Fatal(err)
@@ -117,5 +123,77 @@ func BenchmarkStepOverhead(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "µs/step")
 			})
 		}
+	}
+}
+
+// BenchmarkAgentOverhead runs a one-step graph whose llm node calls a
+// local fake OpenAI server over HTTP (the real go-openai client; a node
+// span, a chat span, the GenAI metrics) with tracing off and on, on the
+// in-memory saver: the overhead on a realistic step (though a real model
+// takes 100× longer than the fake).
+func BenchmarkAgentOverhead(b *testing.B) {
+	fake := &fakeOpenAI{}
+	fake.srv = httptest.NewServer(http.HandlerFunc(fake.serve))
+	b.Cleanup(fake.srv.Close)
+	env := map[string]string{"LGRUN_PROVIDER": "openai", "OPENAI_BASE_URL": fake.srv.URL + "/v1", "OPENAI_API_KEY": "sk-test"}
+	for _, mode := range []string{"off", "on"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			opts := []lgrun.Option{lgrun.WithGetenv(func(k string) string { return env[k] })}
+			var flush func()
+			if mode == "on" {
+				rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					w.Header().Set("Content-Type", "application/x-protobuf")
+				}))
+				b.Cleanup(rcv.Close)
+				te, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(rcv.URL+"/v1/traces"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(rcv.URL+"/v1/metrics"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(te, sdktrace.WithMaxQueueSize(8192)))
+				mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)))
+				b.Cleanup(func() { tp.Shutdown(ctx); mp.Shutdown(ctx) })
+				obs, err := observe.New(observe.Options{TracerProvider: tp, MeterProvider: mp})
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts = append(opts, lgrun.WithObserver(obs))
+				flush = func() {
+					if err := tp.ForceFlush(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			eng, err := lgrun.New(opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			file := filepath.Join(b.TempDir(), "flaky.yaml")
+			if err := os.WriteFile(file, []byte(fmt.Sprintf(flakyGraph, fake.srv.URL)), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			g, diags := eng.Load(file)
+			if g == nil {
+				b.Fatal(diags)
+			}
+			saver := checkpoint.NewMemory()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := eng.Run(ctx, g, saver, fmt.Sprintf("a%d", i), nil)
+				if err != nil || res.Status != runtime.StatusDone {
+					b.Fatalf("run: %v %v", res, err)
+				}
+			}
+			if flush != nil {
+				flush() // the spans export in batches, as a server's do
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/step")
+		})
 	}
 }

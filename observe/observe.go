@@ -84,12 +84,17 @@ type Options struct {
 	// results on the spans (redacted of secrets). Off by default: they
 	// may hold personal data.
 	CaptureContent bool
+	// NoStepSpans leaves out the superstep spans (node spans are then
+	// children of the run span); the step metrics stay. Fewer spans for
+	// graphs of many cheap steps (LGRUN_OTEL_STEP_SPANS=false).
+	NoStepSpans bool
 }
 
 // Observer reports runs to OpenTelemetry. It is safe for concurrent use.
 type Observer struct {
 	tracer  trace.Tracer
 	capture bool
+	noSteps bool
 	prop    propagation.TraceContext
 	m       instruments
 	sets    setCache
@@ -114,7 +119,7 @@ func New(o Options) (*Observer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("observe: make instruments: %w", err)
 	}
-	return &Observer{tracer: tp.Tracer(ScopeName), capture: o.CaptureContent, m: m}, nil
+	return &Observer{tracer: tp.Tracer(ScopeName), capture: o.CaptureContent, noSteps: o.NoStepSpans, m: m}, nil
 }
 
 // QueuedRuns is the up-down counter of runs waiting for a worker
@@ -135,12 +140,18 @@ type runKey struct{}
 
 // StartRun implements runtime.Observer: a span "invoke_workflow <graph>".
 func (o *Observer) StartRun(ctx context.Context, info runtime.RunInfo) context.Context {
-	ctx, span := o.tracer.Start(ctx, "invoke_workflow "+info.Graph, trace.WithSpanKind(trace.SpanKindInternal),
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(
 			keyOperation.String("invoke_workflow"), keyWorkflowName.String(info.Graph),
 			keyConversation.String(info.Thread), keyThread.String(info.Thread),
 			keyGraph.String(info.Graph), keyOp.String(info.Op), keyChild.Bool(info.Child),
-		))
+		)}
+	if l, ok := ctx.Value(linkKey{}).(trace.SpanContext); ok && !info.Child {
+		// A background run: a trace of its own, linked to the request's.
+		opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: l,
+			Attributes: []attribute.KeyValue{attribute.String("lgrun.link", "request")}}))
+	}
+	ctx, span := o.tracer.Start(ctx, "invoke_workflow "+info.Graph, opts...)
 	o.m.active.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph)))
 	return context.WithValue(ctx, runKey{}, &runState{start: time.Now(), span: span})
 }
@@ -224,8 +235,14 @@ func spanOf(ctx context.Context) *spanCtx {
 
 // StartStep implements runtime.Observer: a span "superstep <graph>".
 // Thread and graph are the run span's attributes.
+// No span when step spans are off or the run is not recorded (the sampler
+// dropped it: lgrun decides per run, as the default parent-based sampler
+// does).
 func (o *Observer) StartStep(ctx context.Context, info runtime.RunInfo, step int, next []string) context.Context {
-	ctx, span := o.tracer.Start(ctx, o.names.get("superstep", info.Graph), trace.WithAttributes(keyStep.Int(step), keyNext.StringSlice(next)))
+	var span trace.Span
+	if !o.noSteps && trace.SpanFromContext(ctx).IsRecording() {
+		ctx, span = o.tracer.Start(ctx, o.names.get("superstep", info.Graph), trace.WithAttributes(keyStep.Int(step), keyNext.StringSlice(next)))
+	}
 	return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph, span: span}
 }
 
@@ -235,19 +252,23 @@ func (o *Observer) EndStep(ctx context.Context, cp *runtime.Checkpoint, err erro
 	if st == nil {
 		return
 	}
-	if cp != nil {
-		st.span.SetAttributes(keyCheckpoint.String(cp.ID))
-	}
 	outcome := "committed"
 	switch {
 	case err != nil:
 		outcome = "failed"
-		st.span.RecordError(err)
-		st.span.SetStatus(codes.Error, err.Error())
 	case cp == nil:
 		outcome = "paused"
 	}
-	st.span.End()
+	if st.span != nil {
+		if cp != nil {
+			st.span.SetAttributes(keyCheckpoint.String(cp.ID))
+		}
+		if err != nil {
+			st.span.RecordError(err)
+			st.span.SetStatus(codes.Error, err.Error())
+		}
+		st.span.End()
+	}
 	o.m.step.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(setKey{keyGraph.String(st.graph), attribute.String("lgrun.outcome", outcome)})))
 }
 
@@ -259,7 +280,9 @@ var agentKinds = map[string]bool{"llm": true, "agent": true, "react": true}
 func (o *Observer) StartNode(ctx context.Context, call *runtime.NodeCall) context.Context {
 	n := call.Node
 	var span trace.Span
-	if agentKinds[n.Kind] {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		// The run is not recorded: no span, only the metrics.
+	} else if agentKinds[n.Kind] {
 		ctx, span = o.tracer.Start(ctx, o.names.get("invoke_agent", n.Name), trace.WithAttributes(
 			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind),
 			keyOperation.String("invoke_agent"), keyAgentName.String(n.Name), keyConversation.String(call.Thread)))
@@ -284,6 +307,13 @@ func (o *Observer) EndNode(ctx context.Context, call *runtime.NodeCall, res *run
 		return
 	}
 	k := setKey{keyNodeKind.String(call.Node.Kind), keyGraph.String(st.graph)}
+	if st.span == nil {
+		if err != nil {
+			k[2] = keyErrorType.String(errorType(err))
+		}
+		o.m.node.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(k)))
+		return
+	}
 	if res != nil && res.Interrupt != nil {
 		st.span.AddEvent("lgrun.interrupt", trace.WithAttributes(attribute.String("lgrun.interrupt.when", string(res.Interrupt.When))))
 	}

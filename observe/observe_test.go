@@ -496,3 +496,52 @@ func TestBudgetStopEvent(t *testing.T) {
 		t.Errorf("%d steps, want 1:\n%s", n, otlptest.Tree(spans))
 	}
 }
+
+// TestStepSpansOffAndUnsampled: LGRUN_OTEL_STEP_SPANS=false leaves out the
+// superstep spans (the node spans hang under the run span) and a run the
+// sampler drops makes no step or node spans at all; the step and node
+// metrics are recorded either way.
+func TestStepSpansOffAndUnsampled(t *testing.T) {
+	rcv := otlptest.New(t)
+	tel := telemetry(t, rcv, map[string]string{"LGRUN_OTEL_STEP_SPANS": "false"})
+	h := newHarness(t, tel, map[string]string{})
+	g := h.load("../graphs/weather-agent.yaml")
+	if res, err := h.eng.Run(context.Background(), g, h.saver, "t-nosteps", nil); err != nil || res.Status != runtime.StatusDone {
+		t.Fatalf("run: %v %v", res, err)
+	}
+	h.flush()
+	spans := rcv.Spans()
+	root := one(t, spans, "invoke_workflow weather-agent")
+	if n := len(otlptest.Named(spans, "superstep weather-agent")); n != 0 {
+		t.Errorf("%d superstep spans with LGRUN_OTEL_STEP_SPANS=false", n)
+	}
+	var names []string
+	for _, k := range otlptest.Children(spans, root) {
+		names = append(names, k.Name)
+	}
+	if len(names) != 4 {
+		t.Errorf("children of the run span: %s, want its 4 node spans\n%s", strings.Join(names, ","), otlptest.Tree(spans))
+	}
+	if rcv.Metrics()["lgrun.step.duration"] == nil || rcv.Metrics()["lgrun.node.duration"] == nil {
+		t.Errorf("step and node metrics missing without step spans")
+	}
+
+	off := otlptest.New(t)
+	tel = telemetry(t, off, map[string]string{"OTEL_TRACES_SAMPLER": "always_off", "LGRUN_OTEL_STEP_SPANS": "true"})
+	h = newHarness(t, tel, map[string]string{})
+	if res, err := h.eng.Run(context.Background(), h.load("../graphs/weather-agent.yaml"), h.saver, "t-off", nil); err != nil || res.Status != runtime.StatusDone {
+		t.Fatalf("run: %v %v", res, err)
+	}
+	h.flush()
+	if n := len(off.Spans()); n != 0 {
+		t.Errorf("unsampled run: %d spans", n)
+	}
+	if off.Metrics()["lgrun.node.duration"] == nil {
+		t.Errorf("unsampled run: no node metrics")
+	}
+
+	t.Setenv("LGRUN_OTEL_STEP_SPANS", "nope")
+	if _, err := observe.Setup(context.Background(), observe.SetupOptions{Getenv: os.Getenv}); err == nil || !strings.Contains(err.Error(), "LGRUN_OTEL_STEP_SPANS") {
+		t.Errorf("bad LGRUN_OTEL_STEP_SPANS: err %v", err)
+	}
+}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -20,6 +22,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Environment variables read by [Setup] itself; the SDK and the OTLP
@@ -37,6 +40,9 @@ const (
 	// EnvCaptureContent is the GenAI conventions' opt-in to recording
 	// prompts and replies ("true").
 	EnvCaptureContent = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+	// EnvStepSpans "false" leaves out the superstep spans
+	// (Options.NoStepSpans).
+	EnvStepSpans = "LGRUN_OTEL_STEP_SPANS"
 )
 
 // SetupOptions configure [Setup].
@@ -122,6 +128,13 @@ func Setup(ctx context.Context, o SetupOptions) (*Telemetry, error) {
 	}
 	t := &Telemetry{Propagator: propagation.TraceContext{}}
 	opts := Options{CaptureContent: o.CaptureContent || strings.EqualFold(strings.TrimSpace(getenv(EnvCaptureContent)), "true")}
+	switch v := strings.TrimSpace(getenv(EnvStepSpans)); strings.ToLower(v) {
+	case "", "true":
+	case "false":
+		opts.NoStepSpans = true
+	default:
+		return nil, fmt.Errorf("%s=%q: want true or false", EnvStepSpans, v)
+	}
 	if traces {
 		var exp sdktrace.SpanExporter
 		if proto == "grpc" {
@@ -133,7 +146,10 @@ func Setup(ctx context.Context, o SetupOptions) (*Telemetry, error) {
 			return nil, fmt.Errorf("observe: OTLP trace exporter: %w", err)
 		}
 		// The sampler comes from OTEL_TRACES_SAMPLER (the SDK reads it).
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		// A larger queue than the default 2048 (OTEL_BSP_MAX_QUEUE_SIZE
+		// still wins): a burst of cheap steps makes spans faster than one
+		// export drains them, and a full queue drops spans.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithMaxQueueSize(bspQueue(getenv))), sdktrace.WithResource(res))
 		t.shutdown = append(t.shutdown, tp.Shutdown)
 		opts.TracerProvider = tp
 	}
@@ -196,9 +212,61 @@ func NewPrometheus() (sdkmetric.Reader, http.Handler, error) {
 	return rd, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Timeout: 10 * time.Second}), nil
 }
 
+// w3c reads and writes the W3C traceparent and baggage headers.
+var w3c = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+
+// TraceHeaders returns a request's W3C trace context, normalised: its
+// traceparent ("" when absent or invalid) and baggage ("" when none), to
+// store with a run the request starts and hand to [RunContext] when the
+// run executes.
+func TraceHeaders(h http.Header) (traceparent, baggage string) {
+	c := propagation.MapCarrier{}
+	w3c.Inject(w3c.Extract(context.Background(), propagation.HeaderCarrier(h)), c)
+	return c["traceparent"], c["baggage"]
+}
+
+type linkKey struct{}
+
+// RunContext returns ctx carrying the trace context [TraceHeaders]
+// returned, for the run that the request started. With link false the
+// run's span is a child of the request's span (a run the client waits
+// for: /runs/wait, /runs/stream); with link true (a background run, which
+// a worker executes later, maybe after a restart) the run starts a trace
+// of its own whose span links to the request's span, as the OpenTelemetry
+// messaging conventions do for a message processed apart from its
+// sender. The baggage goes into ctx either way.
+func RunContext(ctx context.Context, traceparent, baggage string, link bool) context.Context {
+	if traceparent == "" && baggage == "" {
+		return ctx
+	}
+	rc := w3c.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent, "baggage": baggage})
+	if !link {
+		return rc
+	}
+	ctx = withBaggageOf(ctx, rc)
+	if sc := trace.SpanContextFromContext(rc); sc.IsValid() {
+		ctx = context.WithValue(ctx, linkKey{}, sc)
+	}
+	return ctx
+}
+
+// withBaggageOf copies the baggage of from into ctx.
+func withBaggageOf(ctx, from context.Context) context.Context {
+	return baggage.ContextWithBaggage(ctx, baggage.FromContext(from))
+}
+
 // Extract returns ctx carrying the remote span context of a request's
 // W3C traceparent header, so a run started for the request joins its
 // trace (for `lgrun serve`).
 func Extract(ctx context.Context, h http.Header) context.Context {
 	return propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(h))
+}
+
+// bspQueue is the batch span processor's queue size: OTEL_BSP_MAX_QUEUE_SIZE,
+// or 8192.
+func bspQueue(getenv func(string) string) int {
+	if n, err := strconv.Atoi(strings.TrimSpace(getenv("OTEL_BSP_MAX_QUEUE_SIZE"))); err == nil && n > 0 {
+		return n
+	}
+	return 8192
 }

@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/lgrun/lgrun/observe"
 	"github.com/lgrun/lgrun/runtime"
 )
 
@@ -301,6 +304,7 @@ type execution struct {
 	action   string        // cancel action requested before or while running
 	stop     chan struct{} // closed when a cancel is requested
 	finished bool
+	started  bool // off the queue (executing, or finished while queued)
 }
 
 func newExecution(s *Server, run *Run, a *assistant, p *plan) *execution {
@@ -320,6 +324,27 @@ func (e *execution) requestCancel(action string) {
 	}
 	if e.cancel != nil {
 		e.cancel(&errCancel{action: e.action})
+	}
+}
+
+// queued adds delta to the gauge of queued runs (lgrun.runs.queued) when
+// the observer keeps one.
+func (s *Server) queued(delta int64) {
+	if q, ok := s.opts.Observer.(interface {
+		QueuedRuns() metric.Int64UpDownCounter
+	}); ok {
+		q.QueuedRuns().Add(context.Background(), delta)
+	}
+}
+
+// dequeue takes the run off the queued gauge, once.
+func (e *execution) dequeue() {
+	e.mu.Lock()
+	was := e.started
+	e.started = true
+	e.mu.Unlock()
+	if !was && e.srv != nil {
+		e.srv.queued(-1)
 	}
 }
 
@@ -445,6 +470,8 @@ func (s *Server) startRun(r *http.Request, tid string) (*execution, error) {
 	if run.Metadata == nil {
 		run.Metadata = map[string]any{}
 	}
+	run.Trace, run.Baggage = observe.TraceHeaders(r.Header)
+	run.Background = !strings.HasSuffix(r.URL.Path, "/wait") && !strings.HasSuffix(r.URL.Path, "/stream")
 	t.GraphID, t.Status, t.Updated = a.Graph.Name, "busy", now
 	if t.Metadata["graph_id"] == nil {
 		t.Metadata["graph_id"] = a.Graph.Name
@@ -457,6 +484,7 @@ func (s *Server) startRun(r *http.Request, tid string) (*execution, error) {
 	}
 	e := newExecution(s, run, a, p)
 	s.runs[run.ID] = e
+	s.queued(1)
 	for _, old := range inflight {
 		old.requestCancel(strategy)
 	}
@@ -521,6 +549,7 @@ func (s *Server) requeue() error {
 			}
 		}
 		s.runs[run.ID] = e
+		s.queued(1)
 		threads[run.ThreadID] = true
 	}
 	for tid := range threads {
@@ -532,7 +561,8 @@ func (s *Server) requeue() error {
 // execute runs one queued run to its end.
 func (s *Server) execute(e *execution) {
 	defer s.wg.Done()
-	ctx, cancel := context.WithCancelCause(s.base)
+	// The run joins the trace of the request that created it.
+	ctx, cancel := context.WithCancelCause(observe.RunContext(s.base, e.run.Trace, e.run.Baggage, e.run.Background))
 	defer cancel(nil)
 	e.mu.Lock()
 	e.cancel = cancel
@@ -544,6 +574,7 @@ func (s *Server) execute(e *execution) {
 	case <-e.stop:
 	case <-ctx.Done():
 	}
+	e.dequeue()
 	e.mu.Lock()
 	action := e.action
 	e.mu.Unlock()
@@ -693,6 +724,7 @@ func (s *Server) queuedLocked(tid, run string) bool {
 // finish ends an execution, starts the thread's next run, and forgets the
 // execution after a while.
 func (s *Server) finish(e *execution, final any) {
+	e.dequeue()
 	e.mu.Lock()
 	e.final, e.finished = final, true
 	close(e.done)

@@ -63,8 +63,13 @@ type Options struct {
 	// IDs makes checkpoint ids for every run (an engine's clock); each
 	// runner makes its own when nil.
 	IDs *runtime.IDClock
-	// Observer watches the runs (tracing, metrics); may be nil.
+	// Observer watches the runs (tracing, metrics); may be nil. When it
+	// has a QueuedRuns gauge (an *observe.Observer does), the server
+	// counts the runs waiting to execute in it.
 	Observer runtime.Observer
+	// Metrics, when set, serves GET /metrics (the Prometheus text
+	// format), behind the API keys like every endpoint but /ok.
+	Metrics http.Handler
 	// MCP, when set, is served at /mcp behind the same API-key check (in
 	// cmd/lgrun, mcpserver.Handler: the graphs as MCP tools over
 	// streamable HTTP). It streams, so the request timeout does not apply.
@@ -182,6 +187,12 @@ func (s *Server) Handler() http.Handler {
 		return writeJSON(w, 200, map[string]bool{"ok": true})
 	})
 	h("GET /info", s.info)
+	if s.opts.Metrics != nil {
+		h("GET /metrics", func(w http.ResponseWriter, r *http.Request) error {
+			s.opts.Metrics.ServeHTTP(w, r)
+			return nil
+		})
+	}
 
 	h("POST /assistants", s.createAssistant)
 	h("PATCH /assistants/{id}", s.patchAssistant)
@@ -294,7 +305,11 @@ func (s *Server) authorized(r *http.Request) bool {
 	if len(s.opts.APIKeys) == 0 {
 		return true
 	}
-	got := []byte(r.Header.Get("x-api-key"))
+	key := r.Header.Get("x-api-key")
+	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && key == "" {
+		key = b // what Prometheus sends (its scrape config's authorization)
+	}
+	got := []byte(key)
 	ok := 0
 	for _, k := range s.opts.APIKeys {
 		ok |= subtle.ConstantTimeCompare(got, []byte(k))

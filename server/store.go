@@ -60,6 +60,13 @@ type Run struct {
 	// unless on_completion is keep.
 	Temporary bool   `json:"temporary,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Trace and Baggage are the W3C traceparent and baggage of the
+	// request that created the run, and Background whether the client
+	// went away (not /wait or /stream): the run's span is a child of
+	// the request's span, or for a background run links to it.
+	Trace      string `json:"trace,omitempty"`
+	Baggage    string `json:"baggage,omitempty"`
+	Background bool   `json:"background,omitempty"`
 }
 
 // StoredEvent is one SSE event of a run, kept so a resumable stream can be

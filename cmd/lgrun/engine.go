@@ -30,13 +30,21 @@ func (io *IO) engine(opts ...lgrun.Option) *lgrun.Engine {
 // runs, and the function that flushes the exporters before the command
 // returns. Without an OTLP endpoint both do nothing.
 func (io *IO) telemetry(ctx context.Context) ([]lgrun.Option, func(), error) {
+	opts, flush, _, err := io.telemetryWith(ctx, false)
+	return opts, flush, err
+}
+
+// telemetryWith is telemetry that, with prometheus, also collects the
+// metrics for a /metrics handler (lgrun serve), from the same meter
+// provider as the OTLP export; the Telemetry is nil when OTEL_SDK_DISABLED.
+func (io *IO) telemetryWith(ctx context.Context, prometheus bool) ([]lgrun.Option, func(), *observe.Telemetry, error) {
 	getenv := io.Getenv
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
-	tel, err := observe.Setup(ctx, observe.SetupOptions{Getenv: getenv, ServiceVersion: Version})
+	tel, err := observe.Setup(ctx, observe.SetupOptions{Getenv: getenv, ServiceVersion: Version, Prometheus: prometheus})
 	if err != nil || tel == nil {
-		return nil, func() {}, err
+		return nil, func() {}, nil, err
 	}
 	flush := func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -45,5 +53,5 @@ func (io *IO) telemetry(ctx context.Context) ([]lgrun.Option, func(), error) {
 			fmt.Fprintf(io.Err, "warning: telemetry: %v\n", err)
 		}
 	}
-	return []lgrun.Option{lgrun.WithObserver(tel.Observer)}, flush, nil
+	return []lgrun.Option{lgrun.WithObserver(tel.Observer)}, flush, tel, nil
 }

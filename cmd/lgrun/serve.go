@@ -102,15 +102,21 @@ func serveGraphFiles(args []string) ([]string, error) {
 
 // serveEngine binds the graphs' node kinds through the command's engine
 // (so runs share its rate limiters, id clock and observer): the one place
-// that wires the engine for the server.
+// that wires the engine for the server. The id clock and observer are
+// set here, before server.New copies the options (set from inside Kinds
+// they never reached the server's runners, which then had no run, step or
+// node spans).
 func serveEngine(eng *lgrun.Engine, saver runtime.Saver, o *server.Options) {
+	for _, g := range o.Graphs {
+		if r, err := eng.Runner(g, saver, lgrun.RunnerOptions{GraphFile: g.File}); err == nil {
+			o.IDs, o.Observer = r.IDs, r.Observer
+			break
+		}
+	}
 	o.Kinds = func(g *spec.Graph) (map[string]runtime.NodeFunc, error) {
 		r, err := eng.Runner(g, saver, lgrun.RunnerOptions{GraphFile: g.File})
 		if err != nil {
 			return nil, err
-		}
-		if o.IDs == nil {
-			o.IDs, o.Observer = r.IDs, r.Observer
 		}
 		return r.Kinds, nil
 	}
@@ -156,7 +162,9 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 			keys = append(keys, k)
 		}
 	}
-	tel, flush, err := io.telemetry(ctx)
+	// /metrics is always served (unless OTEL_SDK_DISABLED=true), from the
+	// meter provider that also exports by OTLP when an endpoint is set.
+	tel, flush, t, err := io.telemetryWith(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -165,6 +173,9 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		Graphs: graphs, Saver: saver, Store: store, APIKeys: keys,
 		MaxBody: o.maxBody, RequestTimeout: o.timeout, MaxRuns: o.maxRuns, Version: Version,
 		Logf: func(format string, a ...any) { fmt.Fprintf(io.Err, format+"\n", a...) },
+	}
+	if t != nil {
+		sopts.Metrics = t.Metrics
 	}
 	eng := io.engine(tel...)
 	defer func() { _ = eng.CloseMCP() }()
