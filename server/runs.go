@@ -574,6 +574,16 @@ func (s *Server) execute(e *execution) {
 			} else {
 				e.emit("metadata", map[string]any{"run_id": run.ID, "attempt": run.Attempt})
 				res, err = s.call(ctx, e, head)
+				// A requeued run may find the thread's lease still held by
+				// the process that died running it (Postgres leases expire
+				// by TTL): it waits for the lease, as nothing ran yet.
+				for be := (*runtime.BusyError)(nil); run.Attempt > 1 && errors.As(err, &be) && ctx.Err() == nil; {
+					select {
+					case <-ctx.Done():
+					case <-time.After(200 * time.Millisecond):
+						res, err = s.call(ctx, e, head)
+					}
+				}
 			}
 		}
 	}

@@ -15,8 +15,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lgrun/lgrun"
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/checkpoint/postgres"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/server"
+	"github.com/lgrun/lgrun/server/pgstore"
 	"github.com/lgrun/lgrun/spec"
 )
 
@@ -30,6 +33,9 @@ type serveOpts struct {
 	timeout time.Duration
 	drain   time.Duration
 	maxRuns int
+	// leaseTTL is the Postgres saver's run-lease TTL: how long the runs of
+	// a process that died wait before another process takes them over.
+	leaseTTL time.Duration
 }
 
 func newServeCmd(io *IO, g *globalOpts) *cobra.Command {
@@ -62,6 +68,7 @@ Set LGRUN_API_KEYS to a comma-separated list of keys to require x-api-key.`,
 	f.Int64Var(&o.maxBody, "max-body", 10<<20, "largest request body in bytes")
 	f.DurationVar(&o.timeout, "request-timeout", 30*time.Second, "time limit of non-streaming requests")
 	f.IntVar(&o.maxRuns, "max-runs", 64, "runs executing at once (the others wait, pending)")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "with --db postgres://…: how long a thread's lease outlives a process that died (its runs continue elsewhere after this)")
 	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and resume at the next start)")
 	return c
 }
@@ -137,14 +144,17 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		return usagef("--addr %s: %v", o.addr, err)
 	}
 	defer ln.Close()
-	saver, err := g.openSaver(io)
+	var saver lgrun.Store
+	if p := g.dbPath(io); lgrun.IsPostgresURL(p) {
+		saver, err = lgrun.Open(ctx, p, &checkpoint.Options{LeaseTTL: o.leaseTTL})
+	} else {
+		saver, err = g.openSaver(io)
+	}
 	if err != nil {
 		return err
 	}
 	defer saver.Close()
-	dbPath := g.dbPath(io)
-	storePath := strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + "-server.db"
-	store, err := server.OpenSQLite(storePath)
+	store, err := openServerStore(ctx, g.dbPath(io), saver)
 	if err != nil {
 		return err
 	}
@@ -203,4 +213,19 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		return err
 	}
 	return nil
+}
+
+// openServerStore opens the server's store beside the checkpoints: on
+// PostgreSQL, the server_ tables in the saver's schema (sharing its
+// pool); with SQLite, a file beside the checkpoint file ending in
+// -server.db.
+func openServerStore(ctx context.Context, dbPath string, saver lgrun.Store) (server.Store, error) {
+	if pg, ok := saver.(*postgres.Postgres); ok {
+		st, err := pgstore.New(ctx, pg.Pool())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", pg.Path(), err)
+		}
+		return st, nil
+	}
+	return server.OpenSQLite(strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + "-server.db")
 }
