@@ -36,6 +36,12 @@ type serveOpts struct {
 	// leaseTTL is the Postgres saver's run-lease TTL: how long the runs of
 	// a process that died wait before another process takes them over.
 	leaseTTL time.Duration
+	// With --db postgres://…: workers claiming runs from the shared queue,
+	// and how long a dead worker's claim lasts.
+	concurrency int
+	claimTTL    time.Duration
+	// worker: lgrun worker (runs only; --addr serves /ok alone).
+	worker bool
 }
 
 func newServeCmd(io *IO, g *globalOpts) *cobra.Command {
@@ -69,7 +75,41 @@ Set LGRUN_API_KEYS to a comma-separated list of keys to require x-api-key.`,
 	f.DurationVar(&o.timeout, "request-timeout", 30*time.Second, "time limit of non-streaming requests")
 	f.IntVar(&o.maxRuns, "max-runs", 64, "runs executing at once (the others wait, pending)")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "with --db postgres://…: how long a thread's lease outlives a process that died (its runs continue elsewhere after this)")
+	f.IntVar(&o.concurrency, "concurrency", 4, "with --db postgres://…: runs this process claims from the shared queue at once (0: API only)")
+	f.DurationVar(&o.claimTTL, "claim-ttl", 5*time.Second, "with --db postgres://…: how long a worker's claim on a run outlives its last heartbeat before the run is requeued")
 	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and resume at the next start)")
+	return c
+}
+
+func newWorkerCmd(io *IO, g *globalOpts) *cobra.Command {
+	o := &serveOpts{worker: true}
+	c := &cobra.Command{
+		Use:   "worker GRAPH.yaml|DIR... --db postgres://…",
+		Short: "Execute the queued runs of lgrun serve processes on a PostgreSQL database",
+		Long: `Claim runs from the run queue that lgrun serve processes on the same PostgreSQL
+database (--db postgres://…) fill, and execute them: any number of workers and
+servers may share a database. --addr serves GET /ok (database health) for
+liveness and readiness probes. See docs/deploy.md.`,
+		Example: `  lgrun worker graphs/ --db postgres://lgrun@db:5432/lgrun --concurrency 8 --addr :8080`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("worker takes one or more graph files or directories")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !lgrun.IsPostgresURL(g.dbPath(io)) {
+				return usagef("lgrun worker needs --db postgres://… (or LGRUN_DB): workers share runs through a PostgreSQL database")
+			}
+			return serveRun(cmd.Context(), io, g, o, args)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.addr, "addr", "", "address to serve GET /ok on (none when empty)")
+	f.IntVar(&o.concurrency, "concurrency", 4, "runs executing at once")
+	f.DurationVar(&o.claimTTL, "claim-ttl", 5*time.Second, "how long a worker's claim on a run outlives its last heartbeat before the run is requeued")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "how long a thread's lease outlives a process that died")
+	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and are requeued)")
 	return c
 }
 
@@ -139,11 +179,14 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		graphs = append(graphs, gr)
 	}
 	// Listen first: a wrong --addr creates no database.
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return usagef("--addr %s: %v", o.addr, err)
+	var ln net.Listener
+	if !o.worker || o.addr != "" {
+		ln, err = net.Listen("tcp", o.addr)
+		if err != nil {
+			return usagef("--addr %s: %v", o.addr, err)
+		}
+		defer ln.Close()
 	}
-	defer ln.Close()
 	var saver lgrun.Store
 	if p := g.dbPath(io); lgrun.IsPostgresURL(p) {
 		saver, err = lgrun.Open(ctx, p, &checkpoint.Options{LeaseTTL: o.leaseTTL})
@@ -175,10 +218,16 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		MaxBody: o.maxBody, RequestTimeout: o.timeout, MaxRuns: o.maxRuns, Version: Version,
 		Logf: func(format string, a ...any) { fmt.Fprintf(io.Err, format+"\n", a...) },
 	}
+	if q, ok := store.(server.Queue); ok {
+		sopts.Queue, sopts.Workers, sopts.ClaimTTL = q, o.concurrency, o.claimTTL
+	}
 	serveEngine(io.engine(tel...), saver, &sopts)
 	srv, err := server.New(sopts)
 	if err != nil {
 		return err
+	}
+	if o.worker {
+		return workerRun(ctx, io, srv, ln, o)
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	names := make([]string, len(graphs))
@@ -228,4 +277,32 @@ func openServerStore(ctx context.Context, dbPath string, saver lgrun.Store) (ser
 		return st, nil
 	}
 	return server.OpenSQLite(strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + "-server.db")
+}
+
+// workerRun runs a worker until ctx ends, serving /ok on ln if any.
+func workerRun(ctx context.Context, io *IO, srv *server.Server, ln net.Listener, o *serveOpts) error {
+	var hs *http.Server
+	errc := make(chan error, 1)
+	where := "no --addr"
+	if ln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /ok", srv.Handler())
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- hs.Serve(ln) }()
+		where = "GET /ok on http://" + ln.Addr().String()
+	}
+	fmt.Fprintf(io.Err, "lgrun worker: started (%d at once; %s)\n", o.concurrency, where)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintf(io.Err, "lgrun worker: shutting down (running runs have %s to finish; the rest are requeued)\n", o.drain)
+	dctx, cancel := context.WithTimeout(context.Background(), o.drain)
+	defer cancel()
+	srv.Shutdown(dctx)
+	if hs != nil {
+		hs.Close()
+	}
+	return nil
 }

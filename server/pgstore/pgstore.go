@@ -61,6 +61,13 @@ var migrations = []string{
 		data TEXT NOT NULL,
 		PRIMARY KEY (id, version)
 	);`,
+	// Version 2: the run queue. A claimed run is running, with the
+	// claiming worker, a fencing token of the claim and the worker's last
+	// heartbeat; at most one run of a thread is running, by the database.
+	`ALTER TABLE server_runs ADD COLUMN worker TEXT, ADD COLUMN token TEXT,
+		ADD COLUMN heartbeat TIMESTAMPTZ, ADD COLUMN cancel TEXT NOT NULL DEFAULT '';
+	CREATE UNIQUE INDEX server_runs_one_running ON server_runs (thread_id) WHERE status = 'running';
+	CREATE INDEX server_runs_pending ON server_runs (seq) WHERE status = 'pending';`,
 }
 
 // SchemaVersion is the layout version of the server tables this package
