@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -342,4 +343,110 @@ func TestQueueKillWorkers(t *testing.T) {
 		}
 	}
 	t.Logf("%d tool calls ran a second time (steps in flight at a kill)", rerun)
+}
+
+// BenchmarkQueueThroughput measures background runs per second through
+// the Postgres queue with 1, 2 and 4 worker processes (concurrency 4
+// each): 200 runs of graphs/loop.yaml counting to 10 (11 checkpointed
+// steps each) per iteration, from queued to all finished.
+func BenchmarkQueueThroughput(b *testing.B) {
+	for _, w := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) {
+			_, db := pgtest.Schema(b)
+			api := "http://" + freeAddrB(b)
+			startLgrunB(b, "listening on", "serve", "--db", db, "--addr", strings.TrimPrefix(api, "http://"), "--concurrency=0", "../graphs/loop.yaml")
+			for i := 0; i < w; i++ {
+				startLgrunB(b, "lgrun worker: started", "worker", "--db", db, "--concurrency=4", "../graphs/loop.yaml")
+			}
+			conn, err := pgx.Connect(context.Background(), db)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			const runs = 200
+			b.ResetTimer()
+			start := time.Now()
+			for it := 0; it < b.N; it++ {
+				body := "["
+				for i := 0; i < runs; i++ {
+					if i > 0 {
+						body += ","
+					}
+					body += `{"assistant_id": "loop", "input": {"target": 10}}`
+				}
+				body += "]"
+				resp, err := http.Post(api+"/runs/batch", "application/json", strings.NewReader(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("batch: %d", resp.StatusCode)
+				}
+				for {
+					var k int
+					if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM server_runs WHERE status IN ('pending', 'running')`).Scan(&k); err != nil {
+						b.Fatal(err)
+					}
+					if k == 0 {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			b.ReportMetric(float64(runs*b.N)/time.Since(start).Seconds(), "runs/s")
+		})
+	}
+}
+
+func freeAddrB(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startLgrunB is startLgrun for benchmarks.
+func startLgrunB(b *testing.B, ready string, args ...string) {
+	b.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "lgrun-serve-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "lgrun")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/lgrun").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		b.Fatal(buildErr)
+	}
+	cmd := exec.Command(binPath, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	up := make(chan struct{}, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), ready) {
+				up <- struct{}{}
+			}
+		}
+	}()
+	select {
+	case <-up:
+	case <-time.After(30 * time.Second):
+		b.Fatalf("lgrun %s did not start", args[0])
+	}
 }

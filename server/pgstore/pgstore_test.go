@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lgrun/lgrun/checkpoint"
 
 	"github.com/lgrun/lgrun/checkpoint/postgres/pgtest"
 	"github.com/lgrun/lgrun/server"
@@ -200,5 +204,28 @@ func TestMigrateConcurrently(t *testing.T) {
 	var n int
 	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM lgrun_server_migrations`).Scan(&n); err != nil || n != pgstore.SchemaVersion {
 		t.Fatalf("migrations recorded: %d, %v (want %d)", n, err, pgstore.SchemaVersion)
+	}
+}
+
+// TestOkReportsDatabase checks GET /ok answers 200 while the store's
+// database answers and 503, naming the database, once it does not.
+func TestOkReportsDatabase(t *testing.T) {
+	st, pool := openPG(t)
+	srv, err := server.New(server.Options{Saver: checkpoint.NewMemory(), Store: st, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	ok := func() (int, string) {
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/ok", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := ok(); code != 200 || !strings.Contains(body, `"ok":true`) {
+		t.Fatalf("/ok with the database up: %d %s", code, body)
+	}
+	pool.Close()
+	if code, body := ok(); code != 503 || !strings.Contains(body, `"ok":false`) || !strings.Contains(body, "database") {
+		t.Fatalf("/ok with the database gone: %d %s", code, body)
 	}
 }
