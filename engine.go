@@ -282,3 +282,14 @@ func OpenSQLite(path string, opts *checkpoint.Options) (*checkpoint.SQLite, erro
 
 // NewMemorySaver returns a saver that keeps checkpoints in memory.
 func NewMemorySaver() *checkpoint.Memory { return checkpoint.NewMemory() }
+
+// ResolveMCP connects to the MCP servers of g's mcp tool sources (and its
+// subgraphs') and reports listed tools the servers lack, servers that
+// cannot be reached and function names that clash, at their positions
+// (what `lgrun validate --resolve` checks beyond validation).
+func (e *Engine) ResolveMCP(ctx context.Context, g *spec.Graph) spec.ErrorList {
+	return e.env.ResolveMCP(ctx, g, builtin.Options{Getenv: e.getenv, HTTPClient: e.http})
+}
+
+// CloseMCP ends the engine's sessions with MCP servers.
+func (e *Engine) CloseMCP() error { return e.env.CloseMCP() }

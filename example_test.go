@@ -290,6 +290,6 @@ func ExampleWithToolKind() {
 	// Tokyo
 	// capitals.yaml:14:5: error: unknown key "tabel" in tools.capital; did you mean "table"?
 	// capitals.yaml:15:12: error: tools.capital.table: the table is empty
-	// tool kinds: [expr http exec lookup]
+	// tool kinds: [expr http exec mcp lookup]
 	// table: kind lookup: key to value
 }

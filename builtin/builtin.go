@@ -64,6 +64,9 @@ type engine struct {
 	fixtures map[string]*fixtures // by file
 	schemas  map[any]*jsonschema.Schema
 	script   *scripted // nil unless Options.Script
+	// offlineFns are the functions of mcp sources made without their
+	// servers, by source.
+	offlineFns map[*spec.Tool][]*spec.Tool
 }
 
 func newEngine(env *Environment, g *spec.Graph, opts Options) (*engine, error) {

@@ -43,6 +43,8 @@ type Environment struct {
 
 	limiters *limiters
 	caps     *capsRegistry
+	// mcp holds the sessions with the MCP servers of mcp tool sources.
+	mcp *mcpPool
 }
 
 // clientMaker makes the client of model m for engine e.
@@ -97,11 +99,12 @@ func NewEmptyEnvironment() *Environment {
 		toolKinds: map[string]toolRunner{spec.ToolKindGo: builtinToolKinds()[spec.ToolKindGo]},
 		limiters:  newLimiters(),
 		caps:      newCapsRegistry(),
+		mcp:       newMCPPool(),
 	}
 }
 
 // Clone returns a copy of e with the same kinds, to add more to. The clone
-// has rate limiters and server capabilities of its own.
+// has rate limiters, server capabilities and MCP sessions of its own.
 func (e *Environment) Clone() *Environment {
 	return &Environment{
 		reg:       e.reg.Clone(),
@@ -113,6 +116,7 @@ func (e *Environment) Clone() *Environment {
 		builtins:  e.builtins,
 		limiters:  newLimiters(),
 		caps:      newCapsRegistry(),
+		mcp:       newMCPPool(),
 	}
 }
 

@@ -59,11 +59,11 @@ func (e *engine) runLLM(ctx context.Context, call *runtime.NodeCall) (*runtime.N
 		req.Messages = append(req.Messages, map[string]any{"role": "system", "content": system})
 	}
 	req.Messages = append(req.Messages, msgs...)
-	for _, ref := range cfg.Tools {
-		if t := g.Tools[ref.Name]; t != nil {
-			req.Tools = append(req.Tools, t)
-		}
+	tools, err := e.functions(ctx, g, cfg.Tools, e.script != nil || len(call.Replay) > 0)
+	if err != nil {
+		return nil, err
 	}
+	req.Tools = tools
 
 	sp, err := newSpender(e, call, md, res)
 	if err != nil {

@@ -118,7 +118,7 @@ func (s *scripted) tool(t *spec.Tool) (content string, ok bool, err error) {
 	defer s.mu.Unlock()
 	list, has := s.results[t.Name]
 	if !has {
-		if t.Kind != "http" && t.Kind != "exec" {
+		if t.Kind != "http" && t.Kind != "exec" && t.Kind != "mcp" {
 			// Pure expressions, and Go tools and tools of Go kinds (the
 			// embedder's own code), run for real unless scripted.
 			return "", false, nil

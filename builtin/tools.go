@@ -61,12 +61,6 @@ func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime
 			todo = append(todo, c)
 		}
 	}
-	bound := map[string]*spec.Tool{}
-	for _, ref := range node.Tools {
-		if t := call.Graph.Tools[ref.Name]; t != nil {
-			bound[ref.Name] = t
-		}
-	}
 	var recorded map[string]record
 	if len(call.Replay) > 0 {
 		recs, err := decodeRecords(call.Replay)
@@ -80,11 +74,32 @@ func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime
 			}
 		}
 	}
+	// The functions of mcp sources come from their servers, except when
+	// every call is answered by a script or a record. A server that cannot
+	// be reached fails the calls, not the node.
+	bound := map[string]*spec.Tool{}
+	var unreachable error
+	for _, ref := range node.Tools {
+		fns, err := e.functions(ctx, call.Graph, []spec.NameRef{ref}, e.script != nil || recorded != nil)
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		if err != nil {
+			unreachable = errors.Join(unreachable, err)
+			continue
+		}
+		for _, fn := range fns {
+			bound[fn.Name] = fn
+		}
+	}
+	if unreachable != nil {
+		emit(runtime.Event{Kind: runtime.EvMessage, Message: "tools unavailable: " + unreachable.Error()})
+	}
 
 	outs := make([]toolOutcome, len(todo))
 	errs := make([]error, len(todo))
 	one := func(i int) {
-		outs[i], errs[i] = e.runTool(ctx, call, bound, todo[i], recorded)
+		outs[i], errs[i] = e.runTool(ctx, call, bound, unreachable, todo[i], recorded)
 	}
 	if node.Parallel && len(todo) > 1 {
 		var wg sync.WaitGroup
@@ -118,7 +133,7 @@ func (e *engine) runTools(ctx context.Context, call *runtime.NodeCall) (*runtime
 
 // runTool runs one call. Its error is only for what fails the whole node: a
 // cancelled run, or a replay that has no recorded result for the call.
-func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[string]*spec.Tool, c map[string]any, recorded map[string]record) (out toolOutcome, err error) {
+func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[string]*spec.Tool, unreachable error, c map[string]any, recorded map[string]record) (out toolOutcome, err error) {
 	id, name, args := str(c, "id"), str(c, "name"), str(c, "arguments")
 	emit := emitter(call)
 	if obs := e.opts.Observer; obs != nil {
@@ -160,6 +175,9 @@ func (e *engine) runTool(ctx context.Context, call *runtime.NodeCall, bound map[
 		}
 	}()
 	t := bound[name]
+	if t == nil && unreachable != nil {
+		return fail("tool %q is not available: %v", name, unreachable)
+	}
 	if t == nil {
 		names := spec.SortedKeys(bound)
 		if len(names) == 0 {
@@ -224,7 +242,7 @@ func (e *engine) callTool(ctx context.Context, g *spec.Graph, t *spec.Tool, args
 // environment ([execEnv]) and an expr tool nothing.
 func (e *engine) toolSecrets(t *spec.Tool) []string {
 	var out []string
-	if t.Kind == "http" {
+	if t.Kind == "http" || t.Kind == "mcp" {
 		for _, name := range t.HeadersEnv {
 			v := e.opts.Getenv(name)
 			out = append(out, v)
@@ -265,6 +283,9 @@ func builtinToolKinds() map[string]toolRunner {
 		},
 		"exec": func(ctx context.Context, e *engine, g *spec.Graph, t *spec.Tool, _ map[string]any, raw string) (string, error) {
 			return e.execTool(ctx, g, t, raw)
+		},
+		"mcp": func(ctx context.Context, e *engine, g *spec.Graph, t *spec.Tool, args map[string]any, _ string) (string, error) {
+			return e.mcpCall(ctx, g, t, args)
 		},
 		spec.ToolKindGo: func(ctx context.Context, e *engine, _ *spec.Graph, t *spec.Tool, args map[string]any, _ string) (string, error) {
 			fn := e.env.tools[t.Name]

@@ -369,13 +369,13 @@ func TestToolFailuresBecomeMessages(t *testing.T) {
 	// A tool whose kind the engine cannot run fails as a message.
 	bad := *g.Tools["add"]
 	bad.Kind = "teleport"
-	out, err := e.runTool(t.Context(), &runtime.NodeCall{Graph: g}, map[string]*spec.Tool{"add": &bad}, map[string]any{"id": "c", "name": "add", "arguments": `{"a":1,"b":2}`}, nil)
+	out, err := e.runTool(t.Context(), &runtime.NodeCall{Graph: g}, map[string]*spec.Tool{"add": &bad}, nil, map[string]any{"id": "c", "name": "add", "arguments": `{"a":1,"b":2}`}, nil)
 	if err != nil || !out.isErr || !strings.Contains(out.content, "unknown tool kind") {
 		t.Fatalf("%+v %v", out, err)
 	}
 	bad.Expr = nil
 	bad.Kind = "expr"
-	out, err = e.runTool(t.Context(), &runtime.NodeCall{Graph: g}, map[string]*spec.Tool{"add": &bad}, map[string]any{"id": "c", "name": "add", "arguments": `{"a":1,"b":2}`}, nil)
+	out, err = e.runTool(t.Context(), &runtime.NodeCall{Graph: g}, map[string]*spec.Tool{"add": &bad}, nil, map[string]any{"id": "c", "name": "add", "arguments": `{"a":1,"b":2}`}, nil)
 	if err != nil || !out.isErr {
 		t.Fatalf("%+v %v", out, err)
 	}

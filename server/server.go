@@ -73,6 +73,10 @@ type Options struct {
 	// heartbeat (sent every third of it) before the sweeper requeues the
 	// run; 0 means 5 s.
 	ClaimTTL time.Duration
+	// MCP, when set, is served at /mcp behind the same API-key check (in
+	// cmd/lgrun, mcpserver.Handler: the graphs as MCP tools over
+	// streamable HTTP). It streams, so the request timeout does not apply.
+	MCP http.Handler
 }
 
 // assistant is a served graph.
@@ -265,6 +269,14 @@ func (s *Server) Handler() http.Handler {
 	for _, p := range []string{"POST /runs/crons", "POST /runs/crons/search", "POST /runs/crons/count",
 		"PATCH /runs/crons/{id}", "DELETE /runs/crons/{id}", "POST /threads/{tid}/runs/crons"} {
 		h(p, notImpl("crons"))
+	}
+	if s.opts.MCP != nil {
+		mcp := func(w http.ResponseWriter, r *http.Request) error {
+			s.opts.MCP.ServeHTTP(w, r)
+			return nil
+		}
+		long("/mcp", mcp)
+		long("/mcp/", mcp)
 	}
 	h("/store/", notImpl("the store endpoints"))
 	h("/", func(w http.ResponseWriter, r *http.Request) error {

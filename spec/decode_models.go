@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/expr-lang/expr/types"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -152,6 +155,7 @@ func (c *checker) decodeTools(n *yaml.Node) {
 	for _, t := range c.reg.goTools(c.g.Tools) {
 		c.g.Tools[t.Name] = t
 	}
+	c.checkMCPNames()
 }
 
 // toolArgsEnv is what a tool's expressions see: the call's arguments.
@@ -199,6 +203,101 @@ func (c *checker) decodeExecTool(t *Tool, tm *mapping, path string) {
 		_ = cn.Decode(&t.Command)
 	}
 	c.maxOutput(t, tm)
+}
+
+// decodeMCPTool decodes an mcp tool source: a server over stdio (command,
+// env) or streamable HTTP (url on an allowed host, headers_env), the tools
+// it imports and their prefix.
+func (c *checker) decodeMCPTool(t *Tool, tm *mapping, path string) {
+	t.MCP = &MCPSource{Prefix: scalar(tm.get("prefix"))}
+	cn, un := tm.get("command"), tm.get("url")
+	switch {
+	case cn == nil && un == nil:
+		c.errs.Add(t.Pos, "%s: kind mcp needs command (a stdio server) or url (a streamable HTTP server)", path)
+	case cn != nil && un != nil:
+		c.errs.Add(c.pos(un), "%s: kind mcp takes command (stdio) or url (streamable HTTP), not both", path)
+	}
+	if cn != nil {
+		_ = cn.Decode(&t.Command)
+		for _, k := range []string{"headers_env", "allow_hosts"} {
+			if n := tm.get(k); n != nil {
+				c.errs.Add(c.pos(n), "%s.%s: only for an mcp server reached by url", path, k)
+			}
+		}
+	}
+	if n := tm.get("env"); n != nil {
+		_ = n.Decode(&t.MCP.Env)
+		if un != nil {
+			c.errs.Add(c.pos(n), "%s.env: only for an mcp server run by command", path)
+		}
+	}
+	if un != nil {
+		t.MCP.URL = un.Value
+		if hn := tm.get("headers_env"); hn != nil {
+			t.HeadersEnv = map[string]string{}
+			_ = hn.Decode(&t.HeadersEnv)
+		}
+		for _, h := range nameRefs(c.file, tm.get("allow_hosts")) {
+			t.AllowHosts = append(t.AllowHosts, h.Name)
+		}
+		u, err := url.Parse(un.Value)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			c.errs.Add(c.pos(un), "%s.url: %q is not an http or https URL", path, un.Value)
+		case len(t.AllowHosts) == 0:
+			c.errs.Add(t.Pos, "%s: mcp servers reached by url need allow_hosts (the hosts the tool may call)", path)
+		case !slices.Contains(t.AllowHosts, u.Hostname()):
+			c.errs.Add(c.pos(un), "%s.url: host %q is not in allow_hosts", path, u.Hostname())
+		}
+	}
+	if n := tm.get("tools"); n != nil {
+		_ = n.Decode(&t.MCP.Tools)
+		seen := map[string]bool{}
+		for i, name := range t.MCP.Tools {
+			t.MCP.ToolPos = append(t.MCP.ToolPos, c.pos(n.Content[i]))
+			if seen[name] {
+				c.errs.Add(c.pos(n.Content[i]), "%s.tools: %q is listed twice", path, name)
+			}
+			seen[name] = true
+		}
+	}
+}
+
+// checkMCPNames reports an mcp source's listed function names (prefix +
+// tool) that clash with another tool of the graph or another source's.
+func (c *checker) checkMCPNames() {
+	owner := map[string]string{}
+	for _, name := range SortedKeys(c.g.Tools) {
+		if c.g.Tools[name].MCP == nil {
+			owner[name] = name
+		}
+	}
+	for _, name := range SortedKeys(c.g.Tools) {
+		t := c.g.Tools[name]
+		if t.MCP == nil {
+			continue
+		}
+		mine := map[string]bool{}
+		for i, tool := range t.MCP.Tools {
+			fn := t.MCP.Function(tool)
+			if mine[fn] {
+				continue // listed twice, reported by the decoder
+			}
+			mine[fn] = true
+			if o, ok := owner[fn]; ok {
+				c.errs.Add(t.MCP.ToolPos[i], "tools.%s: imported tool %q is the function %q, which %s already is; set prefix", name, tool, fn, describeOwner(o))
+				continue
+			}
+			owner[fn] = "mcp source " + name
+		}
+	}
+}
+
+func describeOwner(o string) string {
+	if strings.HasPrefix(o, "mcp source ") {
+		return "a tool of " + o
+	}
+	return "tool " + strconv.Quote(o)
 }
 
 func (c *checker) maxOutput(t *Tool, tm *mapping) {

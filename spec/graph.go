@@ -375,9 +375,40 @@ type Tool struct {
 	Command        []string
 	Timeout        time.Duration
 	MaxOutputBytes int
+	// MCP is the server of an mcp tool source (nil for other kinds).
+	MCP *MCPSource
 	// Settings are the decoded settings of a tool of a registered kind
 	// ([Registry.AddToolKind]), defaults filled in.
 	Settings map[string]any
+}
+
+// MCPSource is an mcp tool entry: the server (Command, with Env, for
+// stdio; URL, with the tool's HeadersEnv and AllowHosts, for streamable
+// HTTP) and which of its tools become functions.
+type MCPSource struct {
+	Env    []string
+	URL    string
+	Tools  []string // empty: all the server's tools
+	Prefix string
+	// ToolPos are the positions of Tools in the file.
+	ToolPos []Pos
+}
+
+// Function returns the model's function name of the server's tool name.
+func (m *MCPSource) Function(name string) string { return m.Prefix + name }
+
+// mcpFunction reports whether name is a function an mcp source of g lists.
+func (g *Graph) mcpFunction(name string) bool {
+	for _, t := range g.Tools {
+		if t.MCP != nil {
+			for _, tool := range t.MCP.Tools {
+				if t.MCP.Function(tool) == name {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Field returns the field named name, or nil.

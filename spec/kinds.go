@@ -130,6 +130,15 @@ func builtinToolKindDecls() []ToolKindDecl {
 			{Name: "command", Doc: "the command and its arguments; it gets the JSON arguments on stdin, its stdout is the result.", Schema: jsonSchema(`{"type": "array", "minItems": 1, "items": {"type": "string"}}`)},
 			{Name: "max_output_bytes", Doc: "output beyond this is cut (default 64 KiB).", Schema: jsonSchema(`{"type": "integer", "minimum": 1}`)},
 		}},
+		{Name: "mcp", decode: (*checker).decodeMCPTool, Doc: "Imports the tools of a Model Context Protocol server (stdio `command` or streamable HTTP `url`); llm and tools nodes name the entry and get each imported tool as a function.", Settings: []Setting{
+			{Name: "command", Doc: "the command and its arguments; it gets the JSON arguments on stdin, its stdout is the result.", Schema: jsonSchema(`{"type": "array", "minItems": 1, "items": {"type": "string"}}`)},
+			{Name: "env", Doc: "mcp: environment variables passed to the server besides PATH, HOME, LANG, LC_ALL, TMPDIR and TZ.", Schema: jsonSchema(`{"type": "array", "items": {"type": "string", "minLength": 1}}`)},
+			{Name: "url", Doc: "the URL, a template over `args`.", Schema: jsonSchema(`{"$ref": "#/$defs/template"}`)},
+			{Name: "headers_env", Doc: "header name to the environment variable holding its value (secrets stay out of the graph).", Schema: jsonSchema(`{"type": "object", "additionalProperties": {"type": "string"}}`)},
+			{Name: "allow_hosts", Doc: "the hosts the tool may call.", Schema: jsonSchema(`{"$ref": "#/$defs/nameList"}`)},
+			{Name: "tools", Doc: "mcp: the server's tools to import (default all; listing them lets tests and validation run without the server).", Schema: jsonSchema(`{"type": "array", "items": {"type": "string", "minLength": 1}}`)},
+			{Name: "prefix", Doc: "mcp: prepended to each imported tool's name to give the model's function name.", Schema: jsonSchema(`{"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}`)},
+		}},
 	}
 }
 

@@ -46,7 +46,7 @@ func TestSchemaAgreesWithRegistry(t *testing.T) {
 	if got := enum("model", "provider"); !reflect.DeepEqual(got, BuiltinProviders()) {
 		t.Errorf("schema providers %v, registry %v", got, BuiltinProviders())
 	}
-	if got := enum("tool", "kind"); !reflect.DeepEqual(got, []string{"expr", "http", "exec"}) {
+	if got := enum("tool", "kind"); !reflect.DeepEqual(got, []string{"expr", "http", "exec", "mcp"}) {
 		t.Errorf("schema tool kinds %v", got)
 	}
 	want := slices.Clone(commonNodeKeys)
@@ -339,13 +339,13 @@ func TestRegistryToolKind(t *testing.T) {
 	}
 	tdef := sc["$defs"].(map[string]any)["tool"].(map[string]any)
 	props := tdef["properties"].(map[string]any)
-	if got := props["kind"].(map[string]any)["enum"]; !reflect.DeepEqual(got, []any{"expr", "http", "exec", "lookup"}) {
+	if got := props["kind"].(map[string]any)["enum"]; !reflect.DeepEqual(got, []any{"expr", "http", "exec", "mcp", "lookup"}) {
 		t.Errorf("schema tool kinds %v", got)
 	}
 	if got := props["table"].(map[string]any)["description"]; got != "kind lookup: key to value" {
 		t.Errorf("schema table setting: %v", got)
 	}
-	if !reflect.DeepEqual(r.ToolKinds(), []string{"expr", "http", "exec", "lookup"}) {
+	if !reflect.DeepEqual(r.ToolKinds(), []string{"expr", "http", "exec", "mcp", "lookup"}) {
 		t.Errorf("ToolKinds %v", r.ToolKinds())
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))

@@ -349,7 +349,7 @@ func (tc *testChecker) testCase(n *yaml.Node, path string) *TestCase {
 			found := false
 			var names []string
 			for _, g := range append([]*Graph{tc.g}, subgraphList(tc.g)...) {
-				found = found || g.Tools[k.Value] != nil
+				found = found || g.Tools[k.Value] != nil || g.mcpFunction(k.Value)
 				names = append(names, SortedKeys(g.Tools)...)
 			}
 			if !found {

@@ -259,6 +259,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 		newUsageCmd(io, g),
 		newServeCmd(io, g),
 		newWorkerCmd(io, g),
+		newMCPCmd(io, g),
 	)
 	for _, c := range root.Commands() {
 		c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })

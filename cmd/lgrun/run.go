@@ -321,7 +321,11 @@ func execute(cmd *cobra.Command, io *IO, saver runtime.Saver, o *execOpts, gr *s
 		return err
 	}
 	defer flush()
-	r, err := io.engine(tel...).Runner(gr, saver, lgrun.RunnerOptions{GraphFile: abs, Strict: o.strict, Events: p.event})
+	eng := io.engine(tel...)
+	// The sessions with MCP servers end with the command (a stdio server
+	// gets its stdin closed, then SIGTERM).
+	defer func() { _ = eng.CloseMCP() }()
+	r, err := eng.Runner(gr, saver, lgrun.RunnerOptions{GraphFile: abs, Strict: o.strict, Events: p.event})
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/lgrun/lgrun"
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/checkpoint/postgres"
+	"github.com/lgrun/lgrun/mcpserver"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/server"
 	"github.com/lgrun/lgrun/server/pgstore"
@@ -221,7 +222,13 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	if q, ok := store.(server.Queue); ok {
 		sopts.Queue, sopts.Workers, sopts.ClaimTTL = q, o.concurrency, o.claimTTL
 	}
-	serveEngine(io.engine(tel...), saver, &sopts)
+	eng := io.engine(tel...)
+	defer func() { _ = eng.CloseMCP() }()
+	serveEngine(eng, saver, &sopts)
+	// The graphs as MCP tools at /mcp, behind the same API keys.
+	if sopts.MCP, err = mcpserver.Handler(eng, graphs, saver, Version); err != nil {
+		return err
+	}
 	srv, err := server.New(sopts)
 	if err != nil {
 		return err

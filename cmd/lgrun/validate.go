@@ -15,7 +15,7 @@ import (
 
 func newValidateCmd(io *IO) *cobra.Command {
 	var format, output string
-	var strict bool
+	var strict, resolve bool
 	c := &cobra.Command{
 		Use:   "validate FILE|DIR|GLOB...",
 		Short: "Check graph files against the schema and the semantic rules",
@@ -25,10 +25,13 @@ status: 0 clean (warnings allowed unless --strict), 3 errors (invalid graph),
 2 usage error.
 Directories are searched for *.yaml and *.yml files; test files (*.test.yaml)
 are checked as test files against the graph they test, and mock fixtures
-(*.fixtures.yaml) are skipped (loading a graph checks its fixtures).`,
+(*.fixtures.yaml) are skipped (loading a graph checks its fixtures).
+Validation never connects anywhere; --resolve also connects to the servers of
+mcp tools and checks that the listed tools exist and no names clash.`,
 		Example: `  lgrun validate graphs/
   lgrun validate 'graphs/*.yaml' --format github
-  lgrun validate graphs/ --strict -o json`,
+  lgrun validate graphs/ --strict -o json
+  lgrun validate --resolve graphs/mcp-agent.yaml`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("validate needs at least one file, directory or glob")
@@ -59,13 +62,19 @@ are checked as test files against the graph they test, and mock fixtures
 				return err
 			}
 			var all spec.ErrorList
-			opts := io.engine().SpecOptions()
+			eng := io.engine()
+			defer func() { _ = eng.CloseMCP() }()
+			opts := eng.SpecOptions()
 			for _, f := range files {
 				var diags spec.ErrorList
 				if spec.IsTestFile(f) {
 					_, diags = spec.LoadTestFile(f, opts)
 				} else {
-					_, diags = spec.LoadFile(f, opts)
+					var g *spec.Graph
+					g, diags = spec.LoadFile(f, opts)
+					if resolve && g != nil {
+						diags = append(diags, eng.ResolveMCP(cmd.Context(), g)...)
+					}
 				}
 				all = append(all, diags...)
 			}
@@ -109,6 +118,7 @@ are checked as test files against the graph they test, and mock fixtures
 	_ = c.RegisterFlagCompletionFunc("format", fixedValues("github"))
 	addOutputFlag(c, &output)
 	c.Flags().BoolVar(&strict, "strict", false, "treat warnings as errors")
+	c.Flags().BoolVar(&resolve, "resolve", false, "also connect to the MCP servers of mcp tools: the listed tools must exist and the names must not clash")
 	return c
 }
 
