@@ -305,6 +305,9 @@ type execution struct {
 	stop     chan struct{} // closed when a cancel is requested
 	finished bool
 	started  bool // off the queue (executing, or finished while queued)
+	// remote: the run executes elsewhere (or waits in the Queue); its
+	// events come from the store.
+	remote bool
 }
 
 func newExecution(s *Server, run *Run, a *assistant, p *plan) *execution {
@@ -356,6 +359,10 @@ func (s *Server) busy(tid string) bool {
 }
 
 func (s *Server) busyLocked(tid string) bool {
+	if s.opts.Queue != nil && s.active[tid] == nil {
+		busy, err := s.opts.Queue.Busy(context.Background(), tid, "")
+		return busy || err != nil
+	}
 	if s.active[tid] != nil {
 		return true
 	}
@@ -453,6 +460,15 @@ func (s *Server) startRun(r *http.Request, tid string) (*execution, error) {
 		strategy = "enqueue"
 	}
 	var inflight []*execution
+	if s.opts.Queue != nil && !temporary && (strategy == "interrupt" || strategy == "rollback") {
+		if runs, err := s.opts.Store.Runs(ctx, tid); err == nil {
+			for _, old := range runs {
+				if old.Status == runPending || old.Status == runRunning {
+					defer s.cancelQueued(old.ID, strategy)
+				}
+			}
+		}
+	}
 	if !temporary && s.busyLocked(tid) {
 		if strategy == "reject" {
 			return nil, errorf(409, "thread %q is already running a run; wait for it to finish or choose another multitask_strategy (enqueue, interrupt, rollback)", tid)
@@ -483,6 +499,7 @@ func (s *Server) startRun(r *http.Request, tid string) (*execution, error) {
 		return nil, err
 	}
 	e := newExecution(s, run, a, p)
+	e.remote = s.opts.Queue != nil
 	s.runs[run.ID] = e
 	s.queued(1)
 	for _, old := range inflight {
@@ -494,6 +511,13 @@ func (s *Server) startRun(r *http.Request, tid string) (*execution, error) {
 
 // dispatch starts the oldest queued run of a thread when none is active.
 func (s *Server) dispatch(tid string) {
+	if s.opts.Queue != nil {
+		// Workers anywhere claim it.
+		if err := s.opts.Queue.Notify(context.Background(), "runs", tid); err != nil {
+			s.opts.Logf("lgrun serve: %v", err)
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.active[tid] != nil || s.closed {
@@ -605,8 +629,31 @@ func (s *Server) execute(e *execution) {
 			} else {
 				e.emit("metadata", map[string]any{"run_id": run.ID, "attempt": run.Attempt})
 				res, err = s.call(ctx, e, head)
+				// A requeued run may find the thread's lease still held by
+				// the process that died running it (Postgres leases expire
+				// by TTL): it waits for the lease, as nothing ran yet.
+				for be := (*runtime.BusyError)(nil); run.Attempt > 1 && errors.As(err, &be) && ctx.Err() == nil; {
+					select {
+					case <-ctx.Done():
+					case <-time.After(200 * time.Millisecond):
+						res, err = s.call(ctx, e, head)
+					}
+				}
 			}
 		}
+	}
+	if s.opts.Queue != nil && (errors.Is(context.Cause(ctx), errShutdown) || errors.Is(context.Cause(ctx), errLostClaim)) {
+		// Requeued (by Release or the sweeper): another worker goes on;
+		// this process follows it like any remote run.
+		s.mu.Lock()
+		if s.active[tid] == e {
+			delete(s.active, tid)
+		}
+		s.mu.Unlock()
+		e.mu.Lock()
+		e.remote = true
+		e.mu.Unlock()
+		return
 	}
 	if errors.Is(context.Cause(ctx), errShutdown) {
 		// Left running in the store: the next start requeues it.
@@ -713,6 +760,10 @@ func (s *Server) execute(e *execution) {
 
 // queuedLocked reports whether the thread has runs queued besides run.
 func (s *Server) queuedLocked(tid, run string) bool {
+	if s.opts.Queue != nil {
+		busy, _ := s.opts.Queue.Busy(context.Background(), tid, run)
+		return busy
+	}
 	for _, e := range s.runs {
 		if e.run.ThreadID == tid && e.run.ID != run && !e.isFinished() {
 			return true
@@ -907,6 +958,9 @@ func (s *Server) execOf(r *http.Request) (*execution, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.opts.Queue != nil && (run.Status == runPending || run.Status == runRunning) {
+		return s.remoteExecution(run), nil
+	}
 	a := s.assistants[run.GraphID]
 	e = newExecution(s, run, a, nil)
 	e.finished = true
@@ -1012,6 +1066,9 @@ func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request) error {
 		return errorf(409, "run %q is already %s", e.run.ID, e.run.Status)
 	}
 	e.requestCancel(action)
+	if s.opts.Queue != nil {
+		s.cancelQueued(e.run.ID, action)
+	}
 	s.mu.Lock()
 	queued := s.active[e.run.ThreadID] != e
 	s.mu.Unlock()
@@ -1056,6 +1113,17 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	if s.opts.Queue != nil {
+		s.qcancel() // claim no more
+		defer func() {
+			s.qwg.Wait()
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.opts.Queue.Release(rctx, s.worker); err != nil {
+				s.opts.Logf("lgrun serve: %v", err)
+			}
+		}()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -1129,6 +1197,9 @@ func (s *Server) cancelRuns(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.mu.Unlock()
 	for _, e := range picked {
+		if s.opts.Queue != nil {
+			s.cancelQueued(e.run.ID, action)
+		}
 		e.requestCancel(action)
 		go s.dispatch(e.run.ThreadID)
 	}

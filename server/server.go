@@ -70,6 +70,15 @@ type Options struct {
 	// Metrics, when set, serves GET /metrics (the Prometheus text
 	// format), behind the API keys like every endpoint but /ok.
 	Metrics http.Handler
+	// Queue, when set, is the run queue shared by every process on the
+	// database: runs are claimed from it by the Workers of any process
+	// (0: this process only serves the API). See queue.go.
+	Queue   Queue
+	Workers int
+	// ClaimTTL is how long a worker's claim on a run outlives its last
+	// heartbeat (sent every third of it) before the sweeper requeues the
+	// run; 0 means 5 s.
+	ClaimTTL time.Duration
 	// MCP, when set, is served at /mcp behind the same API-key check (in
 	// cmd/lgrun, mcpserver.Handler: the graphs as MCP tools over
 	// streamable HTTP). It streams, so the request timeout does not apply.
@@ -104,6 +113,15 @@ type Server struct {
 	// boundary and stay resumable.
 	base   context.Context
 	cancel context.CancelFunc
+
+	// With a Queue: this process's worker id, its claims (run id →
+	// fencing token), the claim loops' wake-up and their context.
+	worker  string
+	claims  map[string]string
+	wake    chan struct{}
+	qctx    context.Context
+	qcancel context.CancelFunc
+	qwg     sync.WaitGroup
 }
 
 // New builds a server and requeues the runs a previous process left
@@ -141,6 +159,15 @@ func New(opts Options) (*Server, error) {
 		a := &assistant{ID: assistantID(g.Name), Graph: g, Kinds: kinds}
 		s.assistants[g.Name], s.assistants[a.ID] = a, a
 		s.order = append(s.order, a)
+	}
+	if opts.Queue != nil {
+		if s.opts.ClaimTTL <= 0 {
+			s.opts.ClaimTTL = 5 * time.Second
+		}
+		s.sem = make(chan struct{}, max(opts.MaxRuns, opts.Workers))
+		s.qctx, s.qcancel = context.WithCancel(context.Background())
+		s.startQueue()
+		return s, nil
 	}
 	if err := s.requeue(); err != nil {
 		return nil, err
@@ -184,6 +211,14 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle(pattern, s.wrap(f, true))
 	}
 	h("GET /ok", func(w http.ResponseWriter, r *http.Request) error {
+		// Liveness and readiness: the store's database must answer.
+		if p, ok := s.opts.Store.(interface{ Ping(context.Context) error }); ok {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := p.Ping(ctx); err != nil {
+				return writeJSON(w, 503, map[string]any{"ok": false, "error": "database: " + err.Error()})
+			}
+		}
 		return writeJSON(w, 200, map[string]bool{"ok": true})
 	})
 	h("GET /info", s.info)

@@ -43,9 +43,12 @@ func (e *execution) emitWith(s *Server, event string, data any) {
 		e.notify = make(chan struct{})
 	}
 	e.mu.Unlock()
-	if s != nil && e.run.Request.StreamResumable {
+	if s != nil && (e.run.Request.StreamResumable || s.opts.Queue != nil) {
 		if err := s.opts.Store.AppendEvent(context.Background(), e.run.ID, ev); err != nil {
 			s.opts.Logf("lgrun serve: %v", err)
+		}
+		if s.opts.Queue != nil {
+			s.notifyEvents(e.run.ID) // for streams on other processes
 		}
 	}
 }

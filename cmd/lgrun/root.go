@@ -258,6 +258,7 @@ prints one JSON document (shapes in docs/cli-json.md).`,
 		newTestCmd(io),
 		newUsageCmd(io, g),
 		newServeCmd(io, g),
+		newWorkerCmd(io, g),
 		newMCPCmd(io, g),
 	)
 	for _, c := range root.Commands() {

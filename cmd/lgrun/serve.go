@@ -15,9 +15,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lgrun/lgrun"
+	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/checkpoint/postgres"
 	"github.com/lgrun/lgrun/mcpserver"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/server"
+	"github.com/lgrun/lgrun/server/pgstore"
 	"github.com/lgrun/lgrun/spec"
 )
 
@@ -31,6 +34,15 @@ type serveOpts struct {
 	timeout time.Duration
 	drain   time.Duration
 	maxRuns int
+	// leaseTTL is the Postgres saver's run-lease TTL: how long the runs of
+	// a process that died wait before another process takes them over.
+	leaseTTL time.Duration
+	// With --db postgres://…: workers claiming runs from the shared queue,
+	// and how long a dead worker's claim lasts.
+	concurrency int
+	claimTTL    time.Duration
+	// worker: lgrun worker (runs only; --addr serves /ok alone).
+	worker bool
 }
 
 func newServeCmd(io *IO, g *globalOpts) *cobra.Command {
@@ -63,7 +75,42 @@ Set LGRUN_API_KEYS to a comma-separated list of keys to require x-api-key.`,
 	f.Int64Var(&o.maxBody, "max-body", 10<<20, "largest request body in bytes")
 	f.DurationVar(&o.timeout, "request-timeout", 30*time.Second, "time limit of non-streaming requests")
 	f.IntVar(&o.maxRuns, "max-runs", 64, "runs executing at once (the others wait, pending)")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "with --db postgres://…: how long a thread's lease outlives a process that died (its runs continue elsewhere after this)")
+	f.IntVar(&o.concurrency, "concurrency", 4, "with --db postgres://…: runs this process claims from the shared queue at once (0: API only)")
+	f.DurationVar(&o.claimTTL, "claim-ttl", 5*time.Second, "with --db postgres://…: how long a worker's claim on a run outlives its last heartbeat before the run is requeued")
 	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and resume at the next start)")
+	return c
+}
+
+func newWorkerCmd(io *IO, g *globalOpts) *cobra.Command {
+	o := &serveOpts{worker: true}
+	c := &cobra.Command{
+		Use:   "worker GRAPH.yaml|DIR... --db postgres://…",
+		Short: "Execute the queued runs of lgrun serve processes on a PostgreSQL database",
+		Long: `Claim runs from the run queue that lgrun serve processes on the same PostgreSQL
+database (--db postgres://…) fill, and execute them: any number of workers and
+servers may share a database. --addr serves GET /ok (database health) for
+liveness and readiness probes. See docs/deploy.md.`,
+		Example: `  lgrun worker graphs/ --db postgres://lgrun@db:5432/lgrun --concurrency 8 --addr :8080`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("worker takes one or more graph files or directories")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !lgrun.IsPostgresURL(g.dbPath(io)) {
+				return usagef("lgrun worker needs --db postgres://… (or LGRUN_DB): workers share runs through a PostgreSQL database")
+			}
+			return serveRun(cmd.Context(), io, g, o, args)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.addr, "addr", "", "address to serve GET /ok on (none when empty)")
+	f.IntVar(&o.concurrency, "concurrency", 4, "runs executing at once")
+	f.DurationVar(&o.claimTTL, "claim-ttl", 5*time.Second, "how long a worker's claim on a run outlives its last heartbeat before the run is requeued")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "how long a thread's lease outlives a process that died")
+	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and are requeued)")
 	return c
 }
 
@@ -139,19 +186,25 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 		graphs = append(graphs, gr)
 	}
 	// Listen first: a wrong --addr creates no database.
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return usagef("--addr %s: %v", o.addr, err)
+	var ln net.Listener
+	if !o.worker || o.addr != "" {
+		ln, err = net.Listen("tcp", o.addr)
+		if err != nil {
+			return usagef("--addr %s: %v", o.addr, err)
+		}
+		defer ln.Close()
 	}
-	defer ln.Close()
-	saver, err := g.openSaver(io)
+	var saver lgrun.Store
+	if p := g.dbPath(io); lgrun.IsPostgresURL(p) {
+		saver, err = lgrun.Open(ctx, p, &checkpoint.Options{LeaseTTL: o.leaseTTL})
+	} else {
+		saver, err = g.openSaver(io)
+	}
 	if err != nil {
 		return err
 	}
 	defer saver.Close()
-	dbPath := g.dbPath(io)
-	storePath := strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + "-server.db"
-	store, err := server.OpenSQLite(storePath)
+	store, err := openServerStore(ctx, g.dbPath(io), saver)
 	if err != nil {
 		return err
 	}
@@ -177,6 +230,9 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	if t != nil {
 		sopts.Metrics = t.Metrics
 	}
+	if q, ok := store.(server.Queue); ok {
+		sopts.Queue, sopts.Workers, sopts.ClaimTTL = q, o.concurrency, o.claimTTL
+	}
 	eng := io.engine(tel...)
 	defer func() { _ = eng.CloseMCP() }()
 	serveEngine(eng, saver, &sopts)
@@ -187,6 +243,9 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	srv, err := server.New(sopts)
 	if err != nil {
 		return err
+	}
+	if o.worker {
+		return workerRun(ctx, io, srv, ln, o)
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	names := make([]string, len(graphs))
@@ -219,6 +278,49 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	return nil
+}
+
+// openServerStore opens the server's store beside the checkpoints: on
+// PostgreSQL, the server_ tables in the saver's schema (sharing its
+// pool); with SQLite, a file beside the checkpoint file ending in
+// -server.db.
+func openServerStore(ctx context.Context, dbPath string, saver lgrun.Store) (server.Store, error) {
+	if pg, ok := saver.(*postgres.Postgres); ok {
+		st, err := pgstore.New(ctx, pg.Pool())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", pg.Path(), err)
+		}
+		return st, nil
+	}
+	return server.OpenSQLite(strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + "-server.db")
+}
+
+// workerRun runs a worker until ctx ends, serving /ok on ln if any.
+func workerRun(ctx context.Context, io *IO, srv *server.Server, ln net.Listener, o *serveOpts) error {
+	var hs *http.Server
+	errc := make(chan error, 1)
+	where := "no --addr"
+	if ln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /ok", srv.Handler())
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- hs.Serve(ln) }()
+		where = "GET /ok on http://" + ln.Addr().String()
+	}
+	fmt.Fprintf(io.Err, "lgrun worker: started (%d at once; %s)\n", o.concurrency, where)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintf(io.Err, "lgrun worker: shutting down (running runs have %s to finish; the rest are requeued)\n", o.drain)
+	dctx, cancel := context.WithTimeout(context.Background(), o.drain)
+	defer cancel()
+	srv.Shutdown(dctx)
+	if hs != nil {
+		hs.Close()
 	}
 	return nil
 }
