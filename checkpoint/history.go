@@ -100,6 +100,9 @@ func WalkHistory(ctx context.Context, src HistorySource, thread, where string, o
 			bad = append(bad, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: err})
 			continue
 		}
+		// The delta as decode reads it is the one the walk applies
+		// (ApplyDelta copies what it keeps).
+		w.rows[id].d, w.rows[id].decoded = cp.Delta, true
 		if o.Filter != nil && !o.Filter(cp) {
 			continue
 		}
@@ -178,6 +181,9 @@ type walkRow struct {
 	cpRow
 	hasSnap bool
 	snap    []byte
+	// d is the row's delta once decoded (decoded is then set).
+	d       runtime.Delta
+	decoded bool
 }
 
 // walkResult is a checkpoint's values, or why they cannot be built.
@@ -282,11 +288,13 @@ func (w *walker) apply(r *walkRow, from *walkResult) (map[string]any, error) {
 		}
 		return nil, w.corrupt(r.parent, fmt.Errorf("missing from the database, which checkpoint %s is built on (database %s damaged)", r.id, w.where))
 	}
-	var d runtime.Delta
-	if err := decodeJSON(r.delta, &d); err != nil {
-		return nil, w.corrupt(r.id, fmt.Errorf("corrupt delta: %w", err))
+	d := r.d
+	if !r.decoded {
+		if err := decodeJSON(r.delta, &d); err != nil {
+			return nil, w.corrupt(r.id, fmt.Errorf("corrupt delta: %w", err))
+		}
+		normalizeDelta(d)
 	}
-	normalizeDelta(d)
 	// ApplyDelta replaces fields and never changes the lists and objects
 	// it replaces, so the parent's values stay as they are.
 	values := make(map[string]any, len(from.values)+len(d))
