@@ -28,7 +28,10 @@ func BenchmarkHistoryValues500(b *testing.B) {
 		{"shared", runtime.HistoryOptions{Shared: true}, runtime.ReadHistory},
 	}
 	for _, name := range []string{"postgres", "sqlite"} {
-		s := savers(b)[name](b)
+		s := savers(b)[name](b).Saver // the saver itself, with its HistoryReader
+		if _, ok := s.(runtime.HistoryReader); !ok {
+			b.Fatalf("%s has no HistoryReader", name)
+		}
 		r := &runtime.Runner{Graph: g, Saver: s, Version: "bench"}
 		if _, err := r.Run(context.Background(), runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": 500}}); err != nil {
 			b.Fatal(err)
