@@ -88,6 +88,7 @@ func BenchmarkHistory500(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				b.StopTimer()
 				var states []any
 				if err := json.Unmarshal([]byte(out), &states); err != nil || (page.name == "all" && len(states) != 501) {
 					b.Fatalf("%d states, %v", len(states), err)

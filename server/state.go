@@ -234,12 +234,12 @@ func writesOf(g *spec.Graph, what string, values map[string]any) ([]runtime.Writ
 	return ws, nil
 }
 
-// historyOf returns a thread's checkpoints newest first, filtered, as
-// ThreadStates. It reads them in one walk of the thread's checkpoints
-// (runtime.ReadHistory) with shared values: rendering only reads them.
+// historyOf returns a thread's checkpoints newest first, filtered. It
+// reads them in one walk of the thread's checkpoints (runtime.ReadHistory)
+// with shared values: rendering them (historyJSON) only reads them.
 // Checkpoints whose rows cannot be read are left out; one whose values
 // cannot be rebuilt fails the request.
-func (s *Server) historyOf(ctx context.Context, thread string, limit int, before string, md map[string]any) ([]any, error) {
+func (s *Server) historyOf(ctx context.Context, thread string, limit int, before string, md map[string]any) ([]*runtime.Checkpoint, error) {
 	o := runtime.HistoryOptions{Limit: limit, Before: before, Shared: true}
 	if len(md) > 0 {
 		o.Filter = func(c *runtime.Checkpoint) bool {
@@ -252,11 +252,7 @@ func (s *Server) historyOf(ctx context.Context, thread string, limit int, before
 			return nil, err
 		}
 	}
-	out := make([]any, 0, len(list))
-	for _, c := range list {
-		out = append(out, threadState(s.graph(c.Metadata.Graph), c))
-	}
-	return out, nil
+	return list, nil
 }
 
 // usageList is a step's model calls, [] when it made none.
