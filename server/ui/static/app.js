@@ -658,6 +658,16 @@ function problemPanel() {
   if (t.status === "interrupted" && S.head.interrupts && S.head.interrupts.length) {
     return h("section", { class: "panel interrupt", id: "interrupt" }, S.head.interrupts.map(i => interruptBox(i, aid)));
   }
+  if (t.status === "interrupted") {
+    // Interrupted with nothing pending: a run was cancelled.
+    const r = S.runs[0];
+    return h("section", { class: "panel stopbox", id: "stopped", role: "status" },
+      h("h2", {}, "The run was cancelled"),
+      h("p", {}, r ? ["Run ", h("code", {}, short(r.run_id)), " was cancelled"] : "The last run was cancelled",
+        " before it finished. The state is saved at the last checkpoint (step " + ((S.head.metadata && S.head.metadata.step) ?? "?") + ")."),
+      h("p", {}, h("strong", {}, "What to do: "), advice("cancel")),
+      aid ? continueForm(aid, "cancel") : null);
+  }
   const liveErr = S.live && S.live.tid === t.thread_id && S.live.error;
   const err = t.error || (liveErr && liveErr.message);
   if (t.status === "error" || liveErr) {
@@ -977,6 +987,7 @@ $("key-form").addEventListener("submit", guard(async ev => {
   S.apiKey = $("api-key").value;
   localStorage.setItem("lgrun-api-key", S.apiKey);
   $("key-form").hidden = true;
+  banner(null);
   await start();
 }));
 
@@ -985,7 +996,12 @@ const start = guard(async function start() {
     const info = await api("GET", "/info");
     $("server-info").textContent = "lgrun serve " + (info.version || "");
   } catch (e) {
-    if (e.status === 401) { banner("This server needs an API key: enter it at the top right."); return; }
+    if (e.status === 401) {
+      banner(S.apiKey ? "The server refused the API key (" + e.message + "): enter the right one at the top right."
+        : "This server needs an API key: enter it at the top right.");
+      $("api-key").focus();
+      return;
+    }
     throw e;
   }
   await loadAssistants();
