@@ -85,7 +85,7 @@ func TestCancelInChromium(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the cancel did not drop the model call")
 	}
-	waitFor(t, ctx, finished("interrupted"))
+	waitFor(t, ctx, finished("cancelled"))
 	rs = runsOf(t, base, tid)
 	if len(rs) != 1 || rs[0].Status != "interrupted" {
 		t.Fatalf("runs after the cancel: %+v, want one interrupted", rs)
@@ -99,6 +99,7 @@ func TestCancelInChromium(t *testing.T) {
 	}
 	// What to do: continue from the last checkpoint.
 	waitFor(t, ctx, `!!document.querySelector("#stopped") && document.querySelector("#stopped").textContent.includes("cancelled") && document.querySelector("#stopped").textContent.includes("What to do")`)
+	screenshot(t, ctx, "cancelled.png")
 	close(release)
 	run(t, ctx, chromedp.Click(chromedp.ID("continue-run")))
 	waitFor(t, ctx, finished("success"))

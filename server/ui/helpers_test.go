@@ -187,7 +187,8 @@ func tabTo(t *testing.T, ctx context.Context, sel string, max int) {
 
 // volatile names what changes from run to run however the page looks:
 // ids, times, run logs. Screenshots ignore differences inside them.
-const volatile = `#thread-search, #threads code, #threads .row2, .thread-head .tid, .thread-head .facts, .cp-sub, #detail h2,
+const volatile = `#thread-search:not(:placeholder-shown), #threads code, #threads .row2, .thread-head .tid, .thread-head .facts, .cp-sub,
+	#detail h2 code, #detail h2 .ago, #stopped code,
 	#live-log, #banner, table.runs td:nth-child(1), table.runs td:nth-child(3), .chat .who`
 
 // screenshot writes the viewport, scrolled to the top, to
