@@ -8,6 +8,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/lgrun/lgrun/checkpoint/postgres/pgtest"
 )
@@ -28,6 +29,16 @@ func TestPageInChromium(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		_, u := pgtest.Schema(t)
 		mainFlow(t, browser, startServe(t, serveOpts{db: u}), false)
+		// The threads the page showed are rows of that schema.
+		conn, err := pgx.Connect(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM server_threads`).Scan(&n); err != nil || n != 4 {
+			t.Fatalf("server_threads in the test schema: %d rows (%v), want the 4 threads of the flow", n, err)
+		}
 	})
 }
 
