@@ -22,7 +22,9 @@ func threadArgs(r *checkpoint.ThreadRow) []any {
 // compare-and-swap (an UPDATE … WHERE head = the expected head, or an
 // INSERT … ON CONFLICT DO NOTHING for a new thread: of concurrent commits
 // on one head, the row lock lets exactly one through), then inserts the
-// checkpoint and its pending writes.
+// checkpoint and its pending writes. A [Fence] in ctx is checked in the
+// same round trip as the compare-and-swap. Mark and DeleteThread check it
+// too.
 func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	cp := c.Checkpoint
 	row, err := checkpoint.EncodeRow(c.Thread.ID, cp, nil)
@@ -42,7 +44,9 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	// The compare-and-swap and the parent's chain sizes in one round trip.
 	// The parent is read after the thread's row is locked, never from a
 	// cache: a GC in another process may have pruned it.
+	fence := FenceOf(ctx)
 	b := &pgx.Batch{}
+	fence.queue(b)
 	if c.ExpectHead == "" {
 		b.Queue(`INSERT INTO threads (`+threadColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING`,
 			tr.ID, tr.Head, tr.Status, tr.Error, tr.Graph, tr.GraphHash, tr.GraphFile, tr.Config, tr.Created, tr.Updated, tr.Pending, tr.Sum)
@@ -54,6 +58,10 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		b.Queue(`SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id = $2`, c.Thread.ID, cp.ParentID)
 	}
 	br := tx.SendBatch(ctx, b)
+	if err := fence.check(br); err != nil {
+		br.Close()
+		return err
+	}
 	tag, err := br.Exec()
 	if err != nil {
 		br.Close()
@@ -174,6 +182,9 @@ func (s *Postgres) Mark(ctx context.Context, mk *runtime.Mark) error {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer tx.Rollback(context.Background())
+	if err := FenceOf(ctx).hold(ctx, tx); err != nil {
+		return err
+	}
 	var tr checkpoint.ThreadRow
 	if err := tx.QueryRow(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = $1 FOR UPDATE`, th.ID).Scan(threadArgs(&tr)...); err != nil {
 		if isNoRows(err) {
@@ -233,6 +244,9 @@ func (s *Postgres) deleteThread(ctx context.Context, id string) (threads, checkp
 		return 0, 0, fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer tx.Rollback(context.Background())
+	if err := FenceOf(ctx).hold(ctx, tx); err != nil {
+		return 0, 0, err
+	}
 	var head string
 	if err := tx.QueryRow(ctx, `SELECT head FROM threads WHERE id = $1 FOR UPDATE`, id).Scan(&head); err != nil {
 		if isNoRows(err) {
