@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +145,103 @@ func TestQueueFencedWorker(t *testing.T) {
 	if cps != parents {
 		t.Errorf("%d checkpoints on %d parents: two writers committed on one head", cps, parents)
 	}
+}
+
+// TestQueueFailoverDefaults kills a worker (SIGKILL) in the middle of a
+// run and starts another, both with the default --claim-ttl and
+// --lease-ttl: the run resumes and ends within seconds (the thread lease
+// expires with the claim, 5 s, not 30 s later).
+func TestQueueFailoverDefaults(t *testing.T) {
+	_, db := pgtest.Schema(t)
+	dir := t.TempDir()
+	for _, f := range []string{"fence.yaml", "gate.sh"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "fence", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	graph := filepath.Join(dir, "fence.yaml")
+	api := serveAPI(t, db, graph)
+	a := startWorker(t, db, nil, graph)
+	th := call(t, "POST", api+"/threads", `{}`)
+	tid := th["thread_id"].(string)
+	rid := call(t, "POST", api+"/threads/"+tid+"/runs", `{"assistant_id": "fence", "input": {}}`)["run_id"].(string)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "waiting")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the run did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.Process.Kill()
+	a.Wait()
+	killed := time.Now()
+	if err := os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, db, nil, graph)
+	final := call(t, "GET", api+"/threads/"+tid+"/runs/"+rid+"/join", "")
+	took := time.Since(killed)
+	run := call(t, "GET", api+"/threads/"+tid+"/runs/"+rid, "")
+	if run["status"] != "success" || final["count"] != float64(3) {
+		t.Fatalf("run after the failover: %v, final %v", run["status"], final)
+	}
+	t.Logf("the run ended %v after its worker was killed", took.Round(time.Millisecond))
+	if took > 15*time.Second {
+		t.Fatalf("the run ended %v after its worker was killed: failover with the default TTLs should take seconds", took)
+	}
+}
+
+// TestQueueQueuedGaugeAcrossProcesses reads lgrun_runs_queued from the
+// /metrics of two API servers on one database: runs queued through one
+// count on both (the gauge is the database's queue depth), and they
+// leave it on both once a worker process claims them.
+func TestQueueQueuedGaugeAcrossProcesses(t *testing.T) {
+	_, db := pgtest.Schema(t)
+	a := serveAPI(t, db, "../graphs/loop.yaml")
+	c := serveAPI(t, db, "../graphs/loop.yaml")
+	for i := 0; i < 2; i++ {
+		th := call(t, "POST", c+"/threads", `{}`)
+		tid := th["thread_id"].(string)
+		call(t, "POST", c+"/threads/"+tid+"/runs", `{"assistant_id": "loop", "input": {"target": 100000}, "config": {"recursion_limit": 200000}}`)
+	}
+	queued := func(api string) float64 {
+		resp, err := http.Get(api + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "lgrun_runs_queued") {
+				f := strings.Fields(l)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				return v
+			}
+		}
+		return -1 // no gauge
+	}
+	expect := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ga, gc := queued(a), queued(c)
+			if ga == want && gc == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("lgrun_runs_queued: %v on A, %v on C (where the runs were created); want %v on both", ga, gc, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	expect(2)
+	startWorker(t, db, nil, "../graphs/loop.yaml")
+	expect(0)
 }

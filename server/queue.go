@@ -116,6 +116,7 @@ func (s *Server) startQueue() {
 				s.opts.Logf("lgrun serve: %v", err)
 			}
 			s.syncRemote("") // a fallback for missed notifications
+			s.syncQueued(ctx) // for metrics pushed by OTLP
 		}
 	}()
 	for i := 0; i < s.opts.Workers; i++ {

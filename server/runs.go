@@ -338,14 +338,48 @@ func (e *execution) requestCancel(action string) {
 	}
 }
 
-// queued adds delta to the gauge of queued runs (lgrun.runs.queued) when
+// queuedGauge returns the gauge of queued runs (lgrun.runs.queued) when
 // the observer keeps one.
-func (s *Server) queued(delta int64) {
+func (s *Server) queuedGauge() metric.Int64UpDownCounter {
 	if q, ok := s.opts.Observer.(interface {
 		QueuedRuns() metric.Int64UpDownCounter
 	}); ok {
-		q.QueuedRuns().Add(context.Background(), delta)
+		return q.QueuedRuns()
 	}
+	return nil
+}
+
+// queued adds delta to the gauge of queued runs. With a Queue, the gauge
+// is the database's count instead (see syncQueued): runs accepted,
+// claimed and run by other processes count there.
+func (s *Server) queued(delta int64) {
+	if g := s.queuedGauge(); g != nil && s.opts.Queue == nil {
+		g.Add(context.Background(), delta)
+	}
+}
+
+// depthMaxAge is how long a queue depth read from the database serves.
+const depthMaxAge = time.Second
+
+// syncQueued brings the gauge of queued runs to the Queue's depth (pending
+// runs of every process), read at most once a depthMaxAge.
+func (s *Server) syncQueued(ctx context.Context) {
+	g := s.queuedGauge()
+	if g == nil || s.opts.Queue == nil {
+		return
+	}
+	s.depthMu.Lock()
+	defer s.depthMu.Unlock()
+	if time.Since(s.depthAt) < depthMaxAge {
+		return
+	}
+	n, err := s.opts.Queue.Depth(ctx)
+	if err != nil {
+		s.opts.Logf("lgrun serve: %v", err)
+		return
+	}
+	g.Add(context.Background(), int64(n)-s.depth)
+	s.depth, s.depthAt = int64(n), time.Now()
 }
 
 // dequeue takes the run off the queued gauge, once.
