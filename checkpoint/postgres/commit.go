@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
@@ -35,17 +37,20 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	if err != nil {
 		return err
 	}
-	tx, err := s.pool.Begin(ctx)
+	// Two round trips: BEGIN, the fence, the compare-and-swap and the
+	// parent's chain sizes in one pipelined batch; the inserts and COMMIT
+	// in the next. (pgx.Tx would add one for BEGIN and one for COMMIT.)
+	tx, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
-	defer tx.Rollback(context.Background())
+	defer endTx(tx)
 
-	// The compare-and-swap and the parent's chain sizes in one round trip.
 	// The parent is read after the thread's row is locked, never from a
 	// cache: a GC in another process may have pruned it.
 	fence := FenceOf(ctx)
 	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
 	fence.queue(b)
 	if c.ExpectHead == "" {
 		b.Queue(`INSERT INTO threads (`+threadColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING`,
@@ -58,6 +63,10 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		b.Queue(`SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id = $2`, c.Thread.ID, cp.ParentID)
 	}
 	br := tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return fmt.Errorf("begin: %w", s.describe(err))
+	}
 	if err := fence.check(br); err != nil {
 		br.Close()
 		return err
@@ -110,6 +119,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	if err := queueWrites(b, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
 		return err
 	}
+	b.Queue(`COMMIT`)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.TableName == "checkpoints" {
@@ -117,8 +127,8 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		}
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", s.describe(err))
+	if st := tx.Conn().PgConn().TxStatus(); st != 'I' {
+		return fmt.Errorf("commit: transaction status %q after COMMIT", st)
 	}
 	s.mu.Lock()
 	if newGraph != "" {
@@ -128,9 +138,27 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	return nil
 }
 
+// endTx rolls back the transaction a failed Commit left open on conn,
+// then gives conn back to the pool (which closes a connection still in a
+// transaction).
+func endTx(conn *pgxpool.Conn) {
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = conn.Exec(ctx, `ROLLBACK`)
+		cancel()
+	}
+	conn.Release()
+}
+
+// querier is a transaction or a connection in one.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // graphID returns the id of the graphs row of m's graph, inserting it if
 // needed; the caller caches it under key once the transaction commits.
-func (s *Postgres) graphID(ctx context.Context, tx pgx.Tx, m runtime.Metadata) (id int64, key string, err error) {
+func (s *Postgres) graphID(ctx context.Context, tx querier, m runtime.Metadata) (id int64, key string, err error) {
 	key = m.Graph + "\x00" + m.GraphHash + "\x00" + m.Version
 	s.mu.Lock()
 	id, ok := s.graphs[key]
