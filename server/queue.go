@@ -115,7 +115,7 @@ func (s *Server) startQueue() {
 			if _, err := q.Sweep(ctx, s.opts.ClaimTTL); err != nil && ctx.Err() == nil {
 				s.opts.Logf("lgrun serve: %v", err)
 			}
-			s.syncRemote("") // a fallback for missed notifications
+			s.syncRemote("")  // a fallback for missed notifications
 			s.syncQueued(ctx) // for metrics pushed by OTLP
 		}
 	}()
