@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,4 +245,98 @@ func TestQueueQueuedGaugeAcrossProcesses(t *testing.T) {
 	expect(2)
 	startWorker(t, db, nil, "../graphs/loop.yaml")
 	expect(0)
+}
+
+// TestQueueReclaimOwnRun requeues (as a sweep does) a run its worker is
+// still executing, blocked in a tool call, and lets the same worker claim
+// it again: the first execution stops, its writes fenced off, before the
+// second starts, and the run ends once, on its second attempt, with the
+// worker still alive.
+func TestQueueReclaimOwnRun(t *testing.T) {
+	_, db := pgtest.Schema(t)
+	dir := t.TempDir()
+	for _, f := range []string{"fence.yaml", "gate.sh"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "fence", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	graph := filepath.Join(dir, "fence.yaml")
+	api := serveAPI(t, db, graph)
+	w := startWorker(t, db, []string{"--claim-ttl=1m", "--concurrency=4"}, graph)
+	th := call(t, "POST", api+"/threads", `{}`)
+	tid := th["thread_id"].(string)
+	rid := call(t, "POST", api+"/threads/"+tid+"/runs", `{"assistant_id": "fence", "input": {}}`)["run_id"].(string)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "waiting")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the run did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var tok1 string
+	if err := conn.QueryRow(ctx, `SELECT token FROM server_runs WHERE id = $1`, rid).Scan(&tok1); err != nil {
+		t.Fatal(err)
+	}
+	// What the sweeper does to a claim whose heartbeat is too old.
+	if _, err := conn.Exec(ctx, `UPDATE server_runs SET status = 'pending', worker = NULL, token = NULL WHERE id = $1`, rid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_notify('lgrun_runs', '')`); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var st string
+		var tok *string
+		if err := conn.QueryRow(ctx, `SELECT status, token FROM server_runs WHERE id = $1`, rid).Scan(&st, &tok); err != nil {
+			t.Fatal(err)
+		}
+		if st == "running" && tok != nil && *tok != tok1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not claim the run again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "gate"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	final := call(t, "GET", api+"/threads/"+tid+"/runs/"+rid+"/join", "")
+	time.Sleep(300 * time.Millisecond)
+	if w.ProcessState != nil || w.Process.Signal(syscall.Signal(0)) != nil {
+		t.Fatal("the worker died")
+	}
+	var data string
+	var ends, cps, parents int
+	if err := conn.QueryRow(ctx, `SELECT data FROM server_runs WHERE id = $1`, rid).Scan(&data); err != nil {
+		t.Fatal(err)
+	}
+	var row struct {
+		Status  string
+		Attempt int
+	}
+	_ = json.Unmarshal([]byte(data), &row)
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM server_run_events WHERE run_id = $1 AND event = 'end'`, rid).Scan(&ends); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT parent) FROM checkpoints WHERE thread = $1`, tid).Scan(&cps, &parents); err != nil {
+		t.Fatal(err)
+	}
+	if row.Status != "success" || row.Attempt != 2 || ends != 1 || final["count"] != float64(3) || cps != parents {
+		t.Fatalf("run %s on attempt %d, %d end events, final %v, %d checkpoints on %d parents; want success on attempt 2, one end, count 3, one chain",
+			row.Status, row.Attempt, ends, final, cps, parents)
+	}
 }
