@@ -99,6 +99,8 @@ type Observer struct {
 	m       instruments
 	sets    setCache
 	names   nameCache
+	nodes   nodeCache
+	gen     genCache
 }
 
 var (
@@ -152,7 +154,7 @@ func (o *Observer) StartRun(ctx context.Context, info runtime.RunInfo) context.C
 			Attributes: []attribute.KeyValue{attribute.String("lgrun.link", "request")}}))
 	}
 	ctx, span := o.tracer.Start(ctx, "invoke_workflow "+info.Graph, opts...)
-	o.m.active.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph)))
+	o.m.active.Add(ctx, 1, o.sets.get(setKey{keyGraph.String(info.Graph)}).add...)
 	return context.WithValue(ctx, runKey{}, &runState{start: time.Now(), span: span})
 }
 
@@ -205,8 +207,7 @@ func (o *Observer) EndRun(ctx context.Context, info runtime.RunInfo, res *runtim
 		span.SetAttributes(keyErrorType.String(errorType(err)))
 	}
 	span.End()
-	attrs := metric.WithAttributes(keyGraph.String(info.Graph))
-	o.m.active.Add(ctx, -1, attrs)
+	o.m.active.Add(ctx, -1, o.sets.get(setKey{keyGraph.String(info.Graph)}).add...)
 	o.m.runs.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph), keyStatus.String(string(status)), keyOp.String(info.Op), keyChild.Bool(info.Child)))
 }
 
@@ -238,10 +239,16 @@ func spanOf(ctx context.Context) *spanCtx {
 // No span when step spans are off or the run is not recorded (the sampler
 // dropped it: lgrun decides per run, as the default parent-based sampler
 // does).
+//
+// The step and node spans get their attributes after they start, from
+// cached parts, rather than by trace.WithAttributes: that saves three
+// allocations a span, and no sampler the SDK configures from OTEL_*
+// looks at attributes (a custom one given to [New] does not see them).
 func (o *Observer) StartStep(ctx context.Context, info runtime.RunInfo, step int, next []string) context.Context {
 	var span trace.Span
 	if !o.noSteps && trace.SpanFromContext(ctx).IsRecording() {
-		ctx, span = o.tracer.Start(ctx, o.names.get("superstep", info.Graph), trace.WithAttributes(keyStep.Int(step), keyNext.StringSlice(next)))
+		ctx, span = o.tracer.Start(ctx, o.names.get("superstep", info.Graph))
+		span.SetAttributes(keyStep.Int(step), o.nodes.nextAttr(next))
 	}
 	return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph, span: span}
 }
@@ -269,7 +276,7 @@ func (o *Observer) EndStep(ctx context.Context, cp *runtime.Checkpoint, err erro
 		}
 		st.span.End()
 	}
-	o.m.step.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(setKey{keyGraph.String(st.graph), attribute.String("lgrun.outcome", outcome)})))
+	o.m.step.Record(ctx, time.Since(st.start).Seconds(), o.sets.get(setKey{keyGraph.String(st.graph), attribute.String("lgrun.outcome", outcome)}).rec...)
 }
 
 // agentKinds are the node kinds whose spans are "invoke_agent <node>".
@@ -278,17 +285,24 @@ var agentKinds = map[string]bool{"llm": true, "agent": true, "react": true}
 // StartNode implements runtime.Observer: a span "invoke_agent <node>" for
 // llm nodes, "<kind> <node>" for the others.
 func (o *Observer) StartNode(ctx context.Context, call *runtime.NodeCall) context.Context {
-	n := call.Node
 	var span trace.Span
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		// The run is not recorded: no span, only the metrics.
-	} else if agentKinds[n.Kind] {
-		ctx, span = o.tracer.Start(ctx, o.names.get("invoke_agent", n.Name), trace.WithAttributes(
-			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind),
-			keyOperation.String("invoke_agent"), keyAgentName.String(n.Name), keyConversation.String(call.Thread)))
-	} else {
-		ctx, span = o.tracer.Start(ctx, o.names.get(n.Kind, n.Name), trace.WithAttributes(
-			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind)))
+	// No span when the run is not recorded: only the metrics.
+	if trace.SpanFromContext(ctx).IsRecording() {
+		ns := o.nodes.node(call.Node.Kind, call.Node.Name)
+		ctx, span = o.tracer.Start(ctx, ns.name)
+		// One slice, handed to the span (which copies it): the step,
+		// the node's cached attributes, and an agent's thread.
+		n := 1 + len(ns.attrs)
+		if ns.agent {
+			n++
+		}
+		attrs := make([]attribute.KeyValue, 1, n)
+		attrs[0] = keyStep.Int(call.Step)
+		attrs = append(attrs, ns.attrs...)
+		if ns.agent {
+			attrs = append(attrs, keyConversation.String(call.Thread))
+		}
+		span.SetAttributes(attrs...)
 	}
 	return &spanCtx{Context: ctx, start: time.Now(), graph: call.Graph.Name, span: span}
 }
@@ -311,7 +325,7 @@ func (o *Observer) EndNode(ctx context.Context, call *runtime.NodeCall, res *run
 		if err != nil {
 			k[2] = keyErrorType.String(errorType(err))
 		}
-		o.m.node.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(k)))
+		o.m.node.Record(ctx, time.Since(st.start).Seconds(), o.sets.get(k).rec...)
 		return
 	}
 	if res != nil && res.Interrupt != nil {
@@ -329,7 +343,7 @@ func (o *Observer) EndNode(ctx context.Context, call *runtime.NodeCall, res *run
 		k[2] = keyErrorType.String(et)
 	}
 	st.span.End()
-	o.m.node.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(k)))
+	o.m.node.Record(ctx, time.Since(st.start).Seconds(), o.sets.get(k).rec...)
 }
 
 // Committed implements runtime.Observer.
@@ -338,7 +352,7 @@ func (o *Observer) Committed(ctx context.Context, d time.Duration, err error) {
 	if err != nil {
 		k[0] = keyErrorType.String(errorType(err))
 	}
-	o.m.commit.Record(ctx, d.Seconds(), metric.WithAttributeSet(o.sets.get(k)))
+	o.m.commit.Record(ctx, d.Seconds(), o.sets.get(k).rec...)
 }
 
 type callState struct {
@@ -390,26 +404,24 @@ func (o *Observer) EndModelCall(ctx context.Context, c *builtin.ModelCallInfo, e
 	if resp == "" && err == nil {
 		resp = model
 	}
+	// The end attributes in one slice: one copy into the span.
+	attrs := make([]attribute.KeyValue, 0, 7)
 	if resp != "" {
-		span.SetAttributes(keyResponseModel.String(resp))
+		attrs = append(attrs, keyResponseModel.String(resp))
 	}
 	if c.FinishReason != "" {
-		span.SetAttributes(keyFinish.StringSlice([]string{c.FinishReason}))
+		attrs = append(attrs, keyFinish.StringSlice([]string{c.FinishReason}))
 	}
-	span.SetAttributes(keyInputTokens.Int(c.InputTokens), keyOutputTokens.Int(c.OutputTokens), keyCost.Float64(c.CostUSD))
+	attrs = append(attrs, keyInputTokens.Int(c.InputTokens), keyOutputTokens.Int(c.OutputTokens), keyCost.Float64(c.CostUSD))
 	if c.Output != "" {
-		span.SetAttributes(keyOutputMsgs.String(c.Output))
+		attrs = append(attrs, keyOutputMsgs.String(c.Output))
 	}
-	base := []attribute.KeyValue{keyOperation.String("chat"), keyProvider.String(c.Provider), keyRequestModel.String(model)}
-	if resp != "" {
-		base = append(base, keyResponseModel.String(resp))
-	}
-	dur := base
+	et := ""
 	if err != nil {
-		et := errorType(err)
+		et = errorType(err)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		span.SetAttributes(keyErrorType.String(et))
+		attrs = append(attrs, keyErrorType.String(et))
 		if c.Retry {
 			span.AddEvent("lgrun.retry", trace.WithAttributes(keyAttempt.Int(c.Attempt), keyError.String(err.Error())))
 		}
@@ -417,18 +429,17 @@ func (o *Observer) EndModelCall(ctx context.Context, c *builtin.ModelCallInfo, e
 		if errors.As(err, &be) {
 			span.AddEvent("lgrun.budget_stop", trace.WithAttributes(keyError.String(err.Error())))
 		}
-		dur = append(append([]attribute.KeyValue(nil), base...), keyErrorType.String(et))
 	}
+	span.SetAttributes(attrs...)
 	span.End()
-	o.m.opDuration.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributes(dur...))
+	m := o.gen.get(genKey{c.Provider, model, resp, et})
+	o.m.opDuration.Record(ctx, time.Since(st.start).Seconds(), m.dur...)
 	if c.InputTokens > 0 || c.OutputTokens > 0 {
-		in := append(append([]attribute.KeyValue(nil), base...), keyTokenType.String("input"))
-		out := append(append([]attribute.KeyValue(nil), base...), keyTokenType.String("output"))
-		o.m.tokens.Record(ctx, int64(c.InputTokens), metric.WithAttributes(in...))
-		o.m.tokens.Record(ctx, int64(c.OutputTokens), metric.WithAttributes(out...))
+		o.m.tokens.Record(ctx, int64(c.InputTokens), m.in...)
+		o.m.tokens.Record(ctx, int64(c.OutputTokens), m.out...)
 	}
 	if c.CostUSD > 0 {
-		o.m.cost.Add(ctx, c.CostUSD, metric.WithAttributes(keyProvider.String(c.Provider), keyRequestModel.String(model)))
+		o.m.cost.Add(ctx, c.CostUSD, m.cost...)
 	}
 }
 
