@@ -105,8 +105,8 @@ func (c *setCache) get(k setKey) *measureOpts {
 	return s
 }
 
-// nameCache keeps the span names of steps and nodes ("superstep counter",
-// "set inc"), made once instead of at every step.
+// nameCache keeps span names ("superstep counter", "chat gpt-4o"), made
+// once instead of at every span.
 type nameCache struct {
 	mu    sync.RWMutex
 	names map[[2]string]string

@@ -153,7 +153,7 @@ func (o *Observer) StartRun(ctx context.Context, info runtime.RunInfo) context.C
 		opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: l,
 			Attributes: []attribute.KeyValue{attribute.String("lgrun.link", "request")}}))
 	}
-	ctx, span := o.tracer.Start(ctx, "invoke_workflow "+info.Graph, opts...)
+	ctx, span := o.tracer.Start(ctx, o.names.get("invoke_workflow", info.Graph), opts...)
 	o.m.active.Add(ctx, 1, o.sets.get(setKey{keyGraph.String(info.Graph)}).add...)
 	return context.WithValue(ctx, runKey{}, &runState{start: time.Now(), span: span})
 }
@@ -388,7 +388,7 @@ func (o *Observer) StartModelCall(ctx context.Context, c *builtin.ModelCallInfo)
 	if c.Input != "" {
 		attrs = append(attrs, keyInputMsgs.String(c.Input))
 	}
-	ctx, span := o.tracer.Start(ctx, "chat "+model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, span := o.tracer.Start(ctx, o.names.get("chat", model), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	return context.WithValue(ctx, callKey{}, &callState{start: time.Now(), span: span})
 }
 
@@ -459,7 +459,7 @@ func (o *Observer) StartToolCall(ctx context.Context, c *builtin.ToolCallInfo) c
 	if c.Input != "" {
 		attrs = append(attrs, keyToolArgs.String(c.Input))
 	}
-	ctx, span := o.tracer.Start(ctx, "execute_tool "+c.Name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+	ctx, span := o.tracer.Start(ctx, o.names.get("execute_tool", c.Name), trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
 	return context.WithValue(ctx, callKey{}, &callState{start: time.Now(), span: span})
 }
 
