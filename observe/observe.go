@@ -218,7 +218,20 @@ type spanCtx struct {
 	start time.Time
 	span  trace.Span
 	graph string
+	// end is room for the attribute the step span gets at its end.
+	end []attribute.KeyValue
 }
+
+// recordedCtx is a spanCtx with a recorded span, and room for the span's
+// attributes: the SDK copies them, so they need no allocation of their
+// own.
+type recordedCtx struct {
+	spanCtx
+	buf [nodeAttrs]attribute.KeyValue
+}
+
+// nodeAttrs is the most attributes a step or node span starts with.
+const nodeAttrs = 6
 
 type spanKey struct{}
 
@@ -245,12 +258,15 @@ func spanOf(ctx context.Context) *spanCtx {
 // allocations a span, and no sampler the SDK configures from OTEL_*
 // looks at attributes (a custom one given to [New] does not see them).
 func (o *Observer) StartStep(ctx context.Context, info runtime.RunInfo, step int, next []string) context.Context {
-	var span trace.Span
-	if !o.noSteps && trace.SpanFromContext(ctx).IsRecording() {
-		ctx, span = o.tracer.Start(ctx, o.names.get("superstep", info.Graph))
-		span.SetAttributes(keyStep.Int(step), o.nodes.nextAttr(next))
+	if o.noSteps || !trace.SpanFromContext(ctx).IsRecording() {
+		return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph}
 	}
-	return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph, span: span}
+	rc := &recordedCtx{}
+	rc.Context, rc.span = o.tracer.Start(ctx, o.names.get("superstep", info.Graph))
+	rc.buf[0], rc.buf[1] = keyStep.Int(step), o.nodes.nextAttr(next)
+	rc.span.SetAttributes(rc.buf[:2]...)
+	rc.start, rc.graph, rc.end = time.Now(), info.Graph, rc.buf[2:3:3]
+	return &rc.spanCtx
 }
 
 // EndStep implements runtime.Observer.
@@ -268,7 +284,8 @@ func (o *Observer) EndStep(ctx context.Context, cp *runtime.Checkpoint, err erro
 	}
 	if st.span != nil {
 		if cp != nil {
-			st.span.SetAttributes(keyCheckpoint.String(cp.ID))
+			st.end[0] = keyCheckpoint.String(cp.ID)
+			st.span.SetAttributes(st.end...)
 		}
 		if err != nil {
 			st.span.RecordError(err)
@@ -285,26 +302,22 @@ var agentKinds = map[string]bool{"llm": true, "agent": true, "react": true}
 // StartNode implements runtime.Observer: a span "invoke_agent <node>" for
 // llm nodes, "<kind> <node>" for the others.
 func (o *Observer) StartNode(ctx context.Context, call *runtime.NodeCall) context.Context {
-	var span trace.Span
-	// No span when the run is not recorded: only the metrics.
-	if trace.SpanFromContext(ctx).IsRecording() {
-		ns := o.nodes.node(call.Node.Kind, call.Node.Name)
-		ctx, span = o.tracer.Start(ctx, ns.name)
-		// One slice, handed to the span (which copies it): the step,
-		// the node's cached attributes, and an agent's thread.
-		n := 1 + len(ns.attrs)
-		if ns.agent {
-			n++
-		}
-		attrs := make([]attribute.KeyValue, 1, n)
-		attrs[0] = keyStep.Int(call.Step)
-		attrs = append(attrs, ns.attrs...)
-		if ns.agent {
-			attrs = append(attrs, keyConversation.String(call.Thread))
-		}
-		span.SetAttributes(attrs...)
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		// The run is not recorded: no span, only the metrics.
+		return &spanCtx{Context: ctx, start: time.Now(), graph: call.Graph.Name}
 	}
-	return &spanCtx{Context: ctx, start: time.Now(), graph: call.Graph.Name, span: span}
+	ns := o.nodes.node(call.Node.Kind, call.Node.Name)
+	rc := &recordedCtx{}
+	rc.Context, rc.span = o.tracer.Start(ctx, ns.name)
+	// The step, the node's cached attributes, and an agent's thread.
+	attrs := append(rc.buf[:0], keyStep.Int(call.Step))
+	attrs = append(attrs, ns.attrs...)
+	if ns.agent {
+		attrs = append(attrs, keyConversation.String(call.Thread))
+	}
+	rc.span.SetAttributes(attrs...)
+	rc.start, rc.graph = time.Now(), call.Graph.Name
+	return &rc.spanCtx
 }
 
 // NodeRetry implements runtime.Observer: an event "lgrun.retry".
