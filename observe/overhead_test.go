@@ -3,6 +3,7 @@ package observe_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	runtimepkg "runtime"
@@ -58,7 +59,8 @@ func runAllocs(t *testing.T, opts ...lgrun.Option) float64 {
 
 // TestOffIsFree: with no OTEL endpoint (or OTEL_SDK_DISABLED=true) Setup
 // configures nothing, the CLI installs no observer, and a run allocates
-// exactly what a run of an engine without an observer does. An observer
+// exactly what a run of an engine without an observer does (up to
+// allocSlack under the race detector, a tenth of one a step). An observer
 // that is installed, even one reporting to the no-op providers, costs
 // allocations at every step: the check is sensitive to it.
 func TestOffIsFree(t *testing.T) {
@@ -77,7 +79,7 @@ func TestOffIsFree(t *testing.T) {
 		if tel != nil {
 			opts = append(opts, lgrun.WithObserver(tel.Observer))
 		}
-		if got := runAllocs(t, opts...); got != base {
+		if got := runAllocs(t, opts...); math.Abs(got-base) > allocSlack {
 			t.Errorf("Setup(%v): %.0f allocations a run, want %.0f as without an observer", env, got, base)
 		}
 	}
@@ -106,7 +108,7 @@ func TestUnsampledRunIsCheap(t *testing.T) {
 	}
 	got := runAllocs(t, lgrun.WithObserver(obs))
 	perRun := 40.0 // the run span's context, LinkRun's traceparent, the run metrics
-	if max := base + 2*loopSteps + perRun; got > max {
+	if max := base + 2*loopSteps + perRun + allocSlack; got > max {
 		t.Errorf("unsampled: %.0f allocations a run, %.2f a step more than without an observer; want at most 2 (+%.0f a run)", got, (got-base)/loopSteps, perRun)
 	}
 	t.Logf("allocations a run: %.0f without an observer, %.0f unsampled (%.2f a step more)", base, got, (got-base)/loopSteps)

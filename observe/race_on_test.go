@@ -1,0 +1,8 @@
+//go:build race
+
+package observe_test
+
+// allocSlack is how far apart two allocation counts of the same work may
+// be: under the race detector sync.Pool drops items at random, so pooled
+// objects are made again now and then.
+const allocSlack = loopSteps / 10
