@@ -239,3 +239,34 @@ func (c *genCache) get(k genKey) *genOpts {
 	c.mu.Unlock()
 	return g
 }
+
+// runSetKey names the attribute set of lgrun.runs: graph, status,
+// operation and whether the run is a child run.
+type runSetKey struct {
+	graph, status, op string
+	child             bool
+}
+
+// runSetCache keeps the options of the lgrun.runs counter.
+type runSetCache struct {
+	mu   sync.RWMutex
+	sets map[runSetKey]*measureOpts
+}
+
+func (c *runSetCache) get(k runSetKey) *measureOpts {
+	c.mu.RLock()
+	s, ok := c.sets[k]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(keyGraph.String(k.graph), keyStatus.String(k.status), keyOp.String(k.op), keyChild.Bool(k.child)))
+	s = &measureOpts{rec: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
+	c.mu.Lock()
+	if c.sets == nil {
+		c.sets = map[runSetKey]*measureOpts{}
+	}
+	c.sets[k] = s
+	c.mu.Unlock()
+	return s
+}

@@ -98,6 +98,7 @@ type Observer struct {
 	prop    propagation.TraceContext
 	m       instruments
 	sets    setCache
+	runSets runSetCache
 	names   nameCache
 	nodes   nodeCache
 	gen     genCache
@@ -184,31 +185,36 @@ func (o *Observer) EndRun(ctx context.Context, info runtime.RunInfo, res *runtim
 	status := runtime.StatusFailed
 	if res != nil {
 		status = res.Status
-		if res.Checkpoint != nil {
-			span.SetAttributes(keyCheckpoint.String(res.Checkpoint.ID), keyStep.Int(res.Checkpoint.Step))
+	}
+	if span.IsRecording() {
+		// The end attributes in one slice: one copy into the span.
+		attrs := make([]attribute.KeyValue, 0, 4)
+		if res != nil && res.Checkpoint != nil {
+			attrs = append(attrs, keyCheckpoint.String(res.Checkpoint.ID), keyStep.Int(res.Checkpoint.Step))
 		}
-		if len(res.Interrupts) > 0 {
+		if res != nil {
 			for _, in := range res.Interrupts {
 				span.AddEvent("lgrun.interrupt", trace.WithAttributes(keyNode.String(in.Node), attribute.String("lgrun.interrupt.when", string(in.When))))
 			}
 		}
-	}
-	span.SetAttributes(keyStatus.String(string(status)))
-	if status == runtime.StatusBudget {
-		msg := ""
-		if err != nil {
-			msg = err.Error()
+		attrs = append(attrs, keyStatus.String(string(status)))
+		if status == runtime.StatusBudget {
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			}
+			span.AddEvent("lgrun.budget_stop", trace.WithAttributes(keyError.String(msg)))
 		}
-		span.AddEvent("lgrun.budget_stop", trace.WithAttributes(keyError.String(msg)))
-	}
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		span.SetAttributes(keyErrorType.String(errorType(err)))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+			attrs = append(attrs, keyErrorType.String(errorType(err)))
+		}
+		span.SetAttributes(attrs...)
 	}
 	span.End()
 	o.m.active.Add(ctx, -1, o.sets.get(setKey{keyGraph.String(info.Graph)}).add...)
-	o.m.runs.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph), keyStatus.String(string(status)), keyOp.String(info.Op), keyChild.Bool(info.Child)))
+	o.m.runs.Add(ctx, 1, o.runSets.get(runSetKey{info.Graph, string(status), info.Op, info.Child}).add...)
 }
 
 // spanCtx is the context of an observed span: the span's context with
