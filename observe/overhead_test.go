@@ -60,7 +60,7 @@ func runAllocs(t *testing.T, opts ...lgrun.Option) float64 {
 // TestOffIsFree: with no OTEL endpoint (or OTEL_SDK_DISABLED=true) Setup
 // configures nothing, the CLI installs no observer, and a run allocates
 // exactly what a run of an engine without an observer does (up to
-// allocSlack under the race detector, a tenth of one a step). An observer
+// allocSlack under the race detector, half of one a step). An observer
 // that is installed, even one reporting to the no-op providers, costs
 // allocations at every step: the check is sensitive to it.
 func TestOffIsFree(t *testing.T) {
@@ -88,9 +88,11 @@ func TestOffIsFree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := runAllocs(t, lgrun.WithObserver(noop)); got < base+loopSteps {
+	got := runAllocs(t, lgrun.WithObserver(noop))
+	if got < base+loopSteps {
 		t.Errorf("an installed no-op observer: %.0f allocations a run, want at least %.0f + 1 a step (the check is blind)", got, base)
 	}
+	t.Logf("allocations a run: %.0f without an observer, %.0f with a no-op one", base, got)
 }
 
 // TestUnsampledRunIsCheap: a run the sampler drops starts no step or node
