@@ -24,8 +24,8 @@ var printer = message.NewPrinter(language.English)
 type embeddedSchema struct {
 	url, what string
 	src       []byte
-	// prep, when set, rewrites src before it is compiled.
-	prep func([]byte) ([]byte, error)
+	// prep, when set, edits the parsed document before it is compiled.
+	prep func(doc any)
 	once sync.Once
 	val  *jsonschema.Schema
 	doc  any
@@ -39,18 +39,13 @@ var (
 
 func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
 	es.once.Do(func() {
-		src := es.src
-		if es.prep != nil {
-			var err error
-			if src, err = es.prep(src); err != nil {
-				es.err = fmt.Errorf("prepare embedded %s schema: %w", es.what, err)
-				return
-			}
-		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(src))
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(es.src))
 		if err != nil {
 			es.err = fmt.Errorf("parse embedded %s schema: %w", es.what, err)
 			return
+		}
+		if es.prep != nil {
+			es.prep(doc)
 		}
 		es.doc = doc
 		c := jsonschema.NewCompiler()
