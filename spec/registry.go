@@ -377,10 +377,7 @@ func (r *Registry) graphSchema() *embeddedSchema {
 	defer r.mu.Unlock()
 	if r.schema == nil {
 		src, err := r.Schema()
-		r.schema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: src, prep: withoutKindRules}
-		if err != nil {
-			r.schema.once.Do(func() { r.schema.err = err })
-		}
+		r.schema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: src, prep: withoutKindRules, docErr: err}
 	}
 	return r.schema
 }
