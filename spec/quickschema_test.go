@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/txtar"
@@ -277,6 +278,37 @@ func TestQuickValidKeywords(t *testing.T) {
 		want := sch.Validate(c.v) == nil
 		if got := quickValid(doc, c.v); got != want {
 			t.Errorf("quickValid(%s, %#v) = %v; the compiled schema says %v", c.schema, c.v, got, want)
+		}
+	}
+}
+
+// TestValidateWithConcurrent validates good and bad graphs at once
+// against one fresh schema (as lgrun serve loads graphs): the quick path
+// and the first compile race for the parsed document (run with -race).
+func TestValidateWithConcurrent(t *testing.T) {
+	good := "version: 1\nname: x\nstate:\n  out: {type: string}\nnodes:\n  only:\n    kind: set\n    set:\n      out: '\"done\"'\nedges:\n  - {from: START, to: only}\n  - {from: only, to: END}\n"
+	es := &embeddedSchema{url: graphSchema.url, what: graphSchema.what, src: graphSchema.src, prep: graphSchema.prep, quick: true}
+	var wg sync.WaitGroup
+	results := make([]int, 16)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := good
+			if i%2 == 1 {
+				src += "bogus: 1\n"
+			}
+			var errs ErrorList
+			root := parseYAML("x.yaml", []byte(src), &errs)
+			v := (&valueConv{file: "x.yaml", errs: &errs}).value(root)
+			validateWith(es, "x.yaml", root, v, &errs)
+			results[i] = len(errs)
+		}()
+	}
+	wg.Wait()
+	for i, n := range results {
+		if want := i % 2; (n > 0) != (want == 1) {
+			t.Errorf("goroutine %d: %d errors; want errors only for the bad graph", i, n)
 		}
 	}
 }
