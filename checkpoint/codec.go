@@ -2,7 +2,11 @@ package checkpoint
 
 import (
 	"bytes"
+	"compress/flate"
 	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
 
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
@@ -78,4 +82,52 @@ func normalizeDelta(d runtime.Delta) {
 		}
 		d[f] = op
 	}
+}
+
+// Snapshots of layout version 3 are compressed: a snapshot of at least
+// [compressMin] bytes of JSON is stored as the byte snapZ followed by its
+// raw DEFLATE stream (at the fastest level: a snapshot is written on the
+// commit path). JSON never starts with that byte, so plain snapshots
+// (small ones, older layouts', Postgres's) read as before.
+const (
+	snapZ       = 0x01
+	compressMin = 1 << 10
+)
+
+var flaters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.BestSpeed)
+	return w
+}}
+
+// encodeSnapshot returns the stored form of a snapshot's JSON.
+func encodeSnapshot(js []byte) []byte {
+	if len(js) < compressMin {
+		return js
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(js)/4 + 64)
+	buf.WriteByte(snapZ)
+	w := flaters.Get().(*flate.Writer)
+	w.Reset(&buf)
+	// Writes to a bytes.Buffer do not fail.
+	_, _ = w.Write(js)
+	_ = w.Close()
+	flaters.Put(w)
+	if buf.Len() >= len(js) {
+		return js
+	}
+	return buf.Bytes()
+}
+
+// decodeSnapshot decodes a stored snapshot (compressed or plain JSON).
+func decodeSnapshot(b []byte) (map[string]any, error) {
+	if len(b) > 0 && b[0] == snapZ {
+		r := flate.NewReader(bytes.NewReader(b[1:]))
+		js, err := io.ReadAll(r)
+		if err != nil {
+			return nil, fmt.Errorf("decompress: %w", err)
+		}
+		b = js
+	}
+	return decodeMap(b)
 }

@@ -38,19 +38,20 @@ var self = func() struct {
 	}{host, os.Getpid(), hex.EncodeToString(b)}
 }()
 
-const leaseDDL = `CREATE TABLE IF NOT EXISTS leases (
+// leaseDDL is the leases table (layout version 3 creates it with the
+// others; version 2 created it on first use, with a rowid).
+const leaseDDL = `CREATE TABLE leases (
 	thread TEXT PRIMARY KEY,
 	token TEXT NOT NULL,
 	host TEXT NOT NULL,
 	pid INTEGER NOT NULL,
 	acquired INTEGER NOT NULL,
 	expires INTEGER NOT NULL
-)`
+) WITHOUT ROWID`
 
 var _ runtime.Locker = (*SQLite)(nil)
 
-// Lock implements runtime.Locker with a row in the leases table (created
-// on first use, so older databases need no migration).
+// Lock implements runtime.Locker with a row in the leases table.
 func (s *SQLite) Lock(ctx context.Context, thread string) (func(), error) {
 	token := self.token + "-" + randToken()
 	if err := s.takeLease(ctx, thread, token); err != nil {
@@ -96,9 +97,6 @@ func (s *SQLite) leaseExec(ctx context.Context, q string, args ...any) error {
 		return err
 	}
 	defer s.end(tx)
-	if _, err := tx.ExecContext(ctx, leaseDDL); err != nil {
-		return err
-	}
 	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return err
 	}
@@ -112,9 +110,6 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
 	defer s.end(tx)
-	if _, err := tx.ExecContext(ctx, leaseDDL); err != nil {
-		return fmt.Errorf("take lease: %w", s.describe(err))
-	}
 	var host string
 	var pid int
 	var acquired, expires int64

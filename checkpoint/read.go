@@ -160,7 +160,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 		chain = append(chain, link{r.id, r.delta, snap})
 		if snap != nil {
 			st.Snapshots++
-			values, err := decodeMap(snap)
+			values, err := decodeSnapshot(snap)
 			if err != nil {
 				return nil, st, corrupt(r.id, fmt.Errorf("corrupt snapshot: %w", err))
 			}
@@ -204,7 +204,7 @@ func locate(thread, id string, chain []link, err error) error {
 	var values map[string]any
 	for _, l := range chain {
 		if l.snap != nil {
-			if values, err = decodeMap(l.snap); err != nil {
+			if values, err = decodeSnapshot(l.snap); err != nil {
 				return &runtime.CorruptError{Thread: thread, Checkpoint: l.id, Err: fmt.Errorf("corrupt snapshot: %w", err)}
 			}
 			continue

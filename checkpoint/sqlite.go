@@ -18,9 +18,10 @@ import (
 )
 
 // SchemaVersion is the version of the database layout this package writes.
-// Version 2 added row checksums (see integrity.go); a version 1 database
-// is upgraded when it is opened (see [migrate]).
-const SchemaVersion = 2
+// Version 2 added row checksums (see integrity.go), version 3 a more
+// compact layout (see [migrations]); an older database is upgraded when
+// it is opened (see [migrate]).
+const SchemaVersion = 3
 
 // MinSnapshotBytes is the least delta volume between two full snapshots.
 // A checkpoint stores a snapshot of the whole state when the deltas since
@@ -75,7 +76,7 @@ type SQLite struct {
 	// wconn is the connection all writes go through, one at a time (see
 	// begin); the stmt* statements are prepared on it.
 	wconn                                                              *sql.Conn
-	stmtHead, stmtInsert, stmtUpsert, stmtParent, stmtWrite, stmtGraph *sql.Stmt
+	stmtHead, stmtInsert, stmtNewThread, stmtMoveHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
 	mu     sync.Mutex
 	chains map[string]chainInfo // thread → last committed checkpoint's chain state
@@ -90,29 +91,11 @@ type chainInfo struct {
 
 var _ runtime.Saver = (*SQLite)(nil)
 
-const ddl = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS graphs (
-	id INTEGER PRIMARY KEY,
-	name TEXT NOT NULL, hash TEXT NOT NULL, version TEXT NOT NULL,
-	UNIQUE (name, hash, version)
-);
-CREATE TABLE IF NOT EXISTS threads (
-	id TEXT PRIMARY KEY,
-	head TEXT NOT NULL,
-	status TEXT NOT NULL,
-	error TEXT NOT NULL DEFAULT '',
-	graph TEXT NOT NULL DEFAULT '',
-	graph_hash TEXT NOT NULL DEFAULT '',
-	graph_file TEXT NOT NULL DEFAULT '',
-	config TEXT NOT NULL DEFAULT '{}',
-	created INTEGER NOT NULL,
-	updated INTEGER NOT NULL,
-	pending INTEGER,
-	sum INTEGER
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-	seq INTEGER PRIMARY KEY,
+// checkpointsDDL is the checkpoints table of layout version 3: keyed by
+// (thread, id) without a rowid, so a commit writes one b-tree (version 2
+// had a rowid table and a unique index beside it), with the snapshot last
+// so that reading a row's other columns never walks its overflow pages.
+const checkpointsDDL = `CREATE TABLE checkpoints (
 	thread TEXT NOT NULL,
 	id TEXT NOT NULL,
 	parent TEXT NOT NULL,
@@ -129,12 +112,38 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	records TEXT,
 	sum INTEGER,
 	snap_sum INTEGER,
-	delta BLOB NOT NULL,
-	snapshot BLOB,
 	chain_bytes INTEGER NOT NULL,
 	base_bytes INTEGER NOT NULL,
-	UNIQUE (thread, id)
+	delta BLOB NOT NULL,
+	snapshot BLOB,
+	PRIMARY KEY (thread, id)
+) WITHOUT ROWID`
+
+// threadsDDL is the threads table of layout version 3 (without a rowid).
+const threadsDDL = `CREATE TABLE threads (
+	id TEXT PRIMARY KEY,
+	head TEXT NOT NULL,
+	status TEXT NOT NULL,
+	error TEXT NOT NULL DEFAULT '',
+	graph TEXT NOT NULL DEFAULT '',
+	graph_hash TEXT NOT NULL DEFAULT '',
+	graph_file TEXT NOT NULL DEFAULT '',
+	config TEXT NOT NULL DEFAULT '{}',
+	created INTEGER NOT NULL,
+	updated INTEGER NOT NULL,
+	pending INTEGER,
+	sum INTEGER
+) WITHOUT ROWID`
+
+const ddl = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS graphs (
+	id INTEGER PRIMARY KEY,
+	name TEXT NOT NULL, hash TEXT NOT NULL, version TEXT NOT NULL,
+	UNIQUE (name, hash, version)
 );
+` + threadsDDL + `;
+` + checkpointsDDL + `;
 CREATE TABLE IF NOT EXISTS writes (
 	thread TEXT NOT NULL,
 	checkpoint TEXT NOT NULL,
@@ -145,6 +154,7 @@ CREATE TABLE IF NOT EXISTS writes (
 	sum INTEGER,
 	PRIMARY KEY (thread, checkpoint, seq)
 ) WITHOUT ROWID;
+` + leaseDDL + `;
 `
 
 // OpenSQLite opens (creating if needed) the checkpoint database at path.
@@ -152,25 +162,14 @@ func OpenSQLite(path string, opts *Options) (*SQLite, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	sync := "NORMAL"
-	switch opts.Durability {
-	case "", DurabilityProcess:
-	case DurabilityPower:
-		sync = "FULL"
-	default:
-		return nil, fmt.Errorf("unknown durability %q (want process or power)", opts.Durability)
-	}
 	busy := opts.BusyTimeout
 	if busy == 0 {
 		busy = 5 * time.Second
 	}
-	q := url.Values{}
-	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", sync)
-	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
-	q.Set("_foreign_keys", "on")
-	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-	db := sql.OpenDB(&connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: setupConn}})
+	db, err := openDB(path, opts.Durability, busy)
+	if err != nil {
+		return nil, err
+	}
 	ttl := opts.LeaseTTL
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
@@ -184,6 +183,27 @@ func OpenSQLite(path string, opts *Options) (*SQLite, error) {
 		return nil, fmt.Errorf("open checkpoint database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// openDB opens the database at path with the connection settings of every
+// saver: WAL, synchronous for d, the busy timeout, foreign keys and
+// [setupConn].
+func openDB(path string, d Durability, busy time.Duration) (*sql.DB, error) {
+	sync := "NORMAL"
+	switch d {
+	case "", DurabilityProcess:
+	case DurabilityPower:
+		sync = "FULL"
+	default:
+		return nil, fmt.Errorf("unknown durability %q (want process or power)", d)
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", sync)
+	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
+	q.Set("_foreign_keys", "on")
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	return sql.OpenDB(&connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: setupConn}}), nil
 }
 
 // WALCheckpointPages is how many pages (of 4 KiB) the WAL may hold before
@@ -251,9 +271,10 @@ func (s *SQLite) init() error {
 	}
 	err = errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
-		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated, pending = excluded.pending, sum = excluded.sum`),
+		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, chain_bytes, base_bytes, delta, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		prep(&s.stmtNewThread, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`),
+		prep(&s.stmtMoveHead, `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ? AND head = ?`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
@@ -367,6 +388,27 @@ var migrations = map[int]string{
 		ALTER TABLE writes ADD COLUMN sum INTEGER;
 		ALTER TABLE threads ADD COLUMN pending INTEGER;
 		ALTER TABLE threads ADD COLUMN sum INTEGER;`,
+	// 2 → 3: checkpoints and threads without rowids (one b-tree per
+	// table instead of a table and its key's index), the snapshot column
+	// last, and the leases table created with the others, without a
+	// rowid. Rows are copied as they are: their checksums cover values,
+	// not the layout, and their snapshots stay plain JSON (see
+	// [encodeSnapshot] for the compressed ones written from now on).
+	2: `CREATE TABLE IF NOT EXISTS leases (thread TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT NOT NULL,
+			pid INTEGER NOT NULL, acquired INTEGER NOT NULL, expires INTEGER NOT NULL);
+		ALTER TABLE checkpoints RENAME TO checkpoints_v2;
+		` + checkpointsDDL + `;
+		INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, chain_bytes, base_bytes, delta, snapshot)
+			SELECT thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, chain_bytes, base_bytes, delta, snapshot FROM checkpoints_v2;
+		DROP TABLE checkpoints_v2;
+		ALTER TABLE threads RENAME TO threads_v2;
+		` + threadsDDL + `;
+		INSERT INTO threads SELECT id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum FROM threads_v2;
+		DROP TABLE threads_v2;
+		ALTER TABLE leases RENAME TO leases_v2;
+		` + leaseDDL + `;
+		INSERT INTO leases SELECT thread, token, host, pid, acquired, expires FROM leases_v2;
+		DROP TABLE leases_v2;`,
 }
 
 // migrate checks a database's layout version and upgrades an older one to
@@ -448,7 +490,7 @@ func (s *SQLite) Path() string { return s.path }
 func (s *SQLite) Close() error {
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.
-	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtInsert, s.stmtUpsert, s.stmtParent, s.stmtWrite, s.stmtGraph} {
+	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtInsert, s.stmtNewThread, s.stmtMoveHead, s.stmtParent, s.stmtWrite, s.stmtGraph} {
 		if st != nil {
 			st.Close()
 		}
