@@ -41,6 +41,9 @@ func decodeJSON(b []byte, v any) error {
 }
 
 func decodeMap(b []byte) (map[string]any, error) {
+	if m, ok := fastMap(b); ok {
+		return m, nil
+	}
 	var m map[string]any
 	if err := decodeJSON(b, &m); err != nil {
 		return nil, err
@@ -69,6 +72,19 @@ func normalize(v any) any {
 		}
 	}
 	return v
+}
+
+// decodeDelta decodes a stored delta, normalized (see [normalizeDelta]).
+func decodeDelta(b []byte) (runtime.Delta, error) {
+	if d, ok := fastDelta(b); ok {
+		return d, nil
+	}
+	var d runtime.Delta
+	if err := decodeJSON(b, &d); err != nil {
+		return nil, err
+	}
+	normalizeDelta(d)
+	return d, nil
 }
 
 // normalizeDelta normalizes a freshly decoded delta in place. An append or
