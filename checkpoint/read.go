@@ -19,7 +19,7 @@ func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 	// The thread's row (verified) names the head and counts its pending
 	// writes.
 	var tr threadRow
-	err := s.db.QueryRowContext(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, thread).Scan(tr.scanArgs()...)
+	err := s.queryRow(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, thread).Scan(tr.scanArgs()...)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		tr = threadRow{}
@@ -106,7 +106,7 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 	}
 	// parent < id: ids grow along a chain, which also keeps a damaged
 	// parent column from sending the query round in a cycle.
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.queryRows(ctx, `
 		WITH RECURSIVE chain (id, parent, snapshot, depth) AS (
 			SELECT id, parent, snapshot IS NOT NULL, 0 FROM checkpoints WHERE thread = ?1 AND id = ?2
 			UNION ALL
@@ -145,7 +145,7 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 // snapshot is older than another branch's) or the rows do not link up as
 // a chain should (damage, which values then reports).
 func (s *SQLite) rangeChain(ctx context.Context, thread, id string) ([]chainRow, bool, error) {
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.queryRows(ctx, `
 		SELECT `+cpColumns+`, c.snapshot
 		FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph
 		WHERE c.thread = ?1 AND c.id <= ?2 AND c.id >= COALESCE((
@@ -290,7 +290,7 @@ func locate(thread, id string, chain []link, err error) error {
 }
 
 func (s *SQLite) pending(ctx context.Context, thread, id string) ([]runtime.PendingWrite, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, node, kind, data, sum FROM writes WHERE thread = ? AND checkpoint = ? ORDER BY seq`, thread, id)
+	rows, err := s.queryRows(ctx, `SELECT seq, node, kind, data, sum FROM writes WHERE thread = ? AND checkpoint = ? ORDER BY seq`, thread, id)
 	if err != nil {
 		return nil, fmt.Errorf("read pending writes: %w", s.describe(err))
 	}
@@ -360,7 +360,7 @@ func (s *SQLite) List(ctx context.Context, thread string, limit int) ([]*runtime
 // query reads checkpoints (without values) and verifies them; the rows
 // that fail are returned apart, as errors.
 func (s *SQLite) query(ctx context.Context, where string, args ...any) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph `+where, args...)
+	rows, err := s.queryRows(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph `+where, args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
 	}
@@ -462,7 +462,7 @@ func joinCorrupt(errs []*runtime.CorruptError) error {
 }
 
 func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*runtime.Thread, []*runtime.CorruptError, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+threadColumns+` FROM threads `+where, args...)
+	rows, err := s.queryRows(ctx, `SELECT `+threadColumns+` FROM threads `+where, args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 	}

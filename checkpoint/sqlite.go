@@ -78,6 +78,11 @@ type SQLite struct {
 	wconn                                                              *sql.Conn
 	stmtHead, stmtInsert, stmtNewThread, stmtMoveHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
+	// wstmts caches the statements prepared on wconn (see wstmt), used
+	// with the write lock held; rstmts those prepared on the pool.
+	wstmts map[string]*sql.Stmt
+	rstmts map[string]*sql.Stmt
+
 	mu     sync.Mutex
 	chains map[string]chainInfo // thread → last committed checkpoint's chain state
 	graphs map[string]int64     // name\x00hash\x00version → graph row id
@@ -247,7 +252,7 @@ func (s *SQLite) init() error {
 		return err
 	}
 	s.wconn = conn
-	version, err := s.schemaVersion(ctx, s.db)
+	version, err := s.schemaVersion(ctx, pool{s.db})
 	if err != nil {
 		return err
 	}
@@ -257,7 +262,7 @@ func (s *SQLite) init() error {
 		}
 		// Another process may have created the tables first, in an
 		// older layout.
-		if version, err = s.schemaVersion(ctx, s.db); err != nil {
+		if version, err = s.schemaVersion(ctx, pool{s.db}); err != nil {
 			return err
 		}
 	}
@@ -303,8 +308,76 @@ func (s *SQLite) begin(ctx context.Context) (*wtx, error) {
 		<-s.wlock
 		return nil, err
 	}
-	return &wtx{conn: s.wconn}, nil
+	return &wtx{s: s, conn: s.wconn}, nil
 }
+
+// wstmt returns q prepared on the writer connection, preparing it the
+// first time (SQLite then parses each statement once per handle, not once
+// per transaction). Call it with the write lock held.
+func (s *SQLite) wstmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.wstmts[q]; ok {
+		return st, nil
+	}
+	st, err := s.wconn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if s.wstmts == nil {
+		s.wstmts = map[string]*sql.Stmt{}
+	}
+	s.wstmts[q] = st
+	return st, nil
+}
+
+// rstmt returns q prepared for reads on the connection pool.
+func (s *SQLite) rstmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	s.mu.Lock()
+	st, ok := s.rstmts[q]
+	s.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.rstmts[q]; ok {
+		st.Close()
+		return old, nil
+	}
+	if s.rstmts == nil {
+		s.rstmts = map[string]*sql.Stmt{}
+	}
+	s.rstmts[q] = st
+	return st, nil
+}
+
+// query runs a read query through rstmt.
+func (s *SQLite) queryRows(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := s.rstmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// queryRow runs a one-row read query through rstmt; a failed prepare
+// comes out of Scan.
+func (s *SQLite) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	st, err := s.rstmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 // end rolls tx back unless it was committed and lets the next writer in.
 func (s *SQLite) end(tx *wtx) {
@@ -316,16 +389,34 @@ func (s *SQLite) end(tx *wtx) {
 
 // wtx is a write transaction begun by begin.
 type wtx struct {
+	s    *SQLite
 	conn *sql.Conn
 	done bool
 }
 
+// ExecContext runs q, prepared once per handle (see wstmt).
 func (t *wtx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.conn.ExecContext(ctx, q, args...)
+	st, err := t.s.wstmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
 }
 
-func (t *wtx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.conn.QueryRowContext(ctx, q, args...)
+// QueryRowContext runs q, prepared once per handle (see wstmt).
+func (t *wtx) QueryRowContext(ctx context.Context, q string, args ...any) rowScanner {
+	st, err := t.s.wstmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// execScript runs statements that cannot be prepared as one (DDL
+// scripts), unprepared.
+func (t *wtx) execScript(ctx context.Context, q string) error {
+	_, err := t.conn.ExecContext(ctx, q)
+	return err
 }
 
 // StmtContext returns st as is: write statements are prepared on the
@@ -342,7 +433,14 @@ func (t *wtx) Commit() error {
 }
 
 type queryer interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryRowContext(ctx context.Context, query string, args ...any) rowScanner
+}
+
+// pool runs queries on the connection pool as a queryer.
+type pool struct{ db *sql.DB }
+
+func (p pool) QueryRowContext(ctx context.Context, q string, args ...any) rowScanner {
+	return p.db.QueryRowContext(ctx, q, args...)
 }
 
 // schemaVersion reads the layout version, or "" when the database has no
@@ -437,7 +535,7 @@ func (s *SQLite) migrate(ctx context.Context, version string) error {
 		return nil
 	}
 	for ; v < SchemaVersion; v++ {
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		if err := tx.execScript(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("upgrade the database layout from version %d to %d: %w", v, v+1, s.describe(err))
 		}
 	}
@@ -473,7 +571,7 @@ func (s *SQLite) create(ctx context.Context) error {
 	if tables > 0 {
 		return fmt.Errorf("%s is an SQLite database but %w (it has other tables and no lgrun schema version)", s.path, ErrNotCheckpointDB)
 	}
-	if _, err := tx.ExecContext(ctx, ddl); err != nil {
+	if err := tx.execScript(ctx, ddl); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('schema_version', ?)`, fmt.Sprint(SchemaVersion)); err != nil {
@@ -495,6 +593,14 @@ func (s *SQLite) Close() error {
 			st.Close()
 		}
 	}
+	for _, st := range s.wstmts {
+		st.Close()
+	}
+	s.mu.Lock()
+	for _, st := range s.rstmts {
+		st.Close()
+	}
+	s.mu.Unlock()
 	if s.wconn != nil {
 		s.wconn.Close()
 	}
