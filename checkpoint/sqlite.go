@@ -75,7 +75,7 @@ type SQLite struct {
 
 	// wconn is the connection all writes go through, one at a time (see
 	// begin); the stmt* statements are prepared on it.
-	wconn                                                              *sql.Conn
+	wconn                                                                               *sql.Conn
 	stmtHead, stmtInsert, stmtNewThread, stmtMoveHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
 	// wstmts caches the statements prepared on wconn (see wstmt), used
@@ -83,9 +83,13 @@ type SQLite struct {
 	wstmts map[string]*sql.Stmt
 	rstmts map[string]*sql.Stmt
 
-	mu     sync.Mutex
-	chains map[string]chainInfo // thread → last committed checkpoint's chain state
-	graphs map[string]int64     // name\x00hash\x00version → graph row id
+	mu sync.Mutex
+	// releases queues the released leases whose rows are still to be
+	// deleted, releaseTimer the flush of them (see releaseDelay).
+	releases     []leaseRef
+	releaseTimer *time.Timer
+	chains       map[string]chainInfo // thread → last committed checkpoint's chain state
+	graphs       map[string]int64     // name\x00hash\x00version → graph row id
 }
 
 type chainInfo struct {
@@ -308,7 +312,9 @@ func (s *SQLite) begin(ctx context.Context) (*wtx, error) {
 		<-s.wlock
 		return nil, err
 	}
-	return &wtx{s: s, conn: s.wconn}, nil
+	tx := &wtx{s: s, conn: s.wconn}
+	s.deleteReleased(ctx, tx)
+	return tx, nil
 }
 
 // wstmt returns q prepared on the writer connection, preparing it the
@@ -385,6 +391,14 @@ func (s *SQLite) end(tx *wtx) {
 		tx.conn.ExecContext(context.Background(), `ROLLBACK`)
 	}
 	<-s.wlock
+	if !tx.done && len(tx.released) > 0 {
+		// The deletions rolled back with the rest: try again soon.
+		s.mu.Lock()
+		if s.releaseTimer == nil {
+			s.releaseTimer = time.AfterFunc(releaseDelay, s.flushReleases)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // wtx is a write transaction begun by begin.
@@ -392,6 +406,8 @@ type wtx struct {
 	s    *SQLite
 	conn *sql.Conn
 	done bool
+	// released lists the leases whose rows this transaction deletes.
+	released []leaseRef
 }
 
 // ExecContext runs q, prepared once per handle (see wstmt).
@@ -429,6 +445,7 @@ func (t *wtx) Commit() error {
 		return err
 	}
 	t.done = true
+	t.s.releasedDone(t)
 	return nil
 }
 
@@ -586,6 +603,16 @@ func (s *SQLite) Path() string { return s.path }
 // Close closes the database. The last connection to close copies the WAL
 // into the database file and removes it.
 func (s *SQLite) Close() error {
+	// Delete the rows of released leases before closing.
+	s.mu.Lock()
+	if s.releaseTimer != nil {
+		s.releaseTimer.Stop()
+	}
+	pending := len(s.releases) > 0
+	s.mu.Unlock()
+	if pending && s.wconn != nil {
+		s.flushReleases()
+	}
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.
 	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtInsert, s.stmtNewThread, s.stmtMoveHead, s.stmtParent, s.stmtWrite, s.stmtGraph} {
