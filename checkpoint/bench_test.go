@@ -362,3 +362,47 @@ func BenchmarkLoop1000Log(b *testing.B) {
 		b.ReportMetric(float64(engine)/float64(fl), "engine/floor")
 	})
 }
+
+// BenchmarkColdHead builds an N-message thread (chatGraph) once, then
+// per iteration opens the database afresh and reads the thread's latest
+// state: what a new process pays to resume or show a long thread.
+func BenchmarkColdHead(b *testing.B) {
+	for _, n := range []int{10000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			path := filepath.Join(benchDir(b), "chat.db")
+			s, err := checkpoint.OpenSQLite(path, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := &runtime.Runner{Graph: mustParse(b, chatGraph), Saver: s, Version: "bench"}
+			ctx := context.Background()
+			res, err := r.Run(ctx, runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": n}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := checkpoint.ChainStatsOf(s, "chat", res.Checkpoint.ID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s, err := checkpoint.OpenSQLite(path, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cp, err := s.Get(ctx, "chat", "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(cp.Values["messages"].([]any)) != n {
+					b.Fatalf("%d messages", len(cp.Values["messages"].([]any)))
+				}
+				s.Close()
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/open+get")
+			b.ReportMetric(float64(st.Rows), "chain-rows")
+			b.ReportMetric(float64(st.Bytes)/1024, "chain-KB")
+		})
+	}
+}

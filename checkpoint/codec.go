@@ -12,14 +12,34 @@ import (
 	"github.com/lgrun/lgrun/spec"
 )
 
+// encoder is a JSON encoder with its buffer, reused through encoders.
+type encoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = json.NewEncoder(&e.buf)
+	e.enc.SetEscapeHTML(false)
+	return e
+}}
+
+// maxPooledBuf is the largest buffer an encoder keeps for reuse.
+const maxPooledBuf = 64 << 10
+
 func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	e := encoders.Get().(*encoder)
+	e.buf.Reset()
+	if err := e.enc.Encode(v); err != nil {
+		// An encoder that failed midway may hold state: drop it.
 		return nil, err
 	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	out := bytes.Clone(bytes.TrimRight(e.buf.Bytes(), "\n"))
+	if e.buf.Cap() <= maxPooledBuf {
+		encoders.Put(e)
+	}
+	return out, nil
 }
 
 // nullJSON marshals v, or returns nil for empty values.
