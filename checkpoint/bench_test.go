@@ -164,7 +164,7 @@ func runMessages(tb testing.TB, n int) messagesRun {
 // and late, the latest state's load time and the full history's listing
 // time. Run with -benchtime 1x: one iteration is a whole thread.
 func BenchmarkMessagesThread(b *testing.B) {
-	for _, n := range []int{100, 500, 1000, 10000} {
+	for _, n := range []int{100, 500, 1000, 5000, 10000} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			var m messagesRun
 			for i := 0; i < b.N; i++ {
