@@ -6,6 +6,7 @@ package checkpoint_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -163,7 +164,7 @@ func runMessages(tb testing.TB, n int) messagesRun {
 // and late, the latest state's load time and the full history's listing
 // time. Run with -benchtime 1x: one iteration is a whole thread.
 func BenchmarkMessagesThread(b *testing.B) {
-	for _, n := range []int{100, 500, 1000, 10000} {
+	for _, n := range []int{100, 500, 1000, 5000, 10000} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			var m messagesRun
 			for i := 0; i < b.N; i++ {
@@ -224,5 +225,184 @@ func BenchmarkList500(b *testing.B) {
 		if l, err := s.List(ctx, "t", 0); err != nil || len(l) != 500 {
 			b.Fatal(len(l), err)
 		}
+	}
+}
+
+// logLoopGraph is the 1000-step loop of issue 16: count++ and one item
+// appended to the log list per superstep.
+const logLoopGraph = `
+version: 1
+name: loglog
+state:
+  count: {type: int}
+  target: {type: int, default: 1000}
+  log: {type: list, items: int, reducer: append}
+limits: {steps: 1000000}
+nodes:
+  inc:
+    kind: set
+    set:
+      count: state.count + 1
+      log: state.count + 1
+edges:
+  - {from: START, to: inc}
+  - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+
+// floor is the storage floor of a step: the SQLite settings of the saver
+// (WAL, synchronous=NORMAL, the same pragmas), the same JSON encoding of
+// the step's delta, and one transaction per step that inserts the delta
+// row, with no engine, no head, no snapshot and no checksum.
+type floor struct {
+	db   *sql.DB
+	conn *sql.Conn
+	ins  *sql.Stmt
+}
+
+func openFloor(tb testing.TB) *floor {
+	tb.Helper()
+	db, err := checkpoint.OpenFloor(filepath.Join(benchDir(tb), "floor.db"), checkpoint.DurabilityProcess)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE steps (thread TEXT NOT NULL, id TEXT NOT NULL, parent TEXT NOT NULL, step INTEGER NOT NULL, delta BLOB NOT NULL, PRIMARY KEY (thread, id))`); err != nil {
+		tb.Fatal(err)
+	}
+	ins, err := conn.PrepareContext(ctx, `INSERT INTO steps (thread, id, parent, step, delta) VALUES (?, ?, ?, ?, ?)`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &floor{db: db, conn: conn, ins: ins}
+	tb.Cleanup(func() { ins.Close(); conn.Close(); db.Close() })
+	return f
+}
+
+// run writes n steps of the log loop to thread.
+func (f *floor) run(tb testing.TB, thread string, n int) {
+	ctx := context.Background()
+	var clock runtime.IDClock
+	head := ""
+	for i := 1; i <= n; i++ {
+		d := runtime.Delta{"count": {Kind: runtime.OpSet, Value: i}, "log": {Kind: runtime.OpAppend, Value: []any{i}}}
+		b, err := checkpoint.Marshal(d)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		id := clock.Next(time.Now(), head)
+		if _, err := f.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := f.ins.ExecContext(ctx, thread, id, head, i, b); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := f.conn.ExecContext(ctx, `COMMIT`); err != nil {
+			tb.Fatal(err)
+		}
+		head = id
+	}
+}
+
+var benchSeq int
+
+func benchThread() string { benchSeq++; return fmt.Sprintf("bench-%d", benchSeq) }
+
+// runLogLoop runs the log loop once on r and checks the result.
+func runLogLoop(tb testing.TB, r *runtime.Runner) {
+	res, err := r.Run(context.Background(), runtime.RunOptions{Thread: benchThread()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if res.Checkpoint.Values["count"] != 1000 || len(res.Checkpoint.Values["log"].([]any)) != 1000 {
+		tb.Fatalf("count %v, %d log items", res.Checkpoint.Values["count"], len(res.Checkpoint.Values["log"].([]any)))
+	}
+}
+
+// BenchmarkLoop1000Log runs the log loop (1,000 supersteps of count++
+// and one appended log item) per iteration: on the SQLite saver through
+// the engine ("sqlite"), and the storage floor of the same 1,000 steps
+// ("floor", see [floor]); "ratio" alternates the two within each
+// iteration and reports engine ÷ floor from one run.
+func BenchmarkLoop1000Log(b *testing.B) {
+	g := mustParse(b, logLoopGraph)
+	b.Run("sqlite", func(b *testing.B) {
+		r := &runtime.Runner{Graph: g, Saver: MustOpenPath(b, filepath.Join(benchDir(b), "bench.db"), nil), Version: "bench"}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			runLogLoop(b, r)
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*1000), "µs/step")
+	})
+	b.Run("floor", func(b *testing.B) {
+		f := openFloor(b)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			f.run(b, benchThread(), 1000)
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*1000), "µs/step")
+	})
+	b.Run("ratio", func(b *testing.B) {
+		r := &runtime.Runner{Graph: g, Saver: MustOpenPath(b, filepath.Join(benchDir(b), "bench.db"), nil), Version: "bench"}
+		f := openFloor(b)
+		var engine, fl time.Duration
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			runLogLoop(b, r)
+			mid := time.Now()
+			f.run(b, benchThread(), 1000)
+			engine, fl = engine+mid.Sub(start), fl+time.Since(mid)
+		}
+		b.ReportMetric(float64(engine.Microseconds())/float64(b.N*1000), "µs/step-engine")
+		b.ReportMetric(float64(fl.Microseconds())/float64(b.N*1000), "µs/step-floor")
+		b.ReportMetric(float64(engine)/float64(fl), "engine/floor")
+	})
+}
+
+// BenchmarkColdHead builds an N-message thread (chatGraph) once, then
+// per iteration opens the database afresh and reads the thread's latest
+// state: what a new process pays to resume or show a long thread.
+func BenchmarkColdHead(b *testing.B) {
+	for _, n := range []int{10000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			path := filepath.Join(benchDir(b), "chat.db")
+			s, err := checkpoint.OpenSQLite(path, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := &runtime.Runner{Graph: mustParse(b, chatGraph), Saver: s, Version: "bench"}
+			ctx := context.Background()
+			res, err := r.Run(ctx, runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": n}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := checkpoint.ChainStatsOf(s, "chat", res.Checkpoint.ID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s, err := checkpoint.OpenSQLite(path, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cp, err := s.Get(ctx, "chat", "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(cp.Values["messages"].([]any)) != n {
+					b.Fatalf("%d messages", len(cp.Values["messages"].([]any)))
+				}
+				s.Close()
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/open+get")
+			b.ReportMetric(float64(st.Rows), "chain-rows")
+			b.ReportMetric(float64(st.Bytes)/1024, "chain-KB")
+		})
 	}
 }

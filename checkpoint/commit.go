@@ -49,17 +49,42 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 
+	th := c.Thread
+	created := th.Created
+	if created.IsZero() {
+		created = th.Updated
+	}
+	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
+		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano(),
+		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
+
 	tx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer s.end(tx)
-	var head string
-	err = tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, c.Thread.ID).Scan(&head)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("read thread head: %w", s.describe(err))
+	// The head's compare-and-swap: the thread's row moves to the new head
+	// only if it is still at the expected one (a new thread's row is
+	// inserted only if there is none).
+	var res sql.Result
+	if c.ExpectHead == "" {
+		res, err = tx.StmtContext(ctx, s.stmtNewThread).ExecContext(ctx,
+			tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
+			created.UnixNano(), tr.updated, tr.pending, tr.checksum())
+	} else {
+		res, err = tx.StmtContext(ctx, s.stmtMoveHead).ExecContext(ctx,
+			tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
+			tr.updated, tr.pending, tr.checksum(), tr.id, c.ExpectHead)
 	}
-	if head != c.ExpectHead {
+	if err != nil {
+		return fmt.Errorf("update thread: %w", s.describe(err))
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		var head string
+		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, c.Thread.ID).Scan(&head)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read thread head: %w", s.describe(err))
+		}
 		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
 	}
 
@@ -81,12 +106,14 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	chain += len(delta)
 	var snapshot any
 	var snap []byte
-	if cp.ParentID == "" || chain >= max(2*baseBytes, MinSnapshotBytes) {
-		if snap, err = marshal(cp.Values); err != nil {
+	if SnapshotDue(cp.ParentID == "", chain, baseBytes) {
+		js, err := marshal(cp.Values)
+		if err != nil {
 			return fmt.Errorf("encode snapshot: %w", err)
 		}
+		snap = encodeSnapshot(js)
 		snapshot = snap
-		chain, baseBytes = 0, len(snap)
+		chain, baseBytes = 0, len(js)
 	}
 	gid, newGraph, err := s.graphID(ctx, tx, m)
 	if err != nil {
@@ -102,21 +129,8 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
 		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
 		row.source, writes, gid, row.time, usage, totals, records,
-		delta, snapshot, chain, baseBytes, row.checksum(), row.snapSum); err != nil {
+		row.checksum(), row.snapSum, chain, baseBytes, delta, snapshot); err != nil {
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
-	}
-	th := c.Thread
-	created := th.Created
-	if created.IsZero() {
-		created = th.Updated
-	}
-	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
-		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano(),
-		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
-	if _, err := tx.StmtContext(ctx, s.stmtUpsert).ExecContext(ctx,
-		tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-		created.UnixNano(), tr.updated, tr.pending, tr.checksum()); err != nil {
-		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
 		return err

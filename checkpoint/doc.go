@@ -13,7 +13,11 @@
 // deltas after it, whose volume is at most about twice the state's. Those
 // deltas are folded per field before they are applied, so a long run of
 // messages deltas costs one pass over the list, not one per delta. Forks
-// are children of older checkpoints and share their chain.
+// are children of older checkpoints and share their chain. Since layout
+// version 3 the checkpoints table is keyed by (thread, id) without a
+// rowid (a commit writes one b-tree), snapshots of 1 KiB or more are
+// stored DEFLATE-compressed, and a chain is read with one range scan of
+// the thread's rows, walked through their parent links in memory.
 //
 // # History
 //
@@ -27,13 +31,18 @@
 //
 // # Concurrency
 //
-// Every commit is one BEGIN IMMEDIATE transaction that checks the thread's
-// head (compare-and-swap), inserts the checkpoint and moves the head:
+// Every commit is one BEGIN IMMEDIATE transaction that moves the thread's
+// head only if it is still the expected one (compare-and-swap, one
+// statement) and inserts the checkpoint:
 // several processes may resume one thread, exactly one proceeds and the
 // others get [runtime.ErrConflict]. Different threads share only SQLite's
 // write lock, held for the length of one commit; readers never wait (WAL).
 // A writer waits up to [Options.BusyTimeout] for another process's lock,
-// then fails with an error saying the database is locked.
+// then fails with an error saying the database is locked. Run leases
+// ([SQLite.Lock]) are rows of the leases table; a released lease's row
+// is deleted by the handle's next write transaction (within
+// about a millisecond if none comes, and at Close), and this process treats
+// it as free at once.
 //
 // # Durability
 //

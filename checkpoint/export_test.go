@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"database/sql"
 	"time"
 )
 
@@ -46,4 +47,11 @@ func ExpireMemoryLease(m *Memory, thread string) {
 	l := m.leases[thread]
 	l.expires = time.Now().Add(-time.Second)
 	m.leases[thread] = l
+}
+
+// OpenFloor opens path with the connection settings of [OpenSQLite]
+// (journal mode, synchronous, busy timeout, foreign keys, the WAL
+// pragmas) for the storage floor benchmark, which writes its own table.
+func OpenFloor(path string, d Durability) (*sql.DB, error) {
+	return openDB(path, d, 5*time.Second)
 }

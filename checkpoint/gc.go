@@ -154,10 +154,11 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 		if err != nil {
 			return 0, err
 		}
-		b, err := marshal(values)
+		js, err := marshal(values)
 		if err != nil {
 			return 0, err
 		}
+		b := encodeSnapshot(js)
 		// The row's checksum covers the snapshot's: renew both (a row
 		// from before checksums keeps none).
 		var r cpRow
@@ -169,7 +170,7 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 			r.snapSum = snapshotSum(b)
 			sum, snapSum = sql.NullInt64{Int64: r.checksum(), Valid: true}, r.snapSum
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ?, sum = ?, snap_sum = ? WHERE thread = ? AND id = ?`, b, len(b), sum, snapSum, thread, cp.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ?, sum = ?, snap_sum = ? WHERE thread = ? AND id = ?`, b, len(js), sum, snapSum, thread, cp.ID); err != nil {
 			return 0, s.describe(err)
 		}
 	}

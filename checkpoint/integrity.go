@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"unsafe"
 
 	"github.com/lgrun/lgrun/runtime"
 )
@@ -57,7 +58,8 @@ func (s *summer) bytes(b []byte) {
 	s.raw(b)
 }
 
-func (s *summer) str(v string) { s.bytes([]byte(v)) }
+// str adds a non-NULL text column (without copying it to a []byte).
+func (s *summer) str(v string) { s.bytes(unsafe.Slice(unsafe.StringData(v), len(v))) }
 
 // nullStr adds a nullable text column.
 func (s *summer) nullStr(v sql.NullString) {
@@ -176,9 +178,14 @@ type threadRow struct {
 func (r *threadRow) checksum() int64 {
 	var s summer
 	s.str("thread/2")
-	for _, v := range []string{r.id, r.head, r.status, r.error, r.graph, r.graphHash, r.graphFile, r.config} {
-		s.str(v)
-	}
+	s.str(r.id)
+	s.str(r.head)
+	s.str(r.status)
+	s.str(r.error)
+	s.str(r.graph)
+	s.str(r.graphHash)
+	s.str(r.graphFile)
+	s.str(r.config)
 	s.int(r.updated)
 	s.nullInt(r.pending)
 	return int64(s.crc)

@@ -29,7 +29,7 @@ type flipTarget struct {
 // its count in the thread's row (the fixture's writes all belong to
 // heads).
 var flipTargets = []flipTarget{
-	{"checkpoints", "seq", []string{"parent", "step", "turn_step", "next", "waiting", "source", "writes", "graph", "time", "usage", "totals", "records", "delta", "snapshot", "sum", "snap_sum"}},
+	{"checkpoints", "thread, id", []string{"parent", "step", "turn_step", "next", "waiting", "source", "writes", "graph", "time", "usage", "totals", "records", "delta", "snapshot", "sum", "snap_sum"}},
 	{"writes", "thread, checkpoint, seq", []string{"thread", "checkpoint", "seq", "node", "kind", "data", "sum"}},
 	{"threads", "id", []string{"head", "status", "error", "graph", "graph_hash", "graph_file", "config", "updated", "pending", "sum"}},
 	{"graphs", "id", []string{"name", "hash", "version"}},
@@ -80,14 +80,10 @@ func TestFlippedBytes(t *testing.T) {
 		var orig any
 		switch ft.table {
 		case "checkpoints":
-			var seq int64
-			if err := db.QueryRowContext(bg, q, rng.IntN(n)).Scan(&seq, &typ, &orig); err != nil {
+			if err := db.QueryRowContext(bg, q, rng.IntN(n)).Scan(&thread, &cpID, &typ, &orig); err != nil {
 				t.Fatal(err)
 			}
-			if err := db.QueryRowContext(bg, `SELECT thread, id FROM checkpoints WHERE seq = ?`, seq).Scan(&thread, &cpID); err != nil {
-				t.Fatal(err)
-			}
-			key = []any{seq}
+			key = []any{thread, cpID}
 		case "writes":
 			var seq int64
 			if err := db.QueryRowContext(bg, q, rng.IntN(n)).Scan(&thread, &cpID, &seq, &typ, &orig); err != nil {

@@ -38,19 +38,20 @@ var self = func() struct {
 	}{host, os.Getpid(), hex.EncodeToString(b)}
 }()
 
-const leaseDDL = `CREATE TABLE IF NOT EXISTS leases (
+// leaseDDL is the leases table (layout version 3 creates it with the
+// others; version 2 created it on first use, with a rowid).
+const leaseDDL = `CREATE TABLE leases (
 	thread TEXT PRIMARY KEY,
 	token TEXT NOT NULL,
 	host TEXT NOT NULL,
 	pid INTEGER NOT NULL,
 	acquired INTEGER NOT NULL,
 	expires INTEGER NOT NULL
-)`
+) WITHOUT ROWID`
 
 var _ runtime.Locker = (*SQLite)(nil)
 
-// Lock implements runtime.Locker with a row in the leases table (created
-// on first use, so older databases need no migration).
+// Lock implements runtime.Locker with a row in the leases table.
 func (s *SQLite) Lock(ctx context.Context, thread string) (func(), error) {
 	token := self.token + "-" + randToken()
 	if err := s.takeLease(ctx, thread, token); err != nil {
@@ -79,9 +80,90 @@ func (s *SQLite) Lock(ctx context.Context, thread string) (func(), error) {
 		once.Do(func() {
 			close(stop)
 			wg.Wait()
-			_ = s.leaseExec(context.Background(), `DELETE FROM leases WHERE thread = ? AND token = ?`, thread, token)
+			s.release(thread, token)
 		})
 	}, nil
+}
+
+// Releasing a lease deletes its row in the next write transaction of the
+// handle (the next run's lease or commit, typically microseconds later),
+// or within [releaseDelay] when no transaction comes, or when the handle
+// closes: a run then costs one transaction less. Meanwhile the lease's
+// token is listed in released, so that this process (through any handle)
+// treats the row as free at once; another process sees it go within about
+// releaseDelay.
+const releaseDelay = time.Millisecond
+
+// released holds the tokens of this process's leases that were released
+// but whose rows may not have been deleted yet.
+var released sync.Map // token → struct{}
+
+// leaseRef names a lease row.
+type leaseRef struct{ thread, token string }
+
+// release queues the deletion of a lease's row (see releaseDelay).
+func (s *SQLite) release(thread, token string) {
+	released.Store(token, struct{}{})
+	s.mu.Lock()
+	s.releases = append(s.releases, leaseRef{thread, token})
+	arm := s.releaseTimer == nil
+	if arm {
+		s.releaseTimer = time.AfterFunc(releaseDelay, s.flushReleases)
+	}
+	s.mu.Unlock()
+}
+
+// flushReleases deletes the rows of released leases still queued, in a
+// transaction of their own.
+func (s *SQLite) flushReleases() {
+	s.mu.Lock()
+	s.releaseTimer = nil
+	n := len(s.releases)
+	s.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	tx, err := s.begin(context.Background())
+	if err != nil {
+		return // the next transaction, or Close, tries again
+	}
+	defer s.end(tx)
+	_ = tx.Commit()
+}
+
+// deleteReleased deletes the rows of the queued released leases in tx
+// (called by begin); Commit dequeues them.
+func (s *SQLite) deleteReleased(ctx context.Context, tx *wtx) {
+	s.mu.Lock()
+	refs := append([]leaseRef(nil), s.releases...)
+	s.mu.Unlock()
+	for _, r := range refs {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM leases WHERE thread = ? AND token = ?`, r.thread, r.token); err != nil {
+			return // left queued
+		}
+		tx.released = append(tx.released, r)
+	}
+}
+
+// releasedDone dequeues the released leases tx deleted, once committed.
+func (s *SQLite) releasedDone(tx *wtx) {
+	if len(tx.released) == 0 {
+		return
+	}
+	done := map[string]bool{}
+	for _, r := range tx.released {
+		done[r.token] = true
+		released.Delete(r.token)
+	}
+	s.mu.Lock()
+	kept := s.releases[:0]
+	for _, r := range s.releases {
+		if !done[r.token] {
+			kept = append(kept, r)
+		}
+	}
+	s.releases = kept
+	s.mu.Unlock()
 }
 
 func randToken() string {
@@ -96,9 +178,6 @@ func (s *SQLite) leaseExec(ctx context.Context, q string, args ...any) error {
 		return err
 	}
 	defer s.end(tx)
-	if _, err := tx.ExecContext(ctx, leaseDDL); err != nil {
-		return err
-	}
 	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return err
 	}
@@ -112,19 +191,16 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
 	defer s.end(tx)
-	if _, err := tx.ExecContext(ctx, leaseDDL); err != nil {
-		return fmt.Errorf("take lease: %w", s.describe(err))
-	}
-	var host string
+	var host, token0 string
 	var pid int
 	var acquired, expires int64
-	err = tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires)
+	err = tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires, token FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires, &token0)
 	now := time.Now()
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return fmt.Errorf("take lease: %w", s.describe(err))
-	case expires > now.UnixNano() && !(host == self.host && !processAlive(pid)):
+	case expires > now.UnixNano() && !(host == self.host && !processAlive(pid)) && !isReleased(token0):
 		return &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", pid, host), Since: time.Unix(0, acquired)}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -135,6 +211,12 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
 	return nil
+}
+
+// isReleased reports whether token is a lease this process released.
+func isReleased(token string) bool {
+	_, ok := released.Load(token)
+	return ok
 }
 
 var _ runtime.Locker = (*Memory)(nil)

@@ -236,3 +236,63 @@ func TestMemoryLeaseTTL(t *testing.T) {
 		}
 	})
 }
+
+// A released lease's row goes with the handle's next transaction, or on
+// its own within moments when none comes (other processes see it go), or
+// when the handle closes.
+func TestLeaseReleaseReachesTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	a := MustOpenPath(t, path, nil)
+	other := MustOpenPath(t, path, nil)
+	rows := func(thread string) int {
+		t.Helper()
+		var n int
+		if err := other.DB().QueryRow(`SELECT count(*) FROM leases WHERE thread = ?`, thread).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// No other transaction: the row goes by itself.
+	u, err := a.Lock(ctx, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows("idle") != 1 {
+		t.Fatal("no lease row while held")
+	}
+	u()
+	deadline := time.Now().Add(2 * time.Second)
+	for rows("idle") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the released lease's row is still there after 2s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The next lease of the handle takes the previous one's row with it.
+	u1, err := a.Lock(ctx, "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u1()
+	u2, err := a.Lock(ctx, "two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows("one") != 0 || rows("two") != 1 {
+		t.Fatalf("after the next lock: %d rows of the released lease, %d of the held one", rows("one"), rows("two"))
+	}
+	u2()
+	// Closing deletes what is still queued.
+	u3, err := a.Lock(ctx, "three")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u3()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rows("two") != 0 || rows("three") != 0 {
+		t.Fatal("lease rows left after Close")
+	}
+}

@@ -18,9 +18,10 @@ import (
 )
 
 // SchemaVersion is the version of the database layout this package writes.
-// Version 2 added row checksums (see integrity.go); a version 1 database
-// is upgraded when it is opened (see [migrate]).
-const SchemaVersion = 2
+// Version 2 added row checksums (see integrity.go), version 3 a more
+// compact layout (see [migrations]); an older database is upgraded when
+// it is opened (see [migrate]).
+const SchemaVersion = 3
 
 // MinSnapshotBytes is the least delta volume between two full snapshots.
 // A checkpoint stores a snapshot of the whole state when the deltas since
@@ -74,12 +75,21 @@ type SQLite struct {
 
 	// wconn is the connection all writes go through, one at a time (see
 	// begin); the stmt* statements are prepared on it.
-	wconn                                                              *sql.Conn
-	stmtHead, stmtInsert, stmtUpsert, stmtParent, stmtWrite, stmtGraph *sql.Stmt
+	wconn                                                                               *sql.Conn
+	stmtHead, stmtInsert, stmtNewThread, stmtMoveHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
-	mu     sync.Mutex
-	chains map[string]chainInfo // thread → last committed checkpoint's chain state
-	graphs map[string]int64     // name\x00hash\x00version → graph row id
+	// wstmts caches the statements prepared on wconn (see wstmt), used
+	// with the write lock held; rstmts those prepared on the pool.
+	wstmts map[string]*sql.Stmt
+	rstmts map[string]*sql.Stmt
+
+	mu sync.Mutex
+	// releases queues the released leases whose rows are still to be
+	// deleted, releaseTimer the flush of them (see releaseDelay).
+	releases     []leaseRef
+	releaseTimer *time.Timer
+	chains       map[string]chainInfo // thread → last committed checkpoint's chain state
+	graphs       map[string]int64     // name\x00hash\x00version → graph row id
 }
 
 type chainInfo struct {
@@ -90,29 +100,11 @@ type chainInfo struct {
 
 var _ runtime.Saver = (*SQLite)(nil)
 
-const ddl = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS graphs (
-	id INTEGER PRIMARY KEY,
-	name TEXT NOT NULL, hash TEXT NOT NULL, version TEXT NOT NULL,
-	UNIQUE (name, hash, version)
-);
-CREATE TABLE IF NOT EXISTS threads (
-	id TEXT PRIMARY KEY,
-	head TEXT NOT NULL,
-	status TEXT NOT NULL,
-	error TEXT NOT NULL DEFAULT '',
-	graph TEXT NOT NULL DEFAULT '',
-	graph_hash TEXT NOT NULL DEFAULT '',
-	graph_file TEXT NOT NULL DEFAULT '',
-	config TEXT NOT NULL DEFAULT '{}',
-	created INTEGER NOT NULL,
-	updated INTEGER NOT NULL,
-	pending INTEGER,
-	sum INTEGER
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-	seq INTEGER PRIMARY KEY,
+// checkpointsDDL is the checkpoints table of layout version 3: keyed by
+// (thread, id) without a rowid, so a commit writes one b-tree (version 2
+// had a rowid table and a unique index beside it), with the snapshot last
+// so that reading a row's other columns never walks its overflow pages.
+const checkpointsDDL = `CREATE TABLE checkpoints (
 	thread TEXT NOT NULL,
 	id TEXT NOT NULL,
 	parent TEXT NOT NULL,
@@ -129,12 +121,38 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	records TEXT,
 	sum INTEGER,
 	snap_sum INTEGER,
-	delta BLOB NOT NULL,
-	snapshot BLOB,
 	chain_bytes INTEGER NOT NULL,
 	base_bytes INTEGER NOT NULL,
-	UNIQUE (thread, id)
+	delta BLOB NOT NULL,
+	snapshot BLOB,
+	PRIMARY KEY (thread, id)
+) WITHOUT ROWID`
+
+// threadsDDL is the threads table of layout version 3 (without a rowid).
+const threadsDDL = `CREATE TABLE threads (
+	id TEXT PRIMARY KEY,
+	head TEXT NOT NULL,
+	status TEXT NOT NULL,
+	error TEXT NOT NULL DEFAULT '',
+	graph TEXT NOT NULL DEFAULT '',
+	graph_hash TEXT NOT NULL DEFAULT '',
+	graph_file TEXT NOT NULL DEFAULT '',
+	config TEXT NOT NULL DEFAULT '{}',
+	created INTEGER NOT NULL,
+	updated INTEGER NOT NULL,
+	pending INTEGER,
+	sum INTEGER
+) WITHOUT ROWID`
+
+const ddl = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS graphs (
+	id INTEGER PRIMARY KEY,
+	name TEXT NOT NULL, hash TEXT NOT NULL, version TEXT NOT NULL,
+	UNIQUE (name, hash, version)
 );
+` + threadsDDL + `;
+` + checkpointsDDL + `;
 CREATE TABLE IF NOT EXISTS writes (
 	thread TEXT NOT NULL,
 	checkpoint TEXT NOT NULL,
@@ -145,6 +163,7 @@ CREATE TABLE IF NOT EXISTS writes (
 	sum INTEGER,
 	PRIMARY KEY (thread, checkpoint, seq)
 ) WITHOUT ROWID;
+` + leaseDDL + `;
 `
 
 // OpenSQLite opens (creating if needed) the checkpoint database at path.
@@ -152,25 +171,14 @@ func OpenSQLite(path string, opts *Options) (*SQLite, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	sync := "NORMAL"
-	switch opts.Durability {
-	case "", DurabilityProcess:
-	case DurabilityPower:
-		sync = "FULL"
-	default:
-		return nil, fmt.Errorf("unknown durability %q (want process or power)", opts.Durability)
-	}
 	busy := opts.BusyTimeout
 	if busy == 0 {
 		busy = 5 * time.Second
 	}
-	q := url.Values{}
-	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", sync)
-	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
-	q.Set("_foreign_keys", "on")
-	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-	db := sql.OpenDB(&connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: setupConn}})
+	db, err := openDB(path, opts.Durability, busy)
+	if err != nil {
+		return nil, err
+	}
 	ttl := opts.LeaseTTL
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
@@ -184,6 +192,27 @@ func OpenSQLite(path string, opts *Options) (*SQLite, error) {
 		return nil, fmt.Errorf("open checkpoint database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// openDB opens the database at path with the connection settings of every
+// saver: WAL, synchronous for d, the busy timeout, foreign keys and
+// [setupConn].
+func openDB(path string, d Durability, busy time.Duration) (*sql.DB, error) {
+	sync := "NORMAL"
+	switch d {
+	case "", DurabilityProcess:
+	case DurabilityPower:
+		sync = "FULL"
+	default:
+		return nil, fmt.Errorf("unknown durability %q (want process or power)", d)
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", sync)
+	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
+	q.Set("_foreign_keys", "on")
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	return sql.OpenDB(&connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: setupConn}}), nil
 }
 
 // WALCheckpointPages is how many pages (of 4 KiB) the WAL may hold before
@@ -227,7 +256,7 @@ func (s *SQLite) init() error {
 		return err
 	}
 	s.wconn = conn
-	version, err := s.schemaVersion(ctx, s.db)
+	version, err := s.schemaVersion(ctx, pool{s.db})
 	if err != nil {
 		return err
 	}
@@ -237,7 +266,7 @@ func (s *SQLite) init() error {
 		}
 		// Another process may have created the tables first, in an
 		// older layout.
-		if version, err = s.schemaVersion(ctx, s.db); err != nil {
+		if version, err = s.schemaVersion(ctx, pool{s.db}); err != nil {
 			return err
 		}
 	}
@@ -251,9 +280,10 @@ func (s *SQLite) init() error {
 	}
 	err = errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
-		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		prep(&s.stmtUpsert, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET head = excluded.head, status = excluded.status, error = excluded.error, graph = excluded.graph, graph_hash = excluded.graph_hash, graph_file = excluded.graph_file, config = excluded.config, updated = excluded.updated, pending = excluded.pending, sum = excluded.sum`),
+		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, chain_bytes, base_bytes, delta, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		prep(&s.stmtNewThread, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`),
+		prep(&s.stmtMoveHead, `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ? AND head = ?`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
@@ -282,8 +312,78 @@ func (s *SQLite) begin(ctx context.Context) (*wtx, error) {
 		<-s.wlock
 		return nil, err
 	}
-	return &wtx{conn: s.wconn}, nil
+	tx := &wtx{s: s, conn: s.wconn}
+	s.deleteReleased(ctx, tx)
+	return tx, nil
 }
+
+// wstmt returns q prepared on the writer connection, preparing it the
+// first time (SQLite then parses each statement once per handle, not once
+// per transaction). Call it with the write lock held.
+func (s *SQLite) wstmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.wstmts[q]; ok {
+		return st, nil
+	}
+	st, err := s.wconn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if s.wstmts == nil {
+		s.wstmts = map[string]*sql.Stmt{}
+	}
+	s.wstmts[q] = st
+	return st, nil
+}
+
+// rstmt returns q prepared for reads on the connection pool.
+func (s *SQLite) rstmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	s.mu.Lock()
+	st, ok := s.rstmts[q]
+	s.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.rstmts[q]; ok {
+		st.Close()
+		return old, nil
+	}
+	if s.rstmts == nil {
+		s.rstmts = map[string]*sql.Stmt{}
+	}
+	s.rstmts[q] = st
+	return st, nil
+}
+
+// query runs a read query through rstmt.
+func (s *SQLite) queryRows(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := s.rstmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// queryRow runs a one-row read query through rstmt; a failed prepare
+// comes out of Scan.
+func (s *SQLite) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	st, err := s.rstmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 // end rolls tx back unless it was committed and lets the next writer in.
 func (s *SQLite) end(tx *wtx) {
@@ -291,20 +391,48 @@ func (s *SQLite) end(tx *wtx) {
 		tx.conn.ExecContext(context.Background(), `ROLLBACK`)
 	}
 	<-s.wlock
+	if !tx.done && len(tx.released) > 0 {
+		// The deletions rolled back with the rest: try again soon.
+		s.mu.Lock()
+		if s.releaseTimer == nil {
+			s.releaseTimer = time.AfterFunc(releaseDelay, s.flushReleases)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // wtx is a write transaction begun by begin.
 type wtx struct {
+	s    *SQLite
 	conn *sql.Conn
 	done bool
+	// released lists the leases whose rows this transaction deletes.
+	released []leaseRef
 }
 
+// ExecContext runs q, prepared once per handle (see wstmt).
 func (t *wtx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.conn.ExecContext(ctx, q, args...)
+	st, err := t.s.wstmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
 }
 
-func (t *wtx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.conn.QueryRowContext(ctx, q, args...)
+// QueryRowContext runs q, prepared once per handle (see wstmt).
+func (t *wtx) QueryRowContext(ctx context.Context, q string, args ...any) rowScanner {
+	st, err := t.s.wstmt(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// execScript runs statements that cannot be prepared as one (DDL
+// scripts), unprepared.
+func (t *wtx) execScript(ctx context.Context, q string) error {
+	_, err := t.conn.ExecContext(ctx, q)
+	return err
 }
 
 // StmtContext returns st as is: write statements are prepared on the
@@ -317,11 +445,19 @@ func (t *wtx) Commit() error {
 		return err
 	}
 	t.done = true
+	t.s.releasedDone(t)
 	return nil
 }
 
 type queryer interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryRowContext(ctx context.Context, query string, args ...any) rowScanner
+}
+
+// pool runs queries on the connection pool as a queryer.
+type pool struct{ db *sql.DB }
+
+func (p pool) QueryRowContext(ctx context.Context, q string, args ...any) rowScanner {
+	return p.db.QueryRowContext(ctx, q, args...)
 }
 
 // schemaVersion reads the layout version, or "" when the database has no
@@ -367,6 +503,27 @@ var migrations = map[int]string{
 		ALTER TABLE writes ADD COLUMN sum INTEGER;
 		ALTER TABLE threads ADD COLUMN pending INTEGER;
 		ALTER TABLE threads ADD COLUMN sum INTEGER;`,
+	// 2 → 3: checkpoints and threads without rowids (one b-tree per
+	// table instead of a table and its key's index), the snapshot column
+	// last, and the leases table created with the others, without a
+	// rowid. Rows are copied as they are: their checksums cover values,
+	// not the layout, and their snapshots stay plain JSON (see
+	// [encodeSnapshot] for the compressed ones written from now on).
+	2: `CREATE TABLE IF NOT EXISTS leases (thread TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT NOT NULL,
+			pid INTEGER NOT NULL, acquired INTEGER NOT NULL, expires INTEGER NOT NULL);
+		ALTER TABLE checkpoints RENAME TO checkpoints_v2;
+		` + checkpointsDDL + `;
+		INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, chain_bytes, base_bytes, delta, snapshot)
+			SELECT thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, chain_bytes, base_bytes, delta, snapshot FROM checkpoints_v2;
+		DROP TABLE checkpoints_v2;
+		ALTER TABLE threads RENAME TO threads_v2;
+		` + threadsDDL + `;
+		INSERT INTO threads SELECT id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum FROM threads_v2;
+		DROP TABLE threads_v2;
+		ALTER TABLE leases RENAME TO leases_v2;
+		` + leaseDDL + `;
+		INSERT INTO leases SELECT thread, token, host, pid, acquired, expires FROM leases_v2;
+		DROP TABLE leases_v2;`,
 }
 
 // migrate checks a database's layout version and upgrades an older one to
@@ -395,7 +552,7 @@ func (s *SQLite) migrate(ctx context.Context, version string) error {
 		return nil
 	}
 	for ; v < SchemaVersion; v++ {
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		if err := tx.execScript(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("upgrade the database layout from version %d to %d: %w", v, v+1, s.describe(err))
 		}
 	}
@@ -431,7 +588,7 @@ func (s *SQLite) create(ctx context.Context) error {
 	if tables > 0 {
 		return fmt.Errorf("%s is an SQLite database but %w (it has other tables and no lgrun schema version)", s.path, ErrNotCheckpointDB)
 	}
-	if _, err := tx.ExecContext(ctx, ddl); err != nil {
+	if err := tx.execScript(ctx, ddl); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('schema_version', ?)`, fmt.Sprint(SchemaVersion)); err != nil {
@@ -446,13 +603,31 @@ func (s *SQLite) Path() string { return s.path }
 // Close closes the database. The last connection to close copies the WAL
 // into the database file and removes it.
 func (s *SQLite) Close() error {
+	// Delete the rows of released leases before closing.
+	s.mu.Lock()
+	if s.releaseTimer != nil {
+		s.releaseTimer.Stop()
+	}
+	pending := len(s.releases) > 0
+	s.mu.Unlock()
+	if pending && s.wconn != nil {
+		s.flushReleases()
+	}
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.
-	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtInsert, s.stmtUpsert, s.stmtParent, s.stmtWrite, s.stmtGraph} {
+	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtInsert, s.stmtNewThread, s.stmtMoveHead, s.stmtParent, s.stmtWrite, s.stmtGraph} {
 		if st != nil {
 			st.Close()
 		}
 	}
+	for _, st := range s.wstmts {
+		st.Close()
+	}
+	s.mu.Lock()
+	for _, st := range s.rstmts {
+		st.Close()
+	}
+	s.mu.Unlock()
 	if s.wconn != nil {
 		s.wconn.Close()
 	}

@@ -1,0 +1,159 @@
+package checkpoint
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/lgrun/lgrun/runtime"
+)
+
+// slowMap is what decodeMap returned before the fast path: encoding/json
+// with UseNumber, then normalize.
+func slowMap(b []byte) (map[string]any, error) {
+	var m map[string]any
+	if err := decodeJSON(b, &m); err != nil {
+		return nil, err
+	}
+	normalize(m)
+	return m, nil
+}
+
+// checkSame fails unless the fast path declines b or returns exactly
+// what encoding/json does, and unless decodeMap and decodeDelta return
+// what they did before.
+func checkSame(t *testing.T, b []byte) {
+	t.Helper()
+	want, werr := slowMap(b)
+	if got, ok := fastMap(b); ok {
+		if werr != nil {
+			t.Fatalf("fast path accepted %q, encoding/json: %v", b, werr)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("fast path decoded %q as\n%#v\nencoding/json as\n%#v", b, got, want)
+		}
+	}
+	got, gerr := decodeMap(b)
+	if (gerr == nil) != (werr == nil) || !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeMap(%q) = %#v, %v; want %#v, %v", b, got, gerr, want, werr)
+	}
+	d, derr := decodeDelta(b)
+	var old runtime.Delta
+	oerr := decodeJSON(b, &old)
+	if oerr == nil {
+		normalizeDelta(old)
+	} else {
+		old = nil
+	}
+	if (derr == nil) != (oerr == nil) || !reflect.DeepEqual(d, old) {
+		t.Fatalf("decodeDelta(%q) = %#v, %v; want %#v, %v", b, d, derr, old, oerr)
+	}
+}
+
+func TestFastJSONCases(t *testing.T) {
+	cases := []string{
+		`{}`, ` { } `, `{"a":1}`, `{"a":-0}`, `{"a":1.0}`, `{"a":1e3}`, `{"a":1E+3}`, `{"a":-1.5e-3}`,
+		`{"a":9223372036854775807}`, `{"a":9223372036854775808}`, `{"a":-9223372036854775808}`, `{"a":1e400}`,
+		`{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":-}`, `{"a":+1}`, `{"a":1e}`, `{"a":0x10}`,
+		`{"a":"x\"y"}`, `{"a":"\u00e9"}`, `{"a":"é"}`, "{\"a\":\"\xff\"}", "{\"a\":\"\x01\"}", `{"a":"\ud800"}`,
+		`{"a":[1,2,[3,{"b":null}]],"c":true,"d":false}`, `{"a":[]}`, `{"a":[,]}`, `{"a":[1,]}`, `{"a":1,}`,
+		`{"a":1}{"b":2}`, `{"a":1} x`, `{"a":1}` + "\n", `{"a" 1}`, `{"a":tru}`, `{"a":nul}`, `{a:1}`,
+		`{"a":1,"a":2}`, `null`, `[]`, `"x"`, `1`, ``, `{`, `{"a":`, `{"a":"`,
+		`{"n":{"op":"set","v":5}}`, `{"m":{"op":"messages","v":null}}`, `{"m":{"op":"append","v":[1,2]}}`,
+		`{"m":{"op":"append"}}`, `{"m":{"OP":"set","v":1}}`, `{"m":{"op":"set","v":1,"x":2}}`, `{"m":{"op":5,"v":1}}`,
+		`{"m":1}`, `{"m":{"v":1}}`, `{"m":{"op":"set","V":1}}`,
+		`{"a":` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `}`,
+	}
+	for _, c := range cases {
+		checkSame(t, []byte(c))
+	}
+}
+
+// TestFastJSONRandom compares the fast path with encoding/json on random
+// values as the savers write them (marshal), and on damaged copies.
+func TestFastJSONRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 3))
+	var gen func(depth int) any
+	gen = func(depth int) any {
+		switch k := rng.IntN(9); {
+		case k == 0 || depth > 4 && k < 5:
+			return rng.IntN(3) == 0
+		case k == 1:
+			return nil
+		case k == 2:
+			return rng.Int64() - rng.Int64()
+		case k == 3:
+			return rng.NormFloat64() * 1e6
+		case k == 4:
+			runes := []rune{'a', 'é', '"', '\\', '\n', 0x01, '<', '&', 0x2028, '日', 0x1F600}
+			var sb strings.Builder
+			for i := rng.IntN(12); i > 0; i-- {
+				sb.WriteRune(runes[rng.IntN(len(runes))])
+			}
+			return sb.String()
+		case k < 7:
+			a := []any{}
+			for i := rng.IntN(5); i > 0; i-- {
+				a = append(a, gen(depth+1))
+			}
+			return a
+		default:
+			m := map[string]any{}
+			for i := rng.IntN(5); i > 0; i-- {
+				m[string(rune('a'+rng.IntN(6)))] = gen(depth + 1)
+			}
+			return m
+		}
+	}
+	for i := 0; i < 3000; i++ {
+		m := map[string]any{"x": gen(0), "y": gen(0)}
+		if i%2 == 0 {
+			m = map[string]any{"f": map[string]any{"op": "append", "v": gen(0)}, "g": map[string]any{"op": "set", "v": gen(1)}}
+		}
+		b, err := marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSame(t, b)
+		d := []byte(string(b))
+		junk := "{}[]\":,0-e.\\ x"
+		d[rng.IntN(len(d))] = junk[rng.IntN(len(junk))]
+		checkSame(t, d)
+	}
+}
+
+func FuzzFastJSON(f *testing.F) {
+	f.Add([]byte(`{"a":[1,2.5,"x",{"b":null}],"c":true}`))
+	f.Add([]byte(`{"n":{"op":"set","v":5}}`))
+	f.Fuzz(func(t *testing.T, b []byte) { checkSame(t, b) })
+}
+
+func BenchmarkDecodeSnapshot(b *testing.B) {
+	js, err := marshal(map[string]any{"messages": func() []any {
+		var a []any
+		for i := 0; i < 5000; i++ {
+			a = append(a, map[string]any{"role": "assistant", "id": "x.talk.0", "content": strings.Repeat("lorem ipsum ", 16)})
+		}
+		return a
+	}(), "n": 5000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("encoding-json", func(b *testing.B) {
+		b.SetBytes(int64(len(js)))
+		for i := 0; i < b.N; i++ {
+			if _, err := slowMap(js); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fast", func(b *testing.B) {
+		b.SetBytes(int64(len(js)))
+		for i := 0; i < b.N; i++ {
+			if _, ok := fastMap(js); !ok {
+				b.Fatal("declined")
+			}
+		}
+	})
+}
