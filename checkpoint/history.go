@@ -273,7 +273,7 @@ func (w *walker) apply(r *walkRow, from *walkResult) (map[string]any, error) {
 		return nil, w.corrupt(r.id, err)
 	}
 	if r.hasSnap {
-		values, err := decodeMap(r.snap)
+		values, err := decodeSnapshot(r.snap)
 		if err != nil {
 			return nil, w.corrupt(r.id, fmt.Errorf("corrupt snapshot: %w", err))
 		}

@@ -15,7 +15,26 @@ import (
 // nearest snapshot in one query and applies the deltas forward. Every row
 // read is verified (see integrity.go); a bad one is reported as a
 // *runtime.CorruptError naming it.
+//
+// Its statements run on the connection pool, each on its own snapshot,
+// which is cheap and almost always consistent. When they disagree (a write
+// to the thread landed between them, so the checks report damage), Get
+// reads again in one read transaction and believes that.
 func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
+	cp, err := s.get(ctx, thread, id)
+	var bad *runtime.CorruptError
+	if err == nil || !errors.As(err, &bad) {
+		return cp, err
+	}
+	tx, terr := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if terr != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", s.describe(terr))
+	}
+	defer tx.Rollback()
+	return s.get(context.WithValue(ctx, readTxKey{}, tx), thread, id)
+}
+
+func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
 	// The thread's row (verified) names the head and counts its pending
 	// writes.
 	var tr threadRow

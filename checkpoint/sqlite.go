@@ -366,7 +366,19 @@ func (s *SQLite) queryRows(ctx context.Context, q string, args ...any) (*sql.Row
 	if err != nil {
 		return nil, err
 	}
+	if tx := readTx(ctx); tx != nil {
+		return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
 	return st.QueryContext(ctx, args...)
+}
+
+// readTxKey carries, inside this package only, the read transaction that
+// queryRows and queryRow run on (see [SQLite.Get]).
+type readTxKey struct{}
+
+func readTx(ctx context.Context) *sql.Tx {
+	tx, _ := ctx.Value(readTxKey{}).(*sql.Tx)
+	return tx
 }
 
 // queryRow runs a one-row read query through rstmt; a failed prepare
@@ -375,6 +387,9 @@ func (s *SQLite) queryRow(ctx context.Context, q string, args ...any) rowScanner
 	st, err := s.rstmt(ctx, q)
 	if err != nil {
 		return errRow{err}
+	}
+	if tx := readTx(ctx); tx != nil {
+		return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
 	return st.QueryRowContext(ctx, args...)
 }
@@ -424,6 +439,9 @@ func (t *wtx) QueryRowContext(ctx context.Context, q string, args ...any) rowSca
 	st, err := t.s.wstmt(ctx, q)
 	if err != nil {
 		return errRow{err}
+	}
+	if tx := readTx(ctx); tx != nil {
+		return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
 	return st.QueryRowContext(ctx, args...)
 }

@@ -42,6 +42,8 @@ type NewSaver func(t *testing.T) runtime.Saver
 //   - runtime.ReadHistory (the saver's runtime.HistoryReader, if any)
 //     returns exactly what one Get per checkpoint does, whatever the
 //     branches, limit, before id and filter, and after GC.
+//   - Reads see one consistent state while another goroutine writes the
+//     same thread: no read reports damage that a concurrent write caused.
 func Run(t *testing.T, newSaver NewSaver) {
 	tests := []struct {
 		name string
@@ -68,6 +70,7 @@ func Run(t *testing.T, newSaver NewSaver) {
 		{"Forks", testForks},
 		{"LongChainForks", testLongChainForks},
 		{"History", testHistory},
+		{"ReadWhileWriting", testReadWhileWriting},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

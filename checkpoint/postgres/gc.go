@@ -138,7 +138,7 @@ func (s *Postgres) pruneThread(ctx context.Context, thread string, keep int) (in
 		if !kept[cp.ID] || cp.ParentID == "" || kept[cp.ParentID] {
 			continue
 		}
-		values, err := s.values(ctx, thread, cp.ID)
+		values, err := s.values(ctx, s.pool, thread, cp.ID)
 		if err != nil {
 			return 0, err
 		}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 )
@@ -24,9 +26,34 @@ func rowArgs(r *checkpoint.Row) []any {
 
 // Get implements runtime.Saver: the checkpoint's chain back to the nearest
 // snapshot in one query, verified row by row and applied forward.
+//
+// Its statements run on the pool, each on its own snapshot, which is cheap
+// and almost always consistent. When they disagree (a write to the thread
+// landed between them, so the checks report damage), Get reads again in
+// one repeatable-read transaction and believes that.
 func (s *Postgres) Get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
+	cp, err := s.get(ctx, s.pool, thread, id)
+	var bad *runtime.CorruptError
+	if err == nil || !errors.As(err, &bad) {
+		return cp, err
+	}
+	tx, terr := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if terr != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", s.describe(terr))
+	}
+	defer tx.Rollback(ctx)
+	return s.get(ctx, tx, thread, id)
+}
+
+// reader is what reads run on: the pool or a transaction.
+type reader interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (s *Postgres) get(ctx context.Context, q reader, thread, id string) (*runtime.Checkpoint, error) {
 	var tr checkpoint.ThreadRow
-	err := s.pool.QueryRow(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = $1`, thread).Scan(threadArgs(&tr)...)
+	err := q.QueryRow(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = $1`, thread).Scan(threadArgs(&tr)...)
 	switch {
 	case isNoRows(err):
 		tr = checkpoint.ThreadRow{}
@@ -44,14 +71,14 @@ func (s *Postgres) Get(ctx context.Context, thread, id string) (*runtime.Checkpo
 	if head {
 		id = tr.Head
 	}
-	values, err := s.values(ctx, thread, id)
+	values, err := s.values(ctx, q, thread, id)
 	if err != nil {
 		if head && errors.Is(err, runtime.ErrNotFound) {
 			return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: errors.New("the thread's head checkpoint is missing from the database")}
 		}
 		return nil, err
 	}
-	cps, bad, err := s.query(ctx, `WHERE c.thread = $1 AND c.id = $2`, thread, id)
+	cps, bad, err := s.query(ctx, q, `WHERE c.thread = $1 AND c.id = $2`, thread, id)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +90,7 @@ func (s *Postgres) Get(ctx context.Context, thread, id string) (*runtime.Checkpo
 	}
 	cp := cps[0]
 	cp.Values = values
-	if cp.Pending, err = s.pending(ctx, thread, id); err != nil {
+	if cp.Pending, err = s.pending(ctx, q, thread, id); err != nil {
 		return nil, err
 	}
 	if id == tr.Head && tr.Pending.Valid && int64(len(cp.Pending)) != tr.Pending.Int64 {
@@ -73,10 +100,10 @@ func (s *Postgres) Get(ctx context.Context, thread, id string) (*runtime.Checkpo
 }
 
 // values rebuilds a checkpoint's values from its chain.
-func (s *Postgres) values(ctx context.Context, thread, id string) (map[string]any, error) {
+func (s *Postgres) values(ctx context.Context, q reader, thread, id string) (map[string]any, error) {
 	// parent < id: ids grow along a chain, which also keeps a damaged
 	// parent column from sending the query round in a cycle.
-	rows, err := s.pool.Query(ctx, `
+	rows, err := q.Query(ctx, `
 		WITH RECURSIVE chain (id, parent, snapshot, depth) AS (
 			SELECT id, parent, snapshot IS NOT NULL, 0 FROM checkpoints WHERE thread = $1 AND id = $2
 			UNION ALL
@@ -105,8 +132,8 @@ func (s *Postgres) values(ctx context.Context, thread, id string) (map[string]an
 	return checkpoint.Rebuild(thread, id, s.where, chain)
 }
 
-func (s *Postgres) pending(ctx context.Context, thread, id string) ([]runtime.PendingWrite, error) {
-	rows, err := s.pool.Query(ctx, `SELECT seq, node, kind, data, sum FROM writes WHERE thread = $1 AND checkpoint = $2 ORDER BY seq`, thread, id)
+func (s *Postgres) pending(ctx context.Context, q reader, thread, id string) ([]runtime.PendingWrite, error) {
+	rows, err := q.Query(ctx, `SELECT seq, node, kind, data, sum FROM writes WHERE thread = $1 AND checkpoint = $2 ORDER BY seq`, thread, id)
 	if err != nil {
 		return nil, fmt.Errorf("read pending writes: %w", s.describe(err))
 	}
@@ -141,7 +168,7 @@ func (s *Postgres) List(ctx context.Context, thread string, limit int) ([]*runti
 		q += ` LIMIT $2`
 		args = append(args, limit)
 	}
-	cps, bad, err := s.query(ctx, q, args...)
+	cps, bad, err := s.query(ctx, s.pool, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -153,8 +180,8 @@ func (s *Postgres) List(ctx context.Context, thread string, limit int) ([]*runti
 	return cps, joinCorrupt(bad)
 }
 
-func (s *Postgres) query(ctx context.Context, where string, args ...any) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph `+where, args...)
+func (s *Postgres) query(ctx context.Context, q reader, where string, args ...any) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
+	rows, err := q.Query(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph `+where, args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
 	}
