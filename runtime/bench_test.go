@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -51,6 +52,28 @@ nodes:
     kind: set
     set:
       count: state.count + 1
+edges:
+  - {from: START, to: inc}
+  - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+
+// benchLogGraph is the counter loop with an append log: each superstep
+// increments count and appends one small string to log (reducer append),
+// the workload of issue 16's step-time rows.
+const benchLogGraph = `
+version: 1
+name: counter-log
+state:
+  count: {type: int}
+  target: {type: int, default: 1000}
+  log: {type: list, items: string, reducer: append}
+limits: {steps: 1000000}
+nodes:
+  inc:
+    kind: set
+    set:
+      count: state.count + 1
+      log: '"step " + string(state.count)'
 edges:
   - {from: START, to: inc}
   - {from: inc, when: state.count < state.target, to: inc, else: END}
@@ -137,6 +160,37 @@ func BenchmarkLoop1000(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*1000), "µs/step")
+		})
+	}
+}
+
+// BenchmarkLoop1000Log is BenchmarkLoop1000 with an append log: each
+// superstep also appends one item to a list field, so the list has 1,000
+// items at the end. It reports µs and allocations per superstep.
+func BenchmarkLoop1000Log(b *testing.B) {
+	g := benchGraph(b, benchLogGraph)
+	for _, sk := range benchSavers {
+		b.Run(sk.name, func(b *testing.B) {
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench"}
+			ctx := context.Background()
+			b.ReportAllocs()
+			var before, after goruntime.MemStats
+			goruntime.ReadMemStats(&before)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				log, _ := res.Checkpoint.Values["log"].([]any)
+				if res.Checkpoint.Values["count"] != 1000 || len(log) != 1000 || log[999] != "step 999" {
+					b.Fatalf("count %v, %d log items at step %d", res.Checkpoint.Values["count"], len(log), res.Checkpoint.Step)
+				}
+			}
+			b.StopTimer()
+			goruntime.ReadMemStats(&after)
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*1000), "µs/step")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N*1000), "allocs/step")
 		})
 	}
 }

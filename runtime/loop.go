@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -108,15 +109,21 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		if err := context.Cause(ctx); err != nil {
 			return rn.cancelled(ctx, cp, err, nil)
 		}
-		pending := map[string]*NodeResult{}
-		rn.partial = map[string][]any{}
+		var pending map[string]*NodeResult
+		rn.partial = nil
 		var keep []PendingWrite
 		for _, p := range cp.Pending {
 			if p.Kind == PendingWrites && p.Result != nil {
+				if pending == nil {
+					pending = map[string]*NodeResult{}
+				}
 				pending[p.Node] = p.Result
 				keep = append(keep, p)
 			}
 			if p.Kind == PendingPartial && p.Result != nil {
+				if rn.partial == nil {
+					rn.partial = map[string][]any{}
+				}
 				rn.partial[p.Node] = p.Result.Records
 			}
 		}
@@ -134,7 +141,9 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		if stop {
 			return rn.pause(ctx, cp, append(keep, stops...))
 		}
-		rn.resumeBefore = map[string]bool{}
+		if len(rn.resumeBefore) > 0 {
+			rn.resumeBefore = nil
+		}
 
 		step := cp.Step + 1
 		r.emit(Event{Kind: EvStepStart, Thread: th.ID, Step: step, Next: cp.Next})
@@ -147,24 +156,34 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 
 		var failed []taskOut
 		var paused []PendingWrite
-		var done []PendingWrite
 		for _, o := range outs {
 			switch {
 			case o.err != nil:
 				failed = append(failed, o)
-				if o.res != nil && len(o.res.Records) > 0 {
-					// Finished parts of a failed node (map items) are kept.
-					done = append(done, PendingWrite{Node: o.node, Kind: PendingPartial, Result: o.res})
-				}
 			case o.res.Interrupt != nil:
 				paused = append(paused, PendingWrite{Node: o.node, Kind: PendingInterrupt, Interrupt: o.res.Interrupt})
-			default:
-				if pending[o.node] == nil {
-					done = append(done, PendingWrite{Node: o.node, Kind: PendingWrites, Result: o.res})
+			}
+		}
+		if len(rn.resumeNodes) > 0 {
+			rn.resumeNodes = nil
+		}
+		var done []PendingWrite
+		if len(failed) > 0 || len(paused) > 0 {
+			for _, o := range outs {
+				switch {
+				case o.err != nil:
+					if o.res != nil && len(o.res.Records) > 0 {
+						// Finished parts of a failed node (map items) are kept.
+						done = append(done, PendingWrite{Node: o.node, Kind: PendingPartial, Result: o.res})
+					}
+				case o.res.Interrupt != nil:
+				default:
+					if pending[o.node] == nil {
+						done = append(done, PendingWrite{Node: o.node, Kind: PendingWrites, Result: o.res})
+					}
 				}
 			}
 		}
-		rn.resumeNodes = map[string]bool{}
 		if len(failed) > 0 {
 			writes := append(keep, done...)
 			var lost []Usage
@@ -192,13 +211,16 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		}
 
 		// Merge in node-name order.
-		var nws []NodeWrites
+		nws := make([]NodeWrites, 0, len(outs))
 		var stepUsage []Usage
-		records := map[string][]any{}
+		var records map[string][]any
 		for _, o := range outs {
 			nws = append(nws, NodeWrites{Node: o.node, Writes: o.res.Writes})
 			stepUsage = append(stepUsage, o.res.Usage...)
 			if len(o.res.Records) > 0 {
+				if records == nil {
+					records = map[string][]any{}
+				}
 				records[o.node] = o.res.Records
 			}
 		}
@@ -208,10 +230,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		usage := mergeUsage(rn.spent, stepUsage)
 		// A step that fails now keeps no node results, so the usage of all
 		// of them is kept with the failure.
-		lostAll := []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: stepUsage}}}
-		values, delta, who, err := merge(r.Graph, r.msgRun, step, cp.Values, nws, rn.indexes)
+		lostAll := func() []PendingWrite {
+			return []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: stepUsage}}}
+		}
+		values, delta, who, err := merge(r.Graph, r.msgRun, step, cp.Values, nws, rn.own)
 		if err != nil {
-			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), lostAll)
+			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), lostAll())
 		}
 		finished := make([]string, 0, len(outs))
 		gotos := map[string][]string{}
@@ -226,9 +250,10 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 				}
 			}
 		}
-		next, waiting, branches, err := r.route(values, finished, gotos, cp.Waiting)
+		env := stateEnv(values)
+		next, waiting, branches, err := r.routeEnv(env, finished, gotos, cp.Waiting)
 		if err != nil {
-			return rn.stop(ctx, cp, StatusFailed, err, lostAll)
+			return rn.stop(ctx, cp, StatusFailed, err, lostAll())
 		}
 		for _, b := range branches {
 			r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
@@ -241,6 +266,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			Thread: th.ID, ParentID: cp.ID, Step: step, TurnStep: cp.TurnStep,
 			Values: values, Delta: delta, Next: next, Waiting: waiting,
 			Metadata: r.meta(SourceLoop, who, usage, cp.Metadata.Totals),
+			env:      env,
 		}
 		if len(records) > 0 {
 			ncp.Metadata.Records = records
@@ -264,7 +290,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			}
 			// The step is lost but the thread stays at its last good
 			// checkpoint, marked failed with the reason.
-			return rn.stop(ctx, cp, StatusFailed, &StepError{Step: step, Err: err}, lostAll)
+			return rn.stop(ctx, cp, StatusFailed, &StepError{Step: step, Err: err}, lostAll())
 		}
 		// The step's usage is committed: nothing is pending any more.
 		rn.spent, rn.ledger = nil, nil
@@ -387,15 +413,31 @@ func (rn *run) execute(ctx context.Context, cp *Checkpoint, step int, pending ma
 			todo++
 		}
 	}
-	var wg sync.WaitGroup
-	for i, name := range cp.Next {
-		if res := pending[name]; res == nil && todo == 1 {
+	if todo > 1 {
+		rn.executeAll(ctx, cp, step, pending, outs)
+	} else {
+		for i, name := range cp.Next {
+			if res := pending[name]; res != nil {
+				outs[i] = taskOut{node: name, res: res}
+				continue
+			}
 			// A lone node runs on this goroutine: no scheduling hand-off.
 			start := rn.r.now()
 			res, err := rn.runNode(ctx, cp, step, name)
 			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
-			continue
 		}
+	}
+	if len(outs) > 1 {
+		slices.SortFunc(outs, func(a, b taskOut) int { return strings.Compare(a.node, b.node) })
+	}
+	return outs
+}
+
+// executeAll runs the nodes of cp.Next without a pending result in
+// goroutines of their own, filling outs.
+func (rn *run) executeAll(ctx context.Context, cp *Checkpoint, step int, pending map[string]*NodeResult, outs []taskOut) {
+	var wg sync.WaitGroup
+	for i, name := range cp.Next {
 		if res := pending[name]; res != nil {
 			outs[i] = taskOut{node: name, res: res}
 			continue
@@ -409,8 +451,6 @@ func (rn *run) execute(ctx context.Context, cp *Checkpoint, step int, pending ma
 		}(i, name)
 	}
 	wg.Wait()
-	sort.Slice(outs, func(i, j int) bool { return outs[i].node < outs[j].node })
-	return outs
 }
 
 // runNode runs one node of the step through [Runner.invoke].
@@ -423,10 +463,14 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	call := &NodeCall{
 		Graph: r.Graph, Node: node, State: cp.Values, Thread: rn.thread.ID, Step: step,
 		Runner: r,
-		Emit: func(e Event) {
+		Emit:   nopEmit,
+	}
+	if r.Events != nil {
+		// Events go nowhere else (see [Runner.emit]).
+		call.Emit = func(e Event) {
 			e.Thread, e.Step, e.Node = rn.thread.ID, step, name
 			r.emit(e)
-		},
+		}
 	}
 	if rn.resumeNodes[name] {
 		call.Resume, call.HasResume = rn.resumeValue, true
@@ -437,9 +481,12 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	call.Partial = rn.partial[name]
 	call.Ledger = rn.ledger
 	call.StateSize = r.stateSizeLimit(rn.cfg)
+	call.env = cp.env
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	return r.invoke(ctx, call)
 }
+
+func nopEmit(Event) {}
 
 // builtinKind returns the runtime's own implementation of a node kind.
 func builtinKind(kind string) NodeFunc {
