@@ -110,7 +110,9 @@ type Applier struct {
 // Apply applies d to values in place, like [ApplyDelta]. values must be
 // owned by the caller except for the lists in it, which Apply never
 // modifies: pass a copy of the map of the previous snapshot (a shallow
-// copy suffices) to keep that snapshot.
+// copy suffices) to keep that snapshot. Unlike ApplyDelta, the values may
+// share the canonical values of d (they are not copied): neither must be
+// modified after.
 func (a *Applier) Apply(values map[string]any, d Delta) error {
 	return applyDelta(values, d, &a.own)
 }

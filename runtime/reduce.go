@@ -57,7 +57,10 @@ func ApplyDelta(values map[string]any, d Delta) error {
 func applyDelta(values map[string]any, d Delta, own *owner) error {
 	for _, f := range sortedFields(d) {
 		op := d[f]
-		op.Value = spec.Normalize(op.Value)
+		if own == nil || !isPlain(op.Value) {
+			// An Applier's values may share the delta's.
+			op.Value = spec.Normalize(op.Value)
+		}
 		switch op.Kind {
 		case OpSet:
 			values[f] = op.Value
