@@ -437,9 +437,14 @@ func (rn *run) execute(ctx context.Context, cp *Checkpoint, step int, pending ma
 // goroutines of their own, filling outs.
 func (rn *run) executeAll(ctx context.Context, cp *Checkpoint, step int, pending map[string]*NodeResult, outs []taskOut) {
 	var wg sync.WaitGroup
+	var inline []int
 	for i, name := range cp.Next {
 		if res := pending[name]; res != nil {
 			outs[i] = taskOut{node: name, res: res}
+			continue
+		}
+		if rn.r.quick(name) {
+			inline = append(inline, i)
 			continue
 		}
 		wg.Add(1)
@@ -450,7 +455,32 @@ func (rn *run) executeAll(ctx context.Context, cp *Checkpoint, step int, pending
 			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
 		}(i, name)
 	}
+	// Quick nodes run here, while the others run in goroutines: a new
+	// goroutine's stack growing to what an expression evaluation needs
+	// costs more than the node.
+	for _, i := range inline {
+		name := cp.Next[i]
+		start := rn.r.now()
+		res, err := rn.runNode(ctx, cp, step, name)
+		outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
+	}
 	wg.Wait()
+}
+
+// quick reports whether node name is of a kind that only evaluates
+// expressions on the state (the runtime's own set and noop, not replaced
+// through [Runner.Kinds]) and has no timeout or retries: it neither waits
+// nor blocks, so running it on the step's goroutine, after the other
+// nodes of the step started, changes nothing but the cost.
+func (r *Runner) quick(name string) bool {
+	n := r.Graph.Nodes[name]
+	if n == nil || n.Timeout > 0 || n.Retry.MaxAttempts > 1 || n.Goto != nil {
+		return false
+	}
+	if n.Kind != "set" && n.Kind != "noop" {
+		return false
+	}
+	return r.Kinds[n.Kind] == nil
 }
 
 // runNode runs one node of the step through [Runner.invoke].

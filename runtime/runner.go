@@ -243,7 +243,8 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		}
 	}
 	rn := r.newRun(th)
-	next, waiting, branches, err := r.route(values, []string{spec.Start}, nil, nil)
+	env := stateEnv(values)
+	next, waiting, branches, err := r.routeEnv(env, []string{spec.Start}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +252,7 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		Thread: th.ID, Step: step, TurnStep: step, Values: values, Delta: delta,
 		Next: next, Waiting: waiting,
 		Metadata: r.meta(SourceInput, who, nil, totals),
+		env:      env,
 	}
 	expect := ""
 	if head != nil {
