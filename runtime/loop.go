@@ -64,7 +64,6 @@ type taskOut struct {
 	node string
 	res  *NodeResult
 	err  error
-	dur  time.Duration
 }
 
 // loop runs supersteps from cp until the graph ends, pauses or fails.
@@ -422,9 +421,8 @@ func (rn *run) execute(ctx context.Context, cp *Checkpoint, step int, pending ma
 				continue
 			}
 			// A lone node runs on this goroutine: no scheduling hand-off.
-			start := rn.r.now()
 			res, err := rn.runNode(ctx, cp, step, name)
-			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
+			outs[i] = taskOut{node: name, res: res, err: err}
 		}
 	}
 	if len(outs) > 1 {
@@ -450,9 +448,8 @@ func (rn *run) executeAll(ctx context.Context, cp *Checkpoint, step int, pending
 		wg.Add(1)
 		go func(i int, name string) {
 			defer wg.Done()
-			start := rn.r.now()
 			res, err := rn.runNode(ctx, cp, step, name)
-			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
+			outs[i] = taskOut{node: name, res: res, err: err}
 		}(i, name)
 	}
 	// Quick nodes run here, while the others run in goroutines: a new
@@ -460,9 +457,8 @@ func (rn *run) executeAll(ctx context.Context, cp *Checkpoint, step int, pending
 	// costs more than the node.
 	for _, i := range inline {
 		name := cp.Next[i]
-		start := rn.r.now()
 		res, err := rn.runNode(ctx, cp, step, name)
-		outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
+		outs[i] = taskOut{node: name, res: res, err: err}
 	}
 	wg.Wait()
 }

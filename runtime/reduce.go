@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 
 	"github.com/lgrun/lgrun/spec"
 )
@@ -55,7 +54,8 @@ func ApplyDelta(values map[string]any, d Delta) error {
 // applyDelta is ApplyDelta whose appends share structure with the lists
 // own made (see [owner]); own nil copies.
 func applyDelta(values map[string]any, d Delta, own *owner) error {
-	for _, f := range sortedFields(d) {
+	var buf [8]string
+	for _, f := range appendSortedFields(buf[:0], d) {
 		op := d[f]
 		if own == nil || !isPlain(op.Value) {
 			// An Applier's values may share the delta's.
@@ -110,12 +110,12 @@ func mergeObject(cur, patch map[string]any) map[string]any {
 	return out
 }
 
-func sortedFields(d Delta) []string {
-	keys := make([]string, 0, len(d))
+// appendSortedFields appends d's fields to keys, sorted.
+func appendSortedFields(keys []string, d Delta) []string {
 	for k := range d {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	return keys
 }
 
