@@ -1,27 +1,16 @@
 package ui_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	cdplog "github.com/chromedp/cdproto/log"
-	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lgrun/lgrun/checkpoint/postgres/pgtest"
 )
 
 // TestPageInChromium drives the page in headless Chromium against a real
@@ -32,7 +21,42 @@ import (
 // the API. It rewrites the screenshots in docs/screenshots/.
 func TestPageInChromium(t *testing.T) {
 	browser := chromiumPath(t)
-	base := startServe(t, nil)
+	t.Run("sqlite", func(t *testing.T) {
+		mainFlow(t, browser, startServe(t, serveOpts{}), true)
+	})
+	// The same flow on a Postgres store (server/pgstore), in a schema of
+	// its own; it leaves the screenshots to the SQLite run.
+	t.Run("postgres", func(t *testing.T) {
+		_, u := pgtest.Schema(t)
+		mainFlow(t, browser, startServe(t, serveOpts{db: u}), false)
+		// The threads the page showed are rows of that schema.
+		conn, err := pgx.Connect(context.Background(), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM server_threads`).Scan(&n); err != nil || n != 4 {
+			t.Fatalf("server_threads in the test schema: %d rows (%v), want the 4 threads of the flow", n, err)
+		}
+	})
+}
+
+// mainFlow is TestPageInChromium on one server; shots says whether it
+// takes the screenshots.
+func mainFlow(t *testing.T, browser string, base server, shots bool) {
+	screenshot := func(t *testing.T, ctx context.Context, name string) {
+		t.Helper()
+		if shots {
+			screenshotAt(t, ctx, name, "")
+		}
+	}
+	screenshotAt := func(t *testing.T, ctx context.Context, name, sel string) {
+		t.Helper()
+		if shots {
+			screenshotAt(t, ctx, name, sel)
+		}
+	}
 
 	// Threads made through the API, so the list has something to show.
 	loopA := assistantID(t, base, "loop")
@@ -46,42 +70,8 @@ func TestPageInChromium(t *testing.T) {
 	api(t, base, "POST", "/threads/"+weather+"/runs/wait", map[string]any{"assistant_id": weatherA, "input": map[string]any{}}, nil)
 
 	ctx := newBrowser(t, browser)
-	var mu sync.Mutex
-	var problems []string
-	if err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *cdpruntime.EventConsoleAPICalled:
-			if ev.Type == cdpruntime.ConsoleAPICalledTypeError || ev.Type == cdpruntime.ConsoleAPICalledTypeWarning || ev.Type == cdpruntime.ConsoleAPICalledTypeAssert {
-				var args []string
-				for _, a := range ev.Args {
-					args = append(args, string(a.Value)+a.Description)
-				}
-				problems = append(problems, fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(args, " ")))
-			}
-		case *cdpruntime.EventExceptionThrown:
-			d := ev.ExceptionDetails
-			msg := d.Text
-			if d.Exception != nil {
-				msg += " " + d.Exception.Description
-			}
-			problems = append(problems, "exception: "+msg)
-		case *cdplog.EventEntryAdded:
-			if ev.Entry.Level == cdplog.EntryLevelError {
-				problems = append(problems, "log: "+ev.Entry.Text+" "+ev.Entry.URL)
-			}
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	run(t, ctx, chromedp.EmulateViewport(1280, 800))
-	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
-		t.Fatal(err)
-	}
-
 	// The thread list.
-	run(t, ctx, chromedp.Navigate(base+"/"))
+	run(t, ctx, chromedp.Navigate(base.URL+"/"))
 	waitFor(t, ctx, `document.querySelectorAll("#threads a[data-thread]").length >= 3`)
 	waitFor(t, ctx, `![...document.querySelectorAll("#threads .row2")].some(e => e.textContent.includes("…"))`)
 	if got := evalString(t, ctx, `location.pathname`); got != "/ui/" {
@@ -213,7 +203,7 @@ func TestPageInChromium(t *testing.T) {
 	run(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById("thread-search").value = ""; document.getElementById("thread-search").dispatchEvent(new Event("input"))`))
 
 	// The weather thread: the pending tool call in the chat, approved.
-	run(t, ctx, chromedp.Navigate(base+"/ui/#/thread/"+weather))
+	run(t, ctx, chromedp.Navigate(base.URL+"/ui/#/thread/"+weather))
 	waitFor(t, ctx, `document.querySelector("#interrupt .toolcalls") && document.querySelector("#interrupt").textContent.includes("get_weather")`)
 	waitFor(t, ctx, `document.querySelector('#thread-graph [data-node="tools"]').classList.contains("next") && document.querySelector('#thread-graph [data-node="agent"]').classList.contains("done")`)
 	run(t, ctx, chromedp.Click(chromedp.ID("tab-chat")))
@@ -245,7 +235,7 @@ func TestPageInChromium(t *testing.T) {
 	}
 
 	// The failed thread: the message and what to do; continue with a higher limit.
-	run(t, ctx, chromedp.Navigate(base+"/ui/#/thread/"+failed))
+	run(t, ctx, chromedp.Navigate(base.URL+"/ui/#/thread/"+failed))
 	waitFor(t, ctx, `document.querySelector("#error") && document.querySelector("#error").textContent.includes("step limit of 2") && document.querySelector("#error").textContent.includes("What to do")`)
 	screenshot(t, ctx, "error.png")
 	run(t, ctx, chromedp.SetValue(chromedp.ID("cont-limit"), "50"), chromedp.Click(chromedp.ID("continue-run")))
@@ -256,224 +246,12 @@ func TestPageInChromium(t *testing.T) {
 	}
 
 	// A narrow window.
-	run(t, ctx, chromedp.EmulateViewport(420, 860), chromedp.Navigate(base+"/ui/#/thread/"+counted))
+	run(t, ctx, chromedp.EmulateViewport(420, 860), chromedp.Navigate(base.URL+"/ui/#/thread/"+counted))
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelector(".thread-head .tid") && document.querySelector(".thread-head .tid").title === %q`, counted))
 	if w := evalInt(t, ctx, `document.documentElement.scrollWidth`); w > 420 {
 		t.Errorf("narrow window: the page is %d px wide, wider than the 420 px window", w)
 	}
 	screenshot(t, ctx, "narrow.png")
-
-	mu.Lock()
-	defer mu.Unlock()
-	for _, p := range problems {
-		t.Errorf("browser: %s", p)
-	}
-}
-
-// chromiumPath finds Chromium; under CI=true its absence fails the test.
-func chromiumPath(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed (apt-get install -y chromium); CI=true needs it")
-	}
-	t.Skip("chromium is not installed (apt-get install -y chromium)")
-	return ""
-}
-
-func newBrowser(t *testing.T, path string) context.Context {
-	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
-	return ctx
-}
-
-func run(t *testing.T, ctx context.Context, actions ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, ctx context.Context, expr string) {
-	t.Helper()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
-		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("view").innerText.slice(0, 1500) + "\nbanner: " + document.getElementById("banner").innerText`))
-		t.Fatalf("waiting for %s: %v\npage:\n%s", expr, err, body)
-	}
-}
-
-func evalString(t *testing.T, ctx context.Context, expr string) string {
-	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
-	if err != nil {
-		t.Fatalf("%s: %v", expr, err)
-	}
-	return v
-}
-
-func evalInt(t *testing.T, ctx context.Context, expr string) int {
-	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
-	if err != nil {
-		t.Fatalf("%s: %v", expr, err)
-	}
-	return v
-}
-
-// screenshot writes the viewport, scrolled to the top, to
-// docs/screenshots/name.
-func screenshot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	screenshotAt(t, ctx, name, "")
-}
-
-// screenshotAt is screenshot with the element sel scrolled to the top.
-func screenshotAt(t *testing.T, ctx context.Context, name, sel string) {
-	t.Helper()
-	js := `window.scrollTo(0, 0)`
-	if sel != "" {
-		js = fmt.Sprintf(`document.querySelector(%q).scrollIntoView({block: "start"})`, sel)
-	}
-	run(t, ctx, chromedp.Evaluate[chromedp.Void](js))
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join("..", "..", "docs", "screenshots", name), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// startServe builds cmd/lgrun and starts `lgrun serve` on loopback with
-// the example graphs; it is killed at the end of the test.
-func startServe(t *testing.T, env []string, graphs ...string) string {
-	t.Helper()
-	if len(graphs) == 0 {
-		graphs = []string{"../../graphs/approval.yaml", "../../graphs/weather-agent-approval.yaml", "../../graphs/loop.yaml"}
-	}
-	dir := t.TempDir()
-	bin := lgrunBinary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, append([]string{"serve", "--db", filepath.Join(dir, "lgrun.db"), "--addr", addr}, graphs...)...)
-	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				once.Do(func() { close(ready) })
-			}
-			t.Log("serve: " + sc.Text())
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(20 * time.Second):
-		t.Fatal("lgrun serve did not start listening in 20s")
-	}
-	return "http://" + addr
-}
-
-func api(t *testing.T, base, method, path string, body, out any) {
-	t.Helper()
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = strings.NewReader(string(b))
-	}
-	req, err := http.NewRequest(method, base+path, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: %v in %s", method, path, err, b)
-		}
-	}
-}
-
-func assistantID(t *testing.T, base, graph string) string {
-	var as []struct {
-		ID string `json:"assistant_id"`
-	}
-	api(t, base, "POST", "/assistants/search", map[string]any{"graph_id": graph}, &as)
-	if len(as) == 0 {
-		t.Fatalf("no assistant for %s", graph)
-	}
-	return as[0].ID
-}
-
-func newThread(t *testing.T, base, graph string) string {
-	var th struct {
-		ID string `json:"thread_id"`
-	}
-	api(t, base, "POST", "/threads", map[string]any{"metadata": map[string]any{"graph_id": graph}}, &th)
-	return th.ID
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// lgrunBinary builds cmd/lgrun once per test binary.
-func lgrunBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "lgrun-ui-test")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "lgrun")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/lgrun").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
 }
 
 // TestLiveNodeInChromium: while a run is in a node, the page's graph draws
@@ -482,40 +260,12 @@ func lgrunBinary(t *testing.T) string {
 // client) that holds its reply until the test has seen the highlight.
 func TestLiveNodeInChromium(t *testing.T) {
 	browser := chromiumPath(t)
-	release := make(chan struct{})
-	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Stream bool `json:"stream"`
-		}
-		json.NewDecoder(r.Body).Decode(&req)
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		if !req.Stream {
-			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Foggy, 57F."},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}`)
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		for _, chunk := range []string{
-			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"Foggy, 57F."},"finish_reason":null}]}`,
-			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
-			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}`,
-			`[DONE]`,
-		} {
-			fmt.Fprintf(w, "data: %s\n\n", chunk)
-		}
-	}))
-	t.Cleanup(func() {
-		model.Close()
-	})
-	base := startServe(t, []string{"LGRUN_PROVIDER=openai", "OPENAI_BASE_URL=" + model.URL + "/v1", "OPENAI_API_KEY=test"}, "../../graphs/weather-agent.yaml")
+	modelURL, release, _ := holdingModel(t)
+	base := startServe(t, serveOpts{env: []string{"LGRUN_PROVIDER=openai", "OPENAI_BASE_URL=" + modelURL, "OPENAI_API_KEY=test"}, graphs: []string{"../../graphs/weather-agent.yaml"}})
 	agent := assistantID(t, base, "weather-agent")
 
 	ctx := newBrowser(t, browser)
-	run(t, ctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(base+"/ui/#/graph/"+agent))
+	run(t, ctx, chromedp.Navigate(base.URL+"/ui/#/graph/"+agent))
 	waitFor(t, ctx, `document.getElementById("run-submit") !== null`)
 	run(t, ctx, chromedp.Click(chromedp.ID("run-submit")))
 	waitFor(t, ctx, `document.querySelector('#thread-graph [data-node="agent"]') && document.querySelector('#thread-graph [data-node="agent"]').classList.contains("active") && document.querySelector("#live h2").textContent.includes("in progress") && document.querySelectorAll(".timeline .cp").length === 1 && document.querySelector("#thread-status").textContent === "busy"`)

@@ -510,7 +510,8 @@ function onEvent(event, data) {
   } else if (event === "debug" && data && data.type === "task_result") {
     L.done.add(data.payload.name);
     if (L.active === data.payload.name) L.active = null;
-    if (data.payload.error) L.log.push({ kind: "error", text: `${data.payload.name} failed: ${data.payload.error}` });
+    if (data.payload.error && /run cancelled/.test(data.payload.error)) L.log.push({ kind: "meta", text: `${data.payload.name} stopped: the run was cancelled` });
+    else if (data.payload.error) L.log.push({ kind: "error", text: `${data.payload.name} failed: ${data.payload.error}` });
   } else if (event === "updates") {
     for (const [node, upd] of Object.entries(data || {})) {
       if (node === "__interrupt__") {
@@ -554,7 +555,7 @@ function livePanel() {
   if (!L || !S.thread || L.tid !== S.thread.thread_id) return h("div", { id: "live", hidden: true });
   const running = L.status === "running";
   return h("section", { id: "live", class: "panel live" + (L.finished ? " finished" : ""), "aria-live": "polite" },
-    h("h2", {}, running ? "Run in progress" : "Last run: " + (L.status === "success" && L.interrupted ? "paused at an interrupt" : L.status),
+    h("h2", {}, running ? "Run in progress" : "Last run: " + (L.status === "success" && L.interrupted ? "paused at an interrupt" : L.status === "interrupted" && !L.interrupted ? "cancelled" : L.status),
       running && L.run_id ? h("button", { class: "small danger", type: "button", id: "cancel-run",
         onclick: guard(() => api("POST", `/threads/${L.tid}/runs/${L.run_id}/cancel?action=interrupt`)) }, "Cancel") : null,
       !running ? h("button", { class: "small", type: "button", onclick: () => { S.live = null; updateLive(); } }, "Hide") : null),
@@ -658,6 +659,16 @@ function problemPanel() {
   if (t.status === "interrupted" && S.head.interrupts && S.head.interrupts.length) {
     return h("section", { class: "panel interrupt", id: "interrupt" }, S.head.interrupts.map(i => interruptBox(i, aid)));
   }
+  if (t.status === "interrupted") {
+    // Interrupted with nothing pending: a run was cancelled.
+    const r = S.runs[0];
+    return h("section", { class: "panel stopbox", id: "stopped", role: "status" },
+      h("h2", {}, "The run was cancelled"),
+      h("p", {}, r ? ["Run ", h("code", {}, short(r.run_id)), " was cancelled"] : "The last run was cancelled",
+        " before it finished. The state is saved at the last checkpoint (step " + ((S.head.metadata && S.head.metadata.step) ?? "?") + ")."),
+      h("p", {}, h("strong", {}, "What to do: "), advice("cancel")),
+      aid ? continueForm(aid, "cancel") : null);
+  }
   const liveErr = S.live && S.live.tid === t.thread_id && S.live.error;
   const err = t.error || (liveErr && liveErr.message);
   if (t.status === "error" || liveErr) {
@@ -674,7 +685,7 @@ function advice(msg) {
   if (/step limit|recursion/i.test(msg)) return "the state is saved at the last checkpoint. Continue with a higher step limit below, or fix the loop's exit condition in the graph.";
   if (/cost|budget|max_cost|max_tokens|llm calls|max_llm/i.test(msg)) return "a budget stopped the run; the state is saved. Continue with a larger budget below (config.configurable), or edit the state and fork.";
   if (/timeout|deadline/i.test(msg)) return "the run took too long. Continue below with a longer timeout, or re-run from an earlier checkpoint.";
-  if (/cancel/i.test(msg)) return "the run was cancelled; continue it below or re-run from any checkpoint.";
+  if (/cancel/i.test(msg)) return "continue it from the last checkpoint below, or pick an earlier checkpoint and re-run from there.";
   return "read the message, fix the cause (the graph, its tools, the model's settings, or the state: edit a field and fork), then continue from the last checkpoint below.";
 }
 
@@ -855,15 +866,18 @@ function checkpointDetail() {
   const usage = c.metadata.usage || [];
   const tot = c.metadata.totals || {};
   return h("div", {},
-    h("h2", {}, "Step " + c.metadata.step, h("span", { class: "muted small-text" }, " · " + c.metadata.source + " · ", h("code", {}, c.checkpoint.checkpoint_id), " · " + ago(c.created_at))),
+    h("h2", {}, "Step " + c.metadata.step, h("span", { class: "muted small-text" }, " · " + (SOURCES[c.metadata.source] || c.metadata.source) + " · ", h("code", {}, c.checkpoint.checkpoint_id), " · ", h("span", { class: "ago" }, ago(c.created_at)))),
     h("div", { class: "meta-grid" },
       h("div", {}, h("h3", {}, "Written by"), writes.length ? h("ul", { class: "writes" }, writes.map(([n, f]) => h("li", {}, h("code", {}, n === "__input__" ? "input" : n), " → ", f.join(", ")))) : h("p", { class: "muted" }, "nothing (the start of the thread)")),
       h("div", {}, h("h3", {}, "Next"), h("p", {}, c.next && c.next.length ? c.next.map(n => h("code", { class: "nx" }, n)) : h("span", { class: "muted" }, "nothing: the run ended here"))),
       h("div", {}, h("h3", {}, "Usage"), usage.length ? h("ul", { class: "usage" }, usage.map(u => h("li", {}, h("code", {}, u.node), ` ${u.model}: ${u.in} in / ${u.out} out`, u.estimated ? " (estimated)" : "", " · " + money(u.cost)))) : h("p", { class: "muted" }, "no model calls in this step"),
-        h("p", { class: "muted" }, "thread so far: " + (tot.llm_calls || 0) + " calls · " + (tot.in || 0) + " / " + (tot.out || 0) + " tokens · " + money(tot.cost)))),
+        h("p", { class: "muted" }, "thread so far: " + (tot.llm_calls || 0) + (tot.llm_calls === 1 ? " call · " : " calls · ") + (tot.in || 0) + " / " + (tot.out || 0) + " tokens · " + money(tot.cost)))),
     tablist, body,
     timeTravel(c));
 }
+
+// SOURCES names what wrote a checkpoint (its metadata.source).
+const SOURCES = { input: "the run's input", loop: "a step of the run", update: "an edit of the state", fork: "a fork" };
 
 function valueView(v) {
   if (v === null || v === undefined) return h("span", { class: "muted" }, "null");
@@ -977,6 +991,7 @@ $("key-form").addEventListener("submit", guard(async ev => {
   S.apiKey = $("api-key").value;
   localStorage.setItem("lgrun-api-key", S.apiKey);
   $("key-form").hidden = true;
+  banner(null);
   await start();
 }));
 
@@ -985,7 +1000,12 @@ const start = guard(async function start() {
     const info = await api("GET", "/info");
     $("server-info").textContent = "lgrun serve " + (info.version || "");
   } catch (e) {
-    if (e.status === 401) { banner("This server needs an API key: enter it at the top right."); return; }
+    if (e.status === 401) {
+      banner(S.apiKey ? "The server refused the API key (" + e.message + "): enter the right one at the top right."
+        : "This server needs an API key: enter it at the top right.");
+      $("api-key").focus();
+      return;
+    }
     throw e;
   }
   await loadAssistants();
