@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
@@ -77,6 +78,27 @@ nodes:
 edges:
   - {from: START, to: inc}
   - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+
+// benchMessagesGraph adds one message (content ~200 bytes) to a messages
+// field per superstep until count = target.
+var benchMessagesGraph = `
+version: 1
+name: messages
+state:
+  count: {type: int}
+  target: {type: int, default: 10000}
+  messages: {type: messages}
+limits: {steps: 1000000}
+nodes:
+  say:
+    kind: set
+    set:
+      count: state.count + 1
+      messages: '{role: "user", content: "message " + string(state.count) + " ` + strings.Repeat("lorem ipsum ", 16) + `"}'
+edges:
+  - {from: START, to: say}
+  - {from: say, when: state.count < state.target, to: say, else: END}
 `
 
 func benchFanoutGraph(n int) string {
@@ -196,6 +218,41 @@ func BenchmarkLoop1000Log(b *testing.B) {
 			// steadier than elapsed time when other work shares the machine.
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*1000), "cpu-µs/step")
 			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N*1000), "allocs/step")
+		})
+	}
+}
+
+// BenchmarkMessages10k runs 10,000 supersteps, each adding a message to a
+// messages field, and reports the mean step time of the first and of the
+// last 1,000 steps and their ratio (flat: 1).
+func BenchmarkMessages10k(b *testing.B) {
+	g := benchGraph(b, benchMessagesGraph)
+	for _, sk := range benchSavers[:2] {
+		b.Run(sk.name, func(b *testing.B) {
+			var at []time.Time
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench", Events: func(e runtime.Event) {
+				if e.Kind == runtime.EvCheckpoint {
+					at = append(at, time.Now())
+				}
+			}}
+			ctx := context.Background()
+			var first, last time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				at = at[:0]
+				res, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n := len(res.Checkpoint.Values["messages"].([]any)); n != 10000 || len(at) != 10000 {
+					b.Fatalf("%d messages, %d checkpoints", n, len(at))
+				}
+				first += at[1000].Sub(at[0])
+				last += at[9999].Sub(at[8999])
+			}
+			b.ReportMetric(float64(first.Microseconds())/float64(b.N*1000), "µs/step-first")
+			b.ReportMetric(float64(last.Microseconds())/float64(b.N*1000), "µs/step-last")
+			b.ReportMetric(float64(last)/float64(first), "last/first")
 		})
 	}
 }
