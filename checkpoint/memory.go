@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -226,10 +227,7 @@ func (m *Memory) DeleteThread(_ context.Context, id string) error {
 // (a caller's hand-made values), is copied whole.
 func (t *memThread) values(c *runtime.Checkpoint, delta runtime.Delta) map[string]any {
 	if parent := t.cps[c.ParentID]; parent != nil && parent.Values != nil && c.Values != nil {
-		values := make(map[string]any, len(parent.Values)+len(delta))
-		for k, v := range parent.Values {
-			values[k] = v
-		}
+		values := maps.Clone(parent.Values)
 		if err := t.apply.Apply(values, delta); err == nil && len(values) == len(c.Values) {
 			return values
 		}
