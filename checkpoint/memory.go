@@ -247,8 +247,12 @@ func cloneCheckpoint(c *runtime.Checkpoint) *runtime.Checkpoint {
 // cloneCheckpointWithout is cloneCheckpoint, leaving Values out (nil)
 // when noValues is set.
 func cloneCheckpointWithout(c *runtime.Checkpoint, noValues bool) *runtime.Checkpoint {
-	out := *c
-	out.Values = nil
+	// Field by field: what the runtime caches on its checkpoints (their
+	// measured size, their expression environment) stays with it.
+	out := runtime.Checkpoint{
+		Thread: c.Thread, ID: c.ID, ParentID: c.ParentID, Step: c.Step, TurnStep: c.TurnStep,
+		Delta: c.Delta, Next: c.Next, Waiting: c.Waiting, Metadata: c.Metadata, Pending: c.Pending,
+	}
 	if c.Values != nil && !noValues {
 		out.Values = spec.DeepCopy(c.Values).(map[string]any)
 	}
