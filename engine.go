@@ -264,7 +264,8 @@ func State(ctx context.Context, saver runtime.Saver, thread string) (*runtime.Ch
 	return cp, nil
 }
 
-// History returns the thread's checkpoints, oldest first.
+// History returns the thread's checkpoints, oldest first, without their
+// values ([HistoryValues] reads those too).
 func History(ctx context.Context, saver runtime.Saver, thread string) ([]*runtime.Checkpoint, error) {
 	cps, err := saver.List(ctx, thread, 0)
 	if err != nil {

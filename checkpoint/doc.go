@@ -15,6 +15,16 @@
 // messages deltas costs one pass over the list, not one per delta. Forks
 // are children of older checkpoints and share their chain.
 //
+// # History
+//
+// A thread's history with every checkpoint's values ([SQLite.History],
+// [runtime.ReadHistory]) is read in one walk of its checkpoint tree, in
+// one read transaction: each row is read once, each snapshot a selected
+// checkpoint is built on is decoded once, and each delta is applied once,
+// to its parent's values, so the walk costs the stored deltas rather than
+// one rebuild of the state per checkpoint. [WalkHistory] is that walk for
+// any SQL saver; [Memory] has its own.
+//
 // # Concurrency
 //
 // Every commit is one BEGIN IMMEDIATE transaction that checks the thread's

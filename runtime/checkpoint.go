@@ -268,7 +268,26 @@ type Saver interface {
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("thread has moved on")
+	// ErrFenced is a write refused because the claim it was made under
+	// (a run queue's claim on a run, checked in the write's transaction)
+	// is no longer held: another worker owns the run now. It wraps
+	// ErrConflict, so a runner stops as when it loses the head's
+	// compare-and-swap, without writing anything more.
+	ErrFenced = fmt.Errorf("%w: the claim it was made under is lost", ErrConflict)
 )
+
+// FencedError is a write refused by a fence (see [ErrFenced]), which it
+// wraps.
+type FencedError struct {
+	Claim string // what was claimed, as "run <id>"
+}
+
+func (e *FencedError) Error() string {
+	return fmt.Sprintf("write refused: the claim on %s is lost (another worker took it over); nothing was written", e.Claim)
+}
+
+// Unwrap makes a FencedError an ErrFenced (and an ErrConflict).
+func (e *FencedError) Unwrap() error { return ErrFenced }
 
 // CorruptError reports a stored checkpoint that cannot be read back as it
 // was written: its row fails its integrity check, is missing from its

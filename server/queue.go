@@ -37,11 +37,19 @@ type Queue interface {
 	Notify(ctx context.Context, kind, payload string) error
 	// Listen calls f for each notification until ctx is done.
 	Listen(ctx context.Context, f func(kind, payload string)) error
+	// Fence returns a context whose writes (the Store's and the Saver's)
+	// apply only while the claim of run under token holds, checked in
+	// their own transactions; once it is lost they fail with an error
+	// wrapping [runtime.ErrFenced] and write nothing.
+	Fence(ctx context.Context, run, token string) context.Context
+	// Depth counts the pending runs of every process.
+	Depth(ctx context.Context) (int, error)
 }
 
-// errLostClaim stops a run whose worker no longer holds its claim: it
-// writes nothing more (its checkpoint commits are fenced by the saver's
-// lease and head compare-and-swap) and the run's new worker takes over.
+// errLostClaim stops a run whose worker no longer holds its claim (its
+// heartbeat found it gone, or a write was fenced off): it writes nothing
+// more, every write of a claimed run being fenced by its token
+// ([Queue.Fence]), and the run's new worker takes over.
 var errLostClaim = errors.New("the run's claim was lost")
 
 // startQueue starts this process's claim loops, heartbeats, sweeper and
@@ -107,7 +115,8 @@ func (s *Server) startQueue() {
 			if _, err := q.Sweep(ctx, s.opts.ClaimTTL); err != nil && ctx.Err() == nil {
 				s.opts.Logf("lgrun serve: %v", err)
 			}
-			s.syncRemote("") // a fallback for missed notifications
+			s.syncRemote("")  // a fallback for missed notifications
+			s.syncQueued(ctx) // for metrics pushed by OTLP
 		}
 	}()
 	for i := 0; i < s.opts.Workers; i++ {
@@ -173,6 +182,21 @@ func (s *Server) runClaimed(run *Run, cancel, token string) {
 	}
 	s.mu.Lock()
 	e := s.runs[run.ID]
+	if e != nil {
+		// This process may still execute the run under the claim it lost
+		// (swept before a heartbeat): that execution stops, its writes
+		// fenced off, before this one starts.
+		e.mu.Lock()
+		exited, cancel := e.exited, e.cancel
+		e.mu.Unlock()
+		if exited != nil {
+			s.mu.Unlock()
+			cancel(errLostClaim)
+			<-exited
+			s.mu.Lock()
+			e = s.runs[run.ID]
+		}
+	}
 	if e == nil || e.isFinished() {
 		e = newExecution(s, run, a, p)
 		s.runs[run.ID] = e
@@ -186,6 +210,7 @@ func (s *Server) runClaimed(run *Run, cancel, token string) {
 	}
 	e.remote = false
 	e.mu.Unlock()
+	e.token = token
 	s.active[run.ThreadID] = e
 	s.claims[run.ID] = token
 	s.wg.Add(1)

@@ -308,6 +308,14 @@ type execution struct {
 	// remote: the run executes elsewhere (or waits in the Queue); its
 	// events come from the store.
 	remote bool
+	// token is the fencing token of this worker's claim on the run (with
+	// a Queue); wctx carries the fence while the run executes, for the
+	// writes of its events.
+	token string
+	wctx  context.Context
+	// exited, while set, is closed when the execution executing the run
+	// returns.
+	exited chan struct{}
 }
 
 func newExecution(s *Server, run *Run, a *assistant, p *plan) *execution {
@@ -330,14 +338,48 @@ func (e *execution) requestCancel(action string) {
 	}
 }
 
-// queued adds delta to the gauge of queued runs (lgrun.runs.queued) when
+// queuedGauge returns the gauge of queued runs (lgrun.runs.queued) when
 // the observer keeps one.
-func (s *Server) queued(delta int64) {
+func (s *Server) queuedGauge() metric.Int64UpDownCounter {
 	if q, ok := s.opts.Observer.(interface {
 		QueuedRuns() metric.Int64UpDownCounter
 	}); ok {
-		q.QueuedRuns().Add(context.Background(), delta)
+		return q.QueuedRuns()
 	}
+	return nil
+}
+
+// queued adds delta to the gauge of queued runs. With a Queue, the gauge
+// is the database's count instead (see syncQueued): runs accepted,
+// claimed and run by other processes count there.
+func (s *Server) queued(delta int64) {
+	if g := s.queuedGauge(); g != nil && s.opts.Queue == nil {
+		g.Add(context.Background(), delta)
+	}
+}
+
+// depthMaxAge is how long a queue depth read from the database serves.
+const depthMaxAge = time.Second
+
+// syncQueued brings the gauge of queued runs to the Queue's depth (pending
+// runs of every process), read at most once a depthMaxAge.
+func (s *Server) syncQueued(ctx context.Context) {
+	g := s.queuedGauge()
+	if g == nil || s.opts.Queue == nil {
+		return
+	}
+	s.depthMu.Lock()
+	defer s.depthMu.Unlock()
+	if time.Since(s.depthAt) < depthMaxAge {
+		return
+	}
+	n, err := s.opts.Queue.Depth(ctx)
+	if err != nil {
+		s.opts.Logf("lgrun serve: %v", err)
+		return
+	}
+	g.Add(context.Background(), int64(n)-s.depth)
+	s.depth, s.depthAt = int64(n), time.Now()
 }
 
 // dequeue takes the run off the queued gauge, once.
@@ -588,9 +630,26 @@ func (s *Server) execute(e *execution) {
 	// The run joins the trace of the request that created it.
 	ctx, cancel := context.WithCancelCause(observe.RunContext(s.base, e.run.Trace, e.run.Baggage, e.run.Background))
 	defer cancel(nil)
+	// unfenced is for the writes that follow the run's own deletion.
+	unfenced := context.WithoutCancel(ctx)
 	e.mu.Lock()
+	if e.token != "" {
+		// Every write of a claimed run holds only while the claim does.
+		ctx = s.opts.Queue.Fence(ctx, e.run.ID, e.token)
+	}
 	e.cancel = cancel
+	e.wctx = context.WithoutCancel(ctx)
+	exited := make(chan struct{})
+	e.exited = exited
 	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if e.exited == exited {
+			e.exited = nil
+		}
+		e.mu.Unlock()
+		close(exited)
+	}()
 	// At most MaxRuns runs execute at once; the others stay pending.
 	select {
 	case s.sem <- struct{}{}:
@@ -626,6 +685,9 @@ func (s *Server) execute(e *execution) {
 			run.Status, run.Updated = runRunning, s.opts.Now()
 			if perr := store.PutRun(bg, run); perr != nil {
 				err = perr
+				if errors.Is(perr, runtime.ErrFenced) {
+					cancel(errLostClaim)
+				}
 			} else {
 				e.emit("metadata", map[string]any{"run_id": run.ID, "attempt": run.Attempt})
 				res, err = s.call(ctx, e, head)
@@ -642,17 +704,32 @@ func (s *Server) execute(e *execution) {
 			}
 		}
 	}
-	if s.opts.Queue != nil && (errors.Is(context.Cause(ctx), errShutdown) || errors.Is(context.Cause(ctx), errLostClaim)) {
-		// Requeued (by Release or the sweeper): another worker goes on;
-		// this process follows it like any remote run.
+	if errors.Is(err, runtime.ErrFenced) {
+		cancel(errLostClaim)
+	}
+	// Requeued (by Release or the sweeper): another worker goes on; this
+	// process follows it like any remote run.
+	lost := func() bool {
+		if s.opts.Queue == nil || !errors.Is(context.Cause(ctx), errShutdown) && !errors.Is(context.Cause(ctx), errLostClaim) {
+			return false
+		}
 		s.mu.Lock()
 		if s.active[tid] == e {
 			delete(s.active, tid)
 		}
 		s.mu.Unlock()
+		// The events this worker could not store are not the run's: the
+		// stream goes on from the store's.
+		evs, eerr := store.Events(unfenced, run.ID, -1)
 		e.mu.Lock()
+		if eerr == nil && errors.Is(context.Cause(ctx), errLostClaim) {
+			e.events = evs
+		}
 		e.remote = true
 		e.mu.Unlock()
+		return true
+	}
+	if lost() {
 		return
 	}
 	if errors.Is(context.Cause(ctx), errShutdown) {
@@ -696,6 +773,9 @@ func (s *Server) execute(e *execution) {
 	}
 	e.emit("end", map[string]any{"run_id": run.ID, "status": status})
 	_ = res
+	if errors.Is(context.Cause(ctx), errLostClaim) && lost() { // the end was fenced off
+		return
+	}
 
 	t, terr := store.Thread(bg, tid)
 	if terr == nil {
@@ -735,6 +815,11 @@ func (s *Server) execute(e *execution) {
 		run.Status, run.Updated = status, s.opts.Now()
 		if perr := store.PutRun(bg, run); perr != nil {
 			s.opts.Logf("lgrun serve: save run %s: %v", run.ID, perr)
+			if errors.Is(perr, runtime.ErrFenced) {
+				cancel(errLostClaim)
+				lost()
+				return
+			}
 		}
 	}
 	if terr == nil {
@@ -743,7 +828,9 @@ func (s *Server) execute(e *execution) {
 				s.opts.Logf("lgrun serve: delete temporary thread: %v", derr)
 			}
 			_ = store.DeleteThread(bg, tid)
-			_ = store.PutRun(bg, run) // the run row outlives its thread
+			// The run row outlives its thread; the fenced delete took the
+			// claimed row with it.
+			_ = store.PutRun(unfenced, run)
 		} else {
 			s.mu.Lock()
 			if t.Status != "error" && s.queuedLocked(tid, run.ID) {

@@ -122,6 +122,11 @@ type Server struct {
 	qctx    context.Context
 	qcancel context.CancelFunc
 	qwg     sync.WaitGroup
+	// The queue depth last read from the database and added to the
+	// queued-runs gauge, and when.
+	depthMu sync.Mutex
+	depth   int64
+	depthAt time.Time
 }
 
 // New builds a server and requeues the runs a previous process left
@@ -224,6 +229,7 @@ func (s *Server) Handler() http.Handler {
 	h("GET /info", s.info)
 	if s.opts.Metrics != nil {
 		h("GET /metrics", func(w http.ResponseWriter, r *http.Request) error {
+			s.syncQueued(r.Context())
 			s.opts.Metrics.ServeHTTP(w, r)
 			return nil
 		})

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -236,36 +234,25 @@ func writesOf(g *spec.Graph, what string, values map[string]any) ([]runtime.Writ
 	return ws, nil
 }
 
-// history returns a thread's checkpoints newest first, filtered.
-func (s *Server) historyOf(ctx context.Context, thread string, limit int, before string, md map[string]any) ([]any, error) {
-	list, err := s.opts.Saver.List(ctx, thread, 0)
-	if err != nil && !errors.Is(err, runtime.ErrNotFound) {
+// historyOf returns a thread's checkpoints newest first, filtered. It
+// reads them in one walk of the thread's checkpoints (runtime.ReadHistory)
+// with shared values: rendering them (historyJSON) only reads them.
+// Checkpoints whose rows cannot be read are left out; one whose values
+// cannot be rebuilt fails the request.
+func (s *Server) historyOf(ctx context.Context, thread string, limit int, before string, md map[string]any) ([]*runtime.Checkpoint, error) {
+	o := runtime.HistoryOptions{Limit: limit, Before: before, Shared: true}
+	if len(md) > 0 {
+		o.Filter = func(c *runtime.Checkpoint) bool {
+			return matchMetadata(map[string]any{"source": string(c.Metadata.Source), "step": c.Step}, md)
+		}
+	}
+	list, err := runtime.ReadHistory(ctx, s.opts.Saver, thread, o)
+	if err != nil && !(errors.Is(err, runtime.ErrNotFound) && len(list) == 0) {
 		if _, ok := runtime.CorruptErrors(err); !ok {
 			return nil, err
 		}
 	}
-	sort.SliceStable(list, func(i, j int) bool { return list[i].ID > list[j].ID })
-	out := []any{}
-	for _, c := range list {
-		if before != "" && c.ID >= before {
-			continue
-		}
-		if len(md) > 0 {
-			have := map[string]any{"source": string(c.Metadata.Source), "step": c.Step}
-			if !matchMetadata(have, md) {
-				continue
-			}
-		}
-		full, err := s.opts.Saver.Get(ctx, thread, c.ID)
-		if err != nil {
-			return nil, fmt.Errorf("load checkpoint %s: %w", c.ID, err)
-		}
-		out = append(out, threadState(s.graph(full.Metadata.Graph), full))
-		if limit > 0 && len(out) >= limit {
-			break
-		}
-	}
-	return out, nil
+	return list, nil
 }
 
 // usageList is a step's model calls, [] when it made none.

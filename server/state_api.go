@@ -145,9 +145,16 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) error {
 		}
 		before, _ = b["checkpoint_id"].(string)
 	}
-	out, err := s.historyOf(r.Context(), tid, req.Limit, before, req.Metadata)
+	cps, err := s.historyOf(r.Context(), tid, req.Limit, before, req.Metadata)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, 200, out)
+	b, err := s.historyJSON(cps)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err = w.Write(b)
+	return err
 }

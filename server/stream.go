@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -42,10 +43,17 @@ func (e *execution) emitWith(s *Server, event string, data any) {
 		close(e.notify)
 		e.notify = make(chan struct{})
 	}
+	ctx, cancel := e.wctx, e.cancel
 	e.mu.Unlock()
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if s != nil && (e.run.Request.StreamResumable || s.opts.Queue != nil) {
-		if err := s.opts.Store.AppendEvent(context.Background(), e.run.ID, ev); err != nil {
+		if err := s.opts.Store.AppendEvent(ctx, e.run.ID, ev); err != nil {
 			s.opts.Logf("lgrun serve: %v", err)
+			if errors.Is(err, runtime.ErrFenced) && cancel != nil {
+				cancel(errLostClaim) // the run stops: another worker has it
+			}
 		}
 		if s.opts.Queue != nil {
 			s.notifyEvents(e.run.ID) // for streams on other processes

@@ -262,7 +262,9 @@ func (s *Server) copyThread(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	list, err := s.opts.Saver.List(r.Context(), src.ID, 0)
+	// Every checkpoint with its values, in one walk (shared values: they
+	// are only read, and committed).
+	list, err := runtime.ReadHistory(r.Context(), s.opts.Saver, src.ID, runtime.HistoryOptions{Shared: true})
 	if err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		return err
 	}
@@ -280,10 +282,7 @@ func (s *Server) copyThread(w http.ResponseWriter, r *http.Request) error {
 	if th != nil {
 		// Oldest first, so each parent exists before its child.
 		for i := len(list) - 1; i >= 0; i-- {
-			cp, err := s.opts.Saver.Get(r.Context(), src.ID, list[i].ID)
-			if err != nil {
-				return err
-			}
+			cp := list[i]
 			nt := *th
 			nt.ID = t.ID
 			nt.Status = runtime.StatusRunning

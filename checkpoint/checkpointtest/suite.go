@@ -39,6 +39,9 @@ type NewSaver func(t *testing.T) runtime.Saver
 //   - DeleteThread removes the thread's child runs ("<id>/...", see
 //     [runtime.ChildSep]) but no other thread, whatever its name.
 //   - A commit with a zero Thread.Created keeps the creation time.
+//   - runtime.ReadHistory (the saver's runtime.HistoryReader, if any)
+//     returns exactly what one Get per checkpoint does, whatever the
+//     branches, limit, before id and filter, and after GC.
 func Run(t *testing.T, newSaver NewSaver) {
 	tests := []struct {
 		name string
@@ -64,6 +67,7 @@ func Run(t *testing.T, newSaver NewSaver) {
 		{"InputNotRetained", testInputNotRetained},
 		{"Forks", testForks},
 		{"LongChainForks", testLongChainForks},
+		{"History", testHistory},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

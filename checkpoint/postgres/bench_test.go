@@ -94,7 +94,7 @@ func BenchmarkMessagesThread(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		n    int
-	}{{"postgres/N=500", 500}, {"sqlite/N=500", 500}, {"postgres/N=2000", 2000}, {"sqlite/N=2000", 2000}} {
+	}{{"postgres/N=500", 500}, {"sqlite/N=500", 500}, {"postgres/N=1000", 1000}, {"sqlite/N=1000", 1000}, {"postgres/N=2000", 2000}, {"sqlite/N=2000", 2000}} {
 		name, n := bc.name[:strings.Index(bc.name, "/")], bc.n
 		b.Run(bc.name, func(b *testing.B) {
 			var step, list time.Duration

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
@@ -22,7 +24,9 @@ func threadArgs(r *checkpoint.ThreadRow) []any {
 // compare-and-swap (an UPDATE … WHERE head = the expected head, or an
 // INSERT … ON CONFLICT DO NOTHING for a new thread: of concurrent commits
 // on one head, the row lock lets exactly one through), then inserts the
-// checkpoint and its pending writes.
+// checkpoint and its pending writes. A [Fence] in ctx is checked in the
+// same round trip as the compare-and-swap. Mark and DeleteThread check it
+// too.
 func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	cp := c.Checkpoint
 	row, err := checkpoint.EncodeRow(c.Thread.ID, cp, nil)
@@ -33,16 +37,21 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	if err != nil {
 		return err
 	}
-	tx, err := s.pool.Begin(ctx)
+	// Two round trips: BEGIN, the fence, the compare-and-swap and the
+	// parent's chain sizes in one pipelined batch; the inserts and COMMIT
+	// in the next. (pgx.Tx would add one for BEGIN and one for COMMIT.)
+	tx, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
-	defer tx.Rollback(context.Background())
+	defer endTx(tx)
 
-	// The compare-and-swap and the parent's chain sizes in one round trip.
 	// The parent is read after the thread's row is locked, never from a
 	// cache: a GC in another process may have pruned it.
+	fence := FenceOf(ctx)
 	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	fence.queue(b)
 	if c.ExpectHead == "" {
 		b.Queue(`INSERT INTO threads (`+threadColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING`,
 			tr.ID, tr.Head, tr.Status, tr.Error, tr.Graph, tr.GraphHash, tr.GraphFile, tr.Config, tr.Created, tr.Updated, tr.Pending, tr.Sum)
@@ -54,6 +63,14 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		b.Queue(`SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id = $2`, c.Thread.ID, cp.ParentID)
 	}
 	br := tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return fmt.Errorf("begin: %w", s.describe(err))
+	}
+	if err := fence.check(br); err != nil {
+		br.Close()
+		return err
+	}
 	tag, err := br.Exec()
 	if err != nil {
 		br.Close()
@@ -102,6 +119,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	if err := queueWrites(b, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
 		return err
 	}
+	b.Queue(`COMMIT`)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.TableName == "checkpoints" {
@@ -109,8 +127,8 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		}
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", s.describe(err))
+	if st := tx.Conn().PgConn().TxStatus(); st != 'I' {
+		return fmt.Errorf("commit: transaction status %q after COMMIT", st)
 	}
 	s.mu.Lock()
 	if newGraph != "" {
@@ -120,9 +138,27 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	return nil
 }
 
+// endTx rolls back the transaction a failed Commit left open on conn,
+// then gives conn back to the pool (which closes a connection still in a
+// transaction).
+func endTx(conn *pgxpool.Conn) {
+	if conn.Conn().PgConn().TxStatus() != 'I' {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = conn.Exec(ctx, `ROLLBACK`)
+		cancel()
+	}
+	conn.Release()
+}
+
+// querier is a transaction or a connection in one.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // graphID returns the id of the graphs row of m's graph, inserting it if
 // needed; the caller caches it under key once the transaction commits.
-func (s *Postgres) graphID(ctx context.Context, tx pgx.Tx, m runtime.Metadata) (id int64, key string, err error) {
+func (s *Postgres) graphID(ctx context.Context, tx querier, m runtime.Metadata) (id int64, key string, err error) {
 	key = m.Graph + "\x00" + m.GraphHash + "\x00" + m.Version
 	s.mu.Lock()
 	id, ok := s.graphs[key]
@@ -174,6 +210,9 @@ func (s *Postgres) Mark(ctx context.Context, mk *runtime.Mark) error {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer tx.Rollback(context.Background())
+	if err := FenceOf(ctx).hold(ctx, tx); err != nil {
+		return err
+	}
 	var tr checkpoint.ThreadRow
 	if err := tx.QueryRow(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = $1 FOR UPDATE`, th.ID).Scan(threadArgs(&tr)...); err != nil {
 		if isNoRows(err) {
@@ -233,6 +272,9 @@ func (s *Postgres) deleteThread(ctx context.Context, id string) (threads, checkp
 		return 0, 0, fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer tx.Rollback(context.Background())
+	if err := FenceOf(ctx).hold(ctx, tx); err != nil {
+		return 0, 0, err
+	}
 	var head string
 	if err := tx.QueryRow(ctx, `SELECT head FROM threads WHERE id = $1 FOR UPDATE`, id).Scan(&head); err != nil {
 		if isNoRows(err) {

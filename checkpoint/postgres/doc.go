@@ -16,12 +16,12 @@
 // round-trip exactly. Ids are COLLATE "C", so child runs ("<id>/…") are
 // found by a bytewise range on the primary key.
 //
-// A commit is one transaction: it moves the thread's head by
-// compare-and-swap (UPDATE … WHERE head = the expected head, or INSERT …
-// ON CONFLICT DO NOTHING for a new thread; the row lock lets exactly one of
-// concurrent commits through and the others get [runtime.ErrConflict]),
-// then inserts the checkpoint and its pending writes in one pipelined
-// batch. A commit that fails or whose context ends leaves nothing: the last
+// A commit is one transaction in two round trips: BEGIN and the move of
+// the thread's head by compare-and-swap (UPDATE … WHERE head = the
+// expected head, or INSERT … ON CONFLICT DO NOTHING for a new thread; the
+// row lock lets exactly one of concurrent commits through and the others
+// get [runtime.ErrConflict]) in one pipelined batch, the inserts of the
+// checkpoint and its pending writes and COMMIT in the next. A commit that fails or whose context ends leaves nothing: the last
 // good checkpoint stays the head.
 //
 // # Leases
@@ -29,13 +29,21 @@
 // [Postgres.Lock] takes a thread's run lease with one upsert that only
 // replaces an expired row, by the database's clock (now()), so clocks of
 // different machines do not matter. The holder renews it every third of
-// the TTL ([Options].LeaseTTL, 30 s by default); a holder that died loses
-// it when the TTL runs out, whatever host it was on (there is no
+// the TTL ([Options].LeaseTTL, 30 s by default; lgrun serve and lgrun
+// worker make it their --claim-ttl, 5 s); a holder that died loses it
+// when the TTL runs out, whatever host it was on (there is no
 // host-local process check, as SQLite's saver has). A holder that lost its
 // lease cannot overwrite another's work: the head's compare-and-swap is
-// the fence. A run queue can sit beside these tables later (its own
-// tables, claims with FOR UPDATE SKIP LOCKED) and reuse both: the lease
-// for "one runner per thread", the head as the fencing token.
+// the fence.
+//
+// # Fences
+//
+// A run queue beside these tables (server/pgstore: claims with FOR UPDATE
+// SKIP LOCKED, a token per claim) fences a worker's writes by its claim: a
+// [Fence] in the context of Commit, Mark or DeleteThread is checked in the
+// write's own transaction (in the compare-and-swap's round trip for a
+// commit), and a write whose claim is lost fails with a
+// [runtime.FencedError], writing nothing.
 //
 // # Schema and migrations
 //

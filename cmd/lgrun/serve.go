@@ -75,7 +75,7 @@ Set LGRUN_API_KEYS to a comma-separated list of keys to require x-api-key.`,
 	f.Int64Var(&o.maxBody, "max-body", 10<<20, "largest request body in bytes")
 	f.DurationVar(&o.timeout, "request-timeout", 30*time.Second, "time limit of non-streaming requests")
 	f.IntVar(&o.maxRuns, "max-runs", 64, "runs executing at once (the others wait, pending)")
-	f.DurationVar(&o.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "with --db postgres://…: how long a thread's lease outlives a process that died (its runs continue elsewhere after this)")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", 0, "with --db postgres://…: how long a thread's lease outlives a process that died (its runs continue elsewhere after this; default: --claim-ttl)")
 	f.IntVar(&o.concurrency, "concurrency", 4, "with --db postgres://…: runs this process claims from the shared queue at once (0: API only)")
 	f.DurationVar(&o.claimTTL, "claim-ttl", 5*time.Second, "with --db postgres://…: how long a worker's claim on a run outlives its last heartbeat before the run is requeued")
 	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and resume at the next start)")
@@ -109,7 +109,7 @@ liveness and readiness probes. See docs/deploy.md.`,
 	f.StringVar(&o.addr, "addr", "", "address to serve GET /ok on (none when empty)")
 	f.IntVar(&o.concurrency, "concurrency", 4, "runs executing at once")
 	f.DurationVar(&o.claimTTL, "claim-ttl", 5*time.Second, "how long a worker's claim on a run outlives its last heartbeat before the run is requeued")
-	f.DurationVar(&o.leaseTTL, "lease-ttl", checkpoint.DefaultLeaseTTL, "how long a thread's lease outlives a process that died")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", 0, "how long a thread's lease outlives a process that died (default: --claim-ttl)")
 	f.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long running runs may go on before they stop at their step (and are requeued)")
 	return c
 }
@@ -196,7 +196,13 @@ func serveRun(ctx context.Context, io *IO, g *globalOpts, o *serveOpts, args []s
 	}
 	var saver lgrun.Store
 	if p := g.dbPath(io); lgrun.IsPostgresURL(p) {
-		saver, err = lgrun.Open(ctx, p, &checkpoint.Options{LeaseTTL: o.leaseTTL})
+		// A dead worker's runs are requeued after the claim TTL; its
+		// thread leases expire as soon, so the runs resume in seconds.
+		lease := o.leaseTTL
+		if lease <= 0 {
+			lease = o.claimTTL
+		}
+		saver, err = lgrun.Open(ctx, p, &checkpoint.Options{LeaseTTL: lease})
 	} else {
 		saver, err = g.openSaver(io)
 	}

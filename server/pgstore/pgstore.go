@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/server"
 )
 
@@ -187,6 +188,12 @@ func (s *Store) PutThread(ctx context.Context, t *server.Thread) error {
 	if err != nil {
 		return err
 	}
+	if c := claimOf(ctx); c != nil {
+		return s.fenced(ctx, c, "save thread "+t.ID, `WITH `+fenceCTE(4)+`,
+w AS (INSERT INTO server_threads (id, updated, data) SELECT $1, $2::bigint, $3 FROM fence
+	ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, data = excluded.data)
+SELECT count(*) FROM fence`, t.ID, t.Updated.UnixNano(), string(b), c.run, c.token)
+	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO server_threads (id, updated, data) VALUES ($1, $2, $3)
 ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, data = excluded.data`, t.ID, t.Updated.UnixNano(), string(b))
 	if err != nil {
@@ -208,6 +215,13 @@ func (s *Store) Threads(ctx context.Context) ([]*server.Thread, error) {
 }
 
 func (s *Store) DeleteThread(ctx context.Context, id string) error {
+	if c := claimOf(ctx); c != nil {
+		return s.fenced(ctx, c, "delete thread "+id, `WITH `+fenceCTE(2)+`,
+r AS (DELETE FROM server_runs WHERE thread_id = $1 AND EXISTS (SELECT 1 FROM fence) RETURNING id),
+e AS (DELETE FROM server_run_events WHERE run_id IN (SELECT id FROM r)),
+t AS (DELETE FROM server_threads WHERE id = $1 AND EXISTS (SELECT 1 FROM fence))
+SELECT count(*) FROM fence`, id, c.run, c.token)
+	}
 	_, err := s.pool.Exec(ctx, `WITH r AS (DELETE FROM server_runs WHERE thread_id = $1 RETURNING id),
 e AS (DELETE FROM server_run_events WHERE run_id IN (SELECT id FROM r))
 DELETE FROM server_threads WHERE id = $1`, id)
@@ -226,6 +240,23 @@ func (s *Store) PutRun(ctx context.Context, r *server.Run) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
+	}
+	if c := claimOf(ctx); c != nil && c.run == r.ID {
+		// The claimed row itself: the update takes its lock and rechecks
+		// the token.
+		tag, err := s.pool.Exec(ctx, `UPDATE server_runs SET status = $2, data = $3 WHERE id = $1 AND token = $4`, r.ID, r.Status, string(b), c.token)
+		if err != nil {
+			return fmt.Errorf("save run %q: %w", r.ID, err)
+		}
+		if tag.RowsAffected() != 1 {
+			return &runtime.FencedError{Claim: "run " + c.run}
+		}
+		return nil
+	} else if c != nil {
+		return s.fenced(ctx, c, "save run "+r.ID, `WITH `+fenceCTE(6)+`,
+w AS (INSERT INTO server_runs (id, thread_id, seq, status, data) SELECT $1, $2, $3::bigint, $4, $5 FROM fence
+	ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data)
+SELECT count(*) FROM fence`, r.ID, r.ThreadID, r.Seq, r.Status, string(b), c.run, c.token)
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO server_runs (id, thread_id, seq, status, data) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data`, r.ID, r.ThreadID, r.Seq, r.Status, string(b))
@@ -252,6 +283,12 @@ func (s *Store) Unfinished(ctx context.Context) ([]*server.Run, error) {
 }
 
 func (s *Store) DeleteRun(ctx context.Context, id string) error {
+	if c := claimOf(ctx); c != nil {
+		return s.fenced(ctx, c, "delete run "+id, `WITH `+fenceCTE(2)+`,
+e AS (DELETE FROM server_run_events WHERE run_id = $1 AND EXISTS (SELECT 1 FROM fence)),
+r AS (DELETE FROM server_runs WHERE id = $1 AND EXISTS (SELECT 1 FROM fence))
+SELECT count(*) FROM fence`, id, c.run, c.token)
+	}
 	_, err := s.pool.Exec(ctx, `WITH e AS (DELETE FROM server_run_events WHERE run_id = $1)
 DELETE FROM server_runs WHERE id = $1`, id)
 	if err != nil {
@@ -261,6 +298,12 @@ DELETE FROM server_runs WHERE id = $1`, id)
 }
 
 func (s *Store) AppendEvent(ctx context.Context, run string, e server.StoredEvent) error {
+	if c := claimOf(ctx); c != nil {
+		return s.fenced(ctx, c, "save event of run "+run, `WITH `+fenceCTE(5)+`,
+w AS (INSERT INTO server_run_events (run_id, id, event, data) SELECT $1, $2::integer, $3, $4 FROM fence
+	ON CONFLICT (run_id, id) DO UPDATE SET event = excluded.event, data = excluded.data)
+SELECT count(*) FROM fence`, run, e.ID, e.Event, string(e.Data), c.run, c.token)
+	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO server_run_events (run_id, id, event, data) VALUES ($1, $2, $3, $4)
 ON CONFLICT (run_id, id) DO UPDATE SET event = excluded.event, data = excluded.data`, run, e.ID, e.Event, string(e.Data))
 	if err != nil {
