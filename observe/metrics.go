@@ -2,6 +2,7 @@ package observe
 
 import (
 	"errors"
+	"slices"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -61,14 +62,22 @@ func noopMeterProvider() metric.MeterProvider { return noop.NewMeterProvider() }
 // ones are the zero KeyValue).
 type setKey [3]attribute.KeyValue
 
-// setCache keeps the attribute sets of the per-step metrics: making a set
-// sorts and copies, a lookup does not allocate.
-type setCache struct {
-	mu   sync.RWMutex
-	sets map[setKey]attribute.Set
+// measureOpts are the options that record a measurement with one cached
+// attribute set. Passing a stored slice to Record or Add allocates
+// nothing; metric.WithAttributeSet at every call allocates its option.
+type measureOpts struct {
+	rec []metric.RecordOption
+	add []metric.AddOption
 }
 
-func (c *setCache) get(k setKey) attribute.Set {
+// setCache keeps the attribute sets of the per-step metrics as ready-made
+// options: making a set sorts and copies, a lookup does not allocate.
+type setCache struct {
+	mu   sync.RWMutex
+	sets map[setKey]*measureOpts
+}
+
+func (c *setCache) get(k setKey) *measureOpts {
 	c.mu.RLock()
 	s, ok := c.sets[k]
 	c.mu.RUnlock()
@@ -81,18 +90,23 @@ func (c *setCache) get(k setKey) attribute.Set {
 			kvs = append(kvs, kv)
 		}
 	}
-	s = attribute.NewSet(kvs...)
+	opt := metric.WithAttributeSet(attribute.NewSet(kvs...))
+	s = &measureOpts{rec: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
 	c.mu.Lock()
 	if c.sets == nil {
-		c.sets = map[setKey]attribute.Set{}
+		c.sets = map[setKey]*measureOpts{}
 	}
-	c.sets[k] = s
+	if old, ok := c.sets[k]; ok {
+		s = old
+	} else {
+		c.sets[k] = s
+	}
 	c.mu.Unlock()
 	return s
 }
 
-// nameCache keeps the span names of steps and nodes ("superstep counter",
-// "set inc"), made once instead of at every step.
+// nameCache keeps span names ("superstep counter", "chat gpt-4o"), made
+// once instead of at every span.
 type nameCache struct {
 	mu    sync.RWMutex
 	names map[[2]string]string
@@ -112,6 +126,147 @@ func (c *nameCache) get(op, name string) string {
 		c.names = map[[2]string]string{}
 	}
 	c.names[k] = s
+	c.mu.Unlock()
+	return s
+}
+
+// nodeSpan is what every span of one node shares: its name and its
+// attributes but the step (and, for agent nodes, the thread).
+type nodeSpan struct {
+	name  string
+	agent bool
+	attrs []attribute.KeyValue
+}
+
+// nodeCache keeps the [nodeSpan] of each node kind and name, and the
+// lgrun.next attribute of each single next node, made once instead of at
+// every step.
+type nodeCache struct {
+	mu    sync.RWMutex
+	nodes map[[2]string]*nodeSpan
+	next  map[string]attribute.KeyValue
+}
+
+func (c *nodeCache) node(kind, name string) *nodeSpan {
+	k := [2]string{kind, name}
+	c.mu.RLock()
+	ns, ok := c.nodes[k]
+	c.mu.RUnlock()
+	if ok {
+		return ns
+	}
+	ns = &nodeSpan{name: kind + " " + name, attrs: []attribute.KeyValue{keyNode.String(name), keyNodeKind.String(kind)}}
+	if agentKinds[kind] {
+		ns.agent = true
+		ns.name = "invoke_agent " + name
+		ns.attrs = append(ns.attrs, keyOperation.String("invoke_agent"), keyAgentName.String(name))
+	}
+	c.mu.Lock()
+	if c.nodes == nil {
+		c.nodes = map[[2]string]*nodeSpan{}
+	}
+	c.nodes[k] = ns
+	c.mu.Unlock()
+	return ns
+}
+
+// nextAttr is lgrun.next of a step that runs next.
+func (c *nodeCache) nextAttr(next []string) attribute.KeyValue {
+	if len(next) != 1 {
+		return keyNext.StringSlice(next)
+	}
+	c.mu.RLock()
+	kv, ok := c.next[next[0]]
+	c.mu.RUnlock()
+	if ok {
+		return kv
+	}
+	kv = keyNext.StringSlice(next)
+	c.mu.Lock()
+	if c.next == nil {
+		c.next = map[string]attribute.KeyValue{}
+	}
+	c.next[next[0]] = kv
+	c.mu.Unlock()
+	return kv
+}
+
+// genKey names the attribute sets of one model's call metrics: provider,
+// request model, response model ("" when unknown) and error.type ("" for
+// a success).
+type genKey [4]string
+
+// genOpts are the options of the GenAI client metrics of one [genKey].
+type genOpts struct {
+	dur, in, out []metric.RecordOption
+	cost         []metric.AddOption
+}
+
+// genCache keeps the [genOpts] of each model seen.
+type genCache struct {
+	mu   sync.RWMutex
+	opts map[genKey]*genOpts
+}
+
+func (c *genCache) get(k genKey) *genOpts {
+	c.mu.RLock()
+	g, ok := c.opts[k]
+	c.mu.RUnlock()
+	if ok {
+		return g
+	}
+	base := []attribute.KeyValue{keyOperation.String("chat"), keyProvider.String(k[0]), keyRequestModel.String(k[1])}
+	if k[2] != "" {
+		base = append(base, keyResponseModel.String(k[2]))
+	}
+	with := func(kv attribute.KeyValue) []metric.RecordOption {
+		return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(append(slices.Clip(base), kv)...))}
+	}
+	g = &genOpts{
+		dur:  []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(base...))},
+		in:   with(keyTokenType.String("input")),
+		out:  with(keyTokenType.String("output")),
+		cost: []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(keyProvider.String(k[0]), keyRequestModel.String(k[1])))},
+	}
+	if k[3] != "" {
+		g.dur = with(keyErrorType.String(k[3]))
+	}
+	c.mu.Lock()
+	if c.opts == nil {
+		c.opts = map[genKey]*genOpts{}
+	}
+	c.opts[k] = g
+	c.mu.Unlock()
+	return g
+}
+
+// runSetKey names the attribute set of lgrun.runs: graph, status,
+// operation and whether the run is a child run.
+type runSetKey struct {
+	graph, status, op string
+	child             bool
+}
+
+// runSetCache keeps the options of the lgrun.runs counter.
+type runSetCache struct {
+	mu   sync.RWMutex
+	sets map[runSetKey]*measureOpts
+}
+
+func (c *runSetCache) get(k runSetKey) *measureOpts {
+	c.mu.RLock()
+	s, ok := c.sets[k]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(keyGraph.String(k.graph), keyStatus.String(k.status), keyOp.String(k.op), keyChild.Bool(k.child)))
+	s = &measureOpts{rec: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
+	c.mu.Lock()
+	if c.sets == nil {
+		c.sets = map[runSetKey]*measureOpts{}
+	}
+	c.sets[k] = s
 	c.mu.Unlock()
 	return s
 }

@@ -98,7 +98,10 @@ type Observer struct {
 	prop    propagation.TraceContext
 	m       instruments
 	sets    setCache
+	runSets runSetCache
 	names   nameCache
+	nodes   nodeCache
+	gen     genCache
 }
 
 var (
@@ -151,8 +154,8 @@ func (o *Observer) StartRun(ctx context.Context, info runtime.RunInfo) context.C
 		opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: l,
 			Attributes: []attribute.KeyValue{attribute.String("lgrun.link", "request")}}))
 	}
-	ctx, span := o.tracer.Start(ctx, "invoke_workflow "+info.Graph, opts...)
-	o.m.active.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph)))
+	ctx, span := o.tracer.Start(ctx, o.names.get("invoke_workflow", info.Graph), opts...)
+	o.m.active.Add(ctx, 1, o.sets.get(setKey{keyGraph.String(info.Graph)}).add...)
 	return context.WithValue(ctx, runKey{}, &runState{start: time.Now(), span: span})
 }
 
@@ -182,32 +185,36 @@ func (o *Observer) EndRun(ctx context.Context, info runtime.RunInfo, res *runtim
 	status := runtime.StatusFailed
 	if res != nil {
 		status = res.Status
-		if res.Checkpoint != nil {
-			span.SetAttributes(keyCheckpoint.String(res.Checkpoint.ID), keyStep.Int(res.Checkpoint.Step))
+	}
+	if span.IsRecording() {
+		// The end attributes in one slice: one copy into the span.
+		attrs := make([]attribute.KeyValue, 0, 4)
+		if res != nil && res.Checkpoint != nil {
+			attrs = append(attrs, keyCheckpoint.String(res.Checkpoint.ID), keyStep.Int(res.Checkpoint.Step))
 		}
-		if len(res.Interrupts) > 0 {
+		if res != nil {
 			for _, in := range res.Interrupts {
 				span.AddEvent("lgrun.interrupt", trace.WithAttributes(keyNode.String(in.Node), attribute.String("lgrun.interrupt.when", string(in.When))))
 			}
 		}
-	}
-	span.SetAttributes(keyStatus.String(string(status)))
-	if status == runtime.StatusBudget {
-		msg := ""
-		if err != nil {
-			msg = err.Error()
+		attrs = append(attrs, keyStatus.String(string(status)))
+		if status == runtime.StatusBudget {
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			}
+			span.AddEvent("lgrun.budget_stop", trace.WithAttributes(keyError.String(msg)))
 		}
-		span.AddEvent("lgrun.budget_stop", trace.WithAttributes(keyError.String(msg)))
-	}
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		span.SetAttributes(keyErrorType.String(errorType(err)))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+			attrs = append(attrs, keyErrorType.String(errorType(err)))
+		}
+		span.SetAttributes(attrs...)
 	}
 	span.End()
-	attrs := metric.WithAttributes(keyGraph.String(info.Graph))
-	o.m.active.Add(ctx, -1, attrs)
-	o.m.runs.Add(ctx, 1, metric.WithAttributes(keyGraph.String(info.Graph), keyStatus.String(string(status)), keyOp.String(info.Op), keyChild.Bool(info.Child)))
+	o.m.active.Add(ctx, -1, o.sets.get(setKey{keyGraph.String(info.Graph)}).add...)
+	o.m.runs.Add(ctx, 1, o.runSets.get(runSetKey{info.Graph, string(status), info.Op, info.Child}).add...)
 }
 
 // spanCtx is the context of an observed span: the span's context with
@@ -217,7 +224,20 @@ type spanCtx struct {
 	start time.Time
 	span  trace.Span
 	graph string
+	// end is room for the attribute the step span gets at its end.
+	end []attribute.KeyValue
 }
+
+// recordedCtx is a spanCtx with a recorded span, and room for the span's
+// attributes: the SDK copies them, so they need no allocation of their
+// own.
+type recordedCtx struct {
+	spanCtx
+	buf [nodeAttrs]attribute.KeyValue
+}
+
+// nodeAttrs is the most attributes a step or node span starts with.
+const nodeAttrs = 6
 
 type spanKey struct{}
 
@@ -238,12 +258,21 @@ func spanOf(ctx context.Context) *spanCtx {
 // No span when step spans are off or the run is not recorded (the sampler
 // dropped it: lgrun decides per run, as the default parent-based sampler
 // does).
+//
+// The step and node spans get their attributes after they start, from
+// cached parts, rather than by trace.WithAttributes: that saves three
+// allocations a span, and no sampler the SDK configures from OTEL_*
+// looks at attributes (a custom one given to [New] does not see them).
 func (o *Observer) StartStep(ctx context.Context, info runtime.RunInfo, step int, next []string) context.Context {
-	var span trace.Span
-	if !o.noSteps && trace.SpanFromContext(ctx).IsRecording() {
-		ctx, span = o.tracer.Start(ctx, o.names.get("superstep", info.Graph), trace.WithAttributes(keyStep.Int(step), keyNext.StringSlice(next)))
+	if o.noSteps || !trace.SpanFromContext(ctx).IsRecording() {
+		return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph}
 	}
-	return &spanCtx{Context: ctx, start: time.Now(), graph: info.Graph, span: span}
+	rc := &recordedCtx{}
+	rc.Context, rc.span = o.tracer.Start(ctx, o.names.get("superstep", info.Graph))
+	rc.buf[0], rc.buf[1] = keyStep.Int(step), o.nodes.nextAttr(next)
+	rc.span.SetAttributes(rc.buf[:2]...)
+	rc.start, rc.graph, rc.end = time.Now(), info.Graph, rc.buf[2:3:3]
+	return &rc.spanCtx
 }
 
 // EndStep implements runtime.Observer.
@@ -261,7 +290,8 @@ func (o *Observer) EndStep(ctx context.Context, cp *runtime.Checkpoint, err erro
 	}
 	if st.span != nil {
 		if cp != nil {
-			st.span.SetAttributes(keyCheckpoint.String(cp.ID))
+			st.end[0] = keyCheckpoint.String(cp.ID)
+			st.span.SetAttributes(st.end...)
 		}
 		if err != nil {
 			st.span.RecordError(err)
@@ -269,7 +299,7 @@ func (o *Observer) EndStep(ctx context.Context, cp *runtime.Checkpoint, err erro
 		}
 		st.span.End()
 	}
-	o.m.step.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(setKey{keyGraph.String(st.graph), attribute.String("lgrun.outcome", outcome)})))
+	o.m.step.Record(ctx, time.Since(st.start).Seconds(), o.sets.get(setKey{keyGraph.String(st.graph), attribute.String("lgrun.outcome", outcome)}).rec...)
 }
 
 // agentKinds are the node kinds whose spans are "invoke_agent <node>".
@@ -278,19 +308,22 @@ var agentKinds = map[string]bool{"llm": true, "agent": true, "react": true}
 // StartNode implements runtime.Observer: a span "invoke_agent <node>" for
 // llm nodes, "<kind> <node>" for the others.
 func (o *Observer) StartNode(ctx context.Context, call *runtime.NodeCall) context.Context {
-	n := call.Node
-	var span trace.Span
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		// The run is not recorded: no span, only the metrics.
-	} else if agentKinds[n.Kind] {
-		ctx, span = o.tracer.Start(ctx, o.names.get("invoke_agent", n.Name), trace.WithAttributes(
-			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind),
-			keyOperation.String("invoke_agent"), keyAgentName.String(n.Name), keyConversation.String(call.Thread)))
-	} else {
-		ctx, span = o.tracer.Start(ctx, o.names.get(n.Kind, n.Name), trace.WithAttributes(
-			keyStep.Int(call.Step), keyNode.String(n.Name), keyNodeKind.String(n.Kind)))
+		return &spanCtx{Context: ctx, start: time.Now(), graph: call.Graph.Name}
 	}
-	return &spanCtx{Context: ctx, start: time.Now(), graph: call.Graph.Name, span: span}
+	ns := o.nodes.node(call.Node.Kind, call.Node.Name)
+	rc := &recordedCtx{}
+	rc.Context, rc.span = o.tracer.Start(ctx, ns.name)
+	// The step, the node's cached attributes, and an agent's thread.
+	attrs := append(rc.buf[:0], keyStep.Int(call.Step))
+	attrs = append(attrs, ns.attrs...)
+	if ns.agent {
+		attrs = append(attrs, keyConversation.String(call.Thread))
+	}
+	rc.span.SetAttributes(attrs...)
+	rc.start, rc.graph = time.Now(), call.Graph.Name
+	return &rc.spanCtx
 }
 
 // NodeRetry implements runtime.Observer: an event "lgrun.retry".
@@ -311,7 +344,7 @@ func (o *Observer) EndNode(ctx context.Context, call *runtime.NodeCall, res *run
 		if err != nil {
 			k[2] = keyErrorType.String(errorType(err))
 		}
-		o.m.node.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(k)))
+		o.m.node.Record(ctx, time.Since(st.start).Seconds(), o.sets.get(k).rec...)
 		return
 	}
 	if res != nil && res.Interrupt != nil {
@@ -329,7 +362,7 @@ func (o *Observer) EndNode(ctx context.Context, call *runtime.NodeCall, res *run
 		k[2] = keyErrorType.String(et)
 	}
 	st.span.End()
-	o.m.node.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributeSet(o.sets.get(k)))
+	o.m.node.Record(ctx, time.Since(st.start).Seconds(), o.sets.get(k).rec...)
 }
 
 // Committed implements runtime.Observer.
@@ -338,7 +371,7 @@ func (o *Observer) Committed(ctx context.Context, d time.Duration, err error) {
 	if err != nil {
 		k[0] = keyErrorType.String(errorType(err))
 	}
-	o.m.commit.Record(ctx, d.Seconds(), metric.WithAttributeSet(o.sets.get(k)))
+	o.m.commit.Record(ctx, d.Seconds(), o.sets.get(k).rec...)
 }
 
 type callState struct {
@@ -374,7 +407,7 @@ func (o *Observer) StartModelCall(ctx context.Context, c *builtin.ModelCallInfo)
 	if c.Input != "" {
 		attrs = append(attrs, keyInputMsgs.String(c.Input))
 	}
-	ctx, span := o.tracer.Start(ctx, "chat "+model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, span := o.tracer.Start(ctx, o.names.get("chat", model), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	return context.WithValue(ctx, callKey{}, &callState{start: time.Now(), span: span})
 }
 
@@ -390,26 +423,24 @@ func (o *Observer) EndModelCall(ctx context.Context, c *builtin.ModelCallInfo, e
 	if resp == "" && err == nil {
 		resp = model
 	}
+	// The end attributes in one slice: one copy into the span.
+	attrs := make([]attribute.KeyValue, 0, 7)
 	if resp != "" {
-		span.SetAttributes(keyResponseModel.String(resp))
+		attrs = append(attrs, keyResponseModel.String(resp))
 	}
 	if c.FinishReason != "" {
-		span.SetAttributes(keyFinish.StringSlice([]string{c.FinishReason}))
+		attrs = append(attrs, keyFinish.StringSlice([]string{c.FinishReason}))
 	}
-	span.SetAttributes(keyInputTokens.Int(c.InputTokens), keyOutputTokens.Int(c.OutputTokens), keyCost.Float64(c.CostUSD))
+	attrs = append(attrs, keyInputTokens.Int(c.InputTokens), keyOutputTokens.Int(c.OutputTokens), keyCost.Float64(c.CostUSD))
 	if c.Output != "" {
-		span.SetAttributes(keyOutputMsgs.String(c.Output))
+		attrs = append(attrs, keyOutputMsgs.String(c.Output))
 	}
-	base := []attribute.KeyValue{keyOperation.String("chat"), keyProvider.String(c.Provider), keyRequestModel.String(model)}
-	if resp != "" {
-		base = append(base, keyResponseModel.String(resp))
-	}
-	dur := base
+	et := ""
 	if err != nil {
-		et := errorType(err)
+		et = errorType(err)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		span.SetAttributes(keyErrorType.String(et))
+		attrs = append(attrs, keyErrorType.String(et))
 		if c.Retry {
 			span.AddEvent("lgrun.retry", trace.WithAttributes(keyAttempt.Int(c.Attempt), keyError.String(err.Error())))
 		}
@@ -417,18 +448,17 @@ func (o *Observer) EndModelCall(ctx context.Context, c *builtin.ModelCallInfo, e
 		if errors.As(err, &be) {
 			span.AddEvent("lgrun.budget_stop", trace.WithAttributes(keyError.String(err.Error())))
 		}
-		dur = append(append([]attribute.KeyValue(nil), base...), keyErrorType.String(et))
 	}
+	span.SetAttributes(attrs...)
 	span.End()
-	o.m.opDuration.Record(ctx, time.Since(st.start).Seconds(), metric.WithAttributes(dur...))
+	m := o.gen.get(genKey{c.Provider, model, resp, et})
+	o.m.opDuration.Record(ctx, time.Since(st.start).Seconds(), m.dur...)
 	if c.InputTokens > 0 || c.OutputTokens > 0 {
-		in := append(append([]attribute.KeyValue(nil), base...), keyTokenType.String("input"))
-		out := append(append([]attribute.KeyValue(nil), base...), keyTokenType.String("output"))
-		o.m.tokens.Record(ctx, int64(c.InputTokens), metric.WithAttributes(in...))
-		o.m.tokens.Record(ctx, int64(c.OutputTokens), metric.WithAttributes(out...))
+		o.m.tokens.Record(ctx, int64(c.InputTokens), m.in...)
+		o.m.tokens.Record(ctx, int64(c.OutputTokens), m.out...)
 	}
 	if c.CostUSD > 0 {
-		o.m.cost.Add(ctx, c.CostUSD, metric.WithAttributes(keyProvider.String(c.Provider), keyRequestModel.String(model)))
+		o.m.cost.Add(ctx, c.CostUSD, m.cost...)
 	}
 }
 
@@ -448,7 +478,7 @@ func (o *Observer) StartToolCall(ctx context.Context, c *builtin.ToolCallInfo) c
 	if c.Input != "" {
 		attrs = append(attrs, keyToolArgs.String(c.Input))
 	}
-	ctx, span := o.tracer.Start(ctx, "execute_tool "+c.Name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+	ctx, span := o.tracer.Start(ctx, o.names.get("execute_tool", c.Name), trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
 	return context.WithValue(ctx, callKey{}, &callState{start: time.Now(), span: span})
 }
 

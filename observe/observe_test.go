@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
@@ -33,6 +34,8 @@ type fakeOpenAI struct {
 	srv   *httptest.Server
 	fail  atomic.Int64
 	calls atomic.Int64
+	// delay is how long each answer takes (a model's latency).
+	delay time.Duration
 }
 
 func newFakeOpenAI(t *testing.T) *fakeOpenAI {
@@ -44,6 +47,9 @@ func newFakeOpenAI(t *testing.T) *fakeOpenAI {
 
 func (f *fakeOpenAI) serve(w http.ResponseWriter, r *http.Request) {
 	f.calls.Add(1)
+	if f.delay > 0 {
+		time.Sleep(f.delay)
+	}
 	if f.fail.Add(-1) >= 0 {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)

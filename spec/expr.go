@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"regexp"
 	"strings"
 	"unsafe"
 
@@ -257,14 +256,14 @@ func (l *ErrorList) errAt(pos Pos, msg string, err error) {
 }
 
 var (
-	unknownFieldRE = regexp.MustCompile(`^unknown field (\w+)$`)
-	unknownNameRE  = regexp.MustCompile(`^unknown name (\w+)$`)
+	unknownFieldRE = lazyRE(`^unknown field (\w+)$`)
+	unknownNameRE  = lazyRE(`^unknown name (\w+)$`)
 )
 
 // exprMessage rewords an expr compile error: Go type names become the
 // language's, and an unknown field of state names the declared fields.
 func (c *exprCompiler) exprMessage(fe *file.Error, src string, env types.Map) string {
-	if m := unknownFieldRE.FindStringSubmatch(fe.Message); m != nil {
+	if m := unknownFieldRE().FindStringSubmatch(fe.Message); m != nil {
 		st, _ := env["state"].(types.Map)
 		lines := strings.Split(src, "\n")
 		if st != nil && fe.Line >= 1 && fe.Line <= len(lines) {
@@ -278,7 +277,7 @@ func (c *exprCompiler) exprMessage(fe *file.Error, src string, env types.Map) st
 			}
 		}
 	}
-	if m := unknownNameRE.FindStringSubmatch(fe.Message); m != nil {
+	if m := unknownNameRE().FindStringSubmatch(fe.Message); m != nil {
 		msg := fmt.Sprintf("unknown name %q", m[1])
 		if st, _ := env["state"].(types.Map); st != nil && st[m[1]] != nil {
 			return msg + fmt.Sprintf("; did you mean \"state.%s\"?", m[1])

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/expr-lang/expr/ast"
@@ -46,11 +45,11 @@ var foreignFuncs = map[string]string{
 }
 
 var (
-	unexpectedRE = regexp.MustCompile(`^unexpected token (\w+)\("(.*)"\)$`)
-	listPlusRE   = regexp.MustCompile(`^invalid operation: \+ \(mismatched types (?:list|\[\][\w{} ]+) and (?:list|\[\][\w{} ]+)\)$`)
-	noMethodRE   = regexp.MustCompile(`^type (\S+) has no method (\w+)$`)
-	noFieldRE    = regexp.MustCompile(`^type (\S+) has no field (\w+)$`)
-	lengthRE     = regexp.MustCompile(`^(.*\S)\.(length|size|count|len)\b`)
+	unexpectedRE = lazyRE(`^unexpected token (\w+)\("(.*)"\)$`)
+	listPlusRE   = lazyRE(`^invalid operation: \+ \(mismatched types (?:list|\[\][\w{} ]+) and (?:list|\[\][\w{} ]+)\)$`)
+	noMethodRE   = lazyRE(`^type (\S+) has no method (\w+)$`)
+	noFieldRE    = lazyRE(`^type (\S+) has no field (\w+)$`)
+	lengthRE     = lazyRE(`^(.*\S)\.(length|size|count|len)\b`)
 )
 
 // findMistake recognises the mistakes people make writing expressions:
@@ -69,7 +68,7 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 		}
 		return mistake{msg + "; templates with {{ }} are for text settings such as prompt:", line, col}, true
 	}
-	if m := unknownNameRE.FindStringSubmatch(fe.Message); m != nil {
+	if m := unknownNameRE().FindStringSubmatch(fe.Message); m != nil {
 		name := m[1]
 		if lit, ok := foreignNames[name]; ok {
 			if lit == "nil" {
@@ -90,7 +89,7 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 		lit := fmt.Sprintf("%q", t)
 		return mistake{fmt.Sprintf("this setting is an expression, and %s reads as text; for the text write the string literal %s (in YAML: '%s')", t, lit, strings.ReplaceAll(lit, "'", "''")), 1, 0}, true
 	}
-	if m := unexpectedRE.FindStringSubmatch(fe.Message); m != nil {
+	if m := unexpectedRE().FindStringSubmatch(fe.Message); m != nil {
 		r := []rune(lineOf(src, fe.Line))
 		c := fe.Column
 		switch {
@@ -135,13 +134,13 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 		return mistake{}, false
 	}
 	msg := exprMessage(fe.Message)
-	if listPlusRE.MatchString(msg) {
+	if listPlusRE().MatchString(msg) {
 		if l, r, ok := plusOperands(src); ok {
 			return at(fmt.Sprintf("+ does not join lists; use concat(%s, %s)", l, r))
 		}
 		return at("+ does not join lists; use concat(a, b)")
 	}
-	if m := noMethodRE.FindStringSubmatch(msg); m != nil {
+	if m := noMethodRE().FindStringSubmatch(msg); m != nil {
 		fix := ""
 		if recv, args, ok := methodCall(src, m[2]); ok {
 			fix = methodFix(m[2], recv, args)
@@ -156,8 +155,8 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 			return at(fmt.Sprintf("a list has no method append: use concat(%s, [%s])", recv, args[0]))
 		}
 	}
-	if noFieldRE.MatchString(msg) || strings.HasPrefix(msg, "array elements can only be selected using an integer") {
-		if m := lengthRE.FindStringSubmatch(strings.TrimSpace(lineOf(src, fe.Line))); m != nil && fe.Column > 0 {
+	if noFieldRE().MatchString(msg) || strings.HasPrefix(msg, "array elements can only be selected using an integer") {
+		if m := lengthRE().FindStringSubmatch(strings.TrimSpace(lineOf(src, fe.Line))); m != nil && fe.Column > 0 {
 			return at(fmt.Sprintf("%s has no field %q; its length is len(%s)", m[1], m[2], lastOperand(m[1])))
 		}
 	}
@@ -168,13 +167,13 @@ func findMistake(fe *file.Error, src string, style yaml.Style, env types.Map) (m
 }
 
 // proseRE matches text that is words and punctuation, not an expression.
-var proseRE = regexp.MustCompile(`^[\p{L}][\p{L}\d]*(?:[\s,'’-]+[\p{L}\d]+)*[.!?]*$`)
+var proseRE = lazyRE(`^[\p{L}][\p{L}\d]*(?:[\s,'’-]+[\p{L}\d]+)*[.!?]*$`)
 
 // isProse reports whether src looks like a sentence: words without
 // operators, more than one or ending in punctuation, not naming state.
 func isProse(src string) bool {
 	t := strings.TrimSpace(src)
-	return !strings.Contains(t, "\n") && proseRE.MatchString(t) && (strings.ContainsAny(t, " .!?'’"))
+	return !strings.Contains(t, "\n") && proseRE().MatchString(t) && (strings.ContainsAny(t, " .!?'’"))
 }
 
 // templateBraces returns the byte offset of the first "{{" of src outside
@@ -383,13 +382,13 @@ func lineCol(src string, off int) (int, int) {
 
 // placeholderRE matches a {…} in a string literal that names a state
 // field: what a template or an f-string would fill in.
-var placeholderRE = regexp.MustCompile(`\{\s*(state\.\w+(?:\.\w+)*)\s*\}`)
+var placeholderRE = lazyRE(`\{\s*(state\.\w+(?:\.\w+)*)\s*\}`)
 
 // literalPlaceholder finds a string literal of src with a {state.x} in it,
 // which expressions keep as text, and returns where it starts (1-based
 // line, 0-based rune column) and the warning.
 func literalPlaceholder(src string) (mistake, bool) {
-	if !placeholderRE.MatchString(src) {
+	if !placeholderRE().MatchString(src) {
 		return mistake{}, false // the common case, without a second parse
 	}
 	tree, err := parser.Parse(src)
@@ -404,7 +403,7 @@ func literalPlaceholder(src string) (mistake, bool) {
 	r := []rune(src)
 	from := min(max(v.found.Location().From, 0), len(r))
 	line, col := lineCol(src, len(string(r[:from])))
-	msg := fmt.Sprintf("the string %q keeps {%s} as text: expressions do not fill in placeholders", v.found.Value, placeholderRE.FindStringSubmatch(v.found.Value)[1])
+	msg := fmt.Sprintf("the string %q keeps {%s} as text: expressions do not fill in placeholders", v.found.Value, placeholderRE().FindStringSubmatch(v.found.Value)[1])
 	if s := fStringJoin(v.found.Value); s != "" {
 		msg += "; join the parts: " + s
 	}
@@ -414,7 +413,7 @@ func literalPlaceholder(src string) (mistake, bool) {
 type placeholderFinder struct{ found *ast.StringNode }
 
 func (v *placeholderFinder) Visit(n *ast.Node) {
-	if s, ok := (*n).(*ast.StringNode); ok && v.found == nil && placeholderRE.MatchString(s.Value) {
+	if s, ok := (*n).(*ast.StringNode); ok && v.found == nil && placeholderRE().MatchString(s.Value) {
 		v.found = s
 	}
 }

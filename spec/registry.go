@@ -377,13 +377,7 @@ func (r *Registry) graphSchema() *embeddedSchema {
 	defer r.mu.Unlock()
 	if r.schema == nil {
 		src, err := r.Schema()
-		if err == nil {
-			src, err = withoutKindRules(src)
-		}
-		r.schema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: src}
-		if err != nil {
-			r.schema.once.Do(func() { r.schema.err = err })
-		}
+		r.schema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: src, prep: withoutKindRules, docErr: err}
 	}
 	return r.schema
 }

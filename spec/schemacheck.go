@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -24,35 +25,57 @@ var printer = message.NewPrinter(language.English)
 type embeddedSchema struct {
 	url, what string
 	src       []byte
-	// prep, when set, rewrites src before it is compiled.
-	prep func([]byte) ([]byte, error)
-	once sync.Once
-	val  *jsonschema.Schema
-	doc  any
-	err  error
+	// prep, when set, edits the parsed document before it is compiled.
+	prep func(doc any)
+	// quick lets quickValid accept a valid value without compiling the
+	// schema. Set for the schemas of package schema, which the tests
+	// compile and check quickValid against; not for a registry's, which
+	// may not compile.
+	quick bool
+
+	docOnce sync.Once
+	doc     any
+	docErr  error // preset when the source could not be made
+
+	once     sync.Once
+	val      *jsonschema.Schema
+	err      error
+	compiled atomic.Bool // for tests: load compiled the schema
 }
 
 var (
-	graphSchema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: schema.Graph, prep: withoutKindRules}
-	testSchema  = &embeddedSchema{url: schema.TestURL, what: "test file", src: schema.Test}
+	graphSchema = &embeddedSchema{url: schema.GraphURL, what: "graph", src: schema.Graph, prep: withoutKindRules, quick: true}
+	testSchema  = &embeddedSchema{url: schema.TestURL, what: "test file", src: schema.Test, quick: true}
 )
 
-func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
-	es.once.Do(func() {
-		src := es.src
-		if es.prep != nil {
-			var err error
-			if src, err = es.prep(src); err != nil {
-				es.err = fmt.Errorf("prepare embedded %s schema: %w", es.what, err)
-				return
-			}
-		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(src))
-		if err != nil {
-			es.err = fmt.Errorf("parse embedded %s schema: %w", es.what, err)
+// document parses the schema (once) and prepares it.
+func (es *embeddedSchema) document() (any, error) {
+	es.docOnce.Do(func() {
+		if es.docErr != nil {
 			return
 		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(es.src))
+		if err != nil {
+			es.docErr = fmt.Errorf("parse embedded %s schema: %w", es.what, err)
+			return
+		}
+		if es.prep != nil {
+			es.prep(doc)
+		}
 		es.doc = doc
+	})
+	return es.doc, es.docErr
+}
+
+// load compiles the schema (once).
+func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
+	es.once.Do(func() {
+		doc, err := es.document()
+		if err != nil {
+			es.err = err
+			return
+		}
+		es.compiled.Store(true)
 		c := jsonschema.NewCompiler()
 		if err := c.AddResource(es.url, doc); err != nil {
 			es.err = fmt.Errorf("load embedded %s schema: %w", es.what, err)
@@ -64,8 +87,14 @@ func (es *embeddedSchema) load() (*jsonschema.Schema, error) {
 }
 
 // validateWith checks the decoded value v of a file against the JSON Schema
-// es and reports each violation at the YAML position it refers to.
+// es and reports each violation at the YAML position it refers to. A value
+// quickValid accepts needs no compiled schema.
 func validateWith(es *embeddedSchema, file string, root *yaml.Node, v any, errs *ErrorList) {
+	if es.quick {
+		if doc, err := es.document(); err == nil && quickValid(doc, v) {
+			return
+		}
+	}
 	sch, err := es.load()
 	if err != nil {
 		errs.Add(Pos{File: file}, "%v", err)

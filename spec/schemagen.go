@@ -37,14 +37,6 @@ func (o *okv) set(k string, v any) {
 	o.vals[k] = v
 }
 
-func (o *okv) del(k string) {
-	if _, ok := o.vals[k]; !ok {
-		return
-	}
-	delete(o.vals, k)
-	o.keys = slices.DeleteFunc(o.keys, func(x string) bool { return x == k })
-}
-
 func (o *okv) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
@@ -306,18 +298,17 @@ func generateSchema(base []byte, nodes []NodeKindDecl, tools []ToolKindDecl, pro
 	return b.Bytes(), nil
 }
 
-// withoutKindRules returns schema src without the per-kind rules, for
-// validation by the loader (see the comment at the top of this file).
-func withoutKindRules(src []byte) ([]byte, error) {
-	v, err := decodeOrdered(src)
-	if err != nil {
-		return nil, err
-	}
-	defs := v.(*okv).get("$defs").(*okv)
+// withoutKindRules removes the per-kind rules from doc, a parsed graph
+// schema, for validation by the loader (see the comment at the top of this
+// file). It edits the parsed document in place: re-encoding the schema
+// without them would cost a process that loads one graph more than the
+// compile itself.
+func withoutKindRules(doc any) {
+	root, _ := doc.(map[string]any)
+	defs, _ := root["$defs"].(map[string]any)
 	for _, def := range []string{"node", "tool"} {
-		if d, ok := defs.get(def).(*okv); ok {
-			d.del("allOf")
+		if d, ok := defs[def].(map[string]any); ok {
+			delete(d, "allOf")
 		}
 	}
-	return marshalNoEscape(v)
 }

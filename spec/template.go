@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -320,13 +319,13 @@ func (c *exprCompiler) compileTemplate(n *yaml.Node, path, key string, env types
 }
 
 // fstringRE matches {name} or {var.name} written with single braces.
-var fstringRE = regexp.MustCompile(`\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}`)
+var fstringRE = lazyRE(`\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}`)
 
 // fstrings warns about single-brace placeholders in literal text that name
 // a state field (or a variable's field), which look like f-strings.
 func (c *exprCompiler) fstrings(n *yaml.Node, p tmplPart, path string, env types.Map) {
 	st, _ := env["state"].(types.Map)
-	for _, m := range fstringRE.FindAllStringSubmatchIndex(p.text, -1) {
+	for _, m := range fstringRE().FindAllStringSubmatchIndex(p.text, -1) {
 		first := p.text[m[2]:m[3]]
 		var ref string
 		switch {

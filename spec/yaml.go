@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -77,7 +78,7 @@ func ParseYAML(file string, src []byte) (*yaml.Node, ErrorList) {
 	return doc.Content[0], errs
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
+var yamlLineRE = lazyRE(`^yaml: (?:line (\d+): )?`)
 
 // yamlError positions and words a YAML syntax error. yaml.v3 reports a
 // line only; when the problem is one an expression written as a plain
@@ -85,7 +86,7 @@ var yamlLineRE = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
 // that broke the line and the message says to quote the value.
 func yamlError(file string, src []byte, err error) (Pos, string) {
 	pos, msg := yamlErrorPos(file, src, err), yamlErrorMsg(err)
-	switch yamlLineRE.ReplaceAllString(err.Error(), "") {
+	switch yamlLineRE().ReplaceAllString(err.Error(), "") {
 	case "did not find expected ',' or '}'", "did not find expected ',' or ']'", "mapping values are not allowed in this context":
 	default:
 		return pos, msg
@@ -222,11 +223,11 @@ func quoteAdvice(why, key, val string) string {
 }
 
 func yamlErrorPos(file string, src []byte, err error) Pos {
-	m := yamlLineRE.FindStringSubmatch(err.Error())
+	m := yamlLineRE().FindStringSubmatch(err.Error())
 	line := 1
 	if m != nil && m[1] != "" {
 		line, _ = strconv.Atoi(m[1])
-		if isParserProblem(yamlLineRE.ReplaceAllString(err.Error(), "")) {
+		if isParserProblem(yamlLineRE().ReplaceAllString(err.Error(), "")) {
 			// yaml.v3 v3.0.1 adds 1 to the 0-based mark of scanner
 			// errors only; a parser error's line is 0-based.
 			line++
@@ -305,7 +306,7 @@ func isParserProblem(msg string) bool {
 }
 
 func yamlErrorMsg(err error) string {
-	msg := yamlLineRE.ReplaceAllString(err.Error(), "")
+	msg := yamlLineRE().ReplaceAllString(err.Error(), "")
 	if strings.Contains(msg, "found character that cannot start any token") || strings.Contains(msg, "found a tab") {
 		msg += " (tabs are not allowed for indentation in YAML; use spaces)"
 	}
@@ -506,4 +507,11 @@ func describeValue(v any) string {
 		s = s[:37] + "..."
 	}
 	return s
+}
+
+// lazyRE returns a regexp compiled on first use rather than when the
+// package is initialised: most of the package's regexps only explain a
+// mistake, and a process that loads one good graph needs none of them.
+func lazyRE(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }
