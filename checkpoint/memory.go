@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -13,8 +14,12 @@ import (
 	"github.com/lgrun/lgrun/spec"
 )
 
-// Memory is an in-memory saver. It keeps every checkpoint whole; it is
-// meant for tests and runs that need no durability.
+// Memory is an in-memory saver, meant for tests and runs that need no
+// durability. It keeps every checkpoint's values whole, made like a
+// saver that stores deltas: the parent's values with the checkpoint's
+// delta applied, through a [runtime.Applier] per thread, so a checkpoint
+// costs what its delta holds and lists share their items with the
+// parent's. Nothing it stores is shared with its callers.
 type Memory struct {
 	mu      sync.Mutex
 	threads map[string]*memThread
@@ -40,6 +45,9 @@ type MemoryOptions struct {
 }
 
 type memThread struct {
+	// apply makes the values of the thread's checkpoints from their
+	// parents' (see [Memory.values]).
+	apply  runtime.Applier
 	row    runtime.Thread
 	cps    map[string]*runtime.Checkpoint
 	order  []string // commit order
@@ -84,7 +92,8 @@ func (m *Memory) Commit(_ context.Context, c *runtime.Commit) error {
 		t = &memThread{cps: map[string]*runtime.Checkpoint{}, writes: map[string][]runtime.PendingWrite{}}
 		m.threads[id] = t
 	}
-	cp := cloneCheckpoint(c.Checkpoint)
+	cp := cloneCheckpointWithout(c.Checkpoint, true)
+	cp.Values = t.values(c.Checkpoint, cp.Delta)
 	cp.Pending = nil
 	t.cps[cp.ID] = cp
 	t.order = append(t.order, cp.ID)
@@ -210,11 +219,41 @@ func (m *Memory) DeleteThread(_ context.Context, id string) error {
 	return nil
 }
 
+// values returns the values to store for checkpoint c, whose delta the
+// saver copied as delta: its parent's stored values with the delta
+// applied, which shares the parent's lists (the runtime makes each
+// checkpoint's values that way, see [runtime.ApplyDelta]). A first
+// checkpoint, or one whose fields are not its parent's and its delta's
+// (a caller's hand-made values), is copied whole.
+func (t *memThread) values(c *runtime.Checkpoint, delta runtime.Delta) map[string]any {
+	if parent := t.cps[c.ParentID]; parent != nil && parent.Values != nil && c.Values != nil {
+		values := maps.Clone(parent.Values)
+		if err := t.apply.Apply(values, delta); err == nil && len(values) == len(c.Values) {
+			return values
+		}
+	}
+	if c.Values == nil {
+		return nil
+	}
+	return spec.DeepCopy(c.Values).(map[string]any)
+}
+
 // cloneCheckpoint deep-copies everything a caller could modify, so the
 // saver never shares memory with its callers.
 func cloneCheckpoint(c *runtime.Checkpoint) *runtime.Checkpoint {
-	out := *c
-	if c.Values != nil {
+	return cloneCheckpointWithout(c, false)
+}
+
+// cloneCheckpointWithout is cloneCheckpoint, leaving Values out (nil)
+// when noValues is set.
+func cloneCheckpointWithout(c *runtime.Checkpoint, noValues bool) *runtime.Checkpoint {
+	// Field by field: what the runtime caches on its checkpoints (their
+	// measured size, their expression environment) stays with it.
+	out := runtime.Checkpoint{
+		Thread: c.Thread, ID: c.ID, ParentID: c.ParentID, Step: c.Step, TurnStep: c.TurnStep,
+		Delta: c.Delta, Next: c.Next, Waiting: c.Waiting, Metadata: c.Metadata, Pending: c.Pending,
+	}
+	if c.Values != nil && !noValues {
 		out.Values = spec.DeepCopy(c.Values).(map[string]any)
 	}
 	if c.Delta != nil {

@@ -11,9 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
@@ -54,6 +56,49 @@ nodes:
 edges:
   - {from: START, to: inc}
   - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+
+// benchLogGraph is the counter loop with an append log: each superstep
+// increments count and appends one small string to log (reducer append),
+// the workload of issue 16's step-time rows.
+const benchLogGraph = `
+version: 1
+name: counter-log
+state:
+  count: {type: int}
+  target: {type: int, default: 1000}
+  log: {type: list, items: string, reducer: append}
+limits: {steps: 1000000}
+nodes:
+  inc:
+    kind: set
+    set:
+      count: state.count + 1
+      log: '"step " + string(state.count)'
+edges:
+  - {from: START, to: inc}
+  - {from: inc, when: state.count < state.target, to: inc, else: END}
+`
+
+// benchMessagesGraph adds one message (content ~200 bytes) to a messages
+// field per superstep until count = target.
+var benchMessagesGraph = `
+version: 1
+name: messages
+state:
+  count: {type: int}
+  target: {type: int, default: 10000}
+  messages: {type: messages}
+limits: {steps: 1000000}
+nodes:
+  say:
+    kind: set
+    set:
+      count: state.count + 1
+      messages: '{role: "user", content: "message " + string(state.count) + " ` + strings.Repeat("lorem ipsum ", 16) + `"}'
+edges:
+  - {from: START, to: say}
+  - {from: say, when: state.count < state.target, to: say, else: END}
 `
 
 func benchFanoutGraph(n int) string {
@@ -141,6 +186,82 @@ func BenchmarkLoop1000(b *testing.B) {
 	}
 }
 
+// BenchmarkLoop1000Log is BenchmarkLoop1000 with an append log: each
+// superstep also appends one item to a list field, so the list has 1,000
+// items at the end. It reports µs and allocations per superstep.
+func BenchmarkLoop1000Log(b *testing.B) {
+	g := benchGraph(b, benchLogGraph)
+	for _, sk := range benchSavers {
+		b.Run(sk.name, func(b *testing.B) {
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench"}
+			ctx := context.Background()
+			b.ReportAllocs()
+			var before, after goruntime.MemStats
+			goruntime.ReadMemStats(&before)
+			cpu := processCPU()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				log, _ := res.Checkpoint.Values["log"].([]any)
+				if res.Checkpoint.Values["count"] != 1000 || len(log) != 1000 || log[999] != "step 999" {
+					b.Fatalf("count %v, %d log items at step %d", res.Checkpoint.Values["count"], len(log), res.Checkpoint.Step)
+				}
+			}
+			b.StopTimer()
+			cpu = processCPU() - cpu
+			goruntime.ReadMemStats(&after)
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*1000), "µs/step")
+			// CPU time of the process (all threads, GC included) per step:
+			// steadier than elapsed time when other work shares the machine.
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*1000), "cpu-µs/step")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N*1000), "allocs/step")
+		})
+	}
+}
+
+// BenchmarkMessages10k runs 10,000 supersteps, each adding a message to a
+// messages field, and reports the mean step time of the first and of the
+// last 1,000 steps and their ratio (flat: 1), in elapsed time and in CPU
+// time of the process (steadier on a shared machine).
+func BenchmarkMessages10k(b *testing.B) {
+	g := benchGraph(b, benchMessagesGraph)
+	for _, sk := range benchSavers[:2] {
+		b.Run(sk.name, func(b *testing.B) {
+			var at [4]time.Time
+			var cpuAt [4]time.Duration
+			marks := map[int]int{1: 0, 1001: 1, 9000: 2, 10000: 3}
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench", Events: func(e runtime.Event) {
+				if i, ok := marks[e.Step]; ok && e.Kind == runtime.EvCheckpoint {
+					at[i], cpuAt[i] = time.Now(), processCPU()
+				}
+			}}
+			ctx := context.Background()
+			var first, last, cpuFirst, cpuLast time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n := len(res.Checkpoint.Values["messages"].([]any)); n != 10000 {
+					b.Fatalf("%d messages", n)
+				}
+				first += at[1].Sub(at[0])
+				last += at[3].Sub(at[2])
+				cpuFirst += cpuAt[1] - cpuAt[0]
+				cpuLast += cpuAt[3] - cpuAt[2]
+			}
+			b.ReportMetric(float64(first.Microseconds())/float64(b.N*1000), "µs/step-first")
+			b.ReportMetric(float64(last.Microseconds())/float64(b.N*1000), "µs/step-last")
+			b.ReportMetric(float64(last)/float64(first), "last/first")
+			b.ReportMetric(float64(cpuLast)/float64(cpuFirst), "cpu-last/first")
+		})
+	}
+}
+
 // BenchmarkFanout8 runs an 8-way fan-out and join (3 checkpoints and a
 // status mark per run) and reports runs/s, one run at a time.
 func BenchmarkFanout8(b *testing.B) {
@@ -149,6 +270,7 @@ func BenchmarkFanout8(b *testing.B) {
 		b.Run(sk.name, func(b *testing.B) {
 			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench"}
 			ctx := context.Background()
+			cpu := processCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				res, err := r.Run(ctx, runtime.RunOptions{Thread: benchThreadID()})
@@ -159,7 +281,12 @@ func BenchmarkFanout8(b *testing.B) {
 					b.Fatalf("total %v", res.Checkpoint.Values["total"])
 				}
 			}
+			b.StopTimer()
+			cpu = processCPU() - cpu
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+			// Runs per CPU-second of the process (all threads, GC
+			// included): steadier than runs/s on a shared machine.
+			b.ReportMetric(float64(b.N)/cpu.Seconds(), "runs/cpu-s")
 		})
 	}
 }

@@ -36,6 +36,9 @@ type Checkpoint struct {
 
 	// size is the state's measured size, once this process committed it.
 	size *stateSize
+	// env is the expression environment of Values, when the loop made
+	// one (see [NodeCall.stateEnv]).
+	env map[string]any
 }
 
 // Source tells what created a checkpoint.
@@ -392,7 +395,13 @@ func (c *IDClock) Next(now time.Time, parent string) string {
 		n = c.last + 1
 	}
 	c.last = n
-	return fmt.Sprintf("%016x", n)
+	var buf [16]byte
+	const hex = "0123456789abcdef"
+	for i := len(buf) - 1; i >= 0; i-- {
+		buf[i] = hex[n&0xf]
+		n >>= 4
+	}
+	return string(buf[:])
 }
 
 // Locker is implemented by savers that can keep two processes from running

@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/lgrun/lgrun/spec"
@@ -20,27 +21,31 @@ func (r *Runner) nextNodes(values map[string]any, finished []string, gotos map[s
 // route is nextNodes that also returns the branches taken (see
 // spec.Graph.Branches), for coverage.
 func (r *Runner) route(values map[string]any, finished []string, gotos map[string][]string, waiting map[string][]string) ([]string, map[string][]string, []string, error) {
+	return r.routeEnv(stateEnv(values), finished, gotos, waiting)
+}
+
+// routeEnv is route on the state of the expression environment env.
+func (r *Runner) routeEnv(env map[string]any, finished []string, gotos map[string][]string, waiting map[string][]string) ([]string, map[string][]string, []string, error) {
 	g := r.Graph
-	env := stateEnv(values)
 	set := map[string]bool{}
+	add := func(t string) { set[t] = true }
+	// The branches taken are only reported through events.
+	wantBranches := r.Events != nil
 	var branches []string
 	for _, n := range finished {
 		for _, t := range gotos[n] {
 			set[t] = true
-			if node := g.Nodes[n]; node != nil {
+			if node := g.Nodes[n]; node != nil && wantBranches {
 				branches = append(branches, node.GotoBranchID(t))
 			}
 		}
 		for _, e := range g.Outgoing(n) {
-			targets, key, err := evalEdge(e, env)
+			key, err := evalEdge(e, env, add)
 			if err != nil {
 				return nil, nil, nil, &EdgeError{From: n, Pos: e.Pos, Err: err}
 			}
-			if key != "" {
+			if key != "" && wantBranches {
 				branches = append(branches, e.BranchID(n, key))
-			}
-			for _, t := range targets {
-				set[t] = true
 			}
 		}
 	}
@@ -100,38 +105,47 @@ func coversAll(have, want []string) bool {
 	return true
 }
 
-// evalEdge returns the targets of one edge for the state in env, and the
-// key of the branch taken ("" for a plain edge).
-func evalEdge(e *spec.Edge, env map[string]any) ([]string, string, error) {
+// evalEdge calls add with each target of one edge for the state in env,
+// and returns the key of the branch taken ("" for a plain edge).
+func evalEdge(e *spec.Edge, env map[string]any, add func(string)) (string, error) {
+	addRefs := func(refs []spec.NameRef) {
+		for _, r := range refs {
+			add(r.Name)
+		}
+	}
 	switch {
 	case e.When != nil:
 		ok, err := evalBool(e.When, env)
 		if err != nil {
-			return nil, "", err
+			return "", err
 		}
 		if ok {
-			return names(e.To), "when", nil
+			addRefs(e.To)
+			return "when", nil
 		}
-		return names(e.Else), "else", nil
+		addRefs(e.Else)
+		return "else", nil
 	case e.Routes != nil:
 		for i, rt := range e.Routes {
 			ok, err := evalBool(rt.When, env)
 			if err != nil {
-				return nil, "", err
+				return "", err
 			}
 			if ok {
-				return names(rt.To), fmt.Sprintf("routes[%d]", i), nil
+				addRefs(rt.To)
+				return "routes[" + strconv.Itoa(i) + "]", nil
 			}
 		}
-		return names(e.Default), "default", nil
+		addRefs(e.Default)
+		return "default", nil
 	case e.Route != nil:
 		v, err := e.Route.Eval(env)
 		if err != nil {
-			return nil, "", err
+			return "", err
 		}
 		targets, err := routeNames(v)
 		if err != nil {
-			return nil, "", fmt.Errorf("route %q: %w", e.Route.Src, err)
+			return "", fmt.Errorf("route %q: %w", e.Route.Src, err)
 		}
 		for _, t := range targets {
 			ok := false
@@ -139,16 +153,20 @@ func evalEdge(e *spec.Edge, env map[string]any) ([]string, string, error) {
 				ok = ok || p.Name == t
 			}
 			if !ok {
-				return nil, "", fmt.Errorf("route %q yielded %q, which is not one of its paths (%s)", e.Route.Src, t, refList(e.Paths))
+				return "", fmt.Errorf("route %q yielded %q, which is not one of its paths (%s)", e.Route.Src, t, refList(e.Paths))
 			}
+		}
+		for _, t := range targets {
+			add(t)
 		}
 		key := "route=" + strings.Join(targets, ",")
 		if len(targets) == 0 {
 			key = "route="
 		}
-		return targets, key, nil
+		return key, nil
 	}
-	return names(e.To), "", nil
+	addRefs(e.To)
+	return "", nil
 }
 
 func evalBool(x *spec.Expr, env map[string]any) (bool, error) {

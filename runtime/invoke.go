@@ -66,7 +66,19 @@ func (r *Runner) invoke(ctx context.Context, call *NodeCall) (res *NodeResult, e
 		maxBackoff = DefaultMaxBackoff
 	}
 	emit(Event{Kind: EvNodeStart})
-	start := r.now()
+	// Durations are only reported in events, which go nowhere without a
+	// listener (see [Runner.emit]).
+	timed := r.Events != nil
+	var start time.Time
+	if timed {
+		start = r.now()
+	}
+	since := func() time.Duration {
+		if !timed {
+			return 0
+		}
+		return r.now().Sub(start)
+	}
 	var attemptUsage []Usage
 	obs := r.Observer
 	if obs != nil {
@@ -111,7 +123,7 @@ func (r *Runner) invoke(ctx context.Context, call *NodeCall) (res *NodeResult, e
 		backoff = min(backoff*2, maxBackoff)
 	}
 	if err != nil {
-		emit(Event{Kind: EvNodeError, Error: err.Error(), Duration: r.now().Sub(start)})
+		emit(Event{Kind: EvNodeError, Error: err.Error(), Duration: since()})
 		return res, err
 	}
 	if res == nil {
@@ -120,7 +132,7 @@ func (r *Runner) invoke(ctx context.Context, call *NodeCall) (res *NodeResult, e
 	if err := checkGoto(call.Graph, node, res); err != nil {
 		return nil, err
 	}
-	emit(Event{Kind: EvNodeEnd, Writes: res.Writes, Duration: r.now().Sub(start), Interrupt: res.Interrupt})
+	emit(Event{Kind: EvNodeEnd, Writes: res.Writes, Duration: since(), Interrupt: res.Interrupt})
 	return res, nil
 }
 

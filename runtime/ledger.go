@@ -34,6 +34,7 @@ var NoLimits = Limits{LLMCalls: -1, Tokens: -1, CostUSD: -1}
 // *Ledger tracks nothing and refuses nothing.
 type Ledger struct {
 	mu     *sync.Mutex // shared by the whole chain
+	ownMu  sync.Mutex  // mu of the root of a chain
 	parent *Ledger
 	prefix string // prepended to usage node names on the way to parent
 	limits Limits
@@ -53,7 +54,7 @@ func NewLedger(parent *Ledger, prefix string, limits Limits, base Totals) *Ledge
 	if parent != nil {
 		l.mu = parent.mu
 	} else {
-		l.mu = &sync.Mutex{}
+		l.mu = &l.ownMu
 	}
 	return l
 }

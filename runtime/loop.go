@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -63,7 +64,6 @@ type taskOut struct {
 	node string
 	res  *NodeResult
 	err  error
-	dur  time.Duration
 }
 
 // loop runs supersteps from cp until the graph ends, pauses or fails.
@@ -108,15 +108,21 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		if err := context.Cause(ctx); err != nil {
 			return rn.cancelled(ctx, cp, err, nil)
 		}
-		pending := map[string]*NodeResult{}
-		rn.partial = map[string][]any{}
+		var pending map[string]*NodeResult
+		rn.partial = nil
 		var keep []PendingWrite
 		for _, p := range cp.Pending {
 			if p.Kind == PendingWrites && p.Result != nil {
+				if pending == nil {
+					pending = map[string]*NodeResult{}
+				}
 				pending[p.Node] = p.Result
 				keep = append(keep, p)
 			}
 			if p.Kind == PendingPartial && p.Result != nil {
+				if rn.partial == nil {
+					rn.partial = map[string][]any{}
+				}
 				rn.partial[p.Node] = p.Result.Records
 			}
 		}
@@ -134,7 +140,9 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		if stop {
 			return rn.pause(ctx, cp, append(keep, stops...))
 		}
-		rn.resumeBefore = map[string]bool{}
+		if len(rn.resumeBefore) > 0 {
+			rn.resumeBefore = nil
+		}
 
 		step := cp.Step + 1
 		r.emit(Event{Kind: EvStepStart, Thread: th.ID, Step: step, Next: cp.Next})
@@ -147,24 +155,34 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 
 		var failed []taskOut
 		var paused []PendingWrite
-		var done []PendingWrite
 		for _, o := range outs {
 			switch {
 			case o.err != nil:
 				failed = append(failed, o)
-				if o.res != nil && len(o.res.Records) > 0 {
-					// Finished parts of a failed node (map items) are kept.
-					done = append(done, PendingWrite{Node: o.node, Kind: PendingPartial, Result: o.res})
-				}
 			case o.res.Interrupt != nil:
 				paused = append(paused, PendingWrite{Node: o.node, Kind: PendingInterrupt, Interrupt: o.res.Interrupt})
-			default:
-				if pending[o.node] == nil {
-					done = append(done, PendingWrite{Node: o.node, Kind: PendingWrites, Result: o.res})
+			}
+		}
+		if len(rn.resumeNodes) > 0 {
+			rn.resumeNodes = nil
+		}
+		var done []PendingWrite
+		if len(failed) > 0 || len(paused) > 0 {
+			for _, o := range outs {
+				switch {
+				case o.err != nil:
+					if o.res != nil && len(o.res.Records) > 0 {
+						// Finished parts of a failed node (map items) are kept.
+						done = append(done, PendingWrite{Node: o.node, Kind: PendingPartial, Result: o.res})
+					}
+				case o.res.Interrupt != nil:
+				default:
+					if pending[o.node] == nil {
+						done = append(done, PendingWrite{Node: o.node, Kind: PendingWrites, Result: o.res})
+					}
 				}
 			}
 		}
-		rn.resumeNodes = map[string]bool{}
 		if len(failed) > 0 {
 			writes := append(keep, done...)
 			var lost []Usage
@@ -192,13 +210,16 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		}
 
 		// Merge in node-name order.
-		var nws []NodeWrites
+		nws := make([]NodeWrites, 0, len(outs))
 		var stepUsage []Usage
-		records := map[string][]any{}
+		var records map[string][]any
 		for _, o := range outs {
 			nws = append(nws, NodeWrites{Node: o.node, Writes: o.res.Writes})
 			stepUsage = append(stepUsage, o.res.Usage...)
 			if len(o.res.Records) > 0 {
+				if records == nil {
+					records = map[string][]any{}
+				}
 				records[o.node] = o.res.Records
 			}
 		}
@@ -208,10 +229,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		usage := mergeUsage(rn.spent, stepUsage)
 		// A step that fails now keeps no node results, so the usage of all
 		// of them is kept with the failure.
-		lostAll := []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: stepUsage}}}
-		values, delta, who, err := merge(r.Graph, r.msgRun, step, cp.Values, nws, rn.indexes)
+		lostAll := func() []PendingWrite {
+			return []PendingWrite{{Kind: PendingUsage, Result: &NodeResult{Usage: stepUsage}}}
+		}
+		values, delta, who, err := merge(r.Graph, r.msgRun, step, cp.Values, nws, rn.own)
 		if err != nil {
-			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), lostAll)
+			return rn.stop(ctx, cp, StatusFailed, rn.mergeError(step, err), lostAll())
 		}
 		finished := make([]string, 0, len(outs))
 		gotos := map[string][]string{}
@@ -226,9 +249,10 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 				}
 			}
 		}
-		next, waiting, branches, err := r.route(values, finished, gotos, cp.Waiting)
+		env := stateEnv(values)
+		next, waiting, branches, err := r.routeEnv(env, finished, gotos, cp.Waiting)
 		if err != nil {
-			return rn.stop(ctx, cp, StatusFailed, err, lostAll)
+			return rn.stop(ctx, cp, StatusFailed, err, lostAll())
 		}
 		for _, b := range branches {
 			r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
@@ -241,6 +265,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			Thread: th.ID, ParentID: cp.ID, Step: step, TurnStep: cp.TurnStep,
 			Values: values, Delta: delta, Next: next, Waiting: waiting,
 			Metadata: r.meta(SourceLoop, who, usage, cp.Metadata.Totals),
+			env:      env,
 		}
 		if len(records) > 0 {
 			ncp.Metadata.Records = records
@@ -264,7 +289,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			}
 			// The step is lost but the thread stays at its last good
 			// checkpoint, marked failed with the reason.
-			return rn.stop(ctx, cp, StatusFailed, &StepError{Step: step, Err: err}, lostAll)
+			return rn.stop(ctx, cp, StatusFailed, &StepError{Step: step, Err: err}, lostAll())
 		}
 		// The step's usage is committed: nothing is pending any more.
 		rn.spent, rn.ledger = nil, nil
@@ -387,30 +412,71 @@ func (rn *run) execute(ctx context.Context, cp *Checkpoint, step int, pending ma
 			todo++
 		}
 	}
-	var wg sync.WaitGroup
-	for i, name := range cp.Next {
-		if res := pending[name]; res == nil && todo == 1 {
+	if todo > 1 {
+		rn.executeAll(ctx, cp, step, pending, outs)
+	} else {
+		for i, name := range cp.Next {
+			if res := pending[name]; res != nil {
+				outs[i] = taskOut{node: name, res: res}
+				continue
+			}
 			// A lone node runs on this goroutine: no scheduling hand-off.
-			start := rn.r.now()
 			res, err := rn.runNode(ctx, cp, step, name)
-			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
-			continue
+			outs[i] = taskOut{node: name, res: res, err: err}
 		}
+	}
+	if len(outs) > 1 {
+		slices.SortFunc(outs, func(a, b taskOut) int { return strings.Compare(a.node, b.node) })
+	}
+	return outs
+}
+
+// executeAll runs the nodes of cp.Next without a pending result in
+// goroutines of their own, filling outs.
+func (rn *run) executeAll(ctx context.Context, cp *Checkpoint, step int, pending map[string]*NodeResult, outs []taskOut) {
+	var wg sync.WaitGroup
+	var inline []int
+	for i, name := range cp.Next {
 		if res := pending[name]; res != nil {
 			outs[i] = taskOut{node: name, res: res}
+			continue
+		}
+		if rn.r.quick(name) {
+			inline = append(inline, i)
 			continue
 		}
 		wg.Add(1)
 		go func(i int, name string) {
 			defer wg.Done()
-			start := rn.r.now()
 			res, err := rn.runNode(ctx, cp, step, name)
-			outs[i] = taskOut{node: name, res: res, err: err, dur: rn.r.now().Sub(start)}
+			outs[i] = taskOut{node: name, res: res, err: err}
 		}(i, name)
 	}
+	// Quick nodes run here, while the others run in goroutines: a new
+	// goroutine's stack growing to what an expression evaluation needs
+	// costs more than the node.
+	for _, i := range inline {
+		name := cp.Next[i]
+		res, err := rn.runNode(ctx, cp, step, name)
+		outs[i] = taskOut{node: name, res: res, err: err}
+	}
 	wg.Wait()
-	sort.Slice(outs, func(i, j int) bool { return outs[i].node < outs[j].node })
-	return outs
+}
+
+// quick reports whether node name is of a kind that only evaluates
+// expressions on the state (the runtime's own set and noop, not replaced
+// through [Runner.Kinds]) and has no timeout or retries: it neither waits
+// nor blocks, so running it on the step's goroutine, after the other
+// nodes of the step started, changes nothing but the cost.
+func (r *Runner) quick(name string) bool {
+	n := r.Graph.Nodes[name]
+	if n == nil || n.Timeout > 0 || n.Retry.MaxAttempts > 1 || n.Goto != nil {
+		return false
+	}
+	if n.Kind != "set" && n.Kind != "noop" {
+		return false
+	}
+	return r.Kinds[n.Kind] == nil
 }
 
 // runNode runs one node of the step through [Runner.invoke].
@@ -423,10 +489,14 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	call := &NodeCall{
 		Graph: r.Graph, Node: node, State: cp.Values, Thread: rn.thread.ID, Step: step,
 		Runner: r,
-		Emit: func(e Event) {
+		Emit:   nopEmit,
+	}
+	if r.Events != nil {
+		// Events go nowhere else (see [Runner.emit]).
+		call.Emit = func(e Event) {
 			e.Thread, e.Step, e.Node = rn.thread.ID, step, name
 			r.emit(e)
-		},
+		}
 	}
 	if rn.resumeNodes[name] {
 		call.Resume, call.HasResume = rn.resumeValue, true
@@ -437,9 +507,12 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	call.Partial = rn.partial[name]
 	call.Ledger = rn.ledger
 	call.StateSize = r.stateSizeLimit(rn.cfg)
+	call.env = cp.env
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	return r.invoke(ctx, call)
 }
+
+func nopEmit(Event) {}
 
 // builtinKind returns the runtime's own implementation of a node kind.
 func builtinKind(kind string) NodeFunc {

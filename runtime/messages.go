@@ -13,22 +13,32 @@ import (
 // messages after it in the same write become the new list.
 const RemoveAllMessages = "__remove_all__"
 
-// messageList is a messages value being changed: a copy of the list with
-// an index of its ids. Removed messages leave holes (nil) until done, so
-// positions in the index stay valid.
+// messageList is a messages value being changed, with an index of its
+// ids. It shares the items of the list it starts from until a message of
+// that list is replaced or removed (then it copies them); new messages go
+// after them, in the spare capacity of the list's array when the merge's
+// [owner] made that list. Removed messages leave holes (nil) until done,
+// so positions in the index stay valid.
 type messageList struct {
-	orig    []any // the list it started from, returned when unchanged
-	items   []any
+	orig  []any // the list it started from, returned when unchanged
+	items []any
+	// frozen is how many leading items are shared with orig: they are
+	// copied before one is changed.
+	frozen  int
 	index   map[string]int // id → position in items
 	holes   bool
 	changed bool
 }
 
-// newMessageList returns a list to change, a copy of cur. index, when not
-// nil, is the index of cur (see [listIndexes]); the list takes it over.
-func newMessageList(cur []any, index map[string]int) *messageList {
-	ml := &messageList{orig: cur, items: make([]any, len(cur), len(cur)+4), index: index}
-	copy(ml.items, cur)
+// newMessageList returns a list to change, starting as cur. index, when
+// not nil, is the index of cur (see [listIndexes]); the list takes it
+// over. tip, when not nil, is cur's array with the spare capacity the
+// caller owns (see [owner.tip]); the list appends in it.
+func newMessageList(cur []any, index map[string]int, tip []any) *messageList {
+	ml := &messageList{orig: cur, items: cur[:len(cur):len(cur)], frozen: len(cur), index: index}
+	if tip != nil {
+		ml.items = tip
+	}
 	if index != nil {
 		return ml
 	}
@@ -41,6 +51,26 @@ func newMessageList(cur []any, index map[string]int) *messageList {
 		}
 	}
 	return ml
+}
+
+// thaw makes the items at i and after the list's own to change.
+func (ml *messageList) thaw(i int) {
+	if i >= ml.frozen {
+		return
+	}
+	items := make([]any, len(ml.items), growCap(len(ml.items)))
+	copy(items, ml.items)
+	ml.items, ml.frozen = items, 0
+}
+
+// add appends m.
+func (ml *messageList) add(m any) {
+	if len(ml.items) == cap(ml.items) {
+		items := make([]any, len(ml.items), growCap(len(ml.items)+1))
+		copy(items, ml.items)
+		ml.items, ml.frozen = items, 0
+	}
+	ml.items = append(ml.items, m)
 }
 
 // has reports whether a message of the list has id.
@@ -64,48 +94,62 @@ func (ml *messageList) apply(items []any) error {
 		id, _ := m["id"].(string)
 		if rm, _ := m["remove"].(bool); rm {
 			if id == RemoveAllMessages {
-				ml.items, ml.index, ml.holes = ml.items[:0:0], map[string]int{}, false
+				ml.items, ml.frozen, ml.index, ml.holes = []any{}, 0, map[string]int{}, false
 				continue
 			}
 			i, ok := ml.index[id]
 			if !ok {
 				return fmt.Errorf("cannot remove message %q: no message has that id", id)
 			}
+			ml.thaw(i)
 			ml.items[i] = nil
 			delete(ml.index, id)
 			ml.holes = true
 			continue
 		}
 		if i, ok := ml.index[id]; ok && id != "" {
+			ml.thaw(i)
 			ml.items[i] = m
 			continue
 		}
 		if id != "" {
 			ml.index[id] = len(ml.items)
 		}
-		ml.items = append(ml.items, m)
+		ml.add(m)
 	}
 	return nil
 }
 
-// done returns the list, without holes: the list it started from when
-// nothing was applied. The list must not be used after.
+// done returns the list, without holes and capped: the list it started
+// from when nothing was applied. The list must not be changed after;
+// ml.items is then the list with its spare capacity.
 func (ml *messageList) done() []any {
 	if !ml.changed {
 		return ml.orig
 	}
-	if !ml.holes {
-		return ml.items
-	}
-	kept := make([]any, 0, len(ml.items))
-	for _, m := range ml.items {
-		if m != nil {
-			kept = append(kept, m)
+	if ml.holes {
+		kept := make([]any, 0, growCap(len(ml.items)))
+		for _, m := range ml.items {
+			if m != nil {
+				kept = append(kept, m)
+			}
 		}
+		ml.items, ml.holes, ml.frozen = kept, false, 0
+		ml.index = nil // positions moved
 	}
-	ml.items, ml.holes = kept, false
-	ml.index = nil // positions moved
-	return kept
+	return ml.items[:len(ml.items):len(ml.items)]
+}
+
+// keepMessages records what the merge or applier that changed a messages
+// field made: the list's spare capacity and its index.
+func (o *owner) keepMessages(field string, ml *messageList, list []any) {
+	if o == nil {
+		return
+	}
+	if ml.changed && len(list) > 0 {
+		o.keep(field, ml.items)
+	}
+	o.putIndex(field, list, ml.index)
 }
 
 // listIndexes keeps, per messages field, the id index of the list the

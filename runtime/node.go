@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"reflect"
 
 	"github.com/lgrun/lgrun/spec"
 )
@@ -52,6 +53,25 @@ type NodeCall struct {
 	Ledger *Ledger
 	// StateSize is the run's state size limit, which child runs inherit.
 	StateSize int64
+
+	// env, when not nil, is the expression environment of a state: the
+	// step's, made once for its nodes and edges (see [NodeCall.stateEnv]).
+	env map[string]any
+}
+
+// stateEnv returns the expression environment of call.State.
+func (c *NodeCall) stateEnv() map[string]any {
+	if c.env != nil {
+		if st, _ := c.env["state"].(map[string]any); sameMap(st, c.State) {
+			return c.env
+		}
+	}
+	return stateEnv(c.State)
+}
+
+// sameMap reports whether a and b are the same map.
+func sameMap(a, b map[string]any) bool {
+	return a != nil && b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // NodeFunc executes one node kind.
@@ -107,8 +127,8 @@ func runSet(_ context.Context, call *NodeCall) (*NodeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := stateEnv(call.State)
-	res := &NodeResult{}
+	env := call.stateEnv()
+	res := &NodeResult{Writes: make([]Write, 0, len(cfg.Set))}
 	for _, a := range cfg.Set {
 		v, err := a.Expr.Eval(env)
 		if err != nil {
@@ -129,7 +149,7 @@ func runInterrupt(_ context.Context, call *NodeCall) (*NodeResult, error) {
 	if !call.HasResume {
 		var payload any
 		if cfg.Payload != nil {
-			v, err := cfg.Payload.Eval(stateEnv(call.State))
+			v, err := cfg.Payload.Eval(call.stateEnv())
 			if err != nil {
 				return nil, fmt.Errorf("payload: %w", err)
 			}

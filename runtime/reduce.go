@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 
 	"github.com/lgrun/lgrun/spec"
 )
@@ -48,9 +49,19 @@ type Delta map[string]Op
 // delta it makes, so applying a checkpoint's delta to its parent's values
 // gives the checkpoint's values.
 func ApplyDelta(values map[string]any, d Delta) error {
-	for _, f := range sortedFields(d) {
+	return applyDelta(values, d, nil)
+}
+
+// applyDelta is ApplyDelta whose appends share structure with the lists
+// own made (see [owner]); own nil copies.
+func applyDelta(values map[string]any, d Delta, own *owner) error {
+	var buf [8]string
+	for _, f := range appendSortedFields(buf[:0], d) {
 		op := d[f]
-		op.Value = spec.Normalize(op.Value)
+		if own == nil || !isPlain(op.Value) {
+			// An Applier's values may share the delta's.
+			op.Value = spec.Normalize(op.Value)
+		}
 		switch op.Kind {
 		case OpSet:
 			values[f] = op.Value
@@ -60,7 +71,7 @@ func ApplyDelta(values map[string]any, d Delta) error {
 				return fmt.Errorf("field %q: append delta is %s, want list", f, spec.TypeName(op.Value))
 			}
 			cur, _ := values[f].([]any)
-			values[f] = appendList(cur, items)
+			values[f] = own.appendList(f, cur, items)
 		case OpMerge:
 			patch, ok := op.Value.(map[string]any)
 			if !ok {
@@ -74,21 +85,18 @@ func ApplyDelta(values map[string]any, d Delta) error {
 				return fmt.Errorf("field %q: messages delta is %s, want list", f, spec.TypeName(op.Value))
 			}
 			cur, _ := values[f].([]any)
-			ml := newMessageList(cur, nil)
+			ml := newMessageList(cur, own.take(f, cur), own.tip(f, cur))
 			if err := ml.apply(items); err != nil {
 				return fmt.Errorf("field %q: %w", f, err)
 			}
-			values[f] = ml.done()
+			list := ml.done()
+			values[f] = list
+			own.keepMessages(f, ml, list)
 		default:
 			return fmt.Errorf("field %q: unknown delta op %q", f, op.Kind)
 		}
 	}
 	return nil
-}
-
-// appendList returns a new list of cur's items followed by items.
-func appendList(cur, items []any) []any {
-	return append(append(make([]any, 0, len(cur)+len(items)), cur...), items...)
 }
 
 // mergeObject returns a new object of cur's keys replaced by patch's.
@@ -103,12 +111,12 @@ func mergeObject(cur, patch map[string]any) map[string]any {
 	return out
 }
 
-func sortedFields(d Delta) []string {
-	keys := make([]string, 0, len(d))
+// appendSortedFields appends d's fields to keys, sorted.
+func appendSortedFields(keys []string, d Delta) []string {
 	for k := range d {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	return keys
 }
 
@@ -154,12 +162,13 @@ type merger struct {
 	step   int
 	values map[string]any // copy-on-write: fields replaced, never mutated
 	delta  Delta
-	writer map[string]string       // replace field → node that wrote it
+	writer []fieldWriter           // replace fields written so far
 	lists  map[string]*messageList // messages fields changed so far
 	ids    minter
-	// indexes, when not nil, holds the id indexes of base's messages
-	// lists and gets those of the lists made.
-	indexes listIndexes
+	// own, when not nil, holds the spare capacity and the id indexes of
+	// the lists of base the run made (see [owner]) and gets those of the
+	// lists made.
+	own *owner
 }
 
 // Merge applies the writes of one step to base through the reducers, in
@@ -171,25 +180,37 @@ func Merge(g *spec.Graph, step int, base map[string]any, writes []NodeWrites) (m
 	return merge(g, "", step, base, writes, nil)
 }
 
-// merge is Merge in the run whose message ids start with run, keeping the
-// id indexes of messages lists in indexes when it is not nil.
-func merge(g *spec.Graph, run string, step int, base map[string]any, writes []NodeWrites, indexes listIndexes) (map[string]any, Delta, map[string][]string, error) {
-	m := &merger{g: g, step: step, values: make(map[string]any, len(base)), delta: Delta{},
-		writer: map[string]string{}, ids: minter{run: run, step: step}, indexes: indexes}
-	for k, v := range base {
-		m.values[k] = v
+// merge is Merge in the run whose message ids start with run. Its lists
+// share structure with those own made, when own is not nil (see [owner]):
+// only the run's own loop passes one, as merges that may run concurrently
+// or from another snapshot than the last one must not extend the lists.
+func merge(g *spec.Graph, run string, step int, base map[string]any, writes []NodeWrites, own *owner) (map[string]any, Delta, map[string][]string, error) {
+	// A clone copies the map's table at once, cheaper than inserting.
+	values := maps.Clone(base)
+	if values == nil {
+		values = map[string]any{}
 	}
+	m := &merger{g: g, step: step, values: values, delta: Delta{},
+		ids: minter{run: run, step: step}, own: own}
 	who := map[string][]string{}
 	for _, nw := range writes {
-		seen := map[string]bool{}
+		var fields []string
 		for _, w := range nw.Writes {
 			if err := m.apply(nw.Node, w); err != nil {
 				return nil, nil, nil, err
 			}
-			if !seen[w.Field] {
-				seen[w.Field] = true
-				who[nw.Node] = append(who[nw.Node], w.Field)
+			if !slices.Contains(fields, w.Field) {
+				if fields == nil {
+					fields = make([]string, 0, len(nw.Writes))
+				}
+				fields = append(fields, w.Field)
 			}
+		}
+		if fields != nil {
+			if prev := who[nw.Node]; prev != nil {
+				fields = append(prev, fields...)
+			}
+			who[nw.Node] = fields
 		}
 	}
 	for f, ml := range m.lists {
@@ -197,11 +218,22 @@ func merge(g *spec.Graph, run string, step int, base map[string]any, writes []No
 		if ml.changed {
 			m.values[f] = list
 		}
-		if indexes != nil {
-			indexes.put(f, list, ml.index)
-		}
+		own.keepMessages(f, ml, list)
 	}
 	return m.values, m.delta, who, nil
+}
+
+// fieldWriter is a replace field and the node that wrote it.
+type fieldWriter struct{ field, node string }
+
+// writerOf returns the node that wrote replace field f in this merge.
+func (m *merger) writerOf(f string) (string, bool) {
+	for _, w := range m.writer {
+		if w.field == f {
+			return w.node, true
+		}
+	}
+	return "", false
 }
 
 func (m *merger) apply(node string, w Write) error {
@@ -229,10 +261,11 @@ func (m *merger) apply(node string, w Write) error {
 	}
 	switch f.Reducer.Kind {
 	case spec.ReduceReplace:
-		if prev, ok := m.writer[w.Field]; ok && prev != node {
+		if prev, ok := m.writerOf(w.Field); !ok {
+			m.writer = append(m.writer, fieldWriter{field: w.Field, node: node})
+		} else if prev != node {
 			return &ConflictError{Field: w.Field, Nodes: []string{prev, node}, Step: m.step}
 		}
-		m.writer[w.Field] = node
 		v, err := f.Coerce(w.Value)
 		if err != nil {
 			return fail(err)
@@ -292,7 +325,7 @@ func (m *merger) apply(node string, w Write) error {
 		ml := m.lists[w.Field]
 		if ml == nil {
 			curList, _ := cur.([]any)
-			ml = newMessageList(curList, m.indexes.take(w.Field, curList))
+			ml = newMessageList(curList, m.own.take(w.Field, curList), m.own.tip(w.Field, curList))
 			if m.lists == nil {
 				m.lists = map[string]*messageList{}
 			}
@@ -341,7 +374,11 @@ func appendItems(f *spec.Field, v any) ([]any, error) {
 	item := f.Type.Item()
 	in, ok := v.([]any)
 	if !ok {
-		in = []any{v}
+		c, err := item.Coerce(v)
+		if err != nil {
+			return nil, fmt.Errorf("item 0: %w", err)
+		}
+		return []any{c}, nil
 	}
 	out := make([]any, len(in))
 	for i, x := range in {
@@ -361,14 +398,19 @@ func (m *merger) appendItems(field string, cur any, items []any) {
 		return
 	}
 	curList, _ := cur.([]any)
-	m.values[field] = appendList(curList, items)
+	m.values[field] = m.own.appendList(field, curList, items)
 	if op.Kind == OpSet {
 		// Field was replaced earlier in this step: keep a whole value.
 		m.delta[field] = Op{Kind: OpSet, Value: m.values[field]}
 		return
 	}
 	acc, _ := op.Value.([]any)
-	m.delta[field] = Op{Kind: OpAppend, Value: append(acc, items...)}
+	if acc == nil {
+		acc = items // items is the merge's own
+	} else {
+		acc = append(acc, items...)
+	}
+	m.delta[field] = Op{Kind: OpAppend, Value: acc}
 }
 
 // messageItems canonicalises a messages update (one message or a list) and
@@ -470,6 +512,9 @@ func add(t spec.Type, cur, v any) (any, error) {
 // plainJSON returns v made of canonical JSON values only; Go values of
 // other types (structs, typed maps and slices) go through encoding/json.
 func plainJSON(v any) (any, error) {
+	if isPlain(v) {
+		return v, nil // canonical already: no copy
+	}
 	v = spec.Normalize(v)
 	if isPlain(v) {
 		return v, nil

@@ -156,9 +156,9 @@ type run struct {
 	// replayTag gives a replay's first step fresh child runs.
 	replayTag string
 	started   time.Time
-	// indexes keeps the id indexes of the messages lists of the last
-	// step's merge for the next.
-	indexes listIndexes
+	// own keeps the spare capacity and id indexes of the lists of the
+	// last step's merge for the next (see [owner]).
+	own *owner
 	// stepCtx is the context of the current step's observation (see
 	// [Observer]); nil when there is none.
 	stepCtx context.Context
@@ -243,7 +243,8 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		}
 	}
 	rn := r.newRun(th)
-	next, waiting, branches, err := r.route(values, []string{spec.Start}, nil, nil)
+	env := stateEnv(values)
+	next, waiting, branches, err := r.routeEnv(env, []string{spec.Start}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +252,7 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		Thread: th.ID, Step: step, TurnStep: step, Values: values, Delta: delta,
 		Next: next, Waiting: waiting,
 		Metadata: r.meta(SourceInput, who, nil, totals),
+		env:      env,
 	}
 	expect := ""
 	if head != nil {
@@ -552,7 +554,7 @@ func (r *Runner) newRun(th *Thread) *run {
 		r: r, thread: th, cfg: th.Config,
 		before: map[string]bool{}, after: map[string]bool{},
 		resumeBefore: map[string]bool{}, resumeNodes: map[string]bool{},
-		started: r.now(), indexes: listIndexes{},
+		started: r.now(), own: newOwner(),
 	}
 	for _, n := range r.Graph.Interrupts.Before {
 		rn.before[n.Name] = true
@@ -675,6 +677,15 @@ func (r *Runner) meta(src Source, who map[string][]string, usage []Usage, prev T
 	}
 }
 
+// withoutCancel is context.WithoutCancel, without a new context when ctx
+// cannot be cancelled anyway (then it has no deadline either).
+func withoutCancel(ctx context.Context) context.Context {
+	if ctx.Done() == nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
+}
+
 // commit checks the new checkpoint's state size (measured from parent's,
 // the checkpoint it follows, when not nil) and commits c.
 func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) error {
@@ -687,7 +698,7 @@ func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) erro
 	if r.Observer != nil {
 		start = r.now()
 	}
-	err := r.Saver.Commit(context.WithoutCancel(ctx), c)
+	err := r.Saver.Commit(withoutCancel(ctx), c)
 	if r.Observer != nil {
 		r.Observer.Committed(ctx, r.now().Sub(start), err)
 	}
@@ -703,7 +714,7 @@ func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) erro
 func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string, writes []PendingWrite) error {
 	t := *th
 	t.Status, t.Error, t.Updated = status, msg, r.now()
-	err := r.Saver.Mark(context.WithoutCancel(ctx), &Mark{Thread: t, Writes: writes, ClearWrites: true})
+	err := r.Saver.Mark(withoutCancel(ctx), &Mark{Thread: t, Writes: writes, ClearWrites: true})
 	if err != nil {
 		if errors.Is(err, ErrConflict) {
 			return fmt.Errorf("%w: another process committed a newer checkpoint", err)

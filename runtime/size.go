@@ -63,11 +63,15 @@ func (r *Runner) stateSizeLimit(cfg Config) int64 {
 // Merge and messages deltas give an upper bound, made exact when the total
 // passes the limit.
 type stateSize struct {
-	total  int64
-	fields map[string]fieldSize
+	total int64
+	// fields holds each field's size, in the order of the first
+	// measurement of the chain (sorted by name), so the next checkpoint's
+	// sizes are found without a map.
+	fields []fieldSize
 }
 
 type fieldSize struct {
+	name  string
 	n     int64
 	upper bool // n is an upper bound
 }
@@ -76,41 +80,47 @@ type fieldSize struct {
 // cp's parent and was measured) and records the result on cp. It returns a
 // [StateSizeError] when the state is larger than limit.
 func checkStateSize(parent, cp *Checkpoint, limit int64) error {
-	var prev map[string]fieldSize
-	if parent != nil && parent.size != nil && parent.ID == cp.ParentID {
+	var prev []fieldSize
+	if parent != nil && parent.size != nil && parent.ID == cp.ParentID && len(parent.size.fields) == len(cp.Values) {
 		prev = parent.size.fields
 	}
-	s := &stateSize{fields: make(map[string]fieldSize, len(cp.Values))}
-	for k, v := range cp.Values {
-		p, had := prev[k]
-		op, changed := cp.Delta[k]
+	s := &stateSize{fields: make([]fieldSize, 0, len(cp.Values))}
+	for _, p := range prev {
+		v, ok := cp.Values[p.name]
+		if !ok {
+			// Another set of fields: measure them all.
+			s.fields, prev = s.fields[:0], nil
+			break
+		}
+		op, changed := cp.Delta[p.name]
 		switch {
-		case !had:
-			s.fields[k] = fieldSize{n: jsonSize(v)}
 		case !changed:
-			s.fields[k] = p
 		case op.Kind == OpAppend:
 			items, _ := op.Value.([]any)
 			list, _ := v.([]any)
-			n := p.n
 			if len(items) > 0 {
-				n += jsonSize(items) - 2 // without the brackets
+				p.n += listSize(items) - 2 // without the brackets
 				if len(list) > len(items) {
-					n++ // the comma after the old items
+					p.n++ // the comma after the old items
 				}
 			}
-			s.fields[k] = fieldSize{n: n, upper: p.upper}
 		case op.Kind == OpMerge || op.Kind == OpMessages:
-			s.fields[k] = fieldSize{n: p.n + jsonSize(op.Value), upper: true}
+			p.n, p.upper = p.n+jsonSize(op.Value), true
 		default:
-			s.fields[k] = fieldSize{n: jsonSize(v)}
+			p.n, p.upper = jsonSize(v), false
+		}
+		s.fields = append(s.fields, p)
+	}
+	if prev == nil {
+		for _, k := range spec.SortedKeys(cp.Values) {
+			s.fields = append(s.fields, fieldSize{name: k, n: jsonSize(cp.Values[k])})
 		}
 	}
 	s.sum()
 	if s.total > limit {
-		for k, f := range s.fields {
+		for i, f := range s.fields {
 			if f.upper {
-				s.fields[k] = fieldSize{n: jsonSize(cp.Values[k])}
+				s.fields[i] = fieldSize{name: f.name, n: jsonSize(cp.Values[f.name])}
 			}
 		}
 		s.sum()
@@ -120,8 +130,10 @@ func checkStateSize(parent, cp *Checkpoint, limit int64) error {
 		return nil
 	}
 	e := &StateSizeError{Limit: limit, Size: s.total, Step: cp.Step}
-	for k := range cp.Delta {
-		e.Fields = append(e.Fields, FieldSize{Field: k, Size: s.fields[k].n})
+	for _, f := range s.fields {
+		if _, ok := cp.Delta[f.name]; ok {
+			e.Fields = append(e.Fields, FieldSize{Field: f.name, Size: f.n})
+		}
 	}
 	sort.Slice(e.Fields, func(i, j int) bool {
 		a, b := e.Fields[i], e.Fields[j]
@@ -132,8 +144,8 @@ func checkStateSize(parent, cp *Checkpoint, limit int64) error {
 
 func (s *stateSize) sum() {
 	s.total = 2 + int64(max(len(s.fields)-1, 0)) // braces and commas
-	for k, f := range s.fields {
-		s.total += int64(len(k)) + 3 + f.n // "k":v
+	for _, f := range s.fields {
+		s.total += int64(len(f.name)) + 3 + f.n // "k":v
 	}
 }
 
@@ -162,11 +174,7 @@ func jsonSize(v any) int64 {
 		}
 		return int64(len(strconv.AppendFloat(buf[:0], x, 'g', -1, 64)))
 	case []any:
-		n := 2 + int64(max(len(x)-1, 0))
-		for _, e := range x {
-			n += jsonSize(e)
-		}
-		return n
+		return listSize(x)
 	case map[string]any:
 		n := 2 + int64(max(len(x)-1, 0))
 		for k, e := range x {
@@ -175,4 +183,13 @@ func jsonSize(v any) int64 {
 		return n
 	}
 	return int64(len(fmt.Sprint(v)))
+}
+
+// listSize is jsonSize of a list.
+func listSize(x []any) int64 {
+	n := 2 + int64(max(len(x)-1, 0))
+	for _, e := range x {
+		n += jsonSize(e)
+	}
+	return n
 }
