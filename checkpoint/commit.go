@@ -129,7 +129,7 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
 		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
 		row.source, writes, gid, row.time, usage, totals, records,
-		row.checksum(), row.snapSum, chain, baseBytes, delta, snapshot); err != nil {
+		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, delta, snapshot); err != nil {
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {

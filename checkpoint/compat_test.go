@@ -76,9 +76,9 @@ func TestCompat(t *testing.T) {
 			if want := fixtureUnsummed(f, old); unsummed != want {
 				t.Errorf("%d checkpoint rows without a (complete) checksum, want %d (of the %d rows of the fixture)", unsummed, want, old)
 			}
-			var n, new int
-			if err := s.DB().QueryRow(`SELECT count(*), count(sum) FROM checkpoints WHERE thread = 'chat' AND id > ?`, head.ID).Scan(&n, &new); err != nil || n != 3 || new != 3 {
-				t.Errorf("the 3 new checkpoint rows: %d of %d have a checksum (%v)", new, n, err)
+			var n, new, linked int
+			if err := s.DB().QueryRow(`SELECT count(*), count(sum), count(link_sum) FROM checkpoints WHERE thread = 'chat' AND id > ?`, head.ID).Scan(&n, &new, &linked); err != nil || n != 3 || new != 3 || linked != 3 {
+				t.Errorf("the 3 new checkpoint rows: %d of %d have a checksum, %d a chain checksum (%v)", new, n, linked, err)
 			}
 			if _, err := s.GC(bg, checkpoint.GCOptions{Keep: 2}); err != nil {
 				t.Fatal(err)

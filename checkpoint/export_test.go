@@ -26,7 +26,7 @@ func Reseal(s *SQLite, thread, id string) error {
 		return err
 	}
 	r.snapSum = snapshotSum(snap)
-	_, err := s.db.ExecContext(ctx, `UPDATE checkpoints SET sum = ?, snap_sum = ? WHERE thread = ? AND id = ?`, r.checksum(), r.snapSum, thread, id)
+	_, err := s.db.ExecContext(ctx, `UPDATE checkpoints SET sum = ?, snap_sum = ?, link_sum = ? WHERE thread = ? AND id = ?`, r.checksum(), r.snapSum, linkSum(r.thread, r.id, r.parent, r.delta, r.snapSum), thread, id)
 	return err
 }
 

@@ -165,12 +165,13 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 		if err := tx.QueryRowContext(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = ? AND c.id = ?`, thread, cp.ID).Scan(r.scanArgs()...); err != nil {
 			return 0, s.describe(err)
 		}
-		sum, snapSum := sql.NullInt64{}, sql.NullInt64{}
+		sum, snapSum, link := sql.NullInt64{}, sql.NullInt64{}, sql.NullInt64{}
 		if r.sum.Valid {
 			r.snapSum = snapshotSum(b)
 			sum, snapSum = sql.NullInt64{Int64: r.checksum(), Valid: true}, r.snapSum
+			link = sql.NullInt64{Int64: linkSum(r.thread, r.id, r.parent, r.delta, r.snapSum), Valid: true}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ?, sum = ?, snap_sum = ? WHERE thread = ? AND id = ?`, b, len(js), sum, snapSum, thread, cp.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET snapshot = ?, chain_bytes = 0, base_bytes = ?, sum = ?, snap_sum = ?, link_sum = ? WHERE thread = ? AND id = ?`, b, len(js), sum, snapSum, link, thread, cp.ID); err != nil {
 			return 0, s.describe(err)
 		}
 	}

@@ -27,6 +27,9 @@ var _ runtime.HistoryReader = (*SQLite)(nil)
 type HistoryRow struct {
 	Row         Row
 	HasSnapshot bool
+	// LinkSum is the row's chain checksum where the saver stores one
+	// (SQLite, layout version 3), verified like the row's own.
+	LinkSum sql.NullInt64
 }
 
 // WriteRow is a pending-write row as stored.
@@ -75,7 +78,7 @@ func WalkHistory(ctx context.Context, src HistorySource, thread, where string, o
 	w := &walker{thread: thread, where: where, rows: make(map[string]*walkRow, len(stored)), done: map[string]*walkResult{}}
 	ids := make([]string, 0, len(stored))
 	for i := range stored {
-		r := &walkRow{cpRow: *stored[i].Row.inner(), hasSnap: stored[i].HasSnapshot}
+		r := &walkRow{cpRow: *stored[i].Row.inner(), hasSnap: stored[i].HasSnapshot, link: stored[i].LinkSum}
 		w.rows[r.id] = r
 		ids = append(ids, r.id)
 	}
@@ -181,6 +184,7 @@ type walkRow struct {
 	cpRow
 	hasSnap bool
 	snap    []byte
+	link    sql.NullInt64
 	// d is the row's delta once decoded (decoded is then set).
 	d       runtime.Delta
 	decoded bool
@@ -266,11 +270,19 @@ func (w *walker) values(id string) (map[string]any, error) {
 // apply builds r's values on its parent's (from, nil when r starts a
 // chain).
 func (w *walker) apply(r *walkRow, from *walkResult) (map[string]any, error) {
-	if err := r.verify(); err != nil {
-		return nil, w.corrupt(r.id, err)
-	}
-	if err := r.verifySnapshot(r.snap); err != nil {
-		return nil, w.corrupt(r.id, err)
+	// As a chain read does (chainRow.verify): by the link checksum where
+	// the row has one; the row's own is verified where it is listed.
+	if r.link.Valid {
+		if err := r.verifyLink(r.link, r.snap); err != nil {
+			return nil, w.corrupt(r.id, err)
+		}
+	} else {
+		if err := r.verify(); err != nil {
+			return nil, w.corrupt(r.id, err)
+		}
+		if err := r.verifySnapshot(r.snap); err != nil {
+			return nil, w.corrupt(r.id, err)
+		}
 	}
 	if r.hasSnap {
 		values, err := decodeSnapshot(r.snap)
@@ -343,7 +355,7 @@ func (h *sqliteHistory) Thread(ctx context.Context) (ThreadRow, bool, error) {
 }
 
 func (h *sqliteHistory) Rows(ctx context.Context) ([]HistoryRow, error) {
-	rows, err := h.tx.QueryContext(ctx, `SELECT `+cpColumns+`, c.snapshot IS NOT NULL
+	rows, err := h.tx.QueryContext(ctx, `SELECT `+cpColumns+`, c.snapshot IS NOT NULL, c.link_sum
 		FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = ?`, h.thread)
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", h.s.describe(err))
@@ -353,10 +365,11 @@ func (h *sqliteHistory) Rows(ctx context.Context) ([]HistoryRow, error) {
 	for rows.Next() {
 		var r cpRow
 		var snap bool
-		if err := rows.Scan(append(r.scanArgs(), &snap)...); err != nil {
+		var link sql.NullInt64
+		if err := rows.Scan(append(r.scanArgs(), &snap, &link)...); err != nil {
 			return nil, fmt.Errorf("read checkpoints: %w", h.s.describe(err))
 		}
-		out = append(out, HistoryRow{Row: r.outer(), HasSnapshot: snap})
+		out = append(out, HistoryRow{Row: r.outer(), HasSnapshot: snap, LinkSum: link})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", h.s.describe(err))

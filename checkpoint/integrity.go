@@ -131,6 +131,36 @@ func (r *cpRow) checksum() int64 {
 	return int64(s.crc)
 }
 
+// linkSum is the chain checksum of a checkpoints row (column link_sum,
+// layout version 3): a CRC-32C of only the columns rebuilding values
+// needs (thread, id, parent, delta and the snapshot's checksum), so that a
+// chain read scans those and not the metadata, which the row's full sum
+// covers (and List, and Get of the checkpoint itself, verify). It is
+// stored as a signed 32-bit value (four bytes in SQLite's record format).
+func linkSum(thread, id, parent string, delta []byte, snapSum sql.NullInt64) int64 {
+	var s summer
+	s.str("link/3")
+	s.str(thread)
+	s.str(id)
+	s.str(parent)
+	s.bytes(delta)
+	s.nullInt(snapSum)
+	return int64(int32(s.crc))
+}
+
+// verifyLink checks the chain columns of the row (id, parent, delta,
+// snap_sum, the thread it was read from) against its link checksum, and
+// the snapshot snap against snap_sum.
+func (r *cpRow) verifyLink(link sql.NullInt64, snap []byte) error {
+	if link.Int64 != linkSum(r.thread, r.id, r.parent, r.delta, r.snapSum) {
+		return errChecksum
+	}
+	if snapshotSum(snap) != r.snapSum {
+		return fmt.Errorf("snapshot %w", errChecksum)
+	}
+	return nil
+}
+
 // verify checks the row's checksum; rows without one pass.
 func (r *cpRow) verify() error {
 	if !r.sum.Valid {

@@ -29,7 +29,7 @@ type flipTarget struct {
 // its count in the thread's row (the fixture's writes all belong to
 // heads).
 var flipTargets = []flipTarget{
-	{"checkpoints", "thread, id", []string{"parent", "step", "turn_step", "next", "waiting", "source", "writes", "graph", "time", "usage", "totals", "records", "delta", "snapshot", "sum", "snap_sum"}},
+	{"checkpoints", "thread, id", []string{"parent", "step", "turn_step", "next", "waiting", "source", "writes", "graph", "time", "usage", "totals", "records", "delta", "snapshot", "sum", "snap_sum", "link_sum"}},
 	{"writes", "thread, checkpoint, seq", []string{"thread", "checkpoint", "seq", "node", "kind", "data", "sum"}},
 	{"threads", "id", []string{"head", "status", "error", "graph", "graph_hash", "graph_file", "config", "updated", "pending", "sum"}},
 	{"graphs", "id", []string{"name", "hash", "version"}},

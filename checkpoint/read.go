@@ -133,7 +133,7 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 			FROM checkpoints c JOIN chain ON c.thread = ?1 AND c.id = chain.parent
 			WHERE NOT chain.snapshot AND chain.parent < chain.id
 		)
-		SELECT `+cpColumns+`, c.snapshot
+		SELECT `+cpColumns+`, c.snapshot, c.link_sum
 		FROM chain JOIN checkpoints c ON c.thread = ?1 AND c.id = chain.id LEFT JOIN graphs g ON g.id = c.graph
 		ORDER BY chain.depth DESC`, thread, id)
 	if err != nil {
@@ -143,7 +143,7 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 	var chain []chainRow
 	for rows.Next() {
 		var l chainRow
-		if err := rows.Scan(append(l.row.scanArgs(), &l.snap)...); err != nil {
+		if err := rows.Scan(append(l.row.scanArgs(), &l.snap, &l.link)...); err != nil {
 			return nil, chainStats{}, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
 		}
 		chain = append(chain, l)
@@ -164,9 +164,12 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 // snapshot is older than another branch's) or the rows do not link up as
 // a chain should (damage, which values then reports).
 func (s *SQLite) rangeChain(ctx context.Context, thread, id string) ([]chainRow, bool, error) {
+	// Only the columns the chain needs are read (see [linkSum]); rows
+	// without a link_sum but with a full sum (written before it existed)
+	// can only be verified through all their columns, which values does.
 	rows, err := s.queryRows(ctx, `
-		SELECT `+cpColumns+`, c.snapshot
-		FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph
+		SELECT c.id, c.parent, c.delta, c.snap_sum, c.link_sum, c.sum IS NOT NULL, c.snapshot
+		FROM checkpoints c
 		WHERE c.thread = ?1 AND c.id <= ?2 AND c.id >= COALESCE((
 			SELECT id FROM checkpoints WHERE thread = ?1 AND id <= ?2 AND snapshot IS NOT NULL ORDER BY id DESC LIMIT 1), '')
 		ORDER BY c.id`, thread, id)
@@ -175,10 +178,28 @@ func (s *SQLite) rangeChain(ctx context.Context, thread, id string) ([]chainRow,
 	}
 	defer rows.Close()
 	var all []chainRow
+	// The deltas are copied into one growing slab instead of one
+	// allocation per row (sql.RawBytes is the driver's, valid until Next).
+	var slab []byte
+	var delta, snap sql.RawBytes
 	for rows.Next() {
-		var l chainRow
-		if err := rows.Scan(append(l.row.scanArgs(), &l.snap)...); err != nil {
+		l := chainRow{narrow: true}
+		l.row.thread = thread
+		var summed bool
+		if err := rows.Scan(&l.row.id, &l.row.parent, &delta, &l.row.snapSum, &l.link, &summed, &snap); err != nil {
 			return nil, false, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+		}
+		if summed && !l.link.Valid {
+			return nil, false, nil
+		}
+		if len(slab)+len(delta) > cap(slab) {
+			slab = make([]byte, 0, max(64<<10, len(delta)))
+		}
+		n := len(slab)
+		slab = append(slab, delta...)
+		l.row.delta = slab[n:len(slab):len(slab)]
+		if snap != nil {
+			l.snap = append([]byte{}, snap...)
 		}
 		all = append(all, l)
 	}
@@ -218,10 +239,33 @@ func (s *SQLite) rangeChain(ctx context.Context, thread, id string) ([]chainRow,
 	return out, true, nil
 }
 
-// chainRow is a row of a checkpoint's chain with its snapshot.
+// chainRow is a row of a checkpoint's chain with its snapshot. A narrow
+// row holds only the columns a chain needs (id, parent, delta, snap_sum)
+// and is verified by its link checksum (NULL for a row written before
+// checksums) alone; a full row by its row checksum, and its link checksum
+// where it has one (so that both reads report the same damage).
 type chainRow struct {
-	row  cpRow
-	snap []byte
+	row    cpRow
+	snap   []byte
+	narrow bool
+	link   sql.NullInt64
+}
+
+// verify checks a chain row and its snapshot against their checksums: by
+// its link checksum where it has one (the columns a chain uses), else by
+// the row's own (rows written before link_sum, and other savers' rows).
+func (l *chainRow) verify() error {
+	r := &l.row
+	if !l.link.Valid {
+		if l.narrow {
+			return nil // no checksum at all (see rangeChain)
+		}
+		if err := r.verify(); err != nil {
+			return err
+		}
+		return r.verifySnapshot(l.snap)
+	}
+	return r.verifyLink(l.link, l.snap)
 }
 
 // rebuild verifies a chain read back from checkpoint id to the nearest
@@ -240,10 +284,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 		r, snap := &rows[i].row, rows[i].snap
 		st.Rows++
 		st.Bytes += len(r.delta) + len(snap)
-		if err := r.verify(); err != nil {
-			return nil, st, corrupt(r.id, err)
-		}
-		if err := r.verifySnapshot(snap); err != nil {
+		if err := rows[i].verify(); err != nil {
 			return nil, st, corrupt(r.id, err)
 		}
 		chain = append(chain, link{r.id, r.delta, snap})

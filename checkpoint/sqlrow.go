@@ -94,7 +94,7 @@ type Link struct {
 func Rebuild(thread, id, where string, chain []Link) (map[string]any, error) {
 	rows := make([]chainRow, len(chain))
 	for i, l := range chain {
-		rows[i] = chainRow{*l.Row.inner(), l.Snapshot}
+		rows[i] = chainRow{row: *l.Row.inner(), snap: l.Snapshot}
 	}
 	values, _, err := rebuild(thread, id, where, rows)
 	return values, err
