@@ -60,8 +60,12 @@ func decodeJSON(b []byte, v any) error {
 	return dec.Decode(v)
 }
 
-func decodeMap(b []byte) (map[string]any, error) {
-	if m, ok := fastMap(b); ok {
+func decodeMap(b []byte) (map[string]any, error) { return decodeMapNames(b, nil) }
+
+// decodeMapNames is decodeMap interning short strings in names (nil for a
+// fresh table; see [jsonNames]).
+func decodeMapNames(b []byte, names jsonNames) (map[string]any, error) {
+	if m, ok := fastMap(b, names); ok {
 		return m, nil
 	}
 	var m map[string]any
@@ -95,8 +99,12 @@ func normalize(v any) any {
 }
 
 // decodeDelta decodes a stored delta, normalized (see [normalizeDelta]).
-func decodeDelta(b []byte) (runtime.Delta, error) {
-	if d, ok := fastDelta(b); ok {
+func decodeDelta(b []byte) (runtime.Delta, error) { return decodeDeltaNames(b, nil) }
+
+// decodeDeltaNames is decodeDelta interning short strings in names (see
+// [jsonNames]).
+func decodeDeltaNames(b []byte, names jsonNames) (runtime.Delta, error) {
+	if d, ok := fastDelta(b, names); ok {
 		return d, nil
 	}
 	var d runtime.Delta
@@ -156,7 +164,11 @@ func encodeSnapshot(js []byte) []byte {
 }
 
 // decodeSnapshot decodes a stored snapshot (compressed or plain JSON).
-func decodeSnapshot(b []byte) (map[string]any, error) {
+func decodeSnapshot(b []byte) (map[string]any, error) { return decodeSnapshotNames(b, nil) }
+
+// decodeSnapshotNames is decodeSnapshot interning short strings in names
+// (see [jsonNames]).
+func decodeSnapshotNames(b []byte, names jsonNames) (map[string]any, error) {
 	if len(b) > 0 && b[0] == snapZ {
 		r := flate.NewReader(bytes.NewReader(b[1:]))
 		js, err := io.ReadAll(r)
@@ -165,5 +177,5 @@ func decodeSnapshot(b []byte) (map[string]any, error) {
 		}
 		b = js
 	}
-	return decodeMap(b)
+	return decodeMapNames(b, names)
 }

@@ -30,17 +30,24 @@ type fastDec struct {
 	i     int
 	depth int
 	// names interns object keys and short strings, which repeat across
-	// the items of a list (a message's "role", "content", "assistant").
-	names map[string]string
+	// the items of a list (a message's "role", "content", "assistant"),
+	// boxed as the values they decode to.
+	names jsonNames
 }
+
+// jsonNames interns the short strings of decodings (see fastDec.names);
+// one table may serve several decodings (the rows of a chain), since
+// strings are immutable. It is not safe for concurrent use.
+type jsonNames map[string]any
 
 // maxIntern bounds the interned strings of one decoding, and
 // maxInternLen their length.
 const maxIntern, maxInternLen = 256, 16
 
-// fastMap decodes a JSON object, or reports false.
-func fastMap(b []byte) (map[string]any, bool) {
-	d := fastDec{b: b}
+// fastMap decodes a JSON object, or reports false; names (nil for a
+// fresh table) interns its short strings.
+func fastMap(b []byte, names jsonNames) (map[string]any, bool) {
+	d := fastDec{b: b, names: names}
 	d.space()
 	if d.i >= len(b) || b[d.i] != '{' {
 		return nil, false
@@ -58,32 +65,117 @@ func fastMap(b []byte) (map[string]any, bool) {
 
 // fastDelta decodes a stored delta, normalized as normalizeDelta does, or
 // reports false.
-func fastDelta(b []byte) (runtime.Delta, bool) {
-	m, ok := fastMap(b)
-	if !ok {
+func fastDelta(b []byte, names jsonNames) (runtime.Delta, bool) {
+	// Decoded straight into ops, {"op": kind, "v": value} by field,
+	// without a map per op; anything else (other keys, a key twice, which
+	// encoding/json resolves its own way) declines.
+	d := fastDec{b: b, names: names}
+	d.space()
+	if d.i >= len(b) || b[d.i] != '{' {
 		return nil, false
 	}
-	d := make(runtime.Delta, len(m))
-	for f, v := range m {
-		o, ok := v.(map[string]any)
-		if !ok || len(o) != 2 {
-			return nil, false
-		}
-		kind, ok := o["op"].(string)
+	d.i++
+	delta := runtime.Delta{}
+	d.space()
+	if d.i < len(b) && b[d.i] == '}' {
+		d.i++
+		d.space()
+		return delta, d.i == len(b)
+	}
+	for {
+		f, ok := d.key()
 		if !ok {
 			return nil, false
 		}
-		val, ok := o["v"]
-		if !ok {
+		if _, dup := delta[f]; dup {
 			return nil, false
 		}
-		op := runtime.Op{Kind: runtime.OpKind(kind), Value: val}
+		d.space()
+		if d.i >= len(b) || b[d.i] != '{' {
+			return nil, false
+		}
+		d.i++
+		var op runtime.Op
+		var hasKind, hasValue bool
+		for {
+			k, ok := d.key()
+			if !ok {
+				return nil, false
+			}
+			switch {
+			case k == "op" && !hasKind:
+				d.space()
+				if d.i >= len(b) || b[d.i] != '"' {
+					return nil, false
+				}
+				v, ok := d.str()
+				if !ok {
+					return nil, false
+				}
+				op.Kind, hasKind = runtime.OpKind(v.(string)), true
+			case k == "v" && !hasValue:
+				d.depth = 2 // within the delta and the op, as fastMap counts
+				if op.Value, ok = d.value(); !ok {
+					return nil, false
+				}
+				hasValue = true
+			default:
+				return nil, false
+			}
+			d.space()
+			if d.i >= len(b) {
+				return nil, false
+			}
+			if b[d.i] == ',' {
+				d.i++
+				continue
+			}
+			if b[d.i] != '}' {
+				return nil, false
+			}
+			d.i++
+			break
+		}
+		if !hasKind || !hasValue {
+			return nil, false
+		}
 		if op.Value == nil && (op.Kind == runtime.OpAppend || op.Kind == runtime.OpMessages) {
 			op.Value = []any{}
 		}
-		d[f] = op
+		delta[f] = op
+		d.space()
+		if d.i >= len(b) {
+			return nil, false
+		}
+		if b[d.i] == ',' {
+			d.i++
+			continue
+		}
+		if b[d.i] != '}' {
+			return nil, false
+		}
+		d.i++
+		d.space()
+		return delta, d.i == len(b)
 	}
-	return d, true
+}
+
+// key decodes an object's key and its colon.
+func (d *fastDec) key() (string, bool) {
+	d.space()
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return "", false
+	}
+	k, ok := d.str()
+	if !ok {
+		return "", false
+	}
+	d.space()
+	if d.i >= len(d.b) || d.b[d.i] != ':' {
+		return "", false
+	}
+	d.i++
+	return k.(string), true
 }
 
 func (d *fastDec) space() {
@@ -231,12 +323,12 @@ func (d *fastDec) str() (any, bool) {
 			if v, ok := d.names[string(s)]; ok {
 				return v, true
 			}
-			v := string(s)
+			var v any = string(s)
 			if d.names == nil {
-				d.names = map[string]string{}
+				d.names = jsonNames{}
 			}
 			if len(d.names) < maxIntern {
-				d.names[v] = v
+				d.names[v.(string)] = v
 			}
 			return v, true
 		case c == '\\' || c < 0x20:

@@ -26,7 +26,7 @@ func slowMap(b []byte) (map[string]any, error) {
 func checkSame(t *testing.T, b []byte) {
 	t.Helper()
 	want, werr := slowMap(b)
-	if got, ok := fastMap(b); ok {
+	if got, ok := fastMap(b, nil); ok {
 		if werr != nil {
 			t.Fatalf("fast path accepted %q, encoding/json: %v", b, werr)
 		}
@@ -151,9 +151,52 @@ func BenchmarkDecodeSnapshot(b *testing.B) {
 	b.Run("fast", func(b *testing.B) {
 		b.SetBytes(int64(len(js)))
 		for i := 0; i < b.N; i++ {
-			if _, ok := fastMap(js); !ok {
+			if _, ok := fastMap(js, nil); !ok {
 				b.Fatal("declined")
 			}
 		}
 	})
+}
+
+// TestFastDeltaCases holds the delta fast path to encoding/json on deltas
+// as stored (which it must accept) and on odd ones (which it may decline).
+func TestFastDeltaCases(t *testing.T) {
+	stored := []runtime.Delta{
+		{},
+		{"n": {Kind: runtime.OpSet, Value: 10}},
+		{"messages": {Kind: runtime.OpMessages, Value: []any{map[string]any{"id": "1.talk.0", "role": "assistant", "content": "hi"}}}, "n": {Kind: runtime.OpSet, Value: 1.5}},
+		{"log": {Kind: runtime.OpAppend, Value: []any{1, "x", nil, true}}, "m": {Kind: runtime.OpMerge, Value: map[string]any{"a": map[string]any{}}}},
+		{"x": {Kind: runtime.OpSet, Value: nil}},
+	}
+	names := jsonNames{}
+	for _, d := range stored {
+		b, err := marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSame(t, b)
+		var want runtime.Delta
+		if err := decodeJSON(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		normalizeDelta(want)
+		// Twice, on one names table, as a chain's rows are decoded.
+		for i := 0; i < 2; i++ {
+			got, ok := fastDelta(b, names)
+			if !ok {
+				t.Fatalf("fast path declined the stored delta %s", b)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("fast path decoded %s as %#v, want %#v", b, got, want)
+			}
+		}
+	}
+	for _, s := range []string{
+		`{"a":{"op":"set","op":"append","v":[1]}}`, `{"a":{"op":"set","v":1,"v":2}}`, `{"a":{"op":"set"}}`, `{"a":{"v":1}}`,
+		`{"a":{"op":"set","v":1,"w":2}}`, `{"a":{"op":1,"v":1}}`, `{"a":{"op":"set","v":1},"a":{"op":"set","v":2}}`,
+		`{"a":{"op":"append","v":null}}`, `{"a":{"op":"messages"  ,  "v" : [ ] } } `, `{"a":{"op":"set","v":1}} x`,
+		`{"a":{"op":"set","v":1},}`, `{"a":{}}`, `{"a":[]}`, `{"a":1}`, `[]`, `{"a":{"op":"set","v":1}`,
+	} {
+		checkSame(t, []byte(s))
+	}
 }

@@ -280,6 +280,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 	}
 	var comp *composer
 	var chain []link
+	names := jsonNames{}
 	for i := range rows {
 		r, snap := &rows[i].row, rows[i].snap
 		st.Rows++
@@ -290,7 +291,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 		chain = append(chain, link{r.id, r.delta, snap})
 		if snap != nil {
 			st.Snapshots++
-			values, err := decodeSnapshot(snap)
+			values, err := decodeSnapshotNames(snap, names)
 			if err != nil {
 				return nil, st, corrupt(r.id, fmt.Errorf("corrupt snapshot: %w", err))
 			}
@@ -307,7 +308,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 			}
 			return nil, st, corrupt(r.parent, fmt.Errorf("missing from the database, which checkpoint %s is built on (database %s damaged)", r.id, where))
 		}
-		d, err := decodeDelta(r.delta)
+		d, err := decodeDeltaNames(r.delta, names)
 		if err != nil {
 			return nil, st, corrupt(r.id, fmt.Errorf("corrupt delta: %w", err))
 		}
