@@ -17,7 +17,9 @@
 // version 3 the checkpoints table is keyed by (thread, id) without a
 // rowid (a commit writes one b-tree), snapshots of 1 KiB or more are
 // stored DEFLATE-compressed, and a chain is read with one range scan of
-// the thread's rows, walked through their parent links in memory.
+// the thread's rows, walked through their parent links in memory; the
+// scan reads only the columns a chain needs (id, parent, delta, snapshot),
+// verified by a checksum of their own (see Integrity).
 //
 // # History
 //
@@ -70,7 +72,8 @@
 //
 // Every checkpoint, pending-write and thread row carries a CRC-32C of its
 // columns (rows from before layout version 2 carry none and are read
-// unverified). A row that fails its checksum, is missing from a chain, or
+// unverified); a checkpoint row also one of the columns its chain reads
+// use, which those reads verify instead (layout version 3). A row that fails its checksum, is missing from a chain, or
 // cannot be decoded or applied is reported as a [runtime.CorruptError]
 // naming the checkpoint (or the thread, for its own row); the other
 // checkpoints stay readable, and List and Threads return them together

@@ -35,6 +35,16 @@ import (
 // it, which hash/crc32 uses): negligible next to JSON decoding. A
 // cryptographic hash would add cost and nothing against accidents.
 //
+// Since layout version 3 a checkpoint row also carries a chain checksum
+// (link_sum, see [linkSum]) over only what rebuilding values reads: its
+// thread, id, parent, delta and snap_sum. A chain read (Get, History)
+// scans those columns of the chain's rows and verifies them by it; the
+// row's full sum is verified where the checkpoint itself is returned (its
+// Get, List). Damage to a row's metadata is thus reported for that
+// checkpoint, and no longer by the reads of the checkpoints built on it,
+// which never used it. Rows written before link_sum (migrated from
+// version 2) are read in full and verified by their full sum, as before.
+//
 // Rows written before version 2 have NULL sums and are read unverified.
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

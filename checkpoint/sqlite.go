@@ -525,7 +525,9 @@ var migrations = map[int]string{
 	// 2 → 3: checkpoints and threads without rowids (one b-tree per
 	// table instead of a table and its key's index), the snapshot column
 	// last, and the leases table created with the others, without a
-	// rowid. Rows are copied as they are: their checksums cover values,
+	// rowid, and the chain checksum link_sum (see [linkSum]; NULL in the
+	// copied rows, which chain reads verify in full). Rows are copied as
+	// they are: their checksums cover values,
 	// not the layout, and their snapshots stay plain JSON (see
 	// [encodeSnapshot] for the compressed ones written from now on).
 	2: `CREATE TABLE IF NOT EXISTS leases (thread TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT NOT NULL,
