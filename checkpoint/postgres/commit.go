@@ -101,11 +101,15 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	chain += len(row.Delta)
 	var snap []byte
 	if checkpoint.SnapshotDue(cp.ParentID == "", chain, baseBytes) {
-		if snap, err = checkpoint.Marshal(cp.Values); err != nil {
+		js, err := checkpoint.Marshal(cp.Values)
+		if err != nil {
 			return fmt.Errorf("encode snapshot: %w", err)
 		}
+		// Stored as SQLite stores it (compressed when that is smaller);
+		// the snapshot policy counts the JSON's bytes, as SQLite's does.
+		snap = checkpoint.EncodeSnapshot(js)
 		row.Seal(snap)
-		chain, baseBytes = 0, len(snap)
+		chain, baseBytes = 0, len(js)
 	}
 	gid, newGraph, err := s.graphID(ctx, tx, cp.Metadata)
 	if err != nil {
