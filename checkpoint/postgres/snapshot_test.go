@@ -2,10 +2,12 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"testing"
 
 	"github.com/lgrun/lgrun/checkpoint"
+	"github.com/lgrun/lgrun/checkpoint/postgres"
 	"github.com/lgrun/lgrun/runtime"
 	"github.com/lgrun/lgrun/spec"
 )
@@ -51,8 +53,22 @@ func TestSnapshotCompressedAndPlain(t *testing.T) {
 	if err != nil || len(list) != 401 {
 		t.Fatal(len(list), err)
 	}
+	// Every 8th checkpoint, the snapshots and the checkpoints after them
+	// (a full pass of 401 Gets, four times, is slow on a loaded machine).
+	sample := map[string]bool{}
+	for _, id := range large {
+		sample[id] = true
+	}
+	for i, cp := range list {
+		if i%8 == 0 || sample[cp.ID] || (i+1 < len(list) && sample[list[i+1].ID] && cp.ParentID == list[i+1].ID) {
+			sample[cp.ID] = true
+		}
+	}
 	want := map[string]map[string]any{}
 	for _, cp := range list {
+		if !sample[cp.ID] {
+			continue
+		}
 		got, err := s.Get(bg, "chat", cp.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -71,11 +87,11 @@ func TestSnapshotCompressedAndPlain(t *testing.T) {
 			}
 		}
 		h, err := s.History(bg, "chat", runtime.HistoryOptions{})
-		if err != nil || len(h) != len(want) {
+		if err != nil || len(h) != len(list) {
 			t.Fatalf("%s: history: %d checkpoints, %v", label, len(h), err)
 		}
 		for _, cp := range h {
-			if !reflect.DeepEqual(cp.Values, want[cp.ID]) {
+			if v, ok := want[cp.ID]; ok && !reflect.DeepEqual(cp.Values, v) {
 				t.Fatalf("%s: history of %s reads other values", label, cp.ID)
 			}
 		}
@@ -92,6 +108,12 @@ func TestSnapshotCompressedAndPlain(t *testing.T) {
 			&row.Graph, &row.GraphHash, &row.Version, &row.Time, &row.Usage, &row.Totals, &row.Records, &row.Delta); err != nil {
 			t.Fatal(err)
 		}
+		// The checksum covers the delta's JSON, not its stored form.
+		d, err := postgres.DecodeDelta(row.Delta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row.Delta = d
 		js, err := checkpoint.Marshal(want[id])
 		if err != nil {
 			t.Fatal(err)
@@ -128,6 +150,9 @@ func TestSnapshotCompressedAndPlain(t *testing.T) {
 		t.Fatal(len(after), err)
 	}
 	for _, cp := range after {
+		if !sample[cp.ID] {
+			continue
+		}
 		got, err := s.Get(bg, "chat", cp.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -135,5 +160,113 @@ func TestSnapshotCompressedAndPlain(t *testing.T) {
 		if !reflect.DeepEqual(got.Values, want[cp.ID]) {
 			t.Fatalf("after GC: checkpoint %s reads other values", cp.ID)
 		}
+	}
+}
+
+// A step's delta of 128 bytes or more is stored compressed when that is
+// smaller; deltas stored plain (by earlier versions) read alongside, and a
+// damaged compressed delta is a CorruptError naming its row.
+func TestDeltaCompressedAndPlain(t *testing.T) {
+	t.Parallel()
+	s, _ := open(t, nil)
+	g, errs := spec.Parse("chat.yaml", []byte(chatGraph), nil)
+	if errs.HasErrors() {
+		t.Fatal(errs)
+	}
+	r := &runtime.Runner{Graph: g, Saver: s, Version: "test"}
+	if _, err := r.Run(bg, runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": 200}}); err != nil {
+		t.Fatal(err)
+	}
+	var compressed, all, stored, raw int
+	if err := s.Pool().QueryRow(bg, `SELECT count(*) FILTER (WHERE get_byte(delta, 0) = 1), count(*), sum(octet_length(delta)) FROM checkpoints WHERE thread = 'chat'`).Scan(&compressed, &all, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if compressed < 195 || all != 201 {
+		t.Fatalf("%d of %d deltas stored compressed, want the 200 steps'", compressed, all)
+	}
+	list, err := s.List(bg, "chat", 0)
+	if err != nil || len(list) != all {
+		t.Fatal(len(list), err)
+	}
+	want := map[string]map[string]any{}
+	for _, cp := range list {
+		got, err := s.Get(bg, "chat", cp.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[cp.ID] = got.Values
+		if n := len(cp.Delta); n == 0 {
+			t.Fatalf("List's checkpoint %s has no delta", cp.ID)
+		}
+	}
+	// Rewrite every other delta as its JSON, as earlier versions stored it.
+	rows, err := s.Pool().Query(bg, `SELECT id, delta FROM checkpoints WHERE thread = 'chat' ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := map[string][]byte{}
+	i := 0
+	for rows.Next() {
+		var id string
+		var b []byte
+		if err := rows.Scan(&id, &b); err != nil {
+			t.Fatal(err)
+		}
+		js, err := postgres.DecodeDelta(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw += len(js)
+		if i%2 == 0 {
+			plain[id] = js
+		}
+		i++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("deltas: %d bytes stored, %d bytes of JSON", stored, raw)
+	if stored*2 > raw {
+		t.Errorf("compressed deltas take %d bytes of %d", stored, raw)
+	}
+	for id, js := range plain {
+		if _, err := s.Pool().Exec(bg, `UPDATE checkpoints SET delta = $1 WHERE thread = 'chat' AND id = $2`, js, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, v := range want {
+		got, err := s.Get(bg, "chat", id)
+		if err != nil {
+			t.Fatalf("mixed deltas: get %s: %v", id, err)
+		}
+		if !reflect.DeepEqual(got.Values, v) {
+			t.Fatalf("mixed deltas: checkpoint %s reads other values", id)
+		}
+	}
+	h, err := s.History(bg, "chat", runtime.HistoryOptions{})
+	if err != nil || len(h) != all {
+		t.Fatalf("mixed deltas: history of %d, %v", len(h), err)
+	}
+	for _, cp := range h {
+		if !reflect.DeepEqual(cp.Values, want[cp.ID]) {
+			t.Fatalf("mixed deltas: history of %s reads other values", cp.ID)
+		}
+	}
+	// Damage a compressed delta: its DEFLATE stream then fails to
+	// inflate or inflates to other bytes, and either way the row fails.
+	head := list[0].ID
+	var bad string
+	if err := s.Pool().QueryRow(bg, `SELECT id FROM checkpoints WHERE thread = 'chat' AND get_byte(delta, 0) = 1 AND id < $1 ORDER BY id DESC LIMIT 1`, head).Scan(&bad); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(bg, `UPDATE checkpoints SET delta = set_byte(delta, 5, get_byte(delta, 5) # 255) WHERE thread = 'chat' AND id = $1`, bad); err != nil {
+		t.Fatal(err)
+	}
+	var ce *runtime.CorruptError
+	if _, err := s.Get(bg, "chat", bad); !errors.As(err, &ce) || ce.Checkpoint != bad {
+		t.Fatalf("Get of a damaged compressed delta: %v, want a CorruptError naming %s", err, bad)
+	}
+	if l, err := s.List(bg, "chat", 0); !errors.As(err, &ce) || ce.Checkpoint != bad || len(l) != all-1 {
+		t.Fatalf("List with a damaged compressed delta: %d rows, %v", len(l), err)
 	}
 }
