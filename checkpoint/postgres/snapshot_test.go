@@ -270,3 +270,47 @@ func TestDeltaCompressedAndPlain(t *testing.T) {
 		t.Fatalf("List with a damaged compressed delta: %d rows, %v", len(l), err)
 	}
 }
+
+// A schema of layout version 1 (with its rows) is migrated to the current
+// version on open, and its threads and checkpoints read as before.
+func TestMigrateFromVersion1(t *testing.T) {
+	t.Parallel()
+	s, u := open(t, nil)
+	a := mustCommit(t, s, "th", "", 0)
+	b := mustCommit(t, s, "th", a, 1)
+	s.Close()
+	// Put the schema back to version 1: what version 2 changed, undone.
+	raw := openURL(t, u, nil) // migrates nothing: the schema is current
+	for _, q := range []string{
+		`CREATE INDEX threads_updated ON threads (updated DESC, id)`,
+		`ALTER TABLE threads RESET (fillfactor)`,
+		`DELETE FROM lgrun_migrations WHERE version > 1`,
+	} {
+		if _, err := raw.Pool().Exec(bg, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	s = openURL(t, u, nil)
+	var version int
+	var index bool
+	var opts string
+	if err := s.Pool().QueryRow(bg, `SELECT (SELECT max(version) FROM lgrun_migrations), to_regclass('threads_updated') IS NOT NULL,
+		(SELECT COALESCE(array_to_string(reloptions, ','), '') FROM pg_class WHERE oid = 'threads'::regclass)`).Scan(&version, &index, &opts); err != nil {
+		t.Fatal(err)
+	}
+	if version != postgres.SchemaVersion || index || opts != "fillfactor=80" {
+		t.Fatalf("after migrating: version %d, threads_updated there: %v, threads options %q", version, index, opts)
+	}
+	c := mustCommit(t, s, "th", b, 2)
+	th, err := s.Thread(bg, "th")
+	if err != nil || th.Head != c {
+		t.Fatalf("thread after migrating: %+v, %v", th, err)
+	}
+	if l, err := s.List(bg, "th", 0); err != nil || len(l) != 3 {
+		t.Fatalf("list after migrating: %d, %v", len(l), err)
+	}
+	if _, err := s.Get(bg, "th", b); err != nil {
+		t.Fatal(err)
+	}
+}
