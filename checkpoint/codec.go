@@ -163,24 +163,7 @@ func putFlater(w *flate.Writer) {
 }
 
 // encodeSnapshot returns the stored form of a snapshot's JSON.
-func encodeSnapshot(js []byte) []byte {
-	if len(js) < compressMin {
-		return js
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(js)/4 + 64)
-	buf.WriteByte(snapZ)
-	w := getFlater()
-	w.Reset(&buf)
-	// Writes to a bytes.Buffer do not fail.
-	_, _ = w.Write(js)
-	_ = w.Close()
-	putFlater(w)
-	if buf.Len() >= len(js) {
-		return js
-	}
-	return buf.Bytes()
-}
+func encodeSnapshot(js []byte) []byte { return Compress(js, compressMin) }
 
 // decodeSnapshot decodes a stored snapshot (compressed or plain JSON).
 func decodeSnapshot(b []byte) (map[string]any, error) { return decodeSnapshotNames(b, nil) }

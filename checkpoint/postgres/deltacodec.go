@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/lgrun/lgrun/checkpoint"
 )
 
 // Deltas are stored compressed when that makes them smaller, in the form
@@ -22,48 +24,8 @@ const (
 	deltaZMaxSize = 1 << 30
 )
 
-// deltaFlaters keeps a few DEFLATE writers (about 800 KB each, mostly
-// hash tables) for the commits, which each compress a delta: a sync.Pool
-// is emptied by every other garbage collection, and a fresh writer costs
-// more to allocate than a step's delta takes to compress.
-var deltaFlaters = make(chan *flate.Writer, 2)
-
-func getFlater() *flate.Writer {
-	select {
-	case w := <-deltaFlaters:
-		return w
-	default:
-		w, _ := flate.NewWriter(nil, flate.BestSpeed)
-		return w
-	}
-}
-
-func putFlater(w *flate.Writer) {
-	select {
-	case deltaFlaters <- w:
-	default:
-	}
-}
-
 // encodeDelta returns the stored form of a delta's JSON.
-func encodeDelta(js []byte) []byte {
-	if len(js) < deltaZMin {
-		return js
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(js)/2 + 16)
-	buf.WriteByte(deltaZ)
-	w := getFlater()
-	w.Reset(&buf)
-	// Writes to a bytes.Buffer do not fail.
-	_, _ = w.Write(js)
-	_ = w.Close()
-	putFlater(w)
-	if buf.Len() >= len(js) {
-		return js
-	}
-	return buf.Bytes()
-}
+func encodeDelta(js []byte) []byte { return checkpoint.Compress(js, deltaZMin) }
 
 var deltaInflaters sync.Pool
 
