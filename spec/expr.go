@@ -11,7 +11,6 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	exprchecker "github.com/expr-lang/expr/checker"
-	"github.com/expr-lang/expr/checker/nature"
 	"github.com/expr-lang/expr/compiler"
 	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
@@ -43,7 +42,9 @@ func (e *Expr) Eval(env map[string]any) (any, error) {
 	}
 	if e.flat != nil {
 		if st, ok := env["state"].(map[string]any); ok && st != nil && len(env) == 1 {
-			return e.run(e.flat, st)
+			if p := e.flat.program(); p != nil {
+				return e.run(p, st)
+			}
 		}
 	}
 	return e.run(e.Program, env)
@@ -67,10 +68,12 @@ func (e *Expr) run(prog *vm.Program, env any) (any, error) {
 
 // EvalState is Eval over the environment {"state": state}. An expression
 // that reads nothing but fields of the state runs on state itself, without
-// a map made for the environment (see [exprCompiler.flatten]).
+// a map made for the environment (see [flatProgram]).
 func (e *Expr) EvalState(state map[string]any) (any, error) {
 	if e != nil && e.flat != nil && state != nil {
-		return e.run(e.flat, state)
+		if p := e.flat.program(); p != nil {
+			return e.run(p, state)
+		}
 	}
 	return e.Eval(map[string]any{"state": state})
 }
@@ -133,9 +136,9 @@ type exprCompiler struct {
 	errs *ErrorList
 	// configs caches expr's configuration per env (by map identity).
 	configs map[unsafe.Pointer]*conf.Config
-	// flatConfigs are configs with the state as the environment, by the
-	// same key (see [exprCompiler.flatten]).
-	flatConfigs map[unsafe.Pointer]*conf.Config
+	// flatEnvs are the envs over the state only, by the same key, for
+	// flattening (see [flatEnv]).
+	flatEnvs map[unsafe.Pointer]*flatEnv
 }
 
 // compileSrc compiles src against env as expr.Compile does, but builds
@@ -173,121 +176,6 @@ func (c *exprCompiler) compileSrc(src string, env types.Map) (*vm.Program, error
 		}
 	}
 	return compiler.Compile(tree, cfg)
-}
-
-// flatten compiles prog, an expression over env, a second time to run
-// with the state map itself as its environment, or returns nil when it
-// cannot. Over {"state": ...}, expr reads state.count with a reflect map
-// lookup that allocates (runtime.Fetch); with the state as the environment,
-// the same read is the VM's plain map index (OpLoadFast). The program is
-// the same otherwise: each state.<field> of its checked tree, and nothing
-// else, becomes the identifier <field> with the member's type and place.
-//
-// It flattens only an expression whose env is exactly {"state": ...} and
-// whose every use of state is such a member: not state alone, state[k],
-// state?.x, $env, a let (whose variable could shadow a field's name) or a
-// call of a member.
-func (c *exprCompiler) flatten(prog *vm.Program, env types.Map) *vm.Program {
-	if _, ok := env["state"]; !ok || len(env) != 1 {
-		return nil
-	}
-	root := prog.Node()
-	fc := &flatCheck{}
-	ast.Walk(&root, fc)
-	if fc.bad || fc.idents != len(fc.members) {
-		return nil
-	}
-	// Patch the members in place, compile, and put them back: the tree
-	// is prog's, which the analysis of the graph reads later.
-	p := &flatPatch{members: fc.members}
-	ast.Walk(&root, p)
-	defer func() {
-		for _, s := range p.slots {
-			*s.at = s.was
-		}
-	}()
-	key := reflect.ValueOf(env).UnsafePointer()
-	cfg := c.flatConfigs[key]
-	if cfg == nil {
-		cp := *c.configs[key]
-		cp.Env = nature.FromType(reflect.TypeOf(map[string]any(nil)))
-		cp.NtCache = nature.Cache{}
-		cfg = &cp
-		if c.flatConfigs == nil {
-			c.flatConfigs = map[unsafe.Pointer]*conf.Config{}
-		}
-		c.flatConfigs[key] = cfg
-	}
-	flat, err := compiler.Compile(&parser.Tree{Node: root, Source: prog.Source()}, cfg)
-	if err != nil || len(p.slots) != len(fc.members) {
-		return nil
-	}
-	return flat
-}
-
-// flatCheck counts the identifiers named state and collects the members
-// state.<field> that flatten can replace; bad is set by anything that
-// stops it.
-type flatCheck struct {
-	idents  int
-	members map[*ast.MemberNode]bool
-	bad     bool
-}
-
-func (v *flatCheck) Visit(n *ast.Node) {
-	switch x := (*n).(type) {
-	case *ast.IdentifierNode:
-		switch x.Value {
-		case "state":
-			v.idents++
-		case "$env":
-			v.bad = true
-		}
-	case *ast.VariableDeclaratorNode:
-		v.bad = true
-	case *ast.CallNode:
-		if m, ok := x.Callee.(*ast.MemberNode); ok && v.members[m] {
-			v.bad = true
-		}
-	case *ast.MemberNode:
-		id, ok := x.Node.(*ast.IdentifierNode)
-		if !ok || id.Value != "state" {
-			return
-		}
-		prop, ok := x.Property.(*ast.StringNode)
-		if !ok || x.Optional || x.Method || prop.Value == "$env" {
-			return // state[k] and the like: the idents count tells
-		}
-		if v.members == nil {
-			v.members = map[*ast.MemberNode]bool{}
-		}
-		v.members[x] = true
-	}
-}
-
-// flatPatch replaces each member of members by the identifier of its
-// field and records the slots it changed.
-type flatPatch struct {
-	members map[*ast.MemberNode]bool
-	slots   []struct {
-		at  *ast.Node
-		was ast.Node
-	}
-}
-
-func (v *flatPatch) Visit(n *ast.Node) {
-	m, ok := (*n).(*ast.MemberNode)
-	if !ok || !v.members[m] {
-		return
-	}
-	id := &ast.IdentifierNode{Value: m.Property.(*ast.StringNode).Value}
-	id.SetLocation(m.Location())
-	id.SetNature(*m.Nature())
-	v.slots = append(v.slots, struct {
-		at  *ast.Node
-		was ast.Node
-	}{n, m})
-	*n = id
 }
 
 // stateEnv is the environment type of expressions over the state.
@@ -360,7 +248,7 @@ func (c *exprCompiler) compileAt(n *yaml.Node, src string, off int, path string,
 	if mk, ok := literalPlaceholder(src); ok {
 		*c.errs = append(*c.errs, &Error{Pos: c.offsetPos(n, off+valueOffset([]rune(src), mk.line, mk.col)), Severity: SevWarning, Msg: fmt.Sprintf("%s: %s", path, mk.msg)})
 	}
-	return &Expr{Src: src, Pos: pos, Program: prog, flat: c.flatten(prog, env)}
+	return &Expr{Src: src, Pos: pos, Program: prog, flat: c.flatFor(env, src)}
 }
 
 // nestingTooDeep scans src for brackets, parentheses and braces outside

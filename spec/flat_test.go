@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -32,7 +33,8 @@ var flatStates = []map[string]any{
 // TestFlattenSameResults checks that an expression flattened to run on the
 // state map yields what its program over {"state": ...} yields (the same
 // value or the same error) on every state, that flatten leaves alone what
-// it must, and that it leaves the program's tree as it was.
+// it must, and that the program the analysis reads (Program) keeps its
+// tree.
 func TestFlattenSameResults(t *testing.T) {
 	tests := []struct {
 		src  string
@@ -81,7 +83,7 @@ func TestFlattenSameResults(t *testing.T) {
 			if e == nil {
 				t.Fatalf("compile: %v", errs)
 			}
-			if got := e.flat != nil; got != tt.flat {
+			if got := e.flat != nil && e.flat.program() != nil; got != tt.flat {
 				t.Fatalf("flattened = %v, want %v", got, tt.flat)
 			}
 			fresh, err := ec.compileSrc(tt.src, env)
@@ -123,7 +125,7 @@ func TestEvalStateAllocs(t *testing.T) {
 	src := "state.count < state.target"
 	ec := &exprCompiler{file: "f.yaml", src: []string{src}, errs: &errs}
 	e := ec.compile(&yaml.Node{Kind: yaml.ScalarNode, Value: src, Line: 1, Column: 1}, "e", stateEnv(flatFields), nil)
-	if e == nil || e.flat == nil {
+	if e == nil || e.flat == nil || e.flat.program() == nil {
 		t.Fatalf("compile: %v (flat %v)", errs, e != nil && e.flat != nil)
 	}
 	st := map[string]any{"count": 300, "target": 1000}
@@ -135,5 +137,58 @@ func TestEvalStateAllocs(t *testing.T) {
 	})
 	if max := maxEvalAllocs(); allocs > max {
 		t.Fatalf("EvalState of %q allocates %.2f objects per run, want at most %.2f", src, allocs, max)
+	}
+}
+
+// TestFlatFirstUseConcurrent evaluates the expressions of one compiler
+// (sharing expr's config) for the first time from several goroutines at
+// once, as concurrent runs of one graph do: each flat program is compiled
+// once, and under -race nothing races.
+func TestFlatFirstUseConcurrent(t *testing.T) {
+	srcs := []string{"state.count + 1", "state.count < state.target", "len(state.items)", `"n" + string(state.count)`, "json(state)", "state.obj.n"}
+	var errs ErrorList
+	ec := &exprCompiler{file: "f.yaml", src: srcs, errs: &errs}
+	env := stateEnv(flatFields)
+	var exprs []*Expr
+	for i, src := range srcs {
+		e := ec.compile(&yaml.Node{Kind: yaml.ScalarNode, Value: src, Line: i + 1, Column: 1}, "e", env, nil)
+		if e == nil {
+			t.Fatalf("compile %q: %v", src, errs)
+		}
+		exprs = append(exprs, e)
+	}
+	st := flatStates[0]
+	want := make([]any, len(exprs))
+	for i, e := range exprs {
+		v, err := e.run(e.Program, map[string]any{"state": st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = v
+	}
+	var wg sync.WaitGroup
+	fails := make(chan string, 64)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range exprs {
+				i := (g + k) % len(exprs) // each starts on another
+				e := exprs[i]
+				if v, err := e.EvalState(st); err != nil || !reflect.DeepEqual(v, want[i]) {
+					fails <- fmt.Sprintf("%s = %v, %v; want %v", e.Src, v, err, want[i])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(fails)
+	for f := range fails {
+		t.Error(f)
+	}
+	for _, e := range exprs {
+		if flat := e.flat.program() != nil; flat != (e.Src != "json(state)") {
+			t.Errorf("%s: flattened = %v", e.Src, flat)
+		}
 	}
 }
