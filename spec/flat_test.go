@@ -116,10 +116,10 @@ func TestFlattenSameResults(t *testing.T) {
 }
 
 // TestEvalStateAllocs guards the point of flattening and of the VM pool: a
-// condition over two state fields allocates nothing (it allocated 7
-// objects before: the VM's stack and its growth, two reflect map reads,
-// the environment map). Under -race, sync.Pool drops some VMs on purpose,
-// so the bound there is one VM's worth.
+// condition over two state fields allocates nothing (before: 4 objects
+// with a shared environment map, the VM's stack and its growth and two
+// reflect map reads, and 6 with a map of its own). Under -race, sync.Pool
+// drops some VMs on purpose, so the bound there is one VM's worth.
 func TestEvalStateAllocs(t *testing.T) {
 	var errs ErrorList
 	src := "state.count < state.target"
