@@ -130,10 +130,29 @@ const (
 	compressMin = 1 << 10
 )
 
-var flaters = sync.Pool{New: func() any {
-	w, _ := flate.NewWriter(nil, flate.BestSpeed)
-	return w
-}}
+// flaters keeps compressors between snapshots. A compressor is about a
+// megabyte to make, so they are not in a sync.Pool (which the collector
+// empties, making every snapshot after a collection pay for a new one);
+// snapshots are written by one writer at a time per database, so a couple
+// are enough.
+var flaters = make(chan *flate.Writer, 2)
+
+func getFlater() *flate.Writer {
+	select {
+	case w := <-flaters:
+		return w
+	default:
+		w, _ := flate.NewWriter(nil, flate.BestSpeed)
+		return w
+	}
+}
+
+func putFlater(w *flate.Writer) {
+	select {
+	case flaters <- w:
+	default:
+	}
+}
 
 // encodeSnapshot returns the stored form of a snapshot's JSON.
 func encodeSnapshot(js []byte) []byte {
@@ -143,12 +162,12 @@ func encodeSnapshot(js []byte) []byte {
 	var buf bytes.Buffer
 	buf.Grow(len(js)/4 + 64)
 	buf.WriteByte(snapZ)
-	w := flaters.Get().(*flate.Writer)
+	w := getFlater()
 	w.Reset(&buf)
 	// Writes to a bytes.Buffer do not fail.
 	_, _ = w.Write(js)
 	_ = w.Close()
-	flaters.Put(w)
+	putFlater(w)
 	if buf.Len() >= len(js) {
 		return js
 	}

@@ -55,3 +55,6 @@ func ExpireMemoryLease(m *Memory, thread string) {
 func OpenFloor(path string, d Durability) (*sql.DB, error) {
 	return openDB(path, d, 5*time.Second)
 }
+
+// WriteTxns reports how many write transactions s has committed.
+func WriteTxns(s *SQLite) int64 { return s.writeTxns.Load() }

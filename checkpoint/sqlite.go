@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -90,6 +91,9 @@ type SQLite struct {
 	releaseTimer *time.Timer
 	chains       map[string]chainInfo // thread → last committed checkpoint's chain state
 	graphs       map[string]int64     // name\x00hash\x00version → graph row id
+
+	// writeTxns counts the write transactions this handle committed.
+	writeTxns atomic.Int64
 }
 
 type chainInfo struct {
@@ -463,6 +467,7 @@ func (t *wtx) Commit() error {
 		return err
 	}
 	t.done = true
+	t.s.writeTxns.Add(1)
 	t.s.releasedDone(t)
 	return nil
 }

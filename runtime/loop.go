@@ -269,8 +269,18 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			ncp.Metadata.Records = records
 		}
 		ncp.ID = r.ids().Next(r.now(), expectHead)
+		// A run that ends with this checkpoint (nothing next, no budget
+		// passed, or a route to the parent graph) commits it with the
+		// thread already done: the status mark finish would write next
+		// (done, no pending writes, at this head) rides in the commit's
+		// transaction instead of one of its own.
+		ends := len(parentGoto) > 0 ||
+			len(next) == 0 && NewLedger(nil, "", rn.runLimits(), ncp.Metadata.Totals).Passed() == nil
 		t := *th
 		t.Status, t.Error = StatusRunning, ""
+		if ends {
+			t.Status = StatusDone
+		}
 		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {
 			if errors.Is(err, ErrConflict) {
 				rn.endStep(nil, err)
@@ -292,16 +302,16 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		// The step's usage is committed: nothing is pending any more.
 		rn.spent, rn.ledger = nil, nil
 		rn.endStep(ncp, nil)
-		th.Head, th.Status, th.Error = ncp.ID, StatusRunning, ""
+		th.Head, th.Status, th.Error = ncp.ID, t.Status, ""
 		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
 		cp, expectHead = ncp, ncp.ID
-		if len(parentGoto) > 0 {
-			res, err := r.finish(ctx, rn, cp)
-			if res != nil {
+		if ends {
+			res := r.done(rn, cp)
+			if len(parentGoto) > 0 {
 				sort.Strings(parentGoto)
 				res.Goto = parentGoto
 			}
-			return res, err
+			return res, nil
 		}
 
 		// Static breakpoints after nodes.

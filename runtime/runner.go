@@ -727,8 +727,13 @@ func (r *Runner) finish(ctx context.Context, rn *run, cp *Checkpoint) (*Result, 
 	if err := r.mark(ctx, rn.thread, StatusDone, "", rn.withUsage(nil)); err != nil {
 		return nil, err
 	}
+	return r.done(rn, cp), nil
+}
+
+// done reports the end of a run whose thread is marked done at cp.
+func (r *Runner) done(rn *run, cp *Checkpoint) *Result {
 	r.emit(Event{Kind: EvDone, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Values: cp.Values})
-	return &Result{Thread: rn.thread.ID, Status: StatusDone, Checkpoint: cp}, nil
+	return &Result{Thread: rn.thread.ID, Status: StatusDone, Checkpoint: cp}
 }
 
 func interruptsOf(ps []PendingWrite) []Interrupt {

@@ -4,7 +4,8 @@
 // superstep until n reaches the target, checkpointed into a schema of its
 // own on the local PostgreSQL; then the bytes of its tables
 // (pg_total_relation_size: heap, indexes and TOAST), as BENCHMARKS.md
-// reports lgrun's.
+// reports lgrun's: measured once right after setup() (the empty schema)
+// and once after the run; the difference is the bytes the thread adds.
 //
 //   npm ci && node bench.js [N] [postgres URL]
 //
@@ -36,6 +37,17 @@ await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
 const saver = PostgresSaver.fromConnString(url, { schema });
 await saver.setup();
 
+// The bytes of the schema's tables, by table (indexes and TOAST included).
+async function sizes() {
+  const { rows } = await admin.query(
+    `SELECT c.relname AS table, pg_total_relation_size(c.oid) AS bytes
+       FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+      WHERE s.nspname = $1 AND c.relkind = 'r' ORDER BY c.relname`, [schema]);
+  return rows.map((r) => ({ table: r.table, bytes: Number(r.bytes) }));
+}
+const empty = await sizes();
+const emptyTotal = empty.reduce((a, r) => a + r.bytes, 0);
+
 const graph = new StateGraph(State)
   .addNode("talk", talk)
   .addEdge(START, "talk")
@@ -48,18 +60,17 @@ const out = await graph.invoke({ target: n }, config);
 const ms = performance.now() - start;
 if (out.messages.length !== n) throw new Error(`${out.messages.length} messages, want ${n}`);
 
-const { rows } = await admin.query(
-  `SELECT c.relname AS table, pg_total_relation_size(c.oid) AS bytes
-     FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
-    WHERE s.nspname = $1 AND c.relkind = 'r' ORDER BY c.relname`, [schema]);
 let total = 0;
-for (const r of rows) {
-  total += Number(r.bytes);
-  console.log(`${r.table}\t${r.bytes}`);
+for (const r of await sizes()) {
+  total += r.bytes;
+  const e = empty.find((x) => x.table === r.table)?.bytes ?? 0;
+  console.log(`${r.table}\t${r.bytes}\t(empty ${e})`);
 }
 const counts = await admin.query(`SELECT (SELECT count(*) FROM ${schema}.checkpoints) AS checkpoints,
   (SELECT count(*) FROM ${schema}.checkpoint_blobs) AS blobs, (SELECT count(*) FROM ${schema}.checkpoint_writes) AS writes`);
 console.log(`total\t${total}\t(${(total / 1024).toFixed(0)} KB; ${JSON.stringify(counts.rows[0])})`);
+console.log(`empty\t${emptyTotal}\t(${(emptyTotal / 1024).toFixed(0)} KB after setup())`);
+console.log(`thread\t${total - emptyTotal}\t(${((total - emptyTotal) / 1024).toFixed(0)} KB: total minus empty)`);
 console.log(`steps\t${n}\t${((ms * 1000) / n).toFixed(0)} µs/step`);
 await saver.end();
 await admin.end();

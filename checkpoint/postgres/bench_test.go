@@ -84,7 +84,9 @@ func savers(b *testing.B) map[string]func(b *testing.B) store {
 // BenchmarkMessagesThread runs a 500-step (and a 2,000-step) thread of chatGraph through
 // the runtime and reports the time per checkpointed step, the bytes the
 // database takes (Postgres: pg_total_relation_size of the tables; SQLite:
-// the file and its WAL) and the time to list its history. Run with
+// the file and its WAL), those of the empty database (KB-empty, measured
+// the same way before the run), the difference (KB-thread: the bytes the
+// thread itself adds) and the time to list its history. Run with
 // -benchtime 1x: one iteration is a whole thread.
 func BenchmarkMessagesThread(b *testing.B) {
 	g, errs := spec.Parse("bench.yaml", []byte(chatGraph), nil)
@@ -98,9 +100,10 @@ func BenchmarkMessagesThread(b *testing.B) {
 		name, n := bc.name[:strings.Index(bc.name, "/")], bc.n
 		b.Run(bc.name, func(b *testing.B) {
 			var step, list time.Duration
-			var bytes int64
+			var bytes, empty, thread int64
 			for i := 0; i < b.N; i++ {
 				s := savers(b)[name](b)
+				empty = s.bytes()
 				r := &runtime.Runner{Graph: g, Saver: s, Version: "bench"}
 				start := time.Now()
 				res, err := r.Run(context.Background(), runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": n}})
@@ -112,6 +115,7 @@ func BenchmarkMessagesThread(b *testing.B) {
 					b.Fatalf("ran %d steps, want %d", res.Checkpoint.Step, n)
 				}
 				bytes = s.bytes()
+				thread = bytes - empty
 				start = time.Now()
 				if l, err := s.List(bg, "chat", 0); err != nil || len(l) != n+1 {
 					b.Fatal(len(l), err)
@@ -120,6 +124,8 @@ func BenchmarkMessagesThread(b *testing.B) {
 			}
 			b.ReportMetric(float64(step.Microseconds()), "µs/step")
 			b.ReportMetric(float64(bytes)/1024, "KB-in-db")
+			b.ReportMetric(float64(empty)/1024, "KB-empty")
+			b.ReportMetric(float64(thread)/1024, "KB-thread")
 			b.ReportMetric(float64(list.Microseconds())/1000, "ms-list")
 		})
 	}

@@ -101,11 +101,15 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	chain += len(row.Delta)
 	var snap []byte
 	if checkpoint.SnapshotDue(cp.ParentID == "", chain, baseBytes) {
-		if snap, err = checkpoint.Marshal(cp.Values); err != nil {
+		js, err := checkpoint.Marshal(cp.Values)
+		if err != nil {
 			return fmt.Errorf("encode snapshot: %w", err)
 		}
+		// Stored as SQLite stores it (compressed when that is smaller);
+		// the snapshot policy counts the JSON's bytes, as SQLite's does.
+		snap = checkpoint.EncodeSnapshot(js)
 		row.Seal(snap)
-		chain, baseBytes = 0, len(snap)
+		chain, baseBytes = 0, len(js)
 	}
 	gid, newGraph, err := s.graphID(ctx, tx, cp.Metadata)
 	if err != nil {
@@ -115,7 +119,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	b.Queue(`INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
 		row.Thread, row.ID, row.Parent, row.Step, row.TurnStep, row.Next, row.Waiting, row.Source, row.Writes, gid, row.Time,
-		row.Usage, row.Totals, row.Records, row.Delta, snap, chain, baseBytes, row.Sum, row.SnapSum)
+		row.Usage, row.Totals, row.Records, encodeDelta(row.Delta), snap, chain, baseBytes, row.Sum, row.SnapSum)
 	if err := queueWrites(b, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
 		return err
 	}

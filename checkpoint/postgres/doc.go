@@ -14,7 +14,13 @@
 // checksum and a row that fails it is a [runtime.CorruptError] naming it.
 // JSON columns are text, not jsonb, so the bytes the checksums cover
 // round-trip exactly. Ids are COLLATE "C", so child runs ("<id>/…") are
-// found by a bytewise range on the primary key.
+// found by a bytewise range on the primary key. Snapshots of 1 KiB or
+// more are stored DEFLATE-compressed behind a marker byte, as SQLite
+// stores them, and so are deltas of 128 bytes or more (PostgreSQL's own
+// TOAST compression only starts at rows of about 2 KB, which a step's
+// delta rarely is); the checksums cover the JSON, and rows stored plain
+// read as they are. The threads table has no index but its primary key,
+// so the update of a thread's row at each commit is a HOT update.
 //
 // A commit is one transaction in two round trips: BEGIN and the move of
 // the thread's head by compare-and-swap (UPDATE … WHERE head = the

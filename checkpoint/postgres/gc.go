@@ -142,16 +142,17 @@ func (s *Postgres) pruneThread(ctx context.Context, thread string, keep int) (in
 		if err != nil {
 			return 0, err
 		}
-		b, err := checkpoint.Marshal(values)
+		js, err := checkpoint.Marshal(values)
 		if err != nil {
 			return 0, err
 		}
+		b := checkpoint.EncodeSnapshot(js)
 		var r checkpoint.Row
 		if err := tx.QueryRow(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = $1 AND c.id = $2`, thread, cp.ID).Scan(rowArgs(&r)...); err != nil {
 			return 0, s.describe(err)
 		}
 		r.Seal(b) // the row's checksum covers the snapshot's: renew both
-		if _, err := tx.Exec(ctx, `UPDATE checkpoints SET snapshot = $1, chain_bytes = 0, base_bytes = $2, sum = $3, snap_sum = $4 WHERE thread = $5 AND id = $6`, b, len(b), r.Sum, r.SnapSum, thread, cp.ID); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE checkpoints SET snapshot = $1, chain_bytes = 0, base_bytes = $2, sum = $3, snap_sum = $4 WHERE thread = $5 AND id = $6`, b, len(js), r.Sum, r.SnapSum, thread, cp.ID); err != nil {
 			return 0, s.describe(err)
 		}
 	}

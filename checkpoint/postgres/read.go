@@ -21,7 +21,7 @@ const cpColumns = `c.thread, c.id, c.parent, c.step, c.turn_step, c.next, c.wait
 func rowArgs(r *checkpoint.Row) []any {
 	return []any{&r.Thread, &r.ID, &r.Parent, &r.Step, &r.TurnStep, &r.Next, &r.Waiting, &r.Source, &r.Writes,
 		&r.Graph, &r.GraphHash, &r.Version, &r.Time, &r.Usage, &r.Totals, &r.Records,
-		&r.Delta, &r.Sum, &r.SnapSum}
+		deltaColumn{&r.Delta}, &r.Sum, &r.SnapSum}
 }
 
 // Get implements runtime.Saver: the checkpoint's chain back to the nearest

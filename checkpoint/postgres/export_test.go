@@ -1,0 +1,4 @@
+package postgres
+
+// DecodeDelta is decodeDelta, for the tests of package postgres_test.
+var DecodeDelta = decodeDelta
