@@ -36,9 +36,6 @@ type Checkpoint struct {
 
 	// size is the state's measured size, once this process committed it.
 	size *stateSize
-	// env is the expression environment of Values, when the loop made
-	// one (see [NodeCall.stateEnv]).
-	env map[string]any
 }
 
 // Source tells what created a checkpoint.

@@ -21,11 +21,6 @@ func (r *Runner) nextNodes(values map[string]any, finished []string, gotos map[s
 // route is nextNodes that also returns the branches taken (see
 // spec.Graph.Branches), for coverage.
 func (r *Runner) route(values map[string]any, finished []string, gotos map[string][]string, waiting map[string][]string) ([]string, map[string][]string, []string, error) {
-	return r.routeEnv(stateEnv(values), finished, gotos, waiting)
-}
-
-// routeEnv is route on the state of the expression environment env.
-func (r *Runner) routeEnv(env map[string]any, finished []string, gotos map[string][]string, waiting map[string][]string) ([]string, map[string][]string, []string, error) {
 	g := r.Graph
 	set := map[string]bool{}
 	add := func(t string) { set[t] = true }
@@ -40,7 +35,7 @@ func (r *Runner) routeEnv(env map[string]any, finished []string, gotos map[strin
 			}
 		}
 		for _, e := range g.Outgoing(n) {
-			key, err := evalEdge(e, env, add)
+			key, err := evalEdge(e, values, add)
 			if err != nil {
 				return nil, nil, nil, &EdgeError{From: n, Pos: e.Pos, Err: err}
 			}
@@ -105,9 +100,9 @@ func coversAll(have, want []string) bool {
 	return true
 }
 
-// evalEdge calls add with each target of one edge for the state in env,
+// evalEdge calls add with each target of one edge for the state values,
 // and returns the key of the branch taken ("" for a plain edge).
-func evalEdge(e *spec.Edge, env map[string]any, add func(string)) (string, error) {
+func evalEdge(e *spec.Edge, values map[string]any, add func(string)) (string, error) {
 	addRefs := func(refs []spec.NameRef) {
 		for _, r := range refs {
 			add(r.Name)
@@ -115,7 +110,7 @@ func evalEdge(e *spec.Edge, env map[string]any, add func(string)) (string, error
 	}
 	switch {
 	case e.When != nil:
-		ok, err := evalBool(e.When, env)
+		ok, err := evalBool(e.When, values)
 		if err != nil {
 			return "", err
 		}
@@ -127,7 +122,7 @@ func evalEdge(e *spec.Edge, env map[string]any, add func(string)) (string, error
 		return "else", nil
 	case e.Routes != nil:
 		for i, rt := range e.Routes {
-			ok, err := evalBool(rt.When, env)
+			ok, err := evalBool(rt.When, values)
 			if err != nil {
 				return "", err
 			}
@@ -139,7 +134,7 @@ func evalEdge(e *spec.Edge, env map[string]any, add func(string)) (string, error
 		addRefs(e.Default)
 		return "default", nil
 	case e.Route != nil:
-		v, err := e.Route.Eval(env)
+		v, err := e.Route.EvalState(values)
 		if err != nil {
 			return "", err
 		}
@@ -169,8 +164,8 @@ func evalEdge(e *spec.Edge, env map[string]any, add func(string)) (string, error
 	return "", nil
 }
 
-func evalBool(x *spec.Expr, env map[string]any) (bool, error) {
-	v, err := x.Eval(env)
+func evalBool(x *spec.Expr, values map[string]any) (bool, error) {
+	v, err := x.EvalState(values)
 	if err != nil {
 		return false, err
 	}

@@ -167,7 +167,7 @@ func evalGoto(call *NodeCall, node *spec.Node, res *NodeResult) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	v, err := node.Goto.Eval(stateEnv(after))
+	v, err := node.Goto.EvalState(after)
 	if err != nil {
 		return nil, fmt.Errorf("goto: %w", err)
 	}

@@ -249,8 +249,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 				}
 			}
 		}
-		env := stateEnv(values)
-		next, waiting, branches, err := r.routeEnv(env, finished, gotos, cp.Waiting)
+		next, waiting, branches, err := r.route(values, finished, gotos, cp.Waiting)
 		if err != nil {
 			return rn.stop(ctx, cp, StatusFailed, err, lostAll())
 		}
@@ -265,7 +264,6 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			Thread: th.ID, ParentID: cp.ID, Step: step, TurnStep: cp.TurnStep,
 			Values: values, Delta: delta, Next: next, Waiting: waiting,
 			Metadata: r.meta(SourceLoop, who, usage, cp.Metadata.Totals),
-			env:      env,
 		}
 		if len(records) > 0 {
 			ncp.Metadata.Records = records
@@ -517,7 +515,6 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 	call.Partial = rn.partial[name]
 	call.Ledger = rn.ledger
 	call.StateSize = r.stateSizeLimit(rn.cfg)
-	call.env = cp.env
 	call.ChildTag = cp.ID[max(len(cp.ID)-6, 0):] + rn.replayTag
 	return r.invoke(ctx, call)
 }

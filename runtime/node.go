@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"fmt"
-	"reflect"
 
 	"github.com/lgrun/lgrun/spec"
 )
@@ -53,25 +52,6 @@ type NodeCall struct {
 	Ledger *Ledger
 	// StateSize is the run's state size limit, which child runs inherit.
 	StateSize int64
-
-	// env, when not nil, is the expression environment of a state: the
-	// step's, made once for its nodes and edges (see [NodeCall.stateEnv]).
-	env map[string]any
-}
-
-// stateEnv returns the expression environment of call.State.
-func (c *NodeCall) stateEnv() map[string]any {
-	if c.env != nil {
-		if st, _ := c.env["state"].(map[string]any); sameMap(st, c.State) {
-			return c.env
-		}
-	}
-	return stateEnv(c.State)
-}
-
-// sameMap reports whether a and b are the same map.
-func sameMap(a, b map[string]any) bool {
-	return a != nil && b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // NodeFunc executes one node kind.
@@ -106,11 +86,6 @@ func (e *NodeError) frame(text string) (spec.Pos, string, error) {
 
 func (e *NodeError) Unwrap() error { return e.Err }
 
-// stateEnv is the expression environment of a node.
-func stateEnv(state map[string]any) map[string]any {
-	return map[string]any{"state": state}
-}
-
 // configOf returns the node's config of type T, or an error for a node
 // whose config is not of its kind's type (a graph that did not come from
 // spec.Check).
@@ -127,10 +102,9 @@ func runSet(_ context.Context, call *NodeCall) (*NodeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := call.stateEnv()
 	res := &NodeResult{Writes: make([]Write, 0, len(cfg.Set))}
 	for _, a := range cfg.Set {
-		v, err := a.Expr.Eval(env)
+		v, err := a.Expr.EvalState(call.State)
 		if err != nil {
 			return nil, fmt.Errorf("set %s: %w", a.Field, err)
 		}
@@ -149,7 +123,7 @@ func runInterrupt(_ context.Context, call *NodeCall) (*NodeResult, error) {
 	if !call.HasResume {
 		var payload any
 		if cfg.Payload != nil {
-			v, err := cfg.Payload.Eval(call.stateEnv())
+			v, err := cfg.Payload.EvalState(call.State)
 			if err != nil {
 				return nil, fmt.Errorf("payload: %w", err)
 			}

@@ -243,8 +243,7 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		}
 	}
 	rn := r.newRun(th)
-	env := stateEnv(values)
-	next, waiting, branches, err := r.routeEnv(env, []string{spec.Start}, nil, nil)
+	next, waiting, branches, err := r.route(values, []string{spec.Start}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +251,6 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		Thread: th.ID, Step: step, TurnStep: step, Values: values, Delta: delta,
 		Next: next, Waiting: waiting,
 		Metadata: r.meta(SourceInput, who, nil, totals),
-		env:      env,
 	}
 	expect := ""
 	if head != nil {

@@ -237,7 +237,7 @@ func runSubgraph(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 	if child == nil {
 		return nil, fmt.Errorf("subgraph %s was not loaded", node.GraphPath)
 	}
-	input, err := childInput(node, child, stateEnv(call.State))
+	input, err := childInput(node, child, map[string]any{"state": call.State})
 	if err != nil {
 		return nil, err
 	}
@@ -266,8 +266,7 @@ func runMap(ctx context.Context, call *NodeCall) (*NodeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := stateEnv(call.State)
-	v, err := node.Over.Eval(env)
+	v, err := node.Over.EvalState(call.State)
 	if err != nil {
 		return nil, fmt.Errorf("over: %w", err)
 	}

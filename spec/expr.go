@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/expr-lang/expr"
@@ -39,13 +40,48 @@ func (e *Expr) Eval(env map[string]any) (any, error) {
 	if e == nil || e.Program == nil {
 		return nil, fmt.Errorf("expression not compiled")
 	}
-	m := vm.VM{MemoryBudget: ExprMemoryBudget}
-	out, err := m.Run(e.Program, env)
+	if e.flat != nil {
+		if st, ok := env["state"].(map[string]any); ok && st != nil && len(env) == 1 {
+			if p := e.flat.program(); p != nil {
+				return e.run(p, st)
+			}
+		}
+	}
+	return e.run(e.Program, env)
+}
+
+// run runs prog, which is e's, on env with a VM from the pool.
+func (e *Expr) run(prog *vm.Program, env any) (any, error) {
+	m := vmPool.Get().(*vm.VM)
+	m.MemoryBudget = ExprMemoryBudget
+	out, err := m.Run(prog, env)
+	// Drop what the run left on the stack and in its variables, so a VM
+	// waiting in the pool keeps no value alive.
+	clear(m.Stack[:cap(m.Stack)])
+	clear(m.Variables)
+	vmPool.Put(m)
 	if err != nil {
 		return nil, &EvalError{Pos: e.Pos, Src: e.Src, Err: trimExprErr(err)}
 	}
 	return Normalize(out), nil
 }
+
+// EvalState is Eval over the environment {"state": state}. An expression
+// that reads nothing but fields of the state runs on state itself, without
+// a map made for the environment (see [flatProgram]).
+func (e *Expr) EvalState(state map[string]any) (any, error) {
+	if e != nil && e.flat != nil && state != nil {
+		if p := e.flat.program(); p != nil {
+			return e.run(p, state)
+		}
+	}
+	return e.Eval(map[string]any{"state": state})
+}
+
+// vmPool holds expr VMs for reuse: a VM keeps its stack and variables
+// between runs (vm.VM.Run resets them), where a new one allocates them on
+// every evaluation.
+var vmPool = sync.Pool{New: func() any { return new(vm.VM) }}
 
 func trimExprErr(err error) error {
 	var fe *file.Error
@@ -100,6 +136,9 @@ type exprCompiler struct {
 	errs *ErrorList
 	// configs caches expr's configuration per env (by map identity).
 	configs map[unsafe.Pointer]*conf.Config
+	// flatEnvs are the envs over the state only, by the same key, for
+	// flattening (see [flatEnv]).
+	flatEnvs map[unsafe.Pointer]*flatEnv
 }
 
 // compileSrc compiles src against env as expr.Compile does, but builds
@@ -209,7 +248,7 @@ func (c *exprCompiler) compileAt(n *yaml.Node, src string, off int, path string,
 	if mk, ok := literalPlaceholder(src); ok {
 		*c.errs = append(*c.errs, &Error{Pos: c.offsetPos(n, off+valueOffset([]rune(src), mk.line, mk.col)), Severity: SevWarning, Msg: fmt.Sprintf("%s: %s", path, mk.msg)})
 	}
-	return &Expr{Src: src, Pos: pos, Program: prog}
+	return &Expr{Src: src, Pos: pos, Program: prog, flat: c.flatFor(env, src)}
 }
 
 // nestingTooDeep scans src for brackets, parentheses and braces outside

@@ -97,6 +97,9 @@ type Expr struct {
 	Src     string
 	Pos     Pos
 	Program *vm.Program
+	// flat, when not nil, makes on first use Program compiled to run with
+	// the state map itself as its environment (see [flatProgram]).
+	flat *flatProgram
 }
 
 // NameRef is a reference to a node (or model, tool) by name, with its position.

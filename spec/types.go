@@ -126,19 +126,27 @@ func (t Type) Coerce(v any) (any, error) {
 	switch t.Kind {
 	case KindAny, "":
 		return Normalize(v), nil
+	// A value that already has its kind's Go type is returned as it came:
+	// boxing it again would allocate a copy of the same value.
 	case KindString:
-		if s, ok := v.(string); ok {
-			return s, nil
+		if _, ok := v.(string); ok {
+			return v, nil
 		}
 	case KindBool:
-		if b, ok := v.(bool); ok {
-			return b, nil
+		if _, ok := v.(bool); ok {
+			return v, nil
 		}
 	case KindInt:
+		if _, ok := v.(int); ok {
+			return v, nil
+		}
 		if n, ok := toInt(v); ok {
 			return n, nil
 		}
 	case KindFloat:
+		if _, ok := v.(float64); ok {
+			return v, nil
+		}
 		if f, ok := toFloat(v); ok {
 			return f, nil
 		}
