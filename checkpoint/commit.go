@@ -29,6 +29,12 @@ func (s *SQLite) graphID(ctx context.Context, tx *wtx, m runtime.Metadata) (id i
 // Commit implements runtime.Saver: one immediate transaction that checks
 // the head, inserts the checkpoint, moves the head and stores writes.
 func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
+	return s.commit(ctx, c, "")
+}
+
+// commit is Commit; with a lease token it also takes the thread's lease
+// with it in the transaction (see [SQLite.CommitLocked]).
+func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) error {
 	cp := c.Checkpoint
 	delta, err := marshal(cp.Delta)
 	if err != nil {
@@ -63,6 +69,13 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer s.end(tx)
+	// The lease first: a thread another process runs is busy, whatever its
+	// head.
+	if lease != "" {
+		if err := s.putLease(ctx, tx, th.ID, lease); err != nil {
+			return err
+		}
+	}
 	// The head's compare-and-swap: the thread's row moves to the new head
 	// only if it is still at the expected one (a new thread's row is
 	// inserted only if there is none).

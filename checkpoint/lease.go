@@ -51,12 +51,34 @@ const leaseDDL = `CREATE TABLE leases (
 
 var _ runtime.Locker = (*SQLite)(nil)
 
+var _ runtime.LockingCommitter = (*SQLite)(nil)
+
 // Lock implements runtime.Locker with a row in the leases table.
 func (s *SQLite) Lock(ctx context.Context, thread string) (func(), error) {
-	token := self.token + "-" + randToken()
+	token := newLeaseToken()
 	if err := s.takeLease(ctx, thread, token); err != nil {
 		return nil, err
 	}
+	return s.hold(thread, token), nil
+}
+
+// CommitLocked implements runtime.LockingCommitter: the lease row is
+// checked and inserted, as [SQLite.Lock] does, in the transaction of the
+// commit, before its head's compare-and-swap. A run of a new thread then
+// takes no transaction of its own for its lease.
+func (s *SQLite) CommitLocked(ctx context.Context, c *runtime.Commit) (func(), error) {
+	token := newLeaseToken()
+	if err := s.commit(ctx, c, token); err != nil {
+		return nil, err
+	}
+	return s.hold(c.Thread.ID, token), nil
+}
+
+func newLeaseToken() string { return self.token + "-" + randToken() }
+
+// hold renews the lease (thread, token), taken in a committed transaction,
+// every third of the TTL until the returned unlock releases it.
+func (s *SQLite) hold(thread, token string) func() {
 	stop := make(chan struct{})
 	var once sync.Once
 	var wg sync.WaitGroup
@@ -82,7 +104,7 @@ func (s *SQLite) Lock(ctx context.Context, thread string) (func(), error) {
 			wg.Wait()
 			s.release(thread, token)
 		})
-	}, nil
+	}
 }
 
 // Releasing a lease deletes its row in the next write transaction of the
@@ -191,10 +213,24 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
 	defer s.end(tx)
+	if err := s.putLease(ctx, tx, thread, token); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("take lease: %w", s.describe(err))
+	}
+	return nil
+}
+
+// putLease writes thread's lease row with token in tx, or returns a
+// [runtime.BusyError] when a live owner holds it: one on another host
+// whose lease has not expired, or a process on this host that still
+// exists, other than a lease this process released.
+func (s *SQLite) putLease(ctx context.Context, tx *wtx, thread, token string) error {
 	var host, token0 string
 	var pid int
 	var acquired, expires int64
-	err = tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires, token FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires, &token0)
+	err := tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires, token FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires, &token0)
 	now := time.Now()
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -205,9 +241,6 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, ?, ?, ?, ?, ?)`,
 		thread, token, self.host, self.pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano()); err != nil {
-		return fmt.Errorf("take lease: %w", s.describe(err))
-	}
-	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
 	return nil

@@ -65,6 +65,7 @@ func (h *helper) line(t *testing.T) string {
 //	commit DB THREAD EXPECT_HEAD STEPS  print "ready", wait for a line on
 //	    stdin, commit STEPS checkpoints in a row starting on EXPECT_HEAD,
 //	    then print "ok HEAD", "conflict ERR" or "error ERR".
+//	run DB THREAD  see below.
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv(helperEnv) == "" {
 		t.Skip("helper process")
@@ -104,6 +105,32 @@ func TestHelperProcess(t *testing.T) {
 			}
 		}
 		fmt.Println("ok", c.head)
+		s.Close()
+		os.Exit(0)
+	case "run":
+		// run DB THREAD: run fanout3 on THREAD, a new thread; at its
+		// input checkpoint print "started TXNS" (the write transactions
+		// so far) and wait for a line on stdin, then print "ok STATUS" or
+		// "error ERR".
+		db, thread := args[2], args[3]
+		s, err := checkpoint.OpenSQLite(db, &checkpoint.Options{BusyTimeout: 10 * time.Second})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(0)
+		}
+		in := bufio.NewReader(os.Stdin)
+		r := &runtime.Runner{Graph: mustParse(t, fanout3), Saver: s, Version: "test", Events: func(e runtime.Event) {
+			if e.Kind == runtime.EvRunStart {
+				fmt.Println("started", checkpoint.WriteTxns(s))
+				in.ReadString('\n')
+			}
+		}}
+		res, err := r.Run(bg, runtime.RunOptions{Thread: thread})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(0)
+		}
+		fmt.Println("ok", res.Status)
 		s.Close()
 		os.Exit(0)
 	}
@@ -203,4 +230,54 @@ func TestProcessesOnDifferentThreads(t *testing.T) {
 			t.Errorf("thread %s: step %d with %d messages, want %d", th, cp.Step, len(cp.Values["messages"].([]any)), steps-1)
 		}
 	}
+}
+
+// A run of a new thread takes its lease in its input commit's transaction
+// (one transaction, not two). While that run goes on in another process,
+// a run of the thread there is refused as busy; once the holder is killed
+// (kill -9), its lease is taken over and the thread is unfinished, not
+// busy, and resumes to the end.
+func TestRunLeaseTakenWithInputCommitAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "lease.db")
+	s := MustOpenPath(t, path, nil)
+	h := startHelper(t, "run", path, "t1")
+	if got := h.line(t); got != "started 1" {
+		t.Fatalf("helper at its input checkpoint: %q, want \"started 1\" (the lease and the input in one transaction)", got)
+	}
+	var n int
+	if err := s.DB().QueryRow(`SELECT count(*) FROM leases WHERE thread = 't1' AND pid = ?`, h.cmd.Process.Pid).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("lease rows of the helper: %d (%v), want 1", n, err)
+	}
+	r := &runtime.Runner{Graph: mustParse(t, fanout3), Saver: s, Version: "test"}
+	_, err := r.Run(bg, runtime.RunOptions{Thread: "t1"})
+	var be *runtime.BusyError
+	if !errors.As(err, &be) || be.Owner != fmt.Sprintf("pid %d on %s", h.cmd.Process.Pid, mustHostname(t)) {
+		t.Fatalf("run while another process holds the lease: %v, want a BusyError naming the helper", err)
+	}
+	if err := h.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	h.cmd.Wait()
+	_, err = r.Run(bg, runtime.RunOptions{Thread: "t1"})
+	var ue *runtime.UnfinishedError
+	if !errors.As(err, &ue) {
+		t.Fatalf("run after the holder died: %v, want an UnfinishedError", err)
+	}
+	res, err := r.Resume(bg, runtime.ResumeOptions{Thread: "t1"})
+	if err != nil || res.Status != runtime.StatusDone || res.Checkpoint.Values["total"] != 3 {
+		t.Fatalf("resume: %v, %v", res, err)
+	}
+}
+
+func mustHostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -2,6 +2,7 @@ package checkpoint_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 
@@ -78,5 +79,69 @@ func TestRunEndsInItsLastCommit(t *testing.T) {
 	}
 	if txns := checkpoint.WriteTxns(s) - before; txns != 3 {
 		t.Fatalf("second run: %d write transactions, want 3", txns)
+	}
+}
+
+// A run of a new thread on a saver with leases takes the lease in its
+// input commit: 3 write transactions for its 3 checkpoints, the lease
+// row there from the input checkpoint on. Two handles on one file stand
+// for two processes: while the run holds the lease, a run of the thread
+// through the other handle is busy; so is a run of a new thread whose
+// lease the other handle holds (taken with Lock, nothing committed yet),
+// and that run commits nothing. Released, the lease is free again.
+func TestRunTakesItsLeaseWithItsInputCommit(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	a := MustOpenPath(t, path, nil)
+	b := MustOpenPath(t, path, nil)
+	g := mustParse(t, fanout3)
+	rb := &runtime.Runner{Graph: g, Saver: b, Version: "test"}
+	var before, atStart, atDone int64 = checkpoint.WriteTxns(a), -1, -1
+	var leaseRows int
+	var busyErr error
+	ra := &runtime.Runner{Graph: g, Saver: a, Version: "test", Events: func(e runtime.Event) {
+		switch e.Kind {
+		case runtime.EvRunStart:
+			atStart = checkpoint.WriteTxns(a) - before
+			if err := b.DB().QueryRow(`SELECT count(*) FROM leases WHERE thread = 't1'`).Scan(&leaseRows); err != nil {
+				t.Error(err)
+			}
+			_, busyErr = rb.Run(ctx, runtime.RunOptions{Thread: "t1"})
+		case runtime.EvDone:
+			atDone = checkpoint.WriteTxns(a) - before
+		}
+	}}
+	res, err := ra.Run(ctx, runtime.RunOptions{Thread: "t1"})
+	if err != nil || res.Status != runtime.StatusDone {
+		t.Fatalf("run: %v, %v", res, err)
+	}
+	if atStart != 1 || leaseRows != 1 {
+		t.Fatalf("at the input checkpoint: %d write transactions and %d lease rows, want 1 and 1", atStart, leaseRows)
+	}
+	if atDone != 3 {
+		t.Fatalf("%d write transactions for the run's 3 checkpoints, want 3", atDone)
+	}
+	var be *runtime.BusyError
+	if !errors.As(busyErr, &be) || be.Thread != "t1" {
+		t.Fatalf("run through the other handle while the lease is held: %v, want a BusyError", busyErr)
+	}
+
+	// A new thread whose lease is held: busy, and nothing committed.
+	unlock, err := a.Lock(ctx, "t2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rb.Run(ctx, runtime.RunOptions{Thread: "t2"}); !errors.As(err, &be) || be.Thread != "t2" {
+		t.Fatalf("run of a new thread whose lease is held: %v, want a BusyError", err)
+	}
+	if _, err := b.Thread(ctx, "t2"); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("the busy run left thread t2: %v", err)
+	}
+	unlock()
+	// Released leases are free: t1 runs a second turn, t2 its first.
+	for _, th := range []string{"t1", "t2"} {
+		if res, err := rb.Run(ctx, runtime.RunOptions{Thread: th}); err != nil || res.Status != runtime.StatusDone {
+			t.Fatalf("run of %s after release: %v, %v", th, res, err)
+		}
 	}
 }

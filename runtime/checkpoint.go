@@ -412,6 +412,21 @@ type Locker interface {
 	Lock(ctx context.Context, thread string) (unlock func(), err error)
 }
 
+// LockingCommitter is implemented by [Locker]s that can take a thread's
+// lease in the transaction of a commit. [Runner.Run] uses it for the input
+// commit of a thread that does not exist yet, saving the lease its own
+// transaction; every other path takes the lease with [Locker.Lock] before
+// it reads the thread.
+type LockingCommitter interface {
+	Locker
+	// CommitLocked is Commit that also takes c.Thread.ID's lease, as Lock
+	// does, in the same transaction, checked before the head: while another
+	// live process holds the lease it fails with a [BusyError] and commits
+	// nothing. On success the lease is held (and renewed) until unlock is
+	// called; on any error no lease is held.
+	CommitLocked(ctx context.Context, c *Commit) (unlock func(), err error)
+}
+
 // BusyError is returned when another live process holds a thread's lease.
 // It wraps ErrConflict.
 type BusyError struct {

@@ -187,14 +187,36 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 			return nil, err
 		}
 	}
+	if lc, ok := r.Saver.(LockingCommitter); ok && !r.child {
+		// A new thread takes its lease with its input commit; a thread
+		// that exists (or appeared meanwhile) takes the lease first.
+		res, err := r.turn(ctx, opts, lc)
+		if !errors.Is(err, errLockFirst) {
+			return res, err
+		}
+	}
 	unlock, err := r.lock(ctx, opts.Thread)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	return r.turn(ctx, opts, nil)
+}
+
+// errLockFirst sends a run back to the path that takes its lease before
+// it reads the thread.
+var errLockFirst = errors.New("take the lease first")
+
+// turn runs a turn. With lc it runs one only on a thread that does not
+// exist, and takes the lease with the input commit; it returns
+// errLockFirst, having committed nothing, when the thread exists.
+func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter) (*Result, error) {
 	th, err := r.Saver.Thread(ctx, opts.Thread)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("load thread %q: %w", opts.Thread, err)
+	}
+	if lc != nil && th != nil {
+		return nil, errLockFirst
 	}
 	var head *Checkpoint
 	base := r.Graph.Defaults()
@@ -260,8 +282,21 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 	cp.ID = r.ids().Next(r.now(), cp.ParentID)
 	th.Status = StatusRunning
 	th.Error = ""
-	if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
-		return nil, err
+	if lc == nil {
+		if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
+			return nil, err
+		}
+	} else {
+		unlock, err := r.commitLocked(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head, lc)
+		if err != nil {
+			var ce *CommitConflictError
+			if errors.As(err, &ce) {
+				// The thread was created meanwhile and is not busy.
+				return nil, errLockFirst
+			}
+			return nil, err
+		}
+		defer unlock()
 	}
 	th.Head = cp.ID
 	r.emit(Event{Kind: EvRunStart, Thread: th.ID, Step: step, Checkpoint: cp.ID, Values: values, Next: next})
@@ -687,8 +722,15 @@ func withoutCancel(ctx context.Context) context.Context {
 // commit checks the new checkpoint's state size (measured from parent's,
 // the checkpoint it follows, when not nil) and commits c.
 func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) error {
+	_, err := r.commitLocked(ctx, c, parent, nil)
+	return err
+}
+
+// commitLocked is commit, through lc.CommitLocked when lc is not nil: it
+// then returns the unlock of the thread's lease, or a [BusyError].
+func (r *Runner) commitLocked(ctx context.Context, c *Commit, parent *Checkpoint, lc LockingCommitter) (func(), error) {
 	if err := checkStateSize(parent, c.Checkpoint, r.stateSizeLimit(c.Thread.Config)); err != nil {
-		return err
+		return nil, err
 	}
 	c.Thread.Head = c.Checkpoint.ID
 	c.Thread.Updated = r.now()
@@ -696,17 +738,27 @@ func (r *Runner) commit(ctx context.Context, c *Commit, parent *Checkpoint) erro
 	if r.Observer != nil {
 		start = r.now()
 	}
-	err := r.Saver.Commit(withoutCancel(ctx), c)
+	var unlock func()
+	var err error
+	if lc != nil {
+		unlock, err = lc.CommitLocked(withoutCancel(ctx), c)
+	} else {
+		err = r.Saver.Commit(withoutCancel(ctx), c)
+	}
 	if r.Observer != nil {
 		r.Observer.Committed(ctx, r.now().Sub(start), err)
 	}
 	if err != nil {
-		if errors.Is(err, ErrConflict) {
-			return &CommitConflictError{Thread: c.Thread.ID, Err: err}
+		var be *BusyError
+		if errors.As(err, &be) {
+			return nil, err
 		}
-		return fmt.Errorf("save checkpoint: %w", err)
+		if errors.Is(err, ErrConflict) {
+			return nil, &CommitConflictError{Thread: c.Thread.ID, Err: err}
+		}
+		return nil, fmt.Errorf("save checkpoint: %w", err)
 	}
-	return nil
+	return unlock, nil
 }
 
 func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string, writes []PendingWrite) error {
