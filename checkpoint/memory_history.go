@@ -26,6 +26,8 @@ func (m *Memory) History(_ context.Context, thread string, o runtime.HistoryOpti
 	copy(ids, t.order)
 	sort.Sort(sort.Reverse(sort.StringSlice(ids)))
 	var out []*runtime.Checkpoint
+	var apply runtime.Applier
+	made := map[string]map[string]any{} // values made by this read
 	for _, id := range ids {
 		if o.Limit > 0 && len(out) >= o.Limit {
 			break
@@ -33,16 +35,21 @@ func (m *Memory) History(_ context.Context, thread string, o runtime.HistoryOpti
 		if o.Before != "" && id >= o.Before {
 			continue
 		}
-		cp := t.cps[id]
+		cp := t.cps[id].view()
 		if o.Filter != nil {
 			// The filter sees the checkpoint as List returns it, a copy.
-			meta := *cp
+			meta := cp
 			meta.Values = nil
 			if !o.Filter(cloneCheckpoint(&meta)) {
 				continue
 			}
 		}
-		c := cloneCheckpoint(cp)
+		values, err := t.valuesOf(t.cps[id], &apply, made)
+		if err != nil {
+			return nil, err
+		}
+		cp.Values = values
+		c := cloneCheckpoint(&cp)
 		c.Pending = clonePending(t.writes[id])
 		out = append(out, c)
 	}
