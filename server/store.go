@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" database/sql driver
@@ -172,40 +173,11 @@ ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, data = excluded.data`
 }
 
 func (s *SQLiteStore) Thread(ctx context.Context, id string) (*Thread, error) {
-	var data string
-	err := s.db.QueryRowContext(ctx, `SELECT data FROM threads WHERE id = ?`, id).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("thread %q: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load thread %q: %w", id, err)
-	}
-	t := &Thread{}
-	if err := json.Unmarshal([]byte(data), t); err != nil {
-		return nil, fmt.Errorf("decode thread %q: %w", id, err)
-	}
-	return t, nil
+	return loadOne[Thread](ctx, s.db, "thread", id, `SELECT data FROM threads WHERE id = ?`)
 }
 
 func (s *SQLiteStore) Threads(ctx context.Context) ([]*Thread, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT data FROM threads ORDER BY updated DESC, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list threads: %w", err)
-	}
-	defer rows.Close()
-	var out []*Thread
-	for rows.Next() {
-		var data string
-		if err := rows.Scan(&data); err != nil {
-			return nil, err
-		}
-		t := &Thread{}
-		if err := json.Unmarshal([]byte(data), t); err != nil {
-			return nil, fmt.Errorf("decode thread: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return loadList[Thread](ctx, s.db, "threads", `SELECT data FROM threads ORDER BY updated DESC, id`)
 }
 
 func (s *SQLiteStore) DeleteThread(ctx context.Context, id string) error {
@@ -250,48 +222,15 @@ ON CONFLICT (id) DO UPDATE SET status = excluded.status, data = excluded.data`, 
 }
 
 func (s *SQLiteStore) Run(ctx context.Context, id string) (*Run, error) {
-	var data string
-	err := s.db.QueryRowContext(ctx, `SELECT data FROM runs WHERE id = ?`, id).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("run %q: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load run %q: %w", id, err)
-	}
-	r := &Run{}
-	if err := json.Unmarshal([]byte(data), r); err != nil {
-		return nil, fmt.Errorf("decode run %q: %w", id, err)
-	}
-	return r, nil
-}
-
-func (s *SQLiteStore) runs(ctx context.Context, q string, args ...any) ([]*Run, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
-	}
-	defer rows.Close()
-	var out []*Run
-	for rows.Next() {
-		var data string
-		if err := rows.Scan(&data); err != nil {
-			return nil, err
-		}
-		r := &Run{}
-		if err := json.Unmarshal([]byte(data), r); err != nil {
-			return nil, fmt.Errorf("decode run: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return loadOne[Run](ctx, s.db, "run", id, `SELECT data FROM runs WHERE id = ?`)
 }
 
 func (s *SQLiteStore) Runs(ctx context.Context, thread string) ([]*Run, error) {
-	return s.runs(ctx, `SELECT data FROM runs WHERE thread_id = ? ORDER BY seq DESC`, thread)
+	return loadList[Run](ctx, s.db, "runs", `SELECT data FROM runs WHERE thread_id = ? ORDER BY seq DESC`, thread)
 }
 
 func (s *SQLiteStore) Unfinished(ctx context.Context) ([]*Run, error) {
-	return s.runs(ctx, `SELECT data FROM runs WHERE status IN ('pending', 'running') ORDER BY seq`)
+	return loadList[Run](ctx, s.db, "runs", `SELECT data FROM runs WHERE status IN ('pending', 'running') ORDER BY seq`)
 }
 
 func (s *SQLiteStore) DeleteRun(ctx context.Context, id string) error {
@@ -358,61 +297,15 @@ ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, data = excluded.data`
 }
 
 func (s *SQLiteStore) AssistantVersions(ctx context.Context, id string) ([]*Assistant, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT data FROM assistant_versions WHERE id = ? ORDER BY version DESC`, id)
-	if err != nil {
-		return nil, fmt.Errorf("list versions of assistant %q: %w", id, err)
-	}
-	defer rows.Close()
-	var out []*Assistant
-	for rows.Next() {
-		var data string
-		if err := rows.Scan(&data); err != nil {
-			return nil, err
-		}
-		a := &Assistant{}
-		if err := json.Unmarshal([]byte(data), a); err != nil {
-			return nil, fmt.Errorf("decode assistant version: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return loadList[Assistant](ctx, s.db, "versions of assistant "+strconv.Quote(id), `SELECT data FROM assistant_versions WHERE id = ? ORDER BY version DESC`, id)
 }
 
 func (s *SQLiteStore) Assistant(ctx context.Context, id string) (*Assistant, error) {
-	var data string
-	err := s.db.QueryRowContext(ctx, `SELECT data FROM assistants WHERE id = ?`, id).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("assistant %q: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load assistant %q: %w", id, err)
-	}
-	a := &Assistant{}
-	if err := json.Unmarshal([]byte(data), a); err != nil {
-		return nil, fmt.Errorf("decode assistant %q: %w", id, err)
-	}
-	return a, nil
+	return loadOne[Assistant](ctx, s.db, "assistant", id, `SELECT data FROM assistants WHERE id = ?`)
 }
 
 func (s *SQLiteStore) Assistants(ctx context.Context) ([]*Assistant, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT data FROM assistants ORDER BY updated DESC, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list assistants: %w", err)
-	}
-	defer rows.Close()
-	var out []*Assistant
-	for rows.Next() {
-		var data string
-		if err := rows.Scan(&data); err != nil {
-			return nil, err
-		}
-		a := &Assistant{}
-		if err := json.Unmarshal([]byte(data), a); err != nil {
-			return nil, fmt.Errorf("decode assistant: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return loadList[Assistant](ctx, s.db, "assistants", `SELECT data FROM assistants ORDER BY updated DESC, id`)
 }
 
 func (s *SQLiteStore) DeleteAssistant(ctx context.Context, id string) error {
@@ -422,4 +315,46 @@ func (s *SQLiteStore) DeleteAssistant(ctx context.Context, id string) error {
 		}
 	}
 	return nil
+}
+
+// loadOne decodes the data column of q's single row (q takes id).
+func loadOne[T any](ctx context.Context, db *sql.DB, what, id, q string) (*T, error) {
+	var data string
+	err := db.QueryRowContext(ctx, q, id).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s %q: %w", what, id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load %s %q: %w", what, id, err)
+	}
+	v := new(T)
+	if err := json.Unmarshal([]byte(data), v); err != nil {
+		return nil, fmt.Errorf("decode %s %q: %w", what, id, err)
+	}
+	return v, nil
+}
+
+// loadList decodes the data column of every row of q.
+func loadList[T any](ctx context.Context, db *sql.DB, what, q string, args ...any) ([]*T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		var data string
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("list %s: %w", what, err)
+		}
+		v := new(T)
+		if err := json.Unmarshal([]byte(data), v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list %s: %w", what, err)
+	}
+	return out, nil
 }
