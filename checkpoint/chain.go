@@ -21,6 +21,9 @@ import (
 type composer struct {
 	values map[string]any
 	acc    runtime.Delta
+	// apply applies the composed ops: the values and the deltas are the
+	// composer's own (freshly decoded, plain), so they need no copy.
+	apply runtime.Applier
 }
 
 func newComposer(values map[string]any) *composer {
@@ -58,7 +61,7 @@ func (c *composer) add(d runtime.Delta) error {
 		}
 		// Different kinds (or malformed values, which ApplyDelta reports):
 		// apply what was accumulated, then start again from op.
-		if err := runtime.ApplyDelta(c.values, runtime.Delta{f: prev}); err != nil {
+		if err := c.apply.Apply(c.values, runtime.Delta{f: prev}); err != nil {
 			return err
 		}
 		c.acc[f] = op
@@ -68,7 +71,7 @@ func (c *composer) add(d runtime.Delta) error {
 
 // result applies what remains and returns the values.
 func (c *composer) result() (map[string]any, error) {
-	if err := runtime.ApplyDelta(c.values, c.acc); err != nil {
+	if err := c.apply.Apply(c.values, c.acc); err != nil {
 		return nil, err
 	}
 	c.acc = runtime.Delta{}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/lgrun/lgrun/runtime"
@@ -172,12 +173,121 @@ func decodeSnapshot(b []byte) (map[string]any, error) { return decodeSnapshotNam
 // (see [jsonNames]).
 func decodeSnapshotNames(b []byte, names jsonNames) (map[string]any, error) {
 	if len(b) > 0 && b[0] == snapZ {
-		r := flate.NewReader(bytes.NewReader(b[1:]))
-		js, err := io.ReadAll(r)
+		js, err := inflateTo(nil, b)
 		if err != nil {
-			return nil, fmt.Errorf("decompress: %w", err)
+			return nil, err
 		}
 		b = js
 	}
 	return decodeMapNames(b, names)
+}
+
+// Deltas of layout version 4 are stored as snapshots are: a delta of at
+// least [deltaZMin] bytes of JSON is stored compressed (the byte snapZ,
+// then its raw DEFLATE stream) when that makes it smaller. A step's delta
+// is mostly the values it wrote (a message, a tool result), whose text
+// compresses well even alone. Checksums cover the JSON, not the stored
+// bytes: a stored delta is inflated when it is read, before its row is
+// verified. Deltas of older layouts are plain JSON and read as they are.
+const deltaZMin = 128
+
+// maxInflate bounds what one stored value may inflate to, so that a
+// damaged stream cannot make a read allocate without end.
+const maxInflate = 1 << 30
+
+// encodeDelta returns the stored form of a delta's JSON.
+func encodeDelta(js []byte) []byte { return Compress(js, deltaZMin) }
+
+// inflaters keeps DEFLATE readers between values (a reader holds a 32 KiB
+// window), inflateBufs the scratch buffers of inflateTo.
+var inflaters, inflateBufs sync.Pool
+
+// maxPooledInflate is the largest scratch buffer inflateTo keeps.
+const maxPooledInflate = 16 << 20
+
+// inflateTo appends the JSON a stored value (a delta or a snapshot)
+// holds to dst: b itself when it is plain, else its inflated stream. A
+// stream that does not inflate is an error.
+func inflateTo(dst, b []byte) ([]byte, error) {
+	if len(b) == 0 || b[0] != snapZ {
+		return append(dst, b...), nil
+	}
+	if dst == nil {
+		// Inflated into a scratch buffer kept between calls, then copied
+		// once: growing a fresh buffer would copy it several times over.
+		buf, _ := inflateBufs.Get().(*[]byte)
+		if buf == nil {
+			buf = new([]byte)
+		}
+		js, err := inflateAppend((*buf)[:0], b)
+		if err != nil {
+			return nil, err
+		}
+		out := bytes.Clone(js)
+		if cap(js) <= maxPooledInflate {
+			*buf = js[:0]
+			inflateBufs.Put(buf)
+		}
+		return out, nil
+	}
+	return inflateAppend(dst, b)
+}
+
+// inflateAppend appends the inflated stream of the compressed value b to
+// dst.
+func inflateAppend(dst, b []byte) ([]byte, error) {
+	src := bytes.NewReader(b[1:])
+	r, _ := inflaters.Get().(io.ReadCloser)
+	if r == nil {
+		r = flate.NewReader(src)
+	} else if err := r.(flate.Resetter).Reset(src, nil); err != nil {
+		return nil, fmt.Errorf("decompress: %w", err)
+	}
+	defer inflaters.Put(r)
+	if cap(dst)-len(dst) < 3*len(b) {
+		dst = slices.Grow(dst, 4*len(b))
+	}
+	for {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, len(dst))
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if len(dst) > maxInflate {
+			return nil, fmt.Errorf("decompress: over %d bytes", maxInflate)
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decompress: %w", err)
+		}
+	}
+}
+
+// deltaColumn scans a stored delta column into the JSON it holds (see
+// [inflateTo]). A delta that does not inflate is kept as stored: it then
+// fails its row's checksum (or, in a row from before checksums, its
+// decoding) and is reported as a corrupt row.
+type deltaColumn struct{ p *[]byte }
+
+func (c deltaColumn) Scan(v any) error {
+	var b []byte
+	switch x := v.(type) {
+	case nil:
+		*c.p = nil
+		return nil
+	case []byte:
+		b = x
+	case string:
+		b = []byte(x)
+	default:
+		return fmt.Errorf("delta column holds %T", v)
+	}
+	js, err := inflateTo(nil, b)
+	if err != nil {
+		js = bytes.Clone(b)
+	}
+	*c.p = js
+	return nil
 }

@@ -103,11 +103,12 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 
 	// Snapshot policy.
 	chain, baseBytes := 0, 0
+	s.mu.Lock()
+	ci, known := s.chains[c.Thread.ID]
+	ci.run = s.runs[c.Thread.ID]
+	s.mu.Unlock()
 	if cp.ParentID != "" {
-		s.mu.Lock()
-		ci, ok := s.chains[c.Thread.ID]
-		s.mu.Unlock()
-		if ok && ci.id == cp.ParentID {
+		if known && ci.id == cp.ParentID {
 			chain, baseBytes = ci.chainBytes, ci.baseBytes
 		} else if err := tx.StmtContext(ctx, s.stmtParent).QueryRowContext(ctx, c.Thread.ID, cp.ParentID).Scan(&chain, &baseBytes); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -128,6 +129,12 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 		snapshot = snap
 		chain, baseBytes = 0, len(js)
 	}
+	run, seal, sealLast := s.nextRun(ci, known, cp, len(delta), snap != nil)
+	if seal != nil {
+		if err := s.writePack(ctx, tx, th.ID, sealLast, seal); err != nil {
+			return err
+		}
+	}
 	gid, newGraph, err := s.graphID(ctx, tx, m)
 	if err != nil {
 		return fmt.Errorf("record graph: %w", s.describe(err))
@@ -142,7 +149,7 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
 		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
 		row.source, writes, gid, row.time, usage, totals, records,
-		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, delta, snapshot); err != nil {
+		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, encodeDelta(delta), snapshot); err != nil {
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
@@ -152,6 +159,7 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 		return fmt.Errorf("commit: %w", s.describe(err))
 	}
 	s.mu.Lock()
+	s.keepRun(c.Thread.ID, run)
 	s.chains[c.Thread.ID] = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
 	if newGraph != "" {
 		s.graphs[newGraph] = gid
@@ -281,6 +289,9 @@ func (s *SQLite) deleteThread(ctx context.Context, id string) (threads, checkpoi
 	if _, err := tx.ExecContext(ctx, `DELETE FROM writes WHERE thread = ?1 OR (thread >= ?2 AND thread < ?3)`, id, lo, hi); err != nil {
 		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
 	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM packs WHERE thread = ?1 OR (thread >= ?2 AND thread < ?3)`, id, lo, hi); err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, 0, fmt.Errorf("commit: %w", s.describe(err))
 	}
@@ -288,6 +299,7 @@ func (s *SQLite) deleteThread(ctx context.Context, id string) (threads, checkpoi
 	for t := range s.chains {
 		if t == id || (t >= lo && t < hi) {
 			delete(s.chains, t)
+			delete(s.runs, t)
 		}
 	}
 	s.mu.Unlock()

@@ -211,6 +211,8 @@ func writeFixture(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Short runs, so that the fixture holds packs (layout version 4).
+	checkpoint.SetPackRows(s, 8)
 	clock := &fixtureClock{}
 	commit := func(thread, parent, expect string, step int, values map[string]any, d runtime.Delta, meta runtime.Metadata, row runtime.Thread, writes ...runtime.PendingWrite) string {
 		t.Helper()

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 )
 
@@ -58,3 +59,27 @@ func OpenFloor(path string, d Durability) (*sql.DB, error) {
 
 // WriteTxns reports how many write transactions s has committed.
 func WriteTxns(s *SQLite) int64 { return s.writeTxns.Load() }
+
+// SetPackRows makes s seal a pack every n checkpoints of a run (see
+// pack.go), so that tests reach packs with short chains.
+func SetPackRows(s *SQLite, n int) { s.packRows = n }
+
+// PackCount reports how many packs thread has in s.
+func PackCount(s *SQLite, thread string) int {
+	var n int
+	if err := s.db.QueryRow(`SELECT count(*) FROM packs WHERE thread = ?`, thread).Scan(&n); err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// ValuesByRows rebuilds checkpoint id's values of thread from its rows
+// alone, as Get reads a chain without packs.
+func ValuesByRows(s *SQLite, thread, id string) (map[string]any, error) {
+	chain, _, ok, err := s.rangeChain(context.Background(), thread, id, false)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("no chain read (%v)", err)
+	}
+	values, _, err := rebuild(thread, id, s.path, chain)
+	return values, err
+}

@@ -175,6 +175,11 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 			return 0, s.describe(err)
 		}
 	}
+	// Packs summarise runs of the chains that change here: they go (new
+	// commits make new ones).
+	if _, err := tx.ExecContext(ctx, `DELETE FROM packs WHERE thread = ?`, thread); err != nil {
+		return 0, s.describe(err)
+	}
 	n := 0
 	for _, cp := range all {
 		if kept[cp.ID] {
@@ -193,6 +198,7 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 	}
 	s.mu.Lock()
 	delete(s.chains, thread)
+	delete(s.runs, thread)
 	s.mu.Unlock()
 	return n, nil
 }

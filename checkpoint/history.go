@@ -122,10 +122,25 @@ func WalkHistory(ctx context.Context, src HistorySource, thread, where string, o
 		}
 	}
 
+	// The packs of the thread, where the saver stores them: Get reads
+	// through them (see pack.go), and so does the walk.
+	if ps, ok := src.(packSource); ok {
+		packs, err := ps.packs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		w.setPacks(packs)
+	}
 	// The snapshots the selected checkpoints are built on, in one read.
 	var snapIDs []string
 	for _, cp := range targets {
 		snapIDs = append(snapIDs, w.base(cp.ID)...)
+		if plan := w.plan(cp.ID); plan != nil {
+			if bottom := plan[len(plan)-1].row; !w.based[bottom.id] {
+				w.based[bottom.id] = true
+				snapIDs = append(snapIDs, bottom.id)
+			}
+		}
 	}
 	if len(snapIDs) > 0 {
 		snaps, err := src.Snapshots(ctx, snapIDs)
@@ -160,7 +175,7 @@ func WalkHistory(ctx context.Context, src HistorySource, thread, where string, o
 	}
 
 	for _, cp := range targets {
-		values, err := w.values(cp.ID)
+		values, err := w.get(cp.ID)
 		if err == nil {
 			err = pendErr[cp.ID]
 		}
@@ -203,6 +218,16 @@ type walker struct {
 	done          map[string]*walkResult
 	// based marks the rows base has walked through.
 	based map[string]bool
+
+	// The thread's packs by last checkpoint (nil when the saver stores
+	// none), the ids of its rows in order, and for each the number of rows
+	// up to it that packedChain cannot read narrow (see chainScanner).
+	packs  map[string]*packRow
+	ids    []string
+	legacy []int
+	snaps  []string                  // the ids of the rows with a snapshot, in order
+	plans  map[string][]planStep     // see plan
+	pdone  map[[2]string]*walkResult // values built through packs, by checkpoint and base
 }
 
 // base walks id's chain back to the nearest snapshot, as Get reads it, and
@@ -323,6 +348,212 @@ func (w *walker) corrupt(id string, err error) error {
 	return &runtime.CorruptError{Thread: w.thread, Checkpoint: id, Err: err}
 }
 
+// packSource is implemented by the history sources of savers that store
+// packs (SQLite).
+type packSource interface {
+	packs(ctx context.Context) ([]*packRow, error)
+}
+
+func (w *walker) setPacks(packs []*packRow) {
+	if len(packs) == 0 {
+		return
+	}
+	w.packs = make(map[string]*packRow, len(packs))
+	for _, p := range packs {
+		w.packs[p.last] = p
+	}
+	w.ids = make([]string, 0, len(w.rows))
+	for id := range w.rows {
+		w.ids = append(w.ids, id)
+	}
+	sort.Strings(w.ids)
+	w.legacy = make([]int, len(w.ids)+1)
+	for i, id := range w.ids {
+		r := w.rows[id]
+		w.legacy[i+1] = w.legacy[i]
+		if r.sum.Valid && !r.link.Valid {
+			w.legacy[i+1]++
+		}
+		if r.hasSnap {
+			w.snaps = append(w.snaps, id)
+		}
+	}
+	w.plans = map[string][]planStep{}
+	w.pdone = map[[2]string]*walkResult{}
+}
+
+// planStep is a step of a chain read through packs: a pack, or a row.
+type planStep struct {
+	pack *packRow
+	row  *walkRow
+}
+
+// plan returns the chain Get reads for id through packs (see
+// [SQLite.packedChain]), newest first, ending at a row with a snapshot;
+// nil when Get would read it row by row. It follows packedChain step by
+// step: the base is the latest snapshot at or before id (in id order), the
+// packs are those after the base up to id, and the rows are read in
+// ranges between packs, all of whose rows must be verifiable narrow.
+func (w *walker) plan(id string) []planStep {
+	if w.packs == nil {
+		return nil
+	}
+	if p, ok := w.plans[id]; ok {
+		return p
+	}
+	out := w.makePlan(id)
+	w.plans[id] = out
+	return out
+}
+
+func (w *walker) makePlan(id string) []planStep {
+	i := sort.SearchStrings(w.snaps, id)
+	if i < len(w.snaps) && w.snaps[i] == id {
+		i++
+	}
+	if i == 0 {
+		return nil
+	}
+	base := w.snaps[i-1]
+	usable := func(p *packRow) bool { return p != nil && p.last > base && p.last <= id && p.first > base }
+	var lasts []string
+	for last, p := range w.packs {
+		if usable(p) {
+			lasts = append(lasts, last)
+		}
+	}
+	if len(lasts) == 0 {
+		return nil
+	}
+	// The ranges read, as packedChain reads them: (lo, hi], or [lo, hi]
+	// from the base.
+	type span struct {
+		lo, hi string
+		incl   bool
+	}
+	var read []span
+	inRead := func(at string) bool {
+		for _, sp := range read {
+			if (at > sp.lo || (sp.incl && at == sp.lo)) && at <= sp.hi {
+				return true
+			}
+		}
+		return false
+	}
+	var out []planStep
+	for at := id; ; {
+		if p := w.packs[at]; usable(p) {
+			if !p.ok {
+				return nil
+			}
+			out = append(out, planStep{pack: p})
+			at = p.parent
+			continue
+		}
+		if !inRead(at) {
+			lo, incl := base, true
+			for _, last := range lasts {
+				if last < at && last > lo {
+					lo, incl = last, false
+				}
+			}
+			if at < lo {
+				return nil
+			}
+			// Every row of the range is read, and must carry a link
+			// checksum if it has a full one.
+			from := sort.SearchStrings(w.ids, lo)
+			if !incl && from < len(w.ids) && w.ids[from] == lo {
+				from++
+			}
+			to := sort.SearchStrings(w.ids, at)
+			if to < len(w.ids) && w.ids[to] == at {
+				to++
+			}
+			if w.legacy[to]-w.legacy[from] > 0 {
+				return nil
+			}
+			read = append(read, span{lo, at, incl})
+		}
+		r := w.rows[at]
+		if r == nil {
+			return nil
+		}
+		out = append(out, planStep{row: r})
+		if r.hasSnap {
+			return out
+		}
+		if r.parent == "" || r.parent >= r.id {
+			return nil
+		}
+		at = r.parent
+	}
+}
+
+// get returns id's values as Get reads them: through packs where Get
+// would (see plan) and that builds them, else row by row (see values).
+func (w *walker) get(id string) (map[string]any, error) {
+	if plan := w.plan(id); plan != nil {
+		if res := w.packed(plan, plan[len(plan)-1].row.id); res.err == nil {
+			return res.values, nil
+		}
+	}
+	return w.values(id)
+}
+
+// packed builds the values at the top of plan, from its bottom (a row
+// with a snapshot, whose id is base) up, as a chain read through packs
+// does; the values at each step are kept for the plans that share it.
+func (w *walker) packed(plan []planStep, base string) *walkResult {
+	var res *walkResult
+	for k := len(plan) - 1; k >= 0; k-- {
+		st := plan[k]
+		key := [2]string{stepID(st), base}
+		if done := w.pdone[key]; done != nil {
+			res = done
+			continue
+		}
+		switch {
+		case k == len(plan)-1:
+			v, err := w.values(st.row.id)
+			res = &walkResult{values: v, err: err}
+		case res.err != nil:
+			res = &walkResult{err: res.err}
+		case st.pack != nil:
+			res = w.applyPack(st.pack, res)
+		default:
+			v, err := w.apply(st.row, res)
+			res = &walkResult{values: v, err: err}
+		}
+		w.pdone[key] = res
+	}
+	return res
+}
+
+// applyPack builds the values at a pack's last checkpoint on those at the
+// parent of its first (from).
+func (w *walker) applyPack(p *packRow, from *walkResult) *walkResult {
+	d, err := decodeDelta(p.delta)
+	if err != nil {
+		return &walkResult{err: w.corrupt(p.last, fmt.Errorf("corrupt pack: %w", err))}
+	}
+	values := make(map[string]any, len(from.values)+len(d))
+	for k, v := range from.values {
+		values[k] = v
+	}
+	if err := runtime.ApplyDelta(values, d); err != nil {
+		return &walkResult{err: w.corrupt(p.last, fmt.Errorf("its pack does not apply: %w", err))}
+	}
+	return &walkResult{values: values}
+}
+
+func stepID(st planStep) string {
+	if st.pack != nil {
+		return st.pack.last
+	}
+	return st.row.id
+}
+
 // History implements [runtime.HistoryReader]: one walk of the thread's
 // checkpoint tree in one read transaction (see [WalkHistory]).
 func (s *SQLite) History(ctx context.Context, thread string, o runtime.HistoryOptions) ([]*runtime.Checkpoint, error) {
@@ -434,4 +665,24 @@ func (r *cpRow) outer() Row {
 	return Row{Thread: r.thread, ID: r.id, Parent: r.parent, Step: r.step, TurnStep: r.turnStep, Next: r.next,
 		Waiting: r.waiting, Source: r.source, Writes: r.writes, Graph: r.graph, GraphHash: r.graphHash, Version: r.version,
 		Time: r.time, Usage: r.usage, Totals: r.totals, Records: r.records, Delta: r.delta, SnapSum: r.snapSum, Sum: r.sum}
+}
+
+func (h *sqliteHistory) packs(ctx context.Context) ([]*packRow, error) {
+	rows, err := h.tx.QueryContext(ctx, `SELECT `+packColumns+` FROM packs WHERE thread = ?`, h.thread)
+	if err != nil {
+		return nil, fmt.Errorf("read packs: %w", h.s.describe(err))
+	}
+	defer rows.Close()
+	var out []*packRow
+	for rows.Next() {
+		var ps packScan
+		if err := rows.Scan(ps.scanArgs()...); err != nil {
+			return nil, fmt.Errorf("read packs: %w", h.s.describe(err))
+		}
+		out = append(out, ps.row(h.thread))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read packs: %w", h.s.describe(err))
+	}
+	return out, nil
 }

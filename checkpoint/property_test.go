@@ -360,6 +360,7 @@ func (s *seen) add(e runtime.Event) {
 
 type propRun struct {
 	name  string
+	path  string // the database file of an SQLite saver
 	saver runtime.Saver
 	r     *runtime.Runner
 	seen  *seen
@@ -376,10 +377,16 @@ func checkProperty(t *testing.T, seed uint64, files map[string]string, covered m
 	if errs.HasErrors() {
 		t.Fatalf("generated graph does not check:\n%v", errs)
 	}
+	// The third saver seals a pack every two checkpoints of a run, so
+	// that chain reads go through packs (see checkpoint/pack.go).
+	packed := MustOpenPath(t, filepath.Join(dir, "packed.db"), nil)
+	checkpoint.SetPackRows(packed, 2)
 	runs := []*propRun{
 		{name: "memory", saver: checkpoint.NewMemory()},
 		{name: "sqlite", saver: MustOpenPath(t, filepath.Join(dir, "lgrun.db"), nil)},
+		{name: "sqlite-packed", saver: packed, path: filepath.Join(dir, "packed.db")},
 	}
+	runs[1].path = filepath.Join(dir, "lgrun.db")
 	for _, pr := range runs {
 		kinds, err := builtin.Kinds(g, builtin.Options{Getenv: func(string) string { return "" }})
 		if err != nil {
@@ -484,11 +491,10 @@ func checkProperty(t *testing.T, seed uint64, files map[string]string, covered m
 
 	// Live equals reloaded, for each saver; a second SQLite handle reads
 	// what is on disk.
-	reopened := MustOpenPath(t, filepath.Join(dir, "lgrun.db"), nil)
 	for _, pr := range runs {
 		savers := []runtime.Saver{pr.saver}
-		if pr.name == "sqlite" {
-			savers = append(savers, reopened)
+		if pr.path != "" {
+			savers = append(savers, MustOpenPath(t, pr.path, nil))
 		}
 		for _, cps := range pr.seen.cps {
 			for _, c := range cps {
@@ -524,8 +530,8 @@ func checkProperty(t *testing.T, seed uint64, files map[string]string, covered m
 			t.Fatalf("%s saver holds %d checkpoints, the run reported %d", pr.name, n, m)
 		}
 	}
-	// Both savers went through the same states.
-	mem, sql := runs[0].seen.cps, runs[1].seen.cps
+	// Every saver went through the same states.
+	mem := runs[0].seen.cps
 	for th, cps := range mem {
 		for _, m := range cps[len(cps)-1].values["messages"].([]any) {
 			if m.(map[string]any)["role"] == "tool" {
@@ -539,17 +545,20 @@ func checkProperty(t *testing.T, seed uint64, files map[string]string, covered m
 			covered["subgraph"]++
 		}
 	}
-	if len(mem) != len(sql) {
-		t.Fatalf("threads: memory %d, sqlite %d", len(mem), len(sql))
-	}
-	for th, a := range mem {
-		b := sql[th]
-		if len(a) != len(b) {
-			t.Fatalf("thread %s: memory %d checkpoints, sqlite %d", th, len(a), len(b))
+	for _, pr := range runs[1:] {
+		sql := pr.seen.cps
+		if len(mem) != len(sql) {
+			t.Fatalf("threads: memory %d, %s %d", len(mem), pr.name, len(sql))
 		}
-		for i := range a {
-			if !reflect.DeepEqual(a[i].values, b[i].values) {
-				t.Fatalf("thread %s, checkpoint %d: memory\n  %v\nsqlite\n  %v", th, i, a[i].values, b[i].values)
+		for th, a := range mem {
+			b := sql[th]
+			if len(a) != len(b) {
+				t.Fatalf("thread %s: memory %d checkpoints, %s %d", th, len(a), pr.name, len(b))
+			}
+			for i := range a {
+				if !reflect.DeepEqual(a[i].values, b[i].values) {
+					t.Fatalf("thread %s, checkpoint %d: memory\n  %v\n%s\n  %v", th, i, a[i].values, pr.name, b[i].values)
+				}
 			}
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	goruntime "runtime"
+	"slices"
 	"time"
 
 	"github.com/lgrun/lgrun/runtime"
@@ -87,8 +89,9 @@ func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 // chainStats describes what rebuilding a checkpoint's values read.
 type chainStats struct {
 	Rows      int // checkpoint rows
+	Packs     int // packs standing for runs of rows (see pack.go)
 	Snapshots int // rows with a snapshot (1 unless damaged)
-	Bytes     int // snapshot and delta bytes
+	Bytes     int // snapshot and delta bytes (as JSON)
 }
 
 // cpColumns are the columns of a checkpoints row c that its checksum
@@ -97,11 +100,12 @@ const cpColumns = `c.thread, c.id, c.parent, c.step, c.turn_step, c.next, c.wait
 	COALESCE(g.name, ''), COALESCE(g.hash, ''), COALESCE(g.version, ''), c.time, c.usage, c.totals, c.records,
 	c.delta, c.sum, c.snap_sum`
 
-// scanArgs returns the destinations of cpColumns.
+// scanArgs returns the destinations of cpColumns; the delta is inflated
+// (see [deltaColumn]).
 func (r *cpRow) scanArgs() []any {
 	return []any{&r.thread, &r.id, &r.parent, &r.step, &r.turnStep, &r.next, &r.waiting, &r.source, &r.writes,
 		&r.graph, &r.graphHash, &r.version, &r.time, &r.usage, &r.totals, &r.records,
-		&r.delta, &r.sum, &r.snapSum}
+		deltaColumn{&r.delta}, &r.sum, &r.snapSum}
 }
 
 // link is a row of a chain as stored, kept to find the bad one when the
@@ -112,16 +116,30 @@ type link struct {
 }
 
 // values rebuilds a checkpoint's values: it reads the chain back to the
-// nearest snapshot in one query (see [SQLite.rangeChain]), verifies every row and applies the
-// deltas forward, composed (see [composer]). A chain that is broken, or a
-// row that is damaged or does not apply, is a *runtime.CorruptError
-// naming that row.
+// nearest snapshot (see [SQLite.rangeChain]), verifies every row and
+// applies the deltas forward, composed (see [composer]). A chain that is
+// broken, or a row that is damaged or does not apply, is a
+// *runtime.CorruptError naming that row.
 func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any, chainStats, error) {
-	if linked, ok, err := s.rangeChain(ctx, thread, id); err != nil || ok {
-		if err != nil {
+	linked, packed, ok, err := s.rangeChain(ctx, thread, id, true)
+	if err != nil {
+		return nil, chainStats{}, err
+	}
+	if ok {
+		values, st, err := rebuild(thread, id, s.path, linked)
+		if err == nil || !packed {
+			return values, st, err
+		}
+	}
+	if packed {
+		// A chain that cannot be read, or rebuilt, through packs is read
+		// row by row, which names the row at fault.
+		if linked, _, ok, err = s.rangeChain(ctx, thread, id, false); err != nil {
 			return nil, chainStats{}, err
 		}
-		return rebuild(thread, id, s.path, linked)
+		if ok {
+			return rebuild(thread, id, s.path, linked)
+		}
 	}
 	// parent < id: ids grow along a chain, which also keeps a damaged
 	// parent column from sending the query round in a cycle.
@@ -154,89 +172,205 @@ func (s *SQLite) values(ctx context.Context, thread, id string) (map[string]any,
 	return rebuild(thread, id, s.path, chain)
 }
 
-// rangeChain reads checkpoint id's chain with one range scan of the
-// thread's rows: ids grow along a chain, so the chain lies between id and
-// the latest snapshot at or before it (in id order). The rows read are
-// walked from id through their parents in memory, which picks out the
-// same rows as following the parent links in SQL (the query of values),
-// at a fraction of the cost per row. It reports false, to let values
-// follow the links in SQL, when the walk leaves the range (a branch whose
-// snapshot is older than another branch's) or the rows do not link up as
-// a chain should (damage, which values then reports).
-func (s *SQLite) rangeChain(ctx context.Context, thread, id string) ([]chainRow, bool, error) {
+// narrowColumns are the columns of a checkpoints row c that a chain read
+// needs (see [linkSum]), in the order of [chainScanner.scan].
+const narrowColumns = `c.id, c.parent, c.delta, c.snap_sum, c.link_sum, c.sum IS NOT NULL, c.snapshot`
+
+// chainScanner scans narrow chain rows, copying their deltas (inflated)
+// into one growing slab instead of one allocation per row (sql.RawBytes
+// is the driver's, valid until Next).
+type chainScanner struct {
+	thread      string
+	slab        []byte
+	delta, snap sql.RawBytes
+}
+
+// scan reads the rows of q (narrowColumns) in id order; false when a row
+// has a full checksum but no link checksum (written before link_sum),
+// which only a read of all its columns verifies.
+func (cs *chainScanner) scan(rows *sql.Rows, out []chainRow) ([]chainRow, bool, error) {
+	defer rows.Close()
+	for rows.Next() {
+		l := chainRow{narrow: true}
+		l.row.thread = cs.thread
+		var summed bool
+		if err := rows.Scan(&l.row.id, &l.row.parent, &cs.delta, &l.row.snapSum, &l.link, &summed, &cs.snap); err != nil {
+			return nil, false, err
+		}
+		if summed && !l.link.Valid {
+			return nil, false, nil
+		}
+		if len(cs.slab)+4*len(cs.delta) > cap(cs.slab) {
+			cs.slab = make([]byte, 0, max(64<<10, 4*len(cs.delta)))
+		}
+		n := len(cs.slab)
+		if js, err := inflateTo(cs.slab, cs.delta); err == nil {
+			cs.slab = js
+		} else {
+			// Kept as stored: it fails its checksum.
+			cs.slab = append(cs.slab, cs.delta...)
+		}
+		l.row.delta = cs.slab[n:len(cs.slab):len(cs.slab)]
+		if cs.snap != nil {
+			l.snap = append([]byte{}, cs.snap...)
+		}
+		out = append(out, l)
+	}
+	return out, true, rows.Err()
+}
+
+// rangeChain reads checkpoint id's chain back to the nearest snapshot,
+// oldest first, with range scans of the thread's rows: ids grow along a
+// chain, so the chain lies between id and the latest snapshot at or
+// before it (in id order). With packs (see pack.go), a pack whose run
+// ends where the chain is stands for the run's rows, and only the rows
+// between packs are read. The rows read are walked from id through their
+// parents in memory, which picks out the same rows as following the
+// parent links in SQL (the query of values), at a fraction of the cost
+// per row. It reports false, to let values follow the links in SQL, when
+// the walk leaves the range (a branch whose snapshot is older than
+// another branch's) or the rows do not link up as a chain should (damage,
+// which values then reports); packed tells whether a pack was used.
+func (s *SQLite) rangeChain(ctx context.Context, thread, id string, withPacks bool) (chain []chainRow, packed, ok bool, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+		}
+	}()
+	cs := &chainScanner{thread: thread}
+	if withPacks {
+		chain, packed, ok, err := s.packedChain(ctx, cs, id)
+		if err != nil || packed {
+			return chain, packed, ok, err
+		}
+	}
 	// Only the columns the chain needs are read (see [linkSum]); rows
 	// without a link_sum but with a full sum (written before it existed)
 	// can only be verified through all their columns, which values does.
 	rows, err := s.queryRows(ctx, `
-		SELECT c.id, c.parent, c.delta, c.snap_sum, c.link_sum, c.sum IS NOT NULL, c.snapshot
+		SELECT `+narrowColumns+`
 		FROM checkpoints c
 		WHERE c.thread = ?1 AND c.id <= ?2 AND c.id >= COALESCE((
 			SELECT id FROM checkpoints WHERE thread = ?1 AND id <= ?2 AND snapshot IS NOT NULL ORDER BY id DESC LIMIT 1), '')
 		ORDER BY c.id`, thread, id)
 	if err != nil {
-		return nil, false, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+		return nil, false, false, err
 	}
-	defer rows.Close()
-	var all []chainRow
-	// The deltas are copied into one growing slab instead of one
-	// allocation per row (sql.RawBytes is the driver's, valid until Next).
-	var slab []byte
-	var delta, snap sql.RawBytes
-	for rows.Next() {
-		l := chainRow{narrow: true}
-		l.row.thread = thread
-		var summed bool
-		if err := rows.Scan(&l.row.id, &l.row.parent, &delta, &l.row.snapSum, &l.link, &summed, &snap); err != nil {
-			return nil, false, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
-		}
-		if summed && !l.link.Valid {
-			return nil, false, nil
-		}
-		if len(slab)+len(delta) > cap(slab) {
-			slab = make([]byte, 0, max(64<<10, len(delta)))
-		}
-		n := len(slab)
-		slab = append(slab, delta...)
-		l.row.delta = slab[n:len(slab):len(slab)]
-		if snap != nil {
-			l.snap = append([]byte{}, snap...)
-		}
-		all = append(all, l)
+	all, ok, err := cs.scan(rows, nil)
+	if err != nil || !ok {
+		return nil, false, false, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+	byID := make(map[string]int, len(all))
+	for i := range all {
+		byID[all[i].row.id] = i
 	}
-	// Walk back from id (the last row read, if it exists) to a snapshot.
-	i := len(all) - 1
-	if i < 0 || all[i].row.id != id {
-		return nil, false, nil
-	}
-	var chain []int
-	for {
-		chain = append(chain, i)
+	// Walk back from id to a snapshot.
+	var rev []chainRow
+	for at := id; ; {
+		i, found := byID[at]
+		if !found {
+			return nil, false, false, nil
+		}
 		r := &all[i]
+		rev = append(rev, *r)
 		if r.snap != nil {
 			break
 		}
 		if r.row.parent == "" || r.row.parent >= r.row.id {
-			return nil, false, nil
+			return nil, false, false, nil
 		}
-		// The parent is before i: search back (on a linear thread it is
-		// the row just before).
-		j := i - 1
-		for j >= 0 && all[j].row.id > r.row.parent {
-			j--
-		}
-		if j < 0 || all[j].row.id != r.row.parent {
-			return nil, false, nil
-		}
-		i = j
+		at = r.row.parent
 	}
-	out := make([]chainRow, len(chain))
-	for k, i := range chain {
-		out[len(chain)-1-k] = all[i]
+	slices.Reverse(rev)
+	return rev, false, true, nil
+}
+
+// packedChain is rangeChain through packs: it reads the packs between
+// the snapshot and id, then walks back from id, reading the rows between
+// packs as the walk needs them. It reports packed false (and reads
+// nothing else) when there is no pack to use, ok false when the walk
+// fails or a pack is damaged (rangeChain then reads row by row).
+func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (chain []chainRow, packed, ok bool, err error) {
+	thread := cs.thread
+	rows, err := s.queryRows(ctx, `
+		SELECT s.id, p.last, p.first, p.parent, p.rows, p.delta, p.sum
+		FROM (SELECT COALESCE((SELECT id FROM checkpoints WHERE thread = ?1 AND id <= ?2 AND snapshot IS NOT NULL ORDER BY id DESC LIMIT 1), '') AS id) s
+		JOIN packs p ON p.thread = ?1 AND p.last > s.id AND p.last <= ?2 AND p.first > s.id
+		ORDER BY p.last`, thread, id)
+	if err != nil {
+		return nil, false, false, err
 	}
-	return out, true, nil
+	var base string
+	var packs []*packRow
+	for rows.Next() {
+		var ps packScan
+		if err := rows.Scan(append([]any{&base}, ps.scanArgs()...)...); err != nil {
+			rows.Close()
+			return nil, false, false, err
+		}
+		packs = append(packs, ps.row(thread))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, false, false, err
+	}
+	if len(packs) == 0 || base == "" {
+		return nil, false, false, nil
+	}
+	byLast := make(map[string]*packRow, len(packs))
+	for _, p := range packs {
+		byLast[p.last] = p
+	}
+	// The rows read so far, by id. Each range read starts at a lower pack
+	// (or the base) than the last: there are at most len(packs)+1.
+	got := map[string]*chainRow{}
+	var rev []chainRow
+	for at := id; ; {
+		if p := byLast[at]; p != nil {
+			if !p.ok {
+				return nil, true, false, nil
+			}
+			rev = append(rev, chainRow{row: cpRow{thread: thread, id: p.last, parent: p.parent, delta: p.delta}, pack: p})
+			at = p.parent
+			continue
+		}
+		r := got[at]
+		if r == nil {
+			// Read the rows after the last pack before at (or from the
+			// snapshot) up to at.
+			lo, op := base, ">="
+			for _, p := range packs {
+				if p.last < at && p.last > lo {
+					lo, op = p.last, ">"
+				}
+			}
+			rows, err := s.queryRows(ctx, `SELECT `+narrowColumns+` FROM checkpoints c
+				WHERE c.thread = ?1 AND c.id `+op+` ?2 AND c.id <= ?3 ORDER BY c.id`, thread, lo, at)
+			if err != nil {
+				return nil, true, false, err
+			}
+			gap, ok, err := cs.scan(rows, nil)
+			if err != nil || !ok {
+				return nil, true, false, err
+			}
+			for i := range gap {
+				got[gap[i].row.id] = &gap[i]
+			}
+			if r = got[at]; r == nil {
+				return nil, true, false, nil
+			}
+		}
+		rev = append(rev, *r)
+		if r.snap != nil {
+			break
+		}
+		if r.row.parent == "" || r.row.parent >= r.row.id {
+			return nil, true, false, nil
+		}
+		at = r.row.parent
+	}
+	slices.Reverse(rev)
+	return rev, true, true, nil
 }
 
 // chainRow is a row of a checkpoint's chain with its snapshot. A narrow
@@ -249,12 +383,19 @@ type chainRow struct {
 	snap   []byte
 	narrow bool
 	link   sql.NullInt64
+	// pack is set for a pack (see pack.go), which stands for the rows of
+	// its run: row then holds its last checkpoint, the parent of its first
+	// and its composed delta, verified when read.
+	pack *packRow
 }
 
 // verify checks a chain row and its snapshot against their checksums: by
 // its link checksum where it has one (the columns a chain uses), else by
 // the row's own (rows written before link_sum, and other savers' rows).
 func (l *chainRow) verify() error {
+	if l.pack != nil {
+		return nil // verified by packedChain
+	}
 	r := &l.row
 	if !l.link.Valid {
 		if l.narrow {
@@ -274,6 +415,9 @@ func (l *chainRow) verify() error {
 // not apply, is a *runtime.CorruptError naming that row; where names the
 // database in messages.
 func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainStats, error) {
+	if values, st, ok := rebuildParallel(rows); ok {
+		return values, st, nil
+	}
 	var st chainStats
 	corrupt := func(cp string, err error) error {
 		return &runtime.CorruptError{Thread: thread, Checkpoint: cp, Err: err}
@@ -283,7 +427,11 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 	names := jsonNames{}
 	for i := range rows {
 		r, snap := &rows[i].row, rows[i].snap
-		st.Rows++
+		if rows[i].pack != nil {
+			st.Packs++
+		} else {
+			st.Rows++
+		}
 		st.Bytes += len(r.delta) + len(snap)
 		if err := rows[i].verify(); err != nil {
 			return nil, st, corrupt(r.id, err)
@@ -316,7 +464,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 			return nil, st, locate(thread, id, chain, err)
 		}
 	}
-	if st.Rows == 0 {
+	if st.Rows+st.Packs == 0 {
 		return nil, st, fmt.Errorf("checkpoint %q of thread %q: %w", id, thread, runtime.ErrNotFound)
 	}
 	values, err := comp.result()
@@ -324,6 +472,75 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 		return nil, st, locate(thread, id, chain, err)
 	}
 	return values, st, nil
+}
+
+// Thresholds of rebuildParallel: the least stored snapshot and delta
+// JSON for which decoding them side by side pays for the goroutine.
+const (
+	parallelSnapMin  = 8 << 10
+	parallelDeltaMin = 64 << 10
+)
+
+// rebuildParallel is rebuild of a long chain (a snapshot, then deltas)
+// with the snapshot decoded on a goroutine of its own while the deltas
+// are decoded, on machines with two cores or more. It reports false, to
+// let rebuild read the chain one row at a time and name what is wrong, on
+// any error, and for chains too short to gain.
+func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
+	var st chainStats
+	if len(rows) < 2 || len(rows[0].snap) < parallelSnapMin || goruntime.GOMAXPROCS(0) < 2 {
+		return nil, st, false
+	}
+	deltas := 0
+	for i := range rows {
+		r := &rows[i]
+		if i > 0 && r.snap != nil {
+			return nil, st, false
+		}
+		if err := r.verify(); err != nil {
+			return nil, st, false
+		}
+		if r.pack != nil {
+			st.Packs++
+		} else {
+			st.Rows++
+		}
+		st.Bytes += len(r.row.delta) + len(r.snap)
+		if i > 0 {
+			deltas += len(r.row.delta)
+		}
+	}
+	if deltas < parallelDeltaMin {
+		return nil, st, false
+	}
+	st.Snapshots = 1
+	var base map[string]any
+	var baseErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		base, baseErr = decodeSnapshotNames(rows[0].snap, jsonNames{})
+	}()
+	names := jsonNames{}
+	ds := make([]runtime.Delta, len(rows)-1)
+	var err error
+	for i := range ds {
+		if ds[i], err = decodeDeltaNames(rows[i+1].row.delta, names); err != nil {
+			break
+		}
+	}
+	<-done
+	if err != nil || baseErr != nil {
+		return nil, st, false
+	}
+	comp := newComposer(base)
+	for _, d := range ds {
+		if comp.add(d) != nil {
+			return nil, st, false
+		}
+	}
+	values, err := comp.result()
+	return values, st, err == nil
 }
 
 // locate finds the row of chain whose delta does not apply, by applying

@@ -20,9 +20,10 @@ import (
 
 // SchemaVersion is the version of the database layout this package writes.
 // Version 2 added row checksums (see integrity.go), version 3 a more
-// compact layout (see [migrations]); an older database is upgraded when
-// it is opened (see [migrate]).
-const SchemaVersion = 3
+// compact layout, version 4 compressed deltas and packs (see pack.go and
+// [migrations]); an older database is upgraded when it is opened (see
+// [migrate]).
+const SchemaVersion = 4
 
 // MinSnapshotBytes is the least delta volume between two full snapshots.
 // A checkpoint stores a snapshot of the whole state when the deltas since
@@ -90,16 +91,25 @@ type SQLite struct {
 	releases     []leaseRef
 	releaseTimer *time.Timer
 	chains       map[string]chainInfo // thread → last committed checkpoint's chain state
+	runs         map[string]*packRun  // thread → the run its next pack summarises (see pack.go)
 	graphs       map[string]int64     // name\x00hash\x00version → graph row id
 
 	// writeTxns counts the write transactions this handle committed.
 	writeTxns atomic.Int64
+
+	// packRows is the longest run a pack summarises ([packRows]; tests
+	// make it shorter).
+	packRows int
 }
 
 type chainInfo struct {
 	id         string
 	chainBytes int
 	baseBytes  int
+	// run is the run of checkpoints ending at id that the next pack
+	// will summarise (see pack.go), nil when unknown (kept in
+	// SQLite.runs).
+	run *packRun
 }
 
 var _ runtime.Saver = (*SQLite)(nil)
@@ -169,6 +179,7 @@ CREATE TABLE IF NOT EXISTS writes (
 	PRIMARY KEY (thread, checkpoint, seq)
 ) WITHOUT ROWID;
 ` + leaseDDL + `;
+` + packsDDL + `;
 `
 
 // OpenSQLite opens (creating if needed) the checkpoint database at path.
@@ -188,7 +199,7 @@ func OpenSQLite(path string, opts *Options) (*SQLite, error) {
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
 	}
-	s := &SQLite{db: db, path: path, busy: busy, leaseTTL: ttl, wlock: make(chan struct{}, 1), chains: map[string]chainInfo{}, graphs: map[string]int64{}}
+	s := &SQLite{db: db, path: path, busy: busy, leaseTTL: ttl, wlock: make(chan struct{}, 1), chains: map[string]chainInfo{}, graphs: map[string]int64{}, runs: map[string]*packRun{}, packRows: packRows}
 	if err := s.init(); err != nil {
 		s.Close()
 		if err = s.describe(err); strings.Contains(err.Error(), path) {
@@ -550,6 +561,11 @@ var migrations = map[int]string{
 		` + leaseDDL + `;
 		INSERT INTO leases SELECT thread, token, host, pid, acquired, expires FROM leases_v2;
 		DROP TABLE leases_v2;`,
+	// 3 → 4: deltas may be stored compressed (see [encodeDelta]), and
+	// packs summarise runs of a chain (see pack.go). The rows of version
+	// 3 are plain and read as they are; their chains get packs as they
+	// grow.
+	3: packsDDL + `;`,
 }
 
 // migrate checks a database's layout version and upgrades an older one to

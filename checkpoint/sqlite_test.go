@@ -25,6 +25,18 @@ func TestSQLiteConformance(t *testing.T) {
 	checkpointtest.Run(t, func(t *testing.T) runtime.Saver { return MustOpen(t, nil) })
 }
 
+// TestSQLiteConformancePacked runs the suite on a saver that seals a
+// pack every two checkpoints of a run (see pack.go), so that its chain
+// reads go through packs.
+func TestSQLiteConformancePacked(t *testing.T) {
+	t.Parallel()
+	checkpointtest.Run(t, func(t *testing.T) runtime.Saver {
+		s := MustOpen(t, nil)
+		checkpoint.SetPackRows(s, 2)
+		return s
+	})
+}
+
 func TestSQLiteConformancePower(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fsync per commit")

@@ -1,0 +1,257 @@
+package checkpoint
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/lgrun/lgrun/runtime"
+)
+
+// Packs (layout version 4).
+//
+// Loading a checkpoint reads its chain back to the nearest snapshot, and
+// snapshots are placed by volume (see [MinSnapshotBytes]), so a chain can
+// be thousands of rows long: 5,149 at the head of a 10,000-message thread,
+// where scanning the rows cost more than decoding them. A pack summarises
+// a run of consecutive checkpoints of a chain: the deltas of the run's
+// checkpoints composed into one (as [composer] composes them when a chain
+// is read), stored as a delta is, in the packs table under the run's last
+// checkpoint. A chain read that reaches a pack's last checkpoint applies
+// the pack and continues at the parent of the run's first checkpoint, so
+// the head of that thread reads one snapshot, about 80 packs and the few
+// rows after the last pack.
+//
+// Packs are redundant: every checkpoint row keeps its own delta, and a
+// chain that cannot use a pack (a fork inside a run, a damaged pack, one
+// whose rows were collected) is read row by row as before. A pack's
+// checksum covers its columns and its JSON.
+//
+// A commit seals a pack when the run it extends reaches [packRows]
+// checkpoints or [packBytes] of delta JSON, or, with at least
+// [minPackRows], when the chain leaves the run (a fork, a field's op
+// changing kind). The run being built is kept in memory by the handle
+// that commits it (for at most [maxRuns] threads): a new process starts a
+// new run at its first commit, and the rows before it are read one by one.
+
+const packsDDL = `CREATE TABLE packs (
+	thread TEXT NOT NULL,
+	last TEXT NOT NULL,
+	first TEXT NOT NULL,
+	parent TEXT NOT NULL,
+	rows INTEGER NOT NULL,
+	delta BLOB NOT NULL,
+	sum INTEGER NOT NULL,
+	PRIMARY KEY (thread, last)
+) WITHOUT ROWID`
+
+const (
+	packRows    = 64
+	packBytes   = 64 << 10
+	minPackRows = 8
+	maxRuns     = 128
+)
+
+// packRun is the run of checkpoints a handle is building a pack of: the
+// checkpoints after parent, from first on, their deltas composed.
+type packRun struct {
+	parent, first string
+	rows, bytes   int
+	delta         runtime.Delta
+}
+
+// extend returns the run with cp (whose delta's JSON is n bytes) added,
+// leaving r as it is; false if cp's delta does not compose with the run's.
+func (r *packRun) extend(cp *runtime.Checkpoint, n int) (*packRun, bool) {
+	d, ok := foldDelta(r.delta, cp.Delta)
+	if !ok {
+		return nil, false
+	}
+	out := &packRun{parent: r.parent, first: r.first, rows: r.rows + 1, bytes: r.bytes + n, delta: d}
+	if out.first == "" {
+		out.first = cp.ID
+	}
+	return out, true
+}
+
+// foldDelta returns acc with d composed after it, as [composer.add]
+// composes them, without changing either (their values are shared with
+// the caller's state); false when a field's op changes kind (other than
+// to a set) or a value is not the op's kind, which only applying to
+// values resolves.
+func foldDelta(acc, d runtime.Delta) (runtime.Delta, bool) {
+	out := maps.Clone(acc)
+	if out == nil {
+		out = make(runtime.Delta, len(d))
+	}
+	for f, op := range d {
+		switch op.Kind {
+		case runtime.OpSet, runtime.OpAppend, runtime.OpMessages, runtime.OpMerge:
+		default:
+			return nil, false
+		}
+		prev, ok := out[f]
+		if !ok || op.Kind == runtime.OpSet {
+			if !wellFormed(op) {
+				return nil, false
+			}
+			out[f] = op
+			continue
+		}
+		if prev.Kind != op.Kind || !wellFormed(op) {
+			return nil, false
+		}
+		switch op.Kind {
+		case runtime.OpAppend, runtime.OpMessages:
+			a, _ := prev.Value.([]any)
+			b, _ := op.Value.([]any)
+			out[f] = runtime.Op{Kind: op.Kind, Value: slices.Concat(a, b)}
+		case runtime.OpMerge:
+			m := maps.Clone(prev.Value.(map[string]any))
+			maps.Copy(m, op.Value.(map[string]any))
+			out[f] = runtime.Op{Kind: op.Kind, Value: m}
+		}
+	}
+	return out, true
+}
+
+// wellFormed reports whether op's value is of its kind (a list for append
+// and messages, null standing for an empty one; an object for merge).
+func wellFormed(op runtime.Op) bool {
+	switch op.Kind {
+	case runtime.OpAppend, runtime.OpMessages:
+		_, ok := op.Value.([]any)
+		return ok || op.Value == nil
+	case runtime.OpMerge:
+		_, ok := op.Value.(map[string]any)
+		return ok
+	}
+	return true
+}
+
+// packSum is a pack's checksum: a CRC-32C of its columns and the JSON of
+// its composed delta.
+func packSum(thread, last, first, parent string, rows int64, js []byte) int64 {
+	var s summer
+	s.str("pack/4")
+	s.str(thread)
+	s.str(last)
+	s.str(first)
+	s.str(parent)
+	s.int(rows)
+	s.bytes(js)
+	return int64(int32(s.crc))
+}
+
+// nextRun decides, in the commit of cp (on the thread whose chain state
+// this handle last committed is ci, if known), what becomes of the
+// thread's run: the run after the commit, and the run to seal as a pack
+// in the commit (nil for none) with the checkpoint it ends at. n is the
+// size of cp's delta JSON; snapshot tells whether cp stores a snapshot.
+func (s *SQLite) nextRun(ci chainInfo, known bool, cp *runtime.Checkpoint, n int, snapshot bool) (next, seal *packRun, last string) {
+	rows := s.packRows
+	linear := known && ci.run != nil && ci.id == cp.ParentID
+	if snapshot {
+		// A chain read starts at the snapshot: a run before it is of no
+		// use to reads of the head.
+		return &packRun{parent: cp.ID}, nil, ""
+	}
+	if linear {
+		if r, ok := ci.run.extend(cp, n); ok {
+			if r.rows >= rows || r.bytes >= packBytes {
+				return &packRun{parent: cp.ID}, r, cp.ID
+			}
+			return r, nil, ""
+		}
+	}
+	// A new run starts at cp; the one it leaves is sealed if long enough.
+	if known && ci.run != nil && ci.run.rows >= min(minPackRows, rows) {
+		seal, last = ci.run, ci.id
+	}
+	next = &packRun{parent: cp.ParentID}
+	if r, ok := next.extend(cp, n); ok {
+		next = r
+	} else {
+		// A delta that does not compose even alone (an op of an unknown
+		// kind): no run until the next snapshot.
+		next = nil
+	}
+	return next, seal, last
+}
+
+// writePack stores run r, which ends at checkpoint last, as a pack.
+func (s *SQLite) writePack(ctx context.Context, tx *wtx, thread, last string, r *packRun) error {
+	js, err := marshal(r.delta)
+	if err != nil {
+		return fmt.Errorf("encode pack: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO packs (thread, last, first, parent, rows, delta, sum) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (thread, last) DO NOTHING`,
+		thread, last, r.first, r.parent, r.rows, encodeDelta(js), packSum(thread, last, r.first, r.parent, int64(r.rows), js)); err != nil {
+		return fmt.Errorf("insert pack: %w", s.describe(err))
+	}
+	return nil
+}
+
+// keepRun records thread's run (nil for none), keeping runs for at most
+// maxRuns threads: another thread's run is dropped to make room (its next
+// commit starts a new one). Call it with s.mu held.
+func (s *SQLite) keepRun(thread string, r *packRun) {
+	if r == nil {
+		delete(s.runs, thread)
+		return
+	}
+	if _, ok := s.runs[thread]; !ok && len(s.runs) >= maxRuns {
+		for t := range s.runs {
+			delete(s.runs, t)
+			break
+		}
+	}
+	s.runs[thread] = r
+}
+
+// packRow is a pack as read, with its JSON inflated.
+type packRow struct {
+	last, first, parent string
+	rows                int64
+	delta               []byte
+	sum                 int64
+	ok                  bool // it inflated and passes its checksum
+}
+
+// packColumns are the columns of a packs row, in the order of
+// packRow.scanArgs.
+const packColumns = `last, first, parent, rows, delta, sum`
+
+// packScan holds a packs row as scanned, each column as any, so that
+// damage that changed a column's type (or made it NULL) makes the pack
+// unusable rather than the read fail.
+type packScan struct {
+	last, first, parent, rows, sum any
+	stored                         sql.RawBytes
+}
+
+func (ps *packScan) scanArgs() []any {
+	return []any{&ps.last, &ps.first, &ps.parent, &ps.rows, &ps.stored, &ps.sum}
+}
+
+// row inflates the pack's stored delta and verifies the pack.
+func (ps *packScan) row(thread string) *packRow {
+	text := func(v any) (string, bool) {
+		s, ok := v.(string)
+		return s, ok
+	}
+	p := &packRow{}
+	var ok [5]bool
+	p.last, ok[0] = text(ps.last)
+	p.first, ok[1] = text(ps.first)
+	p.parent, ok[2] = text(ps.parent)
+	p.rows, ok[3] = ps.rows.(int64)
+	p.sum, ok[4] = ps.sum.(int64)
+	js, err := inflateTo(nil, ps.stored)
+	p.ok = ok == [5]bool{true, true, true, true, true} && err == nil && p.sum == packSum(thread, p.last, p.first, p.parent, p.rows, js)
+	p.delta = js
+	return p
+}
