@@ -30,6 +30,32 @@ var encoders = sync.Pool{New: func() any {
 const maxPooledBuf = 64 << 10
 
 func marshal(v any) ([]byte, error) {
+	if b, ok := fastMarshal(v); ok {
+		return b, nil
+	}
+	return slowMarshal(v)
+}
+
+// fastMarshal is marshal through appendJSON, or false (see jsonenc.go).
+func fastMarshal(v any) ([]byte, bool) {
+	buf := fastBufs.Get().(*[]byte)
+	b, ok := appendJSON((*buf)[:0], v)
+	var out []byte
+	if ok {
+		out = bytes.Clone(b)
+	}
+	if cap(b) <= maxPooledBuf {
+		*buf = b[:0]
+		fastBufs.Put(buf)
+	}
+	return out, ok
+}
+
+// fastBufs keeps the scratch buffers of fastMarshal.
+var fastBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// slowMarshal is marshal through encoding/json.
+func slowMarshal(v any) ([]byte, error) {
 	e := encoders.Get().(*encoder)
 	e.buf.Reset()
 	if err := e.enc.Encode(v); err != nil {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 
 	"github.com/lgrun/lgrun/runtime"
 )
@@ -50,7 +52,7 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	usage, err3 := nullJSON(m.Usage, len(m.Usage) == 0)
 	totals, err4 := nullJSON(m.Totals, m.Totals == runtime.Totals{})
 	records, err5 := nullJSON(m.Records, len(m.Records) == 0)
-	config, err6 := marshal(c.Thread.Config)
+	config, err6 := s.configJSON(c.Thread.Config)
 	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
@@ -61,7 +63,7 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 		created = th.Updated
 	}
 	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
-		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano(),
+		graphFile: th.GraphFile, config: config, updated: th.Updated.UnixNano(),
 		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
 
 	tx, err := s.begin(ctx)
@@ -129,9 +131,9 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 		snapshot = snap
 		chain, baseBytes = 0, len(js)
 	}
-	run, seal, sealLast := s.nextRun(ci, known, cp, len(delta), snap != nil)
-	if seal != nil {
-		if err := s.writePack(ctx, tx, th.ID, sealLast, seal); err != nil {
+	plan := s.nextRun(ci, known, cp, len(delta), snap != nil)
+	if plan.seal != nil {
+		if err := s.writePack(ctx, tx, th.ID, plan.sealLast, plan.seal); err != nil {
 			return err
 		}
 	}
@@ -159,13 +161,36 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 		return fmt.Errorf("commit: %w", s.describe(err))
 	}
 	s.mu.Lock()
-	s.keepRun(c.Thread.ID, run)
+	s.runDone(c.Thread.ID, plan, cp, len(delta))
 	s.chains[c.Thread.ID] = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
 	if newGraph != "" {
 		s.graphs[newGraph] = gid
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// configJSON returns the JSON of a thread's config. Runs commit the same
+// config step after step: the last one encoded is kept.
+func (s *SQLite) configJSON(c runtime.Config) (string, error) {
+	s.mu.Lock()
+	last, js := s.config, s.configJS
+	s.mu.Unlock()
+	if js != "" && reflect.DeepEqual(last, c) {
+		return js, nil
+	}
+	b, err := marshal(c)
+	if err != nil {
+		return "", err
+	}
+	js = string(b)
+	// A copy, so that the caller changing its slices later changes
+	// nothing here.
+	c.InterruptBefore, c.InterruptAfter = slices.Clone(c.InterruptBefore), slices.Clone(c.InterruptAfter)
+	s.mu.Lock()
+	s.config, s.configJS = c, js
+	s.mu.Unlock()
+	return js, nil
 }
 
 func orNone(s string) string {

@@ -55,66 +55,87 @@ const (
 )
 
 // packRun is the run of checkpoints a handle is building a pack of: the
-// checkpoints after parent, from first on, their deltas composed.
+// checkpoints after parent, from first on, their deltas composed (as
+// [composer.add] composes them) into delta, whose lists and objects are
+// the run's own (the deltas' values are shared with the caller's state).
 type packRun struct {
 	parent, first string
 	rows, bytes   int
 	delta         runtime.Delta
 }
 
-// extend returns the run with cp (whose delta's JSON is n bytes) added,
-// leaving r as it is; false if cp's delta does not compose with the run's.
-func (r *packRun) extend(cp *runtime.Checkpoint, n int) (*packRun, bool) {
-	d, ok := foldDelta(r.delta, cp.Delta)
-	if !ok {
-		return nil, false
-	}
-	out := &packRun{parent: r.parent, first: r.first, rows: r.rows + 1, bytes: r.bytes + n, delta: d}
-	if out.first == "" {
-		out.first = cp.ID
-	}
-	return out, true
-}
-
-// foldDelta returns acc with d composed after it, as [composer.add]
-// composes them, without changing either (their values are shared with
-// the caller's state); false when a field's op changes kind (other than
-// to a set) or a value is not the op's kind, which only applying to
-// values resolves.
-func foldDelta(acc, d runtime.Delta) (runtime.Delta, bool) {
-	out := maps.Clone(acc)
-	if out == nil {
-		out = make(runtime.Delta, len(d))
-	}
+// composes reports whether d composes after the run's delta: false when
+// a field's op changes kind (other than to a set) or a value is not of
+// its op's kind, which only applying to values resolves.
+func (r *packRun) composes(d runtime.Delta) bool {
 	for f, op := range d {
 		switch op.Kind {
 		case runtime.OpSet, runtime.OpAppend, runtime.OpMessages, runtime.OpMerge:
 		default:
-			return nil, false
+			return false
 		}
-		prev, ok := out[f]
+		if !wellFormed(op) {
+			return false
+		}
+		if prev, ok := r.delta[f]; ok && op.Kind != runtime.OpSet && prev.Kind != op.Kind {
+			return false
+		}
+	}
+	return true
+}
+
+// add composes checkpoint cp, whose delta's JSON is n bytes and composes
+// (see composes), into the run in place.
+func (r *packRun) add(cp *runtime.Checkpoint, n int) {
+	if r.first == "" {
+		r.first = cp.ID
+	}
+	r.rows++
+	r.bytes += n
+	if r.delta == nil {
+		r.delta = make(runtime.Delta, len(cp.Delta))
+	}
+	for f, op := range cp.Delta {
+		prev, ok := r.delta[f]
 		if !ok || op.Kind == runtime.OpSet {
-			if !wellFormed(op) {
-				return nil, false
-			}
-			out[f] = op
+			r.delta[f] = ownOp(op)
 			continue
-		}
-		if prev.Kind != op.Kind || !wellFormed(op) {
-			return nil, false
 		}
 		switch op.Kind {
 		case runtime.OpAppend, runtime.OpMessages:
 			a, _ := prev.Value.([]any)
 			b, _ := op.Value.([]any)
-			out[f] = runtime.Op{Kind: op.Kind, Value: slices.Concat(a, b)}
+			r.delta[f] = runtime.Op{Kind: op.Kind, Value: append(a, b...)}
 		case runtime.OpMerge:
-			m := maps.Clone(prev.Value.(map[string]any))
-			maps.Copy(m, op.Value.(map[string]any))
-			out[f] = runtime.Op{Kind: op.Kind, Value: m}
+			maps.Copy(prev.Value.(map[string]any), op.Value.(map[string]any))
 		}
 	}
-	return out, true
+}
+
+// with returns a copy of the run with cp added, leaving r as it is.
+func (r *packRun) with(cp *runtime.Checkpoint, n int) *packRun {
+	out := &packRun{parent: r.parent, first: r.first, rows: r.rows, bytes: r.bytes, delta: make(runtime.Delta, len(r.delta))}
+	for f, op := range r.delta {
+		out.delta[f] = ownOp(op)
+	}
+	out.add(cp, n)
+	return out
+}
+
+// ownOp returns op with a copy of its list or object (a set's value is
+// kept: the run never changes it).
+func ownOp(op runtime.Op) runtime.Op {
+	switch v := op.Value.(type) {
+	case []any:
+		if op.Kind != runtime.OpSet {
+			op.Value = slices.Clone(v)
+		}
+	case map[string]any:
+		if op.Kind == runtime.OpMerge {
+			op.Value = maps.Clone(v)
+		}
+	}
+	return op
 }
 
 // wellFormed reports whether op's value is of its kind (a list for append
@@ -145,40 +166,58 @@ func packSum(thread, last, first, parent string, rows int64, js []byte) int64 {
 	return int64(int32(s.crc))
 }
 
-// nextRun decides, in the commit of cp (on the thread whose chain state
+// runPlan is what a commit does with its thread's run (see nextRun):
+// it seals seal (if not nil) as a pack ending at checkpoint sealLast in
+// its transaction, and once committed, extends the run with its
+// checkpoint in place (extend), or makes next the thread's run.
+type runPlan struct {
+	seal     *packRun
+	sealLast string
+	extend   bool
+	next     *packRun
+}
+
+// nextRun plans, in the commit of cp (on the thread whose chain state
 // this handle last committed is ci, if known), what becomes of the
-// thread's run: the run after the commit, and the run to seal as a pack
-// in the commit (nil for none) with the checkpoint it ends at. n is the
-// size of cp's delta JSON; snapshot tells whether cp stores a snapshot.
-func (s *SQLite) nextRun(ci chainInfo, known bool, cp *runtime.Checkpoint, n int, snapshot bool) (next, seal *packRun, last string) {
-	rows := s.packRows
-	linear := known && ci.run != nil && ci.id == cp.ParentID
+// thread's run. n is the size of cp's delta JSON; snapshot tells whether
+// cp stores a snapshot.
+func (s *SQLite) nextRun(ci chainInfo, known bool, cp *runtime.Checkpoint, n int, snapshot bool) runPlan {
 	if snapshot {
 		// A chain read starts at the snapshot: a run before it is of no
 		// use to reads of the head.
-		return &packRun{parent: cp.ID}, nil, ""
+		return runPlan{next: &packRun{parent: cp.ID}}
 	}
-	if linear {
-		if r, ok := ci.run.extend(cp, n); ok {
-			if r.rows >= rows || r.bytes >= packBytes {
-				return &packRun{parent: cp.ID}, r, cp.ID
-			}
-			return r, nil, ""
+	run := ci.run
+	if known && run != nil && ci.id == cp.ParentID && run.composes(cp.Delta) {
+		if run.rows+1 >= s.packRows || run.bytes+n >= packBytes {
+			return runPlan{seal: run.with(cp, n), sealLast: cp.ID, next: &packRun{parent: cp.ID}}
 		}
+		return runPlan{extend: true}
 	}
 	// A new run starts at cp; the one it leaves is sealed if long enough.
-	if known && ci.run != nil && ci.run.rows >= min(minPackRows, rows) {
-		seal, last = ci.run, ci.id
+	var p runPlan
+	if known && run != nil && run.rows >= min(minPackRows, s.packRows) {
+		p.seal, p.sealLast = run, ci.id
 	}
-	next = &packRun{parent: cp.ParentID}
-	if r, ok := next.extend(cp, n); ok {
-		next = r
-	} else {
-		// A delta that does not compose even alone (an op of an unknown
-		// kind): no run until the next snapshot.
-		next = nil
+	if next := (&packRun{parent: cp.ParentID}); next.composes(cp.Delta) {
+		next.add(cp, n)
+		p.next = next
 	}
-	return next, seal, last
+	// Else a delta that does not compose even alone (an op of an unknown
+	// kind): no run until the next snapshot.
+	return p
+}
+
+// done carries out the rest of plan p once cp is committed on thread.
+// Call it with s.mu held.
+func (s *SQLite) runDone(thread string, p runPlan, cp *runtime.Checkpoint, n int) {
+	if p.extend {
+		if r := s.runs[thread]; r != nil {
+			r.add(cp, n)
+		}
+		return
+	}
+	s.keepRun(thread, p.next)
 }
 
 // writePack stores run r, which ends at checkpoint last, as a pack.

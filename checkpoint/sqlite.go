@@ -93,6 +93,10 @@ type SQLite struct {
 	chains       map[string]chainInfo // thread → last committed checkpoint's chain state
 	runs         map[string]*packRun  // thread → the run its next pack summarises (see pack.go)
 	graphs       map[string]int64     // name\x00hash\x00version → graph row id
+	// config is the thread config last encoded, configJS its JSON (see
+	// configJSON).
+	config   runtime.Config
+	configJS string
 
 	// writeTxns counts the write transactions this handle committed.
 	writeTxns atomic.Int64
