@@ -32,17 +32,49 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	return s.commit(ctx, c, "")
 }
 
+var _ runtime.ChainCommitter = (*SQLite)(nil)
+
+// CommitChain implements runtime.ChainCommitter: the commits are made, in
+// order, in one immediate transaction, each as [SQLite.Commit] makes it,
+// and the transaction rolls back when any of them fails. With lock, the
+// lease of cs[0]'s thread is taken first in the same transaction, as
+// [SQLite.CommitLocked] takes it.
+func (s *SQLite) CommitChain(ctx context.Context, cs []*runtime.Commit, lock bool) (func(), error) {
+	if !lock {
+		return nil, s.commitChain(ctx, cs, "")
+	}
+	if len(cs) == 0 {
+		return nil, errors.New("commit: no checkpoints")
+	}
+	token := newLeaseToken()
+	if err := s.commitChain(ctx, cs, token); err != nil {
+		return nil, err
+	}
+	return s.hold(cs[0].Thread.ID, token), nil
+}
+
 // commit is Commit; with a lease token it also takes the thread's lease
 // with it in the transaction (see [SQLite.CommitLocked]).
 func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) error {
+	return s.commitChain(ctx, []*runtime.Commit{c}, lease)
+}
+
+// encodedCommit is a commit's columns, encoded before its transaction.
+type encodedCommit struct {
+	delta, next, config []byte
+	// The optional JSON columns: a string, or nil for NULL.
+	waiting, writes, usage, totals, records any
+}
+
+func encodeCommit(c *runtime.Commit) (*encodedCommit, error) {
 	cp := c.Checkpoint
 	delta, err := marshal(cp.Delta)
 	if err != nil {
-		return fmt.Errorf("encode delta: %w", err)
+		return nil, fmt.Errorf("encode delta: %w", err)
 	}
 	next, err := marshal(cp.Next)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m := cp.Metadata
 	waiting, err1 := nullJSON(cp.Waiting, len(cp.Waiting) == 0)
@@ -52,18 +84,28 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	records, err5 := nullJSON(m.Records, len(m.Records) == 0)
 	config, err6 := marshal(c.Thread.Config)
 	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
+		return nil, fmt.Errorf("encode checkpoint: %w", err)
 	}
+	return &encodedCommit{delta: delta, next: next, waiting: waiting, writes: writes, usage: usage,
+		totals: totals, records: records, config: config}, nil
+}
 
-	th := c.Thread
-	created := th.Created
-	if created.IsZero() {
-		created = th.Updated
+// commitChain applies cs in order in one immediate transaction (see
+// [SQLite.CommitChain]); with a lease token it takes cs[0]'s thread's
+// lease in it first.
+func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease string) error {
+	if len(cs) == 0 {
+		return errors.New("commit: no checkpoints")
 	}
-	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
-		graphFile: th.GraphFile, config: string(config), updated: th.Updated.UnixNano(),
-		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
-
+	var encBuf [2]*encodedCommit
+	enc := encBuf[:0]
+	for _, c := range cs {
+		e, err := encodeCommit(c)
+		if err != nil {
+			return err
+		}
+		enc = append(enc, e)
+	}
 	tx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", s.describe(err))
@@ -72,10 +114,66 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	// The lease first: a thread another process runs is busy, whatever its
 	// head.
 	if lease != "" {
-		if err := s.putLease(ctx, tx, th.ID, lease); err != nil {
+		if err := s.putLease(ctx, tx, cs[0].Thread.ID, lease); err != nil {
 			return err
 		}
 	}
+	var chainBuf [2]chainInfo
+	chains := chainBuf[:]
+	if len(cs) > len(chains) {
+		chains = make([]chainInfo, len(cs))
+	}
+	chains = chains[:len(cs)]
+	var newGraphs []string
+	var gids []int64
+	for i, c := range cs {
+		var prev *chainInfo
+		if i > 0 && cs[i-1].Thread.ID == c.Thread.ID {
+			prev = &chains[i-1]
+		}
+		gid, newGraph, err := s.writeCommit(ctx, tx, c, enc[i], prev, &chains[i])
+		if err != nil {
+			return err
+		}
+		if newGraph != "" {
+			// A later commit of the chain looks it up again (once per
+			// handle): it is cached only once the transaction commits.
+			newGraphs, gids = append(newGraphs, newGraph), append(gids, gid)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", s.describe(err))
+	}
+	s.mu.Lock()
+	for i, c := range cs {
+		s.chains[c.Thread.ID] = chains[i]
+	}
+	for i, key := range newGraphs {
+		s.graphs[key] = gids[i]
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// writeCommit writes commit c, encoded as e, in tx: the head's
+// compare-and-swap, the checkpoint row and the pending writes. prev, when
+// not nil, is the chain state of the commit before it in tx (of the same
+// thread); the chain state c leaves is stored in out. It returns the
+// graph's row id and, when that row was looked up rather than cached, its
+// key (see graphID).
+func (s *SQLite) writeCommit(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo) (int64, string, error) {
+	cp := c.Checkpoint
+	m := cp.Metadata
+	delta, next, waiting, writes, usage, totals, records := e.delta, e.next, e.waiting, e.writes, e.usage, e.totals, e.records
+	th := c.Thread
+	created := th.Created
+	if created.IsZero() {
+		created = th.Updated
+	}
+	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
+		graphFile: th.GraphFile, config: string(e.config), updated: th.Updated.UnixNano(),
+		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
+	var err error
 	// The head's compare-and-swap: the thread's row moves to the new head
 	// only if it is still at the expected one (a new thread's row is
 	// inserted only if there is none).
@@ -90,30 +188,35 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 			tr.updated, tr.pending, tr.checksum(), tr.id, c.ExpectHead)
 	}
 	if err != nil {
-		return fmt.Errorf("update thread: %w", s.describe(err))
+		return 0, "", fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		var head string
 		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, c.Thread.ID).Scan(&head)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("read thread head: %w", s.describe(err))
+			return 0, "", fmt.Errorf("read thread head: %w", s.describe(err))
 		}
-		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
+		return 0, "", fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
 	}
 
 	// Snapshot policy.
 	chain, baseBytes := 0, 0
 	if cp.ParentID != "" {
-		s.mu.Lock()
-		ci, ok := s.chains[c.Thread.ID]
-		s.mu.Unlock()
+		ci, ok := chainInfo{}, false
+		if prev != nil {
+			ci, ok = *prev, true
+		} else {
+			s.mu.Lock()
+			ci, ok = s.chains[c.Thread.ID]
+			s.mu.Unlock()
+		}
 		if ok && ci.id == cp.ParentID {
 			chain, baseBytes = ci.chainBytes, ci.baseBytes
 		} else if err := tx.StmtContext(ctx, s.stmtParent).QueryRowContext(ctx, c.Thread.ID, cp.ParentID).Scan(&chain, &baseBytes); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
+				return 0, "", fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
 			}
-			return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
+			return 0, "", fmt.Errorf("read parent checkpoint: %w", s.describe(err))
 		}
 	}
 	chain += len(delta)
@@ -122,7 +225,7 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	if SnapshotDue(cp.ParentID == "", chain, baseBytes) {
 		js, err := marshal(cp.Values)
 		if err != nil {
-			return fmt.Errorf("encode snapshot: %w", err)
+			return 0, "", fmt.Errorf("encode snapshot: %w", err)
 		}
 		snap = encodeSnapshot(js)
 		snapshot = snap
@@ -130,7 +233,7 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	}
 	gid, newGraph, err := s.graphID(ctx, tx, m)
 	if err != nil {
-		return fmt.Errorf("record graph: %w", s.describe(err))
+		return 0, "", fmt.Errorf("record graph: %w", s.describe(err))
 	}
 	row := cpRow{
 		thread: c.Thread.ID, id: cp.ID, parent: cp.ParentID, step: int64(cp.Step), turnStep: int64(cp.TurnStep),
@@ -143,21 +246,13 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
 		row.source, writes, gid, row.time, usage, totals, records,
 		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, delta, snapshot); err != nil {
-		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
+		return 0, "", fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
-		return err
+		return 0, "", err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", s.describe(err))
-	}
-	s.mu.Lock()
-	s.chains[c.Thread.ID] = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
-	if newGraph != "" {
-		s.graphs[newGraph] = gid
-	}
-	s.mu.Unlock()
-	return nil
+	*out = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
+	return gid, newGraph, nil
 }
 
 func orNone(s string) string {

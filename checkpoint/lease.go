@@ -77,34 +77,50 @@ func (s *SQLite) CommitLocked(ctx context.Context, c *runtime.Commit) (func(), e
 func newLeaseToken() string { return self.token + "-" + randToken() }
 
 // hold renews the lease (thread, token), taken in a committed transaction,
-// every third of the TTL until the returned unlock releases it.
+// every third of the TTL until the returned unlock releases it. The
+// renewal is a timer, not a goroutine: a run shorter than a third of the
+// TTL (most) starts none.
 func (s *SQLite) hold(thread, token string) func() {
-	stop := make(chan struct{})
-	var once sync.Once
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(s.leaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				// A failed renewal is not fatal: the head's compare-and-swap
-				// still protects the thread if another process takes over.
-				_ = s.leaseExec(context.Background(), `UPDATE leases SET expires = ? WHERE thread = ? AND token = ?`, time.Now().Add(s.leaseTTL).UnixNano(), thread, token)
-			}
-		}
-	}()
-	return func() {
-		once.Do(func() {
-			close(stop)
-			wg.Wait()
-			s.release(thread, token)
-		})
+	h := &heldLease{s: s, thread: thread, token: token}
+	h.mu.Lock()
+	h.timer = time.AfterFunc(s.leaseTTL/3, h.renew)
+	h.mu.Unlock()
+	return h.unlock
+}
+
+// heldLease is a lease this process holds (see [SQLite.hold]).
+type heldLease struct {
+	s             *SQLite
+	thread, token string
+	mu            sync.Mutex // held by a renewal in progress
+	timer         *time.Timer
+	released      bool
+}
+
+func (h *heldLease) renew() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.released {
+		return
 	}
+	// A failed renewal is not fatal: the head's compare-and-swap still
+	// protects the thread if another process takes over.
+	_ = h.s.leaseExec(context.Background(), `UPDATE leases SET expires = ? WHERE thread = ? AND token = ?`, time.Now().Add(h.s.leaseTTL).UnixNano(), h.thread, h.token)
+	h.timer.Reset(h.s.leaseTTL / 3)
+}
+
+// unlock stops the renewals, waiting for one in progress, and releases
+// the lease; calls after the first do nothing.
+func (h *heldLease) unlock() {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return
+	}
+	h.released = true
+	h.timer.Stop()
+	h.mu.Unlock()
+	h.s.release(h.thread, h.token)
 }
 
 // Releasing a lease deletes its row in the next write transaction of the

@@ -162,6 +162,13 @@ type run struct {
 	// stepCtx is the context of the current step's observation (see
 	// [Observer]); nil when there is none.
 	stepCtx context.Context
+	// input is the turn's input commit while it waits to be made with the
+	// first step's (see deferInput); held are the events emitted
+	// meanwhile, while holding. unlock releases the lease taken with it.
+	input   *deferredInput
+	holding bool
+	held    []Event
+	unlock  func()
 }
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
@@ -282,7 +289,12 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 	cp.ID = r.ids().Next(r.now(), cp.ParentID)
 	th.Status = StatusRunning
 	th.Error = ""
-	if lc == nil {
+	if cc := r.chainCommitter(rn, next); cc != nil {
+		// The input is committed with the first step (see deferInput).
+		if err := rn.deferInput(&Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head, lc, cc); err != nil {
+			return nil, err
+		}
+	} else if lc == nil {
 		if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
 			return nil, err
 		}
@@ -299,11 +311,25 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 		defer unlock()
 	}
 	th.Head = cp.ID
-	r.emit(Event{Kind: EvRunStart, Thread: th.ID, Step: step, Checkpoint: cp.ID, Values: values, Next: next})
+	rn.emit(Event{Kind: EvRunStart, Thread: th.ID, Step: step, Checkpoint: cp.ID, Values: values, Next: next})
 	for _, b := range branches {
-		r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
+		rn.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
 	}
-	return rn.loop(ctx, cp, cp.ID)
+	res, err := rn.loop(ctx, cp, cp.ID)
+	if rn.unlock != nil {
+		rn.unlock()
+	}
+	var ie *inputError
+	if errors.As(err, &ie) {
+		// The deferred input commit failed: nothing of the turn is
+		// committed, and the turn ends as its input commit's failure
+		// ended it.
+		if lc != nil && errors.As(ie.err, new(*CommitConflictError)) {
+			return nil, errLockFirst
+		}
+		return nil, ie.err
+	}
+	return res, err
 }
 
 // Resume continues a thread from its head: after an interrupt, a failure,
@@ -749,16 +775,22 @@ func (r *Runner) commitLocked(ctx context.Context, c *Commit, parent *Checkpoint
 		r.Observer.Committed(ctx, r.now().Sub(start), err)
 	}
 	if err != nil {
-		var be *BusyError
-		if errors.As(err, &be) {
-			return nil, err
-		}
-		if errors.Is(err, ErrConflict) {
-			return nil, &CommitConflictError{Thread: c.Thread.ID, Err: err}
-		}
-		return nil, fmt.Errorf("save checkpoint: %w", err)
+		return nil, commitError(c.Thread.ID, err)
 	}
 	return unlock, nil
+}
+
+// commitError is the error of a run whose commit to thread failed with
+// err: a [BusyError] as it is, a conflict as a [CommitConflictError].
+func commitError(thread string, err error) error {
+	var be *BusyError
+	if errors.As(err, &be) {
+		return err
+	}
+	if errors.Is(err, ErrConflict) {
+		return &CommitConflictError{Thread: thread, Err: err}
+	}
+	return fmt.Errorf("save checkpoint: %w", err)
 }
 
 func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string, writes []PendingWrite) error {
@@ -776,6 +808,9 @@ func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string
 }
 
 func (r *Runner) finish(ctx context.Context, rn *run, cp *Checkpoint) (*Result, error) {
+	if err := rn.flush(ctx); err != nil {
+		return nil, err
+	}
 	if err := r.mark(ctx, rn.thread, StatusDone, "", rn.withUsage(nil)); err != nil {
 		return nil, err
 	}
