@@ -128,10 +128,22 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 	var gids []int64
 	for i, c := range cs {
 		var prev *chainInfo
-		if i > 0 && cs[i-1].Thread.ID == c.Thread.ID {
+		if i > 0 && follows(cs[i-1], c) {
 			prev = &chains[i-1]
+		} else {
+			// The thread's row moves once for the commits of the chain
+			// that follow each other: from this one's expected head to
+			// the last one's checkpoint, before any checkpoint is
+			// inserted.
+			last := i
+			for last+1 < len(cs) && follows(cs[last], cs[last+1]) {
+				last++
+			}
+			if err := s.moveThread(ctx, tx, cs[last], enc[last], c.ExpectHead); err != nil {
+				return err
+			}
 		}
-		gid, newGraph, err := s.writeCommit(ctx, tx, c, enc[i], prev, &chains[i])
+		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, enc[i], prev, &chains[i])
 		if err != nil {
 			return err
 		}
@@ -155,50 +167,58 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 	return nil
 }
 
-// writeCommit writes commit c, encoded as e, in tx: the head's
-// compare-and-swap, the checkpoint row and the pending writes. prev, when
-// not nil, is the chain state of the commit before it in tx (of the same
-// thread); the chain state c leaves is stored in out. It returns the
-// graph's row id and, when that row was looked up rather than cached, its
-// key (see graphID).
-func (s *SQLite) writeCommit(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo) (int64, string, error) {
-	cp := c.Checkpoint
-	m := cp.Metadata
-	delta, next, waiting, writes, usage, totals, records := e.delta, e.next, e.waiting, e.writes, e.usage, e.totals, e.records
+// follows reports whether commit b continues commit a's checkpoint.
+func follows(a, b *runtime.Commit) bool {
+	return a.Thread.ID == b.Thread.ID && b.ExpectHead == a.Checkpoint.ID
+}
+
+// moveThread is the head's compare-and-swap in tx: the row of c's thread
+// moves to c's checkpoint (with c's status, encoded as e) only if it is
+// still at expect (a new thread's row, expect "", is inserted only if
+// there is none); otherwise it fails with ErrConflict.
+func (s *SQLite) moveThread(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, expect string) error {
 	th := c.Thread
 	created := th.Created
 	if created.IsZero() {
 		created = th.Updated
 	}
-	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
+	tr := threadRow{id: th.ID, head: c.Checkpoint.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
 		graphFile: th.GraphFile, config: string(e.config), updated: th.Updated.UnixNano(),
 		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
-	var err error
-	// The head's compare-and-swap: the thread's row moves to the new head
-	// only if it is still at the expected one (a new thread's row is
-	// inserted only if there is none).
 	var res sql.Result
-	if c.ExpectHead == "" {
+	var err error
+	if expect == "" {
 		res, err = tx.StmtContext(ctx, s.stmtNewThread).ExecContext(ctx,
 			tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
 			created.UnixNano(), tr.updated, tr.pending, tr.checksum())
 	} else {
 		res, err = tx.StmtContext(ctx, s.stmtMoveHead).ExecContext(ctx,
 			tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-			tr.updated, tr.pending, tr.checksum(), tr.id, c.ExpectHead)
+			tr.updated, tr.pending, tr.checksum(), tr.id, expect)
 	}
 	if err != nil {
-		return 0, "", fmt.Errorf("update thread: %w", s.describe(err))
+		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		var head string
-		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, c.Thread.ID).Scan(&head)
+		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return 0, "", fmt.Errorf("read thread head: %w", s.describe(err))
+			return fmt.Errorf("read thread head: %w", s.describe(err))
 		}
-		return 0, "", fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
+		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, orNone(head), orNone(expect))
 	}
+	return nil
+}
 
+// insertCheckpoint inserts the checkpoint of commit c, encoded as e, and
+// its pending writes in tx. prev, when not nil, is the chain state of the
+// commit before it in tx (of the same thread); the chain state c leaves
+// is stored in out. It returns the graph's row id and, when that row was
+// looked up rather than cached, its key (see graphID).
+func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo) (int64, string, error) {
+	cp := c.Checkpoint
+	m := cp.Metadata
+	delta, next, waiting, writes, usage, totals, records := e.delta, e.next, e.waiting, e.writes, e.usage, e.totals, e.records
 	// Snapshot policy.
 	chain, baseBytes := 0, 0
 	if cp.ParentID != "" {
@@ -248,7 +268,7 @@ func (s *SQLite) writeCommit(ctx context.Context, tx *wtx, c *runtime.Commit, e 
 		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, delta, snapshot); err != nil {
 		return 0, "", fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
-	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
+	if err := s.insertWrites(ctx, tx, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
 		return 0, "", err
 	}
 	*out = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
