@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/lgrun/lgrun/runtime"
 )
@@ -82,12 +83,21 @@ func encodeCommit(c *runtime.Commit) (*encodedCommit, error) {
 	usage, err3 := nullJSON(m.Usage, len(m.Usage) == 0)
 	totals, err4 := nullJSON(m.Totals, m.Totals == runtime.Totals{})
 	records, err5 := nullJSON(m.Records, len(m.Records) == 0)
-	config, err6 := marshal(c.Thread.Config)
+	config, err6 := configJSON(c.Thread.Config)
 	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
 		return nil, fmt.Errorf("encode checkpoint: %w", err)
 	}
 	return &encodedCommit{delta: delta, next: next, waiting: waiting, writes: writes, usage: usage,
 		totals: totals, records: records, config: config}, nil
+}
+
+// configJSON is the JSON of a thread's run-time settings; most threads
+// have none.
+func configJSON(c runtime.Config) ([]byte, error) {
+	if reflect.ValueOf(&c).Elem().IsZero() {
+		return []byte("{}"), nil
+	}
+	return marshal(c)
 }
 
 // commitChain applies cs in order in one immediate transaction (see

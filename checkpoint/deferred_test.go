@@ -2,6 +2,7 @@ package checkpoint_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -366,5 +367,22 @@ func TestCommitChainAllOrNothing(t *testing.T) {
 	}
 	if _, err := s.CommitChain(bg, nil, false); err == nil {
 		t.Fatal("an empty chain committed")
+	}
+}
+
+// The JSON of a zero Config is what encoding it gives: the shortcut for
+// threads without run-time settings changes no stored byte.
+func TestZeroConfigJSON(t *testing.T) {
+	want, err := json.Marshal(runtime.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := checkpoint.ConfigJSON(runtime.Config{})
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("zero config: %s (%v), want %s", got, err, want)
+	}
+	got, err = checkpoint.ConfigJSON(runtime.Config{InterruptBefore: []string{}, StepLimit: 3})
+	if err != nil || string(got) != `{"step_limit":3}` {
+		t.Fatalf("config: %s (%v)", got, err)
 	}
 }

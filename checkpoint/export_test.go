@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"time"
+
+	"github.com/lgrun/lgrun/runtime"
 )
 
 // ChainStats is what Get read to rebuild a checkpoint's values.
@@ -58,3 +60,6 @@ func OpenFloor(path string, d Durability) (*sql.DB, error) {
 
 // WriteTxns reports how many write transactions s has committed.
 func WriteTxns(s *SQLite) int64 { return s.writeTxns.Load() }
+
+// ConfigJSON is configJSON.
+func ConfigJSON(c runtime.Config) ([]byte, error) { return configJSON(c) }

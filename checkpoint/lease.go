@@ -243,11 +243,21 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 // whose lease has not expired, or a process on this host that still
 // exists, other than a lease this process released.
 func (s *SQLite) putLease(ctx context.Context, tx *wtx, thread, token string) error {
+	now := time.Now()
+	// A thread nobody holds (the common case: a new thread, or one whose
+	// lease was released) has no row: one statement.
+	res, err := tx.ExecContext(ctx, `INSERT INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (thread) DO NOTHING`,
+		thread, token, self.host, self.pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano())
+	if err != nil {
+		return fmt.Errorf("take lease: %w", s.describe(err))
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 1 {
+		return nil
+	}
 	var host, token0 string
 	var pid int
 	var acquired, expires int64
-	err := tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires, token FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires, &token0)
-	now := time.Now()
+	err = tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires, token FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires, &token0)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
