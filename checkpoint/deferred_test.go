@@ -178,8 +178,9 @@ func history(t *testing.T, s runtime.Saver, thread string) []*runtime.Checkpoint
 type scenario struct {
 	name  string
 	graph string
-	// deferred counts the turns whose input rides with their first step:
-	// one write transaction less each than committing it alone.
+	// deferred counts the turns whose input rides with their first step,
+	// run on a saver without leases: one write transaction less each than
+	// committing it alone.
 	deferred int
 	// other, when set, is a second handle on the database, for a lease
 	// held elsewhere.
@@ -241,7 +242,7 @@ var deferScenarios = []scenario{
 	{name: "first node has retries", graph: slowFirstGraph, do: func(t *testing.T, r *runtime.Runner, _ *checkpoint.SQLite) []string {
 		return []string{res(r.Run(bg, runtime.RunOptions{Thread: "t"}))}
 	}},
-	{name: "lease held elsewhere", graph: deferGraph, deferred: 1, do: func(t *testing.T, r *runtime.Runner, other *checkpoint.SQLite) []string {
+	{name: "lease held elsewhere", graph: deferGraph, deferred: 2, do: func(t *testing.T, r *runtime.Runner, other *checkpoint.SQLite) []string {
 		unlock, err := other.Lock(bg, "t")
 		if err != nil {
 			t.Fatal(err)
@@ -253,43 +254,67 @@ var deferScenarios = []scenario{
 	}},
 }
 
-// TestInputCommittedWithFirstStep runs each scenario twice on SQLite: once
-// with the saver's ChainCommitter, so that a turn whose first step runs only
-// set/noop nodes commits its input in that step's transaction, and once
-// without, as before. Everything a user can see must be the same: what the
-// calls return, the events in order, the threads and every stored
-// checkpoint with its pending writes; only the number of write
-// transactions may differ, by one per deferred turn.
+// chainedOnly is the SQLite saver with its ChainCommitter but without
+// leases.
+type chainedOnly struct {
+	runtime.Saver
+	s *checkpoint.SQLite
+}
+
+func (c chainedOnly) CommitChain(ctx context.Context, cs []*runtime.Commit, lock bool) (func(), error) {
+	return c.s.CommitChain(ctx, cs, lock)
+}
+
+// TestInputCommittedWithFirstStep runs each scenario on SQLite with the
+// saver's ChainCommitter, so that a turn whose first step runs only
+// set/noop nodes commits its input in that step's transaction, and
+// without, as before. Everything a user can see must be the same: what
+// the calls return, the events in order, the threads and every stored
+// checkpoint with its pending writes. Only the number of write
+// transactions differs, by one per deferred turn; it is counted on
+// savers without leases, whose released lease rows would otherwise be
+// deleted in a transaction of their own when no other comes soon enough.
 func TestInputCommittedWithFirstStep(t *testing.T) {
 	for _, sc := range deferScenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			var outs [2]outcome
-			var txns [2]int64
-			for i, chained := range []bool{false, true} {
-				path := filepath.Join(t.TempDir(), "db")
-				s := MustOpenPath(t, path, nil)
-				other := MustOpenPath(t, path, nil)
-				var saver runtime.Saver = s
-				if !chained {
-					saver = unchained{s, s}
+			for _, leases := range []bool{true, false} {
+				var outs [2]outcome
+				var txns [2]int64
+				for i, chained := range []bool{false, true} {
+					path := filepath.Join(t.TempDir(), "db")
+					s := MustOpenPath(t, path, nil)
+					other := MustOpenPath(t, path, nil)
+					var saver runtime.Saver
+					switch {
+					case leases && chained:
+						saver = s
+					case leases:
+						saver = unchained{s, s}
+					case chained:
+						saver = chainedOnly{s, s}
+					default:
+						saver = unlocked{s}
+					}
+					var events []string
+					r := &runtime.Runner{Graph: mustParse(t, sc.graph), Saver: saver, Version: "test", Events: func(e runtime.Event) {
+						events = append(events, fmt.Sprintf("%s %d %s %v %v %s %s", e.Kind, e.Step, e.Node, e.Next, e.Values, e.Message, e.Error))
+					}}
+					before := checkpoint.WriteTxns(s)
+					results := sc.do(t, r, other)
+					txns[i] = checkpoint.WriteTxns(s) - before
+					outs[i] = observe(t, s, results, events)
 				}
-				var events []string
-				r := &runtime.Runner{Graph: mustParse(t, sc.graph), Saver: saver, Version: "test", Events: func(e runtime.Event) {
-					events = append(events, fmt.Sprintf("%s %d %s %v %v %s %s", e.Kind, e.Step, e.Node, e.Next, e.Values, e.Message, e.Error))
-				}}
-				before := checkpoint.WriteTxns(s)
-				results := sc.do(t, r, other)
-				txns[i] = checkpoint.WriteTxns(s) - before
-				outs[i] = observe(t, s, results, events)
+				if !reflect.DeepEqual(outs[0], outs[1]) {
+					t.Fatalf("leases %v; with the input committed alone:\n%+v\nwith the input in the first step's commit:\n%+v", leases, outs[0], outs[1])
+				}
+				if leases {
+					continue
+				}
+				if want := txns[0] - int64(sc.deferred); txns[1] != want {
+					t.Fatalf("%d write transactions, %d with the input committed alone; want %d", txns[1], txns[0], want)
+				}
+				t.Logf("%s; write transactions %d → %d", outs[1].Results, txns[0], txns[1])
 			}
-			if !reflect.DeepEqual(outs[0], outs[1]) {
-				t.Fatalf("with the input committed alone:\n%+v\nwith the input in the first step's commit:\n%+v", outs[0], outs[1])
-			}
-			want := txns[0] - int64(sc.deferred)
-			if txns[1] != want {
-				t.Fatalf("%d write transactions, %d with the input committed alone; want %d", txns[1], txns[0], want)
-			}
-			t.Logf("%s; write transactions %d → %d", outs[1].Results, txns[0], txns[1])
 		})
 	}
 }
