@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,26 +34,23 @@ func (u unchained) CommitLocked(ctx context.Context, c *runtime.Commit) (func(),
 
 var _ runtime.LockingCommitter = unchained{}
 
-// staleRead answers the first Thread call of thread "t" with not found,
-// whatever is stored, as a read racing another process's first commit of
-// the thread does.
+// staleRead answers Thread calls for thread "t" with not found, whatever
+// is stored, until the runner takes a lease with Lock: as a read racing
+// another process's first commit of the thread does.
 type staleRead struct {
 	runtime.Saver
-	once *sync.Once
+	locked *atomic.Bool
 }
 
 func (s staleRead) Thread(ctx context.Context, id string) (*runtime.Thread, error) {
-	stale := false
-	if id == "t" {
-		s.once.Do(func() { stale = true })
-	}
-	if stale {
+	if id == "t" && !s.locked.Load() {
 		return nil, fmt.Errorf("thread %q: %w", id, runtime.ErrNotFound)
 	}
 	return s.Saver.Thread(ctx, id)
 }
 
 func (s staleRead) Lock(ctx context.Context, thread string) (func(), error) {
+	s.locked.Store(true)
 	return s.Saver.(runtime.Locker).Lock(ctx, thread)
 }
 
@@ -233,6 +230,19 @@ var deferScenarios = []scenario{
 		return []string{res(r.Run(bg, runtime.RunOptions{Thread: "t", Config: runtime.Config{Timeout: 1}})),
 			res(r.Resume(bg, runtime.ResumeOptions{Thread: "t", Config: runtime.Config{Timeout: runtime.Duration(time.Hour)}}))}
 	}},
+	{name: "cancelled before it starts", graph: deferGraph, do: func(t *testing.T, r *runtime.Runner, _ *checkpoint.SQLite) []string {
+		ctx, cancel := context.WithCancel(bg)
+		cancel()
+		return []string{res(r.Run(ctx, runtime.RunOptions{Thread: "t"}))}
+	}},
+	{name: "bad input", graph: deferGraph, do: func(t *testing.T, r *runtime.Runner, _ *checkpoint.SQLite) []string {
+		return []string{res(r.Run(bg, runtime.RunOptions{Thread: "t", Input: map[string]any{"nope": 1}})),
+			res(r.Run(bg, runtime.RunOptions{Thread: "t", Input: map[string]any{"total": "x"}}))}
+	}},
+	{name: "existing thread, failing second turn", graph: deferGraph, deferred: 1, do: func(t *testing.T, r *runtime.Runner, _ *checkpoint.SQLite) []string {
+		first := res(r.Run(bg, runtime.RunOptions{Thread: "t", Input: map[string]any{"items": []any{"x"}}}))
+		return []string{first, res(r.Run(bg, runtime.RunOptions{Thread: "t", Input: map[string]any{"broken": true}}))}
+	}},
 	{name: "fork and replay", graph: deferGraph, deferred: 1, do: func(t *testing.T, r *runtime.Runner, _ *checkpoint.SQLite) []string {
 		out := []string{res(r.Run(bg, runtime.RunOptions{Thread: "t"}))}
 		first := history(t, r.Saver, "t")[0].ID
@@ -320,10 +330,11 @@ func TestInputCommittedWithFirstStep(t *testing.T) {
 }
 
 // A run whose thread appears between its read of the thread and its
-// commit (another process's first run of the same thread) goes back to
-// take the lease first and runs a second turn on what it finds, with the
-// input committed alone or with the first step alike; its listener hears
-// one turn, not the abandoned one.
+// commit (another process's first run of the same thread), or that takes
+// a thread to be new without reading it (a run whose first step is set
+// nodes only), goes back to take the lease first and runs a second turn
+// on what it finds, with the input committed alone or with the first
+// step alike; its listener hears one turn, not the abandoned one.
 func TestInputCommittedWithFirstStepRace(t *testing.T) {
 	var outs [2]outcome
 	for i, chained := range []bool{false, true} {
@@ -333,9 +344,9 @@ func TestInputCommittedWithFirstStepRace(t *testing.T) {
 		if _, err := first.Run(bg, runtime.RunOptions{Thread: "t"}); err != nil {
 			t.Fatal(err)
 		}
-		var saver runtime.Saver = staleRead{unchained{s, s}, &sync.Once{}}
+		var saver runtime.Saver = staleRead{unchained{s, s}, &atomic.Bool{}}
 		if chained {
-			saver = chainedStaleRead{staleRead{s, &sync.Once{}}}
+			saver = chainedStaleRead{staleRead{s, &atomic.Bool{}}}
 		}
 		var events []string
 		r := &runtime.Runner{Graph: g, Saver: saver, Version: "test", Events: func(e runtime.Event) {

@@ -197,7 +197,14 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 	if lc, ok := r.Saver.(LockingCommitter); ok && !r.child {
 		// A new thread takes its lease with its input commit; a thread
 		// that exists (or appeared meanwhile) takes the lease first.
-		res, err := r.turn(ctx, opts, lc)
+		var res *Result
+		err := errReadFirst
+		if _, ok := r.Saver.(ChainCommitter); ok && r.Observer == nil {
+			res, err = r.turn(ctx, opts, lc, true)
+		}
+		if errors.Is(err, errReadFirst) {
+			res, err = r.turn(ctx, opts, lc, false)
+		}
 		if !errors.Is(err, errLockFirst) {
 			return res, err
 		}
@@ -207,28 +214,57 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		return nil, err
 	}
 	defer unlock()
-	return r.turn(ctx, opts, nil)
+	return r.turn(ctx, opts, nil, false)
 }
 
 // errLockFirst sends a run back to the path that takes its lease before
-// it reads the thread.
-var errLockFirst = errors.New("take the lease first")
+// it reads the thread; errReadFirst to the path that reads the thread
+// before it runs anything.
+var (
+	errLockFirst = errors.New("take the lease first")
+	errReadFirst = errors.New("read the thread first")
+)
 
 // turn runs a turn. With lc it runs one only on a thread that does not
 // exist, and takes the lease with the input commit; it returns
 // errLockFirst, having committed nothing, when the thread exists.
-func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter) (*Result, error) {
-	th, err := r.Saver.Thread(ctx, opts.Thread)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("load thread %q: %w", opts.Thread, err)
+//
+// With guess, it does not read the thread but takes it to be new, as a
+// run with lc mostly finds it, and goes on only when the input commit
+// waits for the first step's (see deferInput): a thread that exists
+// after all makes that commit fail as it makes the input commit of a
+// thread that appeared meanwhile fail, and the run takes the lease
+// first (errLockFirst), having committed nothing and told its listener
+// nothing. Whatever keeps it from deferring the input (a done context,
+// a bad input, a first step that calls out) returns errReadFirst before
+// anything runs, so that the turn is run again with the thread read and
+// fails, or goes on, as it always did.
+func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter, guess bool) (*Result, error) {
+	var th *Thread
+	if guess && ctx.Err() != nil {
+		return nil, errReadFirst
 	}
-	if lc != nil && th != nil {
-		return nil, errLockFirst
+	if !guess {
+		var err error
+		th, err = r.Saver.Thread(ctx, opts.Thread)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("load thread %q: %w", opts.Thread, err)
+		}
+		if lc != nil && th != nil {
+			return nil, errLockFirst
+		}
+	}
+	readFirst := func(err error) error {
+		if guess {
+			return errReadFirst
+		}
+		return err
 	}
 	var head *Checkpoint
 	base := r.Graph.Defaults()
 	step := 0
 	totals := Totals{}
+	var err error
 	if th != nil {
 		head, err = r.get(ctx, th.ID, "")
 		if err != nil {
@@ -256,13 +292,13 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 	var writes []Write
 	for _, k := range spec.SortedKeys(opts.Input) {
 		if r.Graph.Field(k) == nil {
-			return nil, fmt.Errorf("input: %w", &WriteError{Field: k, Err: fmt.Errorf("no such state field")})
+			return nil, readFirst(fmt.Errorf("input: %w", &WriteError{Field: k, Err: fmt.Errorf("no such state field")}))
 		}
 		writes = append(writes, Write{Field: k, Value: spec.Normalize(opts.Input[k])})
 	}
 	values, delta, who, err := merge(r.Graph, r.msgRun, step, base, []NodeWrites{{Node: "__input__", Writes: writes}}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("input: %w", err)
+		return nil, readFirst(fmt.Errorf("input: %w", err))
 	}
 	if head == nil {
 		// The first checkpoint stores every field, defaults included.
@@ -274,7 +310,7 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 	rn := r.newRun(th)
 	next, waiting, branches, err := r.route(values, []string{spec.Start}, nil, nil)
 	if err != nil {
-		return nil, err
+		return nil, readFirst(err)
 	}
 	cp := &Checkpoint{
 		Thread: th.ID, Step: step, TurnStep: step, Values: values, Delta: delta,
@@ -292,8 +328,10 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 	if cc := r.chainCommitter(rn, next); cc != nil {
 		// The input is committed with the first step (see deferInput).
 		if err := rn.deferInput(&Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head, lc, cc); err != nil {
-			return nil, err
+			return nil, readFirst(err)
 		}
+	} else if guess {
+		return nil, errReadFirst
 	} else if lc == nil {
 		if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
 			return nil, err
