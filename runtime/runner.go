@@ -760,12 +760,17 @@ func (r *Runner) commitLocked(ctx context.Context, c *Commit, parent *Checkpoint
 	} else {
 		err = r.Saver.Commit(withoutCancel(ctx), c)
 	}
-	if r.Observer != nil {
+	var be *BusyError
+	busy := err != nil && errors.As(err, &be)
+	// CommitLocked refusing a thread that is busy or appeared meanwhile
+	// is no failed commit: the run takes the lease first and commits
+	// (or is refused as busy) as without lc, and only that is reported.
+	fallback := lc != nil && err != nil && (busy || errors.Is(err, ErrConflict))
+	if r.Observer != nil && !fallback {
 		r.Observer.Committed(ctx, r.now().Sub(start), err)
 	}
 	if err != nil {
-		var be *BusyError
-		if errors.As(err, &be) {
+		if busy {
 			return nil, err
 		}
 		if errors.Is(err, ErrConflict) {
