@@ -476,7 +476,10 @@ func (r *Runner) fork(ctx context.Context, thread, id string, set []Write, asNod
 	}
 	th.Config = mergeConfig(th.Config, cfg)
 	r.linkRun(ctx, th)
-	cp, err := r.update(ctx, th, base, nil, set, asNode, SourceFork)
+	// A branch does not reuse the pending writes of the checkpoint it
+	// starts from, but the usage of its uncommitted attempts was spent
+	// and stays counted against the budgets.
+	cp, err := r.update(ctx, th, base, &Checkpoint{Pending: pendingUsage(base.Pending)}, set, asNode, SourceFork)
 	if err != nil {
 		return nil, err
 	}
@@ -517,9 +520,21 @@ func (r *Runner) replay(ctx context.Context, thread, id string, cfg Config) (*Re
 	if len(base.Next) == 0 {
 		return nil, fmt.Errorf("checkpoint %s has no next nodes: %w", id, ErrNothingToResume)
 	}
-	base.Pending = nil
+	// Re-executed from scratch, but what the attempts spent stays spent.
+	base.Pending = pendingUsage(base.Pending)
 	rn.replayTag = "r" + r.ids().Next(r.now(), "")[10:]
 	return rn.loop(ctx, base, th.Head)
+}
+
+// pendingUsage returns the usage entries of pending.
+func pendingUsage(pending []PendingWrite) []PendingWrite {
+	var out []PendingWrite
+	for _, p := range pending {
+		if p.Kind == PendingUsage {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // branchAt returns cp when it is the thread's head. Otherwise cp is the
@@ -809,7 +824,13 @@ func (r *Runner) commitLocked(ctx context.Context, c *Commit, parent *Checkpoint
 	} else {
 		err = r.Saver.Commit(withoutCancel(ctx), c)
 	}
-	if r.Observer != nil {
+	var be *BusyError
+	busy := err != nil && errors.As(err, &be)
+	// CommitLocked refusing a thread that is busy or appeared meanwhile
+	// is no failed commit: the run takes the lease first and commits
+	// (or is refused as busy) as without lc, and only that is reported.
+	fallback := lc != nil && err != nil && (busy || errors.Is(err, ErrConflict))
+	if r.Observer != nil && !fallback {
 		r.Observer.Committed(ctx, r.now().Sub(start), err)
 	}
 	if err != nil {
