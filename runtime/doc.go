@@ -37,8 +37,11 @@
 // pause), or the commit fails for another reason than the input's own
 // (lease or head), the input is committed alone first and the run goes on
 // as it always did. Events of the turn are delivered once the input is
-// committed. Child runs, runs with an [Observer] and savers without the
-// interface (the in-memory and Postgres ones) commit the input alone.
+// committed. On a saver that is also a [LockingCommitter], such a run
+// takes the thread to be new without reading it; a thread that exists
+// makes that commit fail, and the run takes the lease first as for any
+// existing thread. Child runs, runs with an [Observer] and savers without
+// the interface (the in-memory and Postgres ones) commit the input alone.
 //
 // # Message ids
 //
