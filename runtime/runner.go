@@ -353,10 +353,12 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter,
 	for _, b := range branches {
 		rn.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
 	}
+	defer func() {
+		if rn.unlock != nil {
+			rn.unlock() // the lease taken with a deferred input commit
+		}
+	}()
 	res, err := rn.loop(ctx, cp, cp.ID)
-	if rn.unlock != nil {
-		rn.unlock()
-	}
 	var ie *inputError
 	if errors.As(err, &ie) {
 		// The deferred input commit failed: nothing of the turn is
