@@ -136,14 +136,17 @@ const releaseDelay = time.Millisecond
 // but whose rows may not have been deleted yet.
 var released sync.Map // token → struct{}
 
-// leaseRef names a lease row.
-type leaseRef struct{ thread, token string }
+// leaseRef names a lease row, queued for deletion at time at.
+type leaseRef struct {
+	thread, token string
+	at            time.Time
+}
 
 // release queues the deletion of a lease's row (see releaseDelay).
 func (s *SQLite) release(thread, token string) {
 	released.Store(token, struct{}{})
 	s.mu.Lock()
-	s.releases = append(s.releases, leaseRef{thread, token})
+	s.releases = append(s.releases, leaseRef{thread, token, time.Now()})
 	arm := s.releaseTimer == nil
 	if arm {
 		s.releaseTimer = time.AfterFunc(releaseDelay, s.flushReleases)
@@ -152,15 +155,30 @@ func (s *SQLite) release(thread, token string) {
 }
 
 // flushReleases deletes the rows of released leases still queued, in a
-// transaction of their own.
+// transaction of their own, once the oldest has waited releaseDelay: when
+// transactions come more often (runs one after the other), they take the
+// rows and this one waits again instead of taking the write lock.
 func (s *SQLite) flushReleases() {
 	s.mu.Lock()
 	s.releaseTimer = nil
 	n := len(s.releases)
+	if n > 0 {
+		if wait := releaseDelay - time.Since(s.releases[0].at); wait > 0 {
+			s.releaseTimer = time.AfterFunc(wait, s.flushReleases)
+			s.mu.Unlock()
+			return
+		}
+	}
 	s.mu.Unlock()
 	if n == 0 {
 		return
 	}
+	s.deleteQueuedReleases()
+}
+
+// deleteQueuedReleases deletes the rows of the queued released leases now,
+// in a transaction of their own.
+func (s *SQLite) deleteQueuedReleases() {
 	tx, err := s.begin(context.Background())
 	if err != nil {
 		return // the next transaction, or Close, tries again

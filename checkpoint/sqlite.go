@@ -637,7 +637,7 @@ func (s *SQLite) Close() error {
 	pending := len(s.releases) > 0
 	s.mu.Unlock()
 	if pending && s.wconn != nil {
-		s.flushReleases()
+		s.deleteQueuedReleases()
 	}
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.
