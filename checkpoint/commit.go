@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 
 	"github.com/lgrun/lgrun/runtime"
 )
@@ -34,17 +33,49 @@ func (s *SQLite) Commit(ctx context.Context, c *runtime.Commit) error {
 	return s.commit(ctx, c, "")
 }
 
+var _ runtime.ChainCommitter = (*SQLite)(nil)
+
+// CommitChain implements runtime.ChainCommitter: the commits are made, in
+// order, in one immediate transaction, each as [SQLite.Commit] makes it,
+// and the transaction rolls back when any of them fails. With lock, the
+// lease of cs[0]'s thread is taken first in the same transaction, as
+// [SQLite.CommitLocked] takes it.
+func (s *SQLite) CommitChain(ctx context.Context, cs []*runtime.Commit, lock bool) (func(), error) {
+	if !lock {
+		return nil, s.commitChain(ctx, cs, "")
+	}
+	if len(cs) == 0 {
+		return nil, errors.New("commit: no checkpoints")
+	}
+	token := newLeaseToken()
+	if err := s.commitChain(ctx, cs, token); err != nil {
+		return nil, err
+	}
+	return s.hold(cs[0].Thread.ID, token), nil
+}
+
 // commit is Commit; with a lease token it also takes the thread's lease
 // with it in the transaction (see [SQLite.CommitLocked]).
 func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) error {
+	return s.commitChain(ctx, []*runtime.Commit{c}, lease)
+}
+
+// encodedCommit is a commit's columns, encoded before its transaction.
+type encodedCommit struct {
+	delta, next, config []byte
+	// The optional JSON columns: a string, or nil for NULL.
+	waiting, writes, usage, totals, records any
+}
+
+func encodeCommit(c *runtime.Commit) (*encodedCommit, error) {
 	cp := c.Checkpoint
 	delta, err := marshal(cp.Delta)
 	if err != nil {
-		return fmt.Errorf("encode delta: %w", err)
+		return nil, fmt.Errorf("encode delta: %w", err)
 	}
 	next, err := marshal(cp.Next)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m := cp.Metadata
 	waiting, err1 := nullJSON(cp.Waiting, len(cp.Waiting) == 0)
@@ -52,20 +83,39 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	usage, err3 := nullJSON(m.Usage, len(m.Usage) == 0)
 	totals, err4 := nullJSON(m.Totals, m.Totals == runtime.Totals{})
 	records, err5 := nullJSON(m.Records, len(m.Records) == 0)
-	config, err6 := s.configJSON(c.Thread.Config)
+	config, err6 := configJSON(c.Thread.Config)
 	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
+		return nil, fmt.Errorf("encode checkpoint: %w", err)
 	}
+	return &encodedCommit{delta: delta, next: next, waiting: waiting, writes: writes, usage: usage,
+		totals: totals, records: records, config: config}, nil
+}
 
-	th := c.Thread
-	created := th.Created
-	if created.IsZero() {
-		created = th.Updated
+// configJSON is the JSON of a thread's run-time settings; most threads
+// have none.
+func configJSON(c runtime.Config) ([]byte, error) {
+	if reflect.ValueOf(&c).Elem().IsZero() {
+		return []byte("{}"), nil
 	}
-	tr := threadRow{id: th.ID, head: cp.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
-		graphFile: th.GraphFile, config: config, updated: th.Updated.UnixNano(),
-		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
+	return marshal(c)
+}
 
+// commitChain applies cs in order in one immediate transaction (see
+// [SQLite.CommitChain]); with a lease token it takes cs[0]'s thread's
+// lease in it first.
+func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease string) error {
+	if len(cs) == 0 {
+		return errors.New("commit: no checkpoints")
+	}
+	var encBuf [2]*encodedCommit
+	enc := encBuf[:0]
+	for _, c := range cs {
+		e, err := encodeCommit(c)
+		if err != nil {
+			return err
+		}
+		enc = append(enc, e)
+	}
 	tx, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", s.describe(err))
@@ -74,49 +124,145 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	// The lease first: a thread another process runs is busy, whatever its
 	// head.
 	if lease != "" {
-		if err := s.putLease(ctx, tx, th.ID, lease); err != nil {
+		if err := s.putLease(ctx, tx, cs[0].Thread.ID, lease); err != nil {
 			return err
 		}
 	}
-	// The head's compare-and-swap: the thread's row moves to the new head
-	// only if it is still at the expected one (a new thread's row is
-	// inserted only if there is none).
+	var chainBuf [2]chainInfo
+	chains := chainBuf[:]
+	if len(cs) > len(chains) {
+		chains = make([]chainInfo, len(cs))
+	}
+	chains = chains[:len(cs)]
+	var newGraphs []string
+	var gids []int64
+	for i, c := range cs {
+		var prev *chainInfo
+		if i > 0 && follows(cs[i-1], c) {
+			prev = &chains[i-1]
+		} else {
+			// The thread's row moves once for the commits of the chain
+			// that follow each other: from this one's expected head to
+			// the last one's checkpoint, before any checkpoint is
+			// inserted.
+			last := i
+			for last+1 < len(cs) && follows(cs[last], cs[last+1]) {
+				last++
+			}
+			if err := s.moveThread(ctx, tx, cs[last], enc[last], c.ExpectHead); err != nil {
+				return err
+			}
+		}
+		// The last commit of its thread in tx extends the thread's run
+		// in place once tx commits; the ones before it, copies.
+		last := i == len(cs)-1 || !follows(c, cs[i+1])
+		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, enc[i], prev, &chains[i], last)
+		if err != nil {
+			return err
+		}
+		if newGraph != "" {
+			// A later commit of the chain looks it up again (once per
+			// handle): it is cached only once the transaction commits.
+			newGraphs, gids = append(newGraphs, newGraph), append(gids, gid)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", s.describe(err))
+	}
+	s.mu.Lock()
+	for i, c := range cs {
+		ci := chains[i]
+		if ci.add != nil {
+			ci.run.add(ci.add, len(enc[i].delta))
+			ci.add = nil
+		}
+		s.keepRun(c.Thread.ID, ci.run)
+		ci.run = nil // kept in s.runs
+		s.chains[c.Thread.ID] = ci
+	}
+	for i, key := range newGraphs {
+		s.graphs[key] = gids[i]
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// follows reports whether commit b continues commit a's checkpoint.
+func follows(a, b *runtime.Commit) bool {
+	return a.Thread.ID == b.Thread.ID && b.ExpectHead == a.Checkpoint.ID
+}
+
+// moveThread is the head's compare-and-swap in tx: the row of c's thread
+// moves to c's checkpoint (with c's status, encoded as e) only if it is
+// still at expect (a new thread's row, expect "", is inserted only if
+// there is none); otherwise it fails with ErrConflict.
+func (s *SQLite) moveThread(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, expect string) error {
+	th := c.Thread
+	created := th.Created
+	if created.IsZero() {
+		created = th.Updated
+	}
+	tr := threadRow{id: th.ID, head: c.Checkpoint.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
+		graphFile: th.GraphFile, config: string(e.config), updated: th.Updated.UnixNano(),
+		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
 	var res sql.Result
-	if c.ExpectHead == "" {
+	var err error
+	if expect == "" {
 		res, err = tx.StmtContext(ctx, s.stmtNewThread).ExecContext(ctx,
 			tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
 			created.UnixNano(), tr.updated, tr.pending, tr.checksum())
 	} else {
 		res, err = tx.StmtContext(ctx, s.stmtMoveHead).ExecContext(ctx,
 			tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-			tr.updated, tr.pending, tr.checksum(), tr.id, c.ExpectHead)
+			tr.updated, tr.pending, tr.checksum(), tr.id, expect)
 	}
 	if err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		var head string
-		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, c.Thread.ID).Scan(&head)
+		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("read thread head: %w", s.describe(err))
 		}
-		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
+		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, orNone(head), orNone(expect))
 	}
+	return nil
+}
 
+// insertCheckpoint inserts the checkpoint of commit c, encoded as e, and
+// its pending writes in tx. prev, when not nil, is the chain state of the
+// commit before it in tx (of the same thread); the chain state c leaves
+// is stored in out. It returns the graph's row id and, when that row was
+// looked up rather than cached, its key (see graphID).
+//
+// It also plans what becomes of the thread's run (see pack.go), sealing a
+// pack in tx when one is due; the run after c is out.run, which c extends
+// in place once tx commits when out.add is set (last: no later commit in
+// tx builds on c).
+func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo, last bool) (int64, string, error) {
+	cp := c.Checkpoint
+	m := cp.Metadata
+	delta, next, waiting, writes, usage, totals, records := e.delta, e.next, e.waiting, e.writes, e.usage, e.totals, e.records
 	// Snapshot policy.
 	chain, baseBytes := 0, 0
-	s.mu.Lock()
-	ci, known := s.chains[c.Thread.ID]
-	ci.run = s.runs[c.Thread.ID]
-	s.mu.Unlock()
+	ci, ok := chainInfo{}, false
+	if prev != nil {
+		ci, ok = *prev, true
+	} else {
+		s.mu.Lock()
+		ci, ok = s.chains[c.Thread.ID]
+		ci.run = s.runs[c.Thread.ID]
+		s.mu.Unlock()
+	}
 	if cp.ParentID != "" {
-		if known && ci.id == cp.ParentID {
+		if ok && ci.id == cp.ParentID {
 			chain, baseBytes = ci.chainBytes, ci.baseBytes
 		} else if err := tx.StmtContext(ctx, s.stmtParent).QueryRowContext(ctx, c.Thread.ID, cp.ParentID).Scan(&chain, &baseBytes); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
+				return 0, "", fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
 			}
-			return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
+			return 0, "", fmt.Errorf("read parent checkpoint: %w", s.describe(err))
 		}
 	}
 	chain += len(delta)
@@ -125,21 +271,28 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 	if SnapshotDue(cp.ParentID == "", chain, baseBytes) {
 		js, err := marshal(cp.Values)
 		if err != nil {
-			return fmt.Errorf("encode snapshot: %w", err)
+			return 0, "", fmt.Errorf("encode snapshot: %w", err)
 		}
 		snap = encodeSnapshot(js)
 		snapshot = snap
 		chain, baseBytes = 0, len(js)
 	}
-	plan := s.nextRun(ci, known, cp, len(delta), snap != nil)
+	plan := s.nextRun(ci, ok, cp, len(delta), snap != nil)
 	if plan.seal != nil {
-		if err := s.writePack(ctx, tx, th.ID, plan.sealLast, plan.seal); err != nil {
-			return err
+		if err := s.writePack(ctx, tx, c.Thread.ID, plan.sealLast, plan.seal); err != nil {
+			return 0, "", err
 		}
+	}
+	run, add := plan.next, (*runtime.Checkpoint)(nil)
+	switch {
+	case plan.extend && last:
+		run, add = ci.run, cp
+	case plan.extend:
+		run = ci.run.with(cp, len(delta))
 	}
 	gid, newGraph, err := s.graphID(ctx, tx, m)
 	if err != nil {
-		return fmt.Errorf("record graph: %w", s.describe(err))
+		return 0, "", fmt.Errorf("record graph: %w", s.describe(err))
 	}
 	row := cpRow{
 		thread: c.Thread.ID, id: cp.ID, parent: cp.ParentID, step: int64(cp.Step), turnStep: int64(cp.TurnStep),
@@ -152,45 +305,13 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
 		row.source, writes, gid, row.time, usage, totals, records,
 		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, encodeDelta(delta), snapshot); err != nil {
-		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
+		return 0, "", fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
-	if err := s.insertWrites(ctx, tx, th.ID, cp.ID, 0, c.Writes); err != nil {
-		return err
+	if err := s.insertWrites(ctx, tx, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
+		return 0, "", err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", s.describe(err))
-	}
-	s.mu.Lock()
-	s.runDone(c.Thread.ID, plan, cp, len(delta))
-	s.chains[c.Thread.ID] = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes}
-	if newGraph != "" {
-		s.graphs[newGraph] = gid
-	}
-	s.mu.Unlock()
-	return nil
-}
-
-// configJSON returns the JSON of a thread's config. Runs commit the same
-// config step after step: the last one encoded is kept.
-func (s *SQLite) configJSON(c runtime.Config) (string, error) {
-	s.mu.Lock()
-	last, js := s.config, s.configJS
-	s.mu.Unlock()
-	if js != "" && reflect.DeepEqual(last, c) {
-		return js, nil
-	}
-	b, err := marshal(c)
-	if err != nil {
-		return "", err
-	}
-	js = string(b)
-	// A copy, so that the caller changing its slices later changes
-	// nothing here.
-	c.InterruptBefore, c.InterruptAfter = slices.Clone(c.InterruptBefore), slices.Clone(c.InterruptAfter)
-	s.mu.Lock()
-	s.config, s.configJS = c, js
-	s.mu.Unlock()
-	return js, nil
+	*out = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes, run: run, add: add}
+	return gid, newGraph, nil
 }
 
 func orNone(s string) string {

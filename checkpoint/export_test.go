@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/lgrun/lgrun/runtime"
 )
 
 // ChainStats is what Get read to rebuild a checkpoint's values.
@@ -83,3 +85,6 @@ func ValuesByRows(s *SQLite, thread, id string) (map[string]any, error) {
 	values, _, err := rebuild(thread, id, s.path, chain)
 	return values, err
 }
+
+// ConfigJSON is configJSON.
+func ConfigJSON(c runtime.Config) ([]byte, error) { return configJSON(c) }

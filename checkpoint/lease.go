@@ -77,34 +77,50 @@ func (s *SQLite) CommitLocked(ctx context.Context, c *runtime.Commit) (func(), e
 func newLeaseToken() string { return self.token + "-" + randToken() }
 
 // hold renews the lease (thread, token), taken in a committed transaction,
-// every third of the TTL until the returned unlock releases it.
+// every third of the TTL until the returned unlock releases it. The
+// renewal is a timer, not a goroutine: a run shorter than a third of the
+// TTL (most) starts none.
 func (s *SQLite) hold(thread, token string) func() {
-	stop := make(chan struct{})
-	var once sync.Once
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(s.leaseTTL / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				// A failed renewal is not fatal: the head's compare-and-swap
-				// still protects the thread if another process takes over.
-				_ = s.leaseExec(context.Background(), `UPDATE leases SET expires = ? WHERE thread = ? AND token = ?`, time.Now().Add(s.leaseTTL).UnixNano(), thread, token)
-			}
-		}
-	}()
-	return func() {
-		once.Do(func() {
-			close(stop)
-			wg.Wait()
-			s.release(thread, token)
-		})
+	h := &heldLease{s: s, thread: thread, token: token}
+	h.mu.Lock()
+	h.timer = time.AfterFunc(s.leaseTTL/3, h.renew)
+	h.mu.Unlock()
+	return h.unlock
+}
+
+// heldLease is a lease this process holds (see [SQLite.hold]).
+type heldLease struct {
+	s             *SQLite
+	thread, token string
+	mu            sync.Mutex // held by a renewal in progress
+	timer         *time.Timer
+	released      bool
+}
+
+func (h *heldLease) renew() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.released {
+		return
 	}
+	// A failed renewal is not fatal: the head's compare-and-swap still
+	// protects the thread if another process takes over.
+	_ = h.s.leaseExec(context.Background(), `UPDATE leases SET expires = ? WHERE thread = ? AND token = ?`, time.Now().Add(h.s.leaseTTL).UnixNano(), h.thread, h.token)
+	h.timer.Reset(h.s.leaseTTL / 3)
+}
+
+// unlock stops the renewals, waiting for one in progress, and releases
+// the lease; calls after the first do nothing.
+func (h *heldLease) unlock() {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return
+	}
+	h.released = true
+	h.timer.Stop()
+	h.mu.Unlock()
+	h.s.release(h.thread, h.token)
 }
 
 // Releasing a lease deletes its row in the next write transaction of the
@@ -120,14 +136,17 @@ const releaseDelay = time.Millisecond
 // but whose rows may not have been deleted yet.
 var released sync.Map // token → struct{}
 
-// leaseRef names a lease row.
-type leaseRef struct{ thread, token string }
+// leaseRef names a lease row, queued for deletion at time at.
+type leaseRef struct {
+	thread, token string
+	at            time.Time
+}
 
 // release queues the deletion of a lease's row (see releaseDelay).
 func (s *SQLite) release(thread, token string) {
 	released.Store(token, struct{}{})
 	s.mu.Lock()
-	s.releases = append(s.releases, leaseRef{thread, token})
+	s.releases = append(s.releases, leaseRef{thread, token, time.Now()})
 	arm := s.releaseTimer == nil
 	if arm {
 		s.releaseTimer = time.AfterFunc(releaseDelay, s.flushReleases)
@@ -136,15 +155,30 @@ func (s *SQLite) release(thread, token string) {
 }
 
 // flushReleases deletes the rows of released leases still queued, in a
-// transaction of their own.
+// transaction of their own, once the oldest has waited releaseDelay: when
+// transactions come more often (runs one after the other), they take the
+// rows and this one waits again instead of taking the write lock.
 func (s *SQLite) flushReleases() {
 	s.mu.Lock()
 	s.releaseTimer = nil
 	n := len(s.releases)
+	if n > 0 {
+		if wait := releaseDelay - time.Since(s.releases[0].at); wait > 0 {
+			s.releaseTimer = time.AfterFunc(wait, s.flushReleases)
+			s.mu.Unlock()
+			return
+		}
+	}
 	s.mu.Unlock()
 	if n == 0 {
 		return
 	}
+	s.deleteQueuedReleases()
+}
+
+// deleteQueuedReleases deletes the rows of the queued released leases now,
+// in a transaction of their own.
+func (s *SQLite) deleteQueuedReleases() {
 	tx, err := s.begin(context.Background())
 	if err != nil {
 		return // the next transaction, or Close, tries again
@@ -227,11 +261,21 @@ func (s *SQLite) takeLease(ctx context.Context, thread, token string) error {
 // whose lease has not expired, or a process on this host that still
 // exists, other than a lease this process released.
 func (s *SQLite) putLease(ctx context.Context, tx *wtx, thread, token string) error {
+	now := time.Now()
+	// A thread nobody holds (the common case: a new thread, or one whose
+	// lease was released) has no row: one statement.
+	res, err := tx.ExecContext(ctx, `INSERT INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (thread) DO NOTHING`,
+		thread, token, self.host, self.pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano())
+	if err != nil {
+		return fmt.Errorf("take lease: %w", s.describe(err))
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 1 {
+		return nil
+	}
 	var host, token0 string
 	var pid int
 	var acquired, expires int64
-	err := tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires, token FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires, &token0)
-	now := time.Now()
+	err = tx.QueryRowContext(ctx, `SELECT host, pid, acquired, expires, token FROM leases WHERE thread = ?`, thread).Scan(&host, &pid, &acquired, &expires, &token0)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:

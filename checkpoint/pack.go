@@ -168,8 +168,8 @@ func packSum(thread, last, first, parent string, rows int64, js []byte) int64 {
 
 // runPlan is what a commit does with its thread's run (see nextRun):
 // it seals seal (if not nil) as a pack ending at checkpoint sealLast in
-// its transaction, and once committed, extends the run with its
-// checkpoint in place (extend), or makes next the thread's run.
+// its transaction, and extends the run with its checkpoint (extend), or
+// makes next the thread's run (see [SQLite.insertCheckpoint]).
 type runPlan struct {
 	seal     *packRun
 	sealLast string
@@ -206,18 +206,6 @@ func (s *SQLite) nextRun(ci chainInfo, known bool, cp *runtime.Checkpoint, n int
 	// Else a delta that does not compose even alone (an op of an unknown
 	// kind): no run until the next snapshot.
 	return p
-}
-
-// done carries out the rest of plan p once cp is committed on thread.
-// Call it with s.mu held.
-func (s *SQLite) runDone(thread string, p runPlan, cp *runtime.Checkpoint, n int) {
-	if p.extend {
-		if r := s.runs[thread]; r != nil {
-			r.add(cp, n)
-		}
-		return
-	}
-	s.keepRun(thread, p.next)
 }
 
 // writePack stores run r, which ends at checkpoint last, as a pack.

@@ -235,3 +235,42 @@ func TestPackKinds(t *testing.T) {
 	}
 	samePacked(t, s, "t")
 }
+
+// TestPacksCommitChain commits checkpoints two and three at a time in one
+// transaction (CommitChain): runs extend, and packs seal, within one.
+func TestPacksCommitChain(t *testing.T) {
+	t.Parallel()
+	for _, rows := range []int{2, 3, 5} {
+		s := MustOpen(t, nil)
+		checkpoint.SetPackRows(s, rows)
+		var clock runtime.IDClock
+		values := map[string]any{"log": []any{}}
+		parent := ""
+		for i := 0; i < 60; {
+			var cs []*runtime.Commit
+			for k := 0; k < 2+i%2 && i < 60; k, i = k+1, i+1 {
+				d := runtime.Delta{"n": {Kind: runtime.OpSet, Value: i}, "log": {Kind: runtime.OpAppend, Value: []any{i, fmt.Sprint("item ", i)}}}
+				next := map[string]any{"n": i, "log": append(values["log"].([]any)[:len(values["log"].([]any)):len(values["log"].([]any))], i, fmt.Sprint("item ", i))}
+				now := benchTime(i)
+				cp := &runtime.Checkpoint{Thread: "t", ID: clock.Next(now, parent), ParentID: parent, Step: i, Values: next, Delta: d,
+					Metadata: runtime.Metadata{Source: runtime.SourceLoop, Graph: "g", Time: now}}
+				cs = append(cs, &runtime.Commit{Checkpoint: cp, ExpectHead: parent, Thread: runtime.Thread{ID: "t", Status: runtime.StatusRunning, Graph: "g", Updated: now}})
+				values, parent = next, cp.ID
+			}
+			if _, err := s.CommitChain(bg, cs, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		head, err := s.Get(bg, "t", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(head.Values, values) {
+			t.Fatalf("packs of %d: the head reads as\n  %v\nwant\n  %v", rows, head.Values, values)
+		}
+		if checkpoint.PackCount(s, "t") == 0 {
+			t.Fatalf("packs of %d: none", rows)
+		}
+		samePacked(t, s, "t")
+	}
+}

@@ -2,6 +2,7 @@ package checkpoint_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -134,6 +135,27 @@ func TestHelperProcess(t *testing.T) {
 		s.Close()
 		os.Exit(0)
 	}
+	if args[1] == "chain" {
+		// chain DB THREAD: run fanout3 on THREAD, a new thread, through
+		// a saver that prints "committing N" (N checkpoints in the chain)
+		// and waits for a line on stdin before its CommitChain: the first
+		// step has run, nothing is committed.
+		db, thread := args[2], args[3]
+		s, err := checkpoint.OpenSQLite(db, &checkpoint.Options{BusyTimeout: 10 * time.Second})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(0)
+		}
+		r := &runtime.Runner{Graph: mustParse(t, fanout3), Saver: pausingChain{s, bufio.NewReader(os.Stdin)}, Version: "test"}
+		res, err := r.Run(bg, runtime.RunOptions{Thread: thread})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(0)
+		}
+		fmt.Println("ok", res.Status)
+		s.Close()
+		os.Exit(0)
+	}
 	fmt.Println("error unknown command", args[1])
 	os.Exit(2)
 }
@@ -232,11 +254,12 @@ func TestProcessesOnDifferentThreads(t *testing.T) {
 	}
 }
 
-// A run of a new thread takes its lease in its input commit's transaction
-// (one transaction, not two). While that run goes on in another process,
-// a run of the thread there is refused as busy; once the holder is killed
-// (kill -9), its lease is taken over and the thread is unfinished, not
-// busy, and resumes to the end.
+// A run of a new thread takes its lease in its input commit's transaction,
+// which also holds its first step (set nodes only): one transaction, not
+// three. While that run goes on in another process, a run of the thread
+// there is refused as busy; once the holder is killed (kill -9) between
+// its first and its second step, its lease is taken over and the thread
+// is unfinished, not busy, and resumes to the end.
 func TestRunLeaseTakenWithInputCommitAcrossProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -246,7 +269,7 @@ func TestRunLeaseTakenWithInputCommitAcrossProcesses(t *testing.T) {
 	s := MustOpenPath(t, path, nil)
 	h := startHelper(t, "run", path, "t1")
 	if got := h.line(t); got != "started 1" {
-		t.Fatalf("helper at its input checkpoint: %q, want \"started 1\" (the lease and the input in one transaction)", got)
+		t.Fatalf("helper at its input checkpoint: %q, want \"started 1\" (the lease, the input and the first step in one transaction)", got)
 	}
 	var n int
 	if err := s.DB().QueryRow(`SELECT count(*) FROM leases WHERE thread = 't1' AND pid = ?`, h.cmd.Process.Pid).Scan(&n); err != nil || n != 1 {
@@ -280,4 +303,54 @@ func mustHostname(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// pausingChain is the SQLite saver whose CommitChain waits for a line on
+// in first (see the helper's chain command).
+type pausingChain struct {
+	*checkpoint.SQLite
+	in *bufio.Reader
+}
+
+func (p pausingChain) CommitChain(ctx context.Context, cs []*runtime.Commit, lock bool) (func(), error) {
+	fmt.Println("committing", len(cs))
+	p.in.ReadString('\n')
+	return p.SQLite.CommitChain(ctx, cs, lock)
+}
+
+// A process killed (kill -9) after the first step of a new thread ran
+// (set nodes only) but before the commit that holds its input and that
+// step leaves nothing behind: no thread, no lease, no checkpoint, as if
+// it had died before its input commit. A run of the thread afterwards
+// starts it afresh and ends as an uninterrupted run does.
+func TestKilledBeforeInputAndFirstStepCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "chain.db")
+	s := MustOpenPath(t, path, nil)
+	h := startHelper(t, "chain", path, "t1")
+	if got := h.line(t); got != "committing 2" {
+		t.Fatalf("helper: %q, want \"committing 2\" (the input and the first step in one commit)", got)
+	}
+	if err := h.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	h.cmd.Wait()
+	if _, err := s.Thread(bg, "t1"); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("thread after the kill: %v, want not found", err)
+	}
+	var leases, cps int
+	if err := s.DB().QueryRow(`SELECT (SELECT count(*) FROM leases), (SELECT count(*) FROM checkpoints)`).Scan(&leases, &cps); err != nil || leases != 0 || cps != 0 {
+		t.Fatalf("after the kill: %d lease rows, %d checkpoints (%v); want none", leases, cps, err)
+	}
+	r := &runtime.Runner{Graph: mustParse(t, fanout3), Saver: s, Version: "test"}
+	res, err := r.Run(bg, runtime.RunOptions{Thread: "t1"})
+	if err != nil || res.Status != runtime.StatusDone || res.Checkpoint.Values["total"] != 3 {
+		t.Fatalf("run after the kill: %v, %v", res, err)
+	}
+	if list, _ := s.List(bg, "t1", 0); len(list) != 3 {
+		t.Fatalf("%d checkpoints, want 3", len(list))
+	}
 }

@@ -93,10 +93,6 @@ type SQLite struct {
 	chains       map[string]chainInfo // thread → last committed checkpoint's chain state
 	runs         map[string]*packRun  // thread → the run its next pack summarises (see pack.go)
 	graphs       map[string]int64     // name\x00hash\x00version → graph row id
-	// config is the thread config last encoded, configJS its JSON (see
-	// configJSON).
-	config   runtime.Config
-	configJS string
 
 	// writeTxns counts the write transactions this handle committed.
 	writeTxns atomic.Int64
@@ -112,8 +108,10 @@ type chainInfo struct {
 	baseBytes  int
 	// run is the run of checkpoints ending at id that the next pack
 	// will summarise (see pack.go), nil when unknown (kept in
-	// SQLite.runs).
+	// SQLite.runs between transactions); within a transaction, add is the
+	// checkpoint still to add to it in place once it commits.
 	run *packRun
+	add *runtime.Checkpoint
 }
 
 var _ runtime.Saver = (*SQLite)(nil)
@@ -657,7 +655,7 @@ func (s *SQLite) Close() error {
 	pending := len(s.releases) > 0
 	s.mu.Unlock()
 	if pending && s.wconn != nil {
-		s.flushReleases()
+		s.deleteQueuedReleases()
 	}
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.

@@ -291,6 +291,41 @@ func BenchmarkFanout8(b *testing.B) {
 	}
 }
 
+// BenchmarkFanout8Turn is BenchmarkFanout8 on threads that exist: each
+// run is the second turn of a done thread (made before the timer starts),
+// the path of multi-turn runs and of the server's runs.
+func BenchmarkFanout8Turn(b *testing.B) {
+	g := benchGraph(b, benchFanoutGraph(8))
+	for _, sk := range benchSavers[1:] {
+		b.Run(sk.name, func(b *testing.B) {
+			r := &runtime.Runner{Graph: g, Saver: sk.new(b), Version: "bench"}
+			ctx := context.Background()
+			threads := make([]string, b.N)
+			for i := range threads {
+				threads[i] = benchThreadID()
+				if _, err := r.Run(ctx, runtime.RunOptions{Thread: threads[i]}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu := processCPU()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := r.Run(ctx, runtime.RunOptions{Thread: threads[i]})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Checkpoint.Values["total"] != 16 {
+					b.Fatalf("total %v", res.Checkpoint.Values["total"])
+				}
+			}
+			b.StopTimer()
+			cpu = processCPU() - cpu
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+			b.ReportMetric(float64(b.N)/cpu.Seconds(), "runs/cpu-s")
+		})
+	}
+}
+
 // BenchmarkFanout8Parallel is BenchmarkFanout8 with runs of different
 // threads in parallel (GOMAXPROCS goroutines sharing one saver).
 func BenchmarkFanout8Parallel(b *testing.B) {

@@ -427,6 +427,24 @@ type LockingCommitter interface {
 	CommitLocked(ctx context.Context, c *Commit) (unlock func(), err error)
 }
 
+// ChainCommitter is implemented by savers that can commit consecutive
+// checkpoints of one thread in one transaction. [Runner.Run] uses it to
+// commit a turn's input checkpoint together with the checkpoint of the
+// turn's first superstep when that superstep runs only in-process nodes
+// (see "Durability" in the package documentation); a saver without it gets
+// one commit per checkpoint.
+type ChainCommitter interface {
+	// CommitChain applies cs in order, atomically: all of them or none.
+	// Each commit after the first follows the one before it (its
+	// ExpectHead is that one's checkpoint). It fails as the first of them
+	// that cannot be applied would fail alone ([ErrConflict] and the
+	// rest), and then commits nothing. With lock, the saver is a
+	// [LockingCommitter] and CommitChain also takes cs[0].Thread.ID's
+	// lease in the same transaction, as CommitLocked does, returning its
+	// unlock; without, unlock is nil.
+	CommitChain(ctx context.Context, cs []*Commit, lock bool) (unlock func(), err error)
+}
+
 // BusyError is returned when another live process holds a thread's lease.
 // It wraps ErrConflict.
 type BusyError struct {

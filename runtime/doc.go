@@ -23,6 +23,26 @@
 // [IDClock] ([Runner].IDs), so runners of different engines in one process
 // do not affect each other.
 //
+// # Durability
+//
+// Every checkpoint is committed before the step after it starts, with one
+// exception that no crash can tell apart: a turn's input checkpoint is
+// committed in the same transaction as its first superstep's when the
+// saver is a [ChainCommitter] and every node of that step is the runtime's
+// own set or noop without timeout, retries or goto, with no breakpoint
+// before it. Such a step calls nothing outside the process and does not
+// wait, so a crash while it runs leaves what a crash just before the input
+// commit leaves: no trace of the turn, which a new run starts afresh. If
+// the run stops before that commit (a node fails, a limit, a timeout, a
+// pause), or the commit fails for another reason than the input's own
+// (lease or head), the input is committed alone first and the run goes on
+// as it always did. Events of the turn are delivered once the input is
+// committed. On a saver that is also a [LockingCommitter], such a run
+// takes the thread to be new without reading it; a thread that exists
+// makes that commit fail, and the run takes the lease first as for any
+// existing thread. Child runs, runs with an [Observer] and savers without
+// the interface (the in-memory and Postgres ones) commit the input alone.
+//
 // # Message ids
 //
 // The runtime owns the ids of new messages: node kinds write messages

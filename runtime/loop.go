@@ -145,7 +145,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		}
 
 		step := cp.Step + 1
-		r.emit(Event{Kind: EvStepStart, Thread: th.ID, Step: step, Next: cp.Next})
+		rn.emit(Event{Kind: EvStepStart, Thread: th.ID, Step: step, Next: cp.Next})
 		sctx := ctx
 		if r.Observer != nil {
 			sctx = r.Observer.StartStep(ctx, RunInfo{Op: "step", Graph: r.Graph.Name, Thread: th.ID, Child: r.child}, step, cp.Next)
@@ -254,7 +254,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 			return rn.stop(ctx, cp, StatusFailed, err, lostAll())
 		}
 		for _, b := range branches {
-			r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
+			rn.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
 		}
 		if len(parentGoto) > 0 {
 			// A route to the parent graph ends this (sub)graph's run.
@@ -281,7 +281,12 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		if ends {
 			t.Status = StatusDone
 		}
-		if err := r.commit(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {
+		if err := rn.commitStep(ctx, &Commit{Checkpoint: ncp, ExpectHead: expectHead, Thread: t}, cp); err != nil {
+			var ie *inputError
+			if errors.As(err, &ie) {
+				rn.endStep(nil, ie.err)
+				return nil, err
+			}
 			if errors.Is(err, ErrConflict) {
 				rn.endStep(nil, err)
 				return nil, err
@@ -303,7 +308,7 @@ func (rn *run) loop(ctx context.Context, cp *Checkpoint, expectHead string) (*Re
 		rn.spent, rn.ledger = nil, nil
 		rn.endStep(ncp, nil)
 		th.Head, th.Status, th.Error = ncp.ID, t.Status, ""
-		r.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
+		rn.emit(Event{Kind: EvCheckpoint, Thread: th.ID, Step: step, Checkpoint: ncp.ID, Values: values, Next: next})
 		cp, expectHead = ncp, ncp.ID
 		if ends {
 			res := r.done(rn, cp)
@@ -368,6 +373,9 @@ func (rn *run) withUsage(writes []PendingWrite) []PendingWrite {
 func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite) (*Result, error) {
 	r := rn.r
 	rn.endStep(nil, nil)
+	if err := rn.flush(ctx); err != nil {
+		return nil, err
+	}
 	writes = rn.withUsage(writes)
 	cp, err := rn.branchAt(ctx, cp)
 	if err != nil {
@@ -379,7 +387,7 @@ func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite)
 	cp.Pending = writes
 	ints := interruptsOf(writes)
 	for i := range ints {
-		r.emit(Event{Kind: EvInterrupt, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Node: ints[i].Node, Interrupt: &ints[i]})
+		rn.emit(Event{Kind: EvInterrupt, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Node: ints[i].Node, Interrupt: &ints[i]})
 	}
 	return &Result{Thread: rn.thread.ID, Status: StatusInterrupted, Checkpoint: cp, Interrupts: ints}, nil
 }
@@ -389,6 +397,9 @@ func (rn *run) pause(ctx context.Context, cp *Checkpoint, writes []PendingWrite)
 func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err error, writes []PendingWrite) (*Result, error) {
 	r := rn.r
 	rn.endStep(nil, err)
+	if ferr := rn.flush(ctx); ferr != nil {
+		return nil, ferr
+	}
 	writes = rn.withUsage(writes)
 	cp, berr := rn.branchAt(ctx, cp)
 	if berr != nil {
@@ -397,7 +408,7 @@ func (rn *run) stop(ctx context.Context, cp *Checkpoint, status Status, err erro
 	if merr := r.mark(ctx, rn.thread, status, err.Error(), writes); merr != nil {
 		return nil, errors.Join(err, merr)
 	}
-	r.emit(Event{Kind: EvError, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Error: err.Error()})
+	rn.emit(Event{Kind: EvError, Thread: rn.thread.ID, Step: cp.Step, Checkpoint: cp.ID, Error: err.Error()})
 	return &Result{Thread: rn.thread.ID, Status: status, Checkpoint: cp}, err
 }
 
@@ -503,7 +514,7 @@ func (rn *run) runNode(ctx context.Context, cp *Checkpoint, step int, name strin
 		// Events go nowhere else (see [Runner.emit]).
 		call.Emit = func(e Event) {
 			e.Thread, e.Step, e.Node = rn.thread.ID, step, name
-			r.emit(e)
+			rn.emit(e)
 		}
 	}
 	if rn.resumeNodes[name] {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 )
 
@@ -206,5 +207,77 @@ edges:
 	}
 	if th, _ := saver.Thread(ctx, "f"); th.Config.Trace != "ref-2" {
 		t.Errorf("after the resume the thread keeps trace %q, want ref-2", th.Config.Trace)
+	}
+}
+
+// commitObserver counts the Committed hooks, failed and not.
+type commitObserver struct {
+	*pathObserver
+	mu         sync.Mutex
+	ok, failed int
+}
+
+func (o *commitObserver) Committed(ctx context.Context, d time.Duration, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.failed++
+	} else {
+		o.ok++
+	}
+}
+
+// lateThread hides the thread from the first Thread call, as if another
+// process created it between that read and the run's input commit.
+type lateThread struct {
+	*checkpoint.SQLite
+	hidden bool
+}
+
+func (s *lateThread) Thread(ctx context.Context, id string) (*runtime.Thread, error) {
+	if !s.hidden {
+		s.hidden = true
+		return nil, runtime.ErrNotFound
+	}
+	return s.SQLite.Thread(ctx, id)
+}
+
+// TestObserverCommitsOnLeaseFallback: a run of a new thread commits its
+// input with its lease (runtime.LockingCommitter); when the thread turns
+// out to exist, the run takes the lease first and commits again. The
+// refused first try is no failed commit: the observer sees each commit
+// once, none failed.
+func TestObserverCommitsOnLeaseFallback(t *testing.T) {
+	g := mustGraph(t, `
+version: 1
+name: two
+state:
+  n: {type: int}
+nodes:
+  a: {kind: set, set: {n: state.n + 1}}
+edges:
+  - {from: START, to: a}
+  - {from: a, to: END}
+`)
+	s := openSQLite(t, t.TempDir())
+	ctx := context.Background()
+	if _, err := (&runtime.Runner{Graph: g, Saver: s}).Run(ctx, runtime.RunOptions{Thread: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	var saver runtime.Saver = &lateThread{SQLite: s}
+	if _, ok := saver.(runtime.LockingCommitter); !ok {
+		t.Fatal("the wrapper must keep the lease-in-commit path")
+	}
+	obs := &commitObserver{pathObserver: &pathObserver{}}
+	res, err := (&runtime.Runner{Graph: g, Saver: saver, Observer: obs}).Run(ctx, runtime.RunOptions{Thread: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Checkpoint.Values["n"] != 2 {
+		t.Fatalf("n = %v, want 2 (the second turn)", res.Checkpoint.Values["n"])
+	}
+	// The input commit and the step's (which also marks the run done).
+	if obs.ok != 2 || obs.failed != 0 {
+		t.Fatalf("observer saw %d commits and %d failed, want 2 and 0", obs.ok, obs.failed)
 	}
 }

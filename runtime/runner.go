@@ -162,6 +162,13 @@ type run struct {
 	// stepCtx is the context of the current step's observation (see
 	// [Observer]); nil when there is none.
 	stepCtx context.Context
+	// input is the turn's input commit while it waits to be made with the
+	// first step's (see deferInput); held are the events emitted
+	// meanwhile, while holding. unlock releases the lease taken with it.
+	input   *deferredInput
+	holding bool
+	held    []Event
+	unlock  func()
 }
 
 // Run starts a turn on a thread: a new thread, or a new turn on a finished
@@ -190,7 +197,14 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 	if lc, ok := r.Saver.(LockingCommitter); ok && !r.child {
 		// A new thread takes its lease with its input commit; a thread
 		// that exists (or appeared meanwhile) takes the lease first.
-		res, err := r.turn(ctx, opts, lc)
+		var res *Result
+		err := errReadFirst
+		if _, ok := r.Saver.(ChainCommitter); ok && r.Observer == nil {
+			res, err = r.turn(ctx, opts, lc, true)
+		}
+		if errors.Is(err, errReadFirst) {
+			res, err = r.turn(ctx, opts, lc, false)
+		}
 		if !errors.Is(err, errLockFirst) {
 			return res, err
 		}
@@ -200,28 +214,57 @@ func (r *Runner) runTurn(ctx context.Context, opts RunOptions) (*Result, error) 
 		return nil, err
 	}
 	defer unlock()
-	return r.turn(ctx, opts, nil)
+	return r.turn(ctx, opts, nil, false)
 }
 
 // errLockFirst sends a run back to the path that takes its lease before
-// it reads the thread.
-var errLockFirst = errors.New("take the lease first")
+// it reads the thread; errReadFirst to the path that reads the thread
+// before it runs anything.
+var (
+	errLockFirst = errors.New("take the lease first")
+	errReadFirst = errors.New("read the thread first")
+)
 
 // turn runs a turn. With lc it runs one only on a thread that does not
 // exist, and takes the lease with the input commit; it returns
 // errLockFirst, having committed nothing, when the thread exists.
-func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter) (*Result, error) {
-	th, err := r.Saver.Thread(ctx, opts.Thread)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("load thread %q: %w", opts.Thread, err)
+//
+// With guess, it does not read the thread but takes it to be new, as a
+// run with lc mostly finds it, and goes on only when the input commit
+// waits for the first step's (see deferInput): a thread that exists
+// after all makes that commit fail as it makes the input commit of a
+// thread that appeared meanwhile fail, and the run takes the lease
+// first (errLockFirst), having committed nothing and told its listener
+// nothing. Whatever keeps it from deferring the input (a done context,
+// a bad input, a first step that calls out) returns errReadFirst before
+// anything runs, so that the turn is run again with the thread read and
+// fails, or goes on, as it always did.
+func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter, guess bool) (*Result, error) {
+	var th *Thread
+	if guess && ctx.Err() != nil {
+		return nil, errReadFirst
 	}
-	if lc != nil && th != nil {
-		return nil, errLockFirst
+	if !guess {
+		var err error
+		th, err = r.Saver.Thread(ctx, opts.Thread)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("load thread %q: %w", opts.Thread, err)
+		}
+		if lc != nil && th != nil {
+			return nil, errLockFirst
+		}
+	}
+	readFirst := func(err error) error {
+		if guess {
+			return errReadFirst
+		}
+		return err
 	}
 	var head *Checkpoint
 	base := r.Graph.Defaults()
 	step := 0
 	totals := Totals{}
+	var err error
 	if th != nil {
 		head, err = r.get(ctx, th.ID, "")
 		if err != nil {
@@ -249,13 +292,13 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 	var writes []Write
 	for _, k := range spec.SortedKeys(opts.Input) {
 		if r.Graph.Field(k) == nil {
-			return nil, fmt.Errorf("input: %w", &WriteError{Field: k, Err: fmt.Errorf("no such state field")})
+			return nil, readFirst(fmt.Errorf("input: %w", &WriteError{Field: k, Err: fmt.Errorf("no such state field")}))
 		}
 		writes = append(writes, Write{Field: k, Value: spec.Normalize(opts.Input[k])})
 	}
 	values, delta, who, err := merge(r.Graph, r.msgRun, step, base, []NodeWrites{{Node: "__input__", Writes: writes}}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("input: %w", err)
+		return nil, readFirst(fmt.Errorf("input: %w", err))
 	}
 	if head == nil {
 		// The first checkpoint stores every field, defaults included.
@@ -267,7 +310,7 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 	rn := r.newRun(th)
 	next, waiting, branches, err := r.route(values, []string{spec.Start}, nil, nil)
 	if err != nil {
-		return nil, err
+		return nil, readFirst(err)
 	}
 	cp := &Checkpoint{
 		Thread: th.ID, Step: step, TurnStep: step, Values: values, Delta: delta,
@@ -282,7 +325,14 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 	cp.ID = r.ids().Next(r.now(), cp.ParentID)
 	th.Status = StatusRunning
 	th.Error = ""
-	if lc == nil {
+	if cc := r.chainCommitter(rn, next); cc != nil {
+		// The input is committed with the first step (see deferInput).
+		if err := rn.deferInput(&Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head, lc, cc); err != nil {
+			return nil, readFirst(err)
+		}
+	} else if guess {
+		return nil, errReadFirst
+	} else if lc == nil {
 		if err := r.commit(ctx, &Commit{Checkpoint: cp, ExpectHead: expect, Thread: *th}, head); err != nil {
 			return nil, err
 		}
@@ -299,11 +349,27 @@ func (r *Runner) turn(ctx context.Context, opts RunOptions, lc LockingCommitter)
 		defer unlock()
 	}
 	th.Head = cp.ID
-	r.emit(Event{Kind: EvRunStart, Thread: th.ID, Step: step, Checkpoint: cp.ID, Values: values, Next: next})
+	rn.emit(Event{Kind: EvRunStart, Thread: th.ID, Step: step, Checkpoint: cp.ID, Values: values, Next: next})
 	for _, b := range branches {
-		r.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
+		rn.emit(Event{Kind: EvRoute, Thread: th.ID, Step: step, Message: b})
 	}
-	return rn.loop(ctx, cp, cp.ID)
+	defer func() {
+		if rn.unlock != nil {
+			rn.unlock() // the lease taken with a deferred input commit
+		}
+	}()
+	res, err := rn.loop(ctx, cp, cp.ID)
+	var ie *inputError
+	if errors.As(err, &ie) {
+		// The deferred input commit failed: nothing of the turn is
+		// committed, and the turn ends as its input commit's failure
+		// ended it.
+		if lc != nil && errors.As(ie.err, new(*CommitConflictError)) {
+			return nil, errLockFirst
+		}
+		return nil, ie.err
+	}
+	return res, err
 }
 
 // Resume continues a thread from its head: after an interrupt, a failure,
@@ -412,7 +478,10 @@ func (r *Runner) fork(ctx context.Context, thread, id string, set []Write, asNod
 	}
 	th.Config = mergeConfig(th.Config, cfg)
 	r.linkRun(ctx, th)
-	cp, err := r.update(ctx, th, base, nil, set, asNode, SourceFork)
+	// A branch does not reuse the pending writes of the checkpoint it
+	// starts from, but the usage of its uncommitted attempts was spent
+	// and stays counted against the budgets.
+	cp, err := r.update(ctx, th, base, &Checkpoint{Pending: pendingUsage(base.Pending)}, set, asNode, SourceFork)
 	if err != nil {
 		return nil, err
 	}
@@ -453,9 +522,21 @@ func (r *Runner) replay(ctx context.Context, thread, id string, cfg Config) (*Re
 	if len(base.Next) == 0 {
 		return nil, fmt.Errorf("checkpoint %s has no next nodes: %w", id, ErrNothingToResume)
 	}
-	base.Pending = nil
+	// Re-executed from scratch, but what the attempts spent stays spent.
+	base.Pending = pendingUsage(base.Pending)
 	rn.replayTag = "r" + r.ids().Next(r.now(), "")[10:]
 	return rn.loop(ctx, base, th.Head)
+}
+
+// pendingUsage returns the usage entries of pending.
+func pendingUsage(pending []PendingWrite) []PendingWrite {
+	var out []PendingWrite
+	for _, p := range pending {
+		if p.Kind == PendingUsage {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // branchAt returns cp when it is the thread's head. Otherwise cp is the
@@ -745,20 +826,32 @@ func (r *Runner) commitLocked(ctx context.Context, c *Commit, parent *Checkpoint
 	} else {
 		err = r.Saver.Commit(withoutCancel(ctx), c)
 	}
-	if r.Observer != nil {
+	var be *BusyError
+	busy := err != nil && errors.As(err, &be)
+	// CommitLocked refusing a thread that is busy or appeared meanwhile
+	// is no failed commit: the run takes the lease first and commits
+	// (or is refused as busy) as without lc, and only that is reported.
+	fallback := lc != nil && err != nil && (busy || errors.Is(err, ErrConflict))
+	if r.Observer != nil && !fallback {
 		r.Observer.Committed(ctx, r.now().Sub(start), err)
 	}
 	if err != nil {
-		var be *BusyError
-		if errors.As(err, &be) {
-			return nil, err
-		}
-		if errors.Is(err, ErrConflict) {
-			return nil, &CommitConflictError{Thread: c.Thread.ID, Err: err}
-		}
-		return nil, fmt.Errorf("save checkpoint: %w", err)
+		return nil, commitError(c.Thread.ID, err)
 	}
 	return unlock, nil
+}
+
+// commitError is the error of a run whose commit to thread failed with
+// err: a [BusyError] as it is, a conflict as a [CommitConflictError].
+func commitError(thread string, err error) error {
+	var be *BusyError
+	if errors.As(err, &be) {
+		return err
+	}
+	if errors.Is(err, ErrConflict) {
+		return &CommitConflictError{Thread: thread, Err: err}
+	}
+	return fmt.Errorf("save checkpoint: %w", err)
 }
 
 func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string, writes []PendingWrite) error {
@@ -776,6 +869,9 @@ func (r *Runner) mark(ctx context.Context, th *Thread, status Status, msg string
 }
 
 func (r *Runner) finish(ctx context.Context, rn *run, cp *Checkpoint) (*Result, error) {
+	if err := rn.flush(ctx); err != nil {
+		return nil, err
+	}
 	if err := r.mark(ctx, rn.thread, StatusDone, "", rn.withUsage(nil)); err != nil {
 		return nil, err
 	}

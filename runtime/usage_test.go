@@ -76,3 +76,67 @@ edges:
 		t.Fatalf("the node ran %d times, want 2 (none after the budget was spent)", len(budgets))
 	}
 }
+
+// A fork or a replay of a step whose attempts failed starts a branch
+// without their writes, but with their usage: what the failed calls spent
+// counts against the branch's budgets and in its totals, so a budget
+// cannot be reset by branching from the checkpoint where it stopped.
+func TestBranchKeepsFailedAttemptsUsage(t *testing.T) {
+	src := `
+version: 1
+name: spend
+state:
+  x: {type: int}
+nodes:
+  ask:
+    kind: noop
+    retry: {max_attempts: 2, initial_backoff: 1ms}
+edges:
+  - {from: START, to: ask}
+  - {from: ask, to: END}
+`
+	g, errs := spec.Parse("u.yaml", []byte(src), nil)
+	if errs.HasErrors() {
+		t.Fatal(errs)
+	}
+	for _, branch := range []string{"fork", "replay"} {
+		t.Run(branch, func(t *testing.T) {
+			fail := true
+			var budgets []runtime.Limits
+			kind := func(_ context.Context, call *runtime.NodeCall) (*runtime.NodeResult, error) {
+				budgets = append(budgets, call.Ledger.Remaining())
+				u := []runtime.Usage{{Node: "ask", Model: "m", InputTokens: 10, OutputTokens: 5}}
+				if fail {
+					return &runtime.NodeResult{Usage: u}, errors.New("model reply was unusable")
+				}
+				return &runtime.NodeResult{Usage: u, Writes: []runtime.Write{{Field: "x", Value: 1}}}, nil
+			}
+			ctx := context.Background()
+			r := &runtime.Runner{Graph: g, Saver: checkpoint.NewMemory(), Kinds: map[string]runtime.NodeFunc{"noop": kind}}
+			res, err := r.Run(ctx, runtime.RunOptions{Thread: "u", Config: runtime.Config{LLMCalls: 10}})
+			if err == nil {
+				t.Fatal("want the node to fail")
+			}
+			failedAt := res.Checkpoint.ID
+			fail = false
+			if branch == "fork" {
+				res, err = r.Fork(ctx, "u", failedAt, []runtime.Write{{Field: "x", Value: 0}}, "", runtime.Config{})
+			} else {
+				res, err = r.Replay(ctx, "u", failedAt, runtime.Config{})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(budgets) != 3 {
+				t.Fatalf("the node ran %d times, want 3", len(budgets))
+			}
+			if got := budgets[2].LLMCalls; got != 8 {
+				t.Fatalf("remaining calls on the %s after two failed attempts: %d, want 8", branch, got)
+			}
+			tot := res.Checkpoint.Metadata.Totals
+			if tot.LLMCalls != 3 || tot.InputTokens != 30 || tot.OutputTokens != 15 {
+				t.Fatalf("totals of the %s %+v, want 3 calls, 30 in, 15 out", branch, tot)
+			}
+		})
+	}
+}

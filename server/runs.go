@@ -1181,7 +1181,9 @@ func (s *Server) deleteRun(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !e.isFinished() {
-		return errorf(409, "run %q is %s: cancel it first", e.run.ID, e.run.Status)
+		// Not e.run.Status: the run's goroutine writes it until the run
+		// finishes.
+		return errorf(409, "run %q is pending or running: cancel it first", e.run.ID)
 	}
 	if err := s.opts.Store.DeleteRun(r.Context(), e.run.ID); err != nil {
 		return err

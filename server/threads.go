@@ -280,6 +280,12 @@ func (s *Server) copyThread(w http.ResponseWriter, r *http.Request) error {
 		t.Metadata[k] = v
 	}
 	if th != nil {
+		// Checkpoint ids are the source's, so each copied checkpoint keeps
+		// its delta against a parent copied before it: the copy costs
+		// what the source's history cost, not a full state per
+		// checkpoint. Only a checkpoint whose parent is not in the list
+		// (the first, or one whose parent was deleted) is written whole.
+		copied := make(map[string]bool, len(list))
 		// Oldest first, so each parent exists before its child.
 		for i := len(list) - 1; i >= 0; i-- {
 			cp := list[i]
@@ -291,10 +297,17 @@ func (s *Server) copyThread(w http.ResponseWriter, r *http.Request) error {
 				expect = list[i+1].ID
 			}
 			cp.Thread = t.ID
-			// Full values, as the first checkpoint of a chain.
-			cp.Delta = runtime.Delta{}
-			for k, v := range cp.Values {
-				cp.Delta[k] = runtime.Op{Kind: runtime.OpSet, Value: v}
+			if !copied[cp.ParentID] {
+				// A parent that is not in the history (deleted by gc)
+				// cannot be referred to.
+				cp.ParentID = ""
+			}
+			if cp.ParentID == "" || cp.Delta == nil {
+				// Full values, as the first checkpoint of a chain.
+				cp.Delta = runtime.Delta{}
+				for k, v := range cp.Values {
+					cp.Delta[k] = runtime.Op{Kind: runtime.OpSet, Value: v}
+				}
 			}
 			c := &runtime.Commit{Checkpoint: cp, ExpectHead: expect, Thread: nt}
 			if i == 0 {
@@ -304,6 +317,7 @@ func (s *Server) copyThread(w http.ResponseWriter, r *http.Request) error {
 			if err := s.opts.Saver.Commit(r.Context(), c); err != nil {
 				return fmt.Errorf("copy checkpoint %s: %w", cp.ID, err)
 			}
+			copied[cp.ID] = true
 		}
 	}
 	if err := s.opts.Store.PutThread(r.Context(), &t); err != nil {
