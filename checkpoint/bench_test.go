@@ -88,6 +88,7 @@ type messagesRun struct {
 	earlyMed, lateMed time.Duration
 	load, list        time.Duration
 	chainRows         int
+	chainPacks        int // packs read with the rows (see checkpoint/pack.go)
 }
 
 func meanMedian(ds []time.Duration) (time.Duration, time.Duration) {
@@ -155,7 +156,7 @@ func runMessages(tb testing.TB, n int) messagesRun {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	out.chainRows = st.Rows
+	out.chainRows, out.chainPacks = st.Rows, st.Packs
 	return out
 }
 
@@ -179,6 +180,7 @@ func BenchmarkMessagesThread(b *testing.B) {
 			b.ReportMetric(float64(m.load.Microseconds())/1000, "ms-load")
 			b.ReportMetric(float64(m.list.Microseconds())/1000, "ms-list")
 			b.ReportMetric(float64(m.chainRows), "chain-rows")
+			b.ReportMetric(float64(m.chainPacks), "chain-packs")
 		})
 	}
 }
@@ -402,6 +404,7 @@ func BenchmarkColdHead(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/open+get")
 			b.ReportMetric(float64(st.Rows), "chain-rows")
+			b.ReportMetric(float64(st.Packs), "chain-packs")
 			b.ReportMetric(float64(st.Bytes)/1024, "chain-KB")
 		})
 	}

@@ -679,7 +679,9 @@ func (h *sqliteHistory) packs(ctx context.Context) ([]*packRow, error) {
 		if err := rows.Scan(ps.scanArgs()...); err != nil {
 			return nil, fmt.Errorf("read packs: %w", h.s.describe(err))
 		}
-		out = append(out, ps.row(h.thread))
+		p := ps.row()
+		p.load(h.thread)
+		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read packs: %w", h.s.describe(err))

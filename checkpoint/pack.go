@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -239,13 +240,28 @@ func (s *SQLite) keepRun(thread string, r *packRun) {
 	s.runs[thread] = r
 }
 
-// packRow is a pack as read, with its JSON inflated.
+// packRow is a pack as read. Its delta is inflated, and the pack
+// verified, when it is first used (load): a chain read decodes packs on
+// both cores (see rebuildParallel).
 type packRow struct {
 	last, first, parent string
 	rows                int64
-	delta               []byte
+	stored              []byte // the delta as stored
 	sum                 int64
-	ok                  bool // it inflated and passes its checksum
+	typed               bool // its columns had their types
+	loaded, ok          bool
+	delta               []byte // the delta's JSON, once loaded
+}
+
+// load inflates the pack's delta and verifies the pack, once; false if it
+// is damaged.
+func (p *packRow) load(thread string) bool {
+	if !p.loaded {
+		js, err := inflateTo(nil, p.stored)
+		p.ok = p.typed && err == nil && p.sum == packSum(thread, p.last, p.first, p.parent, p.rows, js)
+		p.delta, p.loaded = js, true
+	}
+	return p.ok
 }
 
 // packColumns are the columns of a packs row, in the order of
@@ -264,21 +280,19 @@ func (ps *packScan) scanArgs() []any {
 	return []any{&ps.last, &ps.first, &ps.parent, &ps.rows, &ps.stored, &ps.sum}
 }
 
-// row inflates the pack's stored delta and verifies the pack.
-func (ps *packScan) row(thread string) *packRow {
+// row returns the pack as scanned (see packRow.load).
+func (ps *packScan) row() *packRow {
 	text := func(v any) (string, bool) {
 		s, ok := v.(string)
 		return s, ok
 	}
-	p := &packRow{}
+	p := &packRow{stored: bytes.Clone(ps.stored)}
 	var ok [5]bool
 	p.last, ok[0] = text(ps.last)
 	p.first, ok[1] = text(ps.first)
 	p.parent, ok[2] = text(ps.parent)
 	p.rows, ok[3] = ps.rows.(int64)
 	p.sum, ok[4] = ps.sum.(int64)
-	js, err := inflateTo(nil, ps.stored)
-	p.ok = ok == [5]bool{true, true, true, true, true} && err == nil && p.sum == packSum(thread, p.last, p.first, p.parent, p.rows, js)
-	p.delta = js
+	p.typed = ok == [5]bool{true, true, true, true, true}
 	return p
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/lgrun/lgrun/runtime"
@@ -308,7 +309,7 @@ func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (
 			rows.Close()
 			return nil, false, false, err
 		}
-		packs = append(packs, ps.row(thread))
+		packs = append(packs, ps.row())
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -327,10 +328,12 @@ func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (
 	var rev []chainRow
 	for at := id; ; {
 		if p := byLast[at]; p != nil {
-			if !p.ok {
+			// A pack that turns out damaged when rebuild loads it makes
+			// the rebuild fail, and values read the chain row by row.
+			if !p.typed {
 				return nil, true, false, nil
 			}
-			rev = append(rev, chainRow{row: cpRow{thread: thread, id: p.last, parent: p.parent, delta: p.delta}, pack: p})
+			rev = append(rev, chainRow{row: cpRow{thread: thread, id: p.last, parent: p.parent}, pack: p})
 			at = p.parent
 			continue
 		}
@@ -394,7 +397,11 @@ type chainRow struct {
 // the row's own (rows written before link_sum, and other savers' rows).
 func (l *chainRow) verify() error {
 	if l.pack != nil {
-		return nil // verified by packedChain
+		if !l.pack.load(l.row.thread) {
+			return fmt.Errorf("pack %w", errChecksum)
+		}
+		l.row.delta = l.pack.delta
+		return nil
 	}
 	r := &l.row
 	if !l.link.Valid {
@@ -432,10 +439,10 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 		} else {
 			st.Rows++
 		}
-		st.Bytes += len(r.delta) + len(snap)
 		if err := rows[i].verify(); err != nil {
 			return nil, st, corrupt(r.id, err)
 		}
+		st.Bytes += len(r.delta) + len(snap)
 		chain = append(chain, link{r.id, r.delta, snap})
 		if snap != nil {
 			st.Snapshots++
@@ -474,11 +481,12 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 	return values, st, nil
 }
 
-// Thresholds of rebuildParallel: the least stored snapshot and delta
-// JSON for which decoding them side by side pays for the goroutine.
+// Thresholds of rebuildParallel: the least stored snapshot, and stored
+// deltas and packs, for which decoding them side by side pays for the
+// goroutine.
 const (
 	parallelSnapMin  = 8 << 10
-	parallelDeltaMin = 64 << 10
+	parallelDeltaMin = 8 << 10
 )
 
 // rebuildParallel is rebuild of a long chain (a snapshot, then deltas)
@@ -491,47 +499,76 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	if len(rows) < 2 || len(rows[0].snap) < parallelSnapMin || goruntime.GOMAXPROCS(0) < 2 {
 		return nil, st, false
 	}
-	deltas := 0
+	stored := 0
 	for i := range rows {
 		r := &rows[i]
 		if i > 0 && r.snap != nil {
 			return nil, st, false
 		}
+		if r.pack != nil {
+			// Loaded (inflated and verified) by the decoders below.
+			st.Packs++
+			stored += len(r.pack.stored)
+			continue
+		}
 		if err := r.verify(); err != nil {
 			return nil, st, false
 		}
-		if r.pack != nil {
-			st.Packs++
-		} else {
-			st.Rows++
-		}
-		st.Bytes += len(r.row.delta) + len(r.snap)
+		st.Rows++
 		if i > 0 {
-			deltas += len(r.row.delta)
+			stored += len(r.row.delta)
 		}
 	}
-	if deltas < parallelDeltaMin {
+	if stored < parallelDeltaMin {
 		return nil, st, false
 	}
 	st.Snapshots = 1
+	// Two decoders: this goroutine decodes deltas from the first on; the
+	// other decodes the snapshot, then joins in. Each claims the next
+	// delta to decode, and keeps its own table of names.
+	ds := make([]runtime.Delta, len(rows)-1)
+	var next atomic.Int64
+	var failed atomic.Bool
+	decode := func(names jsonNames) {
+		for !failed.Load() {
+			i := int(next.Add(1))
+			if i > len(ds) {
+				return
+			}
+			r := &rows[i]
+			if r.pack != nil {
+				if !r.pack.load(r.row.thread) {
+					failed.Store(true)
+					return
+				}
+				r.row.delta = r.pack.delta
+			}
+			d, err := decodeDeltaNames(r.row.delta, names)
+			if err != nil {
+				failed.Store(true)
+				return
+			}
+			ds[i-1] = d
+		}
+	}
 	var base map[string]any
 	var baseErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		base, baseErr = decodeSnapshotNames(rows[0].snap, jsonNames{})
-	}()
-	names := jsonNames{}
-	ds := make([]runtime.Delta, len(rows)-1)
-	var err error
-	for i := range ds {
-		if ds[i], err = decodeDeltaNames(rows[i+1].row.delta, names); err != nil {
-			break
+		if base, baseErr = decodeSnapshotNames(rows[0].snap, jsonNames{}); baseErr != nil {
+			failed.Store(true)
+			return
 		}
-	}
+		decode(jsonNames{})
+	}()
+	decode(jsonNames{})
 	<-done
-	if err != nil || baseErr != nil {
+	if failed.Load() {
 		return nil, st, false
+	}
+	for i := range rows {
+		st.Bytes += len(rows[i].row.delta) + len(rows[i].snap)
 	}
 	comp := newComposer(base)
 	for _, d := range ds {
