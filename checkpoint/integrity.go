@@ -2,7 +2,6 @@ package checkpoint
 
 import (
 	"database/sql"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -52,19 +51,33 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // errChecksum is the error of a row that fails its checksum.
 var errChecksum = errors.New("checksum mismatch: the stored row was changed or damaged after it was written")
 
-// summer accumulates a row checksum over framed column values.
+// summer accumulates a row checksum over framed column values. The
+// frames (a marker byte and a length or an integer) are hashed byte by
+// byte here rather than by hash/crc32, whose assembly would make the
+// summer escape to the heap (one allocation per checksum); the columns'
+// bytes go to hash/crc32.
 type summer struct {
 	crc uint32
-	buf [9]byte
 }
 
 func (s *summer) raw(b []byte) { s.crc = crc32.Update(s.crc, castagnoli, b) }
 
+// frame adds a marker byte and, if withValue, the 8 bytes of v big-endian:
+// what crc32.Update of those bytes adds.
+func (s *summer) frame(marker byte, v uint64, withValue bool) {
+	crc := ^s.crc
+	crc = castagnoli[byte(crc)^marker] ^ (crc >> 8)
+	if withValue {
+		for shift := 56; shift >= 0; shift -= 8 {
+			crc = castagnoli[byte(crc)^byte(v>>shift)] ^ (crc >> 8)
+		}
+	}
+	s.crc = ^crc
+}
+
 // bytes adds a non-NULL text or blob column.
 func (s *summer) bytes(b []byte) {
-	s.buf[0] = 1
-	binary.BigEndian.PutUint64(s.buf[1:], uint64(len(b)))
-	s.raw(s.buf[:])
+	s.frame(1, uint64(len(b)), true)
 	s.raw(b)
 }
 
@@ -80,16 +93,9 @@ func (s *summer) nullStr(v sql.NullString) {
 	s.str(v.String)
 }
 
-func (s *summer) null() {
-	s.buf[0] = 0
-	s.raw(s.buf[:1])
-}
+func (s *summer) null() { s.frame(0, 0, false) }
 
-func (s *summer) int(v int64) {
-	s.buf[0] = 2
-	binary.BigEndian.PutUint64(s.buf[1:], uint64(v))
-	s.raw(s.buf[:])
-}
+func (s *summer) int(v int64) { s.frame(2, uint64(v), true) }
 
 // nullInt adds a nullable integer column.
 func (s *summer) nullInt(v sql.NullInt64) {
