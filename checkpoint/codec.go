@@ -74,11 +74,29 @@ func nullJSON(v any, empty bool) (any, error) {
 	if empty {
 		return nil, nil
 	}
-	b, err := marshal(v)
+	if js, ok := fastMarshalString(v); ok {
+		return js, nil
+	}
+	b, err := slowMarshal(v)
 	if err != nil {
 		return nil, err
 	}
 	return string(b), nil
+}
+
+// fastMarshalString is fastMarshal to a string (one copy, not two).
+func fastMarshalString(v any) (string, bool) {
+	buf := fastBufs.Get().(*[]byte)
+	b, ok := appendJSON((*buf)[:0], v)
+	var out string
+	if ok {
+		out = string(b)
+	}
+	if cap(b) <= maxPooledBuf {
+		*buf = b[:0]
+		fastBufs.Put(buf)
+	}
+	return out, ok
 }
 
 func decodeJSON(b []byte, v any) error {

@@ -14,9 +14,16 @@ import (
 // needed. The caller caches it under key once the transaction commits: a
 // row inserted by a transaction that rolls back does not exist.
 func (s *SQLite) graphID(ctx context.Context, tx *wtx, m runtime.Metadata) (id int64, key string, err error) {
-	key = m.Graph + "\x00" + m.GraphHash + "\x00" + m.Version
 	s.mu.Lock()
+	if g := s.lastGraph; g.ok && g.name == m.Graph && g.hash == m.GraphHash && g.version == m.Version {
+		s.mu.Unlock()
+		return g.id, "", nil
+	}
+	key = m.Graph + "\x00" + m.GraphHash + "\x00" + m.Version
 	id, ok := s.graphs[key]
+	if ok {
+		s.lastGraph = graphRef{m.Graph, m.GraphHash, m.Version, id, true}
+	}
 	s.mu.Unlock()
 	if ok {
 		return id, "", nil
@@ -25,6 +32,13 @@ func (s *SQLite) graphID(ctx context.Context, tx *wtx, m runtime.Metadata) (id i
 		return 0, "", err
 	}
 	return id, key, nil
+}
+
+// graphRef is the graphs row a commit of this handle last used.
+type graphRef struct {
+	name, hash, version string
+	id                  int64
+	ok                  bool
 }
 
 // Commit implements runtime.Saver: one immediate transaction that checks

@@ -93,6 +93,7 @@ type SQLite struct {
 	chains       map[string]chainInfo // thread → last committed checkpoint's chain state
 	runs         map[string]*packRun  // thread → the run its next pack summarises (see pack.go)
 	graphs       map[string]int64     // name\x00hash\x00version → graph row id
+	lastGraph    graphRef             // the graphs row last looked up in graphs
 
 	// writeTxns counts the write transactions this handle committed.
 	writeTxns atomic.Int64
