@@ -22,21 +22,23 @@ import (
 // one process with different TTLs do not affect each other.
 const DefaultLeaseTTL = 30 * time.Second
 
-// self identifies this process as a lease owner.
-var self = func() struct {
-	host  string
-	pid   int
-	token string
-} {
+// self identifies this process as a lease owner. It is made on first use:
+// a process that takes no lease (lgrun run --no-db) does not seed
+// crypto/rand's generator in its package init.
+var self = sync.OnceValue(func() leaseOwner {
 	host, _ := os.Hostname()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	return struct {
-		host  string
-		pid   int
-		token string
-	}{host, os.Getpid(), hex.EncodeToString(b)}
-}()
+	return leaseOwner{host, os.Getpid(), hex.EncodeToString(b)}
+})
+
+// leaseOwner is this process as a lease owner: its host, its pid and a
+// random token that tells it from an earlier process with the same pid.
+type leaseOwner struct {
+	host  string
+	pid   int
+	token string
+}
 
 // leaseDDL is the leases table (layout version 3 creates it with the
 // others; version 2 created it on first use, with a rowid).
@@ -74,7 +76,7 @@ func (s *SQLite) CommitLocked(ctx context.Context, c *runtime.Commit) (func(), e
 	return s.hold(c.Thread.ID, token), nil
 }
 
-func newLeaseToken() string { return self.token + "-" + randToken() }
+func newLeaseToken() string { return self().token + "-" + randToken() }
 
 // hold renews the lease (thread, token), taken in a committed transaction,
 // every third of the TTL until the returned unlock releases it. The
@@ -265,7 +267,7 @@ func (s *SQLite) putLease(ctx context.Context, tx *wtx, thread, token string) er
 	// A thread nobody holds (the common case: a new thread, or one whose
 	// lease was released) has no row: one statement.
 	res, err := tx.ExecContext(ctx, `INSERT INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (thread) DO NOTHING`,
-		thread, token, self.host, self.pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano())
+		thread, token, self().host, self().pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano())
 	if err != nil {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
@@ -280,11 +282,11 @@ func (s *SQLite) putLease(ctx context.Context, tx *wtx, thread, token string) er
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return fmt.Errorf("take lease: %w", s.describe(err))
-	case expires > now.UnixNano() && !(host == self.host && !processAlive(pid)) && !isReleased(token0):
+	case expires > now.UnixNano() && !(host == self().host && !processAlive(pid)) && !isReleased(token0):
 		return &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", pid, host), Since: time.Unix(0, acquired)}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO leases (thread, token, host, pid, acquired, expires) VALUES (?, ?, ?, ?, ?, ?)`,
-		thread, token, self.host, self.pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano()); err != nil {
+		thread, token, self().host, self().pid, now.UnixNano(), now.Add(s.leaseTTL).UnixNano()); err != nil {
 		return fmt.Errorf("take lease: %w", s.describe(err))
 	}
 	return nil
@@ -316,7 +318,7 @@ func (m *Memory) Lock(_ context.Context, thread string) (func(), error) {
 	now := time.Now()
 	if l, held := m.leases[thread]; held && l.expires.After(now) {
 		m.mu.Unlock()
-		return nil, &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", self.pid, self.host), Since: l.acquired}
+		return nil, &runtime.BusyError{Thread: thread, Owner: fmt.Sprintf("pid %d on %s", self().pid, self().host), Since: l.acquired}
 	}
 	m.leases[thread] = memLease{token: token, acquired: now, expires: now.Add(ttl)}
 	m.mu.Unlock()

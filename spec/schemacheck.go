@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"bytes"
 	"fmt"
 	"sort"
 	"strconv"
@@ -54,7 +53,7 @@ func (es *embeddedSchema) document() (any, error) {
 		if es.docErr != nil {
 			return
 		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(es.src))
+		doc, err := decodeSchemaDoc(es.src)
 		if err != nil {
 			es.docErr = fmt.Errorf("parse embedded %s schema: %w", es.what, err)
 			return
