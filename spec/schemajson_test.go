@@ -139,3 +139,24 @@ func TestFastSchemaJSONMutations(t *testing.T) {
 		t.Fatal("no mutation was parsed by fastSchemaJSON; the test checks nothing")
 	}
 }
+
+// BenchmarkSchemaDoc parses the graph schema as every `lgrun run` does
+// (decodeSchemaDoc) and as jsonschema.UnmarshalJSON does.
+func BenchmarkSchemaDoc(b *testing.B) {
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := decodeSchemaDoc(schema.Graph); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("library", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := libraryDoc(schema.Graph); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
