@@ -25,6 +25,10 @@ func TestStartupInitAllocations(t *testing.T) {
 	// jsonschema compiled five drafts' metaschemas in init (1.7 MB), see
 	// third_party/jsonschema/LGRUN.md.
 	lazyDeps := map[string]bool{"github.com/santhosh-tekuri/jsonschema/v6": true}
+	// tight holds packages made lazy since to what their init still
+	// allocates (BENCHMARKS.md, "Start-up and peak RSS, second pass"):
+	// checkpoint's CRC-32C tables and lease owner token (9.9 KB before).
+	tight := map[string]int{"github.com/lgrun/lgrun/checkpoint": 2 << 10}
 	bin := buildLgrun(t)
 	dir := t.TempDir()
 	graph := filepath.Join(dir, "x.yaml")
@@ -62,8 +66,12 @@ func TestStartupInitAllocations(t *testing.T) {
 			if !lazyDeps[pkg] {
 				own += b
 			}
-			if b > budget {
-				t.Errorf("init of %s allocates %d bytes (%s); want at most %d: do the work on first use", pkg, b, f[9], budget)
+			max := budget
+			if m, ok := tight[pkg]; ok {
+				max = m
+			}
+			if b > max {
+				t.Errorf("init of %s allocates %d bytes (%s); want at most %d: do the work on first use", pkg, b, f[9], max)
 			}
 		}
 	}
