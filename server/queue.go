@@ -265,6 +265,16 @@ func (s *Server) syncRemote(id string) {
 	s.mu.Unlock()
 	ctx := context.Background()
 	for _, e := range list {
+		// The run's row is read before its events: a worker stores every
+		// event of a run before the row that makes it final, so once the
+		// row read here is final the events read after it are all of them.
+		// (Read the other way round, the last events could be stored
+		// between the two reads and the stream end without them.)
+		run, runErr := s.opts.Store.Run(ctx, e.run.ID)
+		if runErr != nil && !errors.Is(runErr, ErrNotFound) {
+			s.opts.Logf("lgrun serve: %v", runErr)
+			continue
+		}
 		e.mu.Lock()
 		after := len(e.events) - 1
 		e.mu.Unlock()
@@ -288,10 +298,7 @@ func (s *Server) syncRemote(id string) {
 			e.notify = make(chan struct{})
 		}
 		e.mu.Unlock()
-		run, err := s.opts.Store.Run(ctx, e.run.ID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			continue
-		}
+		err = runErr
 		if err == nil && (run.Status == runPending || run.Status == runRunning) {
 			continue
 		}
