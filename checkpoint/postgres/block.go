@@ -109,33 +109,44 @@ func (b *block) corrupt(thread, where string, err error) *runtime.CorruptError {
 
 // records verifies b and decodes its records, oldest first.
 func (b *block) records(thread, where string) ([]record, error) {
+	recs, _, err := b.recordsRaw(thread, where)
+	return recs, err
+}
+
+// recordsRaw is records with their raw encoding.
+func (b *block) recordsRaw(thread, where string) ([]record, []byte, error) {
 	if b.sum != b.checksum(thread) {
-		return nil, b.corrupt(thread, where, errors.New("checksum mismatch"))
+		return nil, nil, b.corrupt(thread, where, errors.New("checksum mismatch"))
 	}
 	raw, err := inflateBlock(b.data)
 	if err != nil {
-		return nil, b.corrupt(thread, where, err)
+		return nil, nil, b.corrupt(thread, where, err)
 	}
 	recs, err := decodeRecords(raw, thread, b.parent, b.n)
 	if err != nil {
-		return nil, b.corrupt(thread, where, err)
+		return nil, nil, b.corrupt(thread, where, err)
 	}
 	if recs[0].row.ID != b.first || recs[len(recs)-1].row.ID != b.last {
-		return nil, b.corrupt(thread, where, errors.New("its records do not match its first and last ids"))
+		return nil, nil, b.corrupt(thread, where, errors.New("its records do not match its first and last ids"))
 	}
-	return recs, nil
+	return recs, raw, nil
 }
 
 // newBlock encodes recs (a run of one chain, oldest first, the first a
-// child of parent) as a block of thread; raw is their encoding.
-func newBlock(thread, parent string, recs []record) (*block, int) {
+// child of parent) as a block of thread.
+func newBlock(thread, parent string, recs []record) *block {
 	var raw []byte
 	for i := range recs {
 		raw = appendRecord(raw, &recs[i])
 	}
-	b := &block{first: recs[0].row.ID, last: recs[len(recs)-1].row.ID, parent: parent, n: len(recs), data: deflateBlock(raw)}
+	return rawBlock(thread, parent, recs[0].row.ID, recs[len(recs)-1].row.ID, len(recs), raw)
+}
+
+// rawBlock is the block of the n records encoded in raw.
+func rawBlock(thread, parent, first, last string, n int, raw []byte) *block {
+	b := &block{first: first, last: last, parent: parent, n: n, data: deflateBlock(raw)}
 	b.sum = b.checksum(thread)
-	return b, len(raw)
+	return b
 }
 
 // The record encoding: strings as a uvarint length and their bytes,
@@ -335,27 +346,15 @@ func inflateBlock(data []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer blockInflaters.Put(r)
-	raw, err := io.ReadAll(io.LimitReader(r, deltaZMaxSize+1))
-	if err != nil {
+	var buf bytes.Buffer
+	buf.Grow(16 * len(data))
+	if _, err := buf.ReadFrom(io.LimitReader(r, deltaZMaxSize+1)); err != nil {
 		return nil, fmt.Errorf("decompress: %w", err)
 	}
-	if len(raw) > deltaZMaxSize {
+	if buf.Len() > deltaZMaxSize {
 		return nil, fmt.Errorf("decompress: over %d bytes", deltaZMaxSize)
 	}
-	return raw, nil
-}
-
-// recordsRaw is records with the size of their raw encoding.
-func (b *block) recordsRaw(thread, where string) ([]record, int, error) {
-	recs, err := b.records(thread, where)
-	if err != nil {
-		return nil, 0, err
-	}
-	raw := 0
-	for i := range recs {
-		raw += len(appendRecord(nil, &recs[i]))
-	}
-	return recs, raw, nil
+	return buf.Bytes(), nil
 }
 
 // scanBlocks reads rows of sum, n, last, first, parent, data.

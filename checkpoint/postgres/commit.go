@@ -89,7 +89,8 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		}
 		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
 	}
-	var open *block
+	var open *block // nil for none, or for an empty row
+	haveOpen := false
 	if rows, err := br.Query(); err == nil {
 		bs, err := scanBlocks(rows, true)
 		if err != nil {
@@ -97,7 +98,10 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 			return fmt.Errorf("read open block: %w", s.describe(err))
 		}
 		if len(bs) > 0 {
-			open = bs[0]
+			haveOpen = true
+			if bs[0].n > 0 {
+				open = bs[0]
+			}
 		}
 	} else {
 		br.Close()
@@ -139,7 +143,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
 	}
 	var openRecs []record
-	openRaw := 0
+	var openRaw []byte
 	if open != nil {
 		if openRecs, openRaw, err = open.recordsRaw(c.Thread.ID, s.where); err != nil {
 			return err
@@ -188,7 +192,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		rec.chain, rec.base = 0, int64(len(js))
 	}
 	b = &pgx.Batch{}
-	s.queueBlocks(b, c.Thread.ID, cp.ParentID, open, openRecs, openRaw, rec, snap)
+	s.queueBlocks(b, c.Thread.ID, cp.ParentID, haveOpen, open, openRaw, rec, snap)
 	if err := queueWrites(b, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
 		return err
 	}
@@ -208,28 +212,30 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 
 // queueBlocks queues the statements that store rec (with its snapshot
 // snap, nil for none), a child of parent, given the thread's open block
-// (nil for none) with its records and their raw size.
-func (s *Postgres) queueBlocks(b *pgx.Batch, thread, parent string, open *block, recs []record, raw int, rec record, snap []byte) {
-	extends := open != nil && open.last == parent && !open.full(raw)
+// (nil for none; haveOpen when the thread has an open_blocks row, maybe
+// empty) and its records' raw encoding. The row is emptied rather than
+// deleted, so that its next version is a HOT update too.
+func (s *Postgres) queueBlocks(b *pgx.Batch, thread, parent string, haveOpen bool, open *block, raw []byte, rec record, snap []byte) {
+	extends := open != nil && open.last == parent && !open.full(len(raw))
 	const insert = `INSERT INTO blocks (thread, last, first, parent, n, data, snapshot, sum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 	if open != nil && !extends {
 		// Sealed as it is: the stored bytes move, in the database.
-		b.Queue(`INSERT INTO blocks (thread, last, first, parent, n, data, sum) SELECT thread, last, first, parent, n, data, sum FROM open_blocks WHERE thread = $1`, thread)
+		b.Queue(`INSERT INTO blocks (thread, last, first, parent, n, data, sum) SELECT thread, last, first, parent, n, data, sum FROM open_blocks WHERE thread = $1 AND n > 0`, thread)
 	}
 	var nb *block
 	if extends {
-		nb, _ = newBlock(thread, open.parent, append(recs, rec))
+		nb = rawBlock(thread, open.parent, open.first, rec.row.ID, open.n+1, appendRecord(raw, &rec))
 	} else {
-		nb, _ = newBlock(thread, parent, []record{rec})
+		nb = newBlock(thread, parent, []record{rec})
 	}
 	switch {
 	case snap != nil:
 		// A snapshot ends its block.
 		b.Queue(insert, thread, nb.last, nb.first, nb.parent, nb.n, nb.data, snap, nb.sum)
 		if open != nil {
-			b.Queue(`DELETE FROM open_blocks WHERE thread = $1`, thread)
+			b.Queue(emptyOpen, thread)
 		}
-	case open != nil:
+	case haveOpen:
 		b.Queue(`UPDATE open_blocks SET last = $2, first = $3, parent = $4, n = $5, data = $6, sum = $7 WHERE thread = $1`,
 			thread, nb.last, nb.first, nb.parent, nb.n, nb.data, nb.sum)
 	default:
@@ -237,6 +243,9 @@ func (s *Postgres) queueBlocks(b *pgx.Batch, thread, parent string, open *block,
 			thread, nb.last, nb.first, nb.parent, nb.n, nb.data, nb.sum)
 	}
 }
+
+// emptyOpen empties a thread's open_blocks row.
+const emptyOpen = `UPDATE open_blocks SET last = '', first = '', parent = '', n = 0, data = '', sum = 0 WHERE thread = $1`
 
 // endTx rolls back the transaction a failed Commit left open on conn,
 // then gives conn back to the pool (which closes a connection still in a

@@ -22,7 +22,7 @@ func Unblock(ctx context.Context, s *Postgres, thread string) error {
 	}
 	defer tx.Rollback(context.Background())
 	rows, err := tx.Query(ctx, `SELECT sum, n, last, first, parent, data, snapshot, false FROM blocks WHERE thread = $1
-		UNION ALL SELECT sum, n, last, first, parent, data, NULL, true FROM open_blocks WHERE thread = $1`, thread)
+		UNION ALL SELECT sum, n, last, first, parent, data, NULL, true FROM open_blocks WHERE thread = $1 AND n > 0`, thread)
 	if err != nil {
 		return err
 	}

@@ -194,7 +194,7 @@ func (s *Postgres) pruneThread(ctx context.Context, thread string, keep int) (in
 // parent goes (jsLen their JSON sizes).
 func (s *Postgres) pruneBlocks(ctx context.Context, tx pgx.Tx, thread string, kept map[string]bool, snaps map[string][]byte, jsLen map[string]int) error {
 	rows, err := tx.Query(ctx, `SELECT sum, n, last, first, parent, data, snapshot, false FROM blocks WHERE thread = $1
-		UNION ALL SELECT sum, n, last, first, parent, data, NULL, true FROM open_blocks WHERE thread = $1`, thread)
+		UNION ALL SELECT sum, n, last, first, parent, data, NULL, true FROM open_blocks WHERE thread = $1 AND n > 0`, thread)
 	if err != nil {
 		return s.describe(err)
 	}
@@ -228,7 +228,7 @@ func (s *Postgres) pruneBlocks(ctx context.Context, tx pgx.Tx, thread string, ke
 			continue
 		}
 		if b.open {
-			batch.Queue(`DELETE FROM open_blocks WHERE thread = $1`, thread)
+			batch.Queue(emptyOpen, thread)
 		} else {
 			batch.Queue(`DELETE FROM blocks WHERE thread = $1 AND last = $2`, thread, b.last)
 		}
@@ -238,7 +238,7 @@ func (s *Postgres) pruneBlocks(ctx context.Context, tx pgx.Tx, thread string, ke
 			if len(run) == 0 {
 				return
 			}
-			nb, _ := newBlock(thread, parent, run)
+			nb := newBlock(thread, parent, run)
 			batch.Queue(insert, thread, nb.last, nb.first, nb.parent, nb.n, nb.data, snap, nb.sum)
 			parent, run = nb.last, nil
 		}

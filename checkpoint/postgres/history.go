@@ -65,7 +65,7 @@ func (h *pgHistory) Rows(ctx context.Context) ([]checkpoint.HistoryRow, error) {
 	// The records of the thread's blocks. A damaged block fails the walk
 	// (its records, ids included, cannot be read).
 	brows, err := h.tx.Query(ctx, `SELECT sum, n, last, first, parent, data, snapshot IS NOT NULL, false FROM blocks WHERE thread = $1
-		UNION ALL SELECT sum, n, last, first, parent, data, false, true FROM open_blocks WHERE thread = $1`, h.thread)
+		UNION ALL SELECT sum, n, last, first, parent, data, false, true FROM open_blocks WHERE thread = $1 AND n > 0`, h.thread)
 	if err != nil {
 		return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
 	}

@@ -355,7 +355,7 @@ func (s *Postgres) List(ctx context.Context, thread string, limit int) ([]*runti
 	// The newest limit checkpoints are in the limit blocks of the newest
 	// last ids (each of those holds a newer checkpoint than any other).
 	b.Queue(`(SELECT sum, n, last, first, parent, data, false FROM blocks WHERE thread = $1 ORDER BY last DESC LIMIT $2)
-		UNION ALL SELECT sum, n, last, first, parent, data, true FROM open_blocks WHERE thread = $1`, thread, lim)
+		UNION ALL SELECT sum, n, last, first, parent, data, true FROM open_blocks WHERE thread = $1 AND n > 0`, thread, lim)
 	b.Queue(`COMMIT`)
 	br := s.pool.SendBatch(ctx, b)
 	defer br.Close()
