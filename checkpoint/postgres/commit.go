@@ -65,7 +65,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	// so a block's range is its first and last ids), and the checkpoints
 	// rows of layout version 2.
 	b.Queue(`SELECT sum, n, last, first, parent, data FROM open_blocks WHERE thread = $1`, c.Thread.ID)
-	b.Queue(`SELECT sum, n, last, first, parent, data FROM blocks WHERE thread = $1 AND ((last >= $2 AND first <= $2) OR (last >= $3 AND first <= $3))`, c.Thread.ID, cp.ParentID, cp.ID)
+	b.Queue(`SELECT sum, n, last, first, parent, data FROM blocks WHERE thread = $1 AND last >= LEAST($2, $3) AND ((last >= $2 AND first <= $2) OR (last >= $3 AND first <= $3))`, c.Thread.ID, cp.ParentID, cp.ID)
 	b.Queue(`SELECT id, chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id IN ($2, $3)`, c.Thread.ID, cp.ParentID, cp.ID)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
