@@ -370,3 +370,57 @@ func scanBlocks(rows pgx.Rows, open bool) ([]*block, error) {
 	}
 	return out, rows.Err()
 }
+
+// tail verifies b and returns its raw encoding and the chain sizes of its
+// last record, without decoding the others (a commit that extends b needs
+// no more).
+func (b *block) tail(thread, where string) (raw []byte, chain, base int64, err error) {
+	if b.sum != b.checksum(thread) {
+		return nil, 0, 0, b.corrupt(thread, where, errors.New("checksum mismatch"))
+	}
+	if raw, err = inflateBlock(b.data); err != nil {
+		return nil, 0, 0, b.corrupt(thread, where, err)
+	}
+	d := &recordReader{b: raw}
+	n := 0
+	var last []byte
+	for len(d.b) > 0 && d.err == nil {
+		last = d.bytes(d.uvarint()) // id
+		d.varint()
+		d.varint()
+		d.bytes(d.uvarint()) // next
+		d.skipNull()
+		d.bytes(d.uvarint()) // source
+		d.skipNull()
+		for range 3 { // graph, hash, version
+			d.bytes(d.uvarint())
+		}
+		d.u64()
+		for range 3 { // usage, totals, records
+			d.skipNull()
+		}
+		d.int()
+		d.int()
+		chain, base = int64(d.uvarint()), int64(d.uvarint())
+		d.bytes(d.uvarint()) // delta
+		n++
+	}
+	switch {
+	case d.err != nil:
+		err = fmt.Errorf("record %d: %w", n, d.err)
+	case n != b.n:
+		err = fmt.Errorf("it holds %d records, where its row records %d", n, b.n)
+	case string(last) != b.last:
+		err = errors.New("its records do not match its first and last ids")
+	}
+	if err != nil {
+		return nil, 0, 0, b.corrupt(thread, where, err)
+	}
+	return raw, chain, base, nil
+}
+
+func (d *recordReader) skipNull() {
+	if d.flag() {
+		d.bytes(d.uvarint())
+	}
+}

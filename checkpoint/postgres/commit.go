@@ -144,7 +144,15 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	}
 	var openRecs []record
 	var openRaw []byte
-	if open != nil {
+	switch {
+	case open != nil && open.last == cp.ParentID:
+		// The usual commit: the new id sorts after every id of the
+		// open block, so only its last record is wanted.
+		if openRaw, chain, baseBytes, err = open.tail(c.Thread.ID, s.where); err != nil {
+			return err
+		}
+		parentFound = true
+	case open != nil:
 		if openRecs, openRaw, err = open.recordsRaw(c.Thread.ID, s.where); err != nil {
 			return err
 		}
