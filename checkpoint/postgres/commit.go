@@ -59,9 +59,14 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		b.Queue(`UPDATE threads SET head = $3, status = $4, error = $5, graph = $6, graph_hash = $7, graph_file = $8, config = $9, updated = $10, pending = $11, sum = $12 WHERE id = $1 AND head = $2`,
 			tr.ID, c.ExpectHead, tr.Head, tr.Status, tr.Error, tr.Graph, tr.GraphHash, tr.GraphFile, tr.Config, tr.Updated, tr.Pending, tr.Sum)
 	}
-	if cp.ParentID != "" {
-		b.Queue(`SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id = $2`, c.Thread.ID, cp.ParentID)
-	}
+	// What the commit extends, and where the parent and an existing
+	// checkpoint of the new id could be: the thread's open block, the
+	// sealed blocks whose range holds either id (ids grow along a chain,
+	// so a block's range is its first and last ids), and the checkpoints
+	// rows of layout version 2.
+	b.Queue(`SELECT sum, n, last, first, parent, data FROM open_blocks WHERE thread = $1`, c.Thread.ID)
+	b.Queue(`SELECT sum, n, last, first, parent, data FROM blocks WHERE thread = $1 AND last >= LEAST($2, $3) AND ((last >= $2 AND first <= $2) OR (last >= $3 AND first <= $3))`, c.Thread.ID, cp.ParentID, cp.ID)
+	b.Queue(`SELECT id, chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id IN ($2, $3)`, c.Thread.ID, cp.ParentID, cp.ID)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()
@@ -84,23 +89,106 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		}
 		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", c.Thread.ID, runtime.ErrConflict, orNone(head), orNone(c.ExpectHead))
 	}
-	// Snapshot policy, as SQLite's.
-	chain, baseBytes := 0, 0
-	if cp.ParentID != "" {
-		if err := br.QueryRow().Scan(&chain, &baseBytes); err != nil {
+	var open *block // nil for none, or for an empty row
+	haveOpen := false
+	if rows, err := br.Query(); err == nil {
+		bs, err := scanBlocks(rows, true)
+		if err != nil {
 			br.Close()
-			if isNoRows(err) {
-				return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
+			return fmt.Errorf("read open block: %w", s.describe(err))
+		}
+		if len(bs) > 0 {
+			haveOpen = true
+			if bs[0].n > 0 {
+				open = bs[0]
 			}
+		}
+	} else {
+		br.Close()
+		return fmt.Errorf("read open block: %w", s.describe(err))
+	}
+	var sealed []*block
+	if rows, err := br.Query(); err == nil {
+		if sealed, err = scanBlocks(rows, false); err != nil {
+			br.Close()
+			return fmt.Errorf("read blocks: %w", s.describe(err))
+		}
+	} else {
+		br.Close()
+		return fmt.Errorf("read blocks: %w", s.describe(err))
+	}
+	found, parentFound := false, false
+	var chain, baseBytes int64
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
+	}
+	for rows.Next() {
+		var id string
+		var cb, bb int64
+		if err := rows.Scan(&id, &cb, &bb); err != nil {
+			rows.Close()
+			br.Close()
 			return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
 		}
+		if id == cp.ID {
+			found = true
+		} else {
+			parentFound, chain, baseBytes = true, cb, bb
+		}
 	}
+	rows.Close()
 	if err := br.Close(); err != nil {
-		return fmt.Errorf("update thread: %w", s.describe(err))
+		return fmt.Errorf("read parent checkpoint: %w", s.describe(err))
 	}
-	chain += len(row.Delta)
+	var openRecs []record
+	var openRaw []byte
+	switch {
+	case open != nil && open.last == cp.ParentID:
+		// The usual commit: the new id sorts after every id of the
+		// open block, so only its last record is wanted.
+		if openRaw, chain, baseBytes, err = open.tail(c.Thread.ID, s.where); err != nil {
+			return err
+		}
+		parentFound = true
+	case open != nil:
+		if openRecs, openRaw, err = open.recordsRaw(c.Thread.ID, s.where); err != nil {
+			return err
+		}
+	}
+	look := func(recs []record) {
+		for i := range recs {
+			switch recs[i].row.ID {
+			case cp.ID:
+				found = true
+			case cp.ParentID:
+				parentFound, chain, baseBytes = true, recs[i].chain, recs[i].base
+			}
+		}
+	}
+	look(openRecs)
+	for _, sb := range sealed {
+		recs, err := sb.records(c.Thread.ID, s.where)
+		if err != nil {
+			return err
+		}
+		look(recs)
+	}
+	if found {
+		return fmt.Errorf("commit to thread %q: checkpoint %s already exists", c.Thread.ID, cp.ID)
+	}
+	if cp.ParentID != "" && !parentFound {
+		return fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
+	}
+	// Ids grow along a chain: a block's range is its first and last ids.
+	if cp.ParentID != "" && cp.ID <= cp.ParentID {
+		return fmt.Errorf("commit to thread %q: checkpoint id %s does not sort after its parent's (%s)", c.Thread.ID, cp.ID, cp.ParentID)
+	}
+	chain += int64(len(row.Delta))
+	rec := record{row: row, chain: chain, base: baseBytes}
 	var snap []byte
-	if checkpoint.SnapshotDue(cp.ParentID == "", chain, baseBytes) {
+	if checkpoint.SnapshotDue(cp.ParentID == "", int(chain), int(baseBytes)) {
 		js, err := checkpoint.Marshal(cp.Values)
 		if err != nil {
 			return fmt.Errorf("encode snapshot: %w", err)
@@ -108,25 +196,18 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 		// Stored as SQLite stores it (compressed when that is smaller);
 		// the snapshot policy counts the JSON's bytes, as SQLite's does.
 		snap = checkpoint.EncodeSnapshot(js)
-		row.Seal(snap)
-		chain, baseBytes = 0, len(js)
-	}
-	gid, newGraph, err := s.graphID(ctx, tx, cp.Metadata)
-	if err != nil {
-		return fmt.Errorf("record graph: %w", s.describe(err))
+		rec.row.Seal(snap)
+		rec.chain, rec.base = 0, int64(len(js))
 	}
 	b = &pgx.Batch{}
-	b.Queue(`INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, delta, snapshot, chain_bytes, base_bytes, sum, snap_sum)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
-		row.Thread, row.ID, row.Parent, row.Step, row.TurnStep, row.Next, row.Waiting, row.Source, row.Writes, gid, row.Time,
-		row.Usage, row.Totals, row.Records, encodeDelta(row.Delta), snap, chain, baseBytes, row.Sum, row.SnapSum)
+	s.queueBlocks(b, c.Thread.ID, cp.ParentID, haveOpen, open, openRaw, rec, snap)
 	if err := queueWrites(b, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
 		return err
 	}
 	b.Queue(`COMMIT`)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23505" && pe.TableName == "checkpoints" {
+		if errors.As(err, &pe) && pe.Code == "23505" && (pe.TableName == "blocks" || pe.TableName == "open_blocks") {
 			return fmt.Errorf("commit to thread %q: checkpoint %s already exists", c.Thread.ID, cp.ID)
 		}
 		return fmt.Errorf("insert checkpoint: %w", s.describe(err))
@@ -134,13 +215,45 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	if st := tx.Conn().PgConn().TxStatus(); st != 'I' {
 		return fmt.Errorf("commit: transaction status %q after COMMIT", st)
 	}
-	s.mu.Lock()
-	if newGraph != "" {
-		s.graphs[newGraph] = gid
-	}
-	s.mu.Unlock()
 	return nil
 }
+
+// queueBlocks queues the statements that store rec (with its snapshot
+// snap, nil for none), a child of parent, given the thread's open block
+// (nil for none; haveOpen when the thread has an open_blocks row, maybe
+// empty) and its records' raw encoding. The row is emptied rather than
+// deleted, so that its next version is a HOT update too.
+func (s *Postgres) queueBlocks(b *pgx.Batch, thread, parent string, haveOpen bool, open *block, raw []byte, rec record, snap []byte) {
+	extends := open != nil && open.last == parent && !open.full(len(raw))
+	const insert = `INSERT INTO blocks (thread, last, first, parent, n, data, snapshot, sum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+	if open != nil && !extends {
+		// Sealed as it is: the stored bytes move, in the database.
+		b.Queue(`INSERT INTO blocks (thread, last, first, parent, n, data, sum) SELECT thread, last, first, parent, n, data, sum FROM open_blocks WHERE thread = $1 AND n > 0`, thread)
+	}
+	var nb *block
+	if extends {
+		nb = rawBlock(thread, open.parent, open.first, rec.row.ID, open.n+1, appendRecord(raw, &rec))
+	} else {
+		nb = newBlock(thread, parent, []record{rec})
+	}
+	switch {
+	case snap != nil:
+		// A snapshot ends its block.
+		b.Queue(insert, thread, nb.last, nb.first, nb.parent, nb.n, nb.data, snap, nb.sum)
+		if open != nil {
+			b.Queue(emptyOpen, thread)
+		}
+	case haveOpen:
+		b.Queue(`UPDATE open_blocks SET last = $2, first = $3, parent = $4, n = $5, data = $6, sum = $7 WHERE thread = $1`,
+			thread, nb.last, nb.first, nb.parent, nb.n, nb.data, nb.sum)
+	default:
+		b.Queue(`INSERT INTO open_blocks (thread, last, first, parent, n, data, sum) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			thread, nb.last, nb.first, nb.parent, nb.n, nb.data, nb.sum)
+	}
+}
+
+// emptyOpen empties a thread's open_blocks row.
+const emptyOpen = `UPDATE open_blocks SET last = '', first = '', parent = '', n = 0, data = '', sum = 0 WHERE thread = $1`
 
 // endTx rolls back the transaction a failed Commit left open on conn,
 // then gives conn back to the pool (which closes a connection still in a
@@ -298,10 +411,16 @@ func (s *Postgres) deleteThread(ctx context.Context, id string) (threads, checkp
 	if _, err := tx.Exec(ctx, `DELETE FROM writes WHERE thread = $1 OR (thread >= $2 AND thread < $3)`, id, lo, hi); err != nil {
 		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
 	}
+	var inBlocks int
+	if err := tx.QueryRow(ctx, `WITH b AS (DELETE FROM blocks WHERE thread = $1 OR (thread >= $2 AND thread < $3) RETURNING n),
+		o AS (DELETE FROM open_blocks WHERE thread = $1 OR (thread >= $2 AND thread < $3) RETURNING n)
+		SELECT COALESCE((SELECT sum(n) FROM b), 0) + COALESCE((SELECT sum(n) FROM o), 0)`, id, lo, hi).Scan(&inBlocks); err != nil {
+		return 0, 0, fmt.Errorf("delete thread: %w", s.describe(err))
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, 0, fmt.Errorf("commit: %w", s.describe(err))
 	}
-	return int(n.RowsAffected()), int(c.RowsAffected()), nil
+	return int(n.RowsAffected()), int(c.RowsAffected()) + inBlocks, nil
 }
 
 // childRange returns the bounds of the ids of id's child threads

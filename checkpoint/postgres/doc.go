@@ -4,30 +4,43 @@
 //
 // # Layout and guarantees
 //
-// The tables are SQLite's (graphs, threads, checkpoints, writes, leases),
-// with the same encodings, written and read through checkpoint's row codec
-// (checkpoint.Row, checkpoint.Rebuild): append and messages fields stored
-// as deltas, a full snapshot only when the deltas since the last one reach
-// max(2 × its size, [checkpoint.MinSnapshotBytes]), so storage is linear in
-// the work and loading any checkpoint reads one snapshot and a bounded run
-// of deltas, in one recursive query; every row carries the same CRC-32C
-// checksum and a row that fails it is a [runtime.CorruptError] naming it.
-// JSON columns are text, not jsonb, so the bytes the checksums cover
-// round-trip exactly. Ids are COLLATE "C", so child runs ("<id>/…") are
-// found by a bytewise range on the primary key. Snapshots of 1 KiB or
-// more are stored DEFLATE-compressed behind a marker byte, as SQLite
-// stores them, and so are deltas of 128 bytes or more (PostgreSQL's own
-// TOAST compression only starts at rows of about 2 KB, which a step's
-// delta rarely is); the checksums cover the JSON, and rows stored plain
-// read as they are. The threads table has no index but its primary key,
-// so the update of a thread's row at each commit is a HOT update.
+// The threads, writes and leases tables are SQLite's, with the same
+// encodings, written and read through checkpoint's row codec
+// (checkpoint.Row, checkpoint.Rebuild). Checkpoints (schema version 3) are
+// stored in blocks: a run of up to 32 consecutive checkpoints of one
+// chain, their rows encoded as records and DEFLATE-compressed together
+// (about 35 bytes a checkpoint on a messages thread, where a row of its
+// own took 290). A thread's open block, the run its commits extend, is its
+// row in open_blocks, rewritten by each commit (the row stays inline and
+// its update is HOT); a commit seals it into the insert-only blocks table
+// (keyed by thread and last checkpoint id) when it is full or when the new
+// checkpoint does not extend it (a fork). Append and messages fields are
+// stored as deltas, a full snapshot only when the deltas since the last
+// one reach max(2 × its size, [checkpoint.MinSnapshotBytes]); a checkpoint
+// with a snapshot ends its block, which stores the snapshot beside the
+// records. So storage is linear in the work, and loading any checkpoint
+// reads one snapshot and the blocks back to it, in one recursive query
+// (the block holding an id is the first whose last id is at or after it;
+// a walk that finds otherwise, on ids of clocks that disagree, reads every
+// block whose range holds the id). Every record carries its checkpoint's
+// CRC-32C row checksum and every block one of its own: a block that fails
+// is a [runtime.CorruptError] naming its first checkpoint and its range.
+// The checkpoints rows of schema version 2 stay as they were and read as
+// before; new checkpoints go into blocks, whose chains may continue into
+// those rows. Ids are COLLATE "C", so child runs ("<id>/…") are found by
+// a bytewise range on the primary key, and ids grow along a chain (a
+// commit whose id does not sort after its parent's is refused). The
+// threads table has no index but its primary key, so the update of a
+// thread's row at each commit is a HOT update too.
 //
 // A commit is one transaction in two round trips: BEGIN and the move of
 // the thread's head by compare-and-swap (UPDATE … WHERE head = the
 // expected head, or INSERT … ON CONFLICT DO NOTHING for a new thread; the
 // row lock lets exactly one of concurrent commits through and the others
-// get [runtime.ErrConflict]) in one pipelined batch, the inserts of the
-// checkpoint and its pending writes and COMMIT in the next. A commit that fails or whose context ends leaves nothing: the last
+// get [runtime.ErrConflict]) with the reads of the open block, of the
+// blocks whose ranges hold the parent or the new id and of version 2
+// rows in one pipelined batch; the block statements (the seal, the open
+// block's rewrite), the pending writes and COMMIT in the next. A commit that fails or whose context ends leaves nothing: the last
 // good checkpoint stays the head.
 //
 // # Leases
@@ -60,7 +73,8 @@
 // transaction under pg_advisory_xact_lock keyed on the schema, so
 // processes starting together on a fresh schema wait for each other and
 // the later ones find the work done; a schema of a newer version is
-// refused. [Postgres.GC] prunes as SQLite's GC does, then VACUUMs (which
+// refused. [Postgres.GC] prunes as SQLite's GC does (deleting the blocks
+// whose checkpoints all go and rewriting those it keeps some of), then VACUUMs (which
 // makes space reusable but rarely gives it back to the system).
 //
 // Tests run against a real server (see package pgtest): each uses a schema

@@ -62,11 +62,36 @@ func (h *pgHistory) Rows(ctx context.Context) ([]checkpoint.HistoryRow, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", h.s.describe(err))
 	}
+	// The records of the thread's blocks. A damaged block fails the walk
+	// (its records, ids included, cannot be read).
+	brows, err := h.tx.Query(ctx, `SELECT sum, n, last, first, parent, data, snapshot IS NOT NULL, false FROM blocks WHERE thread = $1
+		UNION ALL SELECT sum, n, last, first, parent, data, false, true FROM open_blocks WHERE thread = $1 AND n > 0`, h.thread)
+	if err != nil {
+		return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
+	}
+	defer brows.Close()
+	for brows.Next() {
+		b := &block{}
+		if err := brows.Scan(&b.sum, &b.n, &b.last, &b.first, &b.parent, &b.data, &b.hasSnap, &b.open); err != nil {
+			return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
+		}
+		recs, err := b.records(h.thread, h.s.where)
+		if err != nil {
+			return nil, err
+		}
+		for i := range recs {
+			out = append(out, checkpoint.HistoryRow{Row: recs[i].row, HasSnapshot: b.hasSnap && i == len(recs)-1})
+		}
+	}
+	if err := brows.Err(); err != nil {
+		return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
+	}
 	return out, nil
 }
 
 func (h *pgHistory) Snapshots(ctx context.Context, ids []string) (map[string][]byte, error) {
-	rows, err := h.tx.Query(ctx, `SELECT id, snapshot FROM checkpoints WHERE thread = $1 AND id = ANY($2)`, h.thread, ids)
+	rows, err := h.tx.Query(ctx, `SELECT id, snapshot FROM checkpoints WHERE thread = $1 AND id = ANY($2) AND snapshot IS NOT NULL
+		UNION ALL SELECT last, snapshot FROM blocks WHERE thread = $1 AND last = ANY($2) AND snapshot IS NOT NULL`, h.thread, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read snapshots: %w", h.s.describe(err))
 	}

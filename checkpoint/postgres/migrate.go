@@ -91,6 +91,38 @@ var migrations = []string{
 	// factor leaves room for that on pages holding many threads.
 	`DROP INDEX threads_updated;
 	ALTER TABLE threads SET (fillfactor = 80);`,
+
+	// Version 3: checkpoints in blocks (see block.go). A blocks row is a
+	// sealed run of a chain's checkpoints, keyed by its last one; a
+	// thread's open_blocks row is the run its commits extend, rewritten by
+	// each (its fill factor leaves room on the page for the new version,
+	// so the update is HOT). Rows are kept inline (toast_tuple_target at
+	// its maximum, the records' column MAIN): a block is already
+	// compressed, and moving it to TOAST would cost a TOAST row and index
+	// entry per commit. The checkpoints rows of version 2 stay as they
+	// are and read as before; new checkpoints go into blocks.
+	`CREATE TABLE blocks (
+		sum BIGINT NOT NULL,
+		n INTEGER NOT NULL,
+		thread TEXT COLLATE "C" NOT NULL,
+		last TEXT COLLATE "C" NOT NULL,
+		first TEXT COLLATE "C" NOT NULL,
+		parent TEXT COLLATE "C" NOT NULL,
+		data BYTEA NOT NULL,
+		snapshot BYTEA,
+		PRIMARY KEY (thread, last)
+	) WITH (toast_tuple_target = 8160);
+	ALTER TABLE blocks ALTER COLUMN data SET STORAGE MAIN;
+	CREATE TABLE open_blocks (
+		sum BIGINT NOT NULL,
+		n INTEGER NOT NULL,
+		thread TEXT COLLATE "C" PRIMARY KEY,
+		last TEXT COLLATE "C" NOT NULL,
+		first TEXT COLLATE "C" NOT NULL,
+		parent TEXT COLLATE "C" NOT NULL,
+		data BYTEA NOT NULL
+	) WITH (fillfactor = 50, toast_tuple_target = 8160);
+	ALTER TABLE open_blocks ALTER COLUMN data SET STORAGE MAIN;`,
 }
 
 // SchemaVersion is the layout version this package writes.

@@ -202,6 +202,10 @@ func TestCorruptRow(t *testing.T) {
 	a := mustCommit(t, s, "th", "", 0)
 	b := mustCommit(t, s, "th", a, 1)
 	c := mustCommit(t, s, "th", b, 2)
+	// Rows as layout version 2 stored them (blocks have their own test).
+	if err := postgres.Unblock(bg, s, "th"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Pool().Exec(bg, `UPDATE checkpoints SET delta = replace(convert_from(delta, 'UTF8'), 'message 1', 'message X')::bytea WHERE thread = 'th' AND id = $1`, b); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -71,24 +73,13 @@ func (s *Postgres) get(ctx context.Context, q reader, thread, id string) (*runti
 	if head {
 		id = tr.Head
 	}
-	values, err := s.values(ctx, q, thread, id)
+	values, cp, err := s.load(ctx, q, thread, id)
 	if err != nil {
 		if head && errors.Is(err, runtime.ErrNotFound) {
 			return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: errors.New("the thread's head checkpoint is missing from the database")}
 		}
 		return nil, err
 	}
-	cps, bad, err := s.query(ctx, q, `WHERE c.thread = $1 AND c.id = $2`, thread, id)
-	if err != nil {
-		return nil, err
-	}
-	if len(bad) > 0 {
-		return nil, bad[0]
-	}
-	if len(cps) == 0 {
-		return nil, fmt.Errorf("checkpoint %q of thread %q: %w", id, thread, runtime.ErrNotFound)
-	}
-	cp := cps[0]
 	cp.Values = values
 	if cp.Pending, err = s.pending(ctx, q, thread, id); err != nil {
 		return nil, err
@@ -101,35 +92,225 @@ func (s *Postgres) get(ctx context.Context, q reader, thread, id string) (*runti
 
 // values rebuilds a checkpoint's values from its chain.
 func (s *Postgres) values(ctx context.Context, q reader, thread, id string) (map[string]any, error) {
-	// parent < id: ids grow along a chain, which also keeps a damaged
-	// parent column from sending the query round in a cycle.
-	rows, err := q.Query(ctx, `
-		WITH RECURSIVE chain (id, parent, snapshot, depth) AS (
-			SELECT id, parent, snapshot IS NOT NULL, 0 FROM checkpoints WHERE thread = $1 AND id = $2
+	values, _, err := s.load(ctx, q, thread, id)
+	return values, err
+}
+
+// chainQuery reads a checkpoint's chain back to the nearest snapshot in
+// one statement: each step finds the unit holding the id it needs (a
+// checkpoints row of layout version 2, the sealed block whose range starts
+// at or before it, or the open block) and continues at that unit's
+// parent, until a unit holds a snapshot of the id needed. A sealed block
+// is found as the first by last id at or after the id: ranges of one
+// thread's blocks do not overlap unless ids were made by clocks that
+// disagree, and the walk in Go checks that every id it needs is in the
+// units read (see load). parent < first: ids grow along a chain, which
+// also keeps damage from sending the query round in a cycle.
+const chainQuery = `
+	WITH RECURSIVE chain (kind, key, parent, first, stop, depth) AS (
+		SELECT u.kind, u.key, u.parent, u.first, u.stop, 0 FROM (
+			SELECT 0 AS kind, id AS key, parent, id AS first, snapshot IS NOT NULL AS stop FROM checkpoints WHERE thread = $1 AND id = $2
 			UNION ALL
-			SELECT c.id, c.parent, c.snapshot IS NOT NULL, chain.depth + 1
-			FROM checkpoints c JOIN chain ON c.thread = $1 AND c.id = chain.parent
-			WHERE NOT chain.snapshot AND chain.parent < chain.id
-		)
-		SELECT `+cpColumns+`, c.snapshot
-		FROM chain JOIN checkpoints c ON c.thread = $1 AND c.id = chain.id LEFT JOIN graphs g ON g.id = c.graph
-		ORDER BY chain.depth DESC`, thread, id)
-	if err != nil {
-		return nil, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
-	}
+			(SELECT 1, last, parent, first, snapshot IS NOT NULL AND last = $2 FROM blocks WHERE thread = $1 AND last >= $2 ORDER BY last LIMIT 1)
+			UNION ALL
+			SELECT 2, last, parent, first, false FROM open_blocks WHERE thread = $1 AND last >= $2
+		) u WHERE u.first <= $2
+		UNION ALL
+		SELECT u.kind, u.key, u.parent, u.first, u.stop, chain.depth + 1 FROM chain CROSS JOIN LATERAL (
+			SELECT 0 AS kind, id AS key, parent, id AS first, snapshot IS NOT NULL AS stop FROM checkpoints WHERE thread = $1 AND id = chain.parent
+			UNION ALL
+			(SELECT 1, last, parent, first, snapshot IS NOT NULL AND last = chain.parent FROM blocks WHERE thread = $1 AND last >= chain.parent ORDER BY last LIMIT 1)
+			UNION ALL
+			SELECT 2, last, parent, first, false FROM open_blocks WHERE thread = $1 AND last >= chain.parent
+		) u
+		WHERE NOT chain.stop AND chain.parent <> '' AND chain.parent < chain.first AND u.first <= chain.parent
+	)
+	SELECT chain.kind, chain.stop,
+		` + cpColumns + `, CASE WHEN chain.stop THEN c.snapshot END,
+		COALESCE(b.sum, o.sum), COALESCE(b.n, o.n), COALESCE(b.last, o.last), COALESCE(b.first, o.first), COALESCE(b.parent, o.parent),
+		COALESCE(b.data, o.data), CASE WHEN chain.stop THEN b.snapshot END
+	FROM chain
+	LEFT JOIN checkpoints c ON chain.kind = 0 AND c.thread = $1 AND c.id = chain.key LEFT JOIN graphs g ON g.id = c.graph
+	LEFT JOIN blocks b ON chain.kind = 1 AND b.thread = $1 AND b.last = chain.key
+	LEFT JOIN open_blocks o ON chain.kind = 2 AND o.thread = $1
+	ORDER BY chain.depth`
+
+// candidatesQuery reads every unit that may hold an id, for a walk whose
+// units did not hold one it needed.
+const candidatesQuery = `
+	SELECT 0, c.snapshot IS NOT NULL, ` + cpColumns + `, c.snapshot,
+		NULL::bigint, NULL::int, NULL::text, NULL::text, NULL::text, NULL::bytea, NULL::bytea
+	FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = $1 AND c.id = $2
+	UNION ALL
+	SELECT 1, b.snapshot IS NOT NULL, ` + nullColumns + `, NULL, b.sum, b.n, b.last, b.first, b.parent, b.data, b.snapshot
+	FROM blocks b WHERE b.thread = $1 AND b.last >= $2 AND b.first <= $2
+	UNION ALL
+	SELECT 2, false, ` + nullColumns + `, NULL, o.sum, o.n, o.last, o.first, o.parent, o.data, NULL
+	FROM open_blocks o WHERE o.thread = $1 AND o.last >= $2 AND o.first <= $2`
+
+const nullColumns = `NULL::text, NULL::text, NULL::text, NULL::bigint, NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::text,
+	NULL::text, NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::bytea, NULL::bigint, NULL::bigint`
+
+// unit is a row of chainQuery or candidatesQuery: a checkpoints row or a
+// block.
+type unit struct {
+	kind  int
+	stop  bool
+	row   checkpoint.Row
+	snap  []byte
+	block block
+	bsnap []byte
+}
+
+// scanUnits reads the rows of chainQuery or candidatesQuery.
+func scanUnits(rows pgx.Rows) ([]*unit, error) {
 	defer rows.Close()
-	var chain []checkpoint.Link
+	var out []*unit
 	for rows.Next() {
-		var l checkpoint.Link
-		if err := rows.Scan(append(rowArgs(&l.Row), &l.Snapshot)...); err != nil {
-			return nil, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+		u := &unit{}
+		var r nullRow
+		var bsum sql.NullInt64
+		var bn sql.NullInt32
+		var blast, bfirst, bparent sql.NullString
+		args := append([]any{&u.kind, &u.stop}, r.args()...)
+		args = append(args, &u.snap, &bsum, &bn, &blast, &bfirst, &bparent, &u.block.data, &u.bsnap)
+		if err := rows.Scan(args...); err != nil {
+			return nil, err
 		}
-		chain = append(chain, l)
+		if u.kind == 0 {
+			u.row = r.row()
+		} else {
+			u.block.open = u.kind == 2
+			u.block.sum, u.block.n = bsum.Int64, int(bn.Int32)
+			u.block.last, u.block.first, u.block.parent = blast.String, bfirst.String, bparent.String
+			u.block.snapshot, u.block.hasSnap = u.bsnap, u.bsnap != nil
+		}
+		out = append(out, u)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+	return out, rows.Err()
+}
+
+// nullRow scans the columns of a checkpoints row that may all be NULL.
+type nullRow struct {
+	thread, id, parent                                       sql.NullString
+	step, turnStep                                           sql.NullInt64
+	next, waiting, source, writes, graph, graphHash, version sql.NullString
+	time                                                     sql.NullInt64
+	usage, totals, records                                   sql.NullString
+	delta                                                    []byte
+	sum, snapSum                                             sql.NullInt64
+}
+
+func (r *nullRow) args() []any {
+	return []any{&r.thread, &r.id, &r.parent, &r.step, &r.turnStep, &r.next, &r.waiting, &r.source, &r.writes,
+		&r.graph, &r.graphHash, &r.version, &r.time, &r.usage, &r.totals, &r.records, deltaColumn{&r.delta}, &r.sum, &r.snapSum}
+}
+
+func (r *nullRow) row() checkpoint.Row {
+	return checkpoint.Row{Thread: r.thread.String, ID: r.id.String, Parent: r.parent.String, Step: r.step.Int64, TurnStep: r.turnStep.Int64,
+		Next: r.next.String, Waiting: r.waiting, Source: r.source.String, Writes: r.writes,
+		Graph: r.graph.String, GraphHash: r.graphHash.String, Version: r.version.String, Time: r.time.Int64,
+		Usage: r.usage, Totals: r.totals, Records: r.records, Delta: r.delta, Sum: r.sum, SnapSum: r.snapSum}
+}
+
+// walkLink is a checkpoint found in the units a chain read returned.
+type walkLink struct {
+	row  checkpoint.Row
+	snap []byte // its snapshot, nil when it has none or it was not read
+	has  bool   // it has a snapshot
+}
+
+// load rebuilds checkpoint id's values from its chain and decodes its
+// row.
+func (s *Postgres) load(ctx context.Context, q reader, thread, id string) (map[string]any, *runtime.Checkpoint, error) {
+	rows, err := q.Query(ctx, chainQuery, thread, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
 	}
-	return checkpoint.Rebuild(thread, id, s.where, chain)
+	units, err := scanUnits(rows)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+	}
+	found := map[string]walkLink{}
+	add := func(us []*unit) error {
+		for _, u := range us {
+			if u.kind == 0 {
+				found[u.row.ID] = walkLink{row: u.row, snap: u.snap, has: u.stop}
+				continue
+			}
+			recs, err := u.block.records(thread, s.where)
+			if err != nil {
+				return err
+			}
+			for i, r := range recs {
+				l := walkLink{row: r.row}
+				if i == len(recs)-1 && u.block.hasSnap {
+					l.snap, l.has = u.block.snapshot, true
+				}
+				if _, dup := found[r.row.ID]; !dup || l.has {
+					found[r.row.ID] = l
+				}
+			}
+		}
+		return nil
+	}
+	if err := add(units); err != nil {
+		return nil, nil, err
+	}
+	// Walk back from id to the snapshot.
+	var chain []checkpoint.Link
+	need, tried := id, map[string]bool{}
+	for {
+		l, ok := found[need]
+		if !ok && !tried[need] {
+			tried[need] = true
+			rows, err := q.Query(ctx, candidatesQuery, thread, need)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+			}
+			us, err := scanUnits(rows)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read checkpoint chain: %w", s.describe(err))
+			}
+			if err := add(us); err != nil {
+				return nil, nil, err
+			}
+			l, ok = found[need]
+		}
+		if !ok {
+			if need == id {
+				return nil, nil, fmt.Errorf("checkpoint %q of thread %q: %w", id, thread, runtime.ErrNotFound)
+			}
+			break // Rebuild reports the chain broken
+		}
+		if l.has && l.snap == nil {
+			// A snapshot the chain query did not read: the block was
+			// found by the candidates query without it, or ends past id.
+			var snap []byte
+			if err := q.QueryRow(ctx, `SELECT COALESCE((SELECT snapshot FROM blocks WHERE thread = $1 AND last = $2), (SELECT snapshot FROM checkpoints WHERE thread = $1 AND id = $2))`, thread, need).Scan(&snap); err != nil {
+				return nil, nil, fmt.Errorf("read snapshot: %w", s.describe(err))
+			}
+			l.snap = snap
+		}
+		chain = append(chain, checkpoint.Link{Row: l.row, Snapshot: l.snap})
+		if l.has || l.row.Parent == "" || l.row.Parent >= l.row.ID || len(chain) > len(found) {
+			break
+		}
+		need = l.row.Parent
+	}
+	for i, j := 0, len(chain)-1; i < j; i, j = i+1, j-1 {
+		chain[i], chain[j] = chain[j], chain[i]
+	}
+	values, err := checkpoint.Rebuild(thread, id, s.where, chain)
+	if err != nil {
+		return nil, nil, err
+	}
+	last := chain[len(chain)-1].Row
+	cp, err := last.Decode()
+	if err != nil {
+		return nil, nil, err
+	}
+	return values, cp, nil
 }
 
 func (s *Postgres) pending(ctx context.Context, q reader, thread, id string) ([]runtime.PendingWrite, error) {
@@ -159,18 +340,75 @@ func (s *Postgres) pending(ctx context.Context, q reader, thread, id string) ([]
 	return out, nil
 }
 
-// List implements runtime.Saver. Rows that fail their checks are left out
-// and reported in the error, one *runtime.CorruptError each (joined).
+// List implements runtime.Saver. Rows and blocks that fail their checks
+// are left out and reported in the error, one *runtime.CorruptError each
+// (joined). The rows and the blocks are read on one snapshot, in one
+// round trip.
 func (s *Postgres) List(ctx context.Context, thread string, limit int) ([]*runtime.Checkpoint, error) {
-	q := `WHERE c.thread = $1 ORDER BY c.id DESC`
-	args := []any{thread}
+	var lim any
 	if limit > 0 {
-		q += ` LIMIT $2`
-		args = append(args, limit)
+		lim = limit
 	}
-	cps, bad, err := s.query(ctx, s.pool, q, args...)
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
+	b.Queue(`SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = $1 ORDER BY c.id DESC LIMIT $2`, thread, lim)
+	// The newest limit checkpoints are in the limit blocks of the newest
+	// last ids (each of those holds a newer checkpoint than any other).
+	b.Queue(`(SELECT sum, n, last, first, parent, data, false FROM blocks WHERE thread = $1 ORDER BY last DESC LIMIT $2)
+		UNION ALL SELECT sum, n, last, first, parent, data, true FROM open_blocks WHERE thread = $1 AND n > 0`, thread, lim)
+	b.Queue(`COMMIT`)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
+	}
+	cps, bad, err := s.scanCheckpoints(rows)
 	if err != nil {
 		return nil, err
+	}
+	if rows, err = br.Query(); err != nil {
+		return nil, fmt.Errorf("read blocks: %w", s.describe(err))
+	}
+	var blocks []*block
+	for rows.Next() {
+		bl := &block{}
+		if err := rows.Scan(&bl.sum, &bl.n, &bl.last, &bl.first, &bl.parent, &bl.data, &bl.open); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read blocks: %w", s.describe(err))
+		}
+		blocks = append(blocks, bl)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read blocks: %w", s.describe(err))
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
+	}
+	for _, bl := range blocks {
+		recs, err := bl.records(thread, s.where)
+		if err != nil {
+			bad = append(bad, err.(*runtime.CorruptError))
+			continue
+		}
+		for i := range recs {
+			cp, err := recs[i].row.Decode()
+			if err != nil {
+				bad = append(bad, err.(*runtime.CorruptError))
+				continue
+			}
+			cps = append(cps, cp)
+		}
+	}
+	if len(blocks) > 0 {
+		slices.SortFunc(cps, func(a, b *runtime.Checkpoint) int { return strings.Compare(b.ID, a.ID) })
+		if limit > 0 && len(cps) > limit {
+			cps = cps[:limit]
+		}
 	}
 	if len(cps) == 0 && len(bad) == 0 {
 		if _, err := s.Thread(ctx, thread); err != nil {
@@ -180,11 +418,9 @@ func (s *Postgres) List(ctx context.Context, thread string, limit int) ([]*runti
 	return cps, joinCorrupt(bad)
 }
 
-func (s *Postgres) query(ctx context.Context, q reader, where string, args ...any) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
-	rows, err := q.Query(ctx, `SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph `+where, args...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
-	}
+// scanCheckpoints decodes rows of cpColumns; rows that fail their checks
+// are returned apart.
+func (s *Postgres) scanCheckpoints(rows pgx.Rows) ([]*runtime.Checkpoint, []*runtime.CorruptError, error) {
 	defer rows.Close()
 	var out []*runtime.Checkpoint
 	var bad []*runtime.CorruptError

@@ -26,6 +26,10 @@ func TestSnapshotCompressedAndPlain(t *testing.T) {
 	if _, err := r.Run(bg, runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": 400}}); err != nil {
 		t.Fatal(err)
 	}
+	// Rows as layout version 2 stored them.
+	if err := postgres.Unblock(bg, s, "chat"); err != nil {
+		t.Fatal(err)
+	}
 	snapped := func(compressed bool) []string {
 		q := `SELECT id FROM checkpoints WHERE thread = 'chat' AND snapshot IS NOT NULL AND (get_byte(snapshot, 0) = 1) = $1 ORDER BY id`
 		rows, err := s.Pool().Query(bg, q, compressed)
@@ -177,6 +181,9 @@ func TestDeltaCompressedAndPlain(t *testing.T) {
 	if _, err := r.Run(bg, runtime.RunOptions{Thread: "chat", Input: map[string]any{"target": 200}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := postgres.Unblock(bg, s, "chat"); err != nil {
+		t.Fatal(err)
+	}
 	var compressed, all, stored, raw int
 	if err := s.Pool().QueryRow(bg, `SELECT count(*) FILTER (WHERE get_byte(delta, 0) = 1), count(*), sum(octet_length(delta)) FROM checkpoints WHERE thread = 'chat'`).Scan(&compressed, &all, &stored); err != nil {
 		t.Fatal(err)
@@ -278,10 +285,16 @@ func TestMigrateFromVersion1(t *testing.T) {
 	s, u := open(t, nil)
 	a := mustCommit(t, s, "th", "", 0)
 	b := mustCommit(t, s, "th", a, 1)
+	if err := postgres.Unblock(bg, s, "th"); err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
-	// Put the schema back to version 1: what version 2 changed, undone.
+	// Put the schema back to version 1: what versions 2 and 3 changed,
+	// undone.
 	raw := openURL(t, u, nil) // migrates nothing: the schema is current
 	for _, q := range []string{
+		`DROP TABLE blocks`,
+		`DROP TABLE open_blocks`,
 		`CREATE INDEX threads_updated ON threads (updated DESC, id)`,
 		`ALTER TABLE threads RESET (fillfactor)`,
 		`DELETE FROM lgrun_migrations WHERE version > 1`,
