@@ -256,6 +256,11 @@ func inflateTo(dst, b []byte) ([]byte, error) {
 	if len(b) == 0 || b[0] != snapZ {
 		return append(dst, b...), nil
 	}
+	return inflateStreamTo(dst, b[1:])
+}
+
+// inflateStreamTo appends what the raw DEFLATE stream holds to dst.
+func inflateStreamTo(dst, stream []byte) ([]byte, error) {
 	if dst == nil {
 		// Inflated into a scratch buffer kept between calls, then copied
 		// once: growing a fresh buffer would copy it several times over.
@@ -263,7 +268,7 @@ func inflateTo(dst, b []byte) ([]byte, error) {
 		if buf == nil {
 			buf = new([]byte)
 		}
-		js, err := inflateAppend((*buf)[:0], b)
+		js, err := inflateAppend((*buf)[:0], stream)
 		if err != nil {
 			return nil, err
 		}
@@ -274,13 +279,12 @@ func inflateTo(dst, b []byte) ([]byte, error) {
 		}
 		return out, nil
 	}
-	return inflateAppend(dst, b)
+	return inflateAppend(dst, stream)
 }
 
-// inflateAppend appends the inflated stream of the compressed value b to
-// dst.
+// inflateAppend appends what the raw DEFLATE stream b holds to dst.
 func inflateAppend(dst, b []byte) ([]byte, error) {
-	src := bytes.NewReader(b[1:])
+	src := bytes.NewReader(b)
 	r, _ := inflaters.Get().(io.ReadCloser)
 	if r == nil {
 		r = flate.NewReader(src)

@@ -2,14 +2,11 @@ package postgres
 
 import (
 	"bytes"
-	"compress/flate"
 	"database/sql"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -76,7 +73,7 @@ func (b *block) full(raw int) bool {
 
 // checksum is the block's checksum over its columns and stored bytes.
 func (b *block) checksum(thread string) int64 {
-	h := crc32.New(castagnoli)
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli)) // made once, on first use
 	var buf [binary.MaxVarintLen64]byte
 	for _, s := range []string{"block/3", thread, b.first, b.last, b.parent} {
 		h.Write(binary.AppendUvarint(buf[:0], uint64(len(s))))
@@ -86,8 +83,6 @@ func (b *block) checksum(thread string) int64 {
 	h.Write(b.data)
 	return int64(h.Sum32())
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // describe names the block in messages.
 func (b *block) describe() string {
@@ -310,52 +305,12 @@ func decodeRecords(raw []byte, thread, parent string, n int) ([]record, error) {
 	return recs, nil
 }
 
-// Compressors and decompressors are kept between commits: a DEFLATE
-// writer is about a megabyte to make.
-var (
-	blockFlaters   = make(chan *flate.Writer, 2)
-	blockInflaters sync.Pool
-)
+// deflateBlock and inflateBlock use the compressors and decompressors
+// package checkpoint keeps between values (a DEFLATE writer is about a
+// megabyte to make).
+func deflateBlock(raw []byte) []byte { return checkpoint.Deflate(raw) }
 
-func deflateBlock(raw []byte) []byte {
-	var w *flate.Writer
-	select {
-	case w = <-blockFlaters:
-	default:
-		w, _ = flate.NewWriter(nil, flate.BestSpeed)
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(raw)/8 + 64)
-	w.Reset(&buf)
-	// Writes to a bytes.Buffer do not fail.
-	_, _ = w.Write(raw)
-	_ = w.Close()
-	select {
-	case blockFlaters <- w:
-	default:
-	}
-	return buf.Bytes()
-}
-
-func inflateBlock(data []byte) ([]byte, error) {
-	src := bytes.NewReader(data)
-	r, _ := blockInflaters.Get().(io.ReadCloser)
-	if r == nil {
-		r = flate.NewReader(src)
-	} else if err := r.(flate.Resetter).Reset(src, nil); err != nil {
-		return nil, err
-	}
-	defer blockInflaters.Put(r)
-	var buf bytes.Buffer
-	buf.Grow(16 * len(data))
-	if _, err := buf.ReadFrom(io.LimitReader(r, deltaZMaxSize+1)); err != nil {
-		return nil, fmt.Errorf("decompress: %w", err)
-	}
-	if buf.Len() > deltaZMaxSize {
-		return nil, fmt.Errorf("decompress: over %d bytes", deltaZMaxSize)
-	}
-	return buf.Bytes(), nil
-}
+func inflateBlock(data []byte) ([]byte, error) { return checkpoint.Inflate(data) }
 
 // scanBlocks reads rows of sum, n, last, first, parent, data.
 func scanBlocks(rows pgx.Rows, open bool) ([]*block, error) {

@@ -2,10 +2,7 @@ package postgres
 
 import (
 	"bytes"
-	"compress/flate"
 	"fmt"
-	"io"
-	"sync"
 
 	"github.com/lgrun/lgrun/checkpoint"
 )
@@ -19,41 +16,18 @@ import (
 // the row is verified. JSON never starts with deltaZ, so rows stored plain
 // (before this, and small deltas now) read as they are.
 const (
-	deltaZ        = 0x01
-	deltaZMin     = 128 // below this DEFLATE rarely gains more than its marker and framing
-	deltaZMaxSize = 1 << 30
+	deltaZ    = 0x01
+	deltaZMin = 128 // below this DEFLATE rarely gains more than its marker and framing
 )
 
 // encodeDelta returns the stored form of a delta's JSON.
 func encodeDelta(js []byte) []byte { return checkpoint.Compress(js, deltaZMin) }
 
-var deltaInflaters sync.Pool
-
 // decodeDelta returns the JSON of a stored delta. A compressed delta that
 // does not inflate is an error; the caller keeps the stored bytes, which
 // then fail the row's checksum (or, in a row from before checksums, the
 // delta's decoding) and are reported as a corrupt row.
-func decodeDelta(b []byte) ([]byte, error) {
-	if len(b) == 0 || b[0] != deltaZ {
-		return bytes.Clone(b), nil
-	}
-	src := bytes.NewReader(b[1:])
-	r, _ := deltaInflaters.Get().(io.ReadCloser)
-	if r == nil {
-		r = flate.NewReader(src)
-	} else if err := r.(flate.Resetter).Reset(src, nil); err != nil {
-		return nil, err
-	}
-	defer deltaInflaters.Put(r)
-	js, err := io.ReadAll(io.LimitReader(r, deltaZMaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("decompress delta: %w", err)
-	}
-	if len(js) > deltaZMaxSize {
-		return nil, fmt.Errorf("decompress delta: over %d bytes", deltaZMaxSize)
-	}
-	return js, nil
-}
+func decodeDelta(b []byte) ([]byte, error) { return checkpoint.Decompress(b) }
 
 // deltaColumn scans a stored delta into the JSON it holds (see
 // [decodeDelta]): a delta that does not decode is kept as stored.
