@@ -312,13 +312,22 @@ func deflateBlock(raw []byte) []byte { return checkpoint.Deflate(raw) }
 
 func inflateBlock(data []byte) ([]byte, error) { return checkpoint.Inflate(data) }
 
-// scanBlocks reads rows of sum, n, last, first, parent, data.
-func scanBlocks(rows pgx.Rows, open bool) ([]*block, error) {
+// The columns of a block that scanBlocks reads, from blocks (with or
+// without its snapshot's bytes) and from open_blocks.
+const (
+	sealedColumns     = `sum, n, last, first, parent, data, NULL::bytea, snapshot IS NOT NULL, false`
+	sealedSnapColumns = `sum, n, last, first, parent, data, snapshot, snapshot IS NOT NULL, false`
+	openColumns       = `sum, n, last, first, parent, data, NULL::bytea, false, true`
+)
+
+// scanBlocks reads rows of sealedColumns, sealedSnapColumns or
+// openColumns.
+func scanBlocks(rows pgx.Rows) ([]*block, error) {
 	defer rows.Close()
 	var out []*block
 	for rows.Next() {
-		b := &block{open: open}
-		if err := rows.Scan(&b.sum, &b.n, &b.last, &b.first, &b.parent, &b.data); err != nil {
+		b := &block{}
+		if err := rows.Scan(&b.sum, &b.n, &b.last, &b.first, &b.parent, &b.data, &b.snapshot, &b.hasSnap, &b.open); err != nil {
 			return nil, err
 		}
 		out = append(out, b)

@@ -64,8 +64,8 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	// sealed blocks whose range holds either id (ids grow along a chain,
 	// so a block's range is its first and last ids), and the checkpoints
 	// rows of layout version 2.
-	b.Queue(`SELECT sum, n, last, first, parent, data FROM open_blocks WHERE thread = $1`, c.Thread.ID)
-	b.Queue(`SELECT sum, n, last, first, parent, data FROM blocks WHERE thread = $1 AND last >= LEAST($2, $3) AND ((last >= $2 AND first <= $2) OR (last >= $3 AND first <= $3))`, c.Thread.ID, cp.ParentID, cp.ID)
+	b.Queue(`SELECT `+openColumns+` FROM open_blocks WHERE thread = $1`, c.Thread.ID)
+	b.Queue(`SELECT `+sealedColumns+` FROM blocks WHERE thread = $1 AND last >= LEAST($2, $3) AND ((last >= $2 AND first <= $2) OR (last >= $3 AND first <= $3))`, c.Thread.ID, cp.ParentID, cp.ID)
 	b.Queue(`SELECT id, chain_bytes, base_bytes FROM checkpoints WHERE thread = $1 AND id IN ($2, $3)`, c.Thread.ID, cp.ParentID, cp.ID)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
@@ -92,7 +92,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	var open *block // nil for none, or for an empty row
 	haveOpen := false
 	if rows, err := br.Query(); err == nil {
-		bs, err := scanBlocks(rows, true)
+		bs, err := scanBlocks(rows)
 		if err != nil {
 			br.Close()
 			return fmt.Errorf("read open block: %w", s.describe(err))
@@ -109,7 +109,7 @@ func (s *Postgres) Commit(ctx context.Context, c *runtime.Commit) error {
 	}
 	var sealed []*block
 	if rows, err := br.Query(); err == nil {
-		if sealed, err = scanBlocks(rows, false); err != nil {
+		if sealed, err = scanBlocks(rows); err != nil {
 			br.Close()
 			return fmt.Errorf("read blocks: %w", s.describe(err))
 		}

@@ -193,23 +193,13 @@ func (s *Postgres) pruneThread(ctx context.Context, thread string, keep int) (in
 // kept; snaps are the snapshots to store with kept checkpoints whose
 // parent goes (jsLen their JSON sizes).
 func (s *Postgres) pruneBlocks(ctx context.Context, tx pgx.Tx, thread string, kept map[string]bool, snaps map[string][]byte, jsLen map[string]int) error {
-	rows, err := tx.Query(ctx, `SELECT sum, n, last, first, parent, data, snapshot, false FROM blocks WHERE thread = $1
-		UNION ALL SELECT sum, n, last, first, parent, data, NULL, true FROM open_blocks WHERE thread = $1 AND n > 0`, thread)
+	rows, err := tx.Query(ctx, `SELECT `+sealedSnapColumns+` FROM blocks WHERE thread = $1
+		UNION ALL SELECT `+openColumns+` FROM open_blocks WHERE thread = $1 AND n > 0`, thread)
 	if err != nil {
 		return s.describe(err)
 	}
-	var all []*block
-	for rows.Next() {
-		b := &block{}
-		if err := rows.Scan(&b.sum, &b.n, &b.last, &b.first, &b.parent, &b.data, &b.snapshot, &b.open); err != nil {
-			rows.Close()
-			return s.describe(err)
-		}
-		b.hasSnap = b.snapshot != nil
-		all = append(all, b)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	all, err := scanBlocks(rows)
+	if err != nil {
 		return s.describe(err)
 	}
 	batch := &pgx.Batch{}

@@ -64,17 +64,16 @@ func (h *pgHistory) Rows(ctx context.Context) ([]checkpoint.HistoryRow, error) {
 	}
 	// The records of the thread's blocks. A damaged block fails the walk
 	// (its records, ids included, cannot be read).
-	brows, err := h.tx.Query(ctx, `SELECT sum, n, last, first, parent, data, snapshot IS NOT NULL, false FROM blocks WHERE thread = $1
-		UNION ALL SELECT sum, n, last, first, parent, data, false, true FROM open_blocks WHERE thread = $1 AND n > 0`, h.thread)
+	brows, err := h.tx.Query(ctx, `SELECT `+sealedColumns+` FROM blocks WHERE thread = $1
+		UNION ALL SELECT `+openColumns+` FROM open_blocks WHERE thread = $1 AND n > 0`, h.thread)
 	if err != nil {
 		return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
 	}
-	defer brows.Close()
-	for brows.Next() {
-		b := &block{}
-		if err := brows.Scan(&b.sum, &b.n, &b.last, &b.first, &b.parent, &b.data, &b.hasSnap, &b.open); err != nil {
-			return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
-		}
+	blocks, err := scanBlocks(brows)
+	if err != nil {
+		return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
+	}
+	for _, b := range blocks {
 		recs, err := b.records(h.thread, h.s.where)
 		if err != nil {
 			return nil, err
@@ -82,9 +81,6 @@ func (h *pgHistory) Rows(ctx context.Context) ([]checkpoint.HistoryRow, error) {
 		for i := range recs {
 			out = append(out, checkpoint.HistoryRow{Row: recs[i].row, HasSnapshot: b.hasSnap && i == len(recs)-1})
 		}
-	}
-	if err := brows.Err(); err != nil {
-		return nil, fmt.Errorf("read blocks: %w", h.s.describe(err))
 	}
 	return out, nil
 }

@@ -354,8 +354,8 @@ func (s *Postgres) List(ctx context.Context, thread string, limit int) ([]*runti
 	b.Queue(`SELECT `+cpColumns+` FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = $1 ORDER BY c.id DESC LIMIT $2`, thread, lim)
 	// The newest limit checkpoints are in the limit blocks of the newest
 	// last ids (each of those holds a newer checkpoint than any other).
-	b.Queue(`(SELECT sum, n, last, first, parent, data, false FROM blocks WHERE thread = $1 ORDER BY last DESC LIMIT $2)
-		UNION ALL SELECT sum, n, last, first, parent, data, true FROM open_blocks WHERE thread = $1 AND n > 0`, thread, lim)
+	b.Queue(`(SELECT `+sealedColumns+` FROM blocks WHERE thread = $1 ORDER BY last DESC LIMIT $2)
+		UNION ALL SELECT `+openColumns+` FROM open_blocks WHERE thread = $1 AND n > 0`, thread, lim)
 	b.Queue(`COMMIT`)
 	br := s.pool.SendBatch(ctx, b)
 	defer br.Close()
@@ -373,17 +373,8 @@ func (s *Postgres) List(ctx context.Context, thread string, limit int) ([]*runti
 	if rows, err = br.Query(); err != nil {
 		return nil, fmt.Errorf("read blocks: %w", s.describe(err))
 	}
-	var blocks []*block
-	for rows.Next() {
-		bl := &block{}
-		if err := rows.Scan(&bl.sum, &bl.n, &bl.last, &bl.first, &bl.parent, &bl.data, &bl.open); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read blocks: %w", s.describe(err))
-		}
-		blocks = append(blocks, bl)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	blocks, err := scanBlocks(rows)
+	if err != nil {
 		return nil, fmt.Errorf("read blocks: %w", s.describe(err))
 	}
 	if _, err := br.Exec(); err != nil {
