@@ -73,4 +73,6 @@ console.log(`empty\t${emptyTotal}\t(${(emptyTotal / 1024).toFixed(0)} KB after s
 console.log(`thread\t${total - emptyTotal}\t(${((total - emptyTotal) / 1024).toFixed(0)} KB: total minus empty)`);
 console.log(`steps\t${n}\t${((ms * 1000) / n).toFixed(0)} µs/step`);
 await saver.end();
+// Leave nothing behind unless asked to (KEEP=1 keeps the tables to look at).
+if (process.env.KEEP !== "1") await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
 await admin.end();

@@ -11,12 +11,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DefaultURL is the server the tests use unless LGRUN_PG_TEST_URL says
@@ -49,8 +51,42 @@ func Name(tb testing.TB) string {
 	_, _ = rand.Read(b)
 	name := "lgrun_test_" + hex.EncodeToString(b)
 	exec(tb, `SELECT 1`) // fail (or skip) here when the server is unreachable
-	tb.Cleanup(func() { exec(tb, `DROP SCHEMA IF EXISTS `+name+` CASCADE`) })
+	tb.Cleanup(func() { drop(tb, name) })
 	return name
+}
+
+// drop drops schema name and everything in it. Two tests' drops (or a
+// drop and a worker of the test that is still stopping) can deadlock on
+// the catalog under load; PostgreSQL then aborts one of them, which is
+// retried.
+func drop(tb testing.TB, name string) {
+	tb.Helper()
+	q := `DROP SCHEMA IF EXISTS ` + name + ` CASCADE`
+	for i := 0; ; i++ {
+		err := try(q)
+		var pe *pgconn.PgError
+		if err == nil {
+			return
+		}
+		if i < 5 && errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001" || pe.Code == "55P03") {
+			time.Sleep(time.Duration(50<<i) * time.Millisecond)
+			continue
+		}
+		tb.Fatalf("%s: %v", q, err)
+	}
+}
+
+// try runs q on the test server once.
+func try(q string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, ServerURL())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, q)
+	return err
 }
 
 // exec runs q on the test server.
