@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"reflect"
@@ -219,21 +220,28 @@ func (s *SQLite) moveThread(ctx context.Context, tx *wtx, c *runtime.Commit, e *
 	tr := threadRow{id: th.ID, head: c.Checkpoint.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
 		graphFile: th.GraphFile, config: string(e.config), updated: th.Updated.UnixNano(),
 		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
-	var res sql.Result
+	a := &s.args
+	a.reset(12)
+	defer a.clear()
+	var n int64
 	var err error
 	if expect == "" {
-		res, err = tx.StmtContext(ctx, s.stmtNewThread).ExecContext(ctx,
-			tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-			created.UnixNano(), tr.updated, tr.pending, tr.checksum())
+		for _, v := range [...]driver.Value{tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
+			created.UnixNano(), tr.updated, nullInt(tr.pending), tr.checksum()} {
+			a.add(v)
+		}
+		n, err = s.rawExec(ctx, &s.raw.newThread, a.vals)
 	} else {
-		res, err = tx.StmtContext(ctx, s.stmtMoveHead).ExecContext(ctx,
-			tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-			tr.updated, tr.pending, tr.checksum(), tr.id, expect)
+		for _, v := range [...]driver.Value{tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
+			tr.updated, nullInt(tr.pending), tr.checksum(), tr.id, expect} {
+			a.add(v)
+		}
+		n, err = s.rawExec(ctx, &s.raw.moveHead, a.vals)
 	}
 	if err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
+	if n != 1 {
 		var head string
 		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -315,10 +323,16 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 		usage: nullString(usage), totals: nullString(totals), records: nullString(records),
 		delta: delta, snapSum: snapshotSum(snap),
 	}
-	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
-		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
+	a := &s.args
+	a.reset(21)
+	for _, v := range [...]driver.Value{row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
 		row.source, writes, gid, row.time, usage, totals, records,
-		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, encodeDelta(delta), snapshot); err != nil {
+		row.checksum(), nullInt(row.snapSum), linkSum(row.thread, row.id, row.parent, delta, row.snapSum), int64(chain), int64(baseBytes), encodeDelta(delta), snapshot} {
+		a.add(v)
+	}
+	err = s.rawInsert(ctx, &s.raw.insert, a.vals)
+	a.clear()
+	if err != nil {
 		return 0, "", fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
