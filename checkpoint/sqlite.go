@@ -77,7 +77,7 @@ type SQLite struct {
 
 	// wconn is the connection all writes go through, one at a time (see
 	// begin); the stmt* statements are prepared on it.
-	wconn                                                                               *sql.Conn
+	wconn                                      *sql.Conn
 	stmtHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
 	// wstmts caches the statements prepared on wconn (see wstmt), used
