@@ -118,9 +118,14 @@ func (s *SQLite) rawInsert(ctx context.Context, st *rawStmt, args []driver.Named
 	})
 }
 
-// argList is a reused list of bound values (see [SQLite.args]).
+// argList is a reused list of the values bound to one statement (see
+// [SQLite.moveArgs]). It also keeps, boxed, the strings the last use bound
+// at each position: a run's commits bind mostly the same strings (the
+// thread, its status and graph, the source, the next nodes), and boxing
+// a string as a driver.Value allocates.
 type argList struct {
 	vals []driver.NamedValue
+	last []driver.Value
 }
 
 // reset empties the list for n values.
@@ -131,13 +136,39 @@ func (a *argList) reset(n int) {
 	a.vals = a.vals[:0]
 }
 
+// add binds v at the next position.
 func (a *argList) add(v driver.Value) {
 	a.vals = append(a.vals, driver.NamedValue{Ordinal: len(a.vals) + 1, Value: v})
 }
 
-// clear drops the values, so that the list does not keep them alive.
-func (a *argList) clear() {
-	clear(a.vals[:cap(a.vals)])
+// str binds v at the next position.
+func (a *argList) str(v string) { a.strAs(v, len(a.vals)) }
+
+// strAs binds v at the next position, as the string the last use bound
+// at position i when it is the same (a commit's expected head is the
+// head the one before it bound).
+func (a *argList) strAs(v string, i int) {
+	if i < len(a.last) {
+		if old, ok := a.last[i].(string); ok && old == v {
+			a.add(a.last[i])
+			return
+		}
+	}
+	a.add(v)
+}
+
+// done keeps the strings bound for the next use and drops the other
+// values, so that the list does not keep them alive.
+func (a *argList) done() {
+	a.last = a.last[:0]
+	for i := range a.vals {
+		v := a.vals[i].Value
+		if _, ok := v.(string); !ok {
+			v = nil
+		}
+		a.last = append(a.last, v)
+		a.vals[i].Value = nil
+	}
 	a.vals = a.vals[:0]
 }
 

@@ -86,10 +86,13 @@ type SQLite struct {
 	rstmts map[string]*sql.Stmt
 
 	// raw holds the statements of a step's commit, prepared on wconn's
-	// driver connection, and args the values bound to them (see
-	// rawstmt.go); both are used with the write lock held.
-	raw  rawStmts
-	args argList
+	// driver connection, and moveArgs and insertArgs the values bound to
+	// the thread's and the checkpoint's (see rawstmt.go); all are used
+	// with the write lock held.
+	raw                  rawStmts
+	moveArgs, insertArgs argList
+	// encCache keeps the JSON a run's commits repeat (see enccache.go).
+	encCache encCache
 
 	mu sync.Mutex
 	// releases queues the released leases whose rows are still to be
