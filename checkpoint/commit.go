@@ -384,7 +384,7 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 	a.add(int64(baseBytes))
 	a.add(encodeDelta(delta))
 	a.add(snapshot)
-	err = s.rawInsert(ctx, &s.raw.insert, a.vals)
+	err = s.rawRun(ctx, &s.raw.insert, a.vals)
 	a.done()
 	if err != nil {
 		return 0, "", fmt.Errorf("insert checkpoint: %w", s.describe(err))

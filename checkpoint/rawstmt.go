@@ -17,7 +17,7 @@ import (
 // ExecContext calls are parsed anew by SQLite on every commit. Here the
 // statements are prepared once per handle, their values are bound from
 // one reused slice, and the insert binds and steps in one cgo crossing
-// (see [SQLite.rawInsert]). The statements are the same SQL on the same
+// (see [SQLite.rawRun]). The statements are the same SQL on the same
 // connection, so nothing else changes: SQLite's errors come back as the
 // same sqlite3.Error values (see [SQLite.describe]).
 
@@ -99,13 +99,15 @@ func (s *SQLite) rawExec(ctx context.Context, st *rawStmt, args []driver.NamedVa
 	return n, err
 }
 
-// rawInsert runs st, a statement that returns no rows, with args on the
+// rawRun runs st, a statement that returns no rows, with args on the
 // writer connection, through the driver's query path: go-sqlite3 binds
 // the values and takes the first step in one cgo crossing (its exec path
-// crosses once per value), and closing the rows resets the statement.
-// Its changes are not counted: use it for inserts that either insert or
-// fail.
-func (s *SQLite) rawInsert(ctx context.Context, st *rawStmt, args []driver.NamedValue) error {
+// crosses once per value, and allocates its result), and closing the
+// rows resets the statement. Its changes are not counted: use it for
+// statements that either do what they say or fail (an insert). (BEGIN
+// and COMMIT go through rawExec: the query path allocates more bytes for
+// them, and is no faster.)
+func (s *SQLite) rawRun(ctx context.Context, st *rawStmt, args []driver.NamedValue) error {
 	if st.st == nil {
 		return errRawStmt
 	}
