@@ -58,6 +58,12 @@ func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 			if err != nil {
 				return err
 			}
+			_, canExec := p.(driver.StmtExecContext)
+			_, canQuery := p.(driver.StmtQueryContext)
+			if !canExec || !canQuery {
+				p.Close()
+				return fmt.Errorf("sqlite driver statement %T cannot run with a context", p)
+			}
 			st.st = p
 		}
 		return nil

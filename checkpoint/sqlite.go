@@ -346,7 +346,8 @@ const (
 //
 // Writes use one connection and plain BEGIN/COMMIT rather than database/sql
 // transactions, which cost a goroutine (and its wake-up) each and
-// re-resolve prepared statements per transaction.
+// re-resolve prepared statements per transaction; BEGIN IMMEDIATE and
+// COMMIT are prepared once, on the driver connection (see rawstmt.go).
 func (s *SQLite) begin(ctx context.Context) (*wtx, error) {
 	select {
 	case s.wlock <- struct{}{}:
