@@ -28,10 +28,16 @@ func (s *SQLite) graphID(ctx context.Context, tx *wtx, m runtime.Metadata) (id i
 	if ok {
 		return id, "", nil
 	}
-	if err := tx.StmtContext(ctx, s.stmtGraph).QueryRowContext(ctx, m.Graph, m.GraphHash, m.Version).Scan(&id); err != nil {
+	if id, err = s.lookupGraph(ctx, tx, m); err != nil {
 		return 0, "", err
 	}
 	return id, key, nil
+}
+
+// lookupGraph finds or inserts the graphs row of m's graph in tx.
+func (s *SQLite) lookupGraph(ctx context.Context, tx *wtx, m runtime.Metadata) (id int64, err error) {
+	err = tx.StmtContext(ctx, s.stmtGraph).QueryRowContext(ctx, m.Graph, m.GraphHash, m.Version).Scan(&id)
+	return id, err
 }
 
 // graphRef is the graphs row a commit of this handle last used.
@@ -76,42 +82,56 @@ func (s *SQLite) commit(ctx context.Context, c *runtime.Commit, lease string) er
 
 // encodedCommit is a commit's columns, encoded before its transaction.
 type encodedCommit struct {
-	delta, next, config []byte
+	delta        []byte
+	next, config string
 	// The optional JSON columns: a string, or nil for NULL.
 	waiting, writes, usage, totals, records any
 }
 
-func encodeCommit(c *runtime.Commit) (*encodedCommit, error) {
+func (s *SQLite) encodeCommit(c *runtime.Commit, e *encodedCommit) error {
 	cp := c.Checkpoint
 	delta, err := marshal(cp.Delta)
 	if err != nil {
-		return nil, fmt.Errorf("encode delta: %w", err)
-	}
-	next, err := marshal(cp.Next)
-	if err != nil {
-		return nil, err
+		return fmt.Errorf("encode delta: %w", err)
 	}
 	m := cp.Metadata
-	waiting, err1 := nullJSON(cp.Waiting, len(cp.Waiting) == 0)
-	writes, err2 := nullJSON(m.Writes, len(m.Writes) == 0)
-	usage, err3 := nullJSON(m.Usage, len(m.Usage) == 0)
-	totals, err4 := nullJSON(m.Totals, m.Totals == runtime.Totals{})
-	records, err5 := nullJSON(m.Records, len(m.Records) == 0)
-	config, err6 := configJSON(c.Thread.Config)
-	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil {
-		return nil, fmt.Errorf("encode checkpoint: %w", err)
+	next, writes, err := s.encCache.encode(cp.Next, m.Writes)
+	if err != nil {
+		return err
 	}
-	return &encodedCommit{delta: delta, next: next, waiting: waiting, writes: writes, usage: usage,
-		totals: totals, records: records, config: config}, nil
+	// The optional columns are encoded only when set: boxing an empty
+	// value for nullJSON would cost an allocation a column.
+	var waiting, usage, totals, records any
+	var err1, err3, err4, err5 error
+	if len(cp.Waiting) > 0 {
+		waiting, err1 = nullJSON(cp.Waiting, false)
+	}
+	if len(m.Usage) > 0 {
+		usage, err3 = nullJSON(m.Usage, false)
+	}
+	if m.Totals != (runtime.Totals{}) {
+		totals, err4 = nullJSON(m.Totals, false)
+	}
+	if len(m.Records) > 0 {
+		records, err5 = nullJSON(m.Records, false)
+	}
+	config, err6 := configJSON(&c.Thread.Config)
+	if err := errors.Join(err1, err3, err4, err5, err6); err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	*e = encodedCommit{delta: delta, next: next, waiting: waiting, writes: writes, usage: usage,
+		totals: totals, records: records, config: config}
+	return nil
 }
 
 // configJSON is the JSON of a thread's run-time settings; most threads
 // have none.
-func configJSON(c runtime.Config) ([]byte, error) {
-	if reflect.ValueOf(&c).Elem().IsZero() {
-		return []byte("{}"), nil
+func configJSON(c *runtime.Config) (string, error) {
+	if reflect.ValueOf(c).Elem().IsZero() {
+		return "{}", nil
 	}
-	return marshal(c)
+	b, err := marshal(c)
+	return string(b), err
 }
 
 // commitChain applies cs in order in one immediate transaction (see
@@ -121,14 +141,16 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 	if len(cs) == 0 {
 		return errors.New("commit: no checkpoints")
 	}
-	var encBuf [2]*encodedCommit
-	enc := encBuf[:0]
-	for _, c := range cs {
-		e, err := encodeCommit(c)
-		if err != nil {
+	var encBuf [2]encodedCommit
+	enc := encBuf[:]
+	if len(cs) > len(enc) {
+		enc = make([]encodedCommit, len(cs))
+	}
+	enc = enc[:len(cs)]
+	for i, c := range cs {
+		if err := s.encodeCommit(c, &enc[i]); err != nil {
 			return err
 		}
-		enc = append(enc, e)
 	}
 	tx, err := s.begin(ctx)
 	if err != nil {
@@ -163,14 +185,14 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 			for last+1 < len(cs) && follows(cs[last], cs[last+1]) {
 				last++
 			}
-			if err := s.moveThread(ctx, tx, cs[last], enc[last], c.ExpectHead); err != nil {
+			if err := s.moveThread(ctx, tx, cs[last], &enc[last], c.ExpectHead); err != nil {
 				return err
 			}
 		}
 		// The last commit of its thread in tx extends the thread's run
 		// in place once tx commits; the ones before it, copies.
 		last := i == len(cs)-1 || !follows(c, cs[i+1])
-		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, enc[i], prev, &chains[i], last)
+		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, &enc[i], prev, &chains[i], last)
 		if err != nil {
 			return err
 		}
@@ -217,23 +239,46 @@ func (s *SQLite) moveThread(ctx context.Context, tx *wtx, c *runtime.Commit, e *
 		created = th.Updated
 	}
 	tr := threadRow{id: th.ID, head: c.Checkpoint.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
-		graphFile: th.GraphFile, config: string(e.config), updated: th.Updated.UnixNano(),
+		graphFile: th.GraphFile, config: e.config, updated: th.Updated.UnixNano(),
 		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
-	var res sql.Result
+	a := &s.moveArgs
+	a.reset(12)
+	var n int64
 	var err error
 	if expect == "" {
-		res, err = tx.StmtContext(ctx, s.stmtNewThread).ExecContext(ctx,
-			tr.id, tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-			created.UnixNano(), tr.updated, tr.pending, tr.checksum())
+		a.str(tr.id)
+		a.str(tr.head)
+		a.str(tr.status)
+		a.str(tr.error)
+		a.str(tr.graph)
+		a.str(tr.graphHash)
+		a.str(tr.graphFile)
+		a.str(tr.config)
+		a.add(created.UnixNano())
+		a.add(tr.updated)
+		a.add(nullInt(tr.pending))
+		a.add(tr.checksum())
+		n, err = s.rawExec(ctx, &s.raw.newThread, a.vals)
 	} else {
-		res, err = tx.StmtContext(ctx, s.stmtMoveHead).ExecContext(ctx,
-			tr.head, tr.status, tr.error, tr.graph, tr.graphHash, tr.graphFile, tr.config,
-			tr.updated, tr.pending, tr.checksum(), tr.id, expect)
+		a.str(tr.head)
+		a.str(tr.status)
+		a.str(tr.error)
+		a.str(tr.graph)
+		a.str(tr.graphHash)
+		a.str(tr.graphFile)
+		a.str(tr.config)
+		a.add(tr.updated)
+		a.add(nullInt(tr.pending))
+		a.add(tr.checksum())
+		a.str(tr.id)
+		a.strAs(expect, 0) // the head of the commit before
+		n, err = s.rawExec(ctx, &s.raw.moveHead, a.vals)
 	}
+	a.done()
 	if err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
+	if n != 1 {
 		var head string
 		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -272,11 +317,12 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 	if cp.ParentID != "" {
 		if ok && ci.id == cp.ParentID {
 			chain, baseBytes = ci.chainBytes, ci.baseBytes
-		} else if err := tx.StmtContext(ctx, s.stmtParent).QueryRowContext(ctx, c.Thread.ID, cp.ParentID).Scan(&chain, &baseBytes); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return 0, "", fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", c.Thread.ID, cp.ParentID, runtime.ErrNotFound)
+		} else {
+			c, b, err := s.readParent(ctx, tx, c.Thread.ID, cp.ParentID)
+			if err != nil {
+				return 0, "", err
 			}
-			return 0, "", fmt.Errorf("read parent checkpoint: %w", s.describe(err))
+			chain, baseBytes = c, b
 		}
 	}
 	chain += len(delta)
@@ -310,15 +356,37 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 	}
 	row := cpRow{
 		thread: c.Thread.ID, id: cp.ID, parent: cp.ParentID, step: int64(cp.Step), turnStep: int64(cp.TurnStep),
-		next: string(next), waiting: nullString(waiting), source: string(m.Source), writes: nullString(writes),
+		next: next, waiting: nullString(waiting), source: string(m.Source), writes: nullString(writes),
 		graph: m.Graph, graphHash: m.GraphHash, version: m.Version, time: m.Time.UnixNano(),
 		usage: nullString(usage), totals: nullString(totals), records: nullString(records),
 		delta: delta, snapSum: snapshotSum(snap),
 	}
-	if _, err := tx.StmtContext(ctx, s.stmtInsert).ExecContext(ctx,
-		row.thread, row.id, row.parent, row.step, row.turnStep, row.next, waiting,
-		row.source, writes, gid, row.time, usage, totals, records,
-		row.checksum(), row.snapSum, linkSum(row.thread, row.id, row.parent, delta, row.snapSum), chain, baseBytes, encodeDelta(delta), snapshot); err != nil {
+	a := &s.insertArgs
+	a.reset(21)
+	a.str(row.thread)
+	a.str(row.id)
+	a.strAs(row.parent, 1) // the id of the commit before
+	a.add(row.step)
+	a.add(row.turnStep)
+	a.str(row.next)
+	a.add(waiting)
+	a.str(row.source)
+	a.add(writes)
+	a.add(gid)
+	a.add(row.time)
+	a.add(usage)
+	a.add(totals)
+	a.add(records)
+	a.add(row.checksum())
+	a.add(nullInt(row.snapSum))
+	a.add(linkSum(row.thread, row.id, row.parent, delta, row.snapSum))
+	a.add(int64(chain))
+	a.add(int64(baseBytes))
+	a.add(encodeDelta(delta))
+	a.add(snapshot)
+	err = s.rawRun(ctx, &s.raw.insert, a.vals)
+	a.done()
+	if err != nil {
 		return 0, "", fmt.Errorf("insert checkpoint: %w", s.describe(err))
 	}
 	if err := s.insertWrites(ctx, tx, c.Thread.ID, cp.ID, 0, c.Writes); err != nil {
@@ -326,6 +394,18 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 	}
 	*out = chainInfo{id: cp.ID, chainBytes: chain, baseBytes: baseBytes, run: run, add: add}
 	return gid, newGraph, nil
+}
+
+// readParent reads the chain state of the parent checkpoint (thread,
+// id) in tx, for a commit that does not continue this handle's last one.
+func (s *SQLite) readParent(ctx context.Context, tx *wtx, thread, id string) (chain, baseBytes int, err error) {
+	if err := tx.StmtContext(ctx, s.stmtParent).QueryRowContext(ctx, thread, id).Scan(&chain, &baseBytes); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, 0, fmt.Errorf("commit to thread %q: parent checkpoint %s: %w", thread, id, runtime.ErrNotFound)
+		}
+		return 0, 0, fmt.Errorf("read parent checkpoint: %w", s.describe(err))
+	}
+	return chain, baseBytes, nil
 }
 
 func orNone(s string) string {

@@ -87,4 +87,7 @@ func ValuesByRows(s *SQLite, thread, id string) (map[string]any, error) {
 }
 
 // ConfigJSON is configJSON.
-func ConfigJSON(c runtime.Config) ([]byte, error) { return configJSON(c) }
+func ConfigJSON(c runtime.Config) ([]byte, error) {
+	js, err := configJSON(&c)
+	return []byte(js), err
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/bits"
 	"sync"
 	"unsafe"
 
@@ -64,23 +65,52 @@ var errChecksum = errors.New("checksum mismatch: the stored row was changed or d
 // bytes go to hash/crc32.
 type summer struct {
 	crc uint32
+	// t8 is castagnoli8(), fetched on the summer's first frame (a
+	// sync.OnceValue call per frame costs as much as the frame).
+	t8 *[8][256]uint32
 }
 
 func (s *summer) raw(b []byte) { s.crc = crc32.Update(s.crc, castagnoli(), b) }
 
+// tables returns castagnoli8(), fetched once per summer.
+func (s *summer) tables() *[8][256]uint32 {
+	if s.t8 == nil {
+		s.t8 = castagnoli8()
+	}
+	return s.t8
+}
+
 // frame adds a marker byte and, if withValue, the 8 bytes of v big-endian:
-// what crc32.Update of those bytes adds.
+// what crc32.Update of those bytes adds. The 8 bytes are hashed at once
+// (slicing by 8, as hash/crc32 does without SSE4.2): eight independent
+// table lookups instead of eight that wait on each other.
 func (s *summer) frame(marker byte, v uint64, withValue bool) {
-	tab := castagnoli()
+	t := s.tables()
 	crc := ^s.crc
-	crc = tab[byte(crc)^marker] ^ (crc >> 8)
+	crc = t[0][byte(crc)^marker] ^ (crc >> 8)
 	if withValue {
-		for shift := 56; shift >= 0; shift -= 8 {
-			crc = tab[byte(crc)^byte(v>>shift)] ^ (crc >> 8)
-		}
+		crc ^= uint32(bits.ReverseBytes64(v)) // the first four bytes, v's high ones
+		crc = t[0][byte(v)] ^ t[1][byte(v>>8)] ^ t[2][byte(v>>16)] ^ t[3][byte(v>>24)] ^
+			t[4][crc>>24] ^ t[5][byte(crc>>16)] ^ t[6][byte(crc>>8)] ^ t[7][byte(crc)]
 	}
 	s.crc = ^crc
 }
+
+// castagnoli8 are the slicing-by-8 tables of CRC-32C: [0] is the
+// byte-wise table, [k] a byte's contribution k bytes before the end of
+// an 8-byte block.
+var castagnoli8 = sync.OnceValue(func() *[8][256]uint32 {
+	var t [8][256]uint32
+	t[0] = *castagnoli()
+	for i := range 256 {
+		crc := t[0][i]
+		for k := 1; k < 8; k++ {
+			crc = t[0][byte(crc)] ^ (crc >> 8)
+			t[k][i] = crc
+		}
+	}
+	return &t
+})
 
 // bytes adds a non-NULL text or blob column.
 func (s *summer) bytes(b []byte) {

@@ -217,11 +217,19 @@ func (s *SQLite) writePack(ctx context.Context, tx *wtx, thread, last string, r 
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO packs (thread, last, first, parent, rows, delta, sum) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (thread, last) DO NOTHING`,
-		thread, last, r.first, r.parent, r.rows, encodeDelta(js), packSum(thread, last, r.first, r.parent, int64(r.rows), js)); err != nil {
+		thread, last, r.first, r.parent, r.rows, encodePack(js), packSum(thread, last, r.first, r.parent, int64(r.rows), js)); err != nil {
 		return fmt.Errorf("insert pack: %w", s.describe(err))
 	}
 	return nil
 }
+
+// encodePack returns the stored form of a pack's JSON: compressed from
+// [compressMin] bytes on, as snapshots are, and plain below (a delta's
+// [deltaZMin] would compress every pack: a run of small deltas, such as a
+// counter's 64 steps, makes a pack of a few hundred bytes, which DEFLATE
+// shrinks by little and costs about a microsecond a step to compress).
+// Reads take both forms (see [inflateTo]).
+func encodePack(js []byte) []byte { return Compress(js, compressMin) }
 
 // keepRun records thread's run (nil for none), keeping runs for at most
 // maxRuns threads: another thread's run is dropped to make room (its next

@@ -77,13 +77,22 @@ type SQLite struct {
 
 	// wconn is the connection all writes go through, one at a time (see
 	// begin); the stmt* statements are prepared on it.
-	wconn                                                                               *sql.Conn
-	stmtHead, stmtInsert, stmtNewThread, stmtMoveHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
+	wconn                                      *sql.Conn
+	stmtHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
 	// wstmts caches the statements prepared on wconn (see wstmt), used
 	// with the write lock held; rstmts those prepared on the pool.
 	wstmts map[string]*sql.Stmt
 	rstmts map[string]*sql.Stmt
+
+	// raw holds the statements of a step's commit, prepared on wconn's
+	// driver connection, and moveArgs and insertArgs the values bound to
+	// the thread's and the checkpoint's (see rawstmt.go); all are used
+	// with the write lock held.
+	raw                  rawStmts
+	moveArgs, insertArgs argList
+	// encCache keeps the JSON a run's commits repeat (see enccache.go).
+	encCache encCache
 
 	mu sync.Mutex
 	// releases queues the released leases whose rows are still to be
@@ -275,6 +284,16 @@ func (s *SQLite) init() error {
 		return err
 	}
 	s.wconn = conn
+	s.raw = rawStmts{
+		begin:     rawStmt{q: `BEGIN IMMEDIATE`},
+		commit:    rawStmt{q: `COMMIT`},
+		insert:    rawStmt{q: insertCheckpointSQL},
+		moveHead:  rawStmt{q: moveHeadSQL},
+		newThread: rawStmt{q: newThreadSQL},
+	}
+	if err := s.prepareRaw(ctx, false); err != nil {
+		return err
+	}
 	version, err := s.schemaVersion(ctx, pool{s.db})
 	if err != nil {
 		return err
@@ -299,16 +318,23 @@ func (s *SQLite) init() error {
 	}
 	err = errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
-		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		prep(&s.stmtNewThread, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO NOTHING`),
-		prep(&s.stmtMoveHead, `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ? AND head = ?`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
 	)
-	return err
+	if err != nil {
+		return err
+	}
+	return s.prepareRaw(ctx, true)
 }
+
+// The statements of a step's commit (see rawstmt.go).
+const (
+	insertCheckpointSQL = `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	newThreadSQL        = `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`
+	moveHeadSQL = `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ? AND head = ?`
+)
 
 // begin starts a write transaction on the writer connection with BEGIN
 // IMMEDIATE, which takes SQLite's write lock at once (a deferred
@@ -320,14 +346,15 @@ func (s *SQLite) init() error {
 //
 // Writes use one connection and plain BEGIN/COMMIT rather than database/sql
 // transactions, which cost a goroutine (and its wake-up) each and
-// re-resolve prepared statements per transaction.
+// re-resolve prepared statements per transaction; BEGIN IMMEDIATE and
+// COMMIT are prepared once, on the driver connection (see rawstmt.go).
 func (s *SQLite) begin(ctx context.Context) (*wtx, error) {
 	select {
 	case s.wlock <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if _, err := s.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+	if _, err := s.rawExec(ctx, &s.raw.begin, nil); err != nil {
 		<-s.wlock
 		return nil, err
 	}
@@ -478,7 +505,7 @@ func (t *wtx) StmtContext(_ context.Context, st *sql.Stmt) *sql.Stmt { return st
 
 // Commit commits the transaction.
 func (t *wtx) Commit() error {
-	if _, err := t.conn.ExecContext(context.Background(), `COMMIT`); err != nil {
+	if _, err := t.s.rawExec(context.Background(), &t.s.raw.commit, nil); err != nil {
 		return err
 	}
 	t.done = true
@@ -660,7 +687,7 @@ func (s *SQLite) Close() error {
 	}
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.
-	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtInsert, s.stmtNewThread, s.stmtMoveHead, s.stmtParent, s.stmtWrite, s.stmtGraph} {
+	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtParent, s.stmtWrite, s.stmtGraph} {
 		if st != nil {
 			st.Close()
 		}
@@ -674,6 +701,7 @@ func (s *SQLite) Close() error {
 	}
 	s.mu.Unlock()
 	if s.wconn != nil {
+		s.closeRaw()
 		s.wconn.Close()
 	}
 	return s.db.Close()
