@@ -3,10 +3,13 @@ package checkpoint_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lgrun/lgrun/checkpoint"
 	"github.com/lgrun/lgrun/runtime"
 )
 
@@ -63,5 +66,53 @@ func TestCommitFailsWhole(t *testing.T) {
 	}
 	if cp.ID != third || cp.Values["n"] != 2 {
 		t.Fatalf("head %s with %v, want %s with n = 2", cp.ID, cp.Values, third)
+	}
+}
+
+// TestCommitDuringClose commits from one goroutine while another closes
+// the handle: every commit either succeeds or returns an error (no
+// panic), and what was committed before the close reads back.
+func TestCommitDuringClose(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0)
+	for round := range 20 {
+		path := filepath.Join(dir, fmt.Sprintf("r%d.db", round))
+		s, err := checkpoint.OpenSQLite(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := runtime.Thread{ID: "t", Status: runtime.StatusRunning, Graph: "g", GraphHash: "h", Created: now, Updated: now}
+		var clock runtime.IDClock
+		done := make(chan string)
+		go func() {
+			head := ""
+			defer func() { done <- head }()
+			for step := 0; ; step++ {
+				id := clock.Next(now, head)
+				cp := &runtime.Checkpoint{Thread: "t", ID: id, ParentID: head, Step: step, Values: map[string]any{"n": step},
+					Delta: runtime.Delta{"n": {Kind: runtime.OpSet, Value: step}}, Next: []string{"inc"},
+					Metadata: runtime.Metadata{Source: runtime.SourceLoop, Graph: "g", GraphHash: "h", Version: "v", Time: now}}
+				if err := s.Commit(ctx, &runtime.Commit{Checkpoint: cp, ExpectHead: head, Thread: row}); err != nil {
+					return
+				}
+				head = id
+			}
+		}()
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		s.Close()
+		head := <-done
+		if head == "" {
+			continue
+		}
+		s, err = checkpoint.OpenSQLite(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		th, err := s.Thread(ctx, "t")
+		if err != nil || th.Head != head {
+			t.Fatalf("round %d: head %v (%v), want the last commit that succeeded, %s", round, th, err, head)
+		}
+		s.Close()
 	}
 }

@@ -85,16 +85,19 @@ func (s *SQLite) closeRaw() {
 	})
 }
 
-var errRawStmt = errors.New("statement not prepared")
+var errRawStmt = errors.New("checkpoint database closed (statement not prepared)")
 
 // rawExec runs st with args on the writer connection and returns the
 // number of rows it changed.
 func (s *SQLite) rawExec(ctx context.Context, st *rawStmt, args []driver.NamedValue) (int64, error) {
-	if st.st == nil {
-		return 0, errRawStmt
-	}
 	var n int64
 	err := s.wconn.Raw(func(any) error {
+		// st.st is read here, under the driver connection's lock that
+		// closeRaw also holds: a Close racing a write (a lease release's
+		// timer, say) makes the write fail, not crash.
+		if st.st == nil {
+			return errRawStmt
+		}
 		res, err := st.st.(driver.StmtExecContext).ExecContext(ctx, args)
 		if err != nil {
 			return err
@@ -114,10 +117,10 @@ func (s *SQLite) rawExec(ctx context.Context, st *rawStmt, args []driver.NamedVa
 // and COMMIT go through rawExec: the query path allocates more bytes for
 // them, and is no faster.)
 func (s *SQLite) rawRun(ctx context.Context, st *rawStmt, args []driver.NamedValue) error {
-	if st.st == nil {
-		return errRawStmt
-	}
 	return s.wconn.Raw(func(any) error {
+		if st.st == nil {
+			return errRawStmt
+		}
 		rows, err := st.st.(driver.StmtQueryContext).QueryContext(ctx, args)
 		if err != nil {
 			return err
