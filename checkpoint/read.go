@@ -431,7 +431,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 	}
 	var comp *composer
 	var chain []link
-	names := jsonNames{}
+	names := &jsonNames{}
 	for i := range rows {
 		r, snap := &rows[i].row, rows[i].snap
 		if rows[i].pack != nil {
@@ -529,7 +529,7 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	ds := make([]runtime.Delta, len(rows)-1)
 	var next atomic.Int64
 	var failed atomic.Bool
-	decode := func(names jsonNames) {
+	decode := func(names *jsonNames) {
 		for !failed.Load() {
 			i := int(next.Add(1))
 			if i > len(ds) {
@@ -537,11 +537,13 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 			}
 			r := &rows[i]
 			if r.pack != nil {
-				if !r.pack.load(r.row.thread) {
+				d, ok := r.pack.decodeDelta(r.row.thread, names)
+				if !ok {
 					failed.Store(true)
 					return
 				}
-				r.row.delta = r.pack.delta
+				ds[i-1] = d
+				continue
 			}
 			d, err := decodeDeltaNames(r.row.delta, names)
 			if err != nil {
@@ -556,18 +558,22 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if base, baseErr = decodeSnapshotNames(rows[0].snap, jsonNames{}); baseErr != nil {
+		if base, baseErr = decodeSnapshotNames(rows[0].snap, &jsonNames{}); baseErr != nil {
 			failed.Store(true)
 			return
 		}
-		decode(jsonNames{})
+		decode(&jsonNames{})
 	}()
-	decode(jsonNames{})
+	decode(&jsonNames{})
 	<-done
 	if failed.Load() {
 		return nil, st, false
 	}
 	for i := range rows {
+		if p := rows[i].pack; p != nil {
+			st.Bytes += p.size
+			continue
+		}
 		st.Bytes += len(rows[i].row.delta) + len(rows[i].snap)
 	}
 	comp := newComposer(base)

@@ -110,7 +110,7 @@ func TestRebuildParallel(t *testing.T) {
 // sequentialRebuild is rebuild without its parallel path.
 func sequentialRebuild(t *testing.T, chain []chainRow) map[string]any {
 	t.Helper()
-	names := jsonNames{}
+	names := &jsonNames{}
 	var comp *composer
 	for _, r := range chain {
 		if r.snap != nil {
@@ -121,7 +121,14 @@ func sequentialRebuild(t *testing.T, chain []chainRow) map[string]any {
 			comp = newComposer(v)
 			continue
 		}
-		d, err := decodeDeltaNames(r.row.delta, names)
+		js := r.row.delta
+		if r.pack != nil {
+			if !r.pack.load(r.row.thread) {
+				t.Fatalf("pack %s does not load", r.pack.last)
+			}
+			js = r.pack.delta
+		}
+		d, err := decodeDeltaNames(js, names)
 		if err != nil {
 			t.Fatal(err)
 		}
