@@ -76,7 +76,8 @@ type SQLite struct {
 	wlock chan struct{}
 
 	// wconn is the connection all writes go through, one at a time (see
-	// begin); the stmt* statements are prepared on it.
+	// begin), opened at the first write (see openWriter); the stmt*
+	// statements are prepared on it.
 	wconn                                                                               *sql.Conn
 	stmtHead, stmtInsert, stmtNewThread, stmtMoveHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
@@ -270,11 +271,6 @@ func (c *connector) Driver() driver.Driver                        { return c.drv
 
 func (s *SQLite) init() error {
 	ctx := context.Background()
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	s.wconn = conn
 	version, err := s.schemaVersion(ctx, pool{s.db})
 	if err != nil {
 		return err
@@ -289,15 +285,33 @@ func (s *SQLite) init() error {
 			return err
 		}
 	}
-	if err := s.migrate(ctx, version); err != nil {
+	return s.migrate(ctx, version)
+}
+
+// openWriter opens the writer connection, at the first write (a handle
+// that only reads never opens it). Call it with the write lock held.
+func (s *SQLite) openWriter(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
 		return err
 	}
+	// Set under s.mu too: Close reads it without the write lock.
+	s.mu.Lock()
+	s.wconn = conn
+	s.mu.Unlock()
+	return nil
+}
+
+// prepareWriter prepares the stmt* statements on the writer connection,
+// at the first write transaction after the tables are made (see
+// beginTx). Call it with the write lock held.
+func (s *SQLite) prepareWriter(ctx context.Context) error {
 	prep := func(dst **sql.Stmt, q string) error {
 		st, err := s.wconn.PrepareContext(ctx, q)
 		*dst = st
 		return err
 	}
-	err = errors.Join(
+	err := errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
 		prep(&s.stmtInsert, `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtNewThread, `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -307,7 +321,20 @@ func (s *SQLite) init() error {
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
 	)
+	if err != nil {
+		s.closeWriterStmts()
+	}
 	return err
+}
+
+// closeWriterStmts closes the statements openWriter prepared.
+func (s *SQLite) closeWriterStmts() {
+	for _, st := range []**sql.Stmt{&s.stmtHead, &s.stmtInsert, &s.stmtNewThread, &s.stmtMoveHead, &s.stmtParent, &s.stmtWrite, &s.stmtGraph} {
+		if *st != nil {
+			(*st).Close()
+			*st = nil
+		}
+	}
 }
 
 // begin starts a write transaction on the writer connection with BEGIN
@@ -321,11 +348,28 @@ func (s *SQLite) init() error {
 // Writes use one connection and plain BEGIN/COMMIT rather than database/sql
 // transactions, which cost a goroutine (and its wake-up) each and
 // re-resolve prepared statements per transaction.
-func (s *SQLite) begin(ctx context.Context) (*wtx, error) {
+func (s *SQLite) begin(ctx context.Context) (*wtx, error) { return s.beginTx(ctx, true) }
+
+// beginTx is begin; prepared tells whether the transaction uses the stmt*
+// statements (all but those that make or upgrade the tables, before which
+// they cannot be prepared).
+func (s *SQLite) beginTx(ctx context.Context, prepared bool) (*wtx, error) {
 	select {
 	case s.wlock <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if s.wconn == nil {
+		if err := s.openWriter(ctx); err != nil {
+			<-s.wlock
+			return nil, err
+		}
+	}
+	if prepared && s.stmtHead == nil {
+		if err := s.prepareWriter(ctx); err != nil {
+			<-s.wlock
+			return nil, err
+		}
 	}
 	if _, err := s.wconn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		<-s.wlock
@@ -581,7 +625,7 @@ func (s *SQLite) migrate(ctx context.Context, version string) error {
 	if version == fmt.Sprint(SchemaVersion) {
 		return nil
 	}
-	tx, err := s.begin(ctx)
+	tx, err := s.beginTx(ctx, false)
 	if err != nil {
 		return fmt.Errorf("upgrade the database layout: %w", s.describe(err))
 	}
@@ -613,7 +657,7 @@ func (s *SQLite) migrate(ctx context.Context, version string) error {
 // create makes the tables of an empty database. It refuses a database that
 // already holds other tables: it is not lgrun's.
 func (s *SQLite) create(ctx context.Context) error {
-	tx, err := s.begin(ctx)
+	tx, err := s.beginTx(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -655,16 +699,12 @@ func (s *SQLite) Close() error {
 	}
 	pending := len(s.releases) > 0
 	s.mu.Unlock()
-	if pending && s.wconn != nil {
+	if pending {
 		s.deleteQueuedReleases()
 	}
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.
-	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtInsert, s.stmtNewThread, s.stmtMoveHead, s.stmtParent, s.stmtWrite, s.stmtGraph} {
-		if st != nil {
-			st.Close()
-		}
-	}
+	s.closeWriterStmts()
 	for _, st := range s.wstmts {
 		st.Close()
 	}
@@ -672,9 +712,10 @@ func (s *SQLite) Close() error {
 	for _, st := range s.rstmts {
 		st.Close()
 	}
+	wconn := s.wconn
 	s.mu.Unlock()
-	if s.wconn != nil {
-		s.wconn.Close()
+	if wconn != nil {
+		wconn.Close()
 	}
 	return s.db.Close()
 }
