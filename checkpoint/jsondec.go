@@ -53,7 +53,7 @@ type jsonNames struct {
 	// into, one allocation per [slabSize] bytes of strings instead of
 	// one a string. A string keeps its whole block alive; a block is
 	// never written where a string was handed out.
-	slab []byte
+	slab, short []byte
 	// recent caches strings found in m, by a hash of their length and
 	// end bytes: most lookups (a message's keys, its role) are answered
 	// without hashing the string.
@@ -84,18 +84,25 @@ const maxIntern, maxInternLen = 256, 16
 // string copied into one (longer ones get their own allocation).
 const slabSize, maxSlabString = 32 << 10, 4 << 10
 
-// newString returns a string holding s.
+// newString returns a string holding s. Short strings (ids, names) go in
+// a block of their own, apart from long ones (a message's text): a list's
+// ids then lie close together for whoever hashes them all (the messages
+// reducer indexes a list by id).
 func (n *jsonNames) newString(s []byte) string {
 	if len(s) > maxSlabString || len(s) == 0 {
 		return string(s)
 	}
-	if cap(n.slab)-len(n.slab) < len(s) {
-		n.slab = make([]byte, 0, slabSize)
+	slab := &n.slab
+	if len(s) <= maxInternLen {
+		slab = &n.short
 	}
-	k := len(n.slab)
-	n.slab = append(n.slab, s...)
+	if cap(*slab)-len(*slab) < len(s) {
+		*slab = make([]byte, 0, slabSize)
+	}
+	k := len(*slab)
+	*slab = append(*slab, s...)
 	// The block's bytes from k on are never written again.
-	return unsafe.String(&n.slab[k], len(s))
+	return unsafe.String(&(*slab)[k], len(s))
 }
 
 // fastMap decodes a JSON object, or reports false; names (nil for a
