@@ -539,10 +539,14 @@ const (
 )
 
 // rebuildParallel is rebuild of a long chain (a snapshot, then deltas)
-// with the snapshot decoded on a goroutine of its own while the deltas
-// are decoded, on machines with two cores or more. It reports false, to
-// let rebuild read the chain one row at a time and name what is wrong, on
-// any error, and for chains too short to gain.
+// on two goroutines, on machines with two cores or more: this one decodes
+// the snapshot, then applies the deltas in order (composed, see
+// [composer]) as they are decoded; the other decodes the deltas from the
+// first on. Whichever reaches a delta first decodes it, and this one
+// applies what it has composed while it waits for one the other is
+// decoding, so that applying overlaps decoding. It reports false, to let
+// rebuild read the chain one row at a time and name what is wrong, on any
+// error, and for chains too short to gain.
 func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	var st chainStats
 	if len(rows) < 2 || len(rows[0].snap) < parallelSnapMin || goruntime.GOMAXPROCS(0) < 2 {
@@ -572,50 +576,77 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 		return nil, st, false
 	}
 	st.Snapshots = 1
-	// Two decoders: this goroutine decodes deltas from the first on; the
-	// other decodes the snapshot, then joins in. Each claims the next
-	// delta to decode, and keeps its own table of names.
-	ds := make([]runtime.Delta, len(rows)-1)
-	var next atomic.Int64
-	var failed atomic.Bool
-	decode := func(names *jsonNames) {
-		for !failed.Load() {
-			i := int(next.Add(1))
-			if i > len(ds) {
-				return
-			}
-			r := &rows[i]
-			if r.pack != nil {
-				d, ok := r.pack.decodeDelta(r.row.thread, names)
-				if !ok {
-					failed.Store(true)
-					return
-				}
-				ds[i-1] = d
-				continue
-			}
-			d, err := decodeDeltaNames(r.row.delta, names)
-			if err != nil {
-				failed.Store(true)
-				return
-			}
-			ds[i-1] = d
-		}
+	n := len(rows) - 1
+	ds := make([]runtime.Delta, n)
+	// decoded[i] is closed once ds[i] is decoded (or failed to).
+	decoded := make([]chan struct{}, n)
+	for i := range decoded {
+		decoded[i] = make(chan struct{})
 	}
-	var base map[string]any
-	var baseErr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if base, baseErr = decodeSnapshotNames(rows[0].snap, &jsonNames{}); baseErr != nil {
+	var claimed atomic.Int64 // how many deltas either goroutine has claimed, in order
+	var failed atomic.Bool
+	decode := func(i int, names *jsonNames) {
+		defer close(decoded[i])
+		r := &rows[i+1]
+		var d runtime.Delta
+		ok := true
+		if r.pack != nil {
+			d, ok = r.pack.decodeDelta(r.row.thread, names)
+		} else {
+			var err error
+			d, err = decodeDeltaNames(r.row.delta, names)
+			ok = err == nil
+		}
+		if !ok {
 			failed.Store(true)
 			return
 		}
-		decode(&jsonNames{})
+		ds[i] = d
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		names := &jsonNames{}
+		for !failed.Load() {
+			i := int(claimed.Add(1)) - 1
+			if i >= n {
+				return
+			}
+			decode(i, names)
+		}
 	}()
-	decode(&jsonNames{})
-	<-done
-	if failed.Load() {
+	// The other goroutine must be done with the rows before they are
+	// returned, or read again by rebuild.
+	defer func() { <-done }()
+	names := &jsonNames{}
+	base, err := decodeSnapshotNames(rows[0].snap, names)
+	if err != nil {
+		failed.Store(true)
+		return nil, st, false
+	}
+	comp := newComposer(base)
+	for k := 0; k < n; k++ {
+		if claimed.CompareAndSwap(int64(k), int64(k+1)) {
+			decode(k, names)
+		} else {
+			select {
+			case <-decoded[k]:
+			default:
+				// Being decoded: apply what is composed meanwhile.
+				if comp.flush() != nil {
+					failed.Store(true)
+					return nil, st, false
+				}
+				<-decoded[k]
+			}
+		}
+		if failed.Load() || comp.add(ds[k]) != nil {
+			failed.Store(true)
+			return nil, st, false
+		}
+	}
+	values, err := comp.result()
+	if err != nil {
 		return nil, st, false
 	}
 	for i := range rows {
@@ -625,14 +656,7 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 		}
 		st.Bytes += len(rows[i].row.delta) + len(rows[i].snap)
 	}
-	comp := newComposer(base)
-	for _, d := range ds {
-		if comp.add(d) != nil {
-			return nil, st, false
-		}
-	}
-	values, err := comp.result()
-	return values, st, err == nil
+	return values, st, true
 }
 
 // locate finds the row of chain whose delta does not apply, by applying
