@@ -54,24 +54,45 @@ type jsonNames struct {
 	// one a string. A string keeps its whole block alive; a block is
 	// never written where a string was handed out.
 	slab, short []byte
+	// block is the size of the blocks: [slabSize] for a table shared by
+	// a chain, at most the input's length for one decoding's own (see
+	// namesFor), so that decoding one small value (a row of List) does
+	// not allocate a whole block.
+	block int
 	// recent caches strings found in m, by a hash of their length and
 	// end bytes: most lookups (a message's keys, its role) are answered
-	// without hashing the string.
-	recent [64]struct {
-		s string
-		v any
+	// without hashing the string. Made at the first string found twice,
+	// in shared tables only.
+	recent *[64]recentName
+}
+
+type recentName struct {
+	s string
+	v any
+}
+
+// namesFor returns names, or a fresh table for one decoding of b.
+func namesFor(names *jsonNames, b []byte) *jsonNames {
+	if names != nil {
+		return names
 	}
+	return &jsonNames{block: min(slabSize, len(b))}
 }
 
 // intern returns the interned string s, boxed, or false.
 func (n *jsonNames) intern(s []byte) (any, bool) {
-	h := (uint(len(s))*31 + uint(s[0])*7 + uint(s[len(s)-1])) % uint(len(n.recent))
-	if e := &n.recent[h]; e.s == string(s) && e.v != nil {
-		return e.v, true
+	h := (uint(len(s))*31 + uint(s[0])*7 + uint(s[len(s)-1])) % 64
+	if n.recent != nil {
+		if e := &n.recent[h]; e.s == string(s) && e.v != nil {
+			return e.v, true
+		}
 	}
 	v, ok := n.m[string(s)]
-	if ok {
-		n.recent[h].s, n.recent[h].v = v.(string), v
+	if ok && n.block == 0 { // a shared table: the cache pays for itself
+		if n.recent == nil {
+			n.recent = new([64]recentName)
+		}
+		n.recent[h] = recentName{v.(string), v}
 	}
 	return v, ok
 }
@@ -97,7 +118,14 @@ func (n *jsonNames) newString(s []byte) string {
 		slab = &n.short
 	}
 	if cap(*slab)-len(*slab) < len(s) {
-		*slab = make([]byte, 0, slabSize)
+		block := n.block
+		switch {
+		case block == 0:
+			block = slabSize
+		case slab == &n.short:
+			block = min(block, 64)
+		}
+		*slab = make([]byte, 0, max(block, len(s)))
 	}
 	k := len(*slab)
 	*slab = append(*slab, s...)
@@ -108,9 +136,7 @@ func (n *jsonNames) newString(s []byte) string {
 // fastMap decodes a JSON object, or reports false; names (nil for a
 // fresh table) interns its short strings.
 func fastMap(b []byte, names *jsonNames) (map[string]any, bool) {
-	if names == nil {
-		names = &jsonNames{}
-	}
+	names = namesFor(names, b)
 	d := fastDec{b: b, names: names}
 	d.space()
 	if d.i >= len(b) || b[d.i] != '{' {
@@ -133,9 +159,7 @@ func fastDelta(b []byte, names *jsonNames) (runtime.Delta, bool) {
 	// Decoded straight into ops, {"op": kind, "v": value} by field,
 	// without a map per op; anything else (other keys, a key twice, which
 	// encoding/json resolves its own way) declines.
-	if names == nil {
-		names = &jsonNames{}
-	}
+	names = namesFor(names, b)
 	d := fastDec{b: b, names: names}
 	d.space()
 	if d.i >= len(b) || b[d.i] != '{' {
