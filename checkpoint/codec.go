@@ -109,7 +109,7 @@ func decodeMap(b []byte) (map[string]any, error) { return decodeMapNames(b, nil)
 
 // decodeMapNames is decodeMap interning short strings in names (nil for a
 // fresh table; see [jsonNames]).
-func decodeMapNames(b []byte, names jsonNames) (map[string]any, error) {
+func decodeMapNames(b []byte, names *jsonNames) (map[string]any, error) {
 	if m, ok := fastMap(b, names); ok {
 		return m, nil
 	}
@@ -148,7 +148,7 @@ func decodeDelta(b []byte) (runtime.Delta, error) { return decodeDeltaNames(b, n
 
 // decodeDeltaNames is decodeDelta interning short strings in names (see
 // [jsonNames]).
-func decodeDeltaNames(b []byte, names jsonNames) (runtime.Delta, error) {
+func decodeDeltaNames(b []byte, names *jsonNames) (runtime.Delta, error) {
 	if d, ok := fastDelta(b, names); ok {
 		return d, nil
 	}
@@ -215,15 +215,13 @@ func decodeSnapshot(b []byte) (map[string]any, error) { return decodeSnapshotNam
 
 // decodeSnapshotNames is decodeSnapshot interning short strings in names
 // (see [jsonNames]).
-func decodeSnapshotNames(b []byte, names jsonNames) (map[string]any, error) {
-	if len(b) > 0 && b[0] == snapZ {
-		js, err := inflateTo(nil, b)
-		if err != nil {
-			return nil, err
-		}
-		b = js
-	}
-	return decodeMapNames(b, names)
+func decodeSnapshotNames(b []byte, names *jsonNames) (map[string]any, error) {
+	var m map[string]any
+	err := inflated(b, func(js []byte) (err error) {
+		m, err = decodeMapNames(js, names)
+		return err
+	})
+	return m, err
 }
 
 // Deltas of layout version 4 are stored as snapshots are: a delta of at
@@ -257,6 +255,29 @@ func inflateTo(dst, b []byte) ([]byte, error) {
 		return append(dst, b...), nil
 	}
 	return inflateStreamTo(dst, b[1:])
+}
+
+// inflated calls f with the JSON the stored value b holds: b itself when
+// it is plain, else its inflated stream in a scratch buffer that is reused
+// once f returns (the decoders copy what they keep). A stream that does
+// not inflate is an error, and f is not called.
+func inflated(b []byte, f func(js []byte) error) error {
+	if len(b) == 0 || b[0] != snapZ {
+		return f(b)
+	}
+	buf, _ := inflateBufs.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	js, err := inflateAppend((*buf)[:0], b[1:])
+	if err == nil {
+		err = f(js)
+	}
+	if cap(js) <= maxPooledInflate {
+		*buf = js[:0]
+		inflateBufs.Put(buf)
+	}
+	return err
 }
 
 // inflateStreamTo appends what the raw DEFLATE stream holds to dst.

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -177,6 +179,12 @@ func WalkHistory(ctx context.Context, src HistorySource, thread, where string, o
 	for _, cp := range targets {
 		values, err := w.get(cp.ID)
 		if err == nil {
+			// As Get verifies the row it returns by its link checksum too.
+			if r := w.rows[cp.ID]; r.link.Valid && r.link.Int64 != linkSum(r.thread, r.id, r.parent, r.delta, r.snapSum) {
+				err = w.corrupt(cp.ID, errChecksum)
+			}
+		}
+		if err == nil {
 			err = pendErr[cp.ID]
 		}
 		if err == nil && haveThread && cp.ID == tr.Head && tr.Pending.Valid && int64(len(cp.Pending)) != tr.Pending.Int64 {
@@ -223,9 +231,9 @@ type walker struct {
 	// none), the ids of its rows in order, and for each the number of rows
 	// up to it that packedChain cannot read narrow (see chainScanner).
 	packs  map[string]*packRow
+	lasts  []string // the packs' last checkpoints, in order
 	ids    []string
 	legacy []int
-	snaps  []string                  // the ids of the rows with a snapshot, in order
 	plans  map[string][]planStep     // see plan
 	pdone  map[[2]string]*walkResult // values built through packs, by checkpoint and base
 }
@@ -374,10 +382,8 @@ func (w *walker) setPacks(packs []*packRow) {
 		if r.sum.Valid && !r.link.Valid {
 			w.legacy[i+1]++
 		}
-		if r.hasSnap {
-			w.snaps = append(w.snaps, id)
-		}
 	}
+	w.lasts = slices.Sorted(maps.Keys(w.packs))
 	w.plans = map[string][]planStep{}
 	w.pdone = map[[2]string]*walkResult{}
 }
@@ -391,9 +397,10 @@ type planStep struct {
 // plan returns the chain Get reads for id through packs (see
 // [SQLite.packedChain]), newest first, ending at a row with a snapshot;
 // nil when Get would read it row by row. It follows packedChain step by
-// step: the base is the latest snapshot at or before id (in id order), the
-// packs are those after the base up to id, and the rows are read in
-// ranges between packs, all of whose rows must be verifiable narrow.
+// step: the packs are those up to id, the walk goes back from id through
+// the parents, jumping from pack to pack, and reads rows in ranges after
+// the last pack before its position, newest first, only as far as it
+// goes; every row read must be verifiable narrow.
 func (w *walker) plan(id string) []planStep {
 	if w.packs == nil {
 		return nil
@@ -407,78 +414,55 @@ func (w *walker) plan(id string) []planStep {
 }
 
 func (w *walker) makePlan(id string) []planStep {
-	i := sort.SearchStrings(w.snaps, id)
-	if i < len(w.snaps) && w.snaps[i] == id {
-		i++
+	if len(w.lasts) == 0 || w.lasts[0] > id {
+		return nil // no pack up to id: Get reads row by row
 	}
-	if i == 0 {
-		return nil
-	}
-	base := w.snaps[i-1]
-	usable := func(p *packRow) bool { return p != nil && p.last > base && p.last <= id && p.first > base }
-	var lasts []string
-	for last, p := range w.packs {
-		if usable(p) {
-			lasts = append(lasts, last)
-		}
-	}
-	if len(lasts) == 0 {
-		return nil
-	}
-	// The ranges read, as packedChain reads them: (lo, hi], or [lo, hi]
-	// from the base.
-	type span struct {
-		lo, hi string
-		incl   bool
-	}
-	var read []span
-	inRead := func(at string) bool {
-		for _, sp := range read {
-			if (at > sp.lo || (sp.incl && at == sp.lo)) && at <= sp.hi {
-				return true
-			}
-		}
-		return false
-	}
+	// The range being read: the rows after lo (hasLo) that are not read
+	// yet are w.ids[:next+1] (newest first from next).
+	var open, hasLo bool
+	var lo string
+	next := 0
 	var out []planStep
 	for at := id; ; {
-		if p := w.packs[at]; usable(p) {
+		if p := w.packs[at]; p != nil {
 			if !p.ok {
 				return nil
 			}
+			open = false
 			out = append(out, planStep{pack: p})
 			at = p.parent
 			continue
 		}
-		if !inRead(at) {
-			lo, incl := base, true
-			for _, last := range lasts {
-				if last < at && last > lo {
-					lo, incl = last, false
-				}
+		if !open || hasLo && at <= lo {
+			k := sort.SearchStrings(w.lasts, at)
+			open, hasLo = true, k > 0
+			if hasLo {
+				lo = w.lasts[k-1]
 			}
-			if at < lo {
-				return nil
+			j := sort.SearchStrings(w.ids, at)
+			if j < len(w.ids) && w.ids[j] == at {
+				j++
 			}
-			// Every row of the range is read, and must carry a link
-			// checksum if it has a full one.
-			from := sort.SearchStrings(w.ids, lo)
-			if !incl && from < len(w.ids) && w.ids[from] == lo {
-				from++
-			}
-			to := sort.SearchStrings(w.ids, at)
-			if to < len(w.ids) && w.ids[to] == at {
-				to++
-			}
-			if w.legacy[to]-w.legacy[from] > 0 {
-				return nil
-			}
-			read = append(read, span{lo, at, incl})
+			next = j - 1
 		}
-		r := w.rows[at]
-		if r == nil {
+		// Read down to at: each row read must carry a link checksum if it
+		// has a full one.
+		found := false
+		for next >= 0 && (!hasLo || w.ids[next] > lo) {
+			rid := w.ids[next]
+			next--
+			if w.legacy[next+2]-w.legacy[next+1] > 0 {
+				return nil
+			}
+			if rid <= at {
+				found = rid == at
+				break
+			}
+		}
+		if !found {
 			return nil
 		}
+		r := w.rows[at]
 		out = append(out, planStep{row: r})
 		if r.hasSnap {
 			return out

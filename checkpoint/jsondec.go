@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"encoding/binary"
 	"strconv"
 	"unicode/utf8"
 	"unsafe"
@@ -31,22 +32,111 @@ type fastDec struct {
 	depth int
 	// names interns object keys and short strings, which repeat across
 	// the items of a list (a message's "role", "content", "assistant"),
-	// boxed as the values they decode to.
-	names jsonNames
+	// boxed as the values they decode to, and holds the slab the other
+	// strings are copied into.
+	names *jsonNames
+	// lastObj is the number of keys of the object decoded last (at most
+	// maxObjHint), the size of the next one's map.
+	lastObj int
 }
 
-// jsonNames interns the short strings of decodings (see fastDec.names);
-// one table may serve several decodings (the rows of a chain), since
-// strings are immutable. It is not safe for concurrent use.
-type jsonNames map[string]any
+const maxObjHint = 8
 
-// maxIntern bounds the interned strings of one decoding, and
-// maxInternLen their length.
+// jsonNames holds what the decodings of a chain share (see fastDec.names):
+// the interned short strings, and the slab that the other strings' bytes
+// are copied into. One table may serve several decodings (the rows of a
+// chain), since strings are immutable; nil stands for a fresh one. It is
+// not safe for concurrent use.
+type jsonNames struct {
+	m map[string]any
+	// slab is the free end of the block the decoded strings are copied
+	// into, one allocation per [slabSize] bytes of strings instead of
+	// one a string. A string keeps its whole block alive; a block is
+	// never written where a string was handed out.
+	slab, short []byte
+	// block is the size of the blocks: [slabSize] for a table shared by
+	// a chain, at most the input's length for one decoding's own (see
+	// namesFor), so that decoding one small value (a row of List) does
+	// not allocate a whole block.
+	block int
+	// recent caches strings found in m, by a hash of their length and
+	// end bytes: most lookups (a message's keys, its role) are answered
+	// without hashing the string. Made at the first string found twice,
+	// in shared tables only.
+	recent *[64]recentName
+}
+
+type recentName struct {
+	s string
+	v any
+}
+
+// namesFor returns names, or a fresh table for one decoding of b.
+func namesFor(names *jsonNames, b []byte) *jsonNames {
+	if names != nil {
+		return names
+	}
+	return &jsonNames{block: min(slabSize, len(b))}
+}
+
+// intern returns the interned string s, boxed, or false.
+func (n *jsonNames) intern(s []byte) (any, bool) {
+	h := (uint(len(s))*31 + uint(s[0])*7 + uint(s[len(s)-1])) % 64
+	if n.recent != nil {
+		if e := &n.recent[h]; e.s == string(s) && e.v != nil {
+			return e.v, true
+		}
+	}
+	v, ok := n.m[string(s)]
+	if ok && n.block == 0 { // a shared table: the cache pays for itself
+		if n.recent == nil {
+			n.recent = new([64]recentName)
+		}
+		n.recent[h] = recentName{v.(string), v}
+	}
+	return v, ok
+}
+
+// maxIntern bounds the interned strings of one table, and maxInternLen
+// their length.
 const maxIntern, maxInternLen = 256, 16
+
+// slabSize is the size of a string block, maxSlabString the longest
+// string copied into one (longer ones get their own allocation).
+const slabSize, maxSlabString = 32 << 10, 4 << 10
+
+// newString returns a string holding s. Short strings (ids, names) go in
+// a block of their own, apart from long ones (a message's text): a list's
+// ids then lie close together for whoever hashes them all (the messages
+// reducer indexes a list by id).
+func (n *jsonNames) newString(s []byte) string {
+	if len(s) > maxSlabString || len(s) == 0 {
+		return string(s)
+	}
+	slab := &n.slab
+	if len(s) <= maxInternLen {
+		slab = &n.short
+	}
+	if cap(*slab)-len(*slab) < len(s) {
+		block := n.block
+		switch {
+		case block == 0:
+			block = slabSize
+		case slab == &n.short:
+			block = min(block, 64)
+		}
+		*slab = make([]byte, 0, max(block, len(s)))
+	}
+	k := len(*slab)
+	*slab = append(*slab, s...)
+	// The block's bytes from k on are never written again.
+	return unsafe.String(&(*slab)[k], len(s))
+}
 
 // fastMap decodes a JSON object, or reports false; names (nil for a
 // fresh table) interns its short strings.
-func fastMap(b []byte, names jsonNames) (map[string]any, bool) {
+func fastMap(b []byte, names *jsonNames) (map[string]any, bool) {
+	names = namesFor(names, b)
 	d := fastDec{b: b, names: names}
 	d.space()
 	if d.i >= len(b) || b[d.i] != '{' {
@@ -65,10 +155,11 @@ func fastMap(b []byte, names jsonNames) (map[string]any, bool) {
 
 // fastDelta decodes a stored delta, normalized as normalizeDelta does, or
 // reports false.
-func fastDelta(b []byte, names jsonNames) (runtime.Delta, bool) {
+func fastDelta(b []byte, names *jsonNames) (runtime.Delta, bool) {
 	// Decoded straight into ops, {"op": kind, "v": value} by field,
 	// without a map per op; anything else (other keys, a key twice, which
 	// encoding/json resolves its own way) declines.
+	names = namesFor(names, b)
 	d := fastDec{b: b, names: names}
 	d.space()
 	if d.i >= len(b) || b[d.i] != '{' {
@@ -226,7 +317,9 @@ func (d *fastDec) object() (map[string]any, bool) {
 		return nil, false
 	}
 	d.i++ // {
-	m := map[string]any{}
+	// Sized as the object before it was (the items of a list tend to
+	// have the same keys), which spares growing it.
+	m := make(map[string]any, d.lastObj)
 	d.space()
 	if d.i < len(d.b) && d.b[d.i] == '}' {
 		d.i++
@@ -262,6 +355,7 @@ func (d *fastDec) object() (map[string]any, bool) {
 		case '}':
 			d.i++
 			d.depth--
+			d.lastObj = min(len(m), maxObjHint)
 			return m, true
 		default:
 			return nil, false
@@ -308,8 +402,20 @@ func (d *fastDec) array() ([]any, bool) {
 // UTF-8 (the ones encoding/json would have to rewrite).
 func (d *fastDec) str() (any, bool) {
 	start := d.i + 1
+	j := start
 	ascii := true
-	for j := start; j < len(d.b); j++ {
+	// Eight bytes at a time while none is a quote, a backslash or a
+	// control character (the bytes the loop below looks at one by one).
+	for ; j+8 <= len(d.b); j += 8 {
+		w := binary.LittleEndian.Uint64(d.b[j:])
+		if hasZero(w^(lsb*'"'))|hasZero(w^(lsb*'\\'))|hasLess(w, 0x20) != 0 {
+			break
+		}
+		if w&(lsb*0x80) != 0 {
+			ascii = false
+		}
+	}
+	for ; j < len(d.b); j++ {
 		switch c := d.b[j]; {
 		case c == '"':
 			s := d.b[start:j]
@@ -318,17 +424,20 @@ func (d *fastDec) str() (any, bool) {
 			}
 			d.i = j + 1
 			if len(s) > maxInternLen {
-				return string(s), true
+				return d.names.newString(s), true
 			}
-			if v, ok := d.names[string(s)]; ok {
+			if len(s) == 0 {
+				return "", true
+			}
+			if v, ok := d.names.intern(s); ok {
 				return v, true
 			}
-			var v any = string(s)
-			if d.names == nil {
-				d.names = jsonNames{}
+			var v any = d.names.newString(s)
+			if d.names.m == nil {
+				d.names.m = map[string]any{}
 			}
-			if len(d.names) < maxIntern {
-				d.names[v.(string)] = v
+			if len(d.names.m) < maxIntern {
+				d.names.m[v.(string)] = v
 			}
 			return v, true
 		case c == '\\' || c < 0x20:
@@ -339,6 +448,15 @@ func (d *fastDec) str() (any, bool) {
 	}
 	return nil, false
 }
+
+// lsb has the low bit of each byte set: lsb*c repeats byte c eight times.
+const lsb = 0x0101010101010101
+
+// hasZero is non-zero if a byte of w is zero, hasLess if a byte of w is
+// less than n (at most 0x80): the bit tricks of "Bit Twiddling Hacks"
+// (exact as yes/no answers, which is all str asks of them).
+func hasZero(w uint64) uint64           { return (w - lsb) &^ w & (lsb * 0x80) }
+func hasLess(w uint64, n uint64) uint64 { return (w - lsb*n) &^ w & (lsb * 0x80) }
 
 // number decodes a number as normalize does a json.Number: an int when
 // it parses as a 64-bit integer, else a float64.

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -168,7 +169,7 @@ func TestFastDeltaCases(t *testing.T) {
 		{"log": {Kind: runtime.OpAppend, Value: []any{1, "x", nil, true}}, "m": {Kind: runtime.OpMerge, Value: map[string]any{"a": map[string]any{}}}},
 		{"x": {Kind: runtime.OpSet, Value: nil}},
 	}
-	names := jsonNames{}
+	names := &jsonNames{}
 	for _, d := range stored {
 		b, err := marshal(d)
 		if err != nil {
@@ -198,5 +199,51 @@ func TestFastDeltaCases(t *testing.T) {
 		`{"a":{"op":"set","v":1},}`, `{"a":{}}`, `{"a":[]}`, `{"a":1}`, `[]`, `{"a":{"op":"set","v":1}`,
 	} {
 		checkSame(t, []byte(s))
+	}
+}
+
+// TestFastJSONStringBytes puts each byte the string scanner stops at (a
+// quote, an escape, a control character, non-ASCII, invalid UTF-8) at
+// every position of strings around the scanner's eight-byte words, and
+// holds the fast path to encoding/json on each.
+func TestFastJSONStringBytes(t *testing.T) {
+	specials := []string{`\"`, `\\`, `\n`, `\u00e9`, "\x01", "\x1f", "\x7f", " ", "é", "日", "\xff", "\xc3", "\xe6\x97"}
+	for n := 0; n <= 40; n++ {
+		for at := 0; at <= n; at++ {
+			for _, sp := range specials {
+				s := strings.Repeat("a", at) + sp + strings.Repeat("b", n-at)
+				checkSame(t, []byte(`{"k":"`+s+`","x":1}`))
+				checkSame(t, []byte(`{"`+s+`":"`+s+`"}`))
+			}
+		}
+		// Unterminated strings of every length.
+		checkSame(t, []byte(`{"k":"`+strings.Repeat("a", n)))
+	}
+}
+
+// TestFastJSONSharedSlab decodes many values on one table, as the rows of
+// a chain are, with strings of every size around the slab's: each value
+// must stay as decoded while later ones fill the slab after it.
+func TestFastJSONSharedSlab(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 5))
+	names := &jsonNames{}
+	var got, want []map[string]any
+	for i := 0; i < 300; i++ {
+		n := []int{0, 1, 15, 16, 17, 200, maxSlabString - 1, maxSlabString, maxSlabString + 1, slabSize / 3}[rng.IntN(10)]
+		v := map[string]any{"s": strings.Repeat(string(rune('a'+i%26)), n), "id": fmt.Sprint(i), "role": "user"}
+		b, err := marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok := fastMap(b, names)
+		if !ok {
+			t.Fatalf("fast path declined %.40s", b)
+		}
+		got, want = append(got, m), append(want, v)
+	}
+	for i := range got {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Fatalf("value %d changed after later decodings: %.60v", i, got[i])
+		}
 	}
 }

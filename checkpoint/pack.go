@@ -259,6 +259,7 @@ type packRow struct {
 	typed               bool // its columns had their types
 	loaded, ok          bool
 	delta               []byte // the delta's JSON, once loaded
+	size                int    // the length of the delta's JSON, once inflated
 }
 
 // load inflates the pack's delta and verifies the pack, once; false if it
@@ -267,9 +268,36 @@ func (p *packRow) load(thread string) bool {
 	if !p.loaded {
 		js, err := inflateTo(nil, p.stored)
 		p.ok = p.typed && err == nil && p.sum == packSum(thread, p.last, p.first, p.parent, p.rows, js)
-		p.delta, p.loaded = js, true
+		p.delta, p.loaded, p.size = js, true, len(js)
 	}
 	return p.ok
+}
+
+// decodeDelta verifies the pack and decodes its delta, interning in
+// names, without keeping its JSON (load keeps it); false if the pack is
+// damaged or its delta does not decode. For chain reads that decode each
+// pack once (see rebuildParallel).
+func (p *packRow) decodeDelta(thread string, names *jsonNames) (runtime.Delta, bool) {
+	if p.loaded {
+		if !p.ok {
+			return nil, false
+		}
+		d, err := decodeDeltaNames(p.delta, names)
+		return d, err == nil
+	}
+	if !p.typed {
+		return nil, false
+	}
+	var d runtime.Delta
+	err := inflated(p.stored, func(js []byte) (err error) {
+		p.size = len(js)
+		if p.sum != packSum(thread, p.last, p.first, p.parent, p.rows, js) {
+			return errChecksum
+		}
+		d, err = decodeDeltaNames(js, names)
+		return err
+	})
+	return d, err == nil
 }
 
 // packColumns are the columns of a packs row, in the order of

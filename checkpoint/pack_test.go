@@ -3,6 +3,7 @@ package checkpoint_test
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -273,4 +274,76 @@ func TestPacksCommitChain(t *testing.T) {
 		}
 		samePacked(t, s, "t")
 	}
+}
+
+// TestPackedForkPastSnapshot forks a thread before its latest snapshot:
+// the fork's chain goes back past that snapshot (in id order) to an older
+// one, and its read still goes through the packs on the way (the walk
+// stops at the first snapshot on the chain, not at the latest in id
+// order), with the values of the fork point plus the fork's deltas, in Get
+// and in the history walk.
+func TestPackedForkPastSnapshot(t *testing.T) {
+	t.Parallel()
+	s := MustOpen(t, nil)
+	checkpoint.SetPackRows(s, 8)
+	ids := commitMessages(t, s, "t", 300, 300)
+	var snaps []string
+	rows, err := s.DB().Query(`SELECT id FROM checkpoints WHERE thread = 't' AND snapshot IS NOT NULL ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, id)
+	}
+	rows.Close()
+	if len(snaps) < 3 {
+		t.Fatalf("%d snapshots, want at least 3", len(snaps))
+	}
+	// The fork point: 20 checkpoints after the second to last snapshot
+	// (packs between, and the fork's deltas far from the next snapshot's
+	// volume), before the last.
+	prev, last := snaps[len(snaps)-2], snaps[len(snaps)-1]
+	k := slices.Index(ids, prev) + 20
+	if k >= len(ids) || ids[k] >= last {
+		t.Fatalf("the snapshots %s and %s are too close", prev, last)
+	}
+	at := ids[k]
+	forkAt, err := s.Get(bg, "t", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := forkAt.Values
+	var clock runtime.IDClock
+	parent, head := at, ids[len(ids)-1]
+	for i := 0; i < 5; i++ {
+		now := time.Now()
+		m := map[string]any{"id": fmt.Sprint("fork", i), "role": "user", "content": "a fork"}
+		d := runtime.Delta{"messages": {Kind: runtime.OpMessages, Value: []any{m}}}
+		next := map[string]any{"count": values["count"], "messages": append(append([]any{}, values["messages"].([]any)...), m)}
+		cp := &runtime.Checkpoint{Thread: "t", ID: clock.Next(now, head), ParentID: parent, Step: forkAt.Step + 1 + i, Delta: d, Values: next,
+			Next: []string{"a"}, Metadata: runtime.Metadata{Source: runtime.SourceFork, Graph: "g", Time: now}}
+		if err := s.Commit(bg, &runtime.Commit{Checkpoint: cp, ExpectHead: head, Thread: runtime.Thread{ID: "t", Status: runtime.StatusRunning, Graph: "g", Updated: now}}); err != nil {
+			t.Fatal(err)
+		}
+		values, parent, head = next, cp.ID, cp.ID
+	}
+	got, err := s.Get(bg, "t", head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Values, values) {
+		t.Fatalf("the fork's head reads as\n  %v\nwant\n  %v", got.Values, values)
+	}
+	st, err := checkpoint.ChainStatsOf(s, "t", head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Packs == 0 || st.Snapshots != 1 {
+		t.Errorf("the fork's chain read %d rows, %d packs, %d snapshots; want packs and one snapshot", st.Rows, st.Packs, st.Snapshots)
+	}
+	sameHistory(t, s, "fork past a snapshot")
 }

@@ -72,9 +72,9 @@ func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 
 // closeRaw closes the driver statements (before the connection: SQLite
 // keeps a connection with open statements, and its WAL, open).
-func (s *SQLite) closeRaw() {
+func (s *SQLite) closeRaw(wconn *sql.Conn) {
 	r := &s.raw
-	s.wconn.Raw(func(any) error {
+	wconn.Raw(func(any) error {
 		for _, st := range []*rawStmt{&r.begin, &r.commit, &r.insert, &r.moveHead, &r.newThread} {
 			if st.st != nil {
 				st.st.Close()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"slices"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -66,17 +67,24 @@ func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 		}
 		return nil, err
 	}
-	cps, bad, err := s.query(ctx, `WHERE c.thread = ? AND c.id = ?`, thread, id)
-	if err != nil {
-		return nil, err
-	}
-	if len(bad) > 0 {
-		return nil, bad[0]
-	}
-	if len(cps) == 0 {
+	// The row itself, verified by its checksum and by its link checksum
+	// (which its chain read does not check when a pack ends at it).
+	var r cpRow
+	var link sql.NullInt64
+	err = s.queryRow(ctx, `SELECT `+cpColumns+`, c.link_sum FROM checkpoints c LEFT JOIN graphs g ON g.id = c.graph WHERE c.thread = ? AND c.id = ?`, thread, id).Scan(append(r.scanArgs(), &link)...)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
 		return nil, fmt.Errorf("checkpoint %q of thread %q: %w", id, thread, runtime.ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("read checkpoints: %w", s.describe(err))
 	}
-	cp := cps[0]
+	cp, err := r.decode()
+	if err != nil {
+		return nil, &runtime.CorruptError{Thread: r.thread, Checkpoint: r.id, Err: err}
+	}
+	if link.Valid && link.Int64 != linkSum(r.thread, r.id, r.parent, r.delta, r.snapSum) {
+		return nil, &runtime.CorruptError{Thread: thread, Checkpoint: id, Err: errChecksum}
+	}
 	cp.Values = values
 	if cp.Pending, err = s.pending(ctx, thread, id); err != nil {
 		return nil, err
@@ -186,38 +194,47 @@ type chainScanner struct {
 	delta, snap sql.RawBytes
 }
 
-// scan reads the rows of q (narrowColumns) in id order; false when a row
-// has a full checksum but no link checksum (written before link_sum),
-// which only a read of all its columns verifies.
+// scan reads the rows of q (narrowColumns); false when a row has a full
+// checksum but no link checksum (written before link_sum), which only a
+// read of all its columns verifies.
 func (cs *chainScanner) scan(rows *sql.Rows, out []chainRow) ([]chainRow, bool, error) {
 	defer rows.Close()
 	for rows.Next() {
-		l := chainRow{narrow: true}
-		l.row.thread = cs.thread
-		var summed bool
-		if err := rows.Scan(&l.row.id, &l.row.parent, &cs.delta, &l.row.snapSum, &l.link, &summed, &cs.snap); err != nil {
+		l, ok, err := cs.row(rows)
+		if err != nil || !ok {
 			return nil, false, err
-		}
-		if summed && !l.link.Valid {
-			return nil, false, nil
-		}
-		if len(cs.slab)+4*len(cs.delta) > cap(cs.slab) {
-			cs.slab = make([]byte, 0, max(64<<10, 4*len(cs.delta)))
-		}
-		n := len(cs.slab)
-		if js, err := inflateTo(cs.slab, cs.delta); err == nil {
-			cs.slab = js
-		} else {
-			// Kept as stored: it fails its checksum.
-			cs.slab = append(cs.slab, cs.delta...)
-		}
-		l.row.delta = cs.slab[n:len(cs.slab):len(cs.slab)]
-		if cs.snap != nil {
-			l.snap = append([]byte{}, cs.snap...)
 		}
 		out = append(out, l)
 	}
 	return out, true, rows.Err()
+}
+
+// row scans the current row of rows (see scan).
+func (cs *chainScanner) row(rows *sql.Rows) (chainRow, bool, error) {
+	l := chainRow{narrow: true}
+	l.row.thread = cs.thread
+	var summed bool
+	if err := rows.Scan(&l.row.id, &l.row.parent, &cs.delta, &l.row.snapSum, &l.link, &summed, &cs.snap); err != nil {
+		return l, false, err
+	}
+	if summed && !l.link.Valid {
+		return l, false, nil
+	}
+	if len(cs.slab)+4*len(cs.delta) > cap(cs.slab) {
+		cs.slab = make([]byte, 0, max(64<<10, 4*len(cs.delta)))
+	}
+	n := len(cs.slab)
+	if js, err := inflateTo(cs.slab, cs.delta); err == nil {
+		cs.slab = js
+	} else {
+		// Kept as stored: it fails its checksum.
+		cs.slab = append(cs.slab, cs.delta...)
+	}
+	l.row.delta = cs.slab[n:len(cs.slab):len(cs.slab)]
+	if cs.snap != nil {
+		l.snap = append([]byte{}, cs.snap...)
+	}
+	return l, true, nil
 }
 
 // rangeChain reads checkpoint id's chain back to the nearest snapshot,
@@ -286,26 +303,33 @@ func (s *SQLite) rangeChain(ctx context.Context, thread, id string, withPacks bo
 	return rev, false, true, nil
 }
 
-// packedChain is rangeChain through packs: it reads the packs between
-// the snapshot and id, then walks back from id, reading the rows between
-// packs as the walk needs them. It reports packed false (and reads
-// nothing else) when there is no pack to use, ok false when the walk
-// fails or a pack is damaged (rangeChain then reads row by row).
+// packedChain is rangeChain through packs: it reads the thread's packs
+// up to id, then walks back from id through the parents, jumping from
+// pack to pack, and reads the rows between packs as the walk reaches
+// them, newest first, until it reaches a row with a snapshot. It reports
+// packed false (and reads nothing else) when there is no pack to use, ok
+// false when the walk fails or a pack is damaged (rangeChain then reads
+// row by row).
+//
+// The walk stops at the first snapshot on the chain, so it needs neither
+// the latest snapshot in id order (a scan of every row back to it, which
+// cost more than the rest of the read) nor the packs to lie after it: a
+// pack never spans a snapshot (a run ends at one, see nextRun), and the
+// walk only uses a pack that ends where the chain is. Each range of rows
+// (after the last pack before the walk's position, up to it) is one
+// query, read only as far as the walk goes; every row read must be
+// verifiable narrow. The history walk reads through packs the same way
+// (walker.makePlan).
 func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (chain []chainRow, packed, ok bool, err error) {
 	thread := cs.thread
-	rows, err := s.queryRows(ctx, `
-		SELECT s.id, p.last, p.first, p.parent, p.rows, p.delta, p.sum
-		FROM (SELECT COALESCE((SELECT id FROM checkpoints WHERE thread = ?1 AND id <= ?2 AND snapshot IS NOT NULL ORDER BY id DESC LIMIT 1), '') AS id) s
-		JOIN packs p ON p.thread = ?1 AND p.last > s.id AND p.last <= ?2 AND p.first > s.id
-		ORDER BY p.last`, thread, id)
+	rows, err := s.queryRows(ctx, `SELECT `+packColumns+` FROM packs WHERE thread = ?1 AND last <= ?2 ORDER BY last`, thread, id)
 	if err != nil {
 		return nil, false, false, err
 	}
-	var base string
-	var packs []*packRow
+	var packs []*packRow // by last
 	for rows.Next() {
 		var ps packScan
-		if err := rows.Scan(append([]any{&base}, ps.scanArgs()...)...); err != nil {
+		if err := rows.Scan(ps.scanArgs()...); err != nil {
 			rows.Close()
 			return nil, false, false, err
 		}
@@ -315,16 +339,23 @@ func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (
 	if err := rows.Err(); err != nil {
 		return nil, false, false, err
 	}
-	if len(packs) == 0 || base == "" {
+	if len(packs) == 0 {
 		return nil, false, false, nil
 	}
 	byLast := make(map[string]*packRow, len(packs))
 	for _, p := range packs {
 		byLast[p.last] = p
 	}
-	// The rows read so far, by id. Each range read starts at a lower pack
-	// (or the base) than the last: there are at most len(packs)+1.
-	got := map[string]*chainRow{}
+	// The range being read: rows after lo (hasLo) up to where the walk
+	// entered it, newest first.
+	var rng *sql.Rows
+	var lo string
+	var hasLo bool
+	defer func() {
+		if rng != nil {
+			rng.Close()
+		}
+	}()
 	var rev []chainRow
 	for at := id; ; {
 		if p := byLast[at]; p != nil {
@@ -335,35 +366,53 @@ func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (
 			}
 			rev = append(rev, chainRow{row: cpRow{thread: thread, id: p.last, parent: p.parent}, pack: p})
 			at = p.parent
+			// The range being read, if any, ended at the pack.
+			if rng != nil {
+				rng.Close()
+				rng = nil
+			}
 			continue
 		}
-		r := got[at]
-		if r == nil {
-			// Read the rows after the last pack before at (or from the
-			// snapshot) up to at.
-			lo, op := base, ">="
-			for _, p := range packs {
-				if p.last < at && p.last > lo {
-					lo, op = p.last, ">"
-				}
+		if rng == nil || hasLo && at <= lo {
+			if rng != nil {
+				rng.Close()
 			}
-			rows, err := s.queryRows(ctx, `SELECT `+narrowColumns+` FROM checkpoints c
-				WHERE c.thread = ?1 AND c.id `+op+` ?2 AND c.id <= ?3 ORDER BY c.id`, thread, lo, at)
+			// The rows after the last pack before at, up to at.
+			k := sort.Search(len(packs), func(i int) bool { return packs[i].last >= at })
+			if hasLo = k > 0; hasLo {
+				lo = packs[k-1].last
+				rng, err = s.queryRows(ctx, `SELECT `+narrowColumns+` FROM checkpoints c
+					WHERE c.thread = ?1 AND c.id > ?2 AND c.id <= ?3 ORDER BY c.id DESC`, thread, lo, at)
+			} else {
+				rng, err = s.queryRows(ctx, `SELECT `+narrowColumns+` FROM checkpoints c
+					WHERE c.thread = ?1 AND c.id <= ?2 ORDER BY c.id DESC`, thread, at)
+			}
 			if err != nil {
+				rng = nil
 				return nil, true, false, err
 			}
-			gap, ok, err := cs.scan(rows, nil)
+		}
+		// Read down to at (rows of other branches in between are read and
+		// left).
+		var r chainRow
+		found := false
+		for rng.Next() {
+			l, ok, err := cs.row(rng)
 			if err != nil || !ok {
 				return nil, true, false, err
 			}
-			for i := range gap {
-				got[gap[i].row.id] = &gap[i]
-			}
-			if r = got[at]; r == nil {
-				return nil, true, false, nil
+			if l.row.id <= at {
+				r, found = l, l.row.id == at
+				break
 			}
 		}
-		rev = append(rev, *r)
+		if err := rng.Err(); err != nil {
+			return nil, true, false, err
+		}
+		if !found {
+			return nil, true, false, nil
+		}
+		rev = append(rev, r)
 		if r.snap != nil {
 			break
 		}
@@ -431,7 +480,7 @@ func rebuild(thread, id, where string, rows []chainRow) (map[string]any, chainSt
 	}
 	var comp *composer
 	var chain []link
-	names := jsonNames{}
+	names := &jsonNames{}
 	for i := range rows {
 		r, snap := &rows[i].row, rows[i].snap
 		if rows[i].pack != nil {
@@ -490,10 +539,14 @@ const (
 )
 
 // rebuildParallel is rebuild of a long chain (a snapshot, then deltas)
-// with the snapshot decoded on a goroutine of its own while the deltas
-// are decoded, on machines with two cores or more. It reports false, to
-// let rebuild read the chain one row at a time and name what is wrong, on
-// any error, and for chains too short to gain.
+// on two goroutines, on machines with two cores or more: this one decodes
+// the snapshot, then applies the deltas in order (composed, see
+// [composer]) as they are decoded; the other decodes the deltas from the
+// first on. Whichever reaches a delta first decodes it, and this one
+// applies what it has composed while it waits for one the other is
+// decoding, so that applying overlaps decoding. It reports false, to let
+// rebuild read the chain one row at a time and name what is wrong, on any
+// error, and for chains too short to gain.
 func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	var st chainStats
 	if len(rows) < 2 || len(rows[0].snap) < parallelSnapMin || goruntime.GOMAXPROCS(0) < 2 {
@@ -523,61 +576,87 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 		return nil, st, false
 	}
 	st.Snapshots = 1
-	// Two decoders: this goroutine decodes deltas from the first on; the
-	// other decodes the snapshot, then joins in. Each claims the next
-	// delta to decode, and keeps its own table of names.
-	ds := make([]runtime.Delta, len(rows)-1)
-	var next atomic.Int64
-	var failed atomic.Bool
-	decode := func(names jsonNames) {
-		for !failed.Load() {
-			i := int(next.Add(1))
-			if i > len(ds) {
-				return
-			}
-			r := &rows[i]
-			if r.pack != nil {
-				if !r.pack.load(r.row.thread) {
-					failed.Store(true)
-					return
-				}
-				r.row.delta = r.pack.delta
-			}
-			d, err := decodeDeltaNames(r.row.delta, names)
-			if err != nil {
-				failed.Store(true)
-				return
-			}
-			ds[i-1] = d
-		}
+	n := len(rows) - 1
+	ds := make([]runtime.Delta, n)
+	// decoded[i] is closed once ds[i] is decoded (or failed to).
+	decoded := make([]chan struct{}, n)
+	for i := range decoded {
+		decoded[i] = make(chan struct{})
 	}
-	var base map[string]any
-	var baseErr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if base, baseErr = decodeSnapshotNames(rows[0].snap, jsonNames{}); baseErr != nil {
+	var claimed atomic.Int64 // how many deltas either goroutine has claimed, in order
+	var failed atomic.Bool
+	decode := func(i int, names *jsonNames) {
+		defer close(decoded[i])
+		r := &rows[i+1]
+		var d runtime.Delta
+		ok := true
+		if r.pack != nil {
+			d, ok = r.pack.decodeDelta(r.row.thread, names)
+		} else {
+			var err error
+			d, err = decodeDeltaNames(r.row.delta, names)
+			ok = err == nil
+		}
+		if !ok {
 			failed.Store(true)
 			return
 		}
-		decode(jsonNames{})
+		ds[i] = d
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		names := &jsonNames{}
+		for !failed.Load() {
+			i := int(claimed.Add(1)) - 1
+			if i >= n {
+				return
+			}
+			decode(i, names)
+		}
 	}()
-	decode(jsonNames{})
-	<-done
-	if failed.Load() {
+	// The other goroutine must be done with the rows before they are
+	// returned, or read again by rebuild.
+	defer func() { <-done }()
+	names := &jsonNames{}
+	base, err := decodeSnapshotNames(rows[0].snap, names)
+	if err != nil {
+		failed.Store(true)
 		return nil, st, false
 	}
-	for i := range rows {
-		st.Bytes += len(rows[i].row.delta) + len(rows[i].snap)
-	}
 	comp := newComposer(base)
-	for _, d := range ds {
-		if comp.add(d) != nil {
+	for k := 0; k < n; k++ {
+		if claimed.CompareAndSwap(int64(k), int64(k+1)) {
+			decode(k, names)
+		} else {
+			select {
+			case <-decoded[k]:
+			default:
+				// Being decoded: apply what is composed meanwhile.
+				if comp.flush() != nil {
+					failed.Store(true)
+					return nil, st, false
+				}
+				<-decoded[k]
+			}
+		}
+		if failed.Load() || comp.add(ds[k]) != nil {
+			failed.Store(true)
 			return nil, st, false
 		}
 	}
 	values, err := comp.result()
-	return values, st, err == nil
+	if err != nil {
+		return nil, st, false
+	}
+	for i := range rows {
+		if p := rows[i].pack; p != nil {
+			st.Bytes += p.size
+			continue
+		}
+		st.Bytes += len(rows[i].row.delta) + len(rows[i].snap)
+	}
+	return values, st, true
 }
 
 // locate finds the row of chain whose delta does not apply, by applying

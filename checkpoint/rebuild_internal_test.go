@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -64,7 +65,7 @@ func TestRebuildParallel(t *testing.T) {
 		values, parent = copied, cp.ID
 		ids = append(ids, cp.ID)
 	}
-	ran := 0
+	ran, packed := 0, 0
 	for _, id := range ids[len(ids)-40:] {
 		for _, withPacks := range []bool{true, false} {
 			chain, _, ok, err := s.rangeChain(ctx, "t", id, withPacks)
@@ -79,6 +80,32 @@ func TestRebuildParallel(t *testing.T) {
 			seq := sequentialRebuild(t, chain)
 			if !reflect.DeepEqual(par, seq) {
 				t.Fatalf("checkpoint %s: the parallel rebuild differs", id)
+			}
+			// A damaged pack in the middle of the chain: the parallel
+			// rebuild declines, and rebuild names the pack's checkpoint.
+			var mid []int
+			for i := range chain {
+				if chain[i].pack != nil {
+					mid = append(mid, i)
+				}
+			}
+			if len(mid) > 0 {
+				packed++
+				at := mid[len(mid)/2]
+				bad := make([]chainRow, len(chain))
+				copy(bad, chain)
+				p := *chain[at].pack
+				p.loaded, p.stored = false, append([]byte{}, p.stored...)
+				p.stored[len(p.stored)/2] ^= 0x40
+				bad[at].pack = &p
+				if _, _, ok := rebuildParallel(bad); ok {
+					t.Fatalf("checkpoint %s: the parallel rebuild of a chain with a damaged pack succeeded", id)
+				}
+				_, _, err := rebuild("t", id, "x", bad)
+				var ce *runtime.CorruptError
+				if !errors.As(err, &ce) || ce.Checkpoint != p.last {
+					t.Fatalf("checkpoint %s: damaged pack %s: rebuild says %v", id, p.last, err)
+				}
 			}
 			// Damage: a delta that does not decode, one that does not
 			// apply, a snapshot that does not inflate.
@@ -102,15 +129,15 @@ func TestRebuildParallel(t *testing.T) {
 			}
 		}
 	}
-	if ran == 0 {
-		t.Fatal("no chain was long enough for the parallel rebuild")
+	if ran == 0 || packed == 0 {
+		t.Fatalf("%d chains long enough for the parallel rebuild, %d with packs", ran, packed)
 	}
 }
 
 // sequentialRebuild is rebuild without its parallel path.
 func sequentialRebuild(t *testing.T, chain []chainRow) map[string]any {
 	t.Helper()
-	names := jsonNames{}
+	names := &jsonNames{}
 	var comp *composer
 	for _, r := range chain {
 		if r.snap != nil {
@@ -121,7 +148,14 @@ func sequentialRebuild(t *testing.T, chain []chainRow) map[string]any {
 			comp = newComposer(v)
 			continue
 		}
-		d, err := decodeDeltaNames(r.row.delta, names)
+		js := r.row.delta
+		if r.pack != nil {
+			if !r.pack.load(r.row.thread) {
+				t.Fatalf("pack %s does not load", r.pack.last)
+			}
+			js = r.pack.delta
+		}
+		d, err := decodeDeltaNames(js, names)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -74,9 +74,12 @@ type SQLite struct {
 	leaseTTL time.Duration
 	// wlock (a one-slot semaphore) queues this process's writers; see begin.
 	wlock chan struct{}
+	// closed is set by Close, with wlock held: later writes fail.
+	closed bool
 
 	// wconn is the connection all writes go through, one at a time (see
-	// begin); the stmt* statements are prepared on it.
+	// begin), opened at the first write (see openWriter); the stmt*
+	// statements are prepared on it.
 	wconn                                      *sql.Conn
 	stmtHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
@@ -279,21 +282,6 @@ func (c *connector) Driver() driver.Driver                        { return c.drv
 
 func (s *SQLite) init() error {
 	ctx := context.Background()
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	s.wconn = conn
-	s.raw = rawStmts{
-		begin:     rawStmt{q: `BEGIN IMMEDIATE`},
-		commit:    rawStmt{q: `COMMIT`},
-		insert:    rawStmt{q: insertCheckpointSQL},
-		moveHead:  rawStmt{q: moveHeadSQL},
-		newThread: rawStmt{q: newThreadSQL},
-	}
-	if err := s.prepareRaw(ctx, false); err != nil {
-		return err
-	}
 	version, err := s.schemaVersion(ctx, pool{s.db})
 	if err != nil {
 		return err
@@ -308,24 +296,67 @@ func (s *SQLite) init() error {
 			return err
 		}
 	}
-	if err := s.migrate(ctx, version); err != nil {
+	return s.migrate(ctx, version)
+}
+
+// openWriter opens the writer connection, at the first write (a handle
+// that only reads never opens it). Call it with the write lock held.
+func (s *SQLite) openWriter(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
 		return err
 	}
+	s.raw = rawStmts{
+		begin:     rawStmt{q: `BEGIN IMMEDIATE`},
+		commit:    rawStmt{q: `COMMIT`},
+		insert:    rawStmt{q: insertCheckpointSQL},
+		moveHead:  rawStmt{q: moveHeadSQL},
+		newThread: rawStmt{q: newThreadSQL},
+	}
+	// Set under s.mu too: Close reads it without the write lock.
+	s.mu.Lock()
+	s.wconn = conn
+	s.mu.Unlock()
+	if err := s.prepareRaw(ctx, false); err != nil {
+		s.mu.Lock()
+		s.wconn = nil
+		s.mu.Unlock()
+		conn.Close()
+		return err
+	}
+	return nil
+}
+
+// prepareWriter prepares the stmt* statements on the writer connection,
+// at the first write transaction after the tables are made (see
+// beginTx). Call it with the write lock held.
+func (s *SQLite) prepareWriter(ctx context.Context) error {
 	prep := func(dst **sql.Stmt, q string) error {
 		st, err := s.wconn.PrepareContext(ctx, q)
 		*dst = st
 		return err
 	}
-	err = errors.Join(
+	err := errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
 	)
 	if err != nil {
+		s.closeWriterStmts()
 		return err
 	}
 	return s.prepareRaw(ctx, true)
+}
+
+// closeWriterStmts closes the statements prepareWriter prepared.
+func (s *SQLite) closeWriterStmts() {
+	for _, st := range []**sql.Stmt{&s.stmtHead, &s.stmtParent, &s.stmtWrite, &s.stmtGraph} {
+		if *st != nil {
+			(*st).Close()
+			*st = nil
+		}
+	}
 }
 
 // The statements of a step's commit (see rawstmt.go).
@@ -348,11 +379,32 @@ const (
 // transactions, which cost a goroutine (and its wake-up) each and
 // re-resolve prepared statements per transaction; BEGIN IMMEDIATE and
 // COMMIT are prepared once, on the driver connection (see rawstmt.go).
-func (s *SQLite) begin(ctx context.Context) (*wtx, error) {
+func (s *SQLite) begin(ctx context.Context) (*wtx, error) { return s.beginTx(ctx, true) }
+
+// beginTx is begin; prepared tells whether the transaction uses the stmt*
+// statements (all but those that make or upgrade the tables, before which
+// they cannot be prepared).
+func (s *SQLite) beginTx(ctx context.Context, prepared bool) (*wtx, error) {
 	select {
 	case s.wlock <- struct{}{}:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if s.closed {
+		<-s.wlock
+		return nil, errClosed
+	}
+	if s.wconn == nil {
+		if err := s.openWriter(ctx); err != nil {
+			<-s.wlock
+			return nil, err
+		}
+	}
+	if prepared && s.stmtHead == nil {
+		if err := s.prepareWriter(ctx); err != nil {
+			<-s.wlock
+			return nil, err
+		}
 	}
 	if _, err := s.rawExec(ctx, &s.raw.begin, nil); err != nil {
 		<-s.wlock
@@ -608,7 +660,7 @@ func (s *SQLite) migrate(ctx context.Context, version string) error {
 	if version == fmt.Sprint(SchemaVersion) {
 		return nil
 	}
-	tx, err := s.begin(ctx)
+	tx, err := s.beginTx(ctx, false)
 	if err != nil {
 		return fmt.Errorf("upgrade the database layout: %w", s.describe(err))
 	}
@@ -640,7 +692,7 @@ func (s *SQLite) migrate(ctx context.Context, version string) error {
 // create makes the tables of an empty database. It refuses a database that
 // already holds other tables: it is not lgrun's.
 func (s *SQLite) create(ctx context.Context) error {
-	tx, err := s.begin(ctx)
+	tx, err := s.beginTx(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -682,16 +734,18 @@ func (s *SQLite) Close() error {
 	}
 	pending := len(s.releases) > 0
 	s.mu.Unlock()
-	if pending && s.wconn != nil {
+	if pending {
 		s.deleteQueuedReleases()
 	}
+	// A write in progress ends first; the writer's statements and
+	// connection are made at the first write, under the write lock, so
+	// they are closed under it too, and later writes fail.
+	s.wlock <- struct{}{}
+	defer func() { <-s.wlock }()
+	s.closed = true
 	// Statements prepared on a connection must be closed before it, or
 	// SQLite keeps it open (and the WAL) until the process ends.
-	for _, st := range []*sql.Stmt{s.stmtHead, s.stmtParent, s.stmtWrite, s.stmtGraph} {
-		if st != nil {
-			st.Close()
-		}
-	}
+	s.closeWriterStmts()
 	for _, st := range s.wstmts {
 		st.Close()
 	}
@@ -699,13 +753,17 @@ func (s *SQLite) Close() error {
 	for _, st := range s.rstmts {
 		st.Close()
 	}
+	wconn := s.wconn
 	s.mu.Unlock()
-	if s.wconn != nil {
-		s.closeRaw()
-		s.wconn.Close()
+	if wconn != nil {
+		s.closeRaw(wconn)
+		wconn.Close()
 	}
 	return s.db.Close()
 }
+
+// errClosed is a write to a closed handle.
+var errClosed = errors.New("checkpoint database is closed")
 
 // DB exposes the database for tests and maintenance commands.
 func (s *SQLite) DB() *sql.DB { return s.db }
