@@ -9,8 +9,9 @@ import (
 )
 
 // TestSDK drives `lgrun serve` (a child process) with the pinned official
-// JS SDK: testdata/sdk/sdk.mjs. Under CI=true a missing node or a missing
-// `npm ci` fails the test instead of skipping it.
+// JS SDK: testdata/sdk/sdk.mjs, installing the SDK with `npm ci` when it
+// is missing. Under CI=true a missing node or a failed install fails the
+// test instead of skipping it.
 func TestSDK(t *testing.T) {
 	need := func(format string, args ...any) {
 		t.Helper()
@@ -24,7 +25,18 @@ func TestSDK(t *testing.T) {
 		need("node is not installed: the SDK test needs node and npm")
 	}
 	if _, err := os.Stat(filepath.Join("testdata", "sdk", "node_modules", "@langchain", "langgraph-sdk")); err != nil {
-		need("the SDK is not installed: run `npm ci` in server/testdata/sdk (.ci/run does)")
+		// Install the pinned SDK (package-lock.json), as the MCP tests
+		// install their server: a fresh clone's `go test ./...` runs
+		// this test too.
+		npm, err := exec.LookPath("npm")
+		if err != nil {
+			need("the SDK is not installed and npm is missing: run `npm ci` in server/testdata/sdk")
+		}
+		cmd := exec.Command(npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund")
+		cmd.Dir = filepath.Join("testdata", "sdk")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			need("npm ci in server/testdata/sdk: %v\n%s", err, out)
+		}
 	}
 	db := filepath.Join(t.TempDir(), "lgrun.db")
 	key := "k-" + strings.Repeat("x", 16)
