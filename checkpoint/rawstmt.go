@@ -32,6 +32,7 @@ type rawStmt struct {
 // rawStmts are the writer connection's driver statements.
 type rawStmts struct {
 	begin, commit    rawStmt
+	dataVersion      rawStmt
 	insert, moveHead rawStmt
 	newThread        rawStmt
 }
@@ -41,7 +42,7 @@ type rawStmts struct {
 // exist in this layout).
 func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 	r := &s.raw
-	list := []*rawStmt{&r.begin, &r.commit}
+	list := []*rawStmt{&r.begin, &r.commit, &r.dataVersion}
 	if schema {
 		list = append(list, &r.insert, &r.moveHead, &r.newThread)
 	}
@@ -75,7 +76,7 @@ func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 func (s *SQLite) closeRaw(wconn *sql.Conn) {
 	r := &s.raw
 	wconn.Raw(func(any) error {
-		for _, st := range []*rawStmt{&r.begin, &r.commit, &r.insert, &r.moveHead, &r.newThread} {
+		for _, st := range []*rawStmt{&r.begin, &r.commit, &r.dataVersion, &r.insert, &r.moveHead, &r.newThread} {
 			if st.st != nil {
 				st.st.Close()
 				st.st = nil
