@@ -164,11 +164,18 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 			return err
 		}
 	}
-	if err := s.syncStates(ctx); err != nil {
-		return err
-	}
+	// What the writer knows of threads is checked against data_version
+	// when a commit uses it (see stateOf), and at the handle's first
+	// commit, so that what that one records is checked against a version
+	// read with it.
 	var stateBuf [2]pendingState
-	states := stateBuf[:0]
+	states, synced := stateBuf[:0], false
+	if !s.dvKnown {
+		if err := s.syncStates(ctx); err != nil {
+			return err
+		}
+		synced = true
+	}
 	var chainBuf [2]chainInfo
 	chains := chainBuf[:]
 	if len(cs) > len(chains) {
@@ -190,7 +197,7 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 			for last+1 < len(cs) && follows(cs[last], cs[last+1]) {
 				last++
 			}
-			st, err := s.advance(ctx, tx, cs[i:last+1], &enc[last], states)
+			st, err := s.advance(ctx, tx, cs[i:last+1], &enc[last], states, &synced)
 			if err != nil {
 				return err
 			}
@@ -311,7 +318,7 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 		pending:    sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true},
 		updatedOff: sql.NullInt64{Int64: c.Thread.Updated.UnixNano() - m.Time.UnixNano(), Valid: true},
 	}
-	row.liveSum = sql.NullInt64{Int64: liveSum(row.thread, row.id, row.time, row.pending, row.updatedOff), Valid: true}
+	row.liveSum = sql.NullInt64{Int64: liveSum(row.thread, row.id, row.time+row.updatedOff.Int64, row.pending), Valid: true}
 	a := &s.insertArgs
 	a.reset(24)
 	a.str(row.thread)
@@ -406,7 +413,7 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 	// so as not to seal damage in.
 	var tr threadRow
 	var lr liveRow
-	if err := tx.QueryRowContext(ctx, threadLiveSQL+` WHERE t.id = ?`, th.ID).Scan(append(tr.scanArgs(), lr.scanArgs()...)...); err != nil {
+	if err := tx.QueryRowContext(ctx, threadByIDSQL, th.ID).Scan(append(tr.scanArgs(), lr.scanArgs()...)...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("mark thread %q: %w", th.ID, runtime.ErrNotFound)
 		}

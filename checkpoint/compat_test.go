@@ -311,15 +311,15 @@ func writeFixture(t *testing.T, path string) {
 	}
 
 	// "live": a run in progress (layout version 5): its row follows its
-	// greatest checkpoint, three commits behind it, whose commit left
-	// pending writes.
+	// greatest checkpoint (from its second commit on), three commits
+	// behind it, whose commit left pending writes.
 	liveMeta := runtime.Metadata{Source: runtime.SourceLoop, Graph: "ops", GraphHash: "hash-ops-2", Version: "0.1.1", Writes: map[string][]string{"a": {"log"}}}
 	liveRow := runtime.Thread{ID: "live", Status: runtime.StatusRunning, Graph: "ops", GraphHash: "hash-ops-2", GraphFile: "ops.yaml"}
 	lh := commit("live", "", "", 0, map[string]any{"log": []any{}}, runtime.Delta{"log": {Kind: runtime.OpSet, Value: []any{}}},
 		runtime.Metadata{Source: runtime.SourceInput, Graph: "ops", GraphHash: "hash-ops-2", Version: "0.1.1"}, liveRow)
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= 4; i++ {
 		var ws []runtime.PendingWrite
-		if i == 3 {
+		if i == 4 {
 			ws = []runtime.PendingWrite{{Node: "a", Kind: runtime.PendingWrites, Result: &runtime.NodeResult{Writes: []runtime.Write{{Field: "log", Value: "x"}}}}}
 		}
 		log := make([]any, i)

@@ -36,28 +36,45 @@ import (
 // settings are what the row holds, inserts its checkpoint only. Any other
 // commit (another connection committed, a new thread or one this handle
 // has not written, a status or settings change, a fork whose id does not
-// grow) reads the thread's head in the transaction, compares it, and
-// writes the thread's row: following when the thread runs on and its ids
-// grow, pinned otherwise. A run's last commit (done) and a status mark
-// (interrupted, failed) pin the head, so a thread at rest has its head in
-// its row, and a lost head checkpoint is reported as in layout 4. While a
-// thread runs, its head is found as its greatest checkpoint; losing that
-// row entirely (its key damaged, or the row deleted) makes the head its
-// parent, as a power loss of the last commits would (never earlier than
-// the head the row names, whose loss is reported); damage to the row that
-// leaves its key is reported as that checkpoint's.
+// grow) compares the head (as the writer knows it, or as it reads it in
+// the transaction) and writes the thread's row: following when the thread
+// runs on and its ids grow past every id of the thread, pinned otherwise.
+// A thread the writer does not know is written as in layout 4, pinned (a
+// new thread's insert, or one UPDATE that checks the head), so that short
+// runs pay no extra statement; its next commit reads its greatest id and
+// makes it follow (see [SQLite.moveThread]). A run's last commit (done)
+// and a status mark (interrupted, failed) pin the head, so a thread at
+// rest has its head in its row, and a lost head checkpoint is reported as
+// in layout 4.
+//
+// While a thread runs, its head is found as its greatest checkpoint.
+// Damage to that row that leaves its key is reported as that checkpoint's
+// (its live_sum, or its full checksum): the head never falls back a step
+// silently. Losing the row entirely (its key damaged, or the row deleted)
+// makes the head its parent, as a power loss of the last commits would;
+// never earlier than the head the thread's row names, whose loss is
+// reported.
 
 // liveJoin joins a threads row t to its greatest checkpoint l when the row
 // follows it (and the checkpoint is not older than the row's head, which
-// is then missing: reads report it as in layout 4).
-const liveJoin = `LEFT JOIN checkpoints l ON t.follow = 1 AND l.thread = t.id
-	AND l.id = (SELECT max(m.id) FROM checkpoints m WHERE m.thread = t.id) AND l.id >= t.head`
+// is then missing: reads report it as in layout 4). The greatest id is
+// looked up only for a row that follows (the CASE), so that reading a
+// pinned row costs what it did in layout 4.
+const liveJoin = `LEFT JOIN checkpoints l ON l.thread = t.id
+	AND l.id = CASE WHEN t.follow = 1 THEN (SELECT max(m.id) FROM checkpoints m WHERE m.thread = t.id) END AND l.id >= t.head`
 
 // liveColumns are the columns of l that [liveRow.scanArgs] reads.
-const liveColumns = `l.id, l.time, l.pending, l.updated_off, l.live_sum`
+const liveColumns = `l.id, l.time + l.updated_off, l.pending, l.live_sum`
 
-// threadLiveSQL reads a threads row and its live state.
+// threadLiveSQL reads the threads rows and their live state.
 const threadLiveSQL = `SELECT ` + threadColumns + `, ` + liveColumns + ` FROM threads t ` + liveJoin
+
+// threadByIDSQL reads the threads row of the thread ?1 and its live
+// state. The id comes in through a subquery: with WHERE t.id = ?1, SQLite
+// would carry the bound value into the join's terms (l.thread = t.id) and
+// prepare the statement again at every use, at four times the cost of the
+// read (see BENCHMARKS.md, i16-onepage and i16-follow).
+const threadByIDSQL = `SELECT ` + threadColumns + `, ` + liveColumns + ` FROM (SELECT ?1 AS id) k JOIN threads t ON t.id = k.id ` + liveJoin
 
 // liveUpdatedSQL is a thread's updated time in threadLiveSQL (unverified:
 // for ordering and selecting only).
@@ -65,26 +82,25 @@ const liveUpdatedSQL = `COALESCE(l.time + l.updated_off, t.updated)`
 
 // liveRow is the state of a thread held by its greatest checkpoint.
 type liveRow struct {
-	id                   sql.NullString
-	time                 sql.NullInt64
-	pending, off, sum    sql.NullInt64
+	id                    sql.NullString
+	updated, pending, sum sql.NullInt64
 }
 
-func (l *liveRow) scanArgs() []any { return []any{&l.id, &l.time, &l.pending, &l.off, &l.sum} }
+func (l *liveRow) scanArgs() []any { return []any{&l.id, &l.updated, &l.pending, &l.sum} }
 
 // liveSum is the checksum of a checkpoint row's thread state (column
-// live_sum): the thread, the checkpoint's id and time, the pending-write
-// count and the updated time's offset, so that reading a thread's state
-// from its greatest checkpoint verifies those columns without reading the
-// whole row. Stored as a signed 32-bit value, as [linkSum].
-func liveSum(thread, id string, time int64, pending, off sql.NullInt64) int64 {
+// live_sum): the thread, the checkpoint's id, the thread's updated time
+// (the row's time plus updated_off) and its pending-write count, so that
+// reading a thread's state from its greatest checkpoint verifies it
+// without reading the whole row. Stored as a signed 32-bit value, as
+// [linkSum].
+func liveSum(thread, id string, updated int64, pending sql.NullInt64) int64 {
 	var s summer
 	s.str("live/5")
 	s.str(thread)
 	s.str(id)
-	s.int(time)
+	s.int(updated)
 	s.nullInt(pending)
-	s.nullInt(off)
 	return int64(int32(s.crc))
 }
 
@@ -102,12 +118,12 @@ func (r *threadRow) resolve(l *liveRow) error {
 	if !l.id.Valid {
 		return nil // the head the row names is missing, reported where it is read
 	}
-	if !l.sum.Valid || !l.time.Valid || l.sum.Int64 != liveSum(r.id, l.id.String, l.time.Int64, l.pending, l.off) {
+	if !l.sum.Valid || !l.updated.Valid || l.sum.Int64 != liveSum(r.id, l.id.String, l.updated.Int64, l.pending) {
 		return &runtime.CorruptError{Thread: r.id, Checkpoint: l.id.String, Err: fmt.Errorf("the thread's state in its row fails its check: %w", errChecksum)}
 	}
 	// The row now stands for the pinned row of that state, sealed as
 	// such (it is verified: later checks of it must pass).
-	r.head, r.pending, r.updated, r.follow = l.id.String, l.pending, l.time.Int64+l.off.Int64, sql.NullInt64{}
+	r.head, r.pending, r.updated, r.follow = l.id.String, l.pending, l.updated.Int64, sql.NullInt64{}
 	if r.sum.Valid {
 		r.sum.Int64 = r.checksum()
 	}
@@ -131,7 +147,10 @@ type threadState struct {
 	rowHead  string // the row's head column
 	follow   bool   // the row follows its greatest checkpoint
 	head     string // the thread's head
-	greatest string // the thread's greatest checkpoint id
+	greatest string // the thread's greatest checkpoint id, if greatestKnown
+	// greatestKnown is false for a row written without reading the
+	// thread's ids (see moveThread).
+	greatestKnown bool
 	// The row's status and settings.
 	status, err, graph, graphHash, graphFile, config string
 }
@@ -148,8 +167,9 @@ type pendingState struct {
 
 // syncStates reads PRAGMA data_version in the write transaction and
 // forgets what the writer knew of every thread if another connection
-// committed since (SQLite changes the value only for other connections'
-// commits). Call it with the write lock held, in a transaction.
+// committed since it last read it (SQLite changes the value only for
+// other connections' commits). Call it with the write lock held, in a
+// transaction.
 func (s *SQLite) syncStates(ctx context.Context) error {
 	dv, err := s.rawInt(ctx, &s.raw.dataVersion)
 	if err != nil {
@@ -163,15 +183,28 @@ func (s *SQLite) syncStates(ctx context.Context) error {
 }
 
 // stateOf returns what the writer knows of thread: as this transaction
-// left it (pending), else as of the last commit.
-func (s *SQLite) stateOf(thread string, pending []pendingState) (threadState, bool) {
+// left it (pending), else as of the last commit if no other connection
+// committed since. It reads data_version (see syncStates) the first time
+// a transaction (synced) needs it: a transaction that does not use what
+// the writer knew need not read it, since what it records is forgotten
+// at the next read if another connection had committed meanwhile.
+func (s *SQLite) stateOf(ctx context.Context, thread string, pending []pendingState, synced *bool) (threadState, bool, error) {
 	for i := len(pending) - 1; i >= 0; i-- {
 		if pending[i].thread == thread {
-			return pending[i].st, true
+			return pending[i].st, true, nil
 		}
 	}
+	if _, ok := s.states[thread]; !ok {
+		return threadState{}, false, nil
+	}
+	if !*synced {
+		if err := s.syncStates(ctx); err != nil {
+			return threadState{}, false, err
+		}
+		*synced = true
+	}
 	st, ok := s.states[thread]
-	return st, ok
+	return st, ok, nil
 }
 
 // keepStates records the states a committed transaction left.
@@ -237,8 +270,11 @@ func idsGrow(g []*runtime.Commit) bool {
 // the thread's state after it: by inserting the checkpoints only when the
 // thread follows and g continues it (see [threadState.continues]), else
 // by the compare-and-swap of moveThread.
-func (s *SQLite) advance(ctx context.Context, tx *wtx, g []*runtime.Commit, e *encodedCommit, pending []pendingState) (threadState, error) {
-	st, known := s.stateOf(g[0].Thread.ID, pending)
+func (s *SQLite) advance(ctx context.Context, tx *wtx, g []*runtime.Commit, e *encodedCommit, pending []pendingState, synced *bool) (threadState, error) {
+	st, known, err := s.stateOf(ctx, g[0].Thread.ID, pending, synced)
+	if err != nil {
+		return st, err
+	}
 	last := g[len(g)-1]
 	if known && st.continues(g, e.config) {
 		st.head, st.greatest = last.Checkpoint.ID, last.Checkpoint.ID
@@ -248,33 +284,84 @@ func (s *SQLite) advance(ctx context.Context, tx *wtx, g []*runtime.Commit, e *e
 }
 
 // moveThread is the head's compare-and-swap in tx for the commits g (see
-// advance): it reads the thread's head (unless st, known, holds it),
-// fails with ErrConflict unless it is g's expected head (none for a new
-// thread), and writes the thread's row at g's last checkpoint, with its
-// status, following its greatest checkpoint if the thread runs on and g's
-// ids grow past every id of the thread, else pinned.
+// advance), on st when known (what the writer knows of the thread), and
+// returns the thread's state after it. It writes the thread's row at g's
+// last checkpoint with its status, following the thread's greatest
+// checkpoint if the thread runs on and g's ids grow past every id of the
+// thread, else pinned; it fails with ErrConflict unless the thread's head
+// is g's expected head (none for a new thread).
+//
+// A thread the writer does not know costs what it did in layout 4: a new
+// thread's row is inserted, an existing pinned one moved by one UPDATE
+// that checks the head, both pinned (the thread's greatest id, which
+// following needs, is not known: the thread's next commit reads it). Only
+// a row that turns out to follow, or a thread about to follow whose
+// greatest id is not known, is read first.
 func (s *SQLite) moveThread(ctx context.Context, tx *wtx, g []*runtime.Commit, e *encodedCommit, st threadState, known bool) (threadState, error) {
 	first, c := g[0], g[len(g)-1]
 	th := c.Thread
 	expect := first.ExpectHead
-	exists := known
-	if !known {
-		var head, greatest sql.NullString
-		var follow sql.NullInt64
-		if err := tx.StmtContext(ctx, s.stmtState).QueryRowContext(ctx, th.ID).Scan(&head, &follow, &greatest); err != nil {
-			return st, fmt.Errorf("read thread head: %w", s.describe(err))
-		}
-		exists = head.Valid
-		st = threadState{rowHead: head.String, follow: follow.Valid && follow.Int64 == 1, head: head.String, greatest: greatest.String}
-		if st.follow && greatest.String >= st.rowHead {
-			st.head = greatest.String
-		}
-	}
-	if exists != (expect != "") || exists && st.head != expect {
+	running := th.Status == runtime.StatusRunning && idsGrow(g)
+	if known && (st.head != expect || expect == "") {
 		return st, fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, orNone(st.head), orNone(expect))
 	}
-	grows := idsGrow(g) && first.Checkpoint.ID > st.greatest
-	follow := grows && th.Status == runtime.StatusRunning
+	if known && running && !st.greatestKnown || !known && expect != "" {
+		// Read what the thread is, unless a pinned row at expect (the
+		// common case) takes the plain compare-and-swap below.
+		if !known {
+			n, err := s.writeThread(ctx, c, e, false, expect, false)
+			if err != nil || n == 1 {
+				return s.stateAfter(c, e, g, threadState{}, false), err
+			}
+		}
+		var err error
+		if st, err = s.readState(ctx, tx, th.ID); err != nil {
+			return st, err
+		}
+		if st.rowHead == "" || st.head != expect {
+			return st, fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, orNone(st.head), orNone(expect))
+		}
+		known = true
+	}
+	follow := known && running && st.greatestKnown && first.Checkpoint.ID > st.greatest
+	n, err := s.writeThread(ctx, c, e, follow, st.rowHead, st.follow)
+	if err == nil && n != 1 {
+		// Not as read or remembered: another writer got in (it cannot,
+		// under BEGIN IMMEDIATE), or the row changed under this handle.
+		var head string
+		err = tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return st, fmt.Errorf("read thread head: %w", s.describe(err))
+		}
+		return st, fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, orNone(head), orNone(expect))
+	}
+	return s.stateAfter(c, e, g, st, follow), err
+}
+
+// readState reads what thread is in tx (see [threadState]); rowHead is ""
+// when it has no row. The thread's greatest id is read by a subquery on
+// the row read, not on the bound value, which would make SQLite prepare
+// the statement again at every use (see BENCHMARKS.md, i16-onepage).
+func (s *SQLite) readState(ctx context.Context, tx *wtx, thread string) (threadState, error) {
+	var head, greatest sql.NullString
+	var follow sql.NullInt64
+	if err := tx.StmtContext(ctx, s.stmtState).QueryRowContext(ctx, thread).Scan(&head, &follow, &greatest); err != nil {
+		return threadState{}, fmt.Errorf("read thread head: %w", s.describe(err))
+	}
+	st := threadState{rowHead: head.String, follow: follow.Valid && follow.Int64 == 1, head: head.String,
+		greatest: greatest.String, greatestKnown: true}
+	if st.follow && greatest.String >= st.rowHead {
+		st.head = greatest.String
+	}
+	return st, nil
+}
+
+// writeThread writes the row of c's thread at c's checkpoint, following
+// or pinned: a new row when rowHead is "" (if there is none), else the row
+// whose head column is rowHead and which follows as rowFollows says. It
+// returns how many rows it wrote.
+func (s *SQLite) writeThread(ctx context.Context, c *runtime.Commit, e *encodedCommit, follow bool, rowHead string, rowFollows bool) (int64, error) {
+	th := c.Thread
 	created := th.Created
 	if created.IsZero() {
 		created = th.Updated
@@ -286,10 +373,10 @@ func (s *SQLite) moveThread(ctx context.Context, tx *wtx, g []*runtime.Commit, e
 		tr.follow = sql.NullInt64{Int64: 1, Valid: true}
 	}
 	a := &s.moveArgs
-	a.reset(13)
+	a.reset(14)
 	var n int64
 	var err error
-	if !exists {
+	if rowHead == "" {
 		a.str(tr.id)
 		a.str(tr.head)
 		a.str(tr.status)
@@ -317,29 +404,34 @@ func (s *SQLite) moveThread(ctx context.Context, tx *wtx, g []*runtime.Commit, e
 		a.add(tr.checksum())
 		a.add(nullInt(tr.follow))
 		a.str(tr.id)
-		a.strAs(st.rowHead, 0) // the head the row holds: the head of the commit before, or where it began to follow
+		a.strAs(rowHead, 0) // the head of the commit before, or where the row began to follow
+		if rowFollows {
+			a.add(int64(1))
+		} else {
+			a.add(nil)
+		}
 		n, err = s.rawExec(ctx, &s.raw.moveHead, a.vals)
 	}
 	a.done()
 	if err != nil {
-		return st, fmt.Errorf("update thread: %w", s.describe(err))
+		return 0, fmt.Errorf("update thread: %w", s.describe(err))
 	}
-	if n != 1 {
-		// Not as read or remembered: another writer got in (it cannot,
-		// under BEGIN IMMEDIATE), or the row changed under this handle.
-		var head string
-		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return st, fmt.Errorf("read thread head: %w", s.describe(err))
+	return n, nil
+}
+
+// stateAfter is the state of the thread of g after moveThread wrote its
+// row at c (the last of g), from st, the state before it.
+func (s *SQLite) stateAfter(c *runtime.Commit, e *encodedCommit, g []*runtime.Commit, st threadState, follow bool) threadState {
+	th := &c.Thread
+	out := threadState{rowHead: c.Checkpoint.ID, follow: follow, head: c.Checkpoint.ID, greatestKnown: st.greatestKnown,
+		status: string(th.Status), err: th.Error, graph: th.Graph, graphHash: th.GraphHash, graphFile: th.GraphFile, config: e.config}
+	if out.greatestKnown {
+		out.greatest = st.greatest
+		for _, x := range g {
+			out.greatest = max(out.greatest, x.Checkpoint.ID)
 		}
-		return st, fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, orNone(head), orNone(expect))
 	}
-	greatest := st.greatest
-	for _, x := range g {
-		greatest = max(greatest, x.Checkpoint.ID)
-	}
-	return threadState{rowHead: tr.head, follow: follow, head: tr.head, greatest: greatest,
-		status: tr.status, err: tr.error, graph: tr.graph, graphHash: tr.graphHash, graphFile: tr.graphFile, config: tr.config}, nil
+	return out
 }
 
 // rawInt runs st, a query of one integer, on the writer connection.

@@ -559,7 +559,7 @@ type sqliteHistory struct {
 func (h *sqliteHistory) Thread(ctx context.Context) (ThreadRow, bool, error) {
 	var tr threadRow
 	var lr liveRow
-	err := h.tx.QueryRowContext(ctx, threadLiveSQL+` WHERE t.id = ?`, h.thread).Scan(append(tr.scanArgs(), lr.scanArgs()...)...)
+	err := h.tx.QueryRowContext(ctx, threadByIDSQL, h.thread).Scan(append(tr.scanArgs(), lr.scanArgs()...)...)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return ThreadRow{}, false, nil

@@ -45,7 +45,7 @@ func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 	// head's state (see follow.go): resolved here.
 	var tr threadRow
 	var lr liveRow
-	err := s.queryRow(ctx, threadLiveSQL+` WHERE t.id = ?`, thread).Scan(append(tr.scanArgs(), lr.scanArgs()...)...)
+	err := s.queryRow(ctx, threadByIDSQL, thread).Scan(append(tr.scanArgs(), lr.scanArgs()...)...)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		tr = threadRow{}
@@ -826,7 +826,7 @@ func (r *cpRow) decode() (*runtime.Checkpoint, error) {
 
 // Thread implements runtime.Saver.
 func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error) {
-	ts, bad, err := s.threads(ctx, `WHERE t.id = ?`, id)
+	ts, bad, err := s.threads(ctx, threadByIDSQL, id)
 	if err != nil {
 		return nil, err
 	}
@@ -842,7 +842,7 @@ func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error)
 // Threads implements runtime.Saver. Rows that fail their checks are left
 // out and reported in the error, one *runtime.CorruptError each (joined).
 func (s *SQLite) Threads(ctx context.Context) ([]*runtime.Thread, error) {
-	ts, bad, err := s.threads(ctx, `ORDER BY `+liveUpdatedSQL+` DESC, t.id`)
+	ts, bad, err := s.threads(ctx, threadLiveSQL+` ORDER BY `+liveUpdatedSQL+` DESC, t.id`)
 	if err != nil {
 		return nil, err
 	}
@@ -861,8 +861,10 @@ func joinCorrupt(errs []*runtime.CorruptError) error {
 	return errors.Join(all...)
 }
 
-func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*runtime.Thread, []*runtime.CorruptError, error) {
-	rows, err := s.queryRows(ctx, threadLiveSQL+` `+where, args...)
+// threads reads the threads rows of q (threadLiveSQL or threadByIDSQL,
+// see follow.go).
+func (s *SQLite) threads(ctx context.Context, q string, args ...any) ([]*runtime.Thread, []*runtime.CorruptError, error) {
+	rows, err := s.queryRows(ctx, q, args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 	}

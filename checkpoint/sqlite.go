@@ -328,9 +328,9 @@ func (s *SQLite) openWriter(ctx context.Context) error {
 		begin:       rawStmt{q: `BEGIN IMMEDIATE`},
 		commit:      rawStmt{q: `COMMIT`},
 		dataVersion: rawStmt{q: `PRAGMA data_version`},
-		insert:    rawStmt{q: insertCheckpointSQL},
-		moveHead:  rawStmt{q: moveHeadSQL},
-		newThread: rawStmt{q: newThreadSQL},
+		insert:      rawStmt{q: insertCheckpointSQL},
+		moveHead:    rawStmt{q: moveHeadSQL},
+		newThread:   rawStmt{q: newThreadSQL},
 	}
 	// Set under s.mu too: Close reads it without the write lock.
 	s.mu.Lock()
@@ -357,8 +357,8 @@ func (s *SQLite) prepareWriter(ctx context.Context) error {
 	}
 	err := errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
-		prep(&s.stmtState, `SELECT (SELECT head FROM threads WHERE id = ?1), (SELECT follow FROM threads WHERE id = ?1),
-			(SELECT max(id) FROM checkpoints WHERE thread = ?1)`),
+		prep(&s.stmtState, `SELECT t.head, t.follow, (SELECT max(c.id) FROM checkpoints c WHERE c.thread = k.id)
+			FROM (SELECT ?1 AS id) k LEFT JOIN threads t ON t.id = k.id`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
@@ -385,7 +385,7 @@ const (
 	insertCheckpointSQL = `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot, pending, updated_off, live_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	newThreadSQL        = `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum, follow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`
-	moveHeadSQL = `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ?, follow = ? WHERE id = ? AND head = ?`
+	moveHeadSQL = `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ?, follow = ? WHERE id = ? AND head = ? AND follow IS ?`
 )
 
 // begin starts a write transaction on the writer connection with BEGIN
