@@ -217,6 +217,17 @@ func TestFollowTwoHandles(t *testing.T) {
 		if err := ca.try(); !errors.Is(err, runtime.ErrConflict) || !strings.Contains(err.Error(), "head is "+cb.head) {
 			t.Fatalf("round %d: a commits on its stale head: %v, want ErrConflict naming %s", round, err, cb.head)
 		}
+		// So does one on the head the thread's row names, when it
+		// follows a later checkpoint.
+		if rowHead, follow := threadRowHead(t, a, "t"); follow && rowHead != cb.head {
+			var ids runtime.IDClock
+			err := commitWith(a, "t", ids.Next(time.Now(), cb.head), rowHead, rowHead, cb.at, runtime.StatusRunning)
+			if !errors.Is(err, runtime.ErrConflict) || !strings.Contains(err.Error(), "head is "+cb.head) {
+				t.Fatalf("round %d: a commits on the row's head %s: %v, want ErrConflict naming %s", round, rowHead, err, cb.head)
+			}
+		} else if round > 0 {
+			t.Fatalf("round %d: row head %s (follow %v), want a row that follows, behind %s", round, rowHead, follow, cb.head)
+		}
 		for _, s := range []*checkpoint.SQLite{a, b} {
 			checkHead(t, s, "t", cb.head, 0)
 		}
