@@ -184,6 +184,7 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 	chains = chains[:len(cs)]
 	var newGraphs []string
 	var gids []int64
+	live := false // the thread of c follows its greatest checkpoint after tx
 	for i, c := range cs {
 		var prev *chainInfo
 		if i > 0 && follows(cs[i-1], c) {
@@ -202,11 +203,12 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 				return err
 			}
 			states = append(states, pendingState{c.Thread.ID, st})
+			live = st.follow
 		}
 		// The last commit of its thread in tx extends the thread's run
 		// in place once tx commits; the ones before it, copies.
 		last := i == len(cs)-1 || !follows(c, cs[i+1])
-		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, &enc[i], prev, &chains[i], last)
+		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, &enc[i], prev, &chains[i], last, live)
 		if err != nil {
 			return err
 		}
@@ -252,8 +254,11 @@ func follows(a, b *runtime.Commit) bool {
 // It also plans what becomes of the thread's run (see pack.go), sealing a
 // pack in tx when one is due; the run after c is out.run, which c extends
 // in place once tx commits when out.add is set (last: no later commit in
-// tx builds on c).
-func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo, last bool) (int64, string, error) {
+// tx builds on c). With live (the thread's row follows its greatest
+// checkpoint once tx commits, see follow.go), the row carries the
+// thread's state; otherwise it is a row of layout 4, which no read takes
+// the thread's state from.
+func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo, last, live bool) (int64, string, error) {
 	cp := c.Checkpoint
 	m := cp.Metadata
 	delta, next, waiting, writes, usage, totals, records := e.delta, e.next, e.waiting, e.writes, e.usage, e.totals, e.records
@@ -314,11 +319,13 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 		graph: m.Graph, graphHash: m.GraphHash, version: m.Version, time: m.Time.UnixNano(),
 		usage: nullString(usage), totals: nullString(totals), records: nullString(records),
 		delta: delta, snapSum: snapshotSum(snap),
-		// The thread's state at this checkpoint (see follow.go).
-		pending:    sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true},
-		updatedOff: sql.NullInt64{Int64: c.Thread.Updated.UnixNano() - m.Time.UnixNano(), Valid: true},
 	}
-	row.liveSum = sql.NullInt64{Int64: liveSum(row.thread, row.id, row.time+row.updatedOff.Int64, row.pending), Valid: true}
+	if live {
+		// The thread's state at this checkpoint (see follow.go).
+		row.pending = sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}
+		row.updatedOff = sql.NullInt64{Int64: c.Thread.Updated.UnixNano() - row.time, Valid: true}
+		row.liveSum = sql.NullInt64{Int64: liveSum(row.thread, row.id, row.time+row.updatedOff.Int64, row.pending), Valid: true}
+	}
 	a := &s.insertArgs
 	a.reset(24)
 	a.str(row.thread)
@@ -342,9 +349,9 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 	a.add(int64(baseBytes))
 	a.add(encodeDelta(delta))
 	a.add(snapshot)
-	a.add(row.pending.Int64)
-	a.add(row.updatedOff.Int64)
-	a.add(row.liveSum.Int64)
+	a.add(nullInt(row.pending))
+	a.add(nullInt(row.updatedOff))
+	a.add(nullInt(row.liveSum))
 	err = s.rawRun(ctx, &s.raw.insert, a.vals)
 	a.done()
 	if err != nil {

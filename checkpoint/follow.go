@@ -21,9 +21,10 @@ import (
 // checkpoint's row holds the thread's pending-write count and updated time
 // (checkpoints.pending and updated_off, the nanoseconds after the row's
 // time), sealed by a checksum of their own (live_sum, see [liveSum]) that
-// the row's full checksum covers too. Every checkpoint row written in
-// layout 5 carries them; a row whose head is pinned (follow NULL) keeps
-// its own head, time and count, as in layout 4.
+// the row's full checksum covers too. The rows written while the thread's
+// row follows carry them (only they can be its greatest checkpoint then);
+// the others are rows of layout 4, and a row whose head is pinned (follow
+// NULL) keeps its own head, time and count, as in layout 4.
 //
 // The compare-and-swap of the head runs in Go, on what the writer
 // connection knows (see [threadState]): a commit's transaction is BEGIN
@@ -373,7 +374,7 @@ func (s *SQLite) writeThread(ctx context.Context, c *runtime.Commit, e *encodedC
 		tr.follow = sql.NullInt64{Int64: 1, Valid: true}
 	}
 	a := &s.moveArgs
-	a.reset(14)
+	a.reset(13)
 	var n int64
 	var err error
 	if rowHead == "" {
@@ -405,12 +406,11 @@ func (s *SQLite) writeThread(ctx context.Context, c *runtime.Commit, e *encodedC
 		a.add(nullInt(tr.follow))
 		a.str(tr.id)
 		a.strAs(rowHead, 0) // the head of the commit before, or where the row began to follow
+		st := &s.raw.moveHead
 		if rowFollows {
-			a.add(int64(1))
-		} else {
-			a.add(nil)
+			st = &s.raw.moveFollowing
 		}
-		n, err = s.rawExec(ctx, &s.raw.moveHead, a.vals)
+		n, err = s.rawExec(ctx, st, a.vals)
 	}
 	a.done()
 	if err != nil {

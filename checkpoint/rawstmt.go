@@ -34,6 +34,7 @@ type rawStmts struct {
 	begin, commit    rawStmt
 	dataVersion      rawStmt
 	insert, moveHead rawStmt
+	moveFollowing    rawStmt
 	newThread        rawStmt
 }
 
@@ -44,7 +45,7 @@ func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 	r := &s.raw
 	list := []*rawStmt{&r.begin, &r.commit, &r.dataVersion}
 	if schema {
-		list = append(list, &r.insert, &r.moveHead, &r.newThread)
+		list = append(list, &r.insert, &r.moveHead, &r.moveFollowing, &r.newThread)
 	}
 	return s.wconn.Raw(func(dc any) error {
 		pc, ok := dc.(driver.ConnPrepareContext)
@@ -76,7 +77,7 @@ func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 func (s *SQLite) closeRaw(wconn *sql.Conn) {
 	r := &s.raw
 	wconn.Raw(func(any) error {
-		for _, st := range []*rawStmt{&r.begin, &r.commit, &r.dataVersion, &r.insert, &r.moveHead, &r.newThread} {
+		for _, st := range []*rawStmt{&r.begin, &r.commit, &r.dataVersion, &r.insert, &r.moveHead, &r.moveFollowing, &r.newThread} {
 			if st.st != nil {
 				st.st.Close()
 				st.st = nil

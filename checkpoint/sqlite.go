@@ -325,12 +325,13 @@ func (s *SQLite) openWriter(ctx context.Context) error {
 		return err
 	}
 	s.raw = rawStmts{
-		begin:       rawStmt{q: `BEGIN IMMEDIATE`},
-		commit:      rawStmt{q: `COMMIT`},
-		dataVersion: rawStmt{q: `PRAGMA data_version`},
-		insert:      rawStmt{q: insertCheckpointSQL},
-		moveHead:    rawStmt{q: moveHeadSQL},
-		newThread:   rawStmt{q: newThreadSQL},
+		begin:         rawStmt{q: `BEGIN IMMEDIATE`},
+		commit:        rawStmt{q: `COMMIT`},
+		dataVersion:   rawStmt{q: `PRAGMA data_version`},
+		insert:        rawStmt{q: insertCheckpointSQL},
+		moveHead:      rawStmt{q: moveHeadSQL + ` IS NULL`},
+		moveFollowing: rawStmt{q: moveHeadSQL + ` = 1`},
+		newThread:     rawStmt{q: newThreadSQL},
 	}
 	// Set under s.mu too: Close reads it without the write lock.
 	s.mu.Lock()
@@ -385,7 +386,10 @@ const (
 	insertCheckpointSQL = `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot, pending, updated_off, live_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	newThreadSQL        = `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum, follow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`
-	moveHeadSQL = `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ?, follow = ? WHERE id = ? AND head = ? AND follow IS ?`
+	// moveHeadSQL moves a pinned row (+ IS NULL) or one that follows
+	// (+ = 1): two statements, since a test of follow against a bound
+	// value would have SQLite prepare the statement again at every use.
+	moveHeadSQL = `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ?, follow = ? WHERE id = ? AND head = ? AND follow`
 )
 
 // begin starts a write transaction on the writer connection with BEGIN
