@@ -40,9 +40,8 @@ func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 
 func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
 	// The thread's row (verified) names the head and counts its pending
-	// writes.
-	// When the row follows its greatest checkpoint, that row holds the
-	// head's state (see follow.go): resolved here.
+	// writes; when it follows its greatest checkpoint, that checkpoint's
+	// row holds them (see follow.go).
 	var tr threadRow
 	var lr liveRow
 	err := s.queryRow(ctx, threadByIDSQL, thread).Scan(append(tr.scanArgs(), lr.scanArgs()...)...)
