@@ -3,8 +3,10 @@ package checkpoint_test
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -400,4 +402,69 @@ func TestFollowChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkHead(t, s, "a", a7.Checkpoint.ID, 0)
+}
+
+// TestFollowTwoHandlesRace has two handles on one file commit to one
+// thread at once, each on the head it reads, retrying on ErrConflict:
+// every commit that succeeds extends the one before it (no fork, none
+// lost), and both handles read the same head, the last commit.
+func TestFollowTwoHandlesRace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lgrun.db")
+	hs := []*checkpoint.SQLite{MustOpenPath(t, path, nil), MustOpenPath(t, path, nil)}
+	newChain(t, hs[0], "t").step(1)
+	const perHandle = 40
+	type done struct {
+		id, parent string
+	}
+	results := make(chan done, 2*perHandle)
+	errs := make(chan error, 2)
+	var conflicts atomic.Int64
+	for k, s := range hs {
+		go func() {
+			var ids runtime.IDClock
+			for n := 0; n < perHandle; {
+				cp, err := s.Get(bg, "t", "")
+				if err != nil {
+					errs <- err
+					return
+				}
+				id := ids.Next(time.Now(), cp.ID)
+				err = commitWith(s, "t", id, cp.ID, cp.ID, cp.Step+1, runtime.StatusRunning)
+				if errors.Is(err, runtime.ErrConflict) {
+					conflicts.Add(1)
+					continue
+				}
+				if err != nil {
+					errs <- fmt.Errorf("handle %d: %w", k, err)
+					return
+				}
+				results <- done{id, cp.ID}
+				n++
+			}
+			errs <- nil
+		}()
+	}
+	for range hs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(results)
+	t.Logf("%d commits refused on a head the other handle had moved on from", conflicts.Load())
+	parents := map[string]string{}
+	for r := range results {
+		parents[r.id] = r.parent
+	}
+	list := mustList(t, hs[0], "t") // newest first
+	if len(list) != 1+2*perHandle {
+		t.Fatalf("%d checkpoints, want %d", len(list), 1+2*perHandle)
+	}
+	for i := 0; i+1 < len(list); i++ {
+		if list[i].ParentID != list[i+1].ID || parents[list[i].ID] != list[i+1].ID {
+			t.Fatalf("checkpoint %s: parent %s, want the one before it, %s", list[i].ID, list[i].ParentID, list[i+1].ID)
+		}
+	}
+	for _, s := range hs {
+		checkHead(t, s, "t", list[0].ID, 0)
+	}
 }
