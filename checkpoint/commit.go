@@ -164,6 +164,18 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 			return err
 		}
 	}
+	// What the writer knows of threads is checked against data_version
+	// when a commit uses it (see stateOf), and at the handle's first
+	// commit, so that what that one records is checked against a version
+	// read with it.
+	var stateBuf [2]pendingState
+	states, synced := stateBuf[:0], false
+	if !s.dvKnown {
+		if err := s.syncStates(ctx); err != nil {
+			return err
+		}
+		synced = true
+	}
 	var chainBuf [2]chainInfo
 	chains := chainBuf[:]
 	if len(cs) > len(chains) {
@@ -172,27 +184,31 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 	chains = chains[:len(cs)]
 	var newGraphs []string
 	var gids []int64
+	live := false // the thread of c follows its greatest checkpoint after tx
 	for i, c := range cs {
 		var prev *chainInfo
 		if i > 0 && follows(cs[i-1], c) {
 			prev = &chains[i-1]
 		} else {
-			// The thread's row moves once for the commits of the chain
+			// The thread's head moves once for the commits of the chain
 			// that follow each other: from this one's expected head to
 			// the last one's checkpoint, before any checkpoint is
-			// inserted.
+			// inserted (see follow.go).
 			last := i
 			for last+1 < len(cs) && follows(cs[last], cs[last+1]) {
 				last++
 			}
-			if err := s.moveThread(ctx, tx, cs[last], &enc[last], c.ExpectHead); err != nil {
+			st, err := s.advance(ctx, tx, cs[i:last+1], &enc[last], states, &synced)
+			if err != nil {
 				return err
 			}
+			states = append(states, pendingState{c.Thread.ID, st})
+			live = st.follow
 		}
 		// The last commit of its thread in tx extends the thread's run
 		// in place once tx commits; the ones before it, copies.
 		last := i == len(cs)-1 || !follows(c, cs[i+1])
-		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, &enc[i], prev, &chains[i], last)
+		gid, newGraph, err := s.insertCheckpoint(ctx, tx, c, &enc[i], prev, &chains[i], last, live)
 		if err != nil {
 			return err
 		}
@@ -205,6 +221,7 @@ func (s *SQLite) commitChain(ctx context.Context, cs []*runtime.Commit, lease st
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", s.describe(err))
 	}
+	s.keepStates(states)
 	s.mu.Lock()
 	for i, c := range cs {
 		ci := chains[i]
@@ -228,67 +245,6 @@ func follows(a, b *runtime.Commit) bool {
 	return a.Thread.ID == b.Thread.ID && b.ExpectHead == a.Checkpoint.ID
 }
 
-// moveThread is the head's compare-and-swap in tx: the row of c's thread
-// moves to c's checkpoint (with c's status, encoded as e) only if it is
-// still at expect (a new thread's row, expect "", is inserted only if
-// there is none); otherwise it fails with ErrConflict.
-func (s *SQLite) moveThread(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, expect string) error {
-	th := c.Thread
-	created := th.Created
-	if created.IsZero() {
-		created = th.Updated
-	}
-	tr := threadRow{id: th.ID, head: c.Checkpoint.ID, status: string(th.Status), error: th.Error, graph: th.Graph, graphHash: th.GraphHash,
-		graphFile: th.GraphFile, config: e.config, updated: th.Updated.UnixNano(),
-		pending: sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}}
-	a := &s.moveArgs
-	a.reset(12)
-	var n int64
-	var err error
-	if expect == "" {
-		a.str(tr.id)
-		a.str(tr.head)
-		a.str(tr.status)
-		a.str(tr.error)
-		a.str(tr.graph)
-		a.str(tr.graphHash)
-		a.str(tr.graphFile)
-		a.str(tr.config)
-		a.add(created.UnixNano())
-		a.add(tr.updated)
-		a.add(nullInt(tr.pending))
-		a.add(tr.checksum())
-		n, err = s.rawExec(ctx, &s.raw.newThread, a.vals)
-	} else {
-		a.str(tr.head)
-		a.str(tr.status)
-		a.str(tr.error)
-		a.str(tr.graph)
-		a.str(tr.graphHash)
-		a.str(tr.graphFile)
-		a.str(tr.config)
-		a.add(tr.updated)
-		a.add(nullInt(tr.pending))
-		a.add(tr.checksum())
-		a.str(tr.id)
-		a.strAs(expect, 0) // the head of the commit before
-		n, err = s.rawExec(ctx, &s.raw.moveHead, a.vals)
-	}
-	a.done()
-	if err != nil {
-		return fmt.Errorf("update thread: %w", s.describe(err))
-	}
-	if n != 1 {
-		var head string
-		err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, th.ID).Scan(&head)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("read thread head: %w", s.describe(err))
-		}
-		return fmt.Errorf("commit to thread %q: %w (head is %s, expected %s)", th.ID, runtime.ErrConflict, orNone(head), orNone(expect))
-	}
-	return nil
-}
-
 // insertCheckpoint inserts the checkpoint of commit c, encoded as e, and
 // its pending writes in tx. prev, when not nil, is the chain state of the
 // commit before it in tx (of the same thread); the chain state c leaves
@@ -298,8 +254,11 @@ func (s *SQLite) moveThread(ctx context.Context, tx *wtx, c *runtime.Commit, e *
 // It also plans what becomes of the thread's run (see pack.go), sealing a
 // pack in tx when one is due; the run after c is out.run, which c extends
 // in place once tx commits when out.add is set (last: no later commit in
-// tx builds on c).
-func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo, last bool) (int64, string, error) {
+// tx builds on c). With live (the thread's row follows its greatest
+// checkpoint once tx commits, see follow.go), the row carries the
+// thread's state; otherwise it is a row of layout 4, which no read takes
+// the thread's state from.
+func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commit, e *encodedCommit, prev *chainInfo, out *chainInfo, last, live bool) (int64, string, error) {
 	cp := c.Checkpoint
 	m := cp.Metadata
 	delta, next, waiting, writes, usage, totals, records := e.delta, e.next, e.waiting, e.writes, e.usage, e.totals, e.records
@@ -361,8 +320,14 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 		usage: nullString(usage), totals: nullString(totals), records: nullString(records),
 		delta: delta, snapSum: snapshotSum(snap),
 	}
+	if live {
+		// The thread's state at this checkpoint (see follow.go).
+		row.pending = sql.NullInt64{Int64: int64(len(c.Writes)), Valid: true}
+		row.updatedOff = sql.NullInt64{Int64: c.Thread.Updated.UnixNano() - row.time, Valid: true}
+		row.liveSum = sql.NullInt64{Int64: liveSum(row.thread, row.id, row.time+row.updatedOff.Int64, row.pending), Valid: true}
+	}
 	a := &s.insertArgs
-	a.reset(21)
+	a.reset(24)
 	a.str(row.thread)
 	a.str(row.id)
 	a.strAs(row.parent, 1) // the id of the commit before
@@ -384,6 +349,9 @@ func (s *SQLite) insertCheckpoint(ctx context.Context, tx *wtx, c *runtime.Commi
 	a.add(int64(baseBytes))
 	a.add(encodeDelta(delta))
 	a.add(snapshot)
+	a.add(nullInt(row.pending))
+	a.add(nullInt(row.updatedOff))
+	a.add(nullInt(row.liveSum))
 	err = s.rawRun(ctx, &s.raw.insert, a.vals)
 	a.done()
 	if err != nil {
@@ -445,16 +413,23 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 		return fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer s.end(tx)
+	// The row is rewritten (and its head pinned, see follow.go): the
+	// writer's knowledge of the thread goes.
+	s.forgetStates(th.ID, false)
 	// The row is rewritten with a new checksum: check the old one first,
 	// so as not to seal damage in.
 	var tr threadRow
-	if err := tx.QueryRowContext(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, th.ID).Scan(tr.scanArgs()...); err != nil {
+	var lr liveRow
+	if err := tx.QueryRowContext(ctx, threadByIDSQL, th.ID).Scan(append(tr.scanArgs(), lr.scanArgs()...)...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("mark thread %q: %w", th.ID, runtime.ErrNotFound)
 		}
 		return fmt.Errorf("read thread head: %w", s.describe(err))
 	}
 	if err := tr.verify(); err != nil {
+		return err
+	}
+	if err := tr.resolve(&lr); err != nil {
 		return err
 	}
 	head := tr.head
@@ -472,7 +447,7 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 	if err := s.insertWrites(ctx, tx, th.ID, head, seq, mk.Writes); err != nil {
 		return err
 	}
-	tr.status, tr.error, tr.config, tr.updated = string(th.Status), th.Error, string(config), th.Updated.UnixNano()
+	tr.status, tr.error, tr.config, tr.updated, tr.follow = string(th.Status), th.Error, string(config), th.Updated.UnixNano(), sql.NullInt64{}
 	switch {
 	case mk.ClearWrites:
 		tr.pending = sql.NullInt64{Int64: int64(len(mk.Writes)), Valid: true}
@@ -483,8 +458,8 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 	if tr.sum.Valid {
 		sum = sql.NullInt64{Int64: tr.checksum(), Valid: true}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE threads SET status = ?, error = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ?`,
-		tr.status, tr.error, tr.config, tr.updated, tr.pending, sum, th.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE threads SET head = ?, status = ?, error = ?, config = ?, updated = ?, pending = ?, sum = ?, follow = NULL WHERE id = ?`,
+		tr.head, tr.status, tr.error, tr.config, tr.updated, tr.pending, sum, th.ID); err != nil {
 		return fmt.Errorf("update thread: %w", s.describe(err))
 	}
 	if err := tx.Commit(); err != nil {
@@ -508,6 +483,7 @@ func (s *SQLite) deleteThread(ctx context.Context, id string) (threads, checkpoi
 		return 0, 0, fmt.Errorf("begin: %w", s.describe(err))
 	}
 	defer s.end(tx)
+	s.forgetStates(id, true)
 	var head string
 	if err := tx.StmtContext(ctx, s.stmtHead).QueryRowContext(ctx, id).Scan(&head); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {

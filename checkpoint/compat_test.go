@@ -3,6 +3,7 @@ package checkpoint_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -307,6 +308,30 @@ func writeFixture(t *testing.T, path string) {
 	doneRow.Updated = at
 	if err := s.Mark(bg, &runtime.Mark{Thread: doneRow, ClearWrites: true}); err != nil {
 		t.Fatal(err)
+	}
+
+	// "live": a run in progress (layout version 5): its row follows its
+	// greatest checkpoint (from its second commit on), three commits
+	// behind it, whose commit left pending writes.
+	liveMeta := runtime.Metadata{Source: runtime.SourceLoop, Graph: "ops", GraphHash: "hash-ops-2", Version: "0.1.1", Writes: map[string][]string{"a": {"log"}}}
+	liveRow := runtime.Thread{ID: "live", Status: runtime.StatusRunning, Graph: "ops", GraphHash: "hash-ops-2", GraphFile: "ops.yaml"}
+	lh := commit("live", "", "", 0, map[string]any{"log": []any{}}, runtime.Delta{"log": {Kind: runtime.OpSet, Value: []any{}}},
+		runtime.Metadata{Source: runtime.SourceInput, Graph: "ops", GraphHash: "hash-ops-2", Version: "0.1.1"}, liveRow)
+	for i := 1; i <= 4; i++ {
+		var ws []runtime.PendingWrite
+		if i == 4 {
+			ws = []runtime.PendingWrite{{Node: "a", Kind: runtime.PendingWrites, Result: &runtime.NodeResult{Writes: []runtime.Write{{Field: "log", Value: "x"}}}}}
+		}
+		log := make([]any, i)
+		for k := range log {
+			log[k] = fmt.Sprint(k + 1)
+		}
+		lh = commit("live", lh, lh, i, map[string]any{"log": log}, runtime.Delta{"log": {Kind: runtime.OpAppend, Value: []any{fmt.Sprint(i)}}}, liveMeta, liveRow, ws...)
+	}
+	var rowHead string
+	var follow sql.NullInt64
+	if err := s.DB().QueryRow(`SELECT head, follow FROM threads WHERE id = 'live'`).Scan(&rowHead, &follow); err != nil || rowHead == lh || follow.Int64 != 1 {
+		t.Fatalf("thread live: row head %s, follow %v (%v); want a row that follows, behind its head %s", rowHead, follow, err, lh)
 	}
 
 	var snaps int

@@ -41,10 +41,15 @@
 // # Concurrency
 //
 // Every commit is one BEGIN IMMEDIATE transaction that moves the thread's
-// head only if it is still the expected one (compare-and-swap, one
-// statement) and inserts the checkpoint:
+// head only if it is still the expected one (compare-and-swap) and
+// inserts the checkpoint:
 // several processes may resume one thread, exactly one proceeds and the
-// others get [runtime.ErrConflict]. Different threads share only SQLite's
+// others get [runtime.ErrConflict]. Since layout version 5 a running
+// thread's head is its greatest checkpoint, and the steps of a run insert
+// their checkpoints without rewriting the thread's row: the writer
+// connection compares the expected head with the head it left, which
+// PRAGMA data_version shows no other connection has moved since (see
+// follow.go). Different threads share only SQLite's
 // write lock, held for the length of one commit; readers never wait (WAL).
 // A writer waits up to [Options.BusyTimeout] for another process's lock,
 // then fails with an error saying the database is locked. Run leases

@@ -36,10 +36,10 @@ func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
 		return res, err
 	}
 	if !o.Before.IsZero() {
-		q := `SELECT id FROM threads WHERE updated < ?`
+		q := `SELECT t.id FROM threads t ` + liveJoin + ` WHERE ` + liveUpdatedSQL + ` < ?`
 		args := []any{o.Before.UnixNano()}
 		if o.Thread != "" {
-			q += ` AND id = ?`
+			q += ` AND t.id = ?`
 			args = append(args, o.Thread)
 		}
 		ids, err := s.strings(ctx, q, args...)
@@ -126,6 +126,7 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 		return 0, s.describe(err)
 	}
 	defer s.end(tx)
+	s.forgetStates(thread, false)
 	th, err := s.Thread(ctx, thread)
 	if err != nil {
 		return 0, err

@@ -558,15 +558,25 @@ type sqliteHistory struct {
 
 func (h *sqliteHistory) Thread(ctx context.Context) (ThreadRow, bool, error) {
 	var tr threadRow
-	err := h.tx.QueryRowContext(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, h.thread).Scan(tr.scanArgs()...)
+	var lr liveRow
+	err := h.tx.QueryRowContext(ctx, threadByIDSQL, h.thread).Scan(append(tr.scanArgs(), lr.scanArgs()...)...)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return ThreadRow{}, false, nil
 	case err != nil:
 		return ThreadRow{}, false, fmt.Errorf("read thread: %w", h.s.describe(err))
 	}
+	// A row that follows its greatest checkpoint is verified and resolved
+	// here (see follow.go), and handed on as the pinned row it stands
+	// for; what fails is reported where Get would report it.
+	var bad error
+	if tr.follow.Valid {
+		if bad = tr.verify(); bad == nil {
+			bad = tr.resolve(&lr)
+		}
+	}
 	return ThreadRow{ID: tr.id, Head: tr.head, Status: tr.status, Error: tr.error, Graph: tr.graph, GraphHash: tr.graphHash,
-		GraphFile: tr.graphFile, Config: tr.config, Created: tr.created, Updated: tr.updated, Pending: tr.pending, Sum: tr.sum}, true, nil
+		GraphFile: tr.graphFile, Config: tr.config, Created: tr.created, Updated: tr.updated, Pending: tr.pending, Sum: tr.sum, bad: bad}, true, nil
 }
 
 func (h *sqliteHistory) Rows(ctx context.Context) ([]HistoryRow, error) {
@@ -648,7 +658,8 @@ func (h *sqliteHistory) Writes(ctx context.Context) ([]WriteRow, error) {
 func (r *cpRow) outer() Row {
 	return Row{Thread: r.thread, ID: r.id, Parent: r.parent, Step: r.step, TurnStep: r.turnStep, Next: r.next,
 		Waiting: r.waiting, Source: r.source, Writes: r.writes, Graph: r.graph, GraphHash: r.graphHash, Version: r.version,
-		Time: r.time, Usage: r.usage, Totals: r.totals, Records: r.records, Delta: r.delta, SnapSum: r.snapSum, Sum: r.sum}
+		Time: r.time, Usage: r.usage, Totals: r.totals, Records: r.records, Delta: r.delta, SnapSum: r.snapSum, Sum: r.sum,
+		Pending: r.pending, UpdatedOff: r.updatedOff, LiveSum: r.liveSum}
 }
 
 func (h *sqliteHistory) packs(ctx context.Context) ([]*packRow, error) {

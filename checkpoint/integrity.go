@@ -157,12 +157,24 @@ type cpRow struct {
 	delta                     []byte
 	snapSum                   sql.NullInt64
 	sum                       sql.NullInt64 // NULL for rows older than layout version 2
+	// The thread's state at this checkpoint (layout version 5, see
+	// follow.go): its pending-write count, its updated time as
+	// nanoseconds after time, and their checksum (see [liveSum]); NULL in
+	// older rows and in other savers' rows.
+	pending, updatedOff, liveSum sql.NullInt64
 }
 
-// checksum returns the row's checksum.
+// checksum returns the row's checksum. A row of layout version 5 (with a
+// live_sum) is summed under its own tag with the thread's state columns
+// too; older rows and other savers' rows keep the sum of version 2.
 func (r *cpRow) checksum() int64 {
 	var s summer
-	s.str("checkpoint/2")
+	v5 := r.liveSum.Valid
+	if v5 {
+		s.str("checkpoint/5")
+	} else {
+		s.str("checkpoint/2")
+	}
 	s.str(r.thread)
 	s.str(r.id)
 	s.str(r.parent)
@@ -181,6 +193,11 @@ func (r *cpRow) checksum() int64 {
 	s.nullStr(r.records)
 	s.bytes(r.delta)
 	s.nullInt(r.snapSum)
+	if v5 {
+		s.nullInt(r.pending)
+		s.nullInt(r.updatedOff)
+		s.int(r.liveSum.Int64)
+	}
 	return int64(s.crc)
 }
 
@@ -251,16 +268,26 @@ func (r *cpRow) verifySnapshot(snap []byte) error {
 // rows, so that a write row that damage moved away (to another checkpoint
 // or thread) is missed, not silently dropped; the writes of older
 // checkpoints are verified row by row only.
+//
+// follow (layout version 5, see follow.go) is 1 when the thread's head is
+// its greatest checkpoint, whose row then holds the thread's updated time
+// and pending count; NULL when the head is the head column. A row with
+// follow set is summed under its own tag, with follow.
 type threadRow struct {
 	id, head, status, error, graph, graphHash, graphFile, config string
 	created, updated                                             int64
 	pending                                                      sql.NullInt64
 	sum                                                          sql.NullInt64 // NULL for rows older than layout version 2
+	follow                                                       sql.NullInt64
 }
 
 func (r *threadRow) checksum() int64 {
 	var s summer
-	s.str("thread/2")
+	if r.follow.Valid {
+		s.str("thread/5")
+	} else {
+		s.str("thread/2")
+	}
 	s.str(r.id)
 	s.str(r.head)
 	s.str(r.status)
@@ -271,15 +298,18 @@ func (r *threadRow) checksum() int64 {
 	s.str(r.config)
 	s.int(r.updated)
 	s.nullInt(r.pending)
+	if r.follow.Valid {
+		s.int(r.follow.Int64)
+	}
 	return int64(s.crc)
 }
 
-// threadColumns are the columns of a threads row, in the order of
+// threadColumns are the columns of a threads row t, in the order of
 // threadRow.scanArgs.
-const threadColumns = `id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum`
+const threadColumns = `t.id, t.head, t.status, t.error, t.graph, t.graph_hash, t.graph_file, t.config, t.created, t.updated, t.pending, t.sum, t.follow`
 
 func (r *threadRow) scanArgs() []any {
-	return []any{&r.id, &r.head, &r.status, &r.error, &r.graph, &r.graphHash, &r.graphFile, &r.config, &r.created, &r.updated, &r.pending, &r.sum}
+	return []any{&r.id, &r.head, &r.status, &r.error, &r.graph, &r.graphHash, &r.graphFile, &r.config, &r.created, &r.updated, &r.pending, &r.sum, &r.follow}
 }
 
 // verify checks the row's checksum; rows without one pass.

@@ -32,7 +32,9 @@ type rawStmt struct {
 // rawStmts are the writer connection's driver statements.
 type rawStmts struct {
 	begin, commit    rawStmt
+	dataVersion      rawStmt
 	insert, moveHead rawStmt
+	moveFollowing    rawStmt
 	newThread        rawStmt
 }
 
@@ -41,9 +43,9 @@ type rawStmts struct {
 // exist in this layout).
 func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 	r := &s.raw
-	list := []*rawStmt{&r.begin, &r.commit}
+	list := []*rawStmt{&r.begin, &r.commit, &r.dataVersion}
 	if schema {
-		list = append(list, &r.insert, &r.moveHead, &r.newThread)
+		list = append(list, &r.insert, &r.moveHead, &r.moveFollowing, &r.newThread)
 	}
 	return s.wconn.Raw(func(dc any) error {
 		pc, ok := dc.(driver.ConnPrepareContext)
@@ -75,7 +77,7 @@ func (s *SQLite) prepareRaw(ctx context.Context, schema bool) error {
 func (s *SQLite) closeRaw(wconn *sql.Conn) {
 	r := &s.raw
 	wconn.Raw(func(any) error {
-		for _, st := range []*rawStmt{&r.begin, &r.commit, &r.insert, &r.moveHead, &r.newThread} {
+		for _, st := range []*rawStmt{&r.begin, &r.commit, &r.dataVersion, &r.insert, &r.moveHead, &r.moveFollowing, &r.newThread} {
 			if st.st != nil {
 				st.st.Close()
 				st.st = nil

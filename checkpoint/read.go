@@ -40,9 +40,11 @@ func (s *SQLite) Get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 
 func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoint, error) {
 	// The thread's row (verified) names the head and counts its pending
-	// writes.
+	// writes; when it follows its greatest checkpoint, that checkpoint's
+	// row holds them (see follow.go).
 	var tr threadRow
-	err := s.queryRow(ctx, `SELECT `+threadColumns+` FROM threads WHERE id = ?`, thread).Scan(tr.scanArgs()...)
+	var lr liveRow
+	err := s.queryRow(ctx, threadByIDSQL, thread).Scan(append(tr.scanArgs(), lr.scanArgs()...)...)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		tr = threadRow{}
@@ -53,6 +55,9 @@ func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 		return nil, fmt.Errorf("read thread: %w", s.describe(err))
 	default:
 		if err := tr.verify(); err != nil {
+			return nil, err
+		}
+		if err := tr.resolve(&lr); err != nil {
 			return nil, err
 		}
 	}
@@ -107,14 +112,14 @@ type chainStats struct {
 // covers, with its graph g by value, in the order cpRow.scan expects.
 const cpColumns = `c.thread, c.id, c.parent, c.step, c.turn_step, c.next, c.waiting, c.source, c.writes,
 	COALESCE(g.name, ''), COALESCE(g.hash, ''), COALESCE(g.version, ''), c.time, c.usage, c.totals, c.records,
-	c.delta, c.sum, c.snap_sum`
+	c.delta, c.sum, c.snap_sum, c.pending, c.updated_off, c.live_sum`
 
 // scanArgs returns the destinations of cpColumns; the delta is inflated
 // (see [deltaColumn]).
 func (r *cpRow) scanArgs() []any {
 	return []any{&r.thread, &r.id, &r.parent, &r.step, &r.turnStep, &r.next, &r.waiting, &r.source, &r.writes,
 		&r.graph, &r.graphHash, &r.version, &r.time, &r.usage, &r.totals, &r.records,
-		deltaColumn{&r.delta}, &r.sum, &r.snapSum}
+		deltaColumn{&r.delta}, &r.sum, &r.snapSum, &r.pending, &r.updatedOff, &r.liveSum}
 }
 
 // link is a row of a chain as stored, kept to find the bad one when the
@@ -820,7 +825,7 @@ func (r *cpRow) decode() (*runtime.Checkpoint, error) {
 
 // Thread implements runtime.Saver.
 func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error) {
-	ts, bad, err := s.threads(ctx, `WHERE id = ?`, id)
+	ts, bad, err := s.threads(ctx, threadByIDSQL, id)
 	if err != nil {
 		return nil, err
 	}
@@ -836,7 +841,7 @@ func (s *SQLite) Thread(ctx context.Context, id string) (*runtime.Thread, error)
 // Threads implements runtime.Saver. Rows that fail their checks are left
 // out and reported in the error, one *runtime.CorruptError each (joined).
 func (s *SQLite) Threads(ctx context.Context) ([]*runtime.Thread, error) {
-	ts, bad, err := s.threads(ctx, `ORDER BY updated DESC, id`)
+	ts, bad, err := s.threads(ctx, threadLiveSQL+` ORDER BY `+liveUpdatedSQL+` DESC, t.id`)
 	if err != nil {
 		return nil, err
 	}
@@ -855,8 +860,10 @@ func joinCorrupt(errs []*runtime.CorruptError) error {
 	return errors.Join(all...)
 }
 
-func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*runtime.Thread, []*runtime.CorruptError, error) {
-	rows, err := s.queryRows(ctx, `SELECT `+threadColumns+` FROM threads `+where, args...)
+// threads reads the threads rows of q (threadLiveSQL or threadByIDSQL,
+// see follow.go).
+func (s *SQLite) threads(ctx context.Context, q string, args ...any) ([]*runtime.Thread, []*runtime.CorruptError, error) {
+	rows, err := s.queryRows(ctx, q, args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 	}
@@ -865,10 +872,11 @@ func (s *SQLite) threads(ctx context.Context, where string, args ...any) ([]*run
 	var bad []*runtime.CorruptError
 	for rows.Next() {
 		var r threadRow
-		if err := rows.Scan(r.scanArgs()...); err != nil {
+		var lr liveRow
+		if err := rows.Scan(append(r.scanArgs(), lr.scanArgs()...)...); err != nil {
 			return nil, nil, fmt.Errorf("read threads: %w", s.describe(err))
 		}
-		t, err := r.decode()
+		t, err := r.decodeLive(&lr)
 		if err != nil {
 			bad = append(bad, err.(*runtime.CorruptError))
 			continue

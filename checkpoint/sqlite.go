@@ -21,9 +21,10 @@ import (
 // SchemaVersion is the version of the database layout this package writes.
 // Version 2 added row checksums (see integrity.go), version 3 a more
 // compact layout, version 4 compressed deltas and packs (see pack.go and
-// [migrations]); an older database is upgraded when it is opened (see
-// [migrate]).
-const SchemaVersion = 4
+// [migrations]), version 5 heads that follow a thread's greatest
+// checkpoint (see follow.go); an older database is upgraded when it is
+// opened (see [migrate]).
+const SchemaVersion = 5
 
 // MinSnapshotBytes is the least delta volume between two full snapshots.
 // A checkpoint stores a snapshot of the whole state when the deltas since
@@ -80,8 +81,8 @@ type SQLite struct {
 	// wconn is the connection all writes go through, one at a time (see
 	// begin), opened at the first write (see openWriter); the stmt*
 	// statements are prepared on it.
-	wconn                                      *sql.Conn
-	stmtHead, stmtParent, stmtWrite, stmtGraph *sql.Stmt
+	wconn                                                 *sql.Conn
+	stmtHead, stmtState, stmtParent, stmtWrite, stmtGraph *sql.Stmt
 
 	// wstmts caches the statements prepared on wconn (see wstmt), used
 	// with the write lock held; rstmts those prepared on the pool.
@@ -96,6 +97,15 @@ type SQLite struct {
 	moveArgs, insertArgs argList
 	// encCache keeps the JSON a run's commits repeat (see enccache.go).
 	encCache encCache
+
+	// states is what the writer connection knows of the threads it
+	// committed to, valid while dataVersion (PRAGMA data_version as the
+	// writer last read it, dvKnown once read) stays the same (see
+	// follow.go); intDest is rawInt's row. Used with the write lock held.
+	states      map[string]threadState
+	dataVersion int64
+	dvKnown     bool
+	intDest     [1]driver.Value
 
 	mu sync.Mutex
 	// releases queues the released leases whose rows are still to be
@@ -195,6 +205,14 @@ CREATE TABLE IF NOT EXISTS writes (
 ) WITHOUT ROWID;
 ` + leaseDDL + `;
 ` + packsDDL + `;
+` + followDDL
+
+// followDDL adds the columns of layout version 5 (see follow.go): after
+// the others, so that an older database gets them without a copy.
+const followDDL = `ALTER TABLE threads ADD COLUMN follow INTEGER;
+ALTER TABLE checkpoints ADD COLUMN pending INTEGER;
+ALTER TABLE checkpoints ADD COLUMN updated_off INTEGER;
+ALTER TABLE checkpoints ADD COLUMN live_sum INTEGER;
 `
 
 // OpenSQLite opens (creating if needed) the checkpoint database at path.
@@ -307,11 +325,13 @@ func (s *SQLite) openWriter(ctx context.Context) error {
 		return err
 	}
 	s.raw = rawStmts{
-		begin:     rawStmt{q: `BEGIN IMMEDIATE`},
-		commit:    rawStmt{q: `COMMIT`},
-		insert:    rawStmt{q: insertCheckpointSQL},
-		moveHead:  rawStmt{q: moveHeadSQL},
-		newThread: rawStmt{q: newThreadSQL},
+		begin:         rawStmt{q: `BEGIN IMMEDIATE`},
+		commit:        rawStmt{q: `COMMIT`},
+		dataVersion:   rawStmt{q: `PRAGMA data_version`},
+		insert:        rawStmt{q: insertCheckpointSQL},
+		moveHead:      rawStmt{q: moveHeadSQL + ` IS NULL`},
+		moveFollowing: rawStmt{q: moveHeadSQL + ` = 1`},
+		newThread:     rawStmt{q: newThreadSQL},
 	}
 	// Set under s.mu too: Close reads it without the write lock.
 	s.mu.Lock()
@@ -338,6 +358,8 @@ func (s *SQLite) prepareWriter(ctx context.Context) error {
 	}
 	err := errors.Join(
 		prep(&s.stmtHead, `SELECT head FROM threads WHERE id = ?`),
+		prep(&s.stmtState, `SELECT t.head, t.follow, (SELECT max(c.id) FROM checkpoints c WHERE c.thread = k.id)
+			FROM (SELECT ?1 AS id) k LEFT JOIN threads t ON t.id = k.id`),
 		prep(&s.stmtParent, `SELECT chain_bytes, base_bytes FROM checkpoints WHERE thread = ? AND id = ?`),
 		prep(&s.stmtWrite, `INSERT INTO writes (thread, checkpoint, seq, node, kind, data, sum) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&s.stmtGraph, `INSERT INTO graphs (name, hash, version) VALUES (?, ?, ?) ON CONFLICT (name, hash, version) DO UPDATE SET name = excluded.name RETURNING id`),
@@ -351,7 +373,7 @@ func (s *SQLite) prepareWriter(ctx context.Context) error {
 
 // closeWriterStmts closes the statements prepareWriter prepared.
 func (s *SQLite) closeWriterStmts() {
-	for _, st := range []**sql.Stmt{&s.stmtHead, &s.stmtParent, &s.stmtWrite, &s.stmtGraph} {
+	for _, st := range []**sql.Stmt{&s.stmtHead, &s.stmtState, &s.stmtParent, &s.stmtWrite, &s.stmtGraph} {
 		if *st != nil {
 			(*st).Close()
 			*st = nil
@@ -361,10 +383,13 @@ func (s *SQLite) closeWriterStmts() {
 
 // The statements of a step's commit (see rawstmt.go).
 const (
-	insertCheckpointSQL = `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	newThreadSQL        = `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	insertCheckpointSQL = `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot, pending, updated_off, live_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	newThreadSQL        = `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum, follow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`
-	moveHeadSQL = `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ? WHERE id = ? AND head = ?`
+	// moveHeadSQL moves a pinned row (+ IS NULL) or one that follows
+	// (+ = 1): two statements, since a test of follow against a bound
+	// value would have SQLite prepare the statement again at every use.
+	moveHeadSQL = `UPDATE threads SET head = ?, status = ?, error = ?, graph = ?, graph_hash = ?, graph_file = ?, config = ?, updated = ?, pending = ?, sum = ?, follow = ? WHERE id = ? AND head = ? AND follow`
 )
 
 // begin starts a write transaction on the writer connection with BEGIN
@@ -648,6 +673,10 @@ var migrations = map[int]string{
 	// 3 are plain and read as they are; their chains get packs as they
 	// grow.
 	3: packsDDL + `;`,
+	// 4 → 5: heads that follow a thread's greatest checkpoint (see
+	// follow.go). The columns are added, not copied into a new table: the
+	// rows of version 4 keep NULL in them, and their heads stay pinned.
+	4: followDDL,
 }
 
 // migrate checks a database's layout version and upgrades an older one to

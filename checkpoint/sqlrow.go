@@ -28,12 +28,16 @@ type Row struct {
 	Delta                     []byte
 	SnapSum                   sql.NullInt64
 	Sum                       sql.NullInt64
+	// The thread's state columns of the SQLite saver's layout version 5
+	// (see follow.go); NULL in the rows of other savers.
+	Pending, UpdatedOff, LiveSum sql.NullInt64
 }
 
 func (r *Row) inner() *cpRow {
 	return &cpRow{thread: r.Thread, id: r.ID, parent: r.Parent, step: r.Step, turnStep: r.TurnStep, next: r.Next,
 		waiting: r.Waiting, source: r.Source, writes: r.Writes, graph: r.Graph, graphHash: r.GraphHash, version: r.Version,
-		time: r.Time, usage: r.Usage, totals: r.Totals, records: r.Records, delta: r.Delta, snapSum: r.SnapSum, sum: r.Sum}
+		time: r.Time, usage: r.Usage, totals: r.Totals, records: r.Records, delta: r.Delta, snapSum: r.SnapSum, sum: r.Sum,
+		pending: r.Pending, updatedOff: r.UpdatedOff, liveSum: r.LiveSum}
 }
 
 // EncodeRow encodes cp (without its values) as a row, sealed with its
@@ -117,6 +121,9 @@ type ThreadRow struct {
 	Created, Updated                                             int64
 	Pending                                                      sql.NullInt64
 	Sum                                                          sql.NullInt64
+	// bad, when set, is what Verify and Decode report: the thread's state
+	// could not be resolved from its greatest checkpoint (see follow.go).
+	bad error
 }
 
 func (r *ThreadRow) inner() *threadRow {
@@ -145,10 +152,18 @@ func NewThreadRow(th runtime.Thread, head string, pending int) (ThreadRow, error
 func (r *ThreadRow) Reseal() { r.Sum = sql.NullInt64{Int64: r.inner().checksum(), Valid: true} }
 
 // Verify checks the row's checksum (a *runtime.CorruptError).
-func (r *ThreadRow) Verify() error { return r.inner().verify() }
+func (r *ThreadRow) Verify() error {
+	if r.bad != nil {
+		return r.bad
+	}
+	return r.inner().verify()
+}
 
 // Decode verifies the row and decodes it.
 func (r *ThreadRow) Decode() (*runtime.Thread, error) {
+	if r.bad != nil {
+		return nil, r.bad
+	}
 	return r.inner().decode()
 }
 
