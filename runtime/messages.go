@@ -19,38 +19,65 @@ const RemoveAllMessages = "__remove_all__"
 // after them, in the spare capacity of the list's array when the merge's
 // [owner] made that list. Removed messages leave holes (nil) until done,
 // so positions in the index stay valid.
+//
+// The index may leave out the ids of the first lo items: a list that
+// many new messages are appended to at once (a saver applying a chain's
+// deltas to a snapshot) indexes the new messages only and checks the old
+// ones against them, which costs a lookup per old message instead of an
+// insert, and nothing more if no later change needs the whole index (see
+// [messageList.appendNew]); the first change that does indexes them then
+// (see [messageList.indexAll]).
 type messageList struct {
 	orig  []any // the list it started from, returned when unchanged
 	items []any
 	// frozen is how many leading items are shared with orig: they are
 	// copied before one is changed.
-	frozen  int
-	index   map[string]int // id → position in items
+	frozen int
+	index  map[string]int // id → position in items, for the items from lo on
+	// lo is how many leading items have ids the index leaves out; nil
+	// index: all of them.
+	lo      int
 	holes   bool
 	changed bool
 }
 
-// newMessageList returns a list to change, starting as cur. index, when
-// not nil, is the index of cur (see [listIndexes]); the list takes it
-// over. tip, when not nil, is cur's array with the spare capacity the
-// caller owns (see [owner.tip]); the list appends in it.
-func newMessageList(cur []any, index map[string]int, tip []any) *messageList {
-	ml := &messageList{orig: cur, items: cur[:len(cur):len(cur)], frozen: len(cur), index: index}
+// newMessageList returns a list to change, starting as cur. ix, when its
+// index is not nil, is the index of cur (see [listIndexes]); the list
+// takes it over. tip, when not nil, is cur's array with the spare capacity
+// the caller owns (see [owner.tip]); the list appends in it.
+func newMessageList(cur []any, ix indexedList, tip []any) *messageList {
+	ml := &messageList{orig: cur, items: cur[:len(cur):len(cur)], frozen: len(cur), index: ix.index, lo: ix.lo}
 	if tip != nil {
 		ml.items = tip
 	}
-	if index != nil {
-		return ml
-	}
-	ml.index = make(map[string]int, len(cur))
-	for i, m := range cur {
-		if mm, ok := m.(map[string]any); ok {
-			if id, _ := mm["id"].(string); id != "" {
-				ml.index[id] = i
-			}
-		}
+	if ml.index == nil {
+		ml.lo = len(cur)
 	}
 	return ml
+}
+
+// indexAll completes the index (the ids of the first lo items), sized for
+// extra more ids to come.
+func (ml *messageList) indexAll(extra int) {
+	if ml.lo == 0 && ml.index != nil {
+		return
+	}
+	if ml.index == nil {
+		ml.index = make(map[string]int, ml.lo+extra)
+	}
+	for i, m := range ml.items[:ml.lo] {
+		if id := messageID(m); id != "" {
+			ml.index[id] = i
+		}
+	}
+	ml.lo = 0
+}
+
+// messageID is the id of message m, "" if it has none (or is not one).
+func messageID(m any) string {
+	mm, _ := m.(map[string]any)
+	id, _ := mm["id"].(string)
+	return id
 }
 
 // thaw makes the items at i and after the list's own to change.
@@ -75,6 +102,7 @@ func (ml *messageList) add(m any) {
 
 // has reports whether a message of the list has id.
 func (ml *messageList) has(id string) bool {
+	ml.indexAll(0)
 	_, ok := ml.index[id]
 	return ok
 }
@@ -85,6 +113,10 @@ func (ml *messageList) has(id string) bool {
 // meaning of a messages delta; each item sees the result of the ones before
 // it, so applying a list in one call equals applying it in pieces.
 func (ml *messageList) apply(items []any) error {
+	if ml.lo > 0 && ml.appendNew(items) {
+		return nil
+	}
+	ml.indexAll(len(items))
 	for _, it := range items {
 		m, ok := it.(map[string]any)
 		if !ok {
@@ -120,6 +152,69 @@ func (ml *messageList) apply(items []any) error {
 	return nil
 }
 
+// appendNew applies items when they are all new messages (objects, none a
+// removal, no two with one id, none with the id of a message of the list)
+// and there are enough of them, at least a quarter of the items the index
+// leaves out: it indexes them and checks the ids it leaves out against
+// them, a lookup each, so that appending costs O(items) amortized. Else it
+// changes nothing and reports false.
+func (ml *messageList) appendNew(items []any) bool {
+	if len(items) == 0 || 4*len(items) < ml.lo {
+		return false
+	}
+	own := ml.index == nil
+	if own {
+		ml.index = make(map[string]int, len(items))
+	}
+	// undo removes the ids of the first k items, put in the index here
+	// (each was checked not to be in it before).
+	undo := func(k int) bool {
+		if own {
+			ml.index = nil
+			return false
+		}
+		for _, it := range items[:k] {
+			if id := messageID(it); id != "" {
+				delete(ml.index, id)
+			}
+		}
+		return false
+	}
+	n := len(ml.items)
+	for k, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			return undo(k)
+		}
+		if rm, _ := m["remove"].(bool); rm {
+			return undo(k)
+		}
+		id, _ := m["id"].(string)
+		if id == "" {
+			continue
+		}
+		if _, taken := ml.index[id]; taken {
+			return undo(k)
+		}
+		ml.index[id] = n + k
+	}
+	for _, m := range ml.items[:ml.lo] {
+		if id := messageID(m); id != "" {
+			if _, taken := ml.index[id]; taken {
+				return undo(len(items))
+			}
+		}
+	}
+	if len(ml.items)+len(items) > cap(ml.items) {
+		grown := make([]any, len(ml.items), growCap(len(ml.items)+len(items)))
+		copy(grown, ml.items)
+		ml.items, ml.frozen = grown, 0
+	}
+	ml.items = append(ml.items, items...)
+	ml.changed = true
+	return true
+}
+
 // done returns the list, without holes and capped: the list it started
 // from when nothing was applied. The list must not be changed after;
 // ml.items is then the list with its spare capacity.
@@ -135,7 +230,7 @@ func (ml *messageList) done() []any {
 			}
 		}
 		ml.items, ml.holes, ml.frozen = kept, false, 0
-		ml.index = nil // positions moved
+		ml.index, ml.lo = nil, len(kept) // positions moved
 	}
 	return ml.items[:len(ml.items):len(ml.items)]
 }
@@ -149,7 +244,7 @@ func (o *owner) keepMessages(field string, ml *messageList, list []any) {
 	if ml.changed && len(list) > 0 {
 		o.keep(field, ml.items)
 	}
-	o.putIndex(field, list, ml.index)
+	o.putIndex(field, indexedList{list: list, index: ml.index, lo: ml.lo})
 }
 
 // listIndexes keeps, per messages field, the id index of the list the
@@ -164,25 +259,26 @@ type listIndexes map[string]indexedList
 type indexedList struct {
 	list  []any
 	index map[string]int
+	lo    int // the index leaves out the ids of list[:lo] (see [messageList])
 }
 
-// take returns the index of list for field, or nil.
-func (c listIndexes) take(field string, list []any) map[string]int {
+// take returns the index of list for field, or one with a nil index.
+func (c listIndexes) take(field string, list []any) indexedList {
 	e, ok := c[field]
 	if !ok {
-		return nil
+		return indexedList{}
 	}
 	delete(c, field)
 	if len(e.list) != len(list) || len(list) > 0 && &e.list[0] != &list[0] {
-		return nil
+		return indexedList{}
 	}
-	return e.index
+	return e
 }
 
-// put records the index of list for field.
-func (c listIndexes) put(field string, list []any, index map[string]int) {
-	if index != nil {
-		c[field] = indexedList{list: list, index: index}
+// put records e, the index of e.list for field.
+func (c listIndexes) put(field string, e indexedList) {
+	if e.index != nil {
+		c[field] = e
 	}
 }
 
