@@ -13,8 +13,8 @@ import (
 // deltas) into map[string]any values, already normalized: loading a long
 // thread's state is mostly decoding its JSON, which encoding/json does at
 // a fraction of the speed this specialised scanner reaches on the same
-// bytes (no reflection, no json.Number round trip, one allocation per
-// plain string).
+// bytes (no reflection, no json.Number round trip, strings copied and
+// boxed in shared blocks rather than allocated one by one).
 //
 // It returns exactly what decodeJSON followed by normalize returns, for
 // the inputs it accepts: objects, arrays, strings without escapes or
@@ -64,6 +64,9 @@ type jsonNames struct {
 	// without hashing the string. Made at the first string found twice,
 	// in shared tables only.
 	recent *[64]recentName
+	// boxes is the free end of the block of string headers that decoded
+	// strings are boxed from (see box).
+	boxes []string
 }
 
 type recentName struct {
@@ -131,6 +134,42 @@ func (n *jsonNames) newString(s []byte) string {
 	*slab = append(*slab, s...)
 	// The block's bytes from k on are never written again.
 	return unsafe.String(&(*slab)[k], len(s))
+}
+
+// boxBlock is how many strings a block of string headers boxes.
+const boxBlock = 256
+
+// eface is the layout of an empty interface: its type and a pointer to
+// its value.
+type eface struct {
+	typ  unsafe.Pointer
+	data unsafe.Pointer
+}
+
+// stringType is the type word of a string in an interface.
+var stringType = func() unsafe.Pointer {
+	var v any = ""
+	return (*eface)(unsafe.Pointer(&v)).typ
+}()
+
+// box returns s in an interface, as any(s) does, but with its header in a
+// block shared by [boxBlock] strings: one allocation per block instead of
+// one a string, and fewer objects for the collector. A header is never
+// written once boxed (strings in interfaces are immutable), and the
+// interface's pointer keeps its block alive.
+func (n *jsonNames) box(s string) any {
+	if len(n.boxes) == cap(n.boxes) {
+		k := boxBlock
+		if n.block != 0 {
+			k = min(k, max(n.block/64, 4)) // a table for one small decoding
+		}
+		n.boxes = make([]string, 0, k)
+	}
+	n.boxes = append(n.boxes, s)
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = stringType, unsafe.Pointer(&n.boxes[len(n.boxes)-1])
+	return v
 }
 
 // fastMap decodes a JSON object, or reports false; names (nil for a
@@ -424,7 +463,7 @@ func (d *fastDec) str() (any, bool) {
 			}
 			d.i = j + 1
 			if len(s) > maxInternLen {
-				return d.names.newString(s), true
+				return d.names.box(d.names.newString(s)), true
 			}
 			if len(s) == 0 {
 				return "", true
@@ -432,7 +471,7 @@ func (d *fastDec) str() (any, bool) {
 			if v, ok := d.names.intern(s); ok {
 				return v, true
 			}
-			var v any = d.names.newString(s)
+			v := d.names.box(d.names.newString(s))
 			if d.names.m == nil {
 				d.names.m = map[string]any{}
 			}

@@ -1,9 +1,11 @@
 package checkpoint
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	goruntime "runtime"
 	"strings"
 	"testing"
 
@@ -244,6 +246,47 @@ func TestFastJSONSharedSlab(t *testing.T) {
 	for i := range got {
 		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Fatalf("value %d changed after later decodings: %.60v", i, got[i])
+		}
+	}
+}
+
+// TestFastJSONBoxedStrings holds the strings the decoder boxes from its
+// blocks of headers (jsonNames.box) to strings boxed by the language: the
+// same type, equal to them as interfaces and as map keys, printed and
+// encoded alike, and still intact once the table that boxed them is gone
+// and the collector has run.
+func TestFastJSONBoxedStrings(t *testing.T) {
+	names := &jsonNames{}
+	var got []any
+	var want []string
+	for i := 0; i < 3*boxBlock; i++ {
+		s := fmt.Sprintf("string %d %s", i, strings.Repeat("x", i%40))
+		v, ok := fastMap([]byte(`{"s":"`+s+`"}`), names)
+		if !ok {
+			t.Fatalf("fast path declined %q", s)
+		}
+		got, want = append(got, v["s"]), append(want, s)
+	}
+	names = nil
+	goruntime.GC()
+	seen := map[any]int{}
+	for i, v := range got {
+		s, ok := v.(string)
+		if !ok || s != want[i] || v != any(want[i]) || !reflect.DeepEqual(v, any(want[i])) {
+			t.Fatalf("boxed string %d is %#v, want %q", i, v, want[i])
+		}
+		if fmt.Sprint(v) != want[i] || fmt.Sprintf("%T", v) != "string" {
+			t.Fatalf("boxed string %d prints as %v (%T)", i, v, v)
+		}
+		b, err := json.Marshal(v)
+		if w, _ := json.Marshal(want[i]); err != nil || string(b) != string(w) {
+			t.Fatalf("boxed string %d encodes as %s (%v)", i, b, err)
+		}
+		seen[v] = i
+	}
+	for i, s := range want {
+		if seen[s] != i {
+			t.Fatalf("map key %q: found %d, want %d", s, seen[s], i)
 		}
 	}
 }
