@@ -73,19 +73,6 @@ func (c *composer) add(d runtime.Delta) error {
 	return nil
 }
 
-// flush applies what was added so far; the composer goes on from the
-// values it made.
-func (c *composer) flush() error {
-	if len(c.acc) == 0 {
-		return nil
-	}
-	if err := c.apply.Apply(c.values, c.acc); err != nil {
-		return err
-	}
-	c.acc = runtime.Delta{}
-	return nil
-}
-
 // result applies what remains and returns the values.
 func (c *composer) result() (map[string]any, error) {
 	if err := c.apply.Apply(c.values, c.acc); err != nil {

@@ -540,13 +540,12 @@ const (
 
 // rebuildParallel is rebuild of a long chain (a snapshot, then deltas)
 // on two goroutines, on machines with two cores or more: this one decodes
-// the snapshot, then applies the deltas in order (composed, see
-// [composer]) as they are decoded; the other decodes the deltas from the
-// first on. Whichever reaches a delta first decodes it, and this one
-// applies what it has composed while it waits for one the other is
-// decoding, so that applying overlaps decoding. It reports false, to let
-// rebuild read the chain one row at a time and name what is wrong, on any
-// error, and for chains too short to gain.
+// the snapshot, then composes the deltas in order as they are decoded
+// (see [composer]: a run of deltas of one kind is applied once, at the
+// end); the other decodes the deltas from the first on. Whichever reaches
+// a delta first decodes it. It reports false, to let rebuild read the
+// chain one row at a time and name what is wrong, on any error, and for
+// chains too short to gain.
 func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	var st chainStats
 	if len(rows) < 2 || len(rows[0].snap) < parallelSnapMin || goruntime.GOMAXPROCS(0) < 2 {
@@ -629,16 +628,12 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 		if claimed.CompareAndSwap(int64(k), int64(k+1)) {
 			decode(k, names)
 		} else {
-			select {
-			case <-decoded[k]:
-			default:
-				// Being decoded: apply what is composed meanwhile.
-				if comp.flush() != nil {
-					failed.Store(true)
-					return nil, st, false
-				}
-				<-decoded[k]
-			}
+			// Decoded or being decoded by the other goroutine. Applying
+			// what is composed meanwhile would apply it in pieces, the
+			// last of them short: a messages list applied few messages
+			// indexes its whole length, where one applied them all at
+			// once indexes only those (see runtime's appendNew).
+			<-decoded[k]
 		}
 		if failed.Load() || comp.add(ds[k]) != nil {
 			failed.Store(true)
