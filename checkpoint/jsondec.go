@@ -67,6 +67,10 @@ type jsonNames struct {
 	// boxes is the free end of the block of string headers that decoded
 	// strings are boxed from (see box).
 	boxes []string
+	// elems holds the elements of the arrays being decoded (nested ones
+	// after those of the arrays around them), each copied into a list of
+	// its own length when its array ends.
+	elems []any
 }
 
 type recentName struct {
@@ -407,22 +411,29 @@ func (d *fastDec) array() ([]any, bool) {
 		return nil, false
 	}
 	d.i++ // [
-	a := []any{}
 	d.space()
 	if d.i < len(d.b) && d.b[d.i] == ']' {
 		d.i++
 		d.depth--
-		return a, true
+		return []any{}, true
+	}
+	// The elements go on the table's stack, and into a list of their
+	// number at the end: no list grown by doubling, no spare capacity.
+	base := len(d.names.elems)
+	fail := func() ([]any, bool) {
+		clear(d.names.elems[base:])
+		d.names.elems = d.names.elems[:base]
+		return nil, false
 	}
 	for {
 		v, ok := d.value()
 		if !ok {
-			return nil, false
+			return fail()
 		}
-		a = append(a, v)
+		d.names.elems = append(d.names.elems, v)
 		d.space()
 		if d.i >= len(d.b) {
-			return nil, false
+			return fail()
 		}
 		switch d.b[d.i] {
 		case ',':
@@ -430,9 +441,14 @@ func (d *fastDec) array() ([]any, bool) {
 		case ']':
 			d.i++
 			d.depth--
+			a := make([]any, len(d.names.elems)-base)
+			copy(a, d.names.elems[base:])
+			// Dropped from the stack, which outlives the values.
+			clear(d.names.elems[base:])
+			d.names.elems = d.names.elems[:base]
 			return a, true
 		default:
-			return nil, false
+			return fail()
 		}
 	}
 }

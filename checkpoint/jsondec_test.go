@@ -290,3 +290,54 @@ func TestFastJSONBoxedStrings(t *testing.T) {
 		}
 	}
 }
+
+// TestFastJSONListsCapped decodes nested lists of every small length on
+// one table (their elements share its stack): each is as encoding/json
+// decodes it, and capped, as lists in a state are (see runtime's
+// lists.go), so that appending to one copies it.
+func TestFastJSONListsCapped(t *testing.T) {
+	names := &jsonNames{}
+	var check func(v any)
+	check = func(v any) {
+		switch x := v.(type) {
+		case []any:
+			if cap(x) != len(x) {
+				t.Fatalf("list of %d has capacity %d", len(x), cap(x))
+			}
+			for _, e := range x {
+				check(e)
+			}
+		case map[string]any:
+			for _, e := range x {
+				check(e)
+			}
+		}
+	}
+	for n := 0; n < 40; n++ {
+		var b strings.Builder
+		b.WriteString(`{"l":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `[%d,"s%d",[%s],{"k":[%d]}]`, i, i, strings.Repeat("1,", i%5)+"0", i)
+		}
+		b.WriteString(`],"after":[1,2]}`)
+		got, ok := fastMap([]byte(b.String()), names)
+		if !ok {
+			t.Fatalf("fast path declined %s", b.String())
+		}
+		want, err := slowMap([]byte(b.String()))
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("n=%d: got %v, want %v (%v)", n, got, want, err)
+		}
+		check(got)
+		if len(names.elems) != 0 {
+			t.Fatalf("n=%d: %d elements left on the stack", n, len(names.elems))
+		}
+	}
+	// A list that does not end leaves the stack as it was.
+	if _, ok := fastMap([]byte(`{"l":[1,[2,3`), names); ok || len(names.elems) != 0 {
+		t.Fatalf("unterminated list: ok %v, %d elements left", ok, len(names.elems))
+	}
+}
