@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"hash/maphash"
 	"strconv"
 
 	"github.com/lgrun/lgrun/spec"
@@ -20,13 +21,12 @@ const RemoveAllMessages = "__remove_all__"
 // [owner] made that list. Removed messages leave holes (nil) until done,
 // so positions in the index stay valid.
 //
-// The index may leave out the ids of the first lo items: a list that
-// many new messages are appended to at once (a saver applying a chain's
-// deltas to a snapshot) indexes the new messages only and checks the old
-// ones against them, which costs a lookup per old message instead of an
-// insert, and nothing more if no later change needs the whole index (see
-// [messageList.appendNew]); the first change that does indexes them then
-// (see [messageList.indexAll]).
+// The index may leave out the ids of the first lo items (all of them
+// when it is nil): a list that many new messages are appended to at once
+// (a saver applying a chain's deltas to a snapshot) checks the old ids
+// against the new ones, a lookup each, instead of indexing them all (see
+// [messageList.appendNew]); the first change that needs the whole index
+// completes it (see [messageList.indexAll]).
 type messageList struct {
 	orig  []any // the list it started from, returned when unchanged
 	items []any
@@ -155,24 +155,43 @@ func (ml *messageList) apply(items []any) error {
 // appendNew applies items when they are all new messages (objects, none a
 // removal, no two with one id, none with the id of a message of the list)
 // and there are enough of them, at least a quarter of the items the index
-// leaves out: it indexes them and checks the ids it leaves out against
-// them, a lookup each, so that appending costs O(items) amortized. Else it
-// changes nothing and reports false.
+// leaves out: it looks the ids the index leaves out up among theirs, so
+// that appending costs O(items) amortized. Else it changes nothing and
+// reports false. On a list without an index, it checks with an [idSet]
+// and leaves the list unindexed, for a later change that needs the index
+// to build it (the last change of a chain a saver reads never does); on
+// one with an index, it indexes the new messages.
 func (ml *messageList) appendNew(items []any) bool {
 	if len(items) == 0 || 4*len(items) < ml.lo {
 		return false
 	}
-	own := ml.index == nil
-	if own {
-		ml.index = make(map[string]int, len(items))
+	if ml.index == nil {
+		var set idSet
+		set.init(len(items))
+		for _, it := range items {
+			m, ok := it.(map[string]any)
+			if !ok {
+				return false
+			}
+			if rm, _ := m["remove"].(bool); rm {
+				return false
+			}
+			if id, _ := m["id"].(string); id != "" && !set.add(id) {
+				return false
+			}
+		}
+		for _, m := range ml.items[:ml.lo] {
+			if id := messageID(m); id != "" && set.has(id) {
+				return false
+			}
+		}
+		ml.appendAll(items)
+		ml.lo = len(ml.items)
+		return true
 	}
 	// undo removes the ids of the first k items, put in the index here
 	// (each was checked not to be in it before).
 	undo := func(k int) bool {
-		if own {
-			ml.index = nil
-			return false
-		}
 		for _, it := range items[:k] {
 			if id := messageID(it); id != "" {
 				delete(ml.index, id)
@@ -205,6 +224,12 @@ func (ml *messageList) appendNew(items []any) bool {
 			}
 		}
 	}
+	ml.appendAll(items)
+	return true
+}
+
+// appendAll appends items.
+func (ml *messageList) appendAll(items []any) {
 	if len(ml.items)+len(items) > cap(ml.items) {
 		grown := make([]any, len(ml.items), growCap(len(ml.items)+len(items)))
 		copy(grown, ml.items)
@@ -212,7 +237,48 @@ func (ml *messageList) appendNew(items []any) bool {
 	}
 	ml.items = append(ml.items, items...)
 	ml.changed = true
+}
+
+// idSet is a set of ids made for one check (see [messageList.appendNew]):
+// open addressing on the ids' hashes, cheaper to fill and to ask than a
+// map of strings.
+type idSet struct {
+	seed  maphash.Seed
+	slots []int32 // 1 + the position of an id in ids; 0: empty
+	ids   []string
+	mask  uint64
+}
+
+// init makes the set room for n ids (at most half full).
+func (s *idSet) init(n int) {
+	size := 8
+	for size < 2*n {
+		size *= 2
+	}
+	s.seed, s.slots, s.ids, s.mask = maphash.MakeSeed(), make([]int32, size), make([]string, 0, n), uint64(size-1)
+}
+
+// add adds id, and reports false if it was there already.
+func (s *idSet) add(id string) bool {
+	i := maphash.String(s.seed, id) & s.mask
+	for ; s.slots[i] != 0; i = (i + 1) & s.mask {
+		if s.ids[s.slots[i]-1] == id {
+			return false
+		}
+	}
+	s.ids = append(s.ids, id)
+	s.slots[i] = int32(len(s.ids))
 	return true
+}
+
+// has reports whether id is in the set.
+func (s *idSet) has(id string) bool {
+	for i := maphash.String(s.seed, id) & s.mask; s.slots[i] != 0; i = (i + 1) & s.mask {
+		if s.ids[s.slots[i]-1] == id {
+			return true
+		}
+	}
+	return false
 }
 
 // done returns the list, without holes and capped: the list it started

@@ -261,3 +261,28 @@ func TestMessagesAppendNewFallsBack(t *testing.T) {
 		})
 	}
 }
+
+// TestIDSet holds idSet to a map: ids added twice are refused, and has
+// answers as the map does, for sets filled to their limit (n ids in 2n
+// slots, so that probes run long) and ids around them.
+func TestIDSet(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 16))
+	for _, n := range []int{0, 1, 2, 3, 7, 8, 100, 1000} {
+		var s idSet
+		s.init(n)
+		want := map[string]bool{}
+		for len(want) < n {
+			id := fmt.Sprintf("%d.n.%d", r.IntN(3*n), r.IntN(2))
+			if s.add(id) == want[id] {
+				t.Fatalf("n=%d: add(%q) reports new=%v, but the map had it: %v", n, id, !want[id], want[id])
+			}
+			want[id] = true
+		}
+		for i := 0; i < 6*n+10; i++ {
+			id := fmt.Sprintf("%d.n.%d", r.IntN(3*n+3), r.IntN(2))
+			if s.has(id) != want[id] {
+				t.Fatalf("n=%d: has(%q) = %v, want %v", n, id, s.has(id), want[id])
+			}
+		}
+	}
+}
