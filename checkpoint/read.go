@@ -606,10 +606,12 @@ const (
 // on two goroutines, on machines with two cores or more: this one decodes
 // the snapshot, then composes the deltas in order as they are decoded
 // (see [composer]: a run of deltas of one kind is applied once, at the
-// end); the other decodes the deltas from the first on. Whichever reaches
-// a delta first decodes it. It reports false, to let rebuild read the
-// chain one row at a time and name what is wrong, on any error, and for
-// chains too short to gain.
+// end); the other decodes the deltas from the first on. Each claims the
+// next delta nobody has, so that this one, once it has composed what is
+// decoded, decodes deltas ahead of the other's instead of waiting for
+// them (it waits only for the last). It reports false, to let rebuild
+// read the chain one row at a time and name what is wrong, on any error,
+// and for chains too short to gain.
 func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	var st chainStats
 	if len(rows) < 2 || len(rows[0].snap) < parallelSnapMin || goruntime.GOMAXPROCS(0) < 2 {
@@ -646,7 +648,7 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	for i := range decoded {
 		decoded[i] = make(chan struct{})
 	}
-	var claimed atomic.Int64 // how many deltas either goroutine has claimed, in order
+	var claimed atomic.Int64 // how many deltas the goroutines have claimed, in order
 	var failed atomic.Bool
 	decode := func(i int, names *jsonNames) {
 		defer close(decoded[i])
@@ -688,21 +690,31 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 		return nil, st, false
 	}
 	comp := newComposer(base)
-	for k := 0; k < n; k++ {
-		if claimed.CompareAndSwap(int64(k), int64(k+1)) {
-			decode(k, names)
-		} else {
-			// Decoded or being decoded by the other goroutine. Applying
-			// what is composed meanwhile would apply it in pieces, the
-			// last of them short: a messages list applied few messages
-			// indexes its whole length, where one applied them all at
-			// once indexes only those (see runtime's appendNew).
-			<-decoded[k]
-		}
-		if failed.Load() || comp.add(ds[k]) != nil {
-			failed.Store(true)
+	// Compose the deltas in order as they are ready; while the next one
+	// is not, decode one nobody has claimed yet (after those the other
+	// goroutine is decoding), and wait only when none is left.
+	for next := 0; next < n; {
+		if failed.Load() {
 			return nil, st, false
 		}
+		select {
+		case <-decoded[next]:
+			if failed.Load() || comp.add(ds[next]) != nil {
+				failed.Store(true)
+				return nil, st, false
+			}
+			next++
+			continue
+		default:
+		}
+		if i := int(claimed.Add(1)) - 1; i < n {
+			decode(i, names)
+			continue
+		}
+		<-decoded[next]
+	}
+	if failed.Load() {
+		return nil, st, false
 	}
 	values, err := comp.result()
 	if err != nil {
