@@ -53,21 +53,21 @@ func (o *owner) keep(field string, list []any) {
 }
 
 // take returns the messages index of list for field (see [listIndexes]).
-func (o *owner) take(field string, list []any) indexedList {
+func (o *owner) take(field string, list []any) map[string]int {
 	if o == nil {
-		return indexedList{}
+		return nil
 	}
 	return o.indexes.take(field, list)
 }
 
-func (o *owner) putIndex(field string, e indexedList) {
+func (o *owner) putIndex(field string, list []any, index map[string]int) {
 	if o == nil {
 		return
 	}
 	if o.indexes == nil {
 		o.indexes = listIndexes{}
 	}
-	o.indexes.put(field, e)
+	o.indexes.put(field, list, index)
 }
 
 // appendList returns a new list of cur's items followed by items, capped.

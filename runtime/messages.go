@@ -21,56 +21,47 @@ const RemoveAllMessages = "__remove_all__"
 // [owner] made that list. Removed messages leave holes (nil) until done,
 // so positions in the index stay valid.
 //
-// The index may leave out the ids of the first lo items (all of them
-// when it is nil): a list that many new messages are appended to at once
-// (a saver applying a chain's deltas to a snapshot) checks the old ids
-// against the new ones, a lookup each, instead of indexing them all (see
-// [messageList.appendNew]); the first change that needs the whole index
-// completes it (see [messageList.indexAll]).
+// The index is built when a change first needs it (see
+// [messageList.indexAll]): a list that many new messages are appended to
+// at once (a saver applying a chain's deltas to a snapshot) checks the
+// old ids against the new ones, a lookup each, instead of indexing them
+// all (see [messageList.appendNew]).
 type messageList struct {
 	orig  []any // the list it started from, returned when unchanged
 	items []any
 	// frozen is how many leading items are shared with orig: they are
 	// copied before one is changed.
 	frozen int
-	index  map[string]int // id → position in items, for the items from lo on
-	// lo is how many leading items have ids the index leaves out; nil
-	// index: all of them.
-	lo      int
+	// index maps ids to positions in items; nil until built.
+	index   map[string]int
 	holes   bool
 	changed bool
 }
 
-// newMessageList returns a list to change, starting as cur. ix, when its
-// index is not nil, is the index of cur (see [listIndexes]); the list
-// takes it over. tip, when not nil, is cur's array with the spare capacity
-// the caller owns (see [owner.tip]); the list appends in it.
-func newMessageList(cur []any, ix indexedList, tip []any) *messageList {
-	ml := &messageList{orig: cur, items: cur[:len(cur):len(cur)], frozen: len(cur), index: ix.index, lo: ix.lo}
+// newMessageList returns a list to change, starting as cur. index, when
+// not nil, is the index of cur (see [listIndexes]); the list takes it
+// over. tip, when not nil, is cur's array with the spare capacity the
+// caller owns (see [owner.tip]); the list appends in it.
+func newMessageList(cur []any, index map[string]int, tip []any) *messageList {
+	ml := &messageList{orig: cur, items: cur[:len(cur):len(cur)], frozen: len(cur), index: index}
 	if tip != nil {
 		ml.items = tip
-	}
-	if ml.index == nil {
-		ml.lo = len(cur)
 	}
 	return ml
 }
 
-// indexAll completes the index (the ids of the first lo items), sized for
-// extra more ids to come.
+// indexAll builds the index if it is not built yet, sized for extra more
+// ids to come.
 func (ml *messageList) indexAll(extra int) {
-	if ml.lo == 0 && ml.index != nil {
+	if ml.index != nil {
 		return
 	}
-	if ml.index == nil {
-		ml.index = make(map[string]int, ml.lo+extra)
-	}
-	for i, m := range ml.items[:ml.lo] {
+	ml.index = make(map[string]int, len(ml.items)+extra)
+	for i, m := range ml.items {
 		if id := messageID(m); id != "" {
 			ml.index[id] = i
 		}
 	}
-	ml.lo = 0
 }
 
 // messageID is the id of message m, "" if it has none (or is not one).
@@ -113,7 +104,7 @@ func (ml *messageList) has(id string) bool {
 // meaning of a messages delta; each item sees the result of the ones before
 // it, so applying a list in one call equals applying it in pieces.
 func (ml *messageList) apply(items []any) error {
-	if ml.lo > 0 && ml.appendNew(items) {
+	if ml.index == nil && ml.appendNew(items) {
 		return nil
 	}
 	ml.indexAll(len(items))
@@ -152,76 +143,35 @@ func (ml *messageList) apply(items []any) error {
 	return nil
 }
 
-// appendNew applies items when they are all new messages (objects, none a
-// removal, no two with one id, none with the id of a message of the list)
-// and there are enough of them, at least a quarter of the items the index
-// leaves out: it looks the ids the index leaves out up among theirs, so
-// that appending costs O(items) amortized. Else it changes nothing and
-// reports false. On a list without an index, it checks with an [idSet]
-// and leaves the list unindexed, for a later change that needs the index
-// to build it (the last change of a chain a saver reads never does); on
-// one with an index, it indexes the new messages.
+// appendNew applies items, to a list not indexed yet, when they are all
+// new messages (objects, none a removal, no two with one id, none with the
+// id of a message of the list) and there are enough of them, at least a
+// quarter as many as the list has: it checks the list's ids against
+// theirs in an [idSet], a lookup each, and leaves the list unindexed, for
+// a later change that needs the index to build it (the last change of a
+// chain a saver reads never does). Appending costs O(items) amortized.
+// Else it changes nothing and reports false.
 func (ml *messageList) appendNew(items []any) bool {
-	if len(items) == 0 || 4*len(items) < ml.lo {
+	if len(items) == 0 || 4*len(items) < len(ml.items) {
 		return false
 	}
-	if ml.index == nil {
-		var set idSet
-		set.init(len(items))
-		for _, it := range items {
-			m, ok := it.(map[string]any)
-			if !ok {
-				return false
-			}
-			if rm, _ := m["remove"].(bool); rm {
-				return false
-			}
-			if id, _ := m["id"].(string); id != "" && !set.add(id) {
-				return false
-			}
-		}
-		for _, m := range ml.items[:ml.lo] {
-			if id := messageID(m); id != "" && set.has(id) {
-				return false
-			}
-		}
-		ml.appendAll(items)
-		ml.lo = len(ml.items)
-		return true
-	}
-	// undo removes the ids of the first k items, put in the index here
-	// (each was checked not to be in it before).
-	undo := func(k int) bool {
-		for _, it := range items[:k] {
-			if id := messageID(it); id != "" {
-				delete(ml.index, id)
-			}
-		}
-		return false
-	}
-	n := len(ml.items)
-	for k, it := range items {
+	var set idSet
+	set.init(len(items))
+	for _, it := range items {
 		m, ok := it.(map[string]any)
 		if !ok {
-			return undo(k)
+			return false
 		}
 		if rm, _ := m["remove"].(bool); rm {
-			return undo(k)
+			return false
 		}
-		id, _ := m["id"].(string)
-		if id == "" {
-			continue
+		if id, _ := m["id"].(string); id != "" && !set.add(id) {
+			return false
 		}
-		if _, taken := ml.index[id]; taken {
-			return undo(k)
-		}
-		ml.index[id] = n + k
 	}
-	for _, m := range ml.items[:ml.lo] {
-		if id := messageID(m); id != "" {
-			if _, taken := ml.index[id]; taken {
-				return undo(len(items))
-			}
+	for _, m := range ml.items {
+		if id := messageID(m); id != "" && set.has(id) {
+			return false
 		}
 	}
 	ml.appendAll(items)
@@ -296,7 +246,7 @@ func (ml *messageList) done() []any {
 			}
 		}
 		ml.items, ml.holes, ml.frozen = kept, false, 0
-		ml.index, ml.lo = nil, len(kept) // positions moved
+		ml.index = nil // positions moved
 	}
 	return ml.items[:len(ml.items):len(ml.items)]
 }
@@ -310,7 +260,7 @@ func (o *owner) keepMessages(field string, ml *messageList, list []any) {
 	if ml.changed && len(list) > 0 {
 		o.keep(field, ml.items)
 	}
-	o.putIndex(field, indexedList{list: list, index: ml.index, lo: ml.lo})
+	o.putIndex(field, list, ml.index)
 }
 
 // listIndexes keeps, per messages field, the id index of the list the
@@ -325,26 +275,25 @@ type listIndexes map[string]indexedList
 type indexedList struct {
 	list  []any
 	index map[string]int
-	lo    int // the index leaves out the ids of list[:lo] (see [messageList])
 }
 
-// take returns the index of list for field, or one with a nil index.
-func (c listIndexes) take(field string, list []any) indexedList {
+// take returns the index of list for field, or nil.
+func (c listIndexes) take(field string, list []any) map[string]int {
 	e, ok := c[field]
 	if !ok {
-		return indexedList{}
+		return nil
 	}
 	delete(c, field)
 	if len(e.list) != len(list) || len(list) > 0 && &e.list[0] != &list[0] {
-		return indexedList{}
+		return nil
 	}
-	return e
+	return e.index
 }
 
-// put records e, the index of e.list for field.
-func (c listIndexes) put(field string, e indexedList) {
-	if e.index != nil {
-		c[field] = e
+// put records the index of list for field.
+func (c listIndexes) put(field string, list []any, index map[string]int) {
+	if index != nil {
+		c[field] = indexedList{list: list, index: index}
 	}
 }
 

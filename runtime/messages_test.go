@@ -157,7 +157,7 @@ func TestMessagesIndexLazily(t *testing.T) {
 			// The list on its own, asked which ids it has before and
 			// after (which completes the index at random points).
 			cur, _ := from.values["m"].([]any)
-			ml := newMessageList(cur, indexedList{}, nil)
+			ml := newMessageList(cur, nil, nil)
 			if r.IntN(3) == 0 && len(from.want) > 0 {
 				id := liveIDs(from.want)
 				if len(id) > 0 && !ml.has(id[r.IntN(len(id))]) {
@@ -225,7 +225,7 @@ func TestMessagesAppendNewFallsBack(t *testing.T) {
 		{"unknown removal", []any{msg("d", "4"), map[string]any{"id": "zz", "remove": true}}, `error: cannot remove message "zz"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ml := newMessageList(list(), indexedList{}, nil)
+			ml := newMessageList(list(), nil, nil)
 			if err := ml.apply(c.items); err != nil {
 				if !strings.HasPrefix("error: "+err.Error(), c.want) {
 					t.Fatalf("error %v, want %s", err, c.want)
