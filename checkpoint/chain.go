@@ -22,12 +22,16 @@ type composer struct {
 	values map[string]any
 	acc    runtime.Delta
 	// apply applies the composed ops: the values and the deltas are the
-	// composer's own (freshly decoded, plain), so they need no copy.
+	// composer's own (freshly decoded, plain), so they need no copy and
+	// no check (Decoded).
 	apply runtime.Applier
 }
 
+// newComposer returns a composer applying to values. The deltas it is
+// given must be canonical JSON values, as decoding makes them (see
+// [runtime.Applier.Decoded]).
 func newComposer(values map[string]any) *composer {
-	return &composer{values: values, acc: runtime.Delta{}}
+	return &composer{values: values, acc: runtime.Delta{}, apply: runtime.Applier{Decoded: true}}
 }
 
 // add folds d in. The op values of d must be owned by the composer (freshly
@@ -66,19 +70,6 @@ func (c *composer) add(d runtime.Delta) error {
 		}
 		c.acc[f] = op
 	}
-	return nil
-}
-
-// flush applies what was added so far; the composer goes on from the
-// values it made.
-func (c *composer) flush() error {
-	if len(c.acc) == 0 {
-		return nil
-	}
-	if err := c.apply.Apply(c.values, c.acc); err != nil {
-		return err
-	}
-	c.acc = runtime.Delta{}
 	return nil
 }
 

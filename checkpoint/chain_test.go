@@ -55,8 +55,7 @@ func randomDelta(r *rand.Rand, live map[string]bool, step int) runtime.Delta {
 }
 
 // TestComposerMatchesApplyDelta applies random chains of deltas both one by
-// one with runtime.ApplyDelta and composed (flushed at random points for
-// odd seeds), and compares.
+// one with runtime.ApplyDelta and composed, and compares.
 func TestComposerMatchesApplyDelta(t *testing.T) {
 	total := 0
 	defer func() {
@@ -85,13 +84,6 @@ func TestComposerMatchesApplyDelta(t *testing.T) {
 			// The composer owns (and may extend) what it is given.
 			if err := comp.add(cloneDelta(d)); err != nil {
 				t.Fatalf("seed %d step %d: composer: %v", seed, step, err)
-			}
-			// Odd seeds flush now and then, as rebuildParallel does
-			// while it waits for a delta.
-			if seed%2 == 1 && r.IntN(4) == 0 {
-				if err := comp.flush(); err != nil {
-					t.Fatalf("seed %d step %d: flush: %v", seed, step, err)
-				}
 			}
 		}
 		total += len(chain)

@@ -13,8 +13,8 @@ import (
 // deltas) into map[string]any values, already normalized: loading a long
 // thread's state is mostly decoding its JSON, which encoding/json does at
 // a fraction of the speed this specialised scanner reaches on the same
-// bytes (no reflection, no json.Number round trip, one allocation per
-// plain string).
+// bytes (no reflection, no json.Number round trip, strings copied and
+// boxed in shared blocks rather than allocated one by one).
 //
 // It returns exactly what decodeJSON followed by normalize returns, for
 // the inputs it accepts: objects, arrays, strings without escapes or
@@ -64,6 +64,13 @@ type jsonNames struct {
 	// without hashing the string. Made at the first string found twice,
 	// in shared tables only.
 	recent *[64]recentName
+	// boxes is the free end of the block of string headers that decoded
+	// strings are boxed from (see box).
+	boxes []string
+	// elems holds the elements of the arrays being decoded (nested ones
+	// after those of the arrays around them), each copied into a list of
+	// its own length when its array ends.
+	elems []any
 }
 
 type recentName struct {
@@ -131,6 +138,42 @@ func (n *jsonNames) newString(s []byte) string {
 	*slab = append(*slab, s...)
 	// The block's bytes from k on are never written again.
 	return unsafe.String(&(*slab)[k], len(s))
+}
+
+// boxBlock is how many strings a block of string headers boxes.
+const boxBlock = 256
+
+// eface is the layout of an empty interface: its type and a pointer to
+// its value.
+type eface struct {
+	typ  unsafe.Pointer
+	data unsafe.Pointer
+}
+
+// stringType is the type word of a string in an interface.
+var stringType = func() unsafe.Pointer {
+	var v any = ""
+	return (*eface)(unsafe.Pointer(&v)).typ
+}()
+
+// box returns s in an interface, as any(s) does, but with its header in a
+// block shared by [boxBlock] strings: one allocation per block instead of
+// one a string, and fewer objects for the collector. A header is never
+// written once boxed (strings in interfaces are immutable), and the
+// interface's pointer keeps its block alive.
+func (n *jsonNames) box(s string) any {
+	if len(n.boxes) == cap(n.boxes) {
+		k := boxBlock
+		if n.block != 0 {
+			k = min(k, max(n.block/64, 4)) // a table for one small decoding
+		}
+		n.boxes = make([]string, 0, k)
+	}
+	n.boxes = append(n.boxes, s)
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = stringType, unsafe.Pointer(&n.boxes[len(n.boxes)-1])
+	return v
 }
 
 // fastMap decodes a JSON object, or reports false; names (nil for a
@@ -368,22 +411,29 @@ func (d *fastDec) array() ([]any, bool) {
 		return nil, false
 	}
 	d.i++ // [
-	a := []any{}
 	d.space()
 	if d.i < len(d.b) && d.b[d.i] == ']' {
 		d.i++
 		d.depth--
-		return a, true
+		return []any{}, true
+	}
+	// The elements go on the table's stack, and into a list of their
+	// number at the end: no list grown by doubling, no spare capacity.
+	base := len(d.names.elems)
+	fail := func() ([]any, bool) {
+		clear(d.names.elems[base:])
+		d.names.elems = d.names.elems[:base]
+		return nil, false
 	}
 	for {
 		v, ok := d.value()
 		if !ok {
-			return nil, false
+			return fail()
 		}
-		a = append(a, v)
+		d.names.elems = append(d.names.elems, v)
 		d.space()
 		if d.i >= len(d.b) {
-			return nil, false
+			return fail()
 		}
 		switch d.b[d.i] {
 		case ',':
@@ -391,9 +441,14 @@ func (d *fastDec) array() ([]any, bool) {
 		case ']':
 			d.i++
 			d.depth--
+			a := make([]any, len(d.names.elems)-base)
+			copy(a, d.names.elems[base:])
+			// Dropped from the stack, which outlives the values.
+			clear(d.names.elems[base:])
+			d.names.elems = d.names.elems[:base]
 			return a, true
 		default:
-			return nil, false
+			return fail()
 		}
 	}
 }
@@ -424,7 +479,7 @@ func (d *fastDec) str() (any, bool) {
 			}
 			d.i = j + 1
 			if len(s) > maxInternLen {
-				return d.names.newString(s), true
+				return d.names.box(d.names.newString(s)), true
 			}
 			if len(s) == 0 {
 				return "", true
@@ -432,7 +487,7 @@ func (d *fastDec) str() (any, bool) {
 			if v, ok := d.names.intern(s); ok {
 				return v, true
 			}
-			var v any = d.names.newString(s)
+			v := d.names.box(d.names.newString(s))
 			if d.names.m == nil {
 				d.names.m = map[string]any{}
 			}

@@ -1,9 +1,11 @@
 package checkpoint
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	goruntime "runtime"
 	"strings"
 	"testing"
 
@@ -245,5 +247,97 @@ func TestFastJSONSharedSlab(t *testing.T) {
 		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Fatalf("value %d changed after later decodings: %.60v", i, got[i])
 		}
+	}
+}
+
+// TestFastJSONBoxedStrings holds the strings the decoder boxes from its
+// blocks of headers (jsonNames.box) to strings boxed by the language: the
+// same type, equal to them as interfaces and as map keys, printed and
+// encoded alike, and still intact once the table that boxed them is gone
+// and the collector has run.
+func TestFastJSONBoxedStrings(t *testing.T) {
+	names := &jsonNames{}
+	var got []any
+	var want []string
+	for i := 0; i < 3*boxBlock; i++ {
+		s := fmt.Sprintf("string %d %s", i, strings.Repeat("x", i%40))
+		v, ok := fastMap([]byte(`{"s":"`+s+`"}`), names)
+		if !ok {
+			t.Fatalf("fast path declined %q", s)
+		}
+		got, want = append(got, v["s"]), append(want, s)
+	}
+	names = nil
+	goruntime.GC()
+	seen := map[any]int{}
+	for i, v := range got {
+		s, ok := v.(string)
+		if !ok || s != want[i] || v != any(want[i]) || !reflect.DeepEqual(v, any(want[i])) {
+			t.Fatalf("boxed string %d is %#v, want %q", i, v, want[i])
+		}
+		if fmt.Sprint(v) != want[i] || fmt.Sprintf("%T", v) != "string" {
+			t.Fatalf("boxed string %d prints as %v (%T)", i, v, v)
+		}
+		b, err := json.Marshal(v)
+		if w, _ := json.Marshal(want[i]); err != nil || string(b) != string(w) {
+			t.Fatalf("boxed string %d encodes as %s (%v)", i, b, err)
+		}
+		seen[v] = i
+	}
+	for i, s := range want {
+		if seen[s] != i {
+			t.Fatalf("map key %q: found %d, want %d", s, seen[s], i)
+		}
+	}
+}
+
+// TestFastJSONListsCapped decodes nested lists of every small length on
+// one table (their elements share its stack): each is as encoding/json
+// decodes it, and capped, as lists in a state are (see runtime's
+// lists.go), so that appending to one copies it.
+func TestFastJSONListsCapped(t *testing.T) {
+	names := &jsonNames{}
+	var check func(v any)
+	check = func(v any) {
+		switch x := v.(type) {
+		case []any:
+			if cap(x) != len(x) {
+				t.Fatalf("list of %d has capacity %d", len(x), cap(x))
+			}
+			for _, e := range x {
+				check(e)
+			}
+		case map[string]any:
+			for _, e := range x {
+				check(e)
+			}
+		}
+	}
+	for n := 0; n < 40; n++ {
+		var b strings.Builder
+		b.WriteString(`{"l":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `[%d,"s%d",[%s],{"k":[%d]}]`, i, i, strings.Repeat("1,", i%5)+"0", i)
+		}
+		b.WriteString(`],"after":[1,2]}`)
+		got, ok := fastMap([]byte(b.String()), names)
+		if !ok {
+			t.Fatalf("fast path declined %s", b.String())
+		}
+		want, err := slowMap([]byte(b.String()))
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("n=%d: got %v, want %v (%v)", n, got, want, err)
+		}
+		check(got)
+		if len(names.elems) != 0 {
+			t.Fatalf("n=%d: %d elements left on the stack", n, len(names.elems))
+		}
+	}
+	// A list that does not end leaves the stack as it was.
+	if _, ok := fastMap([]byte(`{"l":[1,[2,3`), names); ok || len(names.elems) != 0 {
+		t.Fatalf("unterminated list: ok %v, %d elements left", ok, len(names.elems))
 	}
 }

@@ -347,3 +347,84 @@ func TestPackedForkPastSnapshot(t *testing.T) {
 	}
 	sameHistory(t, s, "fork past a snapshot")
 }
+
+// TestPacksReadInBatches reads a thread with many more packs than a
+// chain read takes in one batch (packs of two checkpoints, snapshots
+// between them): every checkpoint reads the same through packs as from its
+// rows, and still does with the last checkpoint of the pack that ends the
+// first batch damaged (it is passed over, and the walk goes on below it);
+// forks off old checkpoints, whose chains go back past later snapshots,
+// read as they were committed.
+func TestPacksReadInBatches(t *testing.T) {
+	t.Parallel()
+	s := MustOpen(t, nil)
+	checkpoint.SetPackRows(s, 2)
+	ids := commitMessages(t, s, "t", 500, 100)
+	if n := checkpoint.PackCount(s, "t"); n < 200 {
+		t.Fatalf("%d packs, want hundreds", n)
+	}
+	if st, err := checkpoint.ChainStatsOf(s, "t", ids[len(ids)-1]); err != nil || st.Packs <= 32 {
+		t.Fatalf("the head's chain reads %d packs (%v), want more than the first batch reads (32)", st.Packs, err)
+	}
+	samePacked(t, s, "t")
+	want := map[string]map[string]any{}
+	for k, at := range []int{40, 250, 470} {
+		cp, err := s.Get(bg, "t", ids[at])
+		if err != nil {
+			t.Fatal(err)
+		}
+		values, parent := cp.Values, cp.ID
+		var clock runtime.IDClock
+		for i := 0; i < 9; i++ {
+			d := runtime.Delta{"count": {Kind: runtime.OpSet, Value: 1000*k + i}}
+			next := map[string]any{}
+			for f, v := range values {
+				next[f] = v
+			}
+			next["count"] = 1000*k + i
+			now := benchTime(600 + 20*k + i)
+			c := &runtime.Checkpoint{Thread: "t", ID: clock.Next(now, parent), ParentID: parent, Step: at + 1 + i, Values: next, Delta: d,
+				Next: []string{"a"}, Metadata: runtime.Metadata{Source: runtime.SourceFork, Graph: "g", Time: now}}
+			th, err := s.Thread(bg, "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(bg, &runtime.Commit{Checkpoint: c, ExpectHead: th.Head, Thread: runtime.Thread{ID: "t", Status: runtime.StatusRunning, Graph: "g", Updated: now}}); err != nil {
+				t.Fatal(err)
+			}
+			values, parent = next, c.ID
+			want[c.ID] = next
+		}
+	}
+	forks := func() {
+		t.Helper()
+		for id, w := range want {
+			cp, err := s.Get(bg, "t", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cp.Values, w) {
+				t.Fatalf("fork checkpoint %s reads as\n  %v\nwant\n  %v", id, cp.Values, w)
+			}
+		}
+	}
+	forks()
+	if _, err := s.DB().Exec(`UPDATE packs SET last = 7 WHERE thread = 't' AND last = (
+		SELECT last FROM packs WHERE thread = 't' AND last <= ?1 ORDER BY last DESC LIMIT 1 OFFSET 31)`, ids[len(ids)-1]); err != nil {
+		t.Fatal(err)
+	}
+	forks()
+	for _, id := range ids {
+		cp, err := s.Get(bg, "t", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := checkpoint.ValuesByRows(s, "t", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(cp.Values, w) {
+			t.Fatalf("with a pack damaged, checkpoint %s reads through packs as\n  %v\nand from its rows as\n  %v", id, cp.Values, w)
+		}
+	}
+}

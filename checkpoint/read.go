@@ -8,7 +8,6 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"slices"
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -308,48 +307,28 @@ func (s *SQLite) rangeChain(ctx context.Context, thread, id string, withPacks bo
 	return rev, false, true, nil
 }
 
-// packedChain is rangeChain through packs: it reads the thread's packs
-// up to id, then walks back from id through the parents, jumping from
-// pack to pack, and reads the rows between packs as the walk reaches
-// them, newest first, until it reaches a row with a snapshot. It reports
-// packed false (and reads nothing else) when there is no pack to use, ok
-// false when the walk fails or a pack is damaged (rangeChain then reads
-// row by row).
+// packedChain is rangeChain through packs: it walks back from id through
+// the parents, jumping from pack to pack, and reads the rows between
+// packs as the walk reaches them, newest first, until it reaches a row
+// with a snapshot. It reports packed false (and reads nothing else) when
+// there is no pack to use, ok false when the walk fails or a pack is
+// damaged (rangeChain then reads row by row).
 //
 // The walk stops at the first snapshot on the chain, so it needs neither
 // the latest snapshot in id order (a scan of every row back to it, which
 // cost more than the rest of the read) nor the packs to lie after it: a
 // pack never spans a snapshot (a run ends at one, see nextRun), and the
-// walk only uses a pack that ends where the chain is. Each range of rows
+// walk only uses a pack that ends where the chain is. The packs are read
+// newest first as the walk goes (see [packReader]), and each range of rows
 // (after the last pack before the walk's position, up to it) is one
 // query, read only as far as the walk goes; every row read must be
 // verifiable narrow. The history walk reads through packs the same way
 // (walker.makePlan).
 func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (chain []chainRow, packed, ok bool, err error) {
 	thread := cs.thread
-	rows, err := s.queryRows(ctx, `SELECT `+packColumns+` FROM packs WHERE thread = ?1 AND last <= ?2 ORDER BY last`, thread, id)
-	if err != nil {
+	packs := &packReader{s: s, thread: thread, upto: id}
+	if p, err := packs.below(ctx, id); err != nil || p == nil {
 		return nil, false, false, err
-	}
-	var packs []*packRow // by last
-	for rows.Next() {
-		var ps packScan
-		if err := rows.Scan(ps.scanArgs()...); err != nil {
-			rows.Close()
-			return nil, false, false, err
-		}
-		packs = append(packs, ps.row())
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, false, false, err
-	}
-	if len(packs) == 0 {
-		return nil, false, false, nil
-	}
-	byLast := make(map[string]*packRow, len(packs))
-	for _, p := range packs {
-		byLast[p.last] = p
 	}
 	// The range being read: rows after lo (hasLo) up to where the walk
 	// entered it, newest first.
@@ -363,7 +342,20 @@ func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (
 	}()
 	var rev []chainRow
 	for at := id; ; {
-		if p := byLast[at]; p != nil {
+		if rng != nil && hasLo && at <= lo {
+			// Past the range: closed before the packs below are read,
+			// which may take a query (one statement at a time keeps the
+			// read on one connection).
+			rng.Close()
+			rng = nil
+		}
+		// Within a range the pack below is the one it starts after, read
+		// already: no query while the range is open.
+		p, err := packs.below(ctx, at)
+		if err != nil {
+			return nil, true, false, err
+		}
+		if p != nil && p.last == at {
 			// A pack that turns out damaged when rebuild loads it makes
 			// the rebuild fail, and values read the chain row by row.
 			if !p.typed {
@@ -378,14 +370,10 @@ func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (
 			}
 			continue
 		}
-		if rng == nil || hasLo && at <= lo {
-			if rng != nil {
-				rng.Close()
-			}
+		if rng == nil {
 			// The rows after the last pack before at, up to at.
-			k := sort.Search(len(packs), func(i int) bool { return packs[i].last >= at })
-			if hasLo = k > 0; hasLo {
-				lo = packs[k-1].last
+			if hasLo = p != nil; hasLo {
+				lo = p.last
 				rng, err = s.queryRows(ctx, `SELECT `+narrowColumns+` FROM checkpoints c
 					WHERE c.thread = ?1 AND c.id > ?2 AND c.id <= ?3 ORDER BY c.id DESC`, thread, lo, at)
 			} else {
@@ -428,6 +416,82 @@ func (s *SQLite) packedChain(ctx context.Context, cs *chainScanner, id string) (
 	}
 	slices.Reverse(rev)
 	return rev, true, true, nil
+}
+
+// packReader reads a thread's packs up to a checkpoint newest first, in
+// batches as a chain walk asks for them: the walk goes back to a snapshot
+// and uses only the packs after it, so reading every pack of the thread
+// (as many as its history has) costs more the longer the thread, for
+// nothing. Each batch is one query, read to its end and closed.
+type packReader struct {
+	s      *SQLite
+	thread string
+	upto   string     // the next batch: packs with last <= upto, or < upto once a batch is read
+	buf    []*packRow // newest first; buf[k:] not passed yet
+	k      int
+	read   bool // a batch was read
+	done   bool // no pack is left to read
+	batch  int
+}
+
+// Batches of packReader: the first, then twice the one before up to the
+// most.
+const packBatchFirst, packBatchMost = 32, 512
+
+// below returns the newest pack whose run ends at or before at, nil if
+// there is none; at must not grow from one call to the next. Packs whose
+// last checkpoint is not text (damaged) are passed over: no walk can end
+// at them.
+func (pr *packReader) below(ctx context.Context, at string) (*packRow, error) {
+	for {
+		for ; pr.k < len(pr.buf); pr.k++ {
+			if p := pr.buf[pr.k]; p.last != "" && p.last <= at {
+				return p, nil
+			}
+		}
+		if pr.done {
+			return nil, nil
+		}
+		if err := pr.fetch(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// fetch reads the next batch.
+func (pr *packReader) fetch(ctx context.Context) error {
+	q := `SELECT ` + packColumns + ` FROM packs WHERE thread = ?1 AND last < ?2 ORDER BY last DESC LIMIT ?3`
+	if !pr.read {
+		q = `SELECT ` + packColumns + ` FROM packs WHERE thread = ?1 AND last <= ?2 ORDER BY last DESC LIMIT ?3`
+	}
+	pr.batch = min(max(2*pr.batch, packBatchFirst), packBatchMost)
+	rows, err := pr.s.queryRows(ctx, q, pr.thread, pr.upto, pr.batch)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	pr.buf, pr.k, pr.read = pr.buf[:0], 0, true
+	var last any
+	for rows.Next() {
+		var ps packScan
+		if err := rows.Scan(ps.scanArgs()...); err != nil {
+			return err
+		}
+		last = ps.last
+		pr.buf = append(pr.buf, ps.row())
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	pr.done = len(pr.buf) < pr.batch
+	// The next batch starts below the last pack read, by its last as
+	// stored.
+	if l, ok := last.(string); ok {
+		pr.upto = l
+	} else {
+		pr.done = true // a damaged last: read no further
+	}
+	return nil
 }
 
 // chainRow is a row of a checkpoint's chain with its snapshot. A narrow
@@ -545,13 +609,14 @@ const (
 
 // rebuildParallel is rebuild of a long chain (a snapshot, then deltas)
 // on two goroutines, on machines with two cores or more: this one decodes
-// the snapshot, then applies the deltas in order (composed, see
-// [composer]) as they are decoded; the other decodes the deltas from the
-// first on. Whichever reaches a delta first decodes it, and this one
-// applies what it has composed while it waits for one the other is
-// decoding, so that applying overlaps decoding. It reports false, to let
-// rebuild read the chain one row at a time and name what is wrong, on any
-// error, and for chains too short to gain.
+// the snapshot, then composes the deltas in order as they are decoded
+// (see [composer]: a run of deltas of one kind is applied once, at the
+// end); the other decodes the deltas from the first on. Each claims the
+// next delta nobody has, so that this one, once it has composed what is
+// decoded, decodes deltas ahead of the other's instead of waiting for
+// them (it waits only for the last). It reports false, to let rebuild
+// read the chain one row at a time and name what is wrong, on any error,
+// and for chains too short to gain.
 func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	var st chainStats
 	if len(rows) < 2 || len(rows[0].snap) < parallelSnapMin || goruntime.GOMAXPROCS(0) < 2 {
@@ -588,7 +653,7 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 	for i := range decoded {
 		decoded[i] = make(chan struct{})
 	}
-	var claimed atomic.Int64 // how many deltas either goroutine has claimed, in order
+	var claimed atomic.Int64 // how many deltas the goroutines have claimed, in order
 	var failed atomic.Bool
 	decode := func(i int, names *jsonNames) {
 		defer close(decoded[i])
@@ -630,25 +695,31 @@ func rebuildParallel(rows []chainRow) (map[string]any, chainStats, bool) {
 		return nil, st, false
 	}
 	comp := newComposer(base)
-	for k := 0; k < n; k++ {
-		if claimed.CompareAndSwap(int64(k), int64(k+1)) {
-			decode(k, names)
-		} else {
-			select {
-			case <-decoded[k]:
-			default:
-				// Being decoded: apply what is composed meanwhile.
-				if comp.flush() != nil {
-					failed.Store(true)
-					return nil, st, false
-				}
-				<-decoded[k]
-			}
-		}
-		if failed.Load() || comp.add(ds[k]) != nil {
-			failed.Store(true)
+	// Compose the deltas in order as they are ready; while the next one
+	// is not, decode one nobody has claimed yet (after those the other
+	// goroutine is decoding), and wait only when none is left.
+	for next := 0; next < n; {
+		if failed.Load() {
 			return nil, st, false
 		}
+		select {
+		case <-decoded[next]:
+			if failed.Load() || comp.add(ds[next]) != nil {
+				failed.Store(true)
+				return nil, st, false
+			}
+			next++
+			continue
+		default:
+		}
+		if i := int(claimed.Add(1)) - 1; i < n {
+			decode(i, names)
+			continue
+		}
+		<-decoded[next]
+	}
+	if failed.Load() {
+		return nil, st, false
 	}
 	values, err := comp.result()
 	if err != nil {

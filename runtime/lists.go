@@ -104,7 +104,14 @@ func growCap(n int) int { return max(2*n, 8) }
 //
 // An Applier is not safe for concurrent use. Its zero value is ready.
 type Applier struct {
-	own owner
+	// Decoded promises that the deltas given to Apply hold canonical JSON
+	// values only, as decoding JSON makes them (nil, bool, int, finite
+	// float64, string, []any and map[string]any, nothing else at any
+	// depth): Apply then takes them as they are, where it otherwise looks
+	// through every value of every delta to check it. A saver applying
+	// the deltas it decoded itself sets it.
+	Decoded bool
+	own     owner
 }
 
 // Apply applies d to values in place, like [ApplyDelta]. values must be
@@ -114,5 +121,5 @@ type Applier struct {
 // share the canonical values of d (they are not copied): neither must be
 // modified after.
 func (a *Applier) Apply(values map[string]any, d Delta) error {
-	return applyDelta(values, d, &a.own)
+	return applyDelta(values, d, &a.own, a.Decoded)
 }

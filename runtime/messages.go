@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"hash/maphash"
 	"strconv"
 
 	"github.com/lgrun/lgrun/spec"
@@ -19,13 +20,20 @@ const RemoveAllMessages = "__remove_all__"
 // after them, in the spare capacity of the list's array when the merge's
 // [owner] made that list. Removed messages leave holes (nil) until done,
 // so positions in the index stay valid.
+//
+// The index is built when a change first needs it (see
+// [messageList.indexAll]): a list that many new messages are appended to
+// at once (a saver applying a chain's deltas to a snapshot) checks the
+// old ids against the new ones, a lookup each, instead of indexing them
+// all (see [messageList.appendNew]).
 type messageList struct {
 	orig  []any // the list it started from, returned when unchanged
 	items []any
 	// frozen is how many leading items are shared with orig: they are
 	// copied before one is changed.
-	frozen  int
-	index   map[string]int // id → position in items
+	frozen int
+	// index maps ids to positions in items; nil until built.
+	index   map[string]int
 	holes   bool
 	changed bool
 }
@@ -39,18 +47,28 @@ func newMessageList(cur []any, index map[string]int, tip []any) *messageList {
 	if tip != nil {
 		ml.items = tip
 	}
-	if index != nil {
-		return ml
+	return ml
+}
+
+// indexAll builds the index if it is not built yet, sized for extra more
+// ids to come.
+func (ml *messageList) indexAll(extra int) {
+	if ml.index != nil {
+		return
 	}
-	ml.index = make(map[string]int, len(cur))
-	for i, m := range cur {
-		if mm, ok := m.(map[string]any); ok {
-			if id, _ := mm["id"].(string); id != "" {
-				ml.index[id] = i
-			}
+	ml.index = make(map[string]int, len(ml.items)+extra)
+	for i, m := range ml.items {
+		if id := messageID(m); id != "" {
+			ml.index[id] = i
 		}
 	}
-	return ml
+}
+
+// messageID is the id of message m, "" if it has none (or is not one).
+func messageID(m any) string {
+	mm, _ := m.(map[string]any)
+	id, _ := mm["id"].(string)
+	return id
 }
 
 // thaw makes the items at i and after the list's own to change.
@@ -75,6 +93,7 @@ func (ml *messageList) add(m any) {
 
 // has reports whether a message of the list has id.
 func (ml *messageList) has(id string) bool {
+	ml.indexAll(0)
 	_, ok := ml.index[id]
 	return ok
 }
@@ -85,6 +104,10 @@ func (ml *messageList) has(id string) bool {
 // meaning of a messages delta; each item sees the result of the ones before
 // it, so applying a list in one call equals applying it in pieces.
 func (ml *messageList) apply(items []any) error {
+	if ml.index == nil && ml.appendNew(items) {
+		return nil
+	}
+	ml.indexAll(len(items))
 	for _, it := range items {
 		m, ok := it.(map[string]any)
 		if !ok {
@@ -118,6 +141,94 @@ func (ml *messageList) apply(items []any) error {
 		ml.add(m)
 	}
 	return nil
+}
+
+// appendNew applies items, to a list not indexed yet, when they are all
+// new messages (objects, none a removal, no two with one id, none with the
+// id of a message of the list) and there are enough of them, at least a
+// quarter as many as the list has: it checks the list's ids against
+// theirs in an [idSet], a lookup each, and leaves the list unindexed, for
+// a later change that needs the index to build it (the last change of a
+// chain a saver reads never does). Appending costs O(items) amortized.
+// Else it changes nothing and reports false.
+func (ml *messageList) appendNew(items []any) bool {
+	if len(items) == 0 || 4*len(items) < len(ml.items) {
+		return false
+	}
+	var set idSet
+	set.init(len(items))
+	for _, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			return false
+		}
+		if rm, _ := m["remove"].(bool); rm {
+			return false
+		}
+		if id, _ := m["id"].(string); id != "" && !set.add(id) {
+			return false
+		}
+	}
+	for _, m := range ml.items {
+		if id := messageID(m); id != "" && set.has(id) {
+			return false
+		}
+	}
+	ml.appendAll(items)
+	return true
+}
+
+// appendAll appends items.
+func (ml *messageList) appendAll(items []any) {
+	if len(ml.items)+len(items) > cap(ml.items) {
+		grown := make([]any, len(ml.items), growCap(len(ml.items)+len(items)))
+		copy(grown, ml.items)
+		ml.items, ml.frozen = grown, 0
+	}
+	ml.items = append(ml.items, items...)
+	ml.changed = true
+}
+
+// idSet is a set of ids made for one check (see [messageList.appendNew]):
+// open addressing on the ids' hashes, cheaper to fill and to ask than a
+// map of strings.
+type idSet struct {
+	seed  maphash.Seed
+	slots []int32 // 1 + the position of an id in ids; 0: empty
+	ids   []string
+	mask  uint64
+}
+
+// init makes the set room for n ids (at most half full).
+func (s *idSet) init(n int) {
+	size := 8
+	for size < 2*n {
+		size *= 2
+	}
+	s.seed, s.slots, s.ids, s.mask = maphash.MakeSeed(), make([]int32, size), make([]string, 0, n), uint64(size-1)
+}
+
+// add adds id, and reports false if it was there already.
+func (s *idSet) add(id string) bool {
+	i := maphash.String(s.seed, id) & s.mask
+	for ; s.slots[i] != 0; i = (i + 1) & s.mask {
+		if s.ids[s.slots[i]-1] == id {
+			return false
+		}
+	}
+	s.ids = append(s.ids, id)
+	s.slots[i] = int32(len(s.ids))
+	return true
+}
+
+// has reports whether id is in the set.
+func (s *idSet) has(id string) bool {
+	for i := maphash.String(s.seed, id) & s.mask; s.slots[i] != 0; i = (i + 1) & s.mask {
+		if s.ids[s.slots[i]-1] == id {
+			return true
+		}
+	}
+	return false
 }
 
 // done returns the list, without holes and capped: the list it started

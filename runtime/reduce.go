@@ -49,16 +49,17 @@ type Delta map[string]Op
 // delta it makes, so applying a checkpoint's delta to its parent's values
 // gives the checkpoint's values.
 func ApplyDelta(values map[string]any, d Delta) error {
-	return applyDelta(values, d, nil)
+	return applyDelta(values, d, nil, false)
 }
 
 // applyDelta is ApplyDelta whose appends share structure with the lists
-// own made (see [owner]); own nil copies.
-func applyDelta(values map[string]any, d Delta, own *owner) error {
+// own made (see [owner]); own nil copies. decoded tells that the values of
+// d are canonical already (see [Applier.Decoded]).
+func applyDelta(values map[string]any, d Delta, own *owner, decoded bool) error {
 	var buf [8]string
 	for _, f := range appendSortedFields(buf[:0], d) {
 		op := d[f]
-		if own == nil || !isPlain(op.Value) {
+		if own == nil || !decoded && !isPlain(op.Value) {
 			// An Applier's values may share the delta's.
 			op.Value = spec.Normalize(op.Value)
 		}
