@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -131,7 +132,7 @@ func observe(t *testing.T, s runtime.Saver, results, events []string) outcome {
 		t.Fatal(err)
 	}
 	for _, th := range ths {
-		o.Threads = append(o.Threads, fmt.Sprintf("%s %s %q %+v", th.ID, th.Status, th.Error, th.Config))
+		o.Threads = append(o.Threads, untimed(fmt.Sprintf("%s %s %q %+v", th.ID, th.Status, th.Error, th.Config)))
 		list := history(t, s, th.ID)
 		index := map[string]int{}
 		for i, c := range list {
@@ -192,8 +193,15 @@ func res(r *runtime.Result, err error) string {
 	if err != nil {
 		s += " error: " + err.Error()
 	}
-	return s
+	return untimed(s)
 }
+
+// sinceRE matches the time a BusyError gives, to the second: two runs of
+// a scenario compared may straddle a second.
+var sinceRE = regexp.MustCompile(`since \d{4}-\d\d-\d\dT[^;]*;`)
+
+// untimed is s with the times of BusyErrors taken out.
+func untimed(s string) string { return sinceRE.ReplaceAllString(s, "since (time);") }
 
 var deferScenarios = []scenario{
 	{name: "done", graph: deferGraph, deferred: 1, do: func(t *testing.T, r *runtime.Runner, _ *checkpoint.SQLite) []string {
@@ -307,7 +315,7 @@ func TestInputCommittedWithFirstStep(t *testing.T) {
 					}
 					var events []string
 					r := &runtime.Runner{Graph: mustParse(t, sc.graph), Saver: saver, Version: "test", Events: func(e runtime.Event) {
-						events = append(events, fmt.Sprintf("%s %d %s %v %v %s %s", e.Kind, e.Step, e.Node, e.Next, e.Values, e.Message, e.Error))
+						events = append(events, untimed(fmt.Sprintf("%s %d %s %v %v %s %s", e.Kind, e.Step, e.Node, e.Next, e.Values, e.Message, e.Error)))
 					}}
 					before := checkpoint.WriteTxns(s)
 					results := sc.do(t, r, other)

@@ -26,28 +26,40 @@ type GCResult struct {
 	BytesBefore, BytesAfter int64
 }
 
-// GC deletes old threads and old checkpoints without breaking delta
-// chains, then reclaims space with VACUUM. The oldest kept checkpoint of
-// each branch is rewritten as a full snapshot before its ancestors go.
-func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
+// GCSteps are a saver's parts of a GC, which [RunGC] drives.
+type GCSteps struct {
+	// Size returns the bytes the saver's storage takes.
+	Size func(ctx context.Context) (int64, error)
+	// Threads lists the threads last updated before before (all of them
+	// when it is zero), only thread if it is set.
+	Threads func(ctx context.Context, before time.Time, thread string) ([]string, error)
+	// Delete deletes a thread with its child runs, reporting how many
+	// threads and checkpoints went; runtime.ErrNotFound for a thread
+	// already gone (a child run deleted with its parent).
+	Delete func(ctx context.Context, thread string) (threads, checkpoints int, err error)
+	// Prune keeps the latest keep checkpoints of a thread and its head
+	// (see [KeptCheckpoints]), reporting how many checkpoints went.
+	Prune func(ctx context.Context, thread string, keep int) (int, error)
+	// Reclaim gives the freed space back (VACUUM).
+	Reclaim func(ctx context.Context) error
+}
+
+// RunGC does what o selects with a saver's steps: it deletes the threads
+// last updated before o.Before, then prunes every thread left to its
+// latest o.Keep checkpoints, then reclaims the space.
+func RunGC(ctx context.Context, o GCOptions, st GCSteps) (GCResult, error) {
 	var res GCResult
 	var err error
-	if res.BytesBefore, err = s.size(ctx); err != nil {
+	if res.BytesBefore, err = st.Size(ctx); err != nil {
 		return res, err
 	}
 	if !o.Before.IsZero() {
-		q := `SELECT t.id FROM threads t ` + liveJoin + ` WHERE ` + liveUpdatedSQL + ` < ?`
-		args := []any{o.Before.UnixNano()}
-		if o.Thread != "" {
-			q += ` AND t.id = ?`
-			args = append(args, o.Thread)
-		}
-		ids, err := s.strings(ctx, q, args...)
+		ids, err := st.Threads(ctx, o.Before, o.Thread)
 		if err != nil {
 			return res, err
 		}
 		for _, id := range ids {
-			threads, cps, err := s.deleteThread(ctx, id)
+			threads, cps, err := st.Delete(ctx, id)
 			if errors.Is(err, runtime.ErrNotFound) {
 				continue // a child run, deleted with its parent
 			}
@@ -59,32 +71,71 @@ func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
 		}
 	}
 	if o.Keep > 0 {
-		q := `SELECT id FROM threads`
-		var args []any
-		if o.Thread != "" {
-			q += ` WHERE id = ?`
-			args = append(args, o.Thread)
-		}
-		ids, err := s.strings(ctx, q, args...)
+		ids, err := st.Threads(ctx, time.Time{}, o.Thread)
 		if err != nil {
 			return res, err
 		}
 		for _, id := range ids {
-			n, err := s.pruneThread(ctx, id, o.Keep)
+			n, err := st.Prune(ctx, id, o.Keep)
 			if err != nil {
 				return res, fmt.Errorf("gc thread %q: %w", id, err)
 			}
 			res.Checkpoints += n
 		}
 	}
-	if _, err := s.db.ExecContext(ctx, `VACUUM`); err != nil {
-		return res, fmt.Errorf("gc: vacuum: %w", s.describe(err))
+	if err := st.Reclaim(ctx); err != nil {
+		return res, err
 	}
-	if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-		return res, fmt.Errorf("gc: checkpoint WAL: %w", s.describe(err))
-	}
-	res.BytesAfter, err = s.size(ctx)
+	res.BytesAfter, err = st.Size(ctx)
 	return res, err
+}
+
+// KeptCheckpoints returns the checkpoints a prune to the latest keep
+// keeps: the thread's head and the newest of all (newest first) up to
+// keep in all.
+func KeptCheckpoints(head string, all []*runtime.Checkpoint, keep int) map[string]bool {
+	kept := map[string]bool{head: true}
+	for _, cp := range all {
+		if len(kept) >= keep && !kept[cp.ID] {
+			break
+		}
+		kept[cp.ID] = true
+	}
+	return kept
+}
+
+// GC deletes old threads and old checkpoints without breaking delta
+// chains, then reclaims space with VACUUM. The oldest kept checkpoint of
+// each branch is rewritten as a full snapshot before its ancestors go.
+func (s *SQLite) GC(ctx context.Context, o GCOptions) (GCResult, error) {
+	return RunGC(ctx, o, GCSteps{
+		Size: s.size,
+		Threads: func(ctx context.Context, before time.Time, thread string) ([]string, error) {
+			q := `SELECT t.id FROM threads t WHERE 1`
+			var args []any
+			if !before.IsZero() {
+				// The time of a running thread's latest commit (see follow.go).
+				q = `SELECT t.id FROM threads t ` + liveJoin + ` WHERE ` + liveUpdatedSQL + ` < ?`
+				args = append(args, before.UnixNano())
+			}
+			if thread != "" {
+				q += ` AND t.id = ?`
+				args = append(args, thread)
+			}
+			return s.strings(ctx, q, args...)
+		},
+		Delete: s.deleteThread,
+		Prune:  s.pruneThread,
+		Reclaim: func(ctx context.Context) error {
+			if _, err := s.db.ExecContext(ctx, `VACUUM`); err != nil {
+				return fmt.Errorf("gc: vacuum: %w", s.describe(err))
+			}
+			if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+				return fmt.Errorf("gc: checkpoint WAL: %w", s.describe(err))
+			}
+			return nil
+		},
+	})
 }
 
 func (s *SQLite) size(ctx context.Context) (int64, error) {
@@ -138,13 +189,7 @@ func (s *SQLite) pruneThread(ctx context.Context, thread string, keep int) (int,
 	if len(all) <= keep {
 		return 0, nil
 	}
-	kept := map[string]bool{th.Head: true}
-	for _, cp := range all {
-		if len(kept) >= keep && !kept[cp.ID] {
-			break
-		}
-		kept[cp.ID] = true
-	}
+	kept := KeptCheckpoints(th.Head, all, keep)
 	// Materialise the values of kept checkpoints whose parent goes, while
 	// their chains are still intact.
 	for _, cp := range all {

@@ -341,6 +341,20 @@ func loadList[T any](ctx context.Context, db *sql.DB, what, q string, args ...an
 		return nil, fmt.Errorf("list %s: %w", what, err)
 	}
 	defer rows.Close()
+	return DecodeRows[T](rows, what)
+}
+
+// Rows are the rows of a query, as database/sql and pgx both give them.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// DecodeRows decodes the JSON of each row's one column (a Store's data
+// column) into a new T; what names the rows in errors. The caller closes
+// rows.
+func DecodeRows[T any](rows Rows, what string) ([]*T, error) {
 	var out []*T
 	for rows.Next() {
 		var data string

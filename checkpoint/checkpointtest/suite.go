@@ -42,6 +42,9 @@ type NewSaver func(t *testing.T) runtime.Saver
 //   - runtime.ReadHistory (the saver's runtime.HistoryReader, if any)
 //     returns exactly what one Get per checkpoint does, whatever the
 //     branches, limit, before id and filter, and after GC.
+//   - GC (on savers that have it) deletes the threads last updated before
+//     its cut with their child runs and prunes threads to their latest
+//     checkpoints and head, leaving what it keeps unchanged.
 //   - Reads see one consistent state while another goroutine writes the
 //     same thread: no read reports damage that a concurrent write caused.
 func Run(t *testing.T, newSaver NewSaver) {
@@ -70,6 +73,7 @@ func Run(t *testing.T, newSaver NewSaver) {
 		{"Forks", testForks},
 		{"LongChainForks", testLongChainForks},
 		{"History", testHistory},
+		{"GC", testGC},
 		{"ReadWhileWriting", testReadWhileWriting},
 	}
 	for _, tt := range tests {

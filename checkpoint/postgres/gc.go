@@ -2,8 +2,8 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -33,60 +33,32 @@ func (s *Postgres) Size(ctx context.Context) (int64, error) {
 // VACUUM makes the space reusable by later rows but rarely gives it back
 // to the operating system, so BytesAfter may not shrink.
 func (s *Postgres) GC(ctx context.Context, o checkpoint.GCOptions) (checkpoint.GCResult, error) {
-	var res checkpoint.GCResult
-	var err error
-	if res.BytesBefore, err = s.Size(ctx); err != nil {
-		return res, err
-	}
-	if !o.Before.IsZero() {
-		q := `SELECT id FROM threads WHERE updated < $1`
-		args := []any{o.Before.UnixNano()}
-		if o.Thread != "" {
-			q += ` AND id = $2`
-			args = append(args, o.Thread)
-		}
-		ids, err := s.strings(ctx, q, args...)
-		if err != nil {
-			return res, err
-		}
-		for _, id := range ids {
-			threads, cps, err := s.deleteThread(ctx, id)
-			if errors.Is(err, runtime.ErrNotFound) {
-				continue // a child run, deleted with its parent
+	return checkpoint.RunGC(ctx, o, checkpoint.GCSteps{
+		Size: s.Size,
+		Threads: func(ctx context.Context, before time.Time, thread string) ([]string, error) {
+			q := `SELECT id FROM threads WHERE true`
+			var args []any
+			if !before.IsZero() {
+				args = append(args, before.UnixNano())
+				q += fmt.Sprintf(` AND updated < $%d`, len(args))
 			}
-			if err != nil {
-				return res, fmt.Errorf("gc: %w", err)
+			if thread != "" {
+				args = append(args, thread)
+				q += fmt.Sprintf(` AND id = $%d`, len(args))
 			}
-			res.Threads += threads
-			res.Checkpoints += cps
-		}
-	}
-	if o.Keep > 0 {
-		q := `SELECT id FROM threads`
-		var args []any
-		if o.Thread != "" {
-			q += ` WHERE id = $1`
-			args = append(args, o.Thread)
-		}
-		ids, err := s.strings(ctx, q, args...)
-		if err != nil {
-			return res, err
-		}
-		for _, id := range ids {
-			n, err := s.pruneThread(ctx, id, o.Keep)
-			if err != nil {
-				return res, fmt.Errorf("gc thread %q: %w", id, err)
+			return s.strings(ctx, q, args...)
+		},
+		Delete: s.deleteThread,
+		Prune:  s.pruneThread,
+		Reclaim: func(ctx context.Context) error {
+			for _, t := range []string{"checkpoints", "blocks", "open_blocks", "writes", "threads"} {
+				if _, err := s.pool.Exec(ctx, `VACUUM `+pgx.Identifier{t}.Sanitize()); err != nil {
+					return fmt.Errorf("gc: vacuum %s: %w", t, s.describe(err))
+				}
 			}
-			res.Checkpoints += n
-		}
-	}
-	for _, t := range []string{"checkpoints", "blocks", "open_blocks", "writes", "threads"} {
-		if _, err := s.pool.Exec(ctx, `VACUUM `+pgx.Identifier{t}.Sanitize()); err != nil {
-			return res, fmt.Errorf("gc: vacuum %s: %w", t, s.describe(err))
-		}
-	}
-	res.BytesAfter, err = s.Size(ctx)
-	return res, err
+			return nil
+		},
+	})
 }
 
 func (s *Postgres) strings(ctx context.Context, q string, args ...any) ([]string, error) {
@@ -125,13 +97,7 @@ func (s *Postgres) pruneThread(ctx context.Context, thread string, keep int) (in
 	if len(all) <= keep {
 		return 0, nil
 	}
-	kept := map[string]bool{head: true}
-	for _, cp := range all {
-		if len(kept) >= keep && !kept[cp.ID] {
-			break
-		}
-		kept[cp.ID] = true
-	}
+	kept := checkpoint.KeptCheckpoints(head, all, keep)
 	// Materialise the values of kept checkpoints whose parent goes, while
 	// their chains are still intact.
 	snaps := map[string][]byte{} // id → stored snapshot

@@ -34,6 +34,32 @@ func checkOutput(o string) error {
 	return usagef("--output: want text or json, got %q", o)
 }
 
+// reconcileFormat checks -o and --format together, for a command whose
+// --format is a report (extra: junit, github) or one of the spellings of
+// -o before it (text, json: deprecated, moved to *output). It leaves
+// *format json when the output is JSON, so that one switch serves both.
+func reconcileFormat(cmd *cobra.Command, io *IO, output, format *string, extra string) error {
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	switch *format {
+	case "", extra:
+	case outText, outJSON:
+		// The spellings before -o, kept for one release.
+		deprecated(io, "--format "+*format, "-o "+*format)
+		*output, *format = *format, ""
+	default:
+		return usagef("--format: want %s, got %q", extra, *format)
+	}
+	if *format != "" && cmd.Flags().Changed("output") {
+		return usagef("--format %s and --output exclude each other", *format)
+	}
+	if *output == outJSON {
+		*format = outJSON
+	}
+	return nil
+}
+
 // addLegacyJSONFlag registers the hidden, deprecated --json that sets *dst
 // to json: the spelling before -o json, kept for one release.
 func addLegacyJSONFlag(c *cobra.Command, io *IO, dst *string) {

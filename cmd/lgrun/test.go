@@ -39,23 +39,8 @@ file (or its graph) is invalid, 2 usage error.`,
   lgrun test graphs/ --saver sqlite
   lgrun test graphs/ -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := reconcileFormat(cmd, io, &output, &format, "junit"); err != nil {
 				return err
-			}
-			switch format {
-			case "", "junit":
-			case "text", "json":
-				// The spellings before -o, kept for one release.
-				deprecated(io, "--format "+format, "-o "+format)
-				output, format = format, ""
-			default:
-				return usagef("--format: want junit, got %q", format)
-			}
-			if format != "" && cmd.Flags().Changed("output") {
-				return usagef("--format %s and --output exclude each other", format)
-			}
-			if output == outJSON {
-				format = outJSON
 			}
 			if parallel < 1 {
 				return usagef("--parallel must be at least 1")

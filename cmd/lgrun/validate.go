@@ -39,23 +39,8 @@ mcp tools and checks that the listed tools exist and no names clash.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := reconcileFormat(cmd, io, &output, &format, "github"); err != nil {
 				return err
-			}
-			switch format {
-			case "", "github":
-			case "text", "json":
-				// The spellings before -o, kept for one release.
-				deprecated(io, "--format "+format, "-o "+format)
-				output, format = format, ""
-			default:
-				return usagef("--format: want github, got %q", format)
-			}
-			if format != "" && cmd.Flags().Changed("output") {
-				return usagef("--format %s and --output exclude each other", format)
-			}
-			if output == outJSON {
-				format = outJSON
 			}
 			files, err := expandGraphArgs(args)
 			if err != nil {

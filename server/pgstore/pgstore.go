@@ -149,22 +149,7 @@ func list[T any](ctx context.Context, s *Store, what, q string, args ...any) ([]
 		return nil, fmt.Errorf("list %s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []*T
-	for rows.Next() {
-		var data string
-		if err := rows.Scan(&data); err != nil {
-			return nil, fmt.Errorf("list %s: %w", what, err)
-		}
-		v := new(T)
-		if err := json.Unmarshal([]byte(data), v); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", what, err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list %s: %w", what, err)
-	}
-	return out, nil
+	return server.DecodeRows[T](rows, what)
 }
 
 // one decodes the data column of q's single row into v.
