@@ -13,13 +13,9 @@ import (
 // threads last updated before it, with their child runs, and no other;
 // Thread limits it, and Keep, to one thread; Keep prunes every thread to
 // its latest checkpoints and head, whose values do not change; a second
-// GC finds nothing left. Savers without GC (in memory) have nothing to
-// hold to it.
+// GC finds nothing left. Run holds only savers with GC to it.
 func testGC(t *testing.T, s runtime.Saver) {
-	gc, ok := s.(gcSaver)
-	if !ok {
-		t.Skip("the saver has no GC")
-	}
+	gc := s.(gcSaver)
 	// The threads' clocks: old ones before the cut, fresh ones after.
 	cut := base.Add(500 * time.Second)
 	build := func(id string, tick, n int) *thread {
