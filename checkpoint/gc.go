@@ -30,8 +30,9 @@ type GCResult struct {
 type GCSteps struct {
 	// Size returns the bytes the saver's storage takes.
 	Size func(ctx context.Context) (int64, error)
-	// Threads lists the threads last updated before before (all of them
-	// when it is zero), only thread if it is set.
+	// Threads lists the threads last updated before the time it is
+	// given (every thread for the zero time), only the one named if a
+	// thread is given.
 	Threads func(ctx context.Context, before time.Time, thread string) ([]string, error)
 	// Delete deletes a thread with its child runs, reporting how many
 	// threads and checkpoints went; runtime.ErrNotFound for a thread
