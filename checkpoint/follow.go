@@ -375,36 +375,26 @@ func (s *SQLite) writeThread(ctx context.Context, c *runtime.Commit, e *encodedC
 	}
 	a := &s.moveArgs
 	a.reset(13)
+	// The new row's values and the moved row's, in one order: the
+	// columns, the id, then the creation time or the head to move from.
+	a.str(tr.head)
+	a.str(tr.status)
+	a.str(tr.error)
+	a.str(tr.graph)
+	a.str(tr.graphHash)
+	a.str(tr.graphFile)
+	a.str(tr.config)
+	a.add(tr.updated)
+	a.add(nullInt(tr.pending))
+	a.add(tr.checksum())
+	a.add(nullInt(tr.follow))
+	a.str(tr.id)
 	var n int64
 	var err error
 	if rowHead == "" {
-		a.str(tr.id)
-		a.str(tr.head)
-		a.str(tr.status)
-		a.str(tr.error)
-		a.str(tr.graph)
-		a.str(tr.graphHash)
-		a.str(tr.graphFile)
-		a.str(tr.config)
 		a.add(created.UnixNano())
-		a.add(tr.updated)
-		a.add(nullInt(tr.pending))
-		a.add(tr.checksum())
-		a.add(nullInt(tr.follow))
 		n, err = s.rawExec(ctx, &s.raw.newThread, a.vals)
 	} else {
-		a.str(tr.head)
-		a.str(tr.status)
-		a.str(tr.error)
-		a.str(tr.graph)
-		a.str(tr.graphHash)
-		a.str(tr.graphFile)
-		a.str(tr.config)
-		a.add(tr.updated)
-		a.add(nullInt(tr.pending))
-		a.add(tr.checksum())
-		a.add(nullInt(tr.follow))
-		a.str(tr.id)
 		a.strAs(rowHead, 0) // the head of the commit before, or where the row began to follow
 		st := &s.raw.moveHead
 		if rowFollows {

@@ -384,7 +384,8 @@ func (s *SQLite) closeWriterStmts() {
 // The statements of a step's commit (see rawstmt.go).
 const (
 	insertCheckpointSQL = `INSERT INTO checkpoints (thread, id, parent, step, turn_step, next, waiting, source, writes, graph, time, usage, totals, records, sum, snap_sum, link_sum, chain_bytes, base_bytes, delta, snapshot, pending, updated_off, live_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	newThreadSQL        = `INSERT INTO threads (id, head, status, error, graph, graph_hash, graph_file, config, created, updated, pending, sum, follow) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	// newThreadSQL takes its values in moveHeadSQL's order (see writeThread).
+	newThreadSQL = `INSERT INTO threads (head, status, error, graph, graph_hash, graph_file, config, updated, pending, sum, follow, id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`
 	// moveHeadSQL moves a pinned row (+ IS NULL) or one that follows
 	// (+ = 1): two statements, since a test of follow against a bound
