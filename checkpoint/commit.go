@@ -426,10 +426,7 @@ func (s *SQLite) Mark(ctx context.Context, mk *runtime.Mark) error {
 		}
 		return fmt.Errorf("read thread head: %w", s.describe(err))
 	}
-	if err := tr.verify(); err != nil {
-		return err
-	}
-	if err := tr.resolve(&lr); err != nil {
+	if err := tr.verifyLive(&lr); err != nil {
 		return err
 	}
 	head := tr.head

@@ -131,12 +131,17 @@ func (r *threadRow) resolve(l *liveRow) error {
 	return nil
 }
 
+// verifyLive verifies the row and resolves its live state.
+func (r *threadRow) verifyLive(l *liveRow) error {
+	if err := r.verify(); err != nil {
+		return err
+	}
+	return r.resolve(l)
+}
+
 // decodeLive verifies the row, resolves its live state and decodes it.
 func (r *threadRow) decodeLive(l *liveRow) (*runtime.Thread, error) {
-	if err := r.verify(); err != nil {
-		return nil, err
-	}
-	if err := r.resolve(l); err != nil {
+	if err := r.verifyLive(l); err != nil {
 		return nil, err
 	}
 	return r.decode()

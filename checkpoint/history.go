@@ -571,9 +571,7 @@ func (h *sqliteHistory) Thread(ctx context.Context) (ThreadRow, bool, error) {
 	// for; what fails is reported where Get would report it.
 	var bad error
 	if tr.follow.Valid {
-		if bad = tr.verify(); bad == nil {
-			bad = tr.resolve(&lr)
-		}
+		bad = tr.verifyLive(&lr)
 	}
 	return ThreadRow{ID: tr.id, Head: tr.head, Status: tr.status, Error: tr.error, Graph: tr.graph, GraphHash: tr.graphHash,
 		GraphFile: tr.graphFile, Config: tr.config, Created: tr.created, Updated: tr.updated, Pending: tr.pending, Sum: tr.sum, bad: bad}, true, nil

@@ -53,10 +53,7 @@ func (s *SQLite) get(ctx context.Context, thread, id string) (*runtime.Checkpoin
 	case err != nil:
 		return nil, fmt.Errorf("read thread: %w", s.describe(err))
 	default:
-		if err := tr.verify(); err != nil {
-			return nil, err
-		}
-		if err := tr.resolve(&lr); err != nil {
+		if err := tr.verifyLive(&lr); err != nil {
 			return nil, err
 		}
 	}
